@@ -1,0 +1,200 @@
+"""`python -m pipeline SUBCOMMAND`: the pipeline from the command line.
+
+Each subcommand is a thin layer over the library: parse, call, print. Heavy imports happen
+inside the commands so that `--help` is instant. A mistake the user can fix prints one line
+(`error: ...`) and exits 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from pipeline.errors import UserError
+
+log = logging.getLogger("pipeline")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of usage + message
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default=None,
+        help="Hub id, local folder, or 'smollm2-offline' (default: Qwen/Qwen2.5-0.5B-Instruct, "
+        "falling back to the offline SmolLM2 when the Hub cannot be reached)",
+    )
+
+
+def _add_sampling(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n", type=int, default=5, help="titles per idea (default: 5)")
+    p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (default: 0.7)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (default: 1.0)")
+    p.add_argument("--max-new-tokens", type=int, default=48, help="(default: 48)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed, for repeatable runs")
+
+
+def _settings(args: argparse.Namespace):
+    from pipeline.generation import GenerationSettings
+
+    return GenerationSettings(
+        n=args.n,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+    )
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from pipeline.generation import generate_for_idea
+    from pipeline.models import load_model
+    from pipeline.prompts import check_idea
+
+    idea = check_idea(args.idea)  # before the (slow) model load
+    settings = _settings(args)
+    loaded = load_model(args.model)
+    titles = generate_for_idea(loaded, idea, settings)
+    if args.json:
+        record = {
+            "idea": idea,
+            "model": loaded.label,
+            "titles": [t.text for t in titles],
+            "raw": [t.raw for t in titles],
+        }
+        print(json.dumps(record, ensure_ascii=False))
+        return
+    print(f"model: {loaded.label}")
+    for i, title in enumerate(titles, 1):
+        print(f"{i}. {title.text}")
+
+
+def cmd_pairs(args: argparse.Namespace) -> None:
+    from pipeline.generation import generate_titles
+    from pipeline.models import load_model
+    from pipeline.pairs import pairs_for_idea, read_ideas_csv, write_pairs_csv
+
+    ideas = read_ideas_csv(args.ideas)
+    settings = _settings(args)
+    loaded = load_model(args.model)
+    titles = generate_titles(loaded, ideas, settings)
+    pairs = [p for group in titles for p in pairs_for_idea(group[0].idea, [t.text for t in group])]
+    count = write_pairs_csv(pairs, args.out)
+    # Every title with its raw completion, model and settings, so nothing the model wrote is lost.
+    raw_path = Path(args.out).with_suffix(".titles.jsonl")
+    raw_path.write_text(
+        "".join(json.dumps(asdict(t), ensure_ascii=False) + "\n" for g in titles for t in g),
+        encoding="utf-8",
+    )
+    print(f"wrote {count} pairs for {len(ideas)} ideas to {args.out} (raw titles: {raw_path})")
+
+
+def cmd_dataset(args: argparse.Namespace) -> None:
+    from pipeline import datasets as ds
+
+    if args.from_seed:
+        prefs, source = ds.seed_preferences(), "seed"
+    else:
+        prefs, source = ds.read_labelled_csv(args.from_votes), str(args.from_votes)
+    splits = ds.split_preferences(prefs, args.split)
+    summary = ds.summarize(splits, source, args.split)
+    ds.save_dataset(ds.build_dataset(splits), args.out, summary)
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False))
+    else:
+        counts = ", ".join(f"{k} {v}" for k, v in summary["rows"].items())
+        print(f"wrote {args.out}: {counts} rows (split by {args.split})")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from pipeline.training import get_recipe, train_dpo
+
+    result = train_dpo(
+        args.data,
+        args.out,
+        args.model,
+        get_recipe(args.recipe),
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+    )
+    if args.json:
+        print(json.dumps(asdict(result)))
+    else:
+        print(
+            f"trained {result.steps} steps in {result.seconds:.0f} s; model saved to {result.out}"
+        )
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("generate", help="write titles for one video idea")
+    p.add_argument("--idea", required=True, help="the video idea (1-500 characters)")
+    _add_sampling(p)
+    _add_model(p)
+    p.add_argument("--json", action="store_true", help='print {"idea", "model", "titles"}')
+    p.set_defaults(run=cmd_generate)
+
+    p = sub.add_parser("pairs", help="titles for every idea in a CSV, as head-to-head pairs")
+    p.add_argument("--ideas", required=True, type=Path, help="CSV with an 'Idea' column")
+    p.add_argument("--out", required=True, type=Path, help="pairs CSV: idea,title_a,title_b")
+    _add_sampling(p)
+    _add_model(p)
+    p.set_defaults(run=cmd_pairs)
+
+    p = sub.add_parser("dataset", help="build the prompt/chosen/rejected DatasetDict")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-seed", action="store_true", help="the tutorial's 1,140 pairs")
+    source.add_argument(
+        "--from-votes",
+        type=Path,
+        metavar="PATH",
+        help="labelled CSV: idea,title_a,title_b,title_b_preferred (0/1)",
+    )
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument(
+        "--split",
+        choices=["idea", "seed"],
+        default="idea",
+        help="idea: no idea in both splits (default); seed: the tutorial's split exactly",
+    )
+    p.add_argument("--json", action="store_true", help="print a summary: rows and ideas per split")
+    p.set_defaults(run=cmd_dataset)
+
+    p = sub.add_parser("train", help="DPO on a dataset folder")
+    p.add_argument("--data", required=True, type=Path, help="folder from `dataset`")
+    p.add_argument("--out", required=True, type=Path, help="where the tuned model goes")
+    _add_model(p)
+    p.add_argument("--recipe", default="tutorial", help="named recipe (default: tutorial)")
+    p.add_argument("--epochs", type=float, default=None, help="override the recipe's epochs")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.set_defaults(run=cmd_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    # Our own log lines (such as the offline notice) go to stderr, one line each.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        args.run(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

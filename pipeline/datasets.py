@@ -1,0 +1,167 @@
+"""Preference labels → a `datasets.DatasetDict` shaped exactly like shawhin/youtube-titles-dpo.
+
+Each row is conversational: `prompt` is one user message (the tutorial's prompt), `chosen` and
+`rejected` one assistant message each. Two split rules:
+
+- `idea` (default): whole ideas go to train or valid, so no idea is in both. The tutorial
+  split pairs at random, which put all of its valid ideas in train as well.
+- `seed`: the tutorial's split exactly: rows in file order, permuted by
+  `numpy.random.RandomState(42).permutation(n)`, first 90% train, the rest `valid`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+from pipeline.pairs import read_csv_rows
+from pipeline.prompts import title_prompt
+
+SEED_DIR = Path(__file__).resolve().parent.parent / "data" / "seed-dpo"
+SEED_LABELS = SEED_DIR / "idea-title_pairs-preferences.csv"
+LABEL_COLUMNS = ["idea", "title_a", "title_b", "title_b_preferred"]
+SPLITS = ("idea", "seed")
+SPLIT_SEED = 42
+VALID_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class Preference:
+    idea: str
+    chosen: str
+    rejected: str
+
+
+def read_labelled_csv(path: str | Path) -> list[Preference]:
+    """Rows of `idea,title_a,title_b,title_b_preferred` (0 or 1), in file order."""
+    prefs = []
+    for line, row in enumerate(read_csv_rows(path, LABEL_COLUMNS), start=2):
+        flag = row["title_b_preferred"].strip()
+        if flag not in ("0", "1"):
+            raise UserError(f"{path}, line {line}: title_b_preferred must be 0 or 1, not {flag!r}")
+        if not all(row[c].strip() for c in ("idea", "title_a", "title_b")):
+            raise UserError(f"{path}, line {line}: idea, title_a and title_b must not be empty")
+        a, b = row["title_a"], row["title_b"]
+        prefs.append(Preference(row["idea"], *((b, a) if flag == "1" else (a, b))))
+    return prefs
+
+
+def seed_preferences() -> list[Preference]:
+    """The tutorial's 1,140 hand-labelled pairs (MIT, see data/seed-dpo/SOURCES.md)."""
+    return read_labelled_csv(SEED_LABELS)
+
+
+def preference_row(pref: Preference) -> dict[str, list[dict[str, str]]]:
+    return {
+        "prompt": [{"role": "user", "content": title_prompt(pref.idea)}],
+        "chosen": [{"role": "assistant", "content": pref.chosen}],
+        "rejected": [{"role": "assistant", "content": pref.rejected}],
+    }
+
+
+def _idea_key(idea: str) -> str:
+    # The prompt lowercases the idea, so ideas that differ only in case are the same prompt.
+    return idea.strip().lower()
+
+
+def split_by_idea(
+    prefs: Sequence[Preference], valid_fraction: float = VALID_FRACTION, seed: int = SPLIT_SEED
+) -> dict[str, list[Preference]]:
+    import numpy as np
+
+    ideas = sorted({_idea_key(p.idea) for p in prefs})
+    if len(ideas) < 2:
+        raise UserError(
+            f"splitting by idea needs at least 2 distinct ideas, found {len(ideas)}; "
+            "use --split seed to split pairs instead"
+        )
+    n_valid = min(len(ideas) - 1, max(1, math.ceil(len(ideas) * valid_fraction)))
+    order = np.random.RandomState(seed).permutation(len(ideas))
+    valid_ideas = {ideas[i] for i in order[:n_valid]}
+    return {
+        "train": [p for p in prefs if _idea_key(p.idea) not in valid_ideas],
+        "valid": [p for p in prefs if _idea_key(p.idea) in valid_ideas],
+    }
+
+
+def split_like_tutorial(prefs: Sequence[Preference]) -> dict[str, list[Preference]]:
+    import numpy as np
+
+    if len(prefs) < 2:
+        raise UserError(f"splitting needs at least 2 labelled pairs, found {len(prefs)}")
+    order = np.random.RandomState(SPLIT_SEED).permutation(len(prefs))
+    n_train = int(len(prefs) * (1 - VALID_FRACTION))
+    return {
+        "train": [prefs[i] for i in order[:n_train]],
+        "valid": [prefs[i] for i in order[n_train:]],
+    }
+
+
+def split_preferences(prefs: Sequence[Preference], split: str) -> dict[str, list[Preference]]:
+    if split == "idea":
+        return split_by_idea(prefs)
+    if split == "seed":
+        return split_like_tutorial(prefs)
+    raise UserError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
+
+
+def preference_features():
+    from datasets import Features, List, Value
+
+    message = {"content": Value("string"), "role": Value("string")}
+    return Features({k: List(message) for k in ("prompt", "chosen", "rejected")})
+
+
+def build_dataset(splits: dict[str, list[Preference]]):
+    from datasets import Dataset, DatasetDict
+
+    features = preference_features()
+    return DatasetDict(
+        {
+            name: Dataset.from_list([preference_row(p) for p in prefs], features=features)
+            for name, prefs in splits.items()
+        }
+    )
+
+
+def summarize(splits: dict[str, list[Preference]], source: str, split: str) -> dict[str, Any]:
+    return {
+        "source": source,
+        "split": split,
+        "rows": {name: len(prefs) for name, prefs in splits.items()},
+        "ideas": {name: sorted({p.idea for p in prefs}) for name, prefs in splits.items()},
+    }
+
+
+def save_dataset(dataset, out: str | Path, summary: dict[str, Any]) -> Path:
+    """`save_to_disk` into `out`, plus `out/parquet/{split}.parquet` and `out/summary.json`."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / "dataset_dict.json").is_file():
+        raise UserError(f"{out} exists and is not a dataset folder: choose an empty or new folder")
+    dataset.save_to_disk(str(out))
+    (out / "parquet").mkdir(exist_ok=True)
+    for name, part in dataset.items():
+        part.to_parquet(str(out / "parquet" / f"{name}.parquet"))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return out
+
+
+def load_preference_dataset(path: str | Path):
+    """A folder written by `save_dataset` (or any `save_to_disk` DatasetDict with train/valid)."""
+    from datasets import load_from_disk
+
+    path = Path(path)
+    if not (path / "dataset_dict.json").is_file():
+        raise UserError(f"{path} is not a dataset folder (run `python -m pipeline dataset` first)")
+    dataset = load_from_disk(str(path))
+    missing = [
+        c for c in ("prompt", "chosen", "rejected") if c not in dataset["train"].column_names
+    ]
+    if missing:
+        raise UserError(f"{path}: the train split lacks column(s) {', '.join(missing)}")
+    return dataset

