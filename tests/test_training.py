@@ -1,0 +1,75 @@
+import json
+
+import pytest
+
+from pipeline import datasets as ds
+from pipeline.errors import UserError
+from pipeline.training import RECIPES, get_recipe, train_dpo
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """8 seed pairs from each of 3 ideas: 16 train / 8 valid, split by idea."""
+    prefs = ds.seed_preferences()
+    ideas = sorted({p.idea for p in prefs})[:3]
+    chosen = [p for idea in ideas for p in [q for q in prefs if q.idea == idea][:8]]
+    splits = ds.split_by_idea(chosen, valid_fraction=0.3)
+    assert (len(splits["train"]), len(splits["valid"])) == (16, 8)
+    out = tmp_path_factory.mktemp("data") / "small"
+    ds.save_dataset(ds.build_dataset(splits), out, ds.summarize(splits, "seed", "idea"))
+    return out
+
+
+def test_two_steps_then_reload_with_chat_template(small_data, tiny_model_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "dpo"
+    result = train_dpo(small_data, out, str(tiny_model_dir), max_steps=2)
+    assert result.steps == 2
+
+    tuned = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert tokenizer.chat_template == AutoTokenizer.from_pretrained(tiny_model_dir).chat_template
+    changed = [
+        name
+        for (name, p), (_, q) in zip(tuned.named_parameters(), base.named_parameters(), strict=True)
+        if not torch.equal(p, q)
+    ]
+    assert changed, "training did not change any weight"
+
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["step"] >= 1 and "loss" in records[0] and "rewards/margins" in records[0]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 2 and summary["recipe"]["name"] == "tutorial"
+
+
+def test_a_full_epoch_evaluates_and_keeps_the_best_checkpoint(small_data, tiny_model_dir, tmp_path):
+    result = train_dpo(small_data, tmp_path / "dpo", str(tiny_model_dir), epochs=1)
+    assert result.steps == 2  # 16 train pairs / batch 8
+    assert result.eval_loss is not None
+    assert result.best_checkpoint and result.best_checkpoint.endswith("checkpoint-2")
+    lines = (tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()
+    assert any("eval_rewards/accuracies" in json.loads(line) for line in lines)
+
+
+def test_the_tutorial_recipe_is_the_reference():
+    recipe = get_recipe("tutorial")
+    assert recipe is RECIPES["tutorial"]
+    assert (recipe.epochs, recipe.batch_size) == (3, 8)
+    with pytest.raises(UserError, match="unknown recipe"):
+        get_recipe("nope")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"), [({"epochs": 0}, "epochs"), ({"max_steps": -1}, "max-steps")]
+)
+def test_bad_numbers_are_refused(small_data, tiny_model_dir, tmp_path, kwargs, message):
+    with pytest.raises(UserError, match=message):
+        train_dpo(small_data, tmp_path / "o", str(tiny_model_dir), **kwargs)
+
+
+def test_missing_data_is_refused_before_loading_a_model(tmp_path):
+    with pytest.raises(UserError, match="not a dataset folder"):
+        train_dpo(tmp_path, tmp_path / "o", "./no/such/model")
