@@ -1,13 +1,14 @@
 """`python -m pipeline SUBCOMMAND`: the pipeline from the command line.
 
-Each subcommand is a thin layer over the library: parse, call, print. Heavy imports happen
-inside the commands so that `--help` is instant. A mistake the user can fix prints one line
-(`error: ...`) and exits 2; anything else is a bug and keeps its traceback.
+Each subcommand is a thin layer over the library: parse, call, return the text to print.
+Heavy imports happen inside the commands so that `--help` is instant. A mistake the user can
+fix prints one line (`error: ...`) and exits 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -54,7 +55,7 @@ def _settings(args: argparse.Namespace):
     )
 
 
-def cmd_generate(args: argparse.Namespace) -> None:
+def cmd_generate(args: argparse.Namespace) -> str:
     from pipeline.generation import generate_for_idea
     from pipeline.models import load_model
     from pipeline.prompts import check_idea
@@ -70,14 +71,13 @@ def cmd_generate(args: argparse.Namespace) -> None:
             "titles": [t.text for t in titles],
             "raw": [t.raw for t in titles],
         }
-        print(json.dumps(record, ensure_ascii=False))
-        return
-    print(f"model: {loaded.label}")
-    for i, title in enumerate(titles, 1):
-        print(f"{i}. {title.text}")
+        return json.dumps(record, ensure_ascii=False)
+    lines = [f"model: {loaded.label}"]
+    lines += [f"{i}. {title.text}" for i, title in enumerate(titles, 1)]
+    return "\n".join(lines)
 
 
-def cmd_pairs(args: argparse.Namespace) -> None:
+def cmd_pairs(args: argparse.Namespace) -> str:
     from pipeline.generation import generate_titles
     from pipeline.models import load_model
     from pipeline.pairs import pairs_for_idea, read_ideas_csv, write_pairs_csv
@@ -94,10 +94,10 @@ def cmd_pairs(args: argparse.Namespace) -> None:
         "".join(json.dumps(asdict(t), ensure_ascii=False) + "\n" for g in titles for t in g),
         encoding="utf-8",
     )
-    print(f"wrote {count} pairs for {len(ideas)} ideas to {args.out} (raw titles: {raw_path})")
+    return f"wrote {count} pairs for {len(ideas)} ideas to {args.out} (raw titles: {raw_path})"
 
 
-def cmd_dataset(args: argparse.Namespace) -> None:
+def cmd_dataset(args: argparse.Namespace) -> str:
     from pipeline import datasets as ds
 
     if args.from_seed:
@@ -108,13 +108,12 @@ def cmd_dataset(args: argparse.Namespace) -> None:
     summary = ds.summarize(splits, source, args.split)
     ds.save_dataset(ds.build_dataset(splits), args.out, summary)
     if args.json:
-        print(json.dumps(summary, ensure_ascii=False))
-    else:
-        counts = ", ".join(f"{k} {v}" for k, v in summary["rows"].items())
-        print(f"wrote {args.out}: {counts} rows (split by {args.split})")
+        return json.dumps(summary, ensure_ascii=False)
+    counts = ", ".join(f"{k} {v}" for k, v in summary["rows"].items())
+    return f"wrote {args.out}: {counts} rows (split by {args.split})"
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+def cmd_train(args: argparse.Namespace) -> str:
     from pipeline.training import get_recipe, train_dpo
 
     result = train_dpo(
@@ -126,11 +125,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         max_steps=args.max_steps,
     )
     if args.json:
-        print(json.dumps(asdict(result)))
-    else:
-        print(
-            f"trained {result.steps} steps in {result.seconds:.0f} s; model saved to {result.out}"
-        )
+        return json.dumps(asdict(result))
+    return f"trained {result.steps} steps in {result.seconds:.0f} s; model saved to {result.out}"
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -190,11 +186,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     try:
-        args.run(args)
+        # Libraries print progress to stdout (the Trainer's metric dicts); keep stdout for the
+        # command's result alone, so `--json` output can be piped.
+        with contextlib.redirect_stdout(sys.stderr):
+            output = args.run(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    print(output)
     return 0

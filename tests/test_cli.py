@@ -1,0 +1,136 @@
+"""`python -m pipeline ...` run as a subprocess, the way users and later checks call it."""
+
+import csv
+import json
+
+import pytest
+
+from conftest import run_cli
+from pipeline.datasets import SEED_DIR
+
+
+def _one_line_error(result):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["generate", "pairs", "dataset", "train"])
+def test_every_subcommand_has_help(command):
+    result = run_cli(command, "--help")
+    assert result.returncode == 0
+    assert "--model" in result.stdout or "--out" in result.stdout
+
+
+def test_generate_json(tiny_model_dir):
+    result = run_cli(
+        "generate", "--idea", "Multimodal RAG", "--n", "4", "--max-new-tokens", "5",
+        "--model", str(tiny_model_dir), "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["idea"] == "Multimodal RAG"
+    assert record["model"] == str(tiny_model_dir)
+    assert len(record["titles"]) == 4 and len(record["raw"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["generate", "--idea", "   "], "empty"),
+        (["generate", "--idea", "x" * 501], "limit is 500"),
+        (["generate", "--idea", "rag", "--n", "0"], "n must be"),
+        (["generate", "--idea", "rag", "--model", "./missing-model"], "does not exist"),
+        (["generate"], "--idea"),
+        (["dataset", "--out", "x"], "--from-seed"),
+        (["dataset", "--from-seed", "--from-votes", "v.csv", "--out", "x"], "not allowed"),
+        (["dataset", "--from-votes", "missing.csv", "--out", "x"], "no such file"),
+        (["pairs", "--ideas", "missing.csv", "--out", "p.csv"], "no such file"),
+        (["train", "--data", "missing", "--out", "x"], "not a dataset folder"),
+        (["nope"], "invalid choice"),
+    ],
+)
+def test_user_mistakes_exit_non_zero_with_one_line(args, message, tmp_path):
+    line = _one_line_error(run_cli(*args))
+    assert message in line
+
+
+def test_pairs_from_an_ideas_csv(tiny_model_dir, tmp_path):
+    ideas = tmp_path / "ideas.csv"
+    ideas.write_text("Idea\nMultimodal RAG\nmodel pruning\n")
+    out = tmp_path / "pairs.csv"
+    result = run_cli(
+        "pairs", "--ideas", str(ideas), "--out", str(out), "--model", str(tiny_model_dir),
+        "--max-new-tokens", "6", "--seed", "0",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["idea", "title_a", "title_b"]
+    for idea in ("Multimodal RAG", "model pruning"):
+        mine = [r for r in rows if r["idea"] == idea]
+        assert 1 <= len(mine) <= 10
+        assert all(r["title_a"] != r["title_b"] for r in mine)
+    raw = [json.loads(line) for line in out.with_suffix(".titles.jsonl").read_text().splitlines()]
+    assert len(raw) == 10 and {"raw", "text", "model", "settings"} <= set(raw[0])
+
+
+def test_pairs_refuses_a_malformed_ideas_csv_and_writes_nothing(tmp_path):
+    ideas = tmp_path / "ideas.csv"
+    ideas.write_text('Idea\nfine\n\n""\n')
+    out = tmp_path / "pairs.csv"
+    line = _one_line_error(run_cli("pairs", "--ideas", str(ideas), "--out", str(out)))
+    assert "empty" in line and "line" in line
+    assert not out.exists()
+
+
+def test_dataset_from_seed_split_by_idea(tmp_path):
+    result = run_cli("dataset", "--from-seed", "--out", str(tmp_path / "d"), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["split"] == "idea"
+    assert summary["rows"] == {"train": 1020, "valid": 120}
+    assert len(summary["ideas"]["valid"]) == 12
+    assert not set(summary["ideas"]["train"]) & set(summary["ideas"]["valid"])
+    assert (tmp_path / "d" / "dataset_dict.json").is_file()
+    assert (tmp_path / "d" / "parquet" / "train.parquet").is_file()
+
+
+def test_dataset_from_seed_split_like_the_tutorial(tmp_path):
+    out = tmp_path / "d"
+    result = run_cli("dataset", "--from-seed", "--split", "seed", "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["rows"] == {"train": 1026, "valid": 114}
+    from datasets import load_from_disk
+
+    first_valid = load_from_disk(str(out))["valid"][0]["prompt"][0]["content"]
+    assert "**Video Idea**: intro independent component analysis\n" in first_valid
+
+
+def test_dataset_from_a_labelled_csv(tmp_path):
+    labels = tmp_path / "votes.csv"
+    with (SEED_DIR / "idea-title_pairs-preferences.csv").open() as f:
+        labels.write_text("".join(f.readlines()[:41]))  # header + 40 pairs
+    result = run_cli("dataset", "--from-votes", str(labels), "--out", str(tmp_path / "d"), "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)["rows"]
+    assert rows["train"] + rows["valid"] == 40 and rows["valid"] > 0
+
+
+def test_train_two_steps_and_reload(tiny_model_dir, tmp_path):
+    data = tmp_path / "d"
+    assert run_cli("dataset", "--from-seed", "--out", str(data)).returncode == 0
+    out = tmp_path / "m"
+    result = run_cli(
+        "train", "--data", str(data), "--out", str(out), "--model", str(tiny_model_dir),
+        "--max-steps", "2", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == 2 and summary["out"] == str(out)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    AutoModelForCausalLM.from_pretrained(out)
+    assert AutoTokenizer.from_pretrained(out).chat_template
