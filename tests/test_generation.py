@@ -2,7 +2,7 @@ import pytest
 
 from pipeline.errors import UserError
 from pipeline.generation import GenerationSettings, generate_for_idea, generate_titles
-from pipeline.prompts import display_title
+from pipeline.prompts import display_title, title_messages
 
 SHORT = GenerationSettings(n=5, max_new_tokens=6, seed=0)
 
@@ -35,6 +35,33 @@ def test_batched_ideas_match_one_at_a_time_under_left_padding(tiny_model):
     assert [g[0].idea for g in batched] == ideas
 
 
+def test_sampling_with_a_shared_prompt_cache_matches_plain_generate(tiny_model):
+    # At a vanishing temperature sampling is argmax, so the shared-prefix path must give the
+    # same tokens as `generate` running every copy of every prompt from scratch.
+    import torch
+
+    from pipeline.generation import _complete
+
+    settings = GenerationSettings(n=3, temperature=1e-4, max_new_tokens=8)
+    ideas = ["rag", "a much longer idea about fine-tuning language models", "dpo"]
+    shared = _complete(tiny_model, ideas, settings)
+    tokenizer = tiny_model.tokenizer
+    prompts = [
+        tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+        for m in (title_messages(i) for i in ideas)
+    ]
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+    with torch.inference_mode():
+        plain = tiny_model.model.generate(
+            **batch, do_sample=False, max_new_tokens=8, num_return_sequences=1,
+            pad_token_id=tokenizer.pad_token_id,
+        )  # fmt: skip
+    texts = tokenizer.batch_decode(
+        plain[:, batch["input_ids"].shape[1] :], skip_special_tokens=True
+    )
+    assert shared == [t for t in texts for _ in range(3)]
+
+
 def test_many_ideas_are_chunked_and_keep_their_order(tiny_model):
     settings = GenerationSettings(n=3, max_new_tokens=4, seed=1, max_batch=7)  # 2 ideas a call
     ideas = [f"idea number {i}" for i in range(5)]
@@ -48,7 +75,7 @@ def test_generate_is_one_batched_call_per_chunk(tiny_model, monkeypatch):
     original = tiny_model.model.generate
 
     def counting_generate(**kwargs):
-        calls.append(kwargs["input_ids"].shape[0] * kwargs["num_return_sequences"])
+        calls.append(kwargs["input_ids"].shape[0])
         return original(**kwargs)
 
     monkeypatch.setattr(tiny_model.model, "generate", counting_generate)
