@@ -64,7 +64,11 @@ def _resolve_in_subprocess(name, env, tmp_path):
         "except UserError as e:\n"
         "    print(json.dumps({'error': str(e)}))\n"
     )
-    full_env = {"HF_HOME": str(tmp_path / "hf-home"), "TITLE_DPO_CACHE": str(tmp_path / "c")}
+    full_env = {
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "TITLE_DPO_CACHE": str(tmp_path / "c"),
+        "HF_HUB_OFFLINE": "0",  # each test says whether it is offline
+    }
     full_env.update(env)
     import os
 
@@ -119,7 +123,7 @@ def test_cli_typo_exits_non_zero_with_one_line_naming_the_id(hub_url, tmp_path):
     typo = "Qwen/Qwen2.5-0.5B-Instruktt"
     result = run_cli(
         "generate", "--idea", "rag", "--model", typo,
-        env={"HF_ENDPOINT": hub_url, "HF_HOME": str(tmp_path)},
+        env={"HF_ENDPOINT": hub_url, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "0"},
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0, result.stderr
