@@ -62,6 +62,7 @@ def build_app(model_name: str | None = None) -> gr.Blocks:
                 label="Titles (the prompt asks for 30–75 characters)",
                 interactive=False,
                 wrap=True,
+                column_widths=["88%", "12%"],
             )
             with gr.Accordion("Raw model output", open=False):
                 raw = gr.JSON(label="Exactly what the model wrote")
