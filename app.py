@@ -1,14 +1,19 @@
 """The Gradio app. This file builds the Blocks and wires events; the work is in `pipeline/`.
 
-    python app.py [--model M] [--share]
+    python app.py [--model M] [--data DIR] [--share]
 
 Serves on 127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override, as on a Space).
+Votes go to DIR/votes.db (default: TITLE_DPO_DATA, else ./app-data).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import time
+import uuid
+from functools import partial
 
 import gradio as gr
 
@@ -16,6 +21,10 @@ from pipeline.errors import UserError
 from pipeline.generation import MAX_TITLES_PER_IDEA, GenerationSettings, generate_for_idea
 from pipeline.models import DEFAULT_MODEL, load_model
 from pipeline.prompts import MAX_IDEA_CHARS
+from pipeline.ratings import agreement, leaderboard
+from pipeline.votes import Shown, VoteStore, data_dir, vote_on_shown_pair
+
+log = logging.getLogger("pipeline.app")
 
 EXAMPLE_IDEAS = [
     "intro independent component analysis",
@@ -23,9 +32,175 @@ EXAMPLE_IDEAS = [
     "why transformers replaced RNNs",
 ]
 
+# Buttons, their keys, and what they send. The keys are bound in KEYBOARD_JS.
+VOTE_BUTTONS = [
+    ("left", "A is better  [A]"),
+    ("right", "B is better  [B]"),
+    ("tie", "Tie  [T]"),
+    ("both_bad", "Both bad  [X]"),
+]
+KEYBOARD_JS = """
+<script>
+document.addEventListener("keydown", (event) => {
+  const target = event.target;
+  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  const typing = target && ["INPUT", "TEXTAREA"].includes(target.tagName) && !target.readOnly;
+  if (typing) return;
+  const ids = {a: "vote-left", b: "vote-right", t: "vote-tie", x: "vote-both_bad", s: "vote-skip"};
+  const id = ids[event.key.toLowerCase()];
+  const button = id && document.getElementById(id);
+  if (button && !button.disabled) { event.preventDefault(); button.click(); }
+});
+</script>
+"""
 
-def build_app(model_name: str | None = None) -> gr.Blocks:
+
+def new_voter_id() -> str:
+    return f"v-{uuid.uuid4().hex[:16]}"
+
+
+def build_app(model_name: str | None = None, data: str | None = None) -> gr.Blocks:
     model_name = model_name or os.environ.get("TITLE_DPO_MODEL") or DEFAULT_MODEL
+    store = VoteStore.in_folder(data or data_dir())
+    if store.counts()["pairs"] == 0:
+        added = store.import_tutorial_pool()
+        log.info("Empty vote store: loaded the tutorial's %d pairs as the first pool", added)
+
+    with gr.Blocks(title="YouTube title DPO") as app:
+        gr.Markdown("# YouTube titles, tuned on human preferences")
+        status = gr.Markdown("Model: not loaded yet (it loads on first use)")
+        voter = gr.BrowserState(None, storage_key="title-dpo-voter")
+        with gr.Tab("Vote"):
+            start_voting = vote_tab(store, voter)
+        with gr.Tab("Generate"):
+            show_model = generate_tab(model_name, store, status)
+        with gr.Tab("Leaderboard") as board_tab:
+            refresh_board = leaderboard_tab(store)
+        app.load(start_voting.fn, voter, start_voting.outputs, api_name="start")
+        app.load(show_model.fn, None, show_model.outputs, api_name="model_status")
+        board_tab.select(refresh_board.fn, None, refresh_board.outputs, api_visibility="private")
+    return app
+
+
+class Wiring:
+    """A handler and its outputs, for events wired outside the tab that made them."""
+
+    def __init__(self, fn, outputs) -> None:
+        self.fn, self.outputs = fn, outputs
+
+
+def vote_tab(store: VoteStore, voter: gr.BrowserState) -> Wiring:
+    gr.Markdown("Which title would make you click? The titles' source is hidden until you vote.")
+    idea = gr.Textbox(label="Video idea", interactive=False)
+    with gr.Row(equal_height=True):
+        left = gr.Textbox(label="Title A", interactive=False, lines=2)
+        right = gr.Textbox(label="Title B", interactive=False, lines=2)
+    pair_id = gr.Number(visible=False, precision=0)
+    with gr.Row():
+        buttons = {
+            side: gr.Button(label, elem_id=f"vote-{side}", interactive=False)
+            for side, label in VOTE_BUTTONS
+        }
+        skip = gr.Button("Skip  [S]", elem_id="vote-skip", variant="secondary", interactive=False)
+    progress = gr.Markdown()
+    shown = gr.State(None)  # {"pair_id", "shown_left", "shown_at", "skipped"}: server side only
+    all_buttons = [*buttons.values(), skip]
+    screen = [idea, left, right, pair_id, progress, shown, *all_buttons]
+
+    def show_next(voter_id: str, skipped: list[int], message: str = "") -> dict:
+        view = store.next_pair(voter_id, skip=skipped)
+        done, remaining = store.voter_progress(voter_id)
+        counter = (
+            f"You have voted on **{done}** pairs · **{remaining - len(skipped)}** left for you"
+        )
+        if view is None:
+            return {
+                idea: "", left: "", right: "", pair_id: None, shown: None,
+                progress: f"{message} {counter}. Nothing left to judge: thank you!".strip(),
+                **{b: gr.Button(interactive=False) for b in all_buttons},
+            }  # fmt: skip
+        state = {
+            "pair_id": view.pair_id,
+            "shown_left": view.shown_left,
+            "shown_at": time.time(),
+            "skipped": skipped,
+        }
+        return {
+            idea: view.idea, left: view.left, right: view.right, pair_id: view.pair_id,
+            shown: state, progress: f"{message} {counter}".strip(),
+            **{b: gr.Button(interactive=True) for b in all_buttons},
+        }  # fmt: skip
+
+    def start(voter_id: str | None):
+        voter_id = voter_id or new_voter_id()
+        return {voter: voter_id, **show_next(voter_id, [])}
+
+    def vote(side: str, voter_id: str, seen_pair: float | None, state: dict | None) -> dict:
+        try:
+            current = (
+                Shown(state["pair_id"], state["shown_left"], state["shown_at"]) if state else None
+            )
+            seen = int(seen_pair) if seen_pair is not None else -1
+            result = vote_on_shown_pair(store, voter_id, seen, side, current, time.time())
+        except UserError as exc:
+            raise gr.Error(str(exc)) from None
+        if not result.recorded:
+            return {progress: "Already voted on that pair: your first vote stands."}
+        return show_next(voter_id, (state or {}).get("skipped", []), "Vote saved.")
+
+    def skip_pair(voter_id: str, state: dict | None) -> dict:
+        skipped = list((state or {}).get("skipped", []))
+        if state:
+            skipped.append(state["pair_id"])
+        return show_next(voter_id, skipped, "Skipped.")
+
+    def lock() -> dict:
+        return {b: gr.Button(interactive=False) for b in all_buttons}
+
+    for side, button in buttons.items():
+        button.click(lock, None, all_buttons, queue=False, api_visibility="private").then(
+            partial(vote, side),
+            [voter, pair_id, shown],
+            screen,
+            api_name=f"vote_{side}",
+            concurrency_limit=None,
+        )
+    skip.click(lock, None, all_buttons, queue=False, api_visibility="private").then(
+        skip_pair, [voter, shown], screen, api_name="skip", concurrency_limit=None
+    )
+    return Wiring(start, [voter, *screen])
+
+
+def generate_tab(model_name: str, store: VoteStore, status: gr.Markdown) -> Wiring:
+    idea = gr.Textbox(
+        label="Video idea",
+        placeholder="e.g. intro independent component analysis",
+        max_length=MAX_IDEA_CHARS,
+    )
+    with gr.Row():
+        n = gr.Slider(1, MAX_TITLES_PER_IDEA, value=5, step=1, label="Titles")
+        temperature = gr.Slider(0.0, 1.5, value=0.7, step=0.05, label="Temperature")
+    button = gr.Button("Generate titles", variant="primary")
+    titles = gr.Dataframe(
+        headers=["Title", "Characters"],
+        datatype=["str", "number"],
+        label="Titles (the prompt asks for 30–75 characters)",
+        interactive=False,
+        wrap=True,
+        column_widths=["88%", "12%"],
+    )
+    with gr.Row():
+        add = gr.Button("Add these titles to the voting pool")
+        added = gr.Markdown()
+    with gr.Accordion("Raw model output", open=False):
+        raw = gr.JSON(label="Exactly what the model wrote")
+    with gr.Accordion("Voting pool", open=False):
+        gr.Markdown("Import a `python -m pipeline pairs` CSV (`idea,title_a,title_b`).")
+        pairs_file = gr.File(label="Pairs CSV", file_types=[".csv"])
+        tutorial = gr.Button("Load the tutorial's 1,140 pairs")
+        pool_message = gr.Markdown()
+    gr.Examples(EXAMPLE_IDEAS, inputs=idea)
+    last_titles = gr.State([])
 
     def model_status() -> str:
         try:
@@ -33,57 +208,110 @@ def build_app(model_name: str | None = None) -> gr.Blocks:
         except UserError as exc:
             return f"Model {model_name!r} could not be loaded: {exc}"
 
-    def generate(idea: str, n: float, temperature: float):
+    def generate(idea_text: str, count: float, temp: float):
         try:
             loaded = load_model(model_name)
-            settings = GenerationSettings(n=int(n), temperature=float(temperature))
-            titles = generate_for_idea(loaded, idea, settings)
+            settings = GenerationSettings(n=int(count), temperature=float(temp))
+            result = generate_for_idea(loaded, idea_text, settings)
         except UserError as exc:
             raise gr.Error(str(exc)) from None
-        table = [[t.text, len(t.text)] for t in titles]
-        return table, [t.raw for t in titles], loaded.describe()
+        table = [[t.text, len(t.text)] for t in result]
+        return table, [t.raw for t in result], loaded.describe(), result, ""
 
-    with gr.Blocks(title="YouTube title DPO") as app:
-        gr.Markdown("# YouTube titles, tuned on human preferences")
-        status = gr.Markdown("Model: loading…")
-        with gr.Tab("Generate"):
-            idea = gr.Textbox(
-                label="Video idea",
-                placeholder="e.g. intro independent component analysis",
-                max_length=MAX_IDEA_CHARS,
-            )
-            with gr.Row():
-                n = gr.Slider(1, MAX_TITLES_PER_IDEA, value=5, step=1, label="Titles")
-                temperature = gr.Slider(0.0, 1.5, value=0.7, step=0.05, label="Temperature")
-            button = gr.Button("Generate titles", variant="primary")
-            titles = gr.Dataframe(
-                headers=["Title", "Characters"],
-                datatype=["str", "number"],
-                label="Titles (the prompt asks for 30–75 characters)",
-                interactive=False,
-                wrap=True,
-                column_widths=["88%", "12%"],
-            )
-            with gr.Accordion("Raw model output", open=False):
-                raw = gr.JSON(label="Exactly what the model wrote")
-            gr.Examples(EXAMPLE_IDEAS, inputs=idea)
-        app.load(model_status, outputs=status, api_name="model_status")
-        gr.on(
-            [button.click, idea.submit],
-            generate,
-            inputs=[idea, n, temperature],
-            outputs=[titles, raw, status],
-            api_name="generate",
+    def add_to_pool(generated: list) -> str:
+        try:
+            count = store.add_titles(generated)
+        except UserError as exc:
+            raise gr.Error(str(exc)) from None
+        return f"Added {count} new pairs for “{generated[0].idea}” to the voting pool."
+
+    def import_pairs(path: str | None) -> str:
+        if not path:
+            raise gr.Error("choose a pairs CSV first")
+        try:
+            return f"Imported {store.import_pairs_csv(path)} new pairs."
+        except UserError as exc:
+            raise gr.Error(str(exc)) from None
+
+    gr.on(
+        [button.click, idea.submit],
+        generate,
+        inputs=[idea, n, temperature],
+        outputs=[titles, raw, status, last_titles, added],
+        api_name="generate",
+        concurrency_limit=1,  # one model, one generation at a time
+    )
+    add.click(add_to_pool, last_titles, added, api_name="add_to_pool")
+    pairs_file.upload(import_pairs, pairs_file, pool_message, api_name="import_pairs")
+    tutorial.click(
+        lambda: f"Loaded {store.import_tutorial_pool()} new pairs.",
+        None,
+        pool_message,
+        api_name="load_tutorial_pool",
+    )
+    return Wiring(model_status, [status])
+
+
+def leaderboard_tab(store: VoteStore) -> Wiring:
+    summary = gr.Markdown()
+    ideas = gr.Dataframe(
+        headers=["Idea", "Votes", "Pairs voted on"],
+        datatype=["str", "number", "number"],
+        interactive=False,
+        label="Votes per idea",
+    )
+    pick = gr.Dropdown(label="Idea", choices=[], interactive=True)
+    scores = gr.Dataframe(
+        headers=["Title", "Score", "95% interval", "Wins", "Losses", "Ties / both bad"],
+        datatype=["str", "number", "str", "number", "number", "number"],
+        interactive=False,
+        wrap=True,
+        label="Bradley–Terry scores (1000 = the idea's average title)",
+    )
+    refresh = gr.Button("Refresh")
+
+    def overview():
+        votes = store.votes()
+        agree = agreement(votes)
+        per_idea: dict[str, tuple[int, set]] = {}
+        for v in votes:
+            count, pairs = per_idea.get(v.idea, (0, set()))
+            per_idea[v.idea] = (count + 1, pairs | {v.pair_id})
+        rows = sorted(([i, c, len(p)] for i, (c, p) in per_idea.items()), key=lambda r: -r[1])
+        alpha = "n/a" if agree.alpha is None else f"{agree.alpha:.2f}"
+        unanimous = "n/a" if agree.unanimous is None else f"{agree.unanimous:.0%}"
+        text = (
+            f"**{len(votes)}** votes from **{len({v.voter for v in votes})}** voters. "
+            f"Agreement over the {agree.pairs} pairs with 2+ votes: {unanimous} unanimous, "
+            f"Krippendorff's alpha {alpha}."
         )
-    return app
+        choices = [r[0] for r in rows]
+        return text, rows, gr.Dropdown(choices=choices, value=choices[0] if choices else None)
+
+    def idea_scores(idea: str | None):
+        if not idea:
+            return []
+        boards = leaderboard([v for v in store.votes() if v.idea == idea])
+        return [
+            [s.title, round(s.score), f"{s.low:.0f} – {s.high:.0f}", s.wins, s.losses, s.ties]
+            for board in boards
+            for s in board.titles
+        ]
+
+    refresh.click(overview, None, [summary, ideas, pick], api_name="leaderboard")
+    pick.change(idea_scores, pick, scores, api_name="idea_scores")
+    return Wiring(overview, [summary, ideas, pick])
 
 
-demo = build_app()
+def serve(app: gr.Blocks, **launch_kwargs):
+    """Launch with the queue and the voting keyboard shortcuts (Gradio 6 takes `head` here)."""
+    return app.queue().launch(head=KEYBOARD_JS, **launch_kwargs)
+
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Serve the YouTube title DPO app.")
     parser.add_argument("--model", default=None, help=f"Hub id or folder (default {DEFAULT_MODEL})")
+    parser.add_argument("--data", default=None, help="data folder for votes (default ./app-data)")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     args = parser.parse_args()
-    app = build_app(args.model) if args.model else demo
-    app.queue().launch(share=args.share)
+    serve(build_app(args.model, args.data), share=args.share)

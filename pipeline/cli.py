@@ -100,12 +100,18 @@ def cmd_pairs(args: argparse.Namespace) -> str:
 def cmd_dataset(args: argparse.Namespace) -> str:
     from pipeline import datasets as ds
 
+    facts: dict = {}
     if args.from_seed:
         prefs, source = ds.seed_preferences(), "seed"
-    else:
+    elif args.from_votes.suffix.lower() == ".csv":
         prefs, source = ds.read_labelled_csv(args.from_votes), str(args.from_votes)
+    else:
+        from pipeline.ratings import preferences_from_store
+
+        prefs, facts = preferences_from_store(args.from_votes, args.min_votes)
+        source = str(args.from_votes)
     splits = ds.split_preferences(prefs, args.split)
-    summary = ds.summarize(splits, source, args.split)
+    summary = {**ds.summarize(splits, source, args.split), **facts}
     ds.save_dataset(ds.build_dataset(splits), args.out, summary)
     if args.json:
         return json.dumps(summary, ensure_ascii=False)
@@ -154,7 +160,14 @@ def make_parser() -> argparse.ArgumentParser:
         "--from-votes",
         type=Path,
         metavar="PATH",
-        help="labelled CSV: idea,title_a,title_b,title_b_preferred (0/1)",
+        help="the app's vote database (votes.db or its folder), or a labelled CSV "
+        "(idea,title_a,title_b,title_b_preferred with 0/1)",
+    )
+    p.add_argument(
+        "--min-votes",
+        type=int,
+        default=1,
+        help="with a vote database: pairs with fewer votes make no row (default: 1)",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument(

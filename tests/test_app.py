@@ -1,35 +1,59 @@
 """The launched app, driven over real HTTP through gradio_client."""
 
 import os
-import socket
+import random
+import signal
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from app_process import free_port, start_app, stop_app
+
+from pipeline.votes import VoteStore
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
-@pytest.fixture(scope="module")
-def app_url(tiny_model_dir):
-    from app import build_app
+def _client(url):
+    from gradio_client import Client
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = build_app(str(tiny_model_dir))
-    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True)
+    return Client(url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_model_dir, tmp_path_factory):
+    """The app in this process (quick to start), with its own vote folder."""
+    from app import build_app, serve
+
+    data = tmp_path_factory.mktemp("app-data")
+    app = build_app(str(tiny_model_dir), str(data))
+    port = free_port()
+    serve(app, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True)
     yield f"http://127.0.0.1:{port}/"
     app.close()
 
 
 @pytest.fixture(scope="module")
 def client(app_url):
-    from gradio_client import Client
+    return _client(app_url)
 
-    return Client(app_url, verbose=False)
+
+@pytest.fixture
+def app_process(tiny_model_dir, tmp_path):
+    """`python app.py` in its own process, for load and crash tests."""
+    data = tmp_path / "data"
+    process, url = start_app(
+        "--model", str(tiny_model_dir), "--data", str(data), log_path=tmp_path / "app.log"
+    )
+    yield process, url, data
+    if process.poll() is None:
+        stop_app(process)
+
+
+# --- Generate --------------------------------------------------------------------------------
 
 
 def test_generate_returns_n_titles_and_names_the_model(client, tiny_model_dir):
-    table, raw, status = client.predict("Multimodal RAG", 3, 0.7, api_name="/generate")
+    table, raw, status, _added = client.predict("Multimodal RAG", 3, 0.7, api_name="/generate")
     assert table["headers"] == ["Title", "Characters"]
     assert len(table["data"]) == 3
     assert all(row[1] == len(row[0]) for row in table["data"])
@@ -47,17 +71,136 @@ def test_bad_ideas_get_a_clear_error(client, idea, message):
         client.predict(idea, 3, 0.7, api_name="/generate")
 
 
+def test_generated_titles_join_the_voting_pool(app_url):
+    c = _client(app_url)
+    with pytest.raises(Exception, match="generate some first"):
+        c.predict(api_name="/add_to_pool")
+    c.predict("a brand new idea about pottery", 5, 1.0, api_name="/generate")
+    message = c.predict(api_name="/add_to_pool")
+    assert "new pairs" in message and "a brand new idea about pottery" in message
+
+
 def test_an_unloadable_model_is_reported_not_crashed(tmp_path):
-    from gradio_client import Client
+    from app import build_app, serve
 
-    from app import build_app
-
-    app = build_app(str(tmp_path / "missing"))
-    app.queue().launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True)
+    app = build_app(str(tmp_path / "missing"), str(tmp_path / "data"))
+    serve(app, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True)
     try:
-        client = Client(app.local_url, verbose=False)
-        assert "could not be loaded" in client.predict(api_name="/model_status")
+        c = _client(app.local_url)
+        assert "could not be loaded" in c.predict(api_name="/model_status")
         with pytest.raises(Exception, match="does not exist"):
-            client.predict("rag", 2, 0.7, api_name="/generate")
+            c.predict("rag", 2, 0.7, api_name="/generate")
     finally:
         app.close()
+
+
+# --- Vote ------------------------------------------------------------------------------------
+
+
+def test_a_voter_sees_a_pair_votes_and_moves_on(client):
+    voter, idea, left, right, pair_id, progress = client.predict(None, api_name="/start")
+    assert voter.startswith("v-") and idea and left and right and left != right
+    assert "voted on **0** pairs" in progress
+    *_, next_id, progress = client.predict(voter, pair_id, api_name="/vote_left")
+    assert next_id != pair_id and "Vote saved" in progress and "voted on **1** pairs" in progress
+    *_, after_skip, progress = client.predict(voter, api_name="/skip")
+    assert after_skip != next_id and "Skipped" in progress
+    *_, message = client.predict(voter, pair_id, api_name="/vote_right")
+    assert message.startswith("Already voted")
+
+
+@pytest.mark.parametrize(
+    ("voter", "message"), [("", "missing voter"), ("x" * 200, "limit is 128"), ("a b", "only")]
+)
+def test_bad_voter_ids_are_refused(client, voter, message):
+    with pytest.raises(Exception, match=message):
+        client.predict(voter, 1, api_name="/vote_left")
+
+
+def test_a_pair_not_on_screen_or_unknown_is_refused(app_url):
+    c = _client(app_url)
+    with pytest.raises(Exception, match="not the one on your screen"):
+        c.predict("someone", 1, api_name="/vote_tie")
+    with pytest.raises(Exception, match="unknown pair id"):
+        c.predict("someone", 10**9, api_name="/vote_tie")
+
+
+def test_leaderboard_reports_votes_agreement_and_scores(app_url):
+    c = _client(app_url)
+    voter, idea, *_, pair_id, _ = c.predict(None, api_name="/start")
+    c.predict(voter, pair_id, api_name="/vote_left")
+    summary, per_idea, top_idea = c.predict(api_name="/leaderboard")
+    assert "votes from" in summary and "Krippendorff" in summary
+    assert per_idea["data"] and top_idea["value"] == per_idea["data"][0][0]
+    scores = c.predict(idea, api_name="/idea_scores")
+    assert scores["headers"][:2] == ["Title", "Score"] and len(scores["data"]) >= 2
+
+
+def test_fifty_voters_twenty_votes_each_all_stored_once(app_process):
+    _process, url, data = app_process
+    rng = random.Random(0)
+    sides = ["/vote_left", "/vote_right", "/vote_tie", "/vote_both_bad"]
+    plans = [[rng.choice(sides) for _ in range(20)] for _ in range(50)]
+
+    def run_voter(index):
+        c = _client(url)
+        voter = f"load-{index}"
+        *_, pair_id, _ = c.predict(voter, api_name="/start")
+        acknowledged = []
+        for endpoint in plans[index]:
+            *_, next_id, progress = c.predict(voter, pair_id, api_name=endpoint)
+            assert progress.startswith("Vote saved"), progress
+            acknowledged.append(pair_id)
+            pair_id = next_id
+        return voter, acknowledged
+
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(run_voter, range(50)))
+
+    votes = VoteStore.open_existing(data).votes()
+    assert len(votes) == 1000
+    stored = {(v.voter, v.pair_id) for v in votes}
+    assert len(stored) == 1000
+    assert stored == {(voter, p) for voter, acked in results for p in acked}
+
+
+def test_one_voter_hammering_one_pair_gets_one_vote(app_process):
+    _process, url, data = app_process
+    c = _client(url)
+    *_, pair_id, _ = c.predict("hammer", api_name="/start")
+    jobs = [c.submit("hammer", pair_id, api_name=e) for e in ["/vote_left", "/vote_right"] * 10]
+    other_tab = _client(url)  # same voter, another session that was never shown this pair
+    for _ in range(5):
+        try:
+            other_tab.predict("hammer", pair_id, api_name="/vote_both_bad")
+        except Exception as exc:
+            assert "not the one on your screen" in str(exc) or "Already" in str(exc)
+    outcomes = [job.result()[-1] for job in jobs]
+    assert sum(o.startswith("Vote saved") for o in outcomes) == 1
+    votes = [v for v in VoteStore.open_existing(data).votes() if v.voter == "hammer"]
+    assert [v.pair_id for v in votes] == [pair_id]
+
+
+def test_acknowledged_votes_survive_sigkill(app_process, tiny_model_dir, tmp_path):
+    process, url, data = app_process
+    c = _client(url)
+    *_, pair_id, _ = c.predict("durable", api_name="/start")
+    acknowledged = []
+    for _ in range(25):
+        *_, next_id, progress = c.predict("durable", pair_id, api_name="/vote_left")
+        assert progress.startswith("Vote saved")
+        acknowledged.append(pair_id)
+        pair_id = next_id
+    os.kill(process.pid, signal.SIGKILL)  # no shutdown hooks, no flush
+    process.wait()
+
+    restarted, url = start_app(
+        "--model", str(tiny_model_dir), "--data", str(data), log_path=tmp_path / "again.log"
+    )
+    try:
+        *_, progress = _client(url).predict("durable", api_name="/start")
+        assert "voted on **25** pairs" in progress
+        votes = VoteStore.open_existing(data).votes()
+        assert sorted(v.pair_id for v in votes if v.voter == "durable") == sorted(acknowledged)
+    finally:
+        stop_app(restarted)

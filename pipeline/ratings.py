@@ -1,0 +1,267 @@
+"""From votes to judgements: majority per pair, agreement between voters, and title scores.
+
+- Majority: the most frequent choice on a pair decides, if it is unique and is `a_better` or
+  `b_better`; ties, "both bad" and equal splits make no preference row.
+- Agreement, over pairs with two or more votes: the share that are unanimous, and
+  Krippendorff's alpha for nominal data over the four choices.
+- Scores: Bradley–Terry strengths of an idea's titles from its decisive votes, on an Elo-like
+  scale (1000 = the idea's average title, +400 = ten times the odds), with bootstrap 95%
+  intervals, as Chatbot Arena reports models.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pipeline.datasets import Preference
+from pipeline.errors import UserError
+from pipeline.votes import VoteRow
+
+
+@dataclass(frozen=True)
+class PairTally:
+    pair_id: int
+    idea: str
+    title_a: str
+    title_b: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def winner(self) -> str | None:
+        """'a', 'b', or None (tie, both bad, or an equal split)."""
+        ranked = Counter(self.counts).most_common()
+        if not ranked or (len(ranked) > 1 and ranked[0][1] == ranked[1][1]):
+            return None
+        return {"a_better": "a", "b_better": "b"}.get(ranked[0][0])
+
+
+def tally(votes: Sequence[VoteRow]) -> list[PairTally]:
+    by_pair: dict[int, PairTally] = {}
+    for v in votes:
+        t = by_pair.setdefault(v.pair_id, PairTally(v.pair_id, v.idea, v.title_a, v.title_b))
+        t.counts[v.choice] = t.counts.get(v.choice, 0) + 1
+    return list(by_pair.values())
+
+
+def majority_preferences(votes: Sequence[VoteRow], min_votes: int = 1) -> list[Preference]:
+    """One chosen/rejected row per pair that has `min_votes` votes and a clear winner."""
+    if min_votes < 1:
+        raise UserError(f"min votes must be at least 1, not {min_votes}")
+    prefs = []
+    for t in tally(votes):
+        if t.total < min_votes:
+            continue
+        winner = t.winner()
+        if winner == "a":
+            prefs.append(Preference(t.idea, t.title_a, t.title_b))
+        elif winner == "b":
+            prefs.append(Preference(t.idea, t.title_b, t.title_a))
+    return prefs
+
+
+def preferences_from_store(path, min_votes: int = 1) -> tuple[list[Preference], dict]:
+    """Majority preferences from a vote database, and what a dataset card should say of them."""
+    from pipeline.votes import VoteStore
+
+    votes = VoteStore.open_existing(path).votes()
+    prefs = majority_preferences(votes, min_votes)
+    agree = agreement(votes)
+    facts = {
+        "votes": len(votes),
+        "voters": len({v.voter for v in votes}),
+        "pairs_voted": len({v.pair_id for v in votes}),
+        "min_votes": min_votes,
+        "agreement": {
+            "pairs_with_2_plus_votes": agree.pairs,
+            "unanimous": agree.unanimous,
+            "krippendorff_alpha": agree.alpha,
+        },
+    }
+    if not prefs:
+        raise UserError(
+            f"{path}: {len(votes)} votes give no preference rows "
+            f"(need pairs with {min_votes}+ votes and a clear winner)"
+        )
+    return prefs, facts
+
+
+@dataclass(frozen=True)
+class Agreement:
+    pairs: int  # pairs with two or more votes
+    unanimous: float | None  # share of those where every vote is the same
+    alpha: float | None  # Krippendorff's alpha, nominal; None when it is undefined
+
+
+def agreement(votes: Sequence[VoteRow]) -> Agreement:
+    units = [t for t in tally(votes) if t.total >= 2]
+    if not units:
+        return Agreement(0, None, None)
+    unanimous = sum(1 for t in units if len(t.counts) == 1) / len(units)
+    return Agreement(len(units), unanimous, krippendorff_alpha([t.counts for t in units]))
+
+
+def krippendorff_alpha(units: Sequence[dict[str, int]]) -> float | None:
+    """Nominal alpha from per-unit value counts (units with fewer than 2 values are skipped).
+
+    alpha = 1 - D_o / D_e, from the coincidence matrix: each unit with m values adds
+    count_c * count_k / (m - 1) to o[c][k] (c != k) and count_c * (count_c - 1) / (m - 1)
+    to o[c][c].
+    """
+    coincidence: dict[tuple[str, str], float] = defaultdict(float)
+    for counts in units:
+        m = sum(counts.values())
+        if m < 2:
+            continue
+        for c, nc in counts.items():
+            for k, nk in counts.items():
+                pairs = nc * (nc - 1) if c == k else nc * nk
+                coincidence[c, k] += pairs / (m - 1)
+    totals: dict[str, float] = defaultdict(float)
+    for (c, _), value in coincidence.items():
+        totals[c] += value
+    n = sum(totals.values())
+    if n <= 1:
+        return None
+    observed = sum(v for (c, k), v in coincidence.items() if c != k) / n
+    expected = sum(totals[c] * totals[k] for c in totals for k in totals if c != k) / (n * (n - 1))
+    if expected == 0:
+        return None  # every vote the same value: agreement is perfect but alpha is 0/0
+    return 1 - observed / expected
+
+
+@dataclass(frozen=True)
+class TitleScore:
+    title: str
+    score: float
+    low: float  # bootstrap 2.5th percentile
+    high: float  # bootstrap 97.5th percentile
+    wins: int
+    losses: int
+    ties: int  # ties and "both bad" on pairs with this title
+
+
+@dataclass(frozen=True)
+class IdeaBoard:
+    idea: str
+    votes: int
+    titles: list[TitleScore]
+
+
+def bradley_terry(
+    items: Sequence[str], battles: Sequence[tuple[str, str]], prior: float = 0.5
+) -> dict[str, float]:
+    """Elo-scaled strengths from (winner, loser) battles."""
+    import numpy as np
+
+    index = {item: i for i, item in enumerate(items)}
+    wins = np.zeros((1, len(items), len(items)))
+    for winner, loser in battles:
+        wins[0, index[winner], index[loser]] += 1
+    scores = _elo(_fit_bradley_terry(wins, prior))[0]
+    return {item: float(scores[index[item]]) for item in items}
+
+
+def _fit_bradley_terry(wins, prior: float):
+    """Strengths for a stack of win matrices (batch, n, n), by Hunter's MM algorithm.
+
+    `prior` pseudo-wins each way between every two items keep the fit finite when a title
+    never lost (or never won) and tie together titles never compared directly. The stack lets
+    all bootstrap rounds be fitted at once.
+    """
+    import numpy as np
+
+    size = wins.shape[-1]
+    wins = wins + prior * (1 - np.eye(size))
+    games = wins + np.swapaxes(wins, -1, -2)
+    total_wins = wins.sum(-1)
+    strength = np.ones(wins.shape[:-1])
+    for _ in range(500):
+        pair_sums = strength[..., :, None] + strength[..., None, :]
+        updated = total_wins / (games / pair_sums).sum(-1)
+        updated /= np.exp(np.log(updated).mean(-1, keepdims=True))
+        done = np.abs(updated - strength).max() < 1e-10
+        strength = updated
+        if done:
+            break
+    return strength
+
+
+def _elo(strength):
+    import numpy as np
+
+    return 1000 + 400 * np.log10(strength)
+
+
+def leaderboard(votes: Sequence[VoteRow], rounds: int = 500, seed: int = 0) -> list[IdeaBoard]:
+    """Per idea: its titles ranked by Bradley–Terry score, with bootstrap 95% intervals."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    by_idea: dict[str, list[VoteRow]] = defaultdict(list)
+    for v in votes:
+        by_idea[v.idea].append(v)
+    boards = []
+    for idea, rows in sorted(by_idea.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        items = sorted({t for v in rows for t in (v.title_a, v.title_b)})
+        index = {t: i for i, t in enumerate(items)}
+        battles = np.array(
+            [[index[w], index[lo]] for w, lo in (_battle(v) for v in rows if _decisive(v))],
+            dtype=int,
+        ).reshape(-1, 2)
+        scores = _elo(_fit_bradley_terry(_win_matrices(battles, len(items), None), 0.5))[0]
+        low, high = scores, scores
+        if len(battles):
+            picks = rng.integers(0, len(battles), (rounds, len(battles)))
+            boot = _elo(_fit_bradley_terry(_win_matrices(battles, len(items), picks), 0.5))
+            low, high = np.percentile(boot, 2.5, axis=0), np.percentile(boot, 97.5, axis=0)
+        record: dict[str, Counter] = {t: Counter() for t in items}
+        for v in rows:
+            if _decisive(v):
+                winner, loser = _battle(v)
+                record[winner]["wins"] += 1
+                record[loser]["losses"] += 1
+            else:
+                record[v.title_a]["ties"] += 1
+                record[v.title_b]["ties"] += 1
+        titles = [
+            TitleScore(
+                t,
+                float(scores[i]),
+                float(low[i]),
+                float(high[i]),
+                record[t]["wins"],
+                record[t]["losses"],
+                record[t]["ties"],
+            )
+            for t, i in index.items()
+        ]
+        titles.sort(key=lambda s: (-s.score, s.title))
+        boards.append(IdeaBoard(idea, len(rows), titles))
+    return boards
+
+
+def _win_matrices(battles, size: int, picks):
+    """Win counts (rounds, size, size) from battle rows; `picks` resamples them per round."""
+    import numpy as np
+
+    if picks is None:
+        picks = np.arange(len(battles))[None, :]
+    wins = np.zeros((picks.shape[0], size, size))
+    if len(battles):
+        rounds = np.repeat(np.arange(picks.shape[0]), picks.shape[1])
+        chosen = battles[picks.reshape(-1)]
+        np.add.at(wins, (rounds, chosen[:, 0], chosen[:, 1]), 1)
+    return wins
+
+
+def _decisive(v: VoteRow) -> bool:
+    return v.choice in ("a_better", "b_better")
+
+
+def _battle(v: VoteRow) -> tuple[str, str]:
+    return (v.title_a, v.title_b) if v.choice == "a_better" else (v.title_b, v.title_a)

@@ -1,0 +1,498 @@
+"""The vote store: ideas, titles, pairs and blind A/B votes in SQLite.
+
+One file (`votes.db` in a data folder), WAL journal with `synchronous=FULL`, so a vote that
+`record_vote` acknowledges has been committed to disk. The schema grows by numbered migrations,
+each applied once and recorded. A connection is opened per thread (SQLite connections must not
+be shared across threads); writes take the lock up front (`BEGIN IMMEDIATE`) so concurrent
+voters queue instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+from pipeline.pairs import Pair, pairs_for_idea, read_pairs_csv
+from pipeline.prompts import check_idea
+
+CHOICES = ("a_better", "b_better", "tie", "both_bad")
+SIDES = ("a", "b")
+MAX_VOTER_CHARS = 128
+MAX_TITLE_CHARS = 1000
+VOTER_PATTERN = re.compile(r"^[\w.@:+-]+$")
+DB_NAME = "votes.db"
+
+
+def data_dir() -> Path:
+    """The app's data folder: TITLE_DPO_DATA, else ./app-data. Read at call time."""
+    return Path(os.environ.get("TITLE_DPO_DATA") or "app-data")
+
+
+# --- schema: numbered migrations, applied in order, each once --------------------------------
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
+
+
+def migration(fn: Callable[[sqlite3.Connection], None]) -> Callable[[sqlite3.Connection], None]:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_initial(db: sqlite3.Connection) -> None:
+    db.executescript(
+        """
+        CREATE TABLE ideas (
+            id INTEGER PRIMARY KEY,
+            text TEXT NOT NULL UNIQUE,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE titles (
+            id INTEGER PRIMARY KEY,
+            idea_id INTEGER NOT NULL REFERENCES ideas(id),
+            text TEXT NOT NULL,
+            raw TEXT,               -- the model's completion exactly as written
+            model TEXT,             -- which model wrote it; never shown before a vote
+            settings TEXT,          -- JSON of the sampling settings
+            source TEXT NOT NULL,   -- 'tutorial', 'generated', 'imported'
+            created_at REAL NOT NULL,
+            UNIQUE (idea_id, text)
+        );
+        CREATE TABLE pairs (
+            id INTEGER PRIMARY KEY,
+            idea_id INTEGER NOT NULL REFERENCES ideas(id),
+            title_a INTEGER NOT NULL REFERENCES titles(id),
+            title_b INTEGER NOT NULL REFERENCES titles(id),
+            pool TEXT NOT NULL,
+            vote_count INTEGER NOT NULL DEFAULT 0,  -- kept with each vote, for scheduling
+            created_at REAL NOT NULL,
+            CHECK (title_a <> title_b)
+        );
+        -- a pair is unordered: (a, b) and (b, a) are the same pair
+        CREATE UNIQUE INDEX pairs_unordered ON pairs (min(title_a, title_b), max(title_a, title_b));
+        CREATE INDEX pairs_by_votes ON pairs (vote_count);
+        CREATE TABLE votes (
+            id TEXT PRIMARY KEY,
+            voter TEXT NOT NULL,
+            pair_id INTEGER NOT NULL REFERENCES pairs(id),
+            choice TEXT NOT NULL CHECK (choice IN ('a_better', 'b_better', 'tie', 'both_bad')),
+            shown_left TEXT NOT NULL CHECK (shown_left IN ('a', 'b')),
+            created_at REAL NOT NULL,
+            seconds_taken REAL,
+            UNIQUE (voter, pair_id)
+        );
+        CREATE INDEX votes_by_pair ON votes (pair_id);
+        """
+    )
+
+
+def migrate(db: sqlite3.Connection) -> list[str]:
+    """Apply the migrations this database has not had; return their names."""
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+    done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    applied = []
+    for step in MIGRATIONS:
+        if step.__name__ in done:
+            continue
+        with db:  # one transaction per migration
+            step(db)
+            db.execute("INSERT INTO _migrations VALUES (?, ?)", (step.__name__, time.time()))
+        applied.append(step.__name__)
+    return applied
+
+
+# --- what the store hands out ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairView:
+    """A pair as a voter sees it: the idea and two titles, nothing about where they came from."""
+
+    pair_id: int
+    idea: str
+    left: str
+    right: str
+    shown_left: str  # 'a' or 'b': which of the pair's titles is on the left
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    recorded: bool  # False: this voter had already voted on this pair; nothing changed
+    vote_id: str | None
+
+
+@dataclass(frozen=True)
+class VoteRow:
+    vote_id: str
+    voter: str
+    pair_id: int
+    idea: str
+    title_a: str
+    title_b: str
+    choice: str
+    shown_left: str
+    created_at: float
+    seconds_taken: float | None
+
+
+# --- the store -------------------------------------------------------------------------------
+
+
+class VoteStore:
+    """A vote database at `path` (a file; its folder is created)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        migrate(self.connection())
+
+    @classmethod
+    def in_folder(cls, folder: str | Path) -> VoteStore:
+        return cls(Path(folder) / DB_NAME)
+
+    @classmethod
+    def open_existing(cls, path: str | Path) -> VoteStore:
+        """A store that must already exist: a votes.db file or a data folder holding one."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / DB_NAME
+        if not path.is_file():
+            raise UserError(f"{path}: no vote database here")
+        try:
+            return cls(path)
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"{path}: not a vote database ({exc})") from None
+
+    def connection(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # a committed vote survives a power cut
+            db.execute("PRAGMA foreign_keys=ON")
+            self._local.db = db
+        return db
+
+    def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        db = self.connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    # -- pools --------------------------------------------------------------------------------
+
+    def add_pairs(
+        self,
+        pairs: Iterable[Pair],
+        pool: str,
+        source: str,
+        title_meta: dict[tuple[str, str], dict[str, Any]] | None = None,
+    ) -> int:
+        """Add pairs (and their ideas and titles) in one transaction; return how many are new.
+
+        `title_meta` maps (idea, title text) to {"raw", "model", "settings"} where known.
+        """
+        rows = [_checked_pair(p) for p in pairs]
+        meta = title_meta or {}
+
+        def insert(db: sqlite3.Connection) -> int:
+            now = time.time()
+            added = 0
+            for pair in rows:
+                idea_id = _upsert_idea(db, pair.idea, now)
+                a = _upsert_title(
+                    db, idea_id, pair.title_a, source, meta.get((pair.idea, pair.title_a)), now
+                )
+                b = _upsert_title(
+                    db, idea_id, pair.title_b, source, meta.get((pair.idea, pair.title_b)), now
+                )
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO pairs (idea_id, title_a, title_b, pool, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (idea_id, a, b, pool, now),
+                )
+                added += cursor.rowcount
+            return added
+
+        return self._write(insert)
+
+    def add_titles(self, titles: Sequence[Any], pool: str = "generated") -> int:
+        """Titles of one idea from the Generate tab (pipeline.generation.Title) → their pairs."""
+        if not titles:
+            raise UserError("no titles to add: generate some first")
+        meta = {
+            (t.idea, t.text): {"raw": t.raw, "model": t.model, "settings": t.settings}
+            for t in titles
+        }
+        by_idea: dict[str, list[str]] = {}
+        for t in titles:
+            by_idea.setdefault(t.idea, []).append(t.text)
+        pairs = [p for idea, texts in by_idea.items() for p in pairs_for_idea(idea, texts)]
+        if not pairs:
+            raise UserError("these titles are all the same: there is nothing to compare")
+        return self.add_pairs(pairs, pool, "generated", meta)
+
+    def import_pairs_csv(self, path: str | Path, pool: str | None = None) -> int:
+        """A `pairs` command output (idea,title_a,title_b); its OUT.titles.jsonl if present."""
+        path = Path(path)
+        pairs = read_pairs_csv(path)
+        meta: dict[tuple[str, str], dict[str, Any]] = {}
+        sidecar = path.with_suffix(".titles.jsonl")
+        if sidecar.is_file():
+            for line in sidecar.read_text(encoding="utf-8").splitlines():
+                t = json.loads(line)
+                meta[(t["idea"], t["text"])] = t
+        return self.add_pairs(pairs, pool or f"imported:{path.name}", "imported", meta)
+
+    def import_tutorial_pool(self) -> int:
+        """The tutorial's 1,140 pairs (Qwen2.5-7B-Instruct titles), as pool 'tutorial'."""
+        from pipeline.datasets import SEED_DIR
+
+        meta_model = {"model": "Qwen/Qwen2.5-7B-Instruct (tutorial)"}
+        pairs = read_pairs_csv(SEED_DIR / "idea-title_pairs.csv")
+        meta = {(p.idea, t): meta_model for p in pairs for t in (p.title_a, p.title_b)}
+        return self.add_pairs(pairs, "tutorial", "tutorial", meta)
+
+    # -- voting -------------------------------------------------------------------------------
+
+    def next_pair(
+        self, voter: str, skip: Iterable[int] = (), rng: random.Random | None = None
+    ) -> PairView | None:
+        """A pair this voter has not judged (nor skipped), fewest votes first, sides at random."""
+        voter = check_voter(voter)
+        rng = rng or random
+        skipped = json.dumps([int(p) for p in skip])
+        open_pairs = (
+            "SELECT id, vote_count FROM pairs"
+            " WHERE id NOT IN (SELECT pair_id FROM votes WHERE voter = :voter)"
+            " AND id NOT IN (SELECT value FROM json_each(:skipped))"
+        )
+        candidates = (
+            self.connection()
+            .execute(
+                f"""
+            WITH open AS ({open_pairs})
+            SELECT p.id, i.text, ta.text, tb.text FROM open o
+            JOIN pairs p ON p.id = o.id
+            JOIN ideas i ON i.id = p.idea_id
+            JOIN titles ta ON ta.id = p.title_a
+            JOIN titles tb ON tb.id = p.title_b
+            WHERE o.vote_count = (SELECT min(vote_count) FROM open)
+            """,
+                {"voter": voter, "skipped": skipped},
+            )
+            .fetchall()
+        )
+        if not candidates:
+            return None
+        pair_id, idea, a, b = rng.choice(candidates)
+        if rng.random() < 0.5:
+            return PairView(pair_id, idea, a, b, "a")
+        return PairView(pair_id, idea, b, a, "b")
+
+    def record_vote(
+        self,
+        voter: str,
+        pair_id: int,
+        choice: str,
+        shown_left: str,
+        seconds_taken: float | None = None,
+    ) -> VoteResult:
+        """Store one vote; a repeat by the same voter on the same pair changes nothing."""
+        voter = check_voter(voter)
+        if choice not in CHOICES:
+            raise UserError(f"unknown choice {choice!r}: use one of {', '.join(CHOICES)}")
+        if shown_left not in SIDES:
+            raise UserError(f"shown_left must be 'a' or 'b', not {shown_left!r}")
+        if not isinstance(pair_id, int) or isinstance(pair_id, bool):
+            raise UserError(f"pair id must be a whole number, not {pair_id!r}")
+        if seconds_taken is not None and not 0 <= seconds_taken < 7 * 86400:
+            seconds_taken = None  # a clock jump is not worth refusing a vote over
+        vote_id = uuid.uuid4().hex
+
+        def insert(db: sqlite3.Connection) -> VoteResult:
+            if db.execute("SELECT 1 FROM pairs WHERE id = ?", (pair_id,)).fetchone() is None:
+                raise UserError(f"unknown pair id {pair_id}")
+            cursor = db.execute(
+                "INSERT INTO votes (id, voter, pair_id, choice, shown_left, created_at,"
+                " seconds_taken) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (voter, pair_id) DO NOTHING",
+                (vote_id, voter, pair_id, choice, shown_left, time.time(), seconds_taken),
+            )
+            if cursor.rowcount == 0:
+                return VoteResult(False, None)
+            db.execute("UPDATE pairs SET vote_count = vote_count + 1 WHERE id = ?", (pair_id,))
+            return VoteResult(True, vote_id)
+
+        return self._write(insert)
+
+    def pair_exists(self, pair_id: int) -> bool:
+        row = self.connection().execute("SELECT 1 FROM pairs WHERE id = ?", (pair_id,))
+        return row.fetchone() is not None
+
+    def has_voted(self, voter: str, pair_id: int) -> bool:
+        row = (
+            self.connection()
+            .execute("SELECT 1 FROM votes WHERE voter = ? AND pair_id = ?", (voter, pair_id))
+            .fetchone()
+        )
+        return row is not None
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def voter_progress(self, voter: str) -> tuple[int, int]:
+        """(votes this voter has cast, pairs still open to them)."""
+        voter = check_voter(voter)
+        db = self.connection()
+        done = db.execute("SELECT count(*) FROM votes WHERE voter = ?", (voter,)).fetchone()[0]
+        total = db.execute("SELECT count(*) FROM pairs").fetchone()[0]
+        return done, total - done
+
+    def counts(self) -> dict[str, int]:
+        db = self.connection()
+        return {
+            table: db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("ideas", "titles", "pairs", "votes")
+        }
+
+    def votes(self) -> list[VoteRow]:
+        rows = (
+            self.connection()
+            .execute(
+                """
+            SELECT v.id, v.voter, v.pair_id, i.text, ta.text, tb.text, v.choice, v.shown_left,
+                   v.created_at, v.seconds_taken
+            FROM votes v
+            JOIN pairs p ON p.id = v.pair_id
+            JOIN ideas i ON i.id = p.idea_id
+            JOIN titles ta ON ta.id = p.title_a
+            JOIN titles tb ON tb.id = p.title_b
+            ORDER BY v.created_at, v.id
+            """
+            )
+            .fetchall()
+        )
+        return [VoteRow(*row) for row in rows]
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+
+# --- what a voter's screen sends ---------------------------------------------------------------
+
+SIDE_CHOICES = ("left", "right", "tie", "both_bad")
+
+
+@dataclass(frozen=True)
+class Shown:
+    """The pair on a voter's screen, as the server remembers it (never taken from the client)."""
+
+    pair_id: int
+    shown_left: str
+    shown_at: float
+
+
+def side_to_choice(side: str, shown_left: str) -> str:
+    """'left' / 'right' as the voter saw them → the pair's own 'a_better' / 'b_better'."""
+    if side in ("tie", "both_bad"):
+        return side
+    if side not in ("left", "right"):
+        raise UserError(f"unknown choice {side!r}: use one of {', '.join(SIDE_CHOICES)}")
+    left_won = side == "left"
+    return "a_better" if left_won == (shown_left == "a") else "b_better"
+
+
+def vote_on_shown_pair(
+    store: VoteStore, voter: str, pair_id: int, side: str, shown: Shown | None, now: float
+) -> VoteResult:
+    """A vote from a screen that showed `pair_id`; only the pair actually shown can be voted on.
+
+    A second click on a pair already voted on (a double click, a reload, a second tab) is
+    answered "already voted" and changes nothing.
+    """
+    voter = check_voter(voter)
+    if side not in SIDE_CHOICES:
+        raise UserError(f"unknown choice {side!r}: use one of {', '.join(SIDE_CHOICES)}")
+    if not store.pair_exists(pair_id):
+        raise UserError(f"unknown pair id {pair_id}")
+    if shown is None or shown.pair_id != pair_id:
+        if store.has_voted(voter, pair_id):
+            return VoteResult(False, None)
+        raise UserError("that pair is not the one on your screen: load the next pair")
+    choice = side_to_choice(side, shown.shown_left)
+    return store.record_vote(voter, pair_id, choice, shown.shown_left, now - shown.shown_at)
+
+
+def check_voter(voter: str | None) -> str:
+    if voter is None or not str(voter).strip():
+        raise UserError("missing voter id")
+    voter = str(voter).strip()
+    if len(voter) > MAX_VOTER_CHARS:
+        raise UserError(f"voter id is {len(voter)} characters; the limit is {MAX_VOTER_CHARS}")
+    if not VOTER_PATTERN.match(voter):
+        raise UserError("voter id may hold only letters, digits and . _ - @ : +")
+    return voter
+
+
+def _checked_pair(pair: Pair) -> Pair:
+    idea = check_idea(pair.idea)
+    for title in (pair.title_a, pair.title_b):
+        if not title.strip():
+            raise UserError(f"empty title in a pair for idea {idea!r}")
+        if len(title) > MAX_TITLE_CHARS:
+            raise UserError(f"a title for idea {idea!r} is over {MAX_TITLE_CHARS} characters")
+    if pair.title_a == pair.title_b:
+        raise UserError(f"a pair for idea {idea!r} has the same title twice")
+    return Pair(idea, pair.title_a, pair.title_b)
+
+
+def _upsert_idea(db: sqlite3.Connection, text: str, now: float) -> int:
+    db.execute("INSERT OR IGNORE INTO ideas (text, created_at) VALUES (?, ?)", (text, now))
+    return db.execute("SELECT id FROM ideas WHERE text = ?", (text,)).fetchone()[0]
+
+
+def _upsert_title(
+    db: sqlite3.Connection,
+    idea_id: int,
+    text: str,
+    source: str,
+    meta: dict[str, Any] | None,
+    now: float,
+) -> int:
+    meta = meta or {}
+    settings = meta.get("settings")
+    db.execute(
+        "INSERT OR IGNORE INTO titles (idea_id, text, raw, model, settings, source, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            idea_id,
+            text,
+            meta.get("raw"),
+            meta.get("model"),
+            json.dumps(settings) if settings is not None else None,
+            source,
+            now,
+        ),
+    )
+    row = db.execute("SELECT id FROM titles WHERE idea_id = ? AND text = ?", (idea_id, text))
+    return row.fetchone()[0]

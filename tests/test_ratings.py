@@ -1,0 +1,107 @@
+import math
+
+import pytest
+
+from pipeline.datasets import Preference
+from pipeline.errors import UserError
+from pipeline.ratings import (
+    agreement,
+    bradley_terry,
+    krippendorff_alpha,
+    leaderboard,
+    majority_preferences,
+)
+from pipeline.votes import VoteRow
+
+IDEA = "rag"
+
+
+def vote(pair_id, choice, voter="v", a="A", b="B", idea=IDEA):
+    return VoteRow(f"{voter}-{pair_id}-{choice}", voter, pair_id, idea, a, b, choice, "a", 0, 1)
+
+
+def votes_on(pair_id, *choices, a="A", b="B"):
+    return [vote(pair_id, c, voter=f"v{i}", a=a, b=b) for i, c in enumerate(choices)]
+
+
+def test_majority_decides_and_ties_or_splits_make_no_row():
+    votes = (
+        votes_on(1, "a_better", "a_better", "b_better", a="A", b="B")  # A wins
+        + votes_on(2, "b_better", a="C", b="D")  # D wins
+        + votes_on(3, "a_better", "b_better", a="E", b="F")  # equal split
+        + votes_on(4, "tie", "tie", "a_better", a="G", b="H")  # tie is the majority
+        + votes_on(5, "both_bad", a="I", b="J")
+    )
+    assert majority_preferences(votes) == [
+        Preference(IDEA, "A", "B"),
+        Preference(IDEA, "D", "C"),
+    ]
+
+
+def test_min_votes_drops_thin_pairs():
+    votes = votes_on(1, "a_better", "a_better") + votes_on(2, "b_better", a="C", b="D")
+    assert majority_preferences(votes, min_votes=2) == [Preference(IDEA, "A", "B")]
+    with pytest.raises(UserError):
+        majority_preferences(votes, min_votes=0)
+
+
+def test_krippendorff_alpha_by_hand():
+    # Units [a,a], [a,b], [b,b]: o_aa=2, o_ab=o_ba=1, o_bb=2; n_a=n_b=3, n=6.
+    # D_o = 2/6, D_e = (3*3 + 3*3) / (6*5) = 0.6, alpha = 1 - (1/3)/0.6 = 4/9.
+    units = [{"a": 2}, {"a": 1, "b": 1}, {"b": 2}]
+    assert krippendorff_alpha(units) == pytest.approx(4 / 9)
+
+
+def test_krippendorff_alpha_extremes():
+    assert krippendorff_alpha([{"a": 3}, {"b": 2}, {"a": 2}]) == pytest.approx(1.0)
+    assert krippendorff_alpha([{"a": 1, "b": 1}, {"a": 1, "b": 1}]) < 0
+    assert krippendorff_alpha([{"a": 2}, {"a": 3}]) is None  # one value only: undefined
+    assert krippendorff_alpha([{"a": 1}]) is None
+
+
+def test_agreement_counts_pairs_with_two_or_more_votes():
+    votes = (
+        votes_on(1, "a_better", "a_better")
+        + votes_on(2, "a_better", "b_better", a="C", b="D")
+        + votes_on(3, "tie", a="E", b="F")
+    )
+    result = agreement(votes)
+    assert result.pairs == 2 and result.unanimous == 0.5
+    assert result.alpha is not None and result.alpha < 0.5
+    assert agreement([]).pairs == 0
+
+
+def test_bradley_terry_orders_titles_and_is_centred():
+    battles = [("A", "B")] * 8 + [("B", "A")] * 2 + [("B", "C")] * 8 + [("C", "B")] * 2
+    scores = bradley_terry(["A", "B", "C"], battles)
+    assert scores["A"] > scores["B"] > scores["C"]
+    log_mean = sum(scores.values()) / 3
+    assert log_mean == pytest.approx(1000)
+
+
+def test_bradley_terry_matches_the_closed_form_for_two_titles():
+    # Two items: the MLE odds are wins ratio (with the 0.5 prior on each side).
+    scores = bradley_terry(["A", "B"], [("A", "B")] * 3 + [("B", "A")])
+    expected = 400 * math.log10((3 + 0.5) / (1 + 0.5))
+    assert scores["A"] - scores["B"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_bradley_terry_stays_finite_for_an_unbeaten_title():
+    scores = bradley_terry(["A", "B"], [("A", "B")] * 5)
+    assert all(math.isfinite(s) for s in scores.values())
+
+
+def test_leaderboard_intervals_contain_the_estimate():
+    votes = []
+    for i in range(6):
+        votes += votes_on(10 + i, "a_better", "a_better", "b_better", a="Best", b="Mid")
+        votes += votes_on(20 + i, "a_better", "a_better", "a_better", a="Mid", b="Worst")
+    votes += votes_on(30, "tie", a="Best", b="Worst")
+    [board] = leaderboard(votes, rounds=300)
+    assert board.idea == IDEA and board.votes == len(votes)
+    assert [t.title for t in board.titles] == ["Best", "Mid", "Worst"]
+    for t in board.titles:
+        assert t.low <= t.score <= t.high and t.low < t.high
+    best = board.titles[0]
+    assert (best.wins, best.losses, best.ties) == (12, 6, 1)
+    assert leaderboard(votes, rounds=300) == leaderboard(votes, rounds=300)  # seeded

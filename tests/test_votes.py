@@ -1,0 +1,202 @@
+"""The vote store on real temporary SQLite databases."""
+
+import random
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from pipeline.errors import UserError
+from pipeline.pairs import Pair, write_pairs_csv
+from pipeline.votes import (
+    MIGRATIONS,
+    Shown,
+    VoteStore,
+    migrate,
+    side_to_choice,
+    vote_on_shown_pair,
+)
+
+IDEA = "multimodal rag"
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = VoteStore.in_folder(tmp_path)
+    s.add_pairs([Pair(IDEA, "A", "B"), Pair(IDEA, "A", "C"), Pair(IDEA, "B", "C")], "test", "test")
+    return s
+
+
+def test_migrations_apply_once_and_are_recorded(tmp_path):
+    db = sqlite3.connect(tmp_path / "v.db")
+    assert migrate(db) == [m.__name__ for m in MIGRATIONS]
+    assert migrate(db) == []
+    names = [r[0] for r in db.execute("SELECT name FROM _migrations")]
+    assert names == ["m001_initial"]
+
+
+def test_wal_and_durable_commits(store):
+    db = store.connection()
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_tutorial_pool_loads_once(tmp_path):
+    s = VoteStore.in_folder(tmp_path)
+    assert s.import_tutorial_pool() == 1140
+    assert s.import_tutorial_pool() == 0
+    assert s.counts() == {"ideas": 114, "titles": 570, "pairs": 1140, "votes": 0}
+
+
+def test_pairs_are_unordered_and_deduplicated(store):
+    assert store.add_pairs([Pair(IDEA, "B", "A"), Pair(IDEA, "A", "D")], "test", "test") == 1
+    assert store.counts()["pairs"] == 4
+
+
+def test_generated_titles_make_pairs_with_their_model_and_settings(tmp_path):
+    from pipeline.generation import Title
+
+    s = VoteStore.in_folder(tmp_path)
+    settings = {"n": 5, "temperature": 0.7}
+    titles = [Title("rag", t, f'"{t}"', "tiny", settings) for t in "VWXYZ"]
+    assert s.add_titles(titles) == 10
+    row = s.connection().execute("SELECT raw, model, settings, source FROM titles LIMIT 1")
+    assert row.fetchone() == ('"V"', "tiny", '{"n": 5, "temperature": 0.7}', "generated")
+    with pytest.raises(UserError, match="all the same"):
+        s.add_titles([Title("rag", "same", "same", "tiny", settings)] * 3)
+
+
+def test_pairs_csv_import_reads_the_raw_titles_beside_it(tmp_path):
+    import json
+
+    csv_path = tmp_path / "pairs.csv"
+    write_pairs_csv([Pair("rag", "One", "Two")], csv_path)
+    sidecar = [{"idea": "rag", "text": "One", "raw": " One\n", "model": "m", "settings": {}}]
+    csv_path.with_suffix(".titles.jsonl").write_text(json.dumps(sidecar[0]) + "\n")
+    s = VoteStore.in_folder(tmp_path / "db")
+    assert s.import_pairs_csv(csv_path) == 1
+    raws = dict(s.connection().execute("SELECT text, raw FROM titles").fetchall())
+    assert raws == {"One": " One\n", "Two": None}
+
+
+def test_a_bad_pair_in_a_batch_writes_nothing(tmp_path):
+    s = VoteStore.in_folder(tmp_path)
+    with pytest.raises(UserError, match="same title twice"):
+        s.add_pairs([Pair(IDEA, "A", "B"), Pair(IDEA, "C", "C")], "test", "test")
+    assert s.counts()["pairs"] == 0
+
+
+def test_next_pair_skips_judged_and_prefers_fewest_votes(store):
+    first = store.next_pair("alice", rng=random.Random(1))
+    store.record_vote("bob", first.pair_id, "a_better", "a")
+    seen = set()
+    for _ in range(2):
+        view = store.next_pair("alice")
+        assert view.pair_id != first.pair_id  # bob's vote made it the most voted
+        seen.add(view.pair_id)
+        store.record_vote("alice", view.pair_id, "tie", view.shown_left)
+    assert len(seen) == 2
+    assert store.next_pair("alice").pair_id == first.pair_id
+    store.record_vote("alice", first.pair_id, "tie", "a")
+    assert store.next_pair("alice") is None
+
+
+def test_next_pair_honours_skips(store):
+    ids = {store.next_pair("carol", skip=[1, 2]).pair_id for _ in range(5)}
+    assert ids == {3}
+    assert store.next_pair("carol", skip=[1, 2, 3]) is None
+
+
+def test_sides_are_swapped_at_random_and_reported(store):
+    views = [store.next_pair("dave", rng=random.Random(seed)) for seed in range(20)]
+    assert {v.shown_left for v in views} == {"a", "b"}
+    for v in views:
+        a, b = (v.left, v.right) if v.shown_left == "a" else (v.right, v.left)
+        assert a < b  # the pairs were added as (A, B), (A, C), (B, C)
+
+
+def test_one_vote_per_voter_and_pair(store):
+    first = store.record_vote("erin", 1, "a_better", "a", 3.5)
+    again = store.record_vote("erin", 1, "b_better", "b", 1.0)
+    assert first.recorded and not again.recorded
+    [vote] = store.votes()
+    assert (vote.choice, vote.shown_left, vote.seconds_taken) == ("a_better", "a", 3.5)
+    assert store.connection().execute("SELECT vote_count FROM pairs WHERE id=1").fetchone() == (1,)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("", 1, "a_better", "a"), "missing voter"),
+        (("x" * 129, 1, "a_better", "a"), "limit is 128"),
+        (("<script>", 1, "a_better", "a"), "only letters"),
+        (("frank", 99, "a_better", "a"), "unknown pair id 99"),
+        (("frank", 1, "a_best", "a"), "unknown choice"),
+        (("frank", 1, "a_better", "left"), "shown_left"),
+        (("frank", "1; DROP TABLE votes", "a_better", "a"), "whole number"),
+    ],
+)
+def test_bad_votes_are_refused_and_write_nothing(store, args, message):
+    with pytest.raises(UserError, match=message):
+        store.record_vote(*args)
+    assert store.counts()["votes"] == 0
+
+
+@pytest.mark.parametrize(
+    ("side", "shown_left", "choice"),
+    [
+        ("left", "a", "a_better"),
+        ("left", "b", "b_better"),
+        ("right", "a", "b_better"),
+        ("right", "b", "a_better"),
+        ("tie", "b", "tie"),
+        ("both_bad", "a", "both_bad"),
+    ],
+)
+def test_screen_sides_map_to_the_pairs_own_titles(side, shown_left, choice):
+    assert side_to_choice(side, shown_left) == choice
+
+
+def test_only_the_pair_on_screen_can_be_voted_on(store):
+    now = time.time()
+    shown = Shown(2, "b", now - 4)
+    with pytest.raises(UserError, match="not the one on your screen"):
+        vote_on_shown_pair(store, "gina", 1, "left", shown, now)
+    result = vote_on_shown_pair(store, "gina", 2, "left", shown, now)
+    assert result.recorded
+    [vote] = store.votes()
+    assert (vote.pair_id, vote.choice, round(vote.seconds_taken)) == (2, "b_better", 4)
+    # a double click arrives after the screen moved on: "already voted", nothing changes
+    moved_on = Shown(3, "a", now)
+    assert not vote_on_shown_pair(store, "gina", 2, "right", moved_on, now).recorded
+    assert len(store.votes()) == 1
+    with pytest.raises(UserError, match="unknown pair id"):
+        vote_on_shown_pair(store, "gina", 42, "left", moved_on, now)
+
+
+def test_many_threads_many_votes_none_lost_none_doubled(tmp_path):
+    s = VoteStore.in_folder(tmp_path)
+    s.import_tutorial_pool()
+    errors = []
+
+    def voter(i):
+        try:
+            for _ in range(20):
+                view = s.next_pair(f"voter-{i}")
+                s.record_vote(f"voter-{i}", view.pair_id, "a_better", view.shown_left)
+                s.record_vote(f"voter-{i}", view.pair_id, "b_better", view.shown_left)  # repeat
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=voter, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    votes = s.votes()
+    assert len(votes) == 400
+    assert len({(v.voter, v.pair_id) for v in votes}) == 400
+    total = s.connection().execute("SELECT sum(vote_count) FROM pairs").fetchone()[0]
+    assert total == 400
