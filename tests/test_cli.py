@@ -134,3 +134,39 @@ def test_train_two_steps_and_reload(tiny_model_dir, tmp_path):
 
     AutoModelForCausalLM.from_pretrained(out)
     assert AutoTokenizer.from_pretrained(out).chat_template
+
+
+def test_dataset_from_a_vote_database(tmp_path):
+    from pipeline.pairs import Pair
+    from pipeline.votes import VoteStore
+
+    store = VoteStore.in_folder(tmp_path / "app-data")
+    ideas = [f"idea {i}" for i in range(4)]
+    store.add_pairs([Pair(i, "First", "Second") for i in ideas], "test", "test")
+    for pair_id in range(1, 5):
+        store.record_vote("ann", pair_id, "b_better", "a")
+        store.record_vote("bob", pair_id, "b_better" if pair_id != 4 else "tie", "b")
+    out = tmp_path / "d"
+    result = run_cli(
+        "dataset", "--from-votes", str(tmp_path / "app-data"), "--out", str(out),
+        "--min-votes", "2", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert sum(summary["rows"].values()) == 3  # pair 4 is a 1-1 split between b and tie
+    assert summary["votes"] == 8 and summary["voters"] == 2
+    assert summary["agreement"]["pairs_with_2_plus_votes"] == 4
+    from datasets import load_from_disk
+
+    rows = [r for split in load_from_disk(str(out)).values() for r in split]
+    assert all(r["chosen"][0]["content"] == "Second" for r in rows)
+
+
+def test_dataset_from_votes_refuses_a_missing_or_empty_store(tmp_path):
+    line = _one_line_error(run_cli("dataset", "--from-votes", str(tmp_path), "--out", "x"))
+    assert "no vote database" in line
+    from pipeline.votes import VoteStore
+
+    VoteStore.in_folder(tmp_path)
+    line = _one_line_error(run_cli("dataset", "--from-votes", str(tmp_path), "--out", "x"))
+    assert "give no preference rows" in line

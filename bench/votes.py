@@ -1,0 +1,158 @@
+"""Vote round trips against the real app: latency (p50, p95), votes per second, none lost.
+
+    python bench/votes.py [--clients 50] [--votes 20] [--rate 200]
+
+Starts `python app.py` in its own process on a fresh data folder (the tutorial's pairs as the
+pool), then drives its vote endpoint over HTTP with the browser's queue protocol:
+
+1. closed loop: every client votes again as soon as its last vote is acknowledged, which
+   measures the most votes per second the app sustains;
+2. open loop: the clients together offer `--rate` votes per second, which measures the latency
+   a voter sees at that load.
+
+Afterwards every acknowledged vote is looked up in the database: lost or doubled votes are
+counted, not assumed. The baseline is the same app measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from app_process import start_app, stop_app  # noqa: E402
+from pipeline.votes import VoteStore  # noqa: E402
+
+# Positions in the vote event's outputs: idea, left, right, pair id, progress, ...
+PAIR_ID_OUTPUT, PROGRESS_OUTPUT = 3, 4
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else 0
+
+
+class BrowserProtocol:
+    """Events sent the way the browser sends them: POST queue/join, then read the SSE stream
+    queue/data for that session until the event completes. asyncio keeps the client's own
+    cost small, so the figures are the app's, not gradio_client's threads' (which cost about
+    90 ms of CPU a call here and would saturate these 2 cores first)."""
+
+    def __init__(self, url: str, http) -> None:
+        import httpx
+
+        self.url, self.http = url, http
+        config = httpx.get(url + "config").json()
+        self.events = {d["api_name"]: d for d in config["dependencies"] if d.get("api_name")}
+
+    async def call(self, session: str, api_name: str, *values):
+        event = self.events[api_name]
+        data = list(values) + [None] * (len(event["inputs"]) - len(values))  # state: server-side
+        body = {"data": data, "fn_index": event["id"], "session_hash": session,
+                "event_data": None, "trigger_id": None}  # fmt: skip
+        joined = await self.http.post(self.url + "gradio_api/queue/join", json=body)
+        joined.raise_for_status()
+        event_id = joined.json()["event_id"]
+        stream = f"{self.url}gradio_api/queue/data?session_hash={session}"
+        async with self.http.stream("GET", stream) as response:
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                message = json.loads(line[5:])
+                if message.get("event_id") == event_id and message["msg"] == "process_completed":
+                    if not message.get("success"):
+                        raise RuntimeError(f"{api_name} failed: {message}")
+                    return message["output"]["data"]
+        raise RuntimeError(f"{api_name}: stream ended without a result")
+
+
+def run_voters(url: str, clients: int, votes: int, prefix: str, interval: float | None):
+    """Each client votes `votes` times; returns (latencies in s, acknowledged, seconds)."""
+    return asyncio.run(_run_voters(url, clients, votes, prefix, interval))
+
+
+async def _run_voters(url, clients, votes, prefix, interval):
+    import httpx
+
+    latencies: list[float] = []
+    acknowledged: list[tuple[str, int]] = []
+    limits = httpx.Limits(max_connections=4 * clients, max_keepalive_connections=4 * clients)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+        app = BrowserProtocol(url, http)
+        sessions = [uuid.uuid4().hex for _ in range(clients)]
+        names = [f"{prefix}-{i}" for i in range(clients)]
+        firsts = await asyncio.gather(
+            *(app.call(s, "start", n) for s, n in zip(sessions, names, strict=True))
+        )
+
+        async def voter(index: int) -> None:
+            pair_id = firsts[index][PAIR_ID_OUTPUT + 1]  # start also returns the voter id
+            next_at = time.perf_counter() + (index / clients) * (interval or 0)
+            for _ in range(votes):
+                if interval:
+                    await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+                    next_at += interval
+                started = time.perf_counter()
+                out = await app.call(sessions[index], "vote_left", names[index], pair_id)
+                latencies.append(time.perf_counter() - started)
+                if not str(out[PROGRESS_OUTPUT]).startswith("Vote saved"):
+                    raise RuntimeError(f"vote not acknowledged: {out[PROGRESS_OUTPUT]}")
+                acknowledged.append((names[index], pair_id))
+                pair_id = out[PAIR_ID_OUTPUT]
+
+        started = time.perf_counter()
+        await asyncio.gather(*(voter(i) for i in range(clients)))
+        return latencies, acknowledged, time.perf_counter() - started
+
+
+def report(label: str, latencies: list[float], seconds: float) -> float:
+    rate = len(latencies) / seconds
+    print(
+        f"{label}: {len(latencies)} votes in {seconds:.1f} s = {rate:.0f} votes/s; "
+        f"latency p50 {1000 * percentile(latencies, 50):.0f} ms, "
+        f"p95 {1000 * percentile(latencies, 95):.0f} ms"
+    )
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--votes", type=int, default=20, help="votes per client per phase")
+    parser.add_argument("--rate", type=float, default=200, help="offered votes/s, open loop")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        process, url = start_app(
+            "--model", "smollm2-offline", "--data", str(data), log_path=Path(tmp) / "app.log"
+        )
+        try:
+            print(f"app: {url}; {args.clients} clients x {args.votes} votes per phase")
+            lat, acked_closed, secs = run_voters(url, args.clients, args.votes, "closed", None)
+            closed_rate = report("closed loop (as fast as acknowledged)", lat, secs)
+            interval = args.clients / args.rate
+            lat, acked_open, secs = run_voters(url, args.clients, args.votes, "open", interval)
+            open_rate = report(f"open loop (offered {args.rate:.0f} votes/s)", lat, secs)
+        finally:
+            stop_app(process)
+        stored = {(v.voter, v.pair_id) for v in VoteStore.open_existing(data).votes()}
+        acked = set(acked_closed) | set(acked_open)
+        total_acked = len(acked_closed) + len(acked_open)
+        print(
+            f"acknowledged {total_acked}, stored {len(stored)}, "
+            f"lost {len(acked - stored)}, doubled {total_acked - len(acked)}"
+        )
+        print(f"ratio open-loop rate / closed-loop capacity: {open_rate / closed_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()

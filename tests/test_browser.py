@@ -1,0 +1,69 @@
+"""A real browser (Debian's chromium, driven by Playwright) votes in the app."""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from app_process import start_app, stop_app
+from pipeline.votes import VoteStore
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "runs" / "screenshots"
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run",
+            ],
+        )  # fmt: skip
+        yield browser
+        browser.close()
+
+
+def test_vote_three_times_by_click_and_keyboard(browser, tiny_model_dir, tmp_path):
+    data = tmp_path / "data"
+    process, url = start_app(
+        "--model", str(tiny_model_dir), "--data", str(data), log_path=tmp_path / "app.log"
+    )
+    try:
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(url)
+        counter = page.get_by_text(re.compile(r"You have voted on"))
+        counter.wait_for()
+        assert "voted on 0 pairs" in counter.inner_text()
+
+        def vote_with(action, expected):
+            button = page.locator("#vote-left")
+            button.wait_for()
+            page.wait_for_function("!document.querySelector('#vote-left').disabled")
+            first_title = page.get_by_label("Title A").input_value()
+            action()
+            page.get_by_text(f"voted on {expected} pairs").wait_for()
+            return first_title
+
+        vote_with(lambda: page.locator("#vote-left").click(), 1)
+        vote_with(lambda: page.locator("#vote-both_bad").click(), 2)
+        page.locator("body").click(position={"x": 5, "y": 5})  # focus off any text field
+        vote_with(lambda: page.keyboard.press("b"), 3)
+
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "vote-tab.png"), full_page=True)
+
+        votes = VoteStore.open_existing(data).votes()
+        assert len({v.voter for v in votes}) == 1 and votes[0].voter.startswith("v-")
+        choices = [v.choice for v in votes]
+        assert choices[1] == "both_bad" and choices[0] in ("a_better", "b_better")
+
+        page.reload()  # the voter id survives a reload
+        page.get_by_text("voted on 3 pairs").wait_for()
+    finally:
+        stop_app(process)
