@@ -53,6 +53,15 @@ document.addEventListener("keydown", (event) => {
 });
 </script>
 """
+LOCK_BUTTONS_JS = """(...args) => {
+  document.querySelectorAll("#vote-buttons button").forEach((b) => (b.disabled = true));
+  return args;
+}"""
+UNLOCK_BUTTONS_JS = """() => {
+  const progress = document.getElementById("vote-progress");
+  if (progress && progress.innerText.includes("Nothing left")) return;
+  document.querySelectorAll("#vote-buttons button").forEach((b) => (b.disabled = false));
+}"""
 
 
 def new_voter_id() -> str:
@@ -96,16 +105,19 @@ def vote_tab(store: VoteStore, voter: gr.BrowserState) -> Wiring:
         left = gr.Textbox(label="Title A", interactive=False, lines=2)
         right = gr.Textbox(label="Title B", interactive=False, lines=2)
     pair_id = gr.Number(visible=False, precision=0)
-    with gr.Row():
+    with gr.Row(elem_id="vote-buttons"):
         buttons = {
             side: gr.Button(label, elem_id=f"vote-{side}", interactive=False)
             for side, label in VOTE_BUTTONS
         }
         skip = gr.Button("Skip  [S]", elem_id="vote-skip", variant="secondary", interactive=False)
-    progress = gr.Markdown()
+    progress = gr.Markdown(elem_id="vote-progress")
     shown = gr.State(None)  # {"pair_id", "shown_left", "shown_at", "skipped"}: server side only
     all_buttons = [*buttons.values(), skip]
-    screen = [idea, left, right, pair_id, progress, shown, *all_buttons]
+    screen = [idea, left, right, pair_id, progress, shown]
+    # Buttons are enabled once the first pair arrives (`start`) and disabled when nothing is
+    # left; in between, a click disables them in the browser at once and the end of the vote
+    # enables them again, with no extra round trip and no button updates on the hot path.
 
     def show_next(voter_id: str, skipped: list[int], message: str = "") -> dict:
         view = store.next_pair(voter_id, skip=skipped)
@@ -117,7 +129,6 @@ def vote_tab(store: VoteStore, voter: gr.BrowserState) -> Wiring:
             return {
                 idea: "", left: "", right: "", pair_id: None, shown: None,
                 progress: f"{message} {counter}. Nothing left to judge: thank you!".strip(),
-                **{b: gr.update(interactive=False) for b in all_buttons},
             }  # fmt: skip
         state = {
             "pair_id": view.pair_id,
@@ -128,12 +139,17 @@ def vote_tab(store: VoteStore, voter: gr.BrowserState) -> Wiring:
         return {
             idea: view.idea, left: view.left, right: view.right, pair_id: view.pair_id,
             shown: state, progress: f"{message} {counter}".strip(),
-            **{b: gr.update(interactive=True) for b in all_buttons},
         }  # fmt: skip
 
     def start(voter_id: str | None):
         voter_id = voter_id or new_voter_id()
-        return {voter: voter_id, **show_next(voter_id, [])}
+        screen_now = show_next(voter_id, [])
+        enabled = screen_now[shown] is not None
+        return {
+            voter: voter_id,
+            **screen_now,
+            **{b: gr.update(interactive=enabled) for b in all_buttons},
+        }
 
     def vote(side: str, voter_id: str, seen_pair: float | None, state: dict | None) -> dict:
         try:
@@ -154,21 +170,20 @@ def vote_tab(store: VoteStore, voter: gr.BrowserState) -> Wiring:
             skipped.append(state["pair_id"])
         return show_next(voter_id, skipped, "Skipped.")
 
-    def lock() -> dict:
-        return {b: gr.update(interactive=False) for b in all_buttons}
-
+    # Unqueued: a vote is a few milliseconds of SQLite, and the queue's bookkeeping costs more.
     for side, button in buttons.items():
-        button.click(lock, None, all_buttons, queue=False, api_visibility="private").then(
+        button.click(
             partial(vote, side),
             [voter, pair_id, shown],
             screen,
             api_name=f"vote_{side}",
-            concurrency_limit=None,
-        )
-    skip.click(lock, None, all_buttons, queue=False, api_visibility="private").then(
-        skip_pair, [voter, shown], screen, api_name="skip", concurrency_limit=None
-    )
-    return Wiring(start, [voter, *screen])
+            queue=False,
+            js=LOCK_BUTTONS_JS,
+        ).then(None, js=UNLOCK_BUTTONS_JS)
+    skip.click(
+        skip_pair, [voter, shown], screen, api_name="skip", queue=False, js=LOCK_BUTTONS_JS
+    ).then(None, js=UNLOCK_BUTTONS_JS)
+    return Wiring(start, [voter, *screen, *all_buttons])
 
 
 def generate_tab(model_name: str, store: VoteStore, status: gr.Markdown) -> Wiring:

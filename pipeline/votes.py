@@ -156,6 +156,9 @@ class VoteStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        # Writers in this process queue on a Python lock: SQLite's own busy handler waits by
+        # sleeping in growing steps (up to 100 ms), which under many voters is the tail latency.
+        self._write_lock = threading.Lock()
         migrate(self.connection())
 
     @classmethod
@@ -187,14 +190,15 @@ class VoteStore:
 
     def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         db = self.connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(db)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return result
+        with self._write_lock:
+            db.execute("BEGIN IMMEDIATE")  # other processes still wait on SQLite's lock
+            try:
+                result = fn(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
 
     # -- pools --------------------------------------------------------------------------------
 
@@ -275,29 +279,30 @@ class VoteStore:
     def next_pair(
         self, voter: str, skip: Iterable[int] = (), rng: random.Random | None = None
     ) -> PairView | None:
-        """A pair this voter has not judged (nor skipped), fewest votes first, sides at random."""
+        """A pair this voter has not judged (nor skipped), fewest votes first, sides at random.
+
+        `rng` decides the sides (tests pass a seeded one); the pair is drawn by SQLite.
+        """
         voter = check_voter(voter)
         rng = rng or random
         skipped = json.dumps([int(p) for p in skip])
         db = self.connection()
-        # Ids first (cheap), then the texts of the one pair picked.
-        candidates = [
-            row[0]
-            for row in db.execute(
-                """
-                WITH open AS (
-                    SELECT id, vote_count FROM pairs
-                    WHERE id NOT IN (SELECT pair_id FROM votes WHERE voter = :voter)
-                    AND id NOT IN (SELECT value FROM json_each(:skipped))
-                )
-                SELECT id FROM open WHERE vote_count = (SELECT min(vote_count) FROM open)
-                """,
-                {"voter": voter, "skipped": skipped},
+        # Pick the pair in SQL (only its id leaves SQLite), then read its texts.
+        picked = db.execute(
+            """
+            WITH open AS (
+                SELECT id, vote_count FROM pairs
+                WHERE id NOT IN (SELECT pair_id FROM votes WHERE voter = :voter)
+                AND id NOT IN (SELECT value FROM json_each(:skipped))
             )
-        ]
-        if not candidates:
+            SELECT id FROM open WHERE vote_count = (SELECT min(vote_count) FROM open)
+            ORDER BY random() LIMIT 1
+            """,
+            {"voter": voter, "skipped": skipped},
+        ).fetchone()
+        if picked is None:
             return None
-        pair_id = rng.choice(candidates)
+        pair_id = picked[0]
         idea, a, b = db.execute(
             """
             SELECT i.text, ta.text, tb.text FROM pairs p

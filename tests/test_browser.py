@@ -2,6 +2,7 @@
 
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,27 @@ def test_vote_three_times_by_click_and_keyboard(browser, tiny_model_dir, tmp_pat
             page.get_by_text(f"voted on {expected} pairs").wait_for()
             return first_title
 
-        vote_with(lambda: page.locator("#vote-left").click(), 1)
+        # Slow the first vote down: the buttons must be disabled while it is on its way, so a
+        # second click or key press cannot vote twice.
+        slowed = []
+
+        def slow_vote(route):
+            slowed.append(route.request.url)
+            time.sleep(0.8)
+            route.continue_()
+
+        page.route("**/gradio_api/run/**", slow_vote)
+
+        def click_twice():
+            page.locator("#vote-left").click()
+            assert page.evaluate("document.querySelector('#vote-left').disabled")
+            page.evaluate("document.querySelector('#vote-left').click()")  # ignored: disabled
+            page.keyboard.press("a")  # ignored too
+
+        vote_with(click_twice, 1)
+        page.unroute("**/gradio_api/run/**")
+        assert len(slowed) == 1  # one request went out for three attempts
+        assert len(VoteStore.open_existing(data).votes()) == 1
         vote_with(lambda: page.locator("#vote-both_bad").click(), 2)
         page.locator("body").click(position={"x": 5, "y": 5})  # focus off any text field
         vote_with(lambda: page.keyboard.press("b"), 3)
