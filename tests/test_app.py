@@ -80,6 +80,26 @@ def test_generated_titles_join_the_voting_pool(app_url):
     assert "new pairs" in message and "a brand new idea about pottery" in message
 
 
+def test_a_pairs_csv_upload_joins_the_pool(app_url, tmp_path):
+    from gradio_client import handle_file
+
+    from pipeline.pairs import Pair, write_pairs_csv
+
+    csv_path = tmp_path / "pairs.csv"
+    write_pairs_csv([Pair("uploaded idea", "Title one", "Title two")], csv_path)
+    c = _client(app_url)
+    assert (
+        c.predict(handle_file(str(csv_path)), api_name="/import_pairs") == "Imported 1 new pairs."
+    )
+    assert (
+        c.predict(handle_file(str(csv_path)), api_name="/import_pairs") == "Imported 0 new pairs."
+    )
+    bad = tmp_path / "bad.csv"
+    bad.write_text("idea,title_a\nx,y\n")
+    with pytest.raises(Exception, match="missing column"):
+        c.predict(handle_file(str(bad)), api_name="/import_pairs")
+
+
 def test_an_unloadable_model_is_reported_not_crashed(tmp_path):
     from app import build_app, serve
 

@@ -88,3 +88,28 @@ def test_vote_three_times_by_click_and_keyboard(browser, tiny_model_dir, tmp_pat
         page.get_by_text("voted on 3 pairs").wait_for()
     finally:
         stop_app(process)
+
+
+def test_titles_are_shown_as_text_not_html(browser, tiny_model_dir, tmp_path):
+    from pipeline.pairs import Pair
+
+    data = tmp_path / "data"
+    hostile = "<img src=x onerror=\"document.title='pwned'\">"
+    VoteStore.in_folder(data).add_pairs([Pair("markup", "<b>Bold</b> title", hostile)], "t", "t")
+    process, url = start_app(
+        "--model", str(tiny_model_dir), "--data", str(data), log_path=tmp_path / "app.log"
+    )
+    try:
+        page = browser.new_page()
+        page.goto(url)
+        page.get_by_text("You have voted on").wait_for()
+        shown = {
+            page.get_by_label("Title A").input_value(),
+            page.get_by_label("Title B").input_value(),
+        }
+        assert shown == {"<b>Bold</b> title", hostile}
+        assert page.title() != "pwned"
+        assert page.locator("#vote-buttons").count() == 1
+        assert page.locator("b", has_text="Bold").count() == 0
+    finally:
+        stop_app(process)
