@@ -21,7 +21,7 @@ from pipeline.errors import UserError
 from pipeline.generation import MAX_TITLES_PER_IDEA, GenerationSettings, generate_for_idea
 from pipeline.models import DEFAULT_MODEL, load_model
 from pipeline.prompts import MAX_IDEA_CHARS
-from pipeline.ratings import agreement, leaderboard
+from pipeline.ratings import agreement, leaderboard, votes_per_idea
 from pipeline.votes import Shown, VoteStore, data_dir, vote_on_shown_pair
 
 log = logging.getLogger("pipeline.app")
@@ -288,11 +288,7 @@ def leaderboard_tab(store: VoteStore) -> Wiring:
     def overview():
         votes = store.votes()
         agree = agreement(votes)
-        per_idea: dict[str, tuple[int, set]] = {}
-        for v in votes:
-            count, pairs = per_idea.get(v.idea, (0, set()))
-            per_idea[v.idea] = (count + 1, pairs | {v.pair_id})
-        rows = sorted(([i, c, len(p)] for i, (c, p) in per_idea.items()), key=lambda r: -r[1])
+        rows = [list(row) for row in votes_per_idea(votes)]
         alpha = "n/a" if agree.alpha is None else f"{agree.alpha:.2f}"
         unanimous = "n/a" if agree.unanimous is None else f"{agree.unanimous:.0%}"
         text = (

@@ -134,6 +134,15 @@ def krippendorff_alpha(units: Sequence[dict[str, int]]) -> float | None:
     return 1 - observed / expected
 
 
+def votes_per_idea(votes: Sequence[VoteRow]) -> list[tuple[str, int, int]]:
+    """(idea, votes, pairs voted on), most voted first."""
+    counts: Counter = Counter(v.idea for v in votes)
+    pairs: dict[str, set[int]] = defaultdict(set)
+    for v in votes:
+        pairs[v.idea].add(v.pair_id)
+    return [(idea, n, len(pairs[idea])) for idea, n in counts.most_common()]
+
+
 @dataclass(frozen=True)
 class TitleScore:
     title: str

@@ -260,9 +260,12 @@ class VoteStore:
         meta: dict[tuple[str, str], dict[str, Any]] = {}
         sidecar = path.with_suffix(".titles.jsonl")
         if sidecar.is_file():
-            for line in sidecar.read_text(encoding="utf-8").splitlines():
-                t = json.loads(line)
-                meta[(t["idea"], t["text"])] = t
+            for number, line in enumerate(sidecar.read_text(encoding="utf-8").splitlines(), 1):
+                try:
+                    t = json.loads(line)
+                    meta[(t["idea"], t["text"])] = t
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise UserError(f"{sidecar}, line {number}: not a title record") from None
         return self.add_pairs(pairs, pool or f"imported:{path.name}", "imported", meta)
 
     def import_tutorial_pool(self) -> int:

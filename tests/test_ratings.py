@@ -10,6 +10,7 @@ from pipeline.ratings import (
     krippendorff_alpha,
     leaderboard,
     majority_preferences,
+    votes_per_idea,
 )
 from pipeline.votes import VoteRow
 
@@ -105,3 +106,9 @@ def test_leaderboard_intervals_contain_the_estimate():
     best = board.titles[0]
     assert (best.wins, best.losses, best.ties) == (12, 6, 1)
     assert leaderboard(votes, rounds=300) == leaderboard(votes, rounds=300)  # seeded
+
+
+def test_votes_per_idea_most_voted_first():
+    votes = [*votes_on(1, "tie", "a_better"), vote(2, "tie", idea="other")]
+    votes += votes_on(3, "b_better", a="C", b="D")
+    assert votes_per_idea(votes) == [(IDEA, 3, 2), ("other", 1, 1)]

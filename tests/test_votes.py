@@ -80,6 +80,16 @@ def test_pairs_csv_import_reads_the_raw_titles_beside_it(tmp_path):
     assert raws == {"One": " One\n", "Two": None}
 
 
+def test_a_broken_titles_sidecar_is_refused_and_nothing_imported(tmp_path):
+    csv_path = tmp_path / "pairs.csv"
+    write_pairs_csv([Pair("rag", "One", "Two")], csv_path)
+    csv_path.with_suffix(".titles.jsonl").write_text("{not json\n")
+    s = VoteStore.in_folder(tmp_path / "db")
+    with pytest.raises(UserError, match="line 1: not a title record"):
+        s.import_pairs_csv(csv_path)
+    assert s.counts()["pairs"] == 0
+
+
 def test_a_bad_pair_in_a_batch_writes_nothing(tmp_path):
     s = VoteStore.in_folder(tmp_path)
     with pytest.raises(UserError, match="same title twice"):
