@@ -157,7 +157,10 @@ def main() -> None:
             f"acknowledged {total_acked}, stored {len(stored)}, "
             f"lost {len(acked - stored)}, doubled {total_acked - len(acked)}"
         )
-        print(f"ratio open-loop rate / closed-loop capacity: {open_rate / closed_rate:.2f}")
+        print(
+            f"headroom: closed-loop capacity / offered rate = {closed_rate / args.rate:.2f}x "
+            f"(achieved {open_rate:.0f} of {args.rate:.0f} offered)"
+        )
 
 
 if __name__ == "__main__":
