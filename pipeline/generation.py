@@ -133,7 +133,8 @@ def _shared_prefix(model, batch, n: int) -> dict:
     return {
         "input_ids": ids.repeat_interleave(n, dim=0),
         "attention_mask": mask.repeat_interleave(n, dim=0),
-        "cache": cache,
+        # `cache` is the newer name, but `past_key_values` works on every transformers 5.x.
+        "past_key_values": cache,
     }
 
 

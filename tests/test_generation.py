@@ -50,7 +50,9 @@ def test_sampling_with_a_shared_prompt_cache_matches_plain_generate(tiny_model):
         tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
         for m in (title_messages(i) for i in ideas)
     ]
-    batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(
+        tiny_model.device.name
+    )
     with torch.inference_mode():
         plain = tiny_model.model.generate(
             **batch, do_sample=False, max_new_tokens=8, num_return_sequences=1,
