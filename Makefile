@@ -32,3 +32,4 @@ test-fast: setup
 bench: setup
 	$(PY) bench/generate_speed.py
 	$(PY) bench/votes.py
+	$(PY) bench/dpo_speed.py

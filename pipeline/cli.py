@@ -183,7 +183,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, type=Path, help="folder from `dataset`")
     p.add_argument("--out", required=True, type=Path, help="where the tuned model goes")
     _add_model(p)
-    p.add_argument("--recipe", default="tutorial", help="named recipe (default: tutorial)")
+    p.add_argument(
+        "--recipe",
+        default="tutorial",
+        help="tutorial (the reference: full fine-tune, TRL defaults) or fast (LoRA r16, "
+        "reference log-probs computed once, no gradient checkpointing); default: tutorial",
+    )
     p.add_argument("--epochs", type=float, default=None, help="override the recipe's epochs")
     p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")

@@ -3,6 +3,12 @@
 The reference recipe is the tutorial's: 3 epochs, batch 8, evaluate and save every epoch,
 keep the model with the best `eval_loss`, TRL defaults otherwise. The only change is the one a
 CPU forces: TRL 1.16 defaults to bf16, which fails without a GPU, so bf16 follows the device.
+
+The `fast` recipe trains a LoRA adapter (the reference model is the adapter switched off: no
+second copy), computes the reference log-probs once before training instead of every step,
+and turns gradient checkpointing off (memory is not the constraint for these models). A LoRA
+run is merged into the base weights when saved, so the output loads like any model; the adapter
+alone is kept in OUT/adapter.
 """
 
 from __future__ import annotations
@@ -31,10 +37,22 @@ class DPORecipe:
     logging_steps: int = 25
     save_total_limit: int | None = 2  # best + latest: full checkpoints of a 0.5B model are GBs
     seed: int = 42
+    gradient_checkpointing: bool = True  # TRL's default: saves memory, costs a recompute
+    precompute_ref_log_probs: bool = False  # TRL's default: reference forward every step
+    lora_r: int | None = None  # None: full fine-tune
+    lora_alpha: int = 32
 
 
 RECIPES: dict[str, DPORecipe] = {
     "tutorial": DPORecipe(name="tutorial"),
+    "fast": DPORecipe(
+        name="fast",
+        epochs=1,
+        learning_rate=5e-5,  # LoRA moves few weights; 1e-6 would barely move them
+        gradient_checkpointing=False,
+        precompute_ref_log_probs=True,
+        lora_r=16,
+    ),
 }
 
 
@@ -67,8 +85,12 @@ def train_dpo(
     epochs: float | None = None,
     max_steps: int | None = None,
     callbacks: list | None = None,
+    resume: bool = False,
 ) -> TrainResult:
-    """Train on the dataset folder `data`, write the best model to `out`, return a summary."""
+    """Train on the dataset folder `data`, write the best model to `out`, return a summary.
+
+    `resume=True` carries on from the newest checkpoint in `out` (a stopped or crashed run).
+    """
     from trl import DPOConfig, DPOTrainer
 
     from pipeline.datasets import load_preference_dataset
@@ -85,13 +107,29 @@ def train_dpo(
         raise UserError(f"{data}: the train split is empty")
 
     policy = load_model(model_name, fresh=True)
-    # The reference model is a second frozen copy, loaded the same way (offline-safe), rather
-    # than TRL re-reading `config._name_or_path`, which may be a Hub id it cannot reach.
-    reference = load_model(model_name, fresh=True)
+    peft_config = None
+    reference = None
+    if recipe.lora_r:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=recipe.lora_r,
+            lora_alpha=recipe.lora_alpha,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
+    else:
+        # The reference model is a second frozen copy, loaded the same way (offline-safe),
+        # rather than TRL re-reading `config._name_or_path`, a Hub id it may not reach.
+        reference = load_model(model_name, fresh=True).model
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     metrics_file = out / "metrics.jsonl"
-    metrics_file.unlink(missing_ok=True)
+    checkpoint = latest_checkpoint(out) if resume else None
+    if resume and checkpoint is None:
+        raise UserError(f"{out} has no checkpoint to resume from")
+    if checkpoint is None:
+        metrics_file.unlink(missing_ok=True)
 
     logging_steps = min(recipe.logging_steps, max_steps) if max_steps else recipe.logging_steps
     has_eval = eval_split is not None and len(eval_split) > 0
@@ -113,10 +151,13 @@ def train_dpo(
         bf16=policy.device.name == "cuda",
         seed=recipe.seed,
         report_to="none",
+        gradient_checkpointing=recipe.gradient_checkpointing,
+        precompute_ref_log_probs=recipe.precompute_ref_log_probs,
     )
     trainer = DPOTrainer(
         model=policy.model,
-        ref_model=reference.model,
+        ref_model=reference,
+        peft_config=peft_config,
         args=config,
         train_dataset=train_split,
         eval_dataset=eval_split if has_eval else None,
@@ -124,9 +165,13 @@ def train_dpo(
         callbacks=[MetricsFile(metrics_file), *(callbacks or [])],
     )
     started = time.monotonic()
-    output = trainer.train()
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.monotonic() - started
-    trainer.save_model(str(out))
+    if peft_config is not None:
+        trainer.model.save_pretrained(str(out / "adapter"))
+        trainer.model.merge_and_unload().save_pretrained(str(out))
+    else:
+        trainer.save_model(str(out))
     policy.tokenizer.save_pretrained(str(out))
 
     eval_losses = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e]
@@ -143,6 +188,12 @@ def train_dpo(
     )
     (out / "train_summary.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
+
+
+def latest_checkpoint(out: str | Path) -> Path | None:
+    """The newest `checkpoint-N` folder the Trainer wrote in `out`, if any."""
+    found = sorted(Path(out).glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]))
+    return found[-1] if found else None
 
 
 class MetricsFile(TrainerCallback):

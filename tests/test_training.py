@@ -73,3 +73,23 @@ def test_bad_numbers_are_refused(small_data, tiny_model_dir, tmp_path, kwargs, m
 def test_missing_data_is_refused_before_loading_a_model(tmp_path):
     with pytest.raises(UserError, match="not a dataset folder"):
         train_dpo(tmp_path, tmp_path / "o", "./no/such/model")
+
+
+def test_fast_recipe_trains_lora_and_saves_a_merged_model(small_data, tiny_model_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "fast"
+    result = train_dpo(small_data, out, str(tiny_model_dir), get_recipe("fast"), epochs=1)
+    assert result.steps == 2 and result.eval_loss is not None
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    assert not (out / "adapter_config.json").exists()  # the root is a plain merged model
+    tuned = AutoModelForCausalLM.from_pretrained(out)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert set(dict(tuned.named_parameters())) == set(dict(base.named_parameters()))
+    moved = [
+        n
+        for n, p in tuned.named_parameters()
+        if not torch.equal(p, dict(base.named_parameters())[n])
+    ]
+    assert moved and all("proj" in n for n in moved)  # LoRA touched the linear layers only

@@ -1,0 +1,143 @@
+"""One training run at a time, in a background thread, watched and stopped from anywhere.
+
+The app keeps one `TrainingRunner`; every page (a reloaded one too) reads the same status, so
+it reattaches to a running job. Stop asks the trainer to save a checkpoint and end after the
+current step; a later start with `resume=True` carries on from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass, replace
+from typing import Any
+
+from transformers import TrainerCallback
+
+from pipeline.errors import UserError
+
+MAX_LOG_LINES = 200
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    state: str = "idle"  # idle, running, stopping, done, stopped, failed
+    step: int = 0
+    total: int = 0
+    started_at: float | None = None
+    out: str | None = None
+    message: str = ""
+    metrics: tuple[dict[str, Any], ...] = ()  # every logged metrics dict, in order
+    log: tuple[str, ...] = ()
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("running", "stopping")
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if not self.started_at or not self.step or not self.total:
+            return None
+        per_step = (time.time() - self.started_at) / self.step
+        return per_step * (self.total - self.step)
+
+
+class TrainingRunner:
+    """Starts `pipeline.training.train_dpo` in a thread; `status()` is safe from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._status = JobStatus()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def status(self) -> JobStatus:
+        with self._lock:
+            return self._status
+
+    def start(self, **train_kwargs: Any) -> None:
+        """Begin a run with `train_dpo(**train_kwargs)`; refused while one is running."""
+        with self._lock:
+            if self._status.running:
+                raise UserError("a training run is already going: stop it or wait for it")
+            self._stop.clear()
+            self._status = JobStatus(
+                state="running",
+                started_at=time.time(),
+                out=str(train_kwargs.get("out")),
+                message="Loading the model and the data…",
+            )
+        self._thread = threading.Thread(target=self._run, kwargs=train_kwargs, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._status.running:
+                self._status = replace(self._status, state="stopping", message="Stopping…")
+                self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> JobStatus:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.status()
+
+    def _update(self, **changes: Any) -> None:
+        with self._lock:
+            self._status = replace(self._status, **changes)
+
+    def _log(self, line: str) -> None:
+        with self._lock:
+            log = (*self._status.log, line)[-MAX_LOG_LINES:]
+            self._status = replace(self._status, log=log)
+
+    def _run(self, **train_kwargs: Any) -> None:
+        from pipeline.training import train_dpo
+
+        callbacks = [_Progress(self), *train_kwargs.pop("callbacks", [])]
+        try:
+            result = train_dpo(**train_kwargs, callbacks=callbacks)
+        except UserError as exc:
+            self._update(state="failed", message=str(exc))
+            self._log(f"error: {exc}")
+            return
+        except Exception as exc:  # a bug or a broken model: keep the app alive, show it
+            self._update(state="failed", message=f"training failed: {exc}")
+            self._log(traceback.format_exc())
+            return
+        stopped = self._stop.is_set()
+        self._update(
+            state="stopped" if stopped else "done",
+            step=result.steps,
+            message=(
+                f"Stopped after {result.steps} steps; the last checkpoint is in {result.out}"
+                if stopped
+                else f"Done: {result.steps} steps in {result.seconds:.0f} s; model in {result.out}"
+            ),
+        )
+
+
+class _Progress(TrainerCallback):
+    def __init__(self, runner: TrainingRunner) -> None:
+        self.runner = runner
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.runner._update(total=state.max_steps, step=state.global_step, message="Training…")
+        self.runner._log(f"training: {state.max_steps} steps")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.runner._update(step=state.global_step)
+        if self.runner._stop.is_set():
+            control.should_save = True  # a checkpoint to resume from
+            control.should_training_stop = True
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs:
+            return
+        record = {"step": state.global_step, "epoch": state.epoch, **logs}
+        with self.runner._lock:
+            status = self.runner._status
+            self.runner._status = replace(status, metrics=(*status.metrics, record))
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if isinstance(v, int | float))
+        self.runner._log(f"step {state.global_step}: {shown}")

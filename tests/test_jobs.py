@@ -1,0 +1,80 @@
+"""Background training runs: progress, one at a time, stop and resume."""
+
+import time
+
+import pytest
+from transformers import TrainerCallback
+
+from pipeline import datasets as ds
+from pipeline.errors import UserError
+from pipeline.jobs import TrainingRunner
+from pipeline.training import latest_checkpoint
+
+
+class SlowSteps(TrainerCallback):
+    """Makes each step of the tiny model take long enough to stop a run in the middle."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    prefs = ds.seed_preferences()[:64]
+    splits = ds.split_preferences(prefs, "seed")
+    out = tmp_path_factory.mktemp("jobs") / "data"
+    ds.save_dataset(ds.build_dataset(splits), out, ds.summarize(splits, "seed", "seed"))
+    return out
+
+
+def test_a_run_reports_progress_and_metrics(data, tiny_model_dir, tmp_path):
+    runner = TrainingRunner()
+    runner.start(data=data, out=tmp_path / "run", model_name=str(tiny_model_dir), max_steps=3)
+    status = runner.wait(120)
+    assert status.state == "done", status.message
+    assert (status.step, status.total) == (3, 3)
+    assert any("loss" in m for m in status.metrics)
+    assert status.log[0] == "training: 3 steps"
+    assert "Done: 3 steps" in status.message
+
+
+def test_one_run_at_a_time_then_stop_and_resume(data, tiny_model_dir, tmp_path):
+    runner = TrainingRunner()
+    out = tmp_path / "run"
+    kwargs = {"data": data, "out": out, "model_name": str(tiny_model_dir), "max_steps": 40}
+    runner.start(**kwargs, callbacks=[SlowSteps()])
+    with pytest.raises(UserError, match="already going"):
+        runner.start(**kwargs)
+    deadline = time.monotonic() + 60
+    while runner.status().step < 2:
+        assert time.monotonic() < deadline and runner.status().running, runner.status()
+        time.sleep(0.05)
+    runner.stop()
+    stopped = runner.wait(120)
+    assert stopped.state == "stopped", stopped.message
+    assert 2 <= stopped.step < 40
+    checkpoint = latest_checkpoint(out)
+    assert checkpoint is not None and checkpoint.name == f"checkpoint-{stopped.step}"
+
+    runner.start(**kwargs, resume=True)
+    resumed = runner.wait(120)
+    assert resumed.state == "done", resumed.message
+    assert resumed.step == 40
+    steps = [m["step"] for m in resumed.metrics if "loss" in m]
+    assert steps and min(steps) > stopped.step  # it carried on, it did not start over
+
+
+def test_a_failing_run_is_reported_and_the_runner_stays_usable(data, tiny_model_dir, tmp_path):
+    runner = TrainingRunner()
+    runner.start(data=data, out=tmp_path / "x", model_name="./no/such/model")
+    failed = runner.wait(60)
+    assert failed.state == "failed" and "does not exist" in failed.message
+    runner.start(data=data, out=tmp_path / "ok", model_name=str(tiny_model_dir), max_steps=1)
+    assert runner.wait(120).state == "done"
+
+
+def test_resume_without_a_checkpoint_is_refused(data, tiny_model_dir, tmp_path):
+    runner = TrainingRunner()
+    runner.start(data=data, out=tmp_path / "empty", model_name=str(tiny_model_dir), resume=True)
+    status = runner.wait(60)
+    assert status.state == "failed" and "no checkpoint" in status.message
