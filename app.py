@@ -14,14 +14,18 @@ import os
 import time
 import uuid
 from functools import partial
+from pathlib import Path
 
 import gradio as gr
 
+from pipeline.datasets import write_dataset_folder
 from pipeline.errors import UserError
 from pipeline.generation import MAX_TITLES_PER_IDEA, GenerationSettings, generate_for_idea
+from pipeline.jobs import TrainingRunner
 from pipeline.models import DEFAULT_MODEL, load_model
 from pipeline.prompts import MAX_IDEA_CHARS
 from pipeline.ratings import agreement, leaderboard, votes_per_idea
+from pipeline.training import EPOCH_COLUMNS, epoch_table, get_recipe
 from pipeline.votes import Shown, VoteStore, data_dir, vote_on_shown_pair
 
 log = logging.getLogger("pipeline.app")
@@ -70,7 +74,11 @@ def new_voter_id() -> str:
 
 def build_app(model_name: str | None = None, data: str | None = None) -> gr.Blocks:
     model_name = model_name or os.environ.get("TITLE_DPO_MODEL") or DEFAULT_MODEL
-    store = VoteStore.in_folder(data or data_dir())
+    folder = Path(data or data_dir())
+    store = VoteStore.in_folder(folder)
+    # The model the Generate tab uses; the Train tab's "use this model" changes it app-wide.
+    generator = {"model": model_name}
+    runner = TrainingRunner()
     if store.counts()["pairs"] == 0:
         added = store.import_tutorial_pool()
         log.info("Empty vote store: loaded the tutorial's %d pairs as the first pool", added)
@@ -82,9 +90,11 @@ def build_app(model_name: str | None = None, data: str | None = None) -> gr.Bloc
         with gr.Tab("Vote"):
             start_voting = vote_tab(store, voter)
         with gr.Tab("Generate"):
-            show_model = generate_tab(model_name, store, status)
+            show_model = generate_tab(generator, store, status)
         with gr.Tab("Leaderboard") as board_tab:
             refresh_board = leaderboard_tab(store)
+        with gr.Tab("Train"):
+            train_tab(runner, store, folder, generator, status)
         app.load(start_voting.fn, voter, start_voting.outputs, api_name="start")
         app.load(show_model.fn, None, show_model.outputs, api_name="model_status")
         board_tab.select(refresh_board.fn, None, refresh_board.outputs, api_visibility="private")
@@ -186,7 +196,7 @@ def vote_tab(store: VoteStore, voter: gr.BrowserState) -> Wiring:
     return Wiring(start, [voter, *screen, *all_buttons])
 
 
-def generate_tab(model_name: str, store: VoteStore, status: gr.Markdown) -> Wiring:
+def generate_tab(generator: dict, store: VoteStore, status: gr.Markdown) -> Wiring:
     idea = gr.Textbox(
         label="Video idea",
         placeholder="e.g. intro independent component analysis",
@@ -219,13 +229,13 @@ def generate_tab(model_name: str, store: VoteStore, status: gr.Markdown) -> Wiri
 
     def model_status() -> str:
         try:
-            return load_model(model_name).describe()
+            return load_model(generator["model"]).describe()
         except UserError as exc:
-            return f"Model {model_name!r} could not be loaded: {exc}"
+            return f"Model {generator['model']!r} could not be loaded: {exc}"
 
     def generate(idea_text: str, count: float, temp: float):
         try:
-            loaded = load_model(model_name)
+            loaded = load_model(generator["model"])
             settings = GenerationSettings(n=int(count), temperature=float(temp))
             result = generate_for_idea(loaded, idea_text, settings)
         except UserError as exc:
@@ -312,6 +322,140 @@ def leaderboard_tab(store: VoteStore) -> Wiring:
     refresh.click(overview, None, [summary, ideas, pick], api_name="leaderboard")
     pick.change(idea_scores, pick, scores, api_name="idea_scores")
     return Wiring(overview, [summary, ideas, pick])
+
+
+TUTORIAL_DATA = "The tutorial's 1,140 labelled pairs"
+VOTES_DATA = "The votes collected here"
+CHART_METRICS = {  # logged key -> line label
+    "loss": "train loss",
+    "eval_loss": "eval loss",
+    "rewards/margins": "margin (train)",
+    "eval_rewards/margins": "margin (eval)",
+    "rewards/accuracies": "accuracy (train)",
+    "eval_rewards/accuracies": "accuracy (eval)",
+}
+LOSS_KEYS = ("loss", "eval_loss")
+REWARD_KEYS = ("rewards/margins", "eval_rewards/margins", "rewards/accuracies",
+               "eval_rewards/accuracies")  # fmt: skip
+
+
+def train_tab(
+    runner: TrainingRunner,
+    store: VoteStore,
+    folder: Path,
+    generator: dict,
+    status_line: gr.Markdown,
+) -> None:
+    gr.Markdown(
+        "DPO on the preference data. *fast*: LoRA with the reference computed once; "
+        "*tutorial*: the tutorial's full fine-tune, 3 epochs."
+    )
+    with gr.Row():
+        source = gr.Radio([TUTORIAL_DATA, VOTES_DATA], value=TUTORIAL_DATA, label="Data")
+        min_votes = gr.Number(1, precision=0, minimum=1, label="Votes per pair at least")
+    with gr.Row():
+        base = gr.Textbox(generator["model"], label="Base model (Hub id or folder)")
+        recipe = gr.Dropdown(["fast", "tutorial"], value="fast", label="Recipe")
+        epochs = gr.Number(None, label="Epochs (blank: the recipe's)")
+        max_steps = gr.Number(None, precision=0, label="Stop after steps (blank: no limit)")
+    with gr.Row():
+        start = gr.Button("Start training", variant="primary")
+        resume = gr.Button("Resume the last run")
+        stop = gr.Button("Stop", variant="stop")
+        use = gr.Button("Use this model for Generate")
+    progress = gr.Markdown("No training run yet.")
+    with gr.Row():
+        losses = gr.LinePlot(x="step", y="value", color="metric", label="Losses")
+        rewards = gr.LinePlot(x="step", y="value", color="metric", label="Rewards")
+    epochs_table = gr.Dataframe(label="Per evaluation", interactive=False)
+    log_tail = gr.Textbox(label="Log", lines=8, max_lines=8, autoscroll=True, interactive=False)
+    timer = gr.Timer(1.0)
+
+    def begin(kind, min_count, model, recipe_name, epoch_count, step_limit):
+        run = folder / "runs" / time.strftime("run-%Y%m%d-%H%M%S")
+        try:
+            votes = store.path if kind == VOTES_DATA else None
+            write_dataset_folder(run / "data", votes, "idea", int(min_count or 1))
+            runner.start(
+                data=run / "data",
+                out=run / "model",
+                model_name=model,
+                recipe=get_recipe(recipe_name),
+                epochs=float(epoch_count) if epoch_count else None,
+                max_steps=int(step_limit) if step_limit else None,
+            )
+        except UserError as exc:
+            raise gr.Error(str(exc)) from None
+        return show()
+
+    def carry_on(model, recipe_name, epoch_count, step_limit):
+        runs = sorted((folder / "runs").glob("run-*"))
+        if not runs:
+            raise gr.Error("there is no earlier run to resume")
+        try:
+            runner.start(
+                data=runs[-1] / "data",
+                out=runs[-1] / "model",
+                model_name=model,
+                recipe=get_recipe(recipe_name),
+                epochs=float(epoch_count) if epoch_count else None,
+                max_steps=int(step_limit) if step_limit else None,
+                resume=True,
+            )
+        except UserError as exc:
+            raise gr.Error(str(exc)) from None
+        return show()
+
+    def halt():
+        runner.stop()
+        return show()
+
+    def show():
+        import pandas as pd
+
+        job = runner.status()
+        return (
+            progress_text(job),
+            chart(job, LOSS_KEYS),
+            chart(job, REWARD_KEYS),
+            pd.DataFrame(epoch_table(list(job.metrics)), columns=list(EPOCH_COLUMNS)),
+            "\n".join(job.log[-40:]),
+        )
+
+    def use_trained():
+        job = runner.status()
+        if job.state != "done" or not job.out:
+            raise gr.Error("no finished run yet: train a model first")
+        generator["model"] = job.out
+        return f"Generate now uses {job.out}"
+
+    outputs = [progress, losses, rewards, epochs_table, log_tail]
+    inputs = [source, min_votes, base, recipe, epochs, max_steps]
+    start.click(begin, inputs, outputs, api_name="train_start")
+    resume.click(carry_on, [base, recipe, epochs, max_steps], outputs, api_name="train_resume")
+    stop.click(halt, None, outputs, api_name="train_stop", queue=False)
+    timer.tick(show, None, outputs, api_name="train_status", queue=False)
+    use.click(use_trained, None, status_line, api_name="use_trained_model")
+
+
+def progress_text(job) -> str:
+    if job.state == "idle":
+        return "No training run yet."
+    bar = f"step {job.step}/{job.total}" if job.total else "preparing"
+    eta = f" · about {job.eta_seconds / 60:.1f} min left" if job.eta_seconds else ""
+    return f"**{job.state}** · {bar}{eta} · {job.message}"
+
+
+def chart(job, keys: tuple[str, ...]):
+    import pandas as pd
+
+    rows = [
+        {"step": m["step"], "value": m[key], "metric": CHART_METRICS[key]}
+        for m in job.metrics
+        for key in keys
+        if key in m
+    ]
+    return pd.DataFrame(rows, columns=["step", "value", "metric"])
 
 
 def serve(app: gr.Blocks, **launch_kwargs):

@@ -98,21 +98,10 @@ def cmd_pairs(args: argparse.Namespace) -> str:
 
 
 def cmd_dataset(args: argparse.Namespace) -> str:
-    from pipeline import datasets as ds
+    from pipeline.datasets import write_dataset_folder
 
-    facts: dict = {}
-    if args.from_seed:
-        prefs, source = ds.seed_preferences(), "seed"
-    elif args.from_votes.suffix.lower() == ".csv":
-        prefs, source = ds.read_labelled_csv(args.from_votes), str(args.from_votes)
-    else:
-        from pipeline.ratings import preferences_from_store
-
-        prefs, facts = preferences_from_store(args.from_votes, args.min_votes)
-        source = str(args.from_votes)
-    splits = ds.split_preferences(prefs, args.split)
-    summary = {**ds.summarize(splits, source, args.split), **facts}
-    ds.save_dataset(ds.build_dataset(splits), args.out, summary)
+    votes = None if args.from_seed else args.from_votes
+    summary = write_dataset_folder(args.out, votes, args.split, args.min_votes)
     if args.json:
         return json.dumps(summary, ensure_ascii=False)
     counts = ", ".join(f"{k} {v}" for k, v in summary["rows"].items())

@@ -151,6 +151,30 @@ def save_dataset(dataset, out: str | Path, summary: dict[str, Any]) -> Path:
     return out
 
 
+def write_dataset_folder(
+    out: str | Path,
+    votes: str | Path | None = None,
+    split: str = "idea",
+    min_votes: int = 1,
+) -> dict[str, Any]:
+    """Build and save the dataset from the seed pairs (`votes=None`), a vote database or a
+    labelled CSV; return its summary."""
+    facts: dict[str, Any] = {}
+    if votes is None:
+        prefs, source = seed_preferences(), "seed"
+    elif Path(votes).suffix.lower() == ".csv":
+        prefs, source = read_labelled_csv(votes), str(votes)
+    else:
+        from pipeline.ratings import preferences_from_store  # ratings builds on this module
+
+        prefs, facts = preferences_from_store(votes, min_votes)
+        source = str(votes)
+    splits = split_preferences(prefs, split)
+    summary = {**summarize(splits, source, split), **facts}
+    save_dataset(build_dataset(splits), out, summary)
+    return summary
+
+
 def load_preference_dataset(path: str | Path):
     """A folder written by `save_dataset` (or any `save_to_disk` DatasetDict with train/valid)."""
     from datasets import load_from_disk

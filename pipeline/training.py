@@ -103,8 +103,11 @@ def train_dpo(
         raise UserError(f"max-steps must be positive, not {max_steps}")
     dataset = load_preference_dataset(data)
     train_split, eval_split = dataset["train"], dataset.get("valid")
-    if len(train_split) == 0:
-        raise UserError(f"{data}: the train split is empty")
+    if len(train_split) < recipe.batch_size:
+        raise UserError(
+            f"{data}: {len(train_split)} training pairs, fewer than one batch of "
+            f"{recipe.batch_size}: collect more votes first"
+        )
 
     policy = load_model(model_name, fresh=True)
     peft_config = None
@@ -188,6 +191,32 @@ def train_dpo(
     )
     (out / "train_summary.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
+
+
+EPOCH_COLUMNS = {
+    "Epoch": "epoch",
+    "Training loss": "loss",
+    "Validation loss": "eval_loss",
+    "Rewards/chosen": "eval_rewards/chosen",
+    "Rewards/rejected": "eval_rewards/rejected",
+    "Rewards/accuracies": "eval_rewards/accuracies",
+    "Rewards/margins": "eval_rewards/margins",
+    "Logps/chosen": "eval_logps/chosen",
+    "Logps/rejected": "eval_logps/rejected",
+}
+
+
+def epoch_table(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per evaluation, like the tutorial's table: the last training loss logged
+    before it, and the evaluation's losses, rewards and log-probs."""
+    rows, last_loss = [], None
+    for record in metrics:
+        if "loss" in record:
+            last_loss = record["loss"]
+        if "eval_loss" in record:
+            values = {**record, "loss": last_loss}
+            rows.append({column: values.get(key) for column, key in EPOCH_COLUMNS.items()})
+    return rows
 
 
 def latest_checkpoint(out: str | Path) -> Path | None:

@@ -224,3 +224,64 @@ def test_acknowledged_votes_survive_sigkill(app_process, tiny_model_dir, tmp_pat
         assert sorted(v.pair_id for v in votes if v.voter == "durable") == sorted(acknowledged)
     finally:
         stop_app(restarted)
+
+
+# --- Train -----------------------------------------------------------------------------------
+
+
+def _wait_for_training(c, until=("done", "stopped", "failed"), timeout=180):
+    import time
+
+    seen_steps, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        progress, losses, rewards, table, log = c.predict(api_name="/train_status")
+        if "step " in progress:
+            seen_steps.append(int(progress.split("step ")[1].split("/")[0]))
+        if any(progress.startswith(f"**{state}**") for state in until):
+            return progress, losses, rewards, table, log, seen_steps
+        time.sleep(0.3)
+    raise AssertionError(f"training did not finish: {progress}")
+
+
+def test_train_tab_runs_reports_and_hands_the_model_to_generate(app_url, tiny_model_dir):
+    c = _client(app_url)
+    base = str(tiny_model_dir)
+    c.predict(
+        "The tutorial's 1,140 labelled pairs", 1, base, "fast", 1, 12, api_name="/train_start"
+    )
+    with pytest.raises(Exception, match="already going"):
+        c.predict("The tutorial's 1,140 labelled pairs", 1, base, "fast", 1, 12,
+                  api_name="/train_start")  # fmt: skip
+    progress, losses, rewards, table, log, steps = _wait_for_training(c)
+    assert progress.startswith("**done**") and "step 12/12" in progress, progress
+    assert steps == sorted(steps) and steps[-1] == 12
+    assert {row[2] for row in losses["data"]} == {"train loss", "eval loss"}
+    assert {"margin (eval)", "accuracy (eval)"} <= {row[2] for row in rewards["data"]}
+    assert table["headers"][:3] == ["Epoch", "Training loss", "Validation loss"]
+    assert len(table["data"]) == 1  # one evaluation, at the end of the (cut short) epoch
+    assert "training: 12 steps" in log
+    status = c.predict(api_name="/use_trained_model")
+    assert status.startswith("Generate now uses") and status.endswith("/model")
+    trained = status.removeprefix("Generate now uses ")
+    *_, model_line, _ = c.predict("rag", 2, 0.7, api_name="/generate")
+    assert model_line.startswith(f"Model: {trained} on ")
+
+
+def test_train_tab_refuses_votes_that_make_no_rows(tmp_path, tiny_model_dir):
+    from app import build_app, serve
+
+    app = build_app(str(tiny_model_dir), str(tmp_path / "data"))
+    serve(app, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True)
+    try:
+        c = _client(app.local_url)
+        with pytest.raises(Exception, match="give no preference rows"):
+            c.predict("The votes collected here", 1, str(tiny_model_dir), "fast", None, 2,
+                      api_name="/train_start")  # fmt: skip
+        with pytest.raises(Exception, match="no earlier run"):
+            c.predict(str(tiny_model_dir), "fast", None, 2, api_name="/train_resume")
+        c.predict("The tutorial's 1,140 labelled pairs", 1, "./no/such/model", "fast", None, 2,
+                  api_name="/train_start")  # fmt: skip
+        progress, *_ = _wait_for_training(c)
+        assert progress.startswith("**failed**") and "does not exist" in progress
+    finally:
+        app.close()

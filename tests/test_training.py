@@ -93,3 +93,31 @@ def test_fast_recipe_trains_lora_and_saves_a_merged_model(small_data, tiny_model
         if not torch.equal(p, dict(base.named_parameters())[n])
     ]
     assert moved and all("proj" in n for n in moved)  # LoRA touched the linear layers only
+
+
+def test_fewer_pairs_than_a_batch_is_refused(tmp_path, tiny_model_dir):
+    prefs = ds.seed_preferences()[:12]
+    splits = ds.split_preferences(prefs, "seed")  # 10 train pairs, batch 8 is fine...
+    splits["train"] = splits["train"][:5]  # ...5 are not
+    data = tmp_path / "d"
+    ds.save_dataset(ds.build_dataset(splits), data, {})
+    with pytest.raises(UserError, match="fewer than one batch of 8"):
+        train_dpo(data, tmp_path / "o", str(tiny_model_dir))
+
+
+def test_epoch_table_pairs_each_evaluation_with_the_last_training_loss():
+    from pipeline.training import epoch_table
+
+    metrics = [
+        {"step": 1, "epoch": 0.5, "loss": 0.69},
+        {"step": 2, "epoch": 1.0, "loss": 0.60},
+        {"step": 2, "epoch": 1.0, "eval_loss": 0.65, "eval_rewards/accuracies": 0.7},
+        {"step": 4, "epoch": 2.0, "loss": 0.50},
+        {"step": 4, "epoch": 2.0, "eval_loss": 0.62, "eval_rewards/accuracies": 0.75},
+    ]
+    rows = epoch_table(metrics)
+    assert [(r["Epoch"], r["Training loss"], r["Validation loss"]) for r in rows] == [
+        (1.0, 0.60, 0.65),
+        (2.0, 0.50, 0.62),
+    ]
+    assert rows[1]["Rewards/accuracies"] == 0.75 and rows[1]["Rewards/margins"] is None
