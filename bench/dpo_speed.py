@@ -53,7 +53,8 @@ def main() -> None:
             started = time.perf_counter()
             result = train_dpo(data, Path(tmp) / name, args.model, recipe, epochs=args.epochs)
             wall = time.perf_counter() - started
-            results[name] = (len(splits["train"]) * args.epochs / wall, result, wall)
+            accuracy = held_out_accuracy(result.metrics_file)  # before the folder goes
+            results[name] = (len(splits["train"]) * args.epochs / wall, result, wall, accuracy)
 
     print(
         f"model: {args.model}; {len(splits['train'])} train pairs, {len(splits['valid'])} "
