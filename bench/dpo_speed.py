@@ -47,28 +47,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         ds.save_dataset(ds.build_dataset(splits), data, ds.summarize(splits, "seed", "idea"))
+        print(
+            f"model: {args.model}; {len(splits['train'])} train pairs, {len(splits['valid'])} "
+            f"held-out pairs (ideas not in train), {args.epochs:g} epoch(s), batch 8",
+            flush=True,
+        )
         results = {}
         for name in ("tutorial", "fast"):
             recipe = replace(get_recipe(name), save_total_limit=1)
             started = time.perf_counter()
             result = train_dpo(data, Path(tmp) / name, args.model, recipe, epochs=args.epochs)
             wall = time.perf_counter() - started
-            accuracy = held_out_accuracy(result.metrics_file)  # before the folder goes
-            results[name] = (len(splits["train"]) * args.epochs / wall, result, wall, accuracy)
-
+            rate = len(splits["train"]) * args.epochs / wall
+            results[name] = (rate, held_out_accuracy(result.metrics_file))
+            print(
+                f"{name:9s} {rate:.3f} pairs/s ({wall:.0f} s in all, {result.seconds:.0f} s "
+                f"training loop, {result.steps} steps); held-out reward accuracy "
+                f"{results[name][1]:.3f}",
+                flush=True,
+            )
+    (rate_t, acc_t), (rate_f, acc_f) = results["tutorial"], results["fast"]
     print(
-        f"model: {args.model}; {len(splits['train'])} train pairs, {len(splits['valid'])} "
-        f"held-out pairs (ideas not in train), {args.epochs:g} epoch(s), batch 8"
+        f"speed ratio fast/tutorial: {rate_f / rate_t:.1f}x; "
+        f"accuracy difference {acc_f - acc_t:+.3f}"
     )
-    for name, (rate, result, wall) in results.items():
-        print(
-            f"{name:9s} {rate:.2f} pairs/s ({wall:.0f} s in all, {result.seconds:.0f} s training "
-            f"loop, {result.steps} steps); held-out reward accuracy "
-            f"{held_out_accuracy(result.metrics_file):.3f}"
-        )
-    (rate_t, res_t, _), (rate_f, res_f, _) = results["tutorial"], results["fast"]
-    gap = held_out_accuracy(res_f.metrics_file) - held_out_accuracy(res_t.metrics_file)
-    print(f"speed ratio fast/tutorial: {rate_f / rate_t:.1f}x; accuracy difference {gap:+.3f}")
 
 
 if __name__ == "__main__":
