@@ -87,14 +87,23 @@ def build_app(model_name: str | None = None, data: str | None = None) -> gr.Bloc
         gr.Markdown("# YouTube titles, tuned on human preferences")
         status = gr.Markdown("Model: not loaded yet (it loads on first use)")
         voter = gr.BrowserState(None, storage_key="title-dpo-voter")
-        with gr.Tab("Vote"):
+        with gr.Tab("Vote") as vote_page:
             start_voting = vote_tab(store, voter)
-        with gr.Tab("Generate"):
+        with gr.Tab("Generate") as generate_page:
             show_model = generate_tab(generator, store, status)
         with gr.Tab("Leaderboard") as board_tab:
             refresh_board = leaderboard_tab(store)
-        with gr.Tab("Train"):
-            train_tab(runner, store, folder, generator, status)
+        with gr.Tab("Train") as train_page:
+            train_timer = train_tab(runner, store, folder, generator, status)
+        # Only a page showing the Train tab polls the training status.
+        for page in (vote_page, generate_page, board_tab, train_page):
+            page.select(
+                lambda on=page is train_page: gr.Timer(active=on),
+                None,
+                train_timer,
+                queue=False,
+                api_visibility="private",
+            )
         app.load(start_voting.fn, voter, start_voting.outputs, api_name="start")
         app.load(show_model.fn, None, show_model.outputs, api_name="model_status")
         board_tab.select(refresh_board.fn, None, refresh_board.outputs, api_visibility="private")
@@ -345,7 +354,7 @@ def train_tab(
     folder: Path,
     generator: dict,
     status_line: gr.Markdown,
-) -> None:
+) -> gr.Timer:
     gr.Markdown(
         "DPO on the preference data. *fast*: LoRA with the reference computed once; "
         "*tutorial*: the tutorial's full fine-tune, 3 epochs."
@@ -356,8 +365,8 @@ def train_tab(
     with gr.Row():
         base = gr.Textbox(generator["model"], label="Base model (Hub id or folder)")
         recipe = gr.Dropdown(["fast", "tutorial"], value="fast", label="Recipe")
-        epochs = gr.Number(None, label="Epochs (blank: the recipe's)")
-        max_steps = gr.Number(None, precision=0, label="Stop after steps (blank: no limit)")
+        epochs = gr.Number(0, minimum=0, label="Epochs (0: the recipe's)")
+        max_steps = gr.Number(0, precision=0, minimum=0, label="Stop after steps (0: no limit)")
     with gr.Row():
         start = gr.Button("Start training", variant="primary")
         resume = gr.Button("Resume the last run")
@@ -369,21 +378,27 @@ def train_tab(
         rewards = gr.LinePlot(x="step", y="value", color="metric", label="Rewards")
     epochs_table = gr.Dataframe(label="Per evaluation", interactive=False)
     log_tail = gr.Textbox(label="Log", lines=8, max_lines=8, autoscroll=True, interactive=False)
-    timer = gr.Timer(1.0)
+    timer = gr.Timer(1.0, active=False)  # ticks only while the Train tab is open
+
+    def launch(run: Path, model, recipe_name, epoch_count, step_limit, resume: bool) -> None:
+        runner.start(
+            data=run / "data",
+            out=run / "model",
+            model_name=model,
+            recipe=get_recipe(recipe_name),
+            epochs=float(epoch_count) if epoch_count else None,
+            max_steps=int(step_limit) if step_limit else None,
+            resume=resume,
+        )
 
     def begin(kind, min_count, model, recipe_name, epoch_count, step_limit):
+        if runner.status().running:  # before writing a new run folder
+            raise gr.Error("a training run is already going: stop it or wait for it")
         run = folder / "runs" / time.strftime("run-%Y%m%d-%H%M%S")
         try:
             votes = store.path if kind == VOTES_DATA else None
             write_dataset_folder(run / "data", votes, "idea", int(min_count or 1))
-            runner.start(
-                data=run / "data",
-                out=run / "model",
-                model_name=model,
-                recipe=get_recipe(recipe_name),
-                epochs=float(epoch_count) if epoch_count else None,
-                max_steps=int(step_limit) if step_limit else None,
-            )
+            launch(run, model, recipe_name, epoch_count, step_limit, resume=False)
         except UserError as exc:
             raise gr.Error(str(exc)) from None
         return show()
@@ -393,15 +408,7 @@ def train_tab(
         if not runs:
             raise gr.Error("there is no earlier run to resume")
         try:
-            runner.start(
-                data=runs[-1] / "data",
-                out=runs[-1] / "model",
-                model_name=model,
-                recipe=get_recipe(recipe_name),
-                epochs=float(epoch_count) if epoch_count else None,
-                max_steps=int(step_limit) if step_limit else None,
-                resume=True,
-            )
+            launch(runs[-1], model, recipe_name, epoch_count, step_limit, resume=True)
         except UserError as exc:
             raise gr.Error(str(exc)) from None
         return show()
@@ -418,7 +425,9 @@ def train_tab(
             progress_text(job),
             chart(job, LOSS_KEYS),
             chart(job, REWARD_KEYS),
-            pd.DataFrame(epoch_table(list(job.metrics)), columns=list(EPOCH_COLUMNS)),
+            pd.DataFrame(epoch_table(list(job.metrics)), columns=list(EPOCH_COLUMNS)).map(
+                lambda v: float(f"{v:.4g}") if isinstance(v, float) else v
+            ),
             "\n".join(job.log[-40:]),
         )
 
@@ -436,6 +445,7 @@ def train_tab(
     stop.click(halt, None, outputs, api_name="train_stop", queue=False)
     timer.tick(show, None, outputs, api_name="train_status", queue=False)
     use.click(use_trained, None, status_line, api_name="use_trained_model")
+    return timer
 
 
 def progress_text(job) -> str:

@@ -113,3 +113,24 @@ def test_titles_are_shown_as_text_not_html(browser, tiny_model_dir, tmp_path):
         assert page.locator("b", has_text="Bold").count() == 0
     finally:
         stop_app(process)
+
+
+def test_train_tab_shows_live_progress_until_done(browser, tiny_model_dir, tmp_path):
+    process, url = start_app(
+        "--model", str(tiny_model_dir), "--data", str(tmp_path / "data"),
+        log_path=tmp_path / "app.log",
+    )  # fmt: skip
+    try:
+        page = browser.new_page(viewport={"width": 1200, "height": 1400})
+        page.goto(url)
+        page.get_by_role("tab", name="Train").click()
+        page.get_by_label("Stop after steps (0: no limit)").fill("6")
+        page.get_by_role("button", name="Start training").click()
+        # Nothing but the tab's timer brings these updates to the page.
+        page.get_by_text(re.compile(r"\*?\*?running|step \d+/6")).first.wait_for(timeout=60_000)
+        page.get_by_text(re.compile(r"Done: 6 steps")).wait_for(timeout=120_000)
+        assert "training: 6 steps" in page.get_by_label("Log").input_value()
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "train-tab.png"), full_page=True)
+    finally:
+        stop_app(process)
