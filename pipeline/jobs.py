@@ -26,6 +26,7 @@ class JobStatus:
     step: int = 0
     total: int = 0
     started_at: float | None = None
+    loop_started: tuple[float, int] | None = None  # (time, step) when the training loop began
     out: str | None = None
     message: str = ""
     metrics: tuple[dict[str, Any], ...] = ()  # every logged metrics dict, in order
@@ -37,10 +38,14 @@ class JobStatus:
 
     @property
     def eta_seconds(self) -> float | None:
-        if not self.started_at or not self.step or not self.total:
+        """From the loop's own pace: model loading and a resumed run's earlier steps excluded."""
+        if self.loop_started is None or not self.total:
             return None
-        per_step = (time.time() - self.started_at) / self.step
-        return per_step * (self.total - self.step)
+        began, first_step = self.loop_started
+        done = self.step - first_step
+        if done <= 0:
+            return None
+        return (time.time() - began) / done * (self.total - self.step)
 
 
 class TrainingRunner:
@@ -122,7 +127,12 @@ class _Progress(TrainerCallback):
         self.runner = runner
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.runner._update(total=state.max_steps, step=state.global_step, message="Training…")
+        self.runner._update(
+            total=state.max_steps,
+            step=state.global_step,
+            loop_started=(time.time(), state.global_step),
+            message="Training…",
+        )
         self.runner._log(f"training: {state.max_steps} steps")
 
     def on_step_end(self, args, state, control, **kwargs):

@@ -36,6 +36,7 @@ def test_a_run_reports_progress_and_metrics(data, tiny_model_dir, tmp_path):
     assert any("loss" in m for m in status.metrics)
     assert status.log[0] == "training: 3 steps"
     assert "Done: 3 steps" in status.message
+    assert status.loop_started[1] == 0 and status.eta_seconds == 0  # all 3 of 3 done
 
 
 def test_one_run_at_a_time_then_stop_and_resume(data, tiny_model_dir, tmp_path):
@@ -58,6 +59,7 @@ def test_one_run_at_a_time_then_stop_and_resume(data, tiny_model_dir, tmp_path):
 
     runner.start(**kwargs, resume=True)
     resumed = runner.wait(120)
+    assert resumed.loop_started[1] == stopped.step  # the pace counts only this run's steps
     assert resumed.state == "done", resumed.message
     assert resumed.step == 40
     steps = [m["step"] for m in resumed.metrics if "loss" in m]
