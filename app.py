@@ -18,15 +18,17 @@ from pathlib import Path
 
 import gradio as gr
 
+from hub.pull import pull_preference_dataset
 from pipeline.datasets import write_dataset_folder
 from pipeline.errors import UserError
-from pipeline.generation import MAX_TITLES_PER_IDEA, GenerationSettings, generate_for_idea
+from pipeline.generation import MAX_TITLES_PER_IDEA, GenerationSettings
 from pipeline.jobs import TrainingRunner
 from pipeline.models import DEFAULT_MODEL, load_model
 from pipeline.prompts import MAX_IDEA_CHARS
 from pipeline.ratings import agreement, leaderboard, votes_per_idea
-from pipeline.training import EPOCH_COLUMNS, epoch_table, get_recipe
+from pipeline.training import EPOCH_COLUMNS, RECIPES, customize, epoch_table, get_recipe
 from pipeline.votes import Shown, VoteStore, data_dir, vote_on_shown_pair
+from pipeline.zerogpu import ON_ZEROGPU, generate_on_gpu
 
 log = logging.getLogger("pipeline.app")
 
@@ -246,7 +248,7 @@ def generate_tab(generator: dict, store: VoteStore, status: gr.Markdown) -> Wiri
         try:
             loaded = load_model(generator["model"])
             settings = GenerationSettings(n=int(count), temperature=float(temp))
-            result = generate_for_idea(loaded, idea_text, settings)
+            result = generate_on_gpu(generator["model"], idea_text, settings)  # ZeroGPU call
         except UserError as exc:
             raise gr.Error(str(exc)) from None
         table = [[t.text, len(t.text)] for t in result]
@@ -335,6 +337,7 @@ def leaderboard_tab(store: VoteStore) -> Wiring:
 
 TUTORIAL_DATA = "The tutorial's 1,140 labelled pairs"
 VOTES_DATA = "The votes collected here"
+HUB_DATA = "A preference dataset on the Hub"
 CHART_METRICS = {  # logged key -> line label
     "loss": "train loss",
     "eval_loss": "eval loss",
@@ -356,17 +359,29 @@ def train_tab(
     status_line: gr.Markdown,
 ) -> gr.Timer:
     gr.Markdown(
-        "DPO on the preference data. *fast*: LoRA with the reference computed once; "
-        "*tutorial*: the tutorial's full fine-tune, 3 epochs."
+        "DPO on the preference data. *fast* (default): LoRA, the reference computed once, each "
+        "prompt computed once per pair; *tutorial*: the tutorial's full fine-tune, 3 epochs. "
+        "Choosing a recipe fills in its settings; change any of them before you start."
     )
     with gr.Row():
-        source = gr.Radio([TUTORIAL_DATA, VOTES_DATA], value=TUTORIAL_DATA, label="Data")
+        source = gr.Radio([TUTORIAL_DATA, VOTES_DATA, HUB_DATA], value=TUTORIAL_DATA, label="Data")
         min_votes = gr.Number(1, precision=0, minimum=1, label="Votes per pair at least")
+        hub_dataset = gr.Textbox(
+            "", label="Hub dataset id", placeholder="shawhin/youtube-titles-dpo"
+        )
     with gr.Row():
         base = gr.Textbox(generator["model"], label="Base model (Hub id or folder)")
-        recipe = gr.Dropdown(["fast", "tutorial"], value="fast", label="Recipe")
-        epochs = gr.Number(0, minimum=0, label="Epochs (0: the recipe's)")
+        recipe = gr.Dropdown(list(RECIPES), value="fast", label="Recipe")
         max_steps = gr.Number(0, precision=0, minimum=0, label="Stop after steps (0: no limit)")
+    fast = RECIPES["fast"]
+    with gr.Row():
+        epochs = gr.Number(fast.epochs, minimum=0, label="Epochs")
+        beta = gr.Number(fast.beta, minimum=0, label="Beta")
+        learning_rate = gr.Number(fast.learning_rate, minimum=0, label="Learning rate")
+        batch_size = gr.Number(fast.batch_size, precision=0, minimum=1, label="Batch size")
+        lora = gr.Checkbox(fast.lora_r is not None, label="LoRA")
+        lora_r = gr.Number(fast.lora_r or 16, precision=0, minimum=1, label="LoRA r")
+        lora_alpha = gr.Number(fast.lora_alpha, minimum=0, label="LoRA alpha")
     with gr.Row():
         start = gr.Button("Start training", variant="primary")
         resume = gr.Button("Resume the last run")
@@ -379,36 +394,56 @@ def train_tab(
     epochs_table = gr.Dataframe(label="Per evaluation", interactive=False)
     log_tail = gr.Textbox(label="Log", lines=8, max_lines=8, autoscroll=True, interactive=False)
     timer = gr.Timer(1.0, active=False)  # ticks only while the Train tab is open
+    knobs = [recipe, epochs, beta, learning_rate, batch_size, lora, lora_r, lora_alpha, max_steps]
 
-    def launch(run: Path, model, recipe_name, epoch_count, step_limit, resume: bool) -> None:
-        runner.start(
-            data=run / "data",
-            out=run / "model",
-            model_name=model,
-            recipe=get_recipe(recipe_name),
-            epochs=float(epoch_count) if epoch_count else None,
-            max_steps=int(step_limit) if step_limit else None,
-            resume=resume,
+    def recipe_settings(name):
+        chosen = get_recipe(name)
+        return (chosen.epochs, chosen.beta, chosen.learning_rate, chosen.batch_size,
+                chosen.lora_r is not None, chosen.lora_r or 16, chosen.lora_alpha)  # fmt: skip
+
+    def settings_recipe(name, n_epochs, b, lr, batch, use_lora, r, alpha, step_limit):
+        """The recipe and step limit the fields describe (0 or empty: the recipe's own)."""
+        chosen = customize(
+            get_recipe(name),
+            epochs=n_epochs or None,
+            beta=b or None,
+            learning_rate=lr or None,
+            batch_size=int(batch) if batch else None,
+            lora=bool(use_lora),
+            lora_r=int(r) if use_lora and r else None,
+            lora_alpha=alpha or None,
         )
+        return chosen, int(step_limit) if step_limit else None
 
-    def begin(kind, min_count, model, recipe_name, epoch_count, step_limit):
+    def begin(kind, min_count, hub_id, model, name, n_epochs, b, lr, batch, use_lora, r, alpha,
+              step_limit):  # fmt: skip
+        settings = (name, n_epochs, b, lr, batch, use_lora, r, alpha, step_limit)
         if runner.status().running:  # before writing a new run folder
             raise gr.Error("a training run is already going: stop it or wait for it")
         run = folder / "runs" / time.strftime("run-%Y%m%d-%H%M%S")
         try:
-            votes = store.path if kind == VOTES_DATA else None
-            write_dataset_folder(run / "data", votes, "idea", int(min_count or 1))
-            launch(run, model, recipe_name, epoch_count, step_limit, resume=False)
+            chosen, step_limit = settings_recipe(*settings)  # bad settings: before any download
+            if kind == HUB_DATA:
+                pull_preference_dataset(hub_id, run / "data")
+            else:
+                votes = store.path if kind == VOTES_DATA else None
+                write_dataset_folder(run / "data", votes, "idea", int(min_count or 1))
+            runner.start(data=run / "data", out=run / "model", model_name=model, recipe=chosen,
+                         max_steps=step_limit, chunked=ON_ZEROGPU)  # fmt: skip
         except UserError as exc:
             raise gr.Error(str(exc)) from None
         return show()
 
-    def carry_on(model, recipe_name, epoch_count, step_limit):
+    def carry_on(model, name, n_epochs, b, lr, batch, use_lora, r, alpha, step_limit):
+        settings = (name, n_epochs, b, lr, batch, use_lora, r, alpha, step_limit)
         runs = sorted((folder / "runs").glob("run-*"))
         if not runs:
             raise gr.Error("there is no earlier run to resume")
         try:
-            launch(runs[-1], model, recipe_name, epoch_count, step_limit, resume=True)
+            chosen, step_limit = settings_recipe(*settings)
+            runner.start(data=runs[-1] / "data", out=runs[-1] / "model", model_name=model,
+                         recipe=chosen, max_steps=step_limit, resume=True,
+                         chunked=ON_ZEROGPU)  # fmt: skip
         except UserError as exc:
             raise gr.Error(str(exc)) from None
         return show()
@@ -439,9 +474,11 @@ def train_tab(
         return f"Generate now uses {job.out}"
 
     outputs = [progress, losses, rewards, epochs_table, log_tail]
-    inputs = [source, min_votes, base, recipe, epochs, max_steps]
-    start.click(begin, inputs, outputs, api_name="train_start")
-    resume.click(carry_on, [base, recipe, epochs, max_steps], outputs, api_name="train_resume")
+    recipe.change(recipe_settings, recipe, knobs[1:-1], api_name="recipe_settings", queue=False)
+    start.click(
+        begin, [source, min_votes, hub_dataset, base, *knobs], outputs, api_name="train_start"
+    )
+    resume.click(carry_on, [base, *knobs], outputs, api_name="train_resume")
     stop.click(halt, None, outputs, api_name="train_stop", queue=False)
     timer.tick(show, None, outputs, api_name="train_status", queue=False)
     use.click(use_trained, None, status_line, api_name="use_trained_model")

@@ -37,6 +37,9 @@ def main() -> None:
     parser.add_argument("--train-pairs", type=int, default=64)
     parser.add_argument("--eval-pairs", type=int, default=64)
     parser.add_argument("--epochs", type=float, default=1)
+    parser.add_argument(
+        "--recipes", default="tutorial,fast", help="comma-separated; the first is the baseline"
+    )
     args = parser.parse_args()
 
     splits = ds.split_preferences(ds.seed_preferences(), "idea")
@@ -53,7 +56,8 @@ def main() -> None:
             flush=True,
         )
         results = {}
-        for name in ("tutorial", "fast"):
+        names = args.recipes.split(",")
+        for name in names:
             recipe = replace(get_recipe(name), save_total_limit=1)
             started = time.perf_counter()
             result = train_dpo(data, Path(tmp) / name, args.model, recipe, epochs=args.epochs)
@@ -66,11 +70,13 @@ def main() -> None:
                 f"{results[name][1]:.3f}",
                 flush=True,
             )
-    (rate_t, acc_t), (rate_f, acc_f) = results["tutorial"], results["fast"]
-    print(
-        f"speed ratio fast/tutorial: {rate_f / rate_t:.1f}x; "
-        f"accuracy difference {acc_f - acc_t:+.3f}"
-    )
+    (rate_t, acc_t) = results[names[0]]
+    for name in names[1:]:
+        rate, acc = results[name]
+        print(
+            f"speed ratio {name}/{names[0]}: {rate / rate_t:.1f}x; "
+            f"accuracy difference {acc - acc_t:+.3f}"
+        )
 
 
 if __name__ == "__main__":

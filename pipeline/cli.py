@@ -109,16 +109,19 @@ def cmd_dataset(args: argparse.Namespace) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> str:
-    from pipeline.training import get_recipe, train_dpo
+    from pipeline.training import customize, get_recipe, train_dpo
 
-    result = train_dpo(
-        args.data,
-        args.out,
-        args.model,
+    recipe = customize(
         get_recipe(args.recipe),
         epochs=args.epochs,
-        max_steps=args.max_steps,
+        beta=args.beta,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        lora=None if args.lora_r is None else args.lora_r > 0,
+        lora_r=args.lora_r or None,
+        lora_alpha=args.lora_alpha,
     )
+    result = train_dpo(args.data, args.out, args.model, recipe, max_steps=args.max_steps)
     if args.json:
         return json.dumps(asdict(result))
     return f"trained {result.steps} steps in {result.seconds:.0f} s; model saved to {result.out}"
@@ -179,6 +182,11 @@ def make_parser() -> argparse.ArgumentParser:
         "reference log-probs computed once, no gradient checkpointing); default: tutorial",
     )
     p.add_argument("--epochs", type=float, default=None, help="override the recipe's epochs")
+    p.add_argument("--beta", type=float, default=None, help="DPO beta (recipes: 0.1)")
+    p.add_argument("--learning-rate", type=float, default=None, help="override the recipe's")
+    p.add_argument("--batch-size", type=int, default=None, help="pairs per step (recipes: 8)")
+    p.add_argument("--lora-r", type=int, default=None, help="LoRA rank; 0: full fine-tune")
+    p.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (recipes: 32)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(run=cmd_train)

@@ -7,6 +7,7 @@ current step; a later start with `resume=True` carries on from the last checkpoi
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import traceback
@@ -62,7 +63,12 @@ class TrainingRunner:
             return self._status
 
     def start(self, **train_kwargs: Any) -> None:
-        """Begin a run with `train_dpo(**train_kwargs)`; refused while one is running."""
+        """Begin a run with `train_dpo(**train_kwargs)`; refused while one is running.
+
+        `chunked=True` runs it as ZeroGPU chunks (`pipeline.zerogpu.train_in_chunks`, with an
+        optional `chunk_steps`): progress then moves a chunk at a time, read from the run's
+        metrics file, since a chunk may run in another process.
+        """
         with self._lock:
             if self._status.running:
                 raise UserError("a training run is already going: stop it or wait for it")
@@ -96,12 +102,15 @@ class TrainingRunner:
             log = (*self._status.log, line)[-MAX_LOG_LINES:]
             self._status = replace(self._status, log=log)
 
-    def _run(self, **train_kwargs: Any) -> None:
+    def _run(self, chunked: bool = False, chunk_steps: int | None = None, **train_kwargs: Any):
         from pipeline.training import train_dpo
 
         callbacks = [_Progress(self), *train_kwargs.pop("callbacks", [])]
         try:
-            result = train_dpo(**train_kwargs, callbacks=callbacks)
+            if chunked:
+                result = self._run_chunks(chunk_steps, **train_kwargs)
+            else:
+                result = train_dpo(**train_kwargs, callbacks=callbacks)
         except UserError as exc:
             self._update(state="failed", message=str(exc))
             self._log(f"error: {exc}")
@@ -119,6 +128,38 @@ class TrainingRunner:
                 if stopped
                 else f"Done: {result.steps} steps in {result.seconds:.0f} s; model in {result.out}"
             ),
+        )
+
+    def _run_chunks(self, chunk_steps, **train_kwargs):
+        from pathlib import Path
+
+        from pipeline.training import get_recipe
+        from pipeline.zerogpu import train_in_chunks
+
+        began = time.time()
+        self._log("training in GPU chunks, each resuming the last one's checkpoint")
+
+        def on_chunk(result) -> None:
+            lines = Path(result.metrics_file).read_text(encoding="utf-8").splitlines()
+            metrics = tuple(json.loads(line) for line in lines if line.strip())
+            self._update(
+                step=result.steps,
+                total=result.max_steps,
+                loop_started=(began, 0),
+                metrics=metrics,
+                message="Training…",
+            )
+            self._log(f"chunk done: step {result.steps}/{result.max_steps}")
+
+        return train_in_chunks(
+            train_kwargs.pop("data"),
+            train_kwargs.pop("out"),
+            train_kwargs.pop("model_name", None),
+            train_kwargs.pop("recipe", None) or get_recipe("tutorial"),
+            chunk_steps=chunk_steps,
+            should_stop=self._stop.is_set,
+            on_chunk=on_chunk,
+            **train_kwargs,
         )
 
 

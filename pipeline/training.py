@@ -41,6 +41,23 @@ class DPORecipe:
     precompute_ref_log_probs: bool = False  # TRL's default: reference forward every step
     lora_r: int | None = None  # None: full fine-tune
     lora_alpha: int = 32
+    shared_prompt: bool = False  # each prompt computed once per pair (pipeline/shared_prompt.py)
+
+    def __post_init__(self) -> None:
+        # A recipe comes from the CLI and the Train tab's fields: refuse nonsense up front,
+        # before a model is loaded or a run folder written.
+        if not self.epochs > 0:
+            raise UserError(f"epochs must be positive, not {self.epochs}")
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise UserError(f"batch size must be a whole number >= 1, not {self.batch_size}")
+        if not 0 < self.learning_rate < 1:
+            raise UserError(f"learning rate must be between 0 and 1, not {self.learning_rate}")
+        if not self.beta > 0:
+            raise UserError(f"beta must be positive, not {self.beta}")
+        if self.lora_r is not None and not (isinstance(self.lora_r, int) and self.lora_r >= 1):
+            raise UserError(f"LoRA r must be a whole number >= 1, not {self.lora_r}")
+        if not self.lora_alpha > 0:
+            raise UserError(f"LoRA alpha must be positive, not {self.lora_alpha}")
 
 
 RECIPES: dict[str, DPORecipe] = {
@@ -52,6 +69,7 @@ RECIPES: dict[str, DPORecipe] = {
         gradient_checkpointing=False,
         precompute_ref_log_probs=True,
         lora_r=16,
+        shared_prompt=True,
     ),
 }
 
@@ -67,6 +85,8 @@ class TrainResult:
     best_checkpoint: str | None
     seconds: float
     metrics_file: str
+    finished: bool = True  # False: a chunk (`stop_after`) that ended before the last step
+    max_steps: int = 0  # the whole run's steps
 
 
 def get_recipe(name: str) -> DPORecipe:
@@ -74,6 +94,41 @@ def get_recipe(name: str) -> DPORecipe:
         return RECIPES[name]
     except KeyError:
         raise UserError(f"unknown recipe {name!r}: choose one of {', '.join(RECIPES)}") from None
+
+
+def customize(
+    recipe: DPORecipe,
+    *,
+    epochs: float | None = None,
+    beta: float | None = None,
+    learning_rate: float | None = None,
+    batch_size: int | None = None,
+    lora: bool | None = None,
+    lora_r: int | None = None,
+    lora_alpha: float | None = None,
+) -> DPORecipe:
+    """`recipe` with the given knobs changed (None: keep the recipe's); checked.
+
+    `lora=False` makes it a full fine-tune; `lora=True` without an r uses r 16.
+    """
+    changes: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "epochs": epochs,
+            "beta": beta,
+            "learning_rate": learning_rate,
+            "batch_size": batch_size,
+            "lora_alpha": lora_alpha,
+        }.items()
+        if value is not None
+    }
+    if lora is False:
+        changes["lora_r"] = None
+    elif lora_r is not None:
+        changes["lora_r"] = lora_r
+    elif lora and recipe.lora_r is None:
+        changes["lora_r"] = 16
+    return replace(recipe, **changes) if changes else recipe
 
 
 def train_dpo(
@@ -86,19 +141,21 @@ def train_dpo(
     max_steps: int | None = None,
     callbacks: list | None = None,
     resume: bool = False,
+    stop_after: int | None = None,
 ) -> TrainResult:
     """Train on the dataset folder `data`, write the best model to `out`, return a summary.
 
     `resume=True` carries on from the newest checkpoint in `out` (a stopped or crashed run).
+    `stop_after=N` makes this call one chunk of a longer run: it saves a checkpoint and returns
+    after N more steps, leaving the model unsaved until the chunk that reaches the last step.
     """
     from trl import DPOConfig, DPOTrainer
 
     from pipeline.datasets import load_preference_dataset
+    from pipeline.shared_prompt import SharedPromptDPOTrainer
 
     if epochs is not None:
-        if epochs <= 0:
-            raise UserError(f"epochs must be positive, not {epochs}")
-        recipe = replace(recipe, epochs=epochs)
+        recipe = customize(recipe, epochs=epochs)
     if max_steps is not None and max_steps <= 0:
         raise UserError(f"max-steps must be positive, not {max_steps}")
     dataset = load_preference_dataset(data)
@@ -157,7 +214,8 @@ def train_dpo(
         gradient_checkpointing=recipe.gradient_checkpointing,
         precompute_ref_log_probs=recipe.precompute_ref_log_probs,
     )
-    trainer = DPOTrainer(
+    trainer_class = SharedPromptDPOTrainer if recipe.shared_prompt else DPOTrainer
+    trainer = trainer_class(
         model=policy.model,
         ref_model=reference,
         peft_config=peft_config,
@@ -167,9 +225,26 @@ def train_dpo(
         processing_class=policy.tokenizer,
         callbacks=[MetricsFile(metrics_file), *(callbacks or [])],
     )
+    if stop_after is not None:
+        trainer.add_callback(StopAfterSteps(stop_after))
     started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.monotonic() - started
+    finished = trainer.state.global_step >= trainer.state.max_steps
+    if stop_after is not None and not finished:
+        return TrainResult(
+            out=str(out),
+            model=policy.label,
+            recipe=asdict(recipe),
+            steps=trainer.state.global_step,
+            train_loss=None,
+            eval_loss=None,
+            best_checkpoint=trainer.state.best_model_checkpoint,
+            seconds=round(seconds, 2),
+            metrics_file=str(metrics_file),
+            finished=False,
+            max_steps=trainer.state.max_steps,
+        )
     if peft_config is not None:
         trainer.model.save_pretrained(str(out / "adapter"))
         trainer.model.merge_and_unload().save_pretrained(str(out))
@@ -188,6 +263,7 @@ def train_dpo(
         best_checkpoint=trainer.state.best_model_checkpoint,
         seconds=round(seconds, 2),
         metrics_file=str(metrics_file),
+        max_steps=trainer.state.max_steps,
     )
     (out / "train_summary.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
@@ -223,6 +299,26 @@ def latest_checkpoint(out: str | Path) -> Path | None:
     """The newest `checkpoint-N` folder the Trainer wrote in `out`, if any."""
     found = sorted(Path(out).glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]))
     return found[-1] if found else None
+
+
+class StopAfterSteps(TrainerCallback):
+    """Ends training, with a checkpoint, once `steps` more optimizer steps are done."""
+
+    def __init__(self, steps: int) -> None:
+        if steps < 1:
+            raise UserError(f"a chunk must be at least one step, not {steps}")
+        self.steps = steps
+        self.first_step: int | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.first_step = state.global_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        done = state.global_step - (self.first_step or 0)
+        if done >= self.steps and state.global_step < state.max_steps:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
 
 
 class MetricsFile(TrainerCallback):

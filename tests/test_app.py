@@ -243,15 +243,36 @@ def _wait_for_training(c, until=("done", "stopped", "failed"), timeout=180):
     raise AssertionError(f"training did not finish: {progress}")
 
 
+TRAIN_FIELDS = {  # the Train tab's fields, in order, as a user leaves them for a fast run
+    "kind": "The tutorial's 1,140 labelled pairs",
+    "min_count": 1,
+    "hub_id": "",
+    "model": None,
+    "name": "fast",
+    "n_epochs": 1,
+    "b": 0.1,
+    "lr": 5e-5,
+    "batch": 8,
+    "use_lora": True,
+    "r": 16,
+    "alpha": 32,
+    "step_limit": 0,
+}
+
+
+def _start(c, **fields):
+    return c.predict(*{**TRAIN_FIELDS, **fields}.values(), api_name="/train_start")
+
+
 def test_train_tab_runs_reports_and_hands_the_model_to_generate(app_url, tiny_model_dir):
     c = _client(app_url)
     base = str(tiny_model_dir)
-    c.predict(
-        "The tutorial's 1,140 labelled pairs", 1, base, "fast", 1, 12, api_name="/train_start"
-    )
+    # choosing a recipe fills in its settings
+    assert c.predict("tutorial", api_name="/recipe_settings") == (3, 0.1, 1e-6, 8, False, 16, 32)
+    assert c.predict("fast", api_name="/recipe_settings") == (1, 0.1, 5e-5, 8, True, 16, 32)
+    _start(c, model=base, step_limit=12)
     with pytest.raises(Exception, match="already going"):
-        c.predict("The tutorial's 1,140 labelled pairs", 1, base, "fast", 1, 12,
-                  api_name="/train_start")  # fmt: skip
+        _start(c, model=base, step_limit=12)
     progress, losses, rewards, table, log, steps = _wait_for_training(c)
     assert progress.startswith("**done**") and "step 12/12" in progress, progress
     assert steps == sorted(steps) and steps[-1] == 12
@@ -274,13 +295,24 @@ def test_train_tab_refuses_votes_that_make_no_rows(tmp_path, tiny_model_dir):
     serve(app, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True)
     try:
         c = _client(app.local_url)
+        base = str(tiny_model_dir)
         with pytest.raises(Exception, match="give no preference rows"):
-            c.predict("The votes collected here", 1, str(tiny_model_dir), "fast", None, 2,
-                      api_name="/train_start")  # fmt: skip
+            _start(c, kind="The votes collected here", model=base, step_limit=2)
         with pytest.raises(Exception, match="no earlier run"):
-            c.predict(str(tiny_model_dir), "fast", None, 2, api_name="/train_resume")
-        c.predict("The tutorial's 1,140 labelled pairs", 1, "./no/such/model", "fast", None, 2,
-                  api_name="/train_start")  # fmt: skip
+            c.predict(base, *list(TRAIN_FIELDS.values())[4:], api_name="/train_resume")
+        for field, value, message in [
+            ("b", -1, "less than minimum value 0"),  # Gradio checks the field itself
+            ("lr", 2, "learning rate must be between 0 and 1"),
+            ("alpha", -3, "less than minimum value 0"),
+        ]:
+            with pytest.raises(Exception, match=message):
+                _start(c, model=base, **{field: value})
+        with pytest.raises(Exception, match="no Hub dataset id given"):
+            _start(c, kind="A preference dataset on the Hub", model=base)
+        with pytest.raises(Exception, match="not a valid Hub repo id"):
+            _start(c, kind="A preference dataset on the Hub", hub_id="a/b/c", model=base)
+        assert not (tmp_path / "data" / "runs").exists()  # refused before any run folder
+        _start(c, model="./no/such/model", step_limit=2)
         progress, *_ = _wait_for_training(c)
         assert progress.startswith("**failed**") and "does not exist" in progress
     finally:

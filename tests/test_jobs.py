@@ -1,6 +1,7 @@
 """Background training runs: progress, one at a time, stop and resume."""
 
 import time
+from dataclasses import replace
 
 import pytest
 from transformers import TrainerCallback
@@ -8,7 +9,7 @@ from transformers import TrainerCallback
 from pipeline import datasets as ds
 from pipeline.errors import UserError
 from pipeline.jobs import TrainingRunner
-from pipeline.training import latest_checkpoint
+from pipeline.training import get_recipe, latest_checkpoint
 
 
 class SlowSteps(TrainerCallback):
@@ -80,3 +81,17 @@ def test_resume_without_a_checkpoint_is_refused(data, tiny_model_dir, tmp_path):
     runner.start(data=data, out=tmp_path / "empty", model_name=str(tiny_model_dir), resume=True)
     status = runner.wait(60)
     assert status.state == "failed" and "no checkpoint" in status.message
+
+
+def test_a_chunked_run_reports_progress_chunk_by_chunk(data, tiny_model_dir, tmp_path):
+    runner = TrainingRunner()
+    recipe = replace(get_recipe("fast"), batch_size=4, logging_steps=1)
+    runner.start(data=data, out=tmp_path / "run", model_name=str(tiny_model_dir), recipe=recipe,
+                 max_steps=5, chunked=True, chunk_steps=2)  # fmt: skip
+    status = runner.wait(120)
+    assert status.state == "done", status.message
+    assert (status.step, status.total) == (5, 5)
+    assert [line for line in status.log if line.startswith("chunk done")] == [
+        "chunk done: step 2/5", "chunk done: step 4/5", "chunk done: step 5/5"
+    ]  # fmt: skip
+    assert [m["step"] for m in status.metrics if "loss" in m] == [1, 2, 3, 4, 5]

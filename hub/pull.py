@@ -1,0 +1,76 @@
+"""Pull a preference dataset from the Hub into a dataset folder that training reads.
+
+Any dataset with `prompt` / `chosen` / `rejected` columns works, in the conversational format of
+`shawhin/youtube-titles-dpo` or as plain strings (TRL takes both). Its held-out split may be
+called `valid`, `validation` or `test`; without one, training runs without evaluation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+
+HELD_OUT_NAMES = ("valid", "validation", "test")
+COLUMNS = ("prompt", "chosen", "rejected")
+
+
+def check_repo_id(repo_id: str | None) -> str:
+    """`namespace/name` as the Hub spells repo ids, or a clear refusal (no network needed)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    repo_id = (repo_id or "").strip()
+    if not repo_id:
+        raise UserError("no Hub dataset id given: write one like 'shawhin/youtube-titles-dpo'")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise UserError(f"{repo_id!r} is not a valid Hub repo id: {exc}") from None
+    return repo_id
+
+
+def pull_preference_dataset(
+    repo_id: str, out: str | Path, *, revision: str | None = None, token: str | None = None
+) -> dict[str, Any]:
+    """Download `repo_id` and save its train and held-out splits to `out`; return a summary."""
+    from datasets import DatasetDict, load_dataset
+    from datasets.exceptions import DatasetNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from pipeline.datasets import save_dataset
+
+    repo_id = check_repo_id(repo_id)
+    try:
+        loaded = load_dataset(repo_id, revision=revision, token=token)
+    except DatasetNotFoundError:
+        raise UserError(
+            f"the Hub has no dataset {repo_id!r} (or it is private and no token with access "
+            "was given: log in or set HF_TOKEN)"
+        ) from None
+    except (HfHubHTTPError, OSError, ConnectionError) as exc:
+        raise UserError(f"could not download {repo_id!r} from the Hub: {_first_line(exc)}") from None
+    if "train" not in loaded:
+        raise UserError(f"{repo_id} has no 'train' split (it has: {', '.join(loaded)})")
+    missing = [c for c in COLUMNS if c not in loaded["train"].column_names]
+    if missing:
+        raise UserError(
+            f"{repo_id} is not a preference dataset: its train split lacks "
+            f"{', '.join(missing)} (it has {', '.join(loaded['train'].column_names)})"
+        )
+    splits = {"train": loaded["train"].select_columns(list(COLUMNS))}
+    held_out = next((name for name in HELD_OUT_NAMES if name in loaded), None)
+    if held_out is not None:
+        splits["valid"] = loaded[held_out].select_columns(list(COLUMNS))
+    summary = {
+        "source": f"hub:{repo_id}" + (f"@{revision}" if revision else ""),
+        "split": held_out or "none",
+        "rows": {name: len(split) for name, split in splits.items()},
+    }
+    save_dataset(DatasetDict(splits), out, summary)
+    return summary
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

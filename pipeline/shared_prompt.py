@@ -1,0 +1,229 @@
+"""A DPO forward that runs each prompt once instead of twice, and the batch's common prefix once.
+
+TRL scores a batch of pairs as 2B rows, `prompt + chosen` then `prompt + rejected`, so every
+prompt goes through the model twice, and on a CPU its LM head scores every position, prompt
+included. In this task the prompt is ~87% of the tokens, and most of it (chat template, the
+tutorial's instructions) is the same for every pair. This forward computes, in one call:
+
+1. the prefix every prompt in the batch shares, once (batch 1), keeping its key/value cache;
+2. the rest of each prompt, once per pair (left-padded after the shared prefix);
+3. the chosen and the rejected completion of each pair on top of that pair's cache;
+
+then scores only the completion tokens and lays the results out exactly as TRL's fused LM head
+does (`FusedCausalLMOutput`, per-token fields of shape `(2B, L - 1)`), so TRL's losses, metrics
+and reference precompute run unchanged. Gradients flow through the caches, so the result is the
+same function of the weights as TRL's forward (tested to float tolerance, gradients included).
+
+It is installed on the model TRL patched, below PEFT, and it is still one top-level forward
+call, so DDP under `accelerate launch` sees a normal step. Anything it was not built for (an
+unpaired batch, no shared prefix, gradient checkpointing, extra model inputs) goes to TRL's own
+forward.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from dataclasses import dataclass
+
+import torch
+from accelerate.utils import is_peft_model
+from transformers import DynamicCache
+from trl import DPOTrainer
+from trl.kernels import ChunkedLogProbFunction
+from trl.trainer.utils import FusedCausalLMOutput
+
+# The model inputs this forward understands; any other keyword means "not a plain text batch".
+_PLAIN_INPUTS = {"input_ids", "attention_mask", "use_cache"}
+
+
+@dataclass(frozen=True)
+class PairBatch:
+    """Where everything is in TRL's `[chosen rows; rejected rows]` batch."""
+
+    pairs: int  # B
+    shared: int  # length of the prefix all B prompts share, at least 1
+    prompt_lengths: list[int]  # per pair
+    completion_starts: list[int]  # per TRL row (2B): where its completion begins
+    completion_lengths: list[int]  # per TRL row (2B)
+
+
+def plan_pair_batch(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor
+) -> PairBatch | None:
+    """Check the batch is TRL's paired layout and measure it; None when it is anything else."""
+    rows, _ = input_ids.shape
+    if rows == 0 or rows % 2:
+        return None
+    ids, scored = input_ids.tolist(), (labels != -100).tolist()
+    mask = attention_mask.tolist() if attention_mask is not None else None
+    starts, lengths = [], []
+    for r in range(rows):
+        length = sum(mask[r]) if mask is not None else len(ids[r])
+        if mask is not None and any(mask[r][length:]):
+            return None  # not right-padded
+        start = scored[r].index(True) if any(scored[r]) else length
+        if sum(scored[r]) != length - start or any(scored[r][length:]):
+            return None  # completion not one run at the end
+        starts.append(start)
+        lengths.append(length - start)
+    pairs = rows // 2
+    prompts = []
+    for i in range(pairs):
+        chosen, rejected = ids[i][: starts[i]], ids[pairs + i][: starts[pairs + i]]
+        if chosen != rejected or not chosen:
+            return None  # the two rows of a pair must carry the same, non-empty prompt
+        prompts.append(chosen)
+    shared = min(len(p) for p in prompts) - 1  # every pair keeps at least its last prompt token
+    for p in prompts[1:]:
+        shared = next((k for k in range(shared) if p[k] != prompts[0][k]), shared)
+    if shared < 1:
+        return None  # with nothing shared, a left-padded row would attend to nothing
+    return PairBatch(pairs, shared, [len(p) for p in prompts], starts, lengths)
+
+
+def shared_prompt_logprobs(model, input_ids: torch.Tensor, plan: PairBatch, outputs: tuple):
+    """Per-token fields for the completion tokens of every TRL row, scattered into `(2B, L-1)`."""
+    device = input_ids.device
+    backbone = getattr(model, model.base_model_prefix)
+    pairs, shared = plan.pairs, plan.shared
+
+    # 1. The shared prefix, once.
+    cache = DynamicCache(config=model.config)
+    backbone(input_ids=input_ids[:1, :shared], cache=cache, use_cache=True)
+    cache.batch_repeat_interleave(pairs)
+
+    # 2. The rest of each prompt, left-padded so that every prompt ends in the last column.
+    rest = max(plan.prompt_lengths) - shared
+    rest_ids = torch.zeros(pairs, rest, dtype=input_ids.dtype, device=device)
+    rest_mask = torch.zeros(pairs, rest, dtype=torch.long, device=device)
+    for i, length in enumerate(plan.prompt_lengths):
+        own = length - shared
+        rest_ids[i, rest - own :] = input_ids[i, shared:length]
+        rest_mask[i, rest - own :] = 1
+    prompt_mask = torch.cat([rest_mask.new_ones(pairs, shared), rest_mask], dim=1)
+    positions = shared + (rest_mask.cumsum(1) - 1).clamp(min=0)
+    prompt_out = backbone(
+        input_ids=rest_ids,
+        attention_mask=prompt_mask,
+        position_ids=positions,
+        cache=cache,
+        use_cache=True,
+    )
+    last_prompt_hidden = prompt_out.last_hidden_state[:, -1:]  # predicts completion token 0
+
+    # 3. Both completions of each pair on that pair's cache; rows interleaved (chosen, rejected).
+    trl_rows = [row for i in range(pairs) for row in (i, pairs + i)]
+    width = max(max(plan.completion_lengths), 1)
+    comp_ids = torch.zeros(2 * pairs, width, dtype=input_ids.dtype, device=device)
+    comp_mask = torch.zeros(2 * pairs, width, dtype=torch.long, device=device)
+    for k, row in enumerate(trl_rows):
+        start, length = plan.completion_starts[row], plan.completion_lengths[row]
+        comp_ids[k, :length] = input_ids[row, start : start + length]
+        comp_mask[k, :length] = 1
+    cache.batch_repeat_interleave(2)
+    starts = torch.tensor([plan.prompt_lengths[i] for i in range(pairs) for _ in (0, 1)])
+    comp_out = backbone(
+        input_ids=comp_ids,
+        attention_mask=torch.cat([prompt_mask.repeat_interleave(2, dim=0), comp_mask], dim=1),
+        position_ids=(starts[:, None] + torch.arange(width)[None]).to(device),
+        cache=cache,
+        use_cache=True,
+    )
+    hidden = torch.cat(
+        [
+            last_prompt_hidden.repeat_interleave(2, dim=0),
+            comp_out.last_hidden_state[:, :-1],
+        ],
+        dim=1,
+    )
+
+    # Score only the completion tokens, then put them where TRL's layout has them:
+    # row `row`, column `start - 1 + j` (the position whose next token is completion token j).
+    valid = comp_mask.bool()
+    lm_head = model.get_output_embeddings()
+    per_token = ChunkedLogProbFunction.apply(
+        hidden[valid],
+        lm_head.weight,
+        lm_head.bias,
+        comp_ids[valid],
+        1.0,
+        32768,
+        getattr(model.config, "final_logit_softcapping", None),
+        1.0,
+        outputs,
+    )
+    rows = torch.tensor(trl_rows, device=device)[:, None].expand(-1, width)[valid]
+    cols = torch.tensor(
+        [[plan.completion_starts[row] - 1 + j for j in range(width)] for row in trl_rows],
+        device=device,
+    )[valid]
+    shape = (input_ids.size(0), input_ids.size(1) - 1)
+    fields = []
+    for values in per_token:
+        if values is None:
+            fields.append(None)
+        else:
+            fields.append(values.new_zeros(shape).index_put((rows, cols), values))
+    label_mask = torch.zeros(shape, dtype=torch.bool, device=device).index_put(
+        (rows, cols), torch.ones_like(rows, dtype=torch.bool)
+    )
+    return fields, label_mask
+
+
+def add_shared_prompt_forward(model, outputs: tuple[str, ...]) -> None:
+    """Route `model(..., labels=..., fused_lm_head=True)` on paired batches through the
+    shared-prompt forward. `model` is the causal LM TRL patched (below PEFT, if any)."""
+    fused_forward = model.forward  # TRL's, bound to `model`
+
+    @functools.wraps(type(model).forward)
+    def forward(self, *args, fused_lm_head=False, labels=None, **kwargs):
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}  # PEFT passes Nones
+        plan = None
+        if (
+            fused_lm_head
+            and not args
+            and labels is not None
+            and set(kwargs) <= _PLAIN_INPUTS
+            and not (self.training and self.is_gradient_checkpointing)
+        ):
+            plan = plan_pair_batch(kwargs["input_ids"], kwargs.get("attention_mask"), labels)
+        if plan is None:
+            return fused_forward(*args, fused_lm_head=fused_lm_head, labels=labels, **kwargs)
+        fields, label_mask = shared_prompt_logprobs(self, kwargs["input_ids"], plan, outputs)
+        log_probs = fields[0]
+        loss = -log_probs.sum() / label_mask.sum().clamp(min=1)
+        return FusedCausalLMOutput(
+            loss=loss,
+            log_probs=log_probs,
+            entropy=fields[1],
+            log_sum_sq_probs=fields[2],
+            mean_logits=fields[3],
+            is_top1=fields[4],
+            label_mask=label_mask,
+        )
+
+    model.forward = types.MethodType(forward, model)
+
+
+class SharedPromptDPOTrainer(DPOTrainer):
+    """TRL's DPOTrainer with the shared-prompt forward on its policy.
+
+    The forward is installed on first use: after TRL has added its fused LM head and wrapped the
+    model in PEFT, before it precomputes the reference log-probs (adapter off: same forward).
+    """
+
+    def _install_shared_prompt(self) -> None:
+        model = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        if not getattr(model, "_shared_prompt", False):
+            outputs = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
+            add_shared_prompt_forward(model, outputs)
+            model._shared_prompt = True
+
+    def compute_ref_log_probs(self, model, inputs):
+        self._install_shared_prompt()
+        return super().compute_ref_log_probs(model, inputs)
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        self._install_shared_prompt()
+        return super()._compute_loss(model, inputs, return_outputs)

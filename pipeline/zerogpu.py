@@ -1,0 +1,119 @@
+"""The GPU entry points, and training as a series of resumable chunks, for ZeroGPU Spaces.
+
+On a ZeroGPU Space a function decorated with `spaces.GPU(duration=...)` gets a GPU for at most
+`duration` seconds per call, and a user's daily quota is minutes. So:
+
+- generation asks for a duration computed from the work (titles x tokens), not a flat minute;
+- a training run is a series of GPU calls, each one chunk of steps that ends with a checkpoint
+  (adapter or model, optimizer, scheduler, RNG and trainer state) which the next chunk resumes.
+  The chunks add up to the same run, step for step, as one straight call (tested on the CPU).
+
+Outside a ZeroGPU Space `spaces.GPU` returns the function unchanged, so the same code runs on a
+laptop and in the tests. The entry points take plain, picklable arguments (a model *name*, not
+a loaded model): on ZeroGPU the call runs in a forked worker, which finds the model already
+loaded in the process cache.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import spaces
+
+from pipeline.generation import GenerationSettings, Title, generate_for_idea
+from pipeline.models import load_model
+from pipeline.training import DPORecipe, TrainResult, latest_checkpoint, train_dpo
+
+DEFAULT_SETTINGS = GenerationSettings()
+ON_ZEROGPU = bool(os.environ.get("SPACES_ZERO_GPU"))
+
+# What one GPU call may take: staff advice is "a couple of minutes"; the quota is per day.
+MAX_CALL_SECONDS = 120
+# Estimates, not measured on a Space (none can be reached from here): deliberately pessimistic
+# for a 0.5B model, and the training pace is replaced by the one each chunk measures.
+FIRST_CHUNK_SECONDS_PER_STEP = 3.0
+SECONDS_PER_NEW_TOKEN = 0.03  # one decoding step of a batch of up to 16 titles
+STARTUP_SECONDS = 15  # weights onto the GPU; a chunk's data loading and reference log-probs
+
+
+def generation_seconds(
+    model_name: str, idea: str, settings: GenerationSettings = DEFAULT_SETTINGS
+) -> int:
+    """The GPU time to ask for: one batched decode of `max_new_tokens` steps, plus start-up."""
+    batches = math.ceil(settings.n / 16)
+    return min(MAX_CALL_SECONDS, STARTUP_SECONDS + math.ceil(
+        batches * settings.max_new_tokens * SECONDS_PER_NEW_TOKEN
+    ))  # fmt: skip
+
+
+@spaces.GPU(duration=generation_seconds)
+def generate_on_gpu(
+    model_name: str, idea: str, settings: GenerationSettings = DEFAULT_SETTINGS
+) -> list[Title]:
+    """`generate_for_idea` with the model looked up by name (loaded once per process)."""
+    return generate_for_idea(load_model(model_name), idea, settings)
+
+
+def chunk_seconds(steps: int, seconds_per_step: float | None) -> int:
+    pace = seconds_per_step or FIRST_CHUNK_SECONDS_PER_STEP
+    return math.ceil(STARTUP_SECONDS + 1.5 * steps * pace)
+
+
+def chunk_steps_for(seconds_per_step: float | None, budget: int = MAX_CALL_SECONDS) -> int:
+    """How many steps fit in one GPU call at the measured pace (with a 1.5x margin)."""
+    pace = seconds_per_step or FIRST_CHUNK_SECONDS_PER_STEP
+    return max(1, int((budget - STARTUP_SECONDS) / (1.5 * pace)))
+
+
+def _chunk_duration(data, out, model_name, recipe, max_steps, steps, seconds_per_step,
+                    resume) -> int:  # fmt: skip
+    return chunk_seconds(steps, seconds_per_step)
+
+
+@spaces.GPU(duration=_chunk_duration)
+def train_chunk(
+    data: str | Path,
+    out: str | Path,
+    model_name: str | None,
+    recipe: DPORecipe,
+    max_steps: int | None,
+    steps: int,
+    seconds_per_step: float | None,
+    resume: bool,
+) -> TrainResult:
+    """One GPU call: `steps` more steps of the run in `out`, ending with a checkpoint.
+    (`seconds_per_step` is only read by the duration estimate.)"""
+    return train_dpo(
+        data, out, model_name, recipe, max_steps=max_steps, stop_after=steps, resume=resume
+    )
+
+
+def train_in_chunks(
+    data: str | Path,
+    out: str | Path,
+    model_name: str | None,
+    recipe: DPORecipe,
+    *,
+    max_steps: int | None = None,
+    chunk_steps: int | None = None,
+    resume: bool = False,
+    should_stop=lambda: False,
+    on_chunk=lambda result: None,
+) -> TrainResult:
+    """Run the whole training as chunks of `chunk_steps` steps (None: as many as fit in one GPU
+    call at the pace the last chunk measured). `should_stop()` is asked between chunks;
+    `on_chunk(result)` hears after each one."""
+    pace = None
+    while True:
+        checkpoint = latest_checkpoint(out) if resume else None
+        before = int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else 0
+        steps = chunk_steps or chunk_steps_for(pace)
+        result = train_chunk(data, out, model_name, recipe, max_steps, steps, pace, resume)
+        on_chunk(result)
+        if result.finished or should_stop():
+            return result
+        if result.steps > before:
+            pace = result.seconds / (result.steps - before)
+        resume = True

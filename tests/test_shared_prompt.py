@@ -1,0 +1,160 @@
+"""The shared-prompt DPO forward computes exactly what TRL's forward computes, faster."""
+
+import copy
+from dataclasses import replace
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl.trainer.dpo_trainer import DataCollatorForPreference
+from trl.trainer.utils import add_fused_lm_head
+
+from pipeline import datasets as ds
+from pipeline.prompts import title_messages
+from pipeline.shared_prompt import add_shared_prompt_forward, plan_pair_batch
+from pipeline.training import RECIPES, train_dpo
+
+OUTPUTS = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
+
+
+def paired_batch(tokenizer, pairs):
+    """TRL's collated batch for (idea, chosen, rejected) triples."""
+    examples = []
+    for idea, chosen, rejected in pairs:
+        prompt = tokenizer.apply_chat_template(
+            title_messages(idea), add_generation_prompt=True, tokenize=False
+        )
+        examples.append(
+            {
+                "prompt_ids": tokenizer(prompt)["input_ids"],
+                "chosen_ids": tokenizer(chosen + "<|im_end|>")["input_ids"],
+                "rejected_ids": tokenizer(rejected + "<|im_end|>")["input_ids"],
+            }
+        )
+    batch = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)(examples)
+    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+    return batch, labels
+
+
+@pytest.fixture
+def models(tiny_model_dir):
+    """TRL's fused-head model and a copy with the shared-prompt forward on top, same weights."""
+    torch.manual_seed(1)
+    trl_model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    for p in trl_model.parameters():  # the saved tiny model is near zero; make logits varied
+        p.data.normal_(0, 0.5)
+    shared_model = copy.deepcopy(trl_model)
+    add_fused_lm_head(trl_model, outputs=OUTPUTS)
+    add_fused_lm_head(shared_model, outputs=OUTPUTS)
+    add_shared_prompt_forward(shared_model, OUTPUTS)
+    return trl_model, shared_model
+
+
+PAIRS = [
+    ("intro to python", "Python in 10 Minutes", "python intro video for beginners to watch"),
+    ("fine-tuning llms with lora on a laptop", "LoRA on a Laptop", "How To Fine Tune"),
+    ("what is a vector database", "Vector Databases, Simply Explained", "Vectors"),
+]
+
+
+def test_same_outputs_and_gradients_as_trl(models, tiny_model_dir):
+    trl_model, shared_model = models
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    batch, labels = paired_batch(tokenizer, PAIRS)
+    plan = plan_pair_batch(batch["input_ids"], batch["attention_mask"], labels)
+    assert plan is not None and plan.pairs == 3
+    assert 0 < plan.shared < min(plan.prompt_lengths)
+
+    kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    expected = trl_model(**kwargs, labels=labels, fused_lm_head=True, use_cache=False)
+    got = shared_model(**kwargs, labels=labels, fused_lm_head=True, use_cache=False)
+    assert torch.equal(got.label_mask, expected.label_mask)
+    for field in ("log_probs", "entropy", "mean_logits", "log_sum_sq_probs"):
+        got_field, expected_field = getattr(got, field), getattr(expected, field)
+        torch.testing.assert_close(got_field, expected_field, atol=1e-5, rtol=1e-4)
+    assert torch.equal(got.is_top1, expected.is_top1)
+    torch.testing.assert_close(got.loss, expected.loss, atol=1e-5, rtol=1e-5)
+
+    # The DPO-shaped quantity: per-sequence sums, chosen minus rejected, then backward.
+    def margin(out):
+        sums = out.log_probs.sum(dim=1)
+        chosen, rejected = sums.chunk(2)
+        return (chosen - rejected).sigmoid().log().sum() + out.log_probs.sum()
+
+    margin(expected).backward()
+    margin(got).backward()
+    for (name, p), q in zip(trl_model.named_parameters(), shared_model.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-4, rtol=1e-3, msg=name)
+
+
+def test_batches_it_was_not_built_for_go_to_trls_forward(models, tiny_model_dir):
+    trl_model, shared_model = models
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    batch, labels = paired_batch(tokenizer, PAIRS[:2])
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    # The two rows of a pair with different prompts: not TRL's paired layout.
+    swapped = ids[[0, 1, 3, 2]]
+    swapped_labels = labels[[0, 1, 3, 2]]
+    swapped_mask = mask[[0, 1, 3, 2]]
+    assert plan_pair_batch(swapped, swapped_mask, swapped_labels) is None
+    assert plan_pair_batch(ids[:3], mask[:3], labels[:3]) is None  # odd rows
+    no_completion = torch.full_like(labels, -100)
+    no_completion[:, 2] = ids[:, 2]  # a "completion" in the middle of the prompt
+    assert plan_pair_batch(ids, mask, no_completion) is None
+
+    kwargs = {"input_ids": swapped, "attention_mask": swapped_mask}
+    expected = trl_model(**kwargs, labels=swapped_labels, fused_lm_head=True)
+    got = shared_model(**kwargs, labels=swapped_labels, fused_lm_head=True)
+    torch.testing.assert_close(got.log_probs, expected.log_probs)
+    # Generation (no fused head) is the model's own forward.
+    prompt = tokenizer("<|im_start|>user\nhi<|im_end|>\n", return_tensors="pt")
+    a = trl_model.generate(**prompt, max_new_tokens=4, do_sample=False)
+    b = shared_model.generate(**prompt, max_new_tokens=4, do_sample=False)
+    assert torch.equal(a, b)
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    prefs = ds.seed_preferences()
+    ideas = sorted({p.idea for p in prefs})[:3]
+    chosen = [p for idea in ideas for p in [q for q in prefs if q.idea == idea][:8]]
+    splits = ds.split_by_idea(chosen, valid_fraction=0.3)
+    out = tmp_path_factory.mktemp("data") / "small"
+    ds.save_dataset(ds.build_dataset(splits), out, ds.summarize(splits, "seed", "idea"))
+    return out
+
+
+def test_fast_recipe_trains_to_the_same_weights_with_and_without_it(
+    small_data, tiny_model_dir, tmp_path, monkeypatch
+):
+    from safetensors.torch import load_file
+
+    from pipeline import shared_prompt
+
+    calls = []
+    real = shared_prompt.shared_prompt_logprobs
+    monkeypatch.setattr(
+        shared_prompt,
+        "shared_prompt_logprobs",
+        lambda *args: calls.append(args[2].pairs) or real(*args),
+    )
+
+    fast = RECIPES["fast"]
+    assert fast.shared_prompt
+    weights = {}
+    for shared in (True, False):
+        out = tmp_path / f"shared-{shared}"
+        recipe = replace(fast, shared_prompt=shared, learning_rate=1e-2)
+        result = train_dpo(small_data, out, str(tiny_model_dir), recipe, max_steps=3)
+        assert result.steps == 3
+        weights[shared] = load_file(out / "model.safetensors")
+        if shared:
+            # reference log-probs (16 train + 8 valid pairs) and 3 steps went the shared way
+            assert len(calls) >= 3 + 3 and set(calls) <= {8}, calls
+            calls.clear()
+    assert calls == []
+    base = load_file(tiny_model_dir / "model.safetensors")
+    moved = [k for k in base if not torch.equal(base[k], weights[True][k])]
+    assert moved, "training did not change any weight"
+    for key, value in weights[False].items():
+        torch.testing.assert_close(weights[True][key], value, atol=1e-5, rtol=1e-4, msg=key)

@@ -1,0 +1,101 @@
+"""ZeroGPU entry points on the CPU: durations from the work, and chunked training that ends
+where a straight run ends, weight for weight."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pipeline import datasets as ds
+from pipeline import zerogpu
+from pipeline.generation import GenerationSettings
+from pipeline.training import RECIPES, latest_checkpoint, train_dpo
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """8 seed pairs from each of 3 ideas: 16 train / 8 valid, split by idea."""
+    prefs = ds.seed_preferences()
+    ideas = sorted({p.idea for p in prefs})[:3]
+    chosen = [p for idea in ideas for p in [q for q in prefs if q.idea == idea][:8]]
+    splits = ds.split_by_idea(chosen, valid_fraction=0.3)
+    out = tmp_path_factory.mktemp("data") / "small"
+    ds.save_dataset(ds.build_dataset(splits), out, ds.summarize(splits, "seed", "idea"))
+    return out
+
+
+# batch 4 on 16 pairs, 2 epochs: 8 steps, an evaluation (and best-model choice) every 4
+RECIPE = replace(RECIPES["fast"], batch_size=4, epochs=2, learning_rate=1e-2, logging_steps=1)
+
+
+def test_chunks_of_two_steps_end_with_the_same_weights_as_a_straight_run(
+    small_data, tiny_model_dir, tmp_path
+):
+    straight = train_dpo(small_data, tmp_path / "straight", str(tiny_model_dir), RECIPE)
+    assert straight.steps == 8 and straight.finished
+
+    seen = []
+    chunked = zerogpu.train_in_chunks(
+        small_data, tmp_path / "chunked", str(tiny_model_dir), RECIPE, chunk_steps=2,
+        on_chunk=lambda r: seen.append((r.steps, r.finished)),
+    )  # fmt: skip
+    assert seen == [(2, False), (4, False), (6, False), (8, True)]
+    assert chunked.steps == straight.steps and chunked.finished
+    # every chunk but the last left a checkpoint to resume from, and no final model
+    assert latest_checkpoint(tmp_path / "chunked").name == "checkpoint-8"
+
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "chunked" / "model.safetensors")
+    base = load_file(tiny_model_dir / "model.safetensors")
+    assert any(not torch.equal(a[k], base[k]) for k in a), "training changed nothing"
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=1e-5, msg=key)
+
+    # the logged losses agree step for step, too
+    def losses(folder):
+        lines = (tmp_path / folder / "metrics.jsonl").read_text().splitlines()
+        return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
+
+    assert losses("chunked").keys() == losses("straight").keys()
+    for step, loss in losses("straight").items():
+        assert losses("chunked")[step] == pytest.approx(loss, rel=1e-5, abs=1e-6)
+
+
+def test_a_chunk_stops_early_and_leaves_no_final_model(small_data, tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    first = train_dpo(small_data, out, str(tiny_model_dir), RECIPE, stop_after=3)
+    assert (first.steps, first.finished) == (3, False)
+    assert not (out / "model.safetensors").exists()
+    assert latest_checkpoint(out).name == "checkpoint-3"
+    rest = train_dpo(small_data, out, str(tiny_model_dir), RECIPE, stop_after=100, resume=True)
+    assert (rest.steps, rest.finished) == (8, True)
+    assert (out / "model.safetensors").exists()
+
+
+def test_should_stop_ends_between_chunks(small_data, tiny_model_dir, tmp_path):
+    result = zerogpu.train_in_chunks(
+        small_data, tmp_path / "run", str(tiny_model_dir), RECIPE, chunk_steps=2,
+        should_stop=lambda: True,
+    )  # fmt: skip
+    assert (result.steps, result.finished) == (2, False)
+
+
+def test_gpu_durations_follow_the_work():
+    few = zerogpu.generation_seconds("m", "idea", GenerationSettings(n=2, max_new_tokens=16))
+    many = zerogpu.generation_seconds("m", "idea", GenerationSettings(n=20, max_new_tokens=48))
+    assert 0 < few < many <= zerogpu.MAX_CALL_SECONDS
+    # a chunk's duration grows with its steps and the measured pace; the steps that fit
+    # in one call shrink as the pace slows
+    assert zerogpu.chunk_seconds(10, 1.0) < zerogpu.chunk_seconds(20, 1.0)
+    assert zerogpu.chunk_seconds(10, 1.0) < zerogpu.chunk_seconds(10, 2.0)
+    assert zerogpu.chunk_steps_for(0.5) > zerogpu.chunk_steps_for(2.0) >= 1
+    assert zerogpu.chunk_seconds(zerogpu.chunk_steps_for(2.0), 2.0) <= zerogpu.MAX_CALL_SECONDS
+
+
+def test_generation_entry_point_takes_a_model_name(tiny_model_dir):
+    titles = zerogpu.generate_on_gpu(
+        str(tiny_model_dir), "intro to python", GenerationSettings(n=2, max_new_tokens=4, seed=1)
+    )
+    assert len(titles) == 2
