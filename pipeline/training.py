@@ -209,6 +209,7 @@ def train_dpo(
         greater_is_better=False if has_eval else None,
         save_total_limit=recipe.save_total_limit,
         bf16=policy.device.name == "cuda",
+        use_cpu=policy.device.name == "cpu",  # so processes under a launcher join with gloo
         seed=recipe.seed,
         report_to="none",
         gradient_checkpointing=recipe.gradient_checkpointing,
@@ -245,12 +246,15 @@ def train_dpo(
             finished=False,
             max_steps=trainer.state.max_steps,
         )
-    if peft_config is not None:
-        trainer.model.save_pretrained(str(out / "adapter"))
-        trainer.model.merge_and_unload().save_pretrained(str(out))
-    else:
-        trainer.save_model(str(out))
-    policy.tokenizer.save_pretrained(str(out))
+    # Under `accelerate launch` every process gets here; one of them writes the model.
+    if trainer.is_world_process_zero():
+        if peft_config is not None:
+            trainer.model.save_pretrained(str(out / "adapter"))
+            trainer.model.merge_and_unload().save_pretrained(str(out))
+        else:
+            trainer.save_model(str(out))
+        policy.tokenizer.save_pretrained(str(out))
+    trainer.accelerator.wait_for_everyone()
 
     eval_losses = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e]
     result = TrainResult(
@@ -265,7 +269,8 @@ def train_dpo(
         metrics_file=str(metrics_file),
         max_steps=trainer.state.max_steps,
     )
-    (out / "train_summary.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
+    if trainer.is_world_process_zero():
+        (out / "train_summary.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
 
 

@@ -1,0 +1,55 @@
+"""The training CLI runs unchanged under `accelerate launch` (DDP), here on two CPU processes.
+
+accelerate 1.15 starts a single process for `--cpu --num_processes 2` (its multi-CPU path goes
+through `mpirun` and a hostfile), so the test launches with `--multi_gpu` on this GPU-less
+machine: torchrun starts two processes, and training (which sets `use_cpu` on a CPU) joins
+them with gloo. On a GPU machine the same command is the multi-GPU one.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pipeline import datasets as ds
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    prefs = ds.seed_preferences()
+    ideas = sorted({p.idea for p in prefs})[:3]
+    chosen = [p for idea in ideas for p in [q for q in prefs if q.idea == idea][:8]]
+    splits = ds.split_by_idea(chosen, valid_fraction=0.3)
+    out = tmp_path_factory.mktemp("data") / "small"
+    ds.save_dataset(ds.build_dataset(splits), out, ds.summarize(splits, "seed", "idea"))
+    return out
+
+
+@pytest.mark.parametrize("recipe", ["fast", "tutorial"])
+def test_accelerate_launch_two_cpu_processes(recipe, small_data, tiny_model_dir, tmp_path):
+    out = tmp_path / "model"
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+    ]  # fmt: skip
+    train = [
+        "-m", "pipeline", "train", "--data", str(small_data), "--out", str(out),
+        "--model", str(tiny_model_dir), "--recipe", recipe, "--epochs", "1",
+        "--batch-size", "4", "--json",
+    ]  # fmt: skip
+    done = subprocess.run([*launch, *train], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(results) == 1, done.stdout  # one process answers
+    # 16 pairs, 4 per process: 2 steps of 8 pairs with two processes (one alone would take 4)
+    assert results[0]["steps"] == 2
+    tuned = load_file(out / "model.safetensors")
+    base = load_file(tiny_model_dir / "model.safetensors")
+    assert any(not torch.equal(tuned[k], base[k]) for k in base), "training changed nothing"
+    assert json.loads((out / "train_summary.json").read_text())["steps"] == 2
