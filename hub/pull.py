@@ -49,7 +49,8 @@ def pull_preference_dataset(
             "was given: log in or set HF_TOKEN)"
         ) from None
     except (HfHubHTTPError, OSError, ConnectionError) as exc:
-        raise UserError(f"could not download {repo_id!r} from the Hub: {_first_line(exc)}") from None
+        reason = _first_line(exc)
+        raise UserError(f"could not download {repo_id!r} from the Hub: {reason}") from None
     if "train" not in loaded:
         raise UserError(f"{repo_id} has no 'train' split (it has: {', '.join(loaded)})")
     missing = [c for c in COLUMNS if c not in loaded["train"].column_names]

@@ -42,6 +42,9 @@ class DPORecipe:
     lora_r: int | None = None  # None: full fine-tune
     lora_alpha: int = 32
     shared_prompt: bool = False  # each prompt computed once per pair (pipeline/shared_prompt.py)
+    sft_weight: float = 0.0  # > 0: TRL's "sft" term (chosen likelihood) added to the DPO loss
+    sft_epochs: float = 0.0  # > 0: first fine-tune on the chosen titles, then DPO from there
+    sft_learning_rate: float = 1e-4
 
     def __post_init__(self) -> None:
         # A recipe comes from the CLI and the Train tab's fields: refuse nonsense up front,
@@ -94,6 +97,58 @@ def get_recipe(name: str) -> DPORecipe:
         return RECIPES[name]
     except KeyError:
         raise UserError(f"unknown recipe {name!r}: choose one of {', '.join(RECIPES)}") from None
+
+
+def sft_stage(policy, train_split, out: Path, recipe: DPORecipe):
+    """Fine-tune on each distinct (prompt, chosen) of the training split, once, and return the
+    policy with those weights merged in: DPO then starts from, and is measured against, a model
+    that already answers in the asked format. Kept in `out` so a resumed run reuses it."""
+    from dataclasses import replace as replace_field
+
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    if (out / "config.json").is_file():
+        return load_model(str(out), fresh=True)
+    seen, rows = set(), []
+    for row in train_split:
+        key = json.dumps([row["prompt"], row["chosen"]])
+        if key not in seen:
+            seen.add(key)
+            rows.append({"prompt": row["prompt"], "completion": row["chosen"]})
+    peft_config = None
+    if recipe.lora_r:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha,
+                                 target_modules="all-linear", task_type="CAUSAL_LM")  # fmt: skip
+    config = SFTConfig(
+        output_dir=str(out.parent / "sft-checkpoints"),
+        num_train_epochs=recipe.sft_epochs,
+        per_device_train_batch_size=recipe.batch_size,
+        learning_rate=recipe.sft_learning_rate,
+        logging_steps=recipe.logging_steps,
+        save_strategy="no",
+        bf16=policy.device.name == "cuda",
+        use_cpu=policy.device.name == "cpu",
+        seed=recipe.seed,
+        report_to="none",
+        gradient_checkpointing=recipe.gradient_checkpointing,
+    )
+    trainer = SFTTrainer(
+        model=policy.model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=policy.tokenizer,
+        peft_config=peft_config,
+    )
+    trainer.train()
+    model = trainer.model.merge_and_unload() if peft_config is not None else trainer.model
+    if trainer.is_world_process_zero():
+        model.save_pretrained(str(out))
+        policy.tokenizer.save_pretrained(str(out))
+    trainer.accelerator.wait_for_everyone()
+    return replace_field(policy, model=model)
 
 
 def customize(
@@ -166,7 +221,10 @@ def train_dpo(
             f"{recipe.batch_size}: collect more votes first"
         )
 
+    out = Path(out)
     policy = load_model(model_name, fresh=True)
+    if recipe.sft_epochs:
+        policy = sft_stage(policy, train_split, out / "sft", recipe)
     peft_config = None
     reference = None
     if recipe.lora_r:
@@ -182,7 +240,8 @@ def train_dpo(
         # The reference model is a second frozen copy, loaded the same way (offline-safe),
         # rather than TRL re-reading `config._name_or_path`, a Hub id it may not reach.
         reference = load_model(model_name, fresh=True).model
-    out = Path(out)
+        if recipe.sft_epochs:
+            reference = load_model(str(out / "sft"), fresh=True).model
     out.mkdir(parents=True, exist_ok=True)
     metrics_file = out / "metrics.jsonl"
     checkpoint = latest_checkpoint(out) if resume else None
@@ -214,6 +273,8 @@ def train_dpo(
         report_to="none",
         gradient_checkpointing=recipe.gradient_checkpointing,
         precompute_ref_log_probs=recipe.precompute_ref_log_probs,
+        loss_type=["sigmoid", "sft"] if recipe.sft_weight else ["sigmoid"],
+        loss_weights=[1.0, recipe.sft_weight] if recipe.sft_weight else None,
     )
     trainer_class = SharedPromptDPOTrainer if recipe.shared_prompt else DPOTrainer
     trainer = trainer_class(

@@ -1,0 +1,77 @@
+"""DPO quality: does a recipe make the model follow the prompt, and learn the preferences?
+
+    python bench/dpo_quality.py [--recipe fast] [--sft-weight W] [--sft-epochs E] [--beta B]
+                                [--learning-rate LR] [--epochs N] [--out runs/quality/NAME]
+
+Trains on the tutorial's pairs split by idea (1,020 train / 120 held-out pairs, 12 held-out
+ideas), then reports, for the base and the tuned model:
+- the share of titles that follow the prompt (one line, 30-75 characters, no "Title" label, no
+  leading quote), 8 titles per held-out idea sampled at temperature 0.7;
+- the tuned model's held-out reward accuracy (DPO's implicit reward, last evaluation).
+Prints one JSON line at the end. A run of SmolLM2 takes about ten minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipeline import datasets as ds
+from pipeline.evaluation import format_report
+from pipeline.models import load_model
+from pipeline.training import customize, get_recipe, train_dpo
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-offline")
+    parser.add_argument("--recipe", default="fast")
+    parser.add_argument("--sft-weight", type=float, default=None)
+    parser.add_argument("--sft-epochs", type=float, default=None)
+    parser.add_argument("--beta", type=float, default=None)
+    parser.add_argument("--learning-rate", type=float, default=None)
+    parser.add_argument("--epochs", type=float, default=None)
+    parser.add_argument("--titles-per-idea", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=Path("runs/quality/latest"))
+    args = parser.parse_args()
+
+    from dataclasses import replace
+
+    recipe = customize(get_recipe(args.recipe), epochs=args.epochs, beta=args.beta,
+                       learning_rate=args.learning_rate)  # fmt: skip
+    extra = {"sft_weight": args.sft_weight, "sft_epochs": args.sft_epochs}
+    recipe = replace(recipe, **{k: v for k, v in extra.items() if v is not None})
+    splits = ds.split_preferences(ds.seed_preferences(), "idea")
+    held_out_ideas = sorted({p.idea for p in splits["valid"]})
+    data = args.out / "data"
+    if not (data / "dataset_dict.json").is_file():
+        ds.save_dataset(ds.build_dataset(splits), data, ds.summarize(splits, "seed", "idea"))
+
+    n = args.titles_per_idea
+    base = format_report(load_model(args.model), held_out_ideas, n=n)
+    print(f"base: {base.following}/{base.titles} titles follow the prompt", flush=True)
+
+    started = time.perf_counter()
+    result = train_dpo(data, args.out / "model", args.model, recipe)
+    seconds = time.perf_counter() - started
+    records = [json.loads(line) for line in Path(result.metrics_file).read_text().splitlines()]
+    accuracy = [r["eval_rewards/accuracies"] for r in records if "eval_rewards/accuracies" in r]
+    tuned = format_report(load_model(result.out), held_out_ideas, n=n)
+    print(json.dumps({
+        "recipe": result.recipe,
+        "base_follows_prompt": round(base.rate, 3),
+        "tuned_follows_prompt": round(tuned.rate, 3),
+        "held_out_reward_accuracy": round(accuracy[-1], 3) if accuracy else None,
+        "steps": result.steps,
+        "seconds": round(seconds),
+        "titles": tuned.titles,
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
