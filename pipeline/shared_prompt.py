@@ -28,13 +28,16 @@ from dataclasses import dataclass
 
 import torch
 from accelerate.utils import is_peft_model
+from torch.distributed.tensor import DTensor
 from transformers import DynamicCache
 from trl import DPOTrainer
 from trl.kernels import ChunkedLogProbFunction
-from trl.trainer.utils import FusedCausalLMOutput
+from trl.trainer.utils import FusedCausalLMOutput, maybe_gather_lm_head_ctx
 
 # The model inputs this forward understands; any other keyword means "not a plain text batch".
 _PLAIN_INPUTS = {"input_ids", "attention_mask", "use_cache"}
+# Config fields of models whose logits are rescaled before the softmax: left to TRL's head.
+_SCALED_LOGITS = ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
 
 
 @dataclass(frozen=True)
@@ -142,17 +145,22 @@ def shared_prompt_logprobs(model, input_ids: torch.Tensor, plan: PairBatch, outp
     # row `row`, column `start - 1 + j` (the position whose next token is completion token j).
     valid = comp_mask.bool()
     lm_head = model.get_output_embeddings()
-    per_token = ChunkedLogProbFunction.apply(
-        hidden[valid],
-        lm_head.weight,
-        lm_head.bias,
-        comp_ids[valid],
-        1.0,
-        32768,
-        getattr(model.config, "final_logit_softcapping", None),
-        1.0,
-        outputs,
-    )
+    weight, bias = lm_head.weight, lm_head.bias
+    if isinstance(weight, DTensor):  # FSDP2 shards it; TRL's head gathers it the same way
+        weight = weight.full_tensor()
+        bias = bias.full_tensor() if bias is not None else None
+    with maybe_gather_lm_head_ctx(weight, bias):  # DeepSpeed ZeRO-3: gathered for direct use
+        per_token = ChunkedLogProbFunction.apply(
+            hidden[valid],
+            weight,
+            bias,
+            comp_ids[valid],
+            1.0,
+            32768,
+            getattr(model.config, "final_logit_softcapping", None),
+            1.0,
+            outputs,
+        )
     rows = torch.tensor(trl_rows, device=device)[:, None].expand(-1, width)[valid]
     cols = torch.tensor(
         [[plan.completion_starts[row] - 1 + j for j in range(width)] for row in trl_rows],
@@ -186,6 +194,7 @@ def add_shared_prompt_forward(model, outputs: tuple[str, ...]) -> None:
             and labels is not None
             and set(kwargs) <= _PLAIN_INPUTS
             and not (self.training and self.is_gradient_checkpointing)
+            and not any(getattr(self.config, name, None) is not None for name in _SCALED_LOGITS)
         ):
             plan = plan_pair_batch(kwargs["input_ids"], kwargs.get("attention_mask"), labels)
         if plan is None:

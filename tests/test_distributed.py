@@ -1,9 +1,9 @@
 """The training CLI runs unchanged under `accelerate launch` (DDP), here on two CPU processes.
 
 accelerate 1.15 starts a single process for `--cpu --num_processes 2` (its multi-CPU path goes
-through `mpirun` and a hostfile), so the test launches with `--multi_gpu` on this GPU-less
-machine: torchrun starts two processes, and training (which sets `use_cpu` on a CPU) joins
-them with gloo. On a GPU machine the same command is the multi-GPU one.
+through `mpirun` and a hostfile), so the test launches the README's multi-GPU config on this
+GPU-less machine: torchrun starts two processes, and training (which sets `use_cpu` on a CPU)
+joins them with gloo. On a GPU machine the same command is the multi-GPU one.
 """
 
 import json
@@ -35,8 +35,9 @@ def small_data(tmp_path_factory):
 def test_accelerate_launch_two_cpu_processes(recipe, small_data, tiny_model_dir, tmp_path):
     out = tmp_path / "model"
     launch = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(ROOT / "configs" / "accelerate" / "multi_gpu.yaml"),
+        "--num_processes", "2", "--mixed_precision", "no",
     ]  # fmt: skip
     train = [
         "-m", "pipeline", "train", "--data", str(small_data), "--out", str(out),
@@ -53,3 +54,12 @@ def test_accelerate_launch_two_cpu_processes(recipe, small_data, tiny_model_dir,
     base = load_file(tiny_model_dir / "model.safetensors")
     assert any(not torch.equal(tuned[k], base[k]) for k in base), "training changed nothing"
     assert json.loads((out / "train_summary.json").read_text())["steps"] == 2
+
+
+def test_the_accelerate_config_files_parse():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    kinds = {}
+    for path in sorted((ROOT / "configs" / "accelerate").glob("*.yaml")):
+        kinds[path.stem] = load_config_from_file(str(path)).distributed_type.value
+    assert kinds == {"deepspeed_zero3": "DEEPSPEED", "fsdp": "FSDP", "multi_gpu": "MULTI_GPU"}
