@@ -30,7 +30,7 @@ import torch
 from accelerate.utils import is_peft_model
 from torch.distributed.tensor import DTensor
 from transformers import DynamicCache
-from trl import DPOTrainer
+from trl import DPOTrainer, SFTTrainer
 from trl.kernels import ChunkedLogProbFunction
 from trl.trainer.utils import FusedCausalLMOutput, maybe_gather_lm_head_ctx
 
@@ -41,22 +41,31 @@ _SCALED_LOGITS = ("logit_scale", "output_multiplier", "lm_head_multiplier", "log
 
 
 @dataclass(frozen=True)
-class PairBatch:
-    """Where everything is in TRL's `[chosen rows; rejected rows]` batch."""
+class PromptBatch:
+    """Where everything is in a TRL batch: DPO's `[chosen rows; rejected rows]` (2 rows per
+    prompt) or SFT's one row per prompt."""
 
-    pairs: int  # B
-    shared: int  # length of the prefix all B prompts share, at least 1
-    prompt_lengths: list[int]  # per pair
-    completion_starts: list[int]  # per TRL row (2B): where its completion begins
-    completion_lengths: list[int]  # per TRL row (2B)
+    prompts: int  # P
+    rows_per_prompt: int  # 2 for DPO pairs, 1 for SFT
+    shared: int  # length of the prefix all P prompts share, at least 1
+    prompt_lengths: list[int]  # per prompt
+    completion_starts: list[int]  # per TRL row: where its completion begins
+    completion_lengths: list[int]  # per TRL row
+
+    def rows_of(self, prompt: int) -> tuple[int, ...]:
+        """The TRL rows that continue prompt number `prompt`."""
+        return tuple(prompt + k * self.prompts for k in range(self.rows_per_prompt))
 
 
-def plan_pair_batch(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor
-) -> PairBatch | None:
-    """Check the batch is TRL's paired layout and measure it; None when it is anything else."""
+def plan_prompt_batch(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    labels: torch.Tensor,
+    rows_per_prompt: int = 2,
+) -> PromptBatch | None:
+    """Check the batch has TRL's layout and measure it; None when it is anything else."""
     rows, _ = input_ids.shape
-    if rows == 0 or rows % 2:
+    if rows == 0 or rows % rows_per_prompt:
         return None
     ids, scored = input_ids.tolist(), (labels != -100).tolist()
     mask = attention_mask.tolist() if attention_mask is not None else None
@@ -70,41 +79,42 @@ def plan_pair_batch(
             return None  # completion not one run at the end
         starts.append(start)
         lengths.append(length - start)
-    pairs = rows // 2
+    count = rows // rows_per_prompt
     prompts = []
-    for i in range(pairs):
-        chosen, rejected = ids[i][: starts[i]], ids[pairs + i][: starts[pairs + i]]
-        if chosen != rejected or not chosen:
-            return None  # the two rows of a pair must carry the same, non-empty prompt
-        prompts.append(chosen)
+    for i in range(count):
+        first, *others = [ids[r][: starts[r]] for r in range(i, rows, count)]
+        if not first or any(other != first for other in others):
+            return None  # the rows of a prompt must carry the same, non-empty prompt
+        prompts.append(first)
     shared = min(len(p) for p in prompts) - 1  # every pair keeps at least its last prompt token
     for p in prompts[1:]:
         shared = next((k for k in range(shared) if p[k] != prompts[0][k]), shared)
     if shared < 1:
         return None  # with nothing shared, a left-padded row would attend to nothing
-    return PairBatch(pairs, shared, [len(p) for p in prompts], starts, lengths)
+    return PromptBatch(count, rows_per_prompt, shared, [len(p) for p in prompts], starts, lengths)
 
 
-def shared_prompt_logprobs(model, input_ids: torch.Tensor, plan: PairBatch, outputs: tuple):
-    """Per-token fields for the completion tokens of every TRL row, scattered into `(2B, L-1)`."""
+def shared_prompt_logprobs(model, input_ids: torch.Tensor, plan: PromptBatch, outputs: tuple):
+    """Per-token fields for the completion tokens of every TRL row, scattered into `(rows, L-1)`
+    as TRL's fused head lays them out."""
     device = input_ids.device
     backbone = getattr(model, model.base_model_prefix)
-    pairs, shared = plan.pairs, plan.shared
+    count, shared, group = plan.prompts, plan.shared, plan.rows_per_prompt
 
     # 1. The shared prefix, once.
     cache = DynamicCache(config=model.config)
     backbone(input_ids=input_ids[:1, :shared], cache=cache, use_cache=True)
-    cache.batch_repeat_interleave(pairs)
+    cache.batch_repeat_interleave(count)
 
     # 2. The rest of each prompt, left-padded so that every prompt ends in the last column.
     rest = max(plan.prompt_lengths) - shared
-    rest_ids = torch.zeros(pairs, rest, dtype=input_ids.dtype, device=device)
-    rest_mask = torch.zeros(pairs, rest, dtype=torch.long, device=device)
+    rest_ids = torch.zeros(count, rest, dtype=input_ids.dtype, device=device)
+    rest_mask = torch.zeros(count, rest, dtype=torch.long, device=device)
     for i, length in enumerate(plan.prompt_lengths):
         own = length - shared
         rest_ids[i, rest - own :] = input_ids[i, shared:length]
         rest_mask[i, rest - own :] = 1
-    prompt_mask = torch.cat([rest_mask.new_ones(pairs, shared), rest_mask], dim=1)
+    prompt_mask = torch.cat([rest_mask.new_ones(count, shared), rest_mask], dim=1)
     positions = shared + (rest_mask.cumsum(1) - 1).clamp(min=0)
     prompt_out = backbone(
         input_ids=rest_ids,
@@ -115,27 +125,29 @@ def shared_prompt_logprobs(model, input_ids: torch.Tensor, plan: PairBatch, outp
     )
     last_prompt_hidden = prompt_out.last_hidden_state[:, -1:]  # predicts completion token 0
 
-    # 3. Both completions of each pair on that pair's cache; rows interleaved (chosen, rejected).
-    trl_rows = [row for i in range(pairs) for row in (i, pairs + i)]
+    # 3. The completions of each prompt on that prompt's cache; rows grouped by prompt
+    #    (for DPO: chosen, rejected, chosen, rejected, ...).
+    trl_rows = [row for i in range(count) for row in plan.rows_of(i)]
     width = max(max(plan.completion_lengths), 1)
-    comp_ids = torch.zeros(2 * pairs, width, dtype=input_ids.dtype, device=device)
-    comp_mask = torch.zeros(2 * pairs, width, dtype=torch.long, device=device)
+    comp_ids = torch.zeros(group * count, width, dtype=input_ids.dtype, device=device)
+    comp_mask = torch.zeros(group * count, width, dtype=torch.long, device=device)
     for k, row in enumerate(trl_rows):
         start, length = plan.completion_starts[row], plan.completion_lengths[row]
         comp_ids[k, :length] = input_ids[row, start : start + length]
         comp_mask[k, :length] = 1
-    cache.batch_repeat_interleave(2)
-    starts = torch.tensor([plan.prompt_lengths[i] for i in range(pairs) for _ in (0, 1)])
+    if group > 1:
+        cache.batch_repeat_interleave(group)
+    starts = torch.tensor(plan.prompt_lengths).repeat_interleave(group)
     comp_out = backbone(
         input_ids=comp_ids,
-        attention_mask=torch.cat([prompt_mask.repeat_interleave(2, dim=0), comp_mask], dim=1),
+        attention_mask=torch.cat([prompt_mask.repeat_interleave(group, dim=0), comp_mask], dim=1),
         position_ids=(starts[:, None] + torch.arange(width)[None]).to(device),
         cache=cache,
         use_cache=True,
     )
     hidden = torch.cat(
         [
-            last_prompt_hidden.repeat_interleave(2, dim=0),
+            last_prompt_hidden.repeat_interleave(group, dim=0),
             comp_out.last_hidden_state[:, :-1],
         ],
         dim=1,
@@ -179,9 +191,10 @@ def shared_prompt_logprobs(model, input_ids: torch.Tensor, plan: PairBatch, outp
     return fields, label_mask
 
 
-def add_shared_prompt_forward(model, outputs: tuple[str, ...]) -> None:
-    """Route `model(..., labels=..., fused_lm_head=True)` on paired batches through the
-    shared-prompt forward. `model` is the causal LM TRL patched (below PEFT, if any)."""
+def add_shared_prompt_forward(model, outputs: tuple[str, ...], rows_per_prompt: int = 2) -> None:
+    """Route `model(..., labels=..., fused_lm_head=True)` on TRL batches (DPO pairs, or SFT rows
+    with `rows_per_prompt=1`) through the shared-prompt forward. `model` is the causal LM TRL
+    patched (below PEFT, if any)."""
     fused_forward = model.forward  # TRL's, bound to `model`
 
     @functools.wraps(type(model).forward)
@@ -196,7 +209,8 @@ def add_shared_prompt_forward(model, outputs: tuple[str, ...]) -> None:
             and not (self.training and self.is_gradient_checkpointing)
             and not any(getattr(self.config, name, None) is not None for name in _SCALED_LOGITS)
         ):
-            plan = plan_pair_batch(kwargs["input_ids"], kwargs.get("attention_mask"), labels)
+            ids, mask = kwargs["input_ids"], kwargs.get("attention_mask")
+            plan = plan_prompt_batch(ids, mask, labels, rows_per_prompt)
         if plan is None:
             return fused_forward(*args, fused_lm_head=fused_lm_head, labels=labels, **kwargs)
         fields, label_mask = shared_prompt_logprobs(self, kwargs["input_ids"], plan, outputs)
@@ -236,3 +250,15 @@ class SharedPromptDPOTrainer(DPOTrainer):
     def _compute_loss(self, model, inputs, return_outputs):
         self._install_shared_prompt()
         return super()._compute_loss(model, inputs, return_outputs)
+
+
+class SharedPromptSFTTrainer(SFTTrainer):
+    """TRL's SFTTrainer with the same forward, one row per prompt: the batch's common prefix
+    computed once and only the completion tokens scored."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        base = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        if not getattr(base, "_shared_prompt", False):
+            add_shared_prompt_forward(base, ("log_probs", "entropy", "is_top1"), rows_per_prompt=1)
+            base._shared_prompt = True
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)

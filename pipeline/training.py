@@ -108,6 +108,8 @@ def sft_stage(policy, train_split, out: Path, recipe: DPORecipe):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
+    from pipeline.shared_prompt import SharedPromptSFTTrainer
+
     if (out / "config.json").is_file():
         return load_model(str(out), fresh=True)
     seen, rows = set(), []
@@ -135,7 +137,8 @@ def sft_stage(policy, train_split, out: Path, recipe: DPORecipe):
         report_to="none",
         gradient_checkpointing=recipe.gradient_checkpointing,
     )
-    trainer = SFTTrainer(
+    trainer_class = SharedPromptSFTTrainer if recipe.shared_prompt else SFTTrainer
+    trainer = trainer_class(
         model=policy.model,
         args=config,
         train_dataset=Dataset.from_list(rows),

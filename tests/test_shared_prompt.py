@@ -11,7 +11,7 @@ from trl.trainer.utils import add_fused_lm_head
 
 from pipeline import datasets as ds
 from pipeline.prompts import title_messages
-from pipeline.shared_prompt import add_shared_prompt_forward, plan_pair_batch
+from pipeline.shared_prompt import add_shared_prompt_forward, plan_prompt_batch
 from pipeline.training import RECIPES, train_dpo
 
 OUTPUTS = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
@@ -61,8 +61,8 @@ def test_same_outputs_and_gradients_as_trl(models, tiny_model_dir):
     trl_model, shared_model = models
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     batch, labels = paired_batch(tokenizer, PAIRS)
-    plan = plan_pair_batch(batch["input_ids"], batch["attention_mask"], labels)
-    assert plan is not None and plan.pairs == 3
+    plan = plan_prompt_batch(batch["input_ids"], batch["attention_mask"], labels)
+    assert plan is not None and plan.prompts == 3
     assert 0 < plan.shared < min(plan.prompt_lengths)
 
     kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
@@ -96,11 +96,11 @@ def test_batches_it_was_not_built_for_go_to_trls_forward(models, tiny_model_dir)
     swapped = ids[[0, 1, 3, 2]]
     swapped_labels = labels[[0, 1, 3, 2]]
     swapped_mask = mask[[0, 1, 3, 2]]
-    assert plan_pair_batch(swapped, swapped_mask, swapped_labels) is None
-    assert plan_pair_batch(ids[:3], mask[:3], labels[:3]) is None  # odd rows
+    assert plan_prompt_batch(swapped, swapped_mask, swapped_labels) is None
+    assert plan_prompt_batch(ids[:3], mask[:3], labels[:3]) is None  # odd rows
     no_completion = torch.full_like(labels, -100)
     no_completion[:, 2] = ids[:, 2]  # a "completion" in the middle of the prompt
-    assert plan_pair_batch(ids, mask, no_completion) is None
+    assert plan_prompt_batch(ids, mask, no_completion) is None
 
     kwargs = {"input_ids": swapped, "attention_mask": swapped_mask}
     expected = trl_model(**kwargs, labels=swapped_labels, fused_lm_head=True)
@@ -136,7 +136,7 @@ def test_fast_recipe_trains_to_the_same_weights_with_and_without_it(
     monkeypatch.setattr(
         shared_prompt,
         "shared_prompt_logprobs",
-        lambda *args: calls.append(args[2].pairs) or real(*args),
+        lambda *args: calls.append(args[2].prompts) or real(*args),
     )
 
     fast = RECIPES["fast"]
@@ -156,5 +156,62 @@ def test_fast_recipe_trains_to_the_same_weights_with_and_without_it(
     base = load_file(tiny_model_dir / "model.safetensors")
     moved = [k for k in base if not torch.equal(base[k], weights[True][k])]
     assert moved, "training did not change any weight"
+    for key, value in weights[False].items():
+        torch.testing.assert_close(weights[True][key], value, atol=1e-5, rtol=1e-4, msg=key)
+
+
+def test_sft_rows_same_outputs_as_trl(tiny_model_dir):
+    torch.manual_seed(2)
+    trl_model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    for p in trl_model.parameters():
+        p.data.normal_(0, 0.5)
+    shared_model = copy.deepcopy(trl_model)
+    add_fused_lm_head(trl_model, outputs=OUTPUTS)
+    add_fused_lm_head(shared_model, outputs=OUTPUTS)
+    add_shared_prompt_forward(shared_model, OUTPUTS, rows_per_prompt=1)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    batch, labels = paired_batch(tokenizer, PAIRS)
+    # the chosen rows alone are SFT rows: prompt + completion, one row per prompt
+    ids, mask, labels = batch["input_ids"][:3], batch["attention_mask"][:3], labels[:3]
+    plan = plan_prompt_batch(ids, mask, labels, rows_per_prompt=1)
+    assert plan is not None and (plan.prompts, plan.rows_per_prompt) == (3, 1)
+    expected = trl_model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+    got = shared_model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+    torch.testing.assert_close(got.log_probs, expected.log_probs, atol=1e-5, rtol=1e-4)
+    got.loss.backward()
+    expected.loss.backward()
+    for (name, p), q in zip(trl_model.named_parameters(), shared_model.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-4, rtol=1e-3, msg=name)
+
+
+def test_sft_stage_gives_the_same_weights_with_and_without_it(
+    small_data, tiny_model_dir, tmp_path, monkeypatch
+):
+    from pipeline import shared_prompt
+    from pipeline.datasets import load_preference_dataset
+    from pipeline.models import load_model
+    from pipeline.training import sft_stage
+
+    calls = []
+    real = shared_prompt.shared_prompt_logprobs
+    monkeypatch.setattr(
+        shared_prompt,
+        "shared_prompt_logprobs",
+        lambda *args: calls.append(args[2].rows_per_prompt) or real(*args),
+    )
+    train_split = load_preference_dataset(small_data)["train"]
+    weights = {}
+    for shared in (True, False):
+        recipe = replace(RECIPES["fast"], shared_prompt=shared, sft_epochs=1,
+                         sft_learning_rate=1e-2, batch_size=4)  # fmt: skip
+        policy = load_model(str(tiny_model_dir), fresh=True)
+        tuned = sft_stage(policy, train_split, tmp_path / f"sft-{shared}", recipe)
+        weights[shared] = {k: v.detach().clone() for k, v in tuned.model.state_dict().items()}
+        if shared:
+            assert calls and set(calls) == {1}, calls
+            calls.clear()
+    assert calls == []
+    base = load_model(str(tiny_model_dir), fresh=True).model.state_dict()
+    assert any(not torch.equal(weights[True][k], base[k]) for k in base), "SFT changed nothing"
     for key, value in weights[False].items():
         torch.testing.assert_close(weights[True][key], value, atol=1e-5, rtol=1e-4, msg=key)
