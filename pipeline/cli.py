@@ -81,20 +81,21 @@ def cmd_generate(args: argparse.Namespace) -> str:
 def cmd_pairs(args: argparse.Namespace) -> str:
     from pipeline.generation import generate_titles
     from pipeline.models import load_model
-    from pipeline.pairs import pairs_for_idea, read_ideas_csv, write_pairs_csv
+    from pipeline.pairs import pairs_for_idea, read_ideas_csv, write_pairs_csv, write_text_atomic
 
     ideas = read_ideas_csv(args.ideas)
     settings = _settings(args)
     loaded = load_model(args.model)
     titles = generate_titles(loaded, ideas, settings)
     pairs = [p for group in titles for p in pairs_for_idea(group[0].idea, [t.text for t in group])]
-    count = write_pairs_csv(pairs, args.out)
-    # Every title with its raw completion, model and settings, so nothing the model wrote is lost.
+    # Every title with its raw completion, model and settings, so nothing the model wrote is
+    # lost; written (atomically) before the CSV, so a pairs CSV always has its titles beside it.
     raw_path = Path(args.out).with_suffix(".titles.jsonl")
-    raw_path.write_text(
+    write_text_atomic(
+        raw_path,
         "".join(json.dumps(asdict(t), ensure_ascii=False) + "\n" for g in titles for t in g),
-        encoding="utf-8",
     )
+    count = write_pairs_csv(pairs, args.out)
     return f"wrote {count} pairs for {len(ideas)} ideas to {args.out} (raw titles: {raw_path})"
 
 

@@ -7,6 +7,7 @@ pair never asks anyone to choose between a title and itself.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import os
 from collections.abc import Iterable, Sequence
@@ -93,14 +94,22 @@ def write_pairs_csv(pairs: Iterable[Pair], path: str | Path) -> int:
 
 
 def write_csv_atomic(path: str | Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write `text` to a staging file, fsync it, then rename it over `path`: a crash leaves the
+    old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
         with staging.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(rows)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(staging, path)
