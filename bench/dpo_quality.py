@@ -7,7 +7,8 @@ Trains on the tutorial's pairs split by idea (1,020 train / 120 held-out pairs, 
 ideas), then reports, for the base and the tuned model:
 - the share of titles that follow the prompt (one line, 30-75 characters, no "Title" label, no
   leading quote), 8 titles per held-out idea sampled at temperature 0.7;
-- the tuned model's held-out reward accuracy (DPO's implicit reward, last evaluation).
+- the tuned model's held-out reward accuracy (DPO's implicit reward) at the evaluation whose
+  model was kept (the lowest eval_loss).
 Prints one JSON line at the end. A run of SmolLM2 takes about ten minutes on two cores.
 """
 
@@ -31,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-offline")
     parser.add_argument("--recipe", default="fast")
+    parser.add_argument("--loss", default=None, help="TRL loss_type, e.g. sigmoid_norm")
     parser.add_argument("--sft-weight", type=float, default=None)
     parser.add_argument("--sft-epochs", type=float, default=None)
     parser.add_argument("--beta", type=float, default=None)
@@ -44,7 +46,7 @@ def main() -> None:
 
     recipe = customize(get_recipe(args.recipe), epochs=args.epochs, beta=args.beta,
                        learning_rate=args.learning_rate)  # fmt: skip
-    extra = {"sft_weight": args.sft_weight, "sft_epochs": args.sft_epochs}
+    extra = {"sft_weight": args.sft_weight, "sft_epochs": args.sft_epochs, "loss": args.loss}
     recipe = replace(recipe, **{k: v for k, v in extra.items() if v is not None})
     splits = ds.split_preferences(ds.seed_preferences(), "idea")
     held_out_ideas = sorted({p.idea for p in splits["valid"]})
@@ -60,13 +62,16 @@ def main() -> None:
     result = train_dpo(data, args.out / "model", args.model, recipe)
     seconds = time.perf_counter() - started
     records = [json.loads(line) for line in Path(result.metrics_file).read_text().splitlines()]
-    accuracy = [r["eval_rewards/accuracies"] for r in records if "eval_rewards/accuracies" in r]
+    # The saved model is the best evaluation's (lowest eval_loss): report that evaluation.
+    evals = [r for r in records if "eval_rewards/accuracies" in r]
+    best = min(evals, key=lambda r: r["eval_loss"]) if evals else None
     tuned = format_report(load_model(result.out), held_out_ideas, n=n)
     print(json.dumps({
         "recipe": result.recipe,
         "base_follows_prompt": round(base.rate, 3),
         "tuned_follows_prompt": round(tuned.rate, 3),
-        "held_out_reward_accuracy": round(accuracy[-1], 3) if accuracy else None,
+        "held_out_reward_accuracy": round(best["eval_rewards/accuracies"], 3) if best else None,
+        "best_epoch": best["epoch"] if best else None,
         "steps": result.steps,
         "seconds": round(seconds),
         "titles": tuned.titles,

@@ -42,6 +42,7 @@ class DPORecipe:
     lora_r: int | None = None  # None: full fine-tune
     lora_alpha: int = 32
     shared_prompt: bool = False  # each prompt computed once per pair (pipeline/shared_prompt.py)
+    loss: str = "sigmoid"  # TRL's loss_type: "sigmoid" is DPO; "sigmoid_norm" per-token averages
     sft_weight: float = 0.0  # > 0: TRL's "sft" term (chosen likelihood) added to the DPO loss
     sft_epochs: float = 0.0  # > 0: first fine-tune on the chosen titles, then DPO from there
     sft_learning_rate: float = 1e-4
@@ -276,7 +277,7 @@ def train_dpo(
         report_to="none",
         gradient_checkpointing=recipe.gradient_checkpointing,
         precompute_ref_log_probs=recipe.precompute_ref_log_probs,
-        loss_type=["sigmoid", "sft"] if recipe.sft_weight else ["sigmoid"],
+        loss_type=[recipe.loss, "sft"] if recipe.sft_weight else [recipe.loss],
         loss_weights=[1.0, recipe.sft_weight] if recipe.sft_weight else None,
     )
     trainer_class = SharedPromptDPOTrainer if recipe.shared_prompt else DPOTrainer
