@@ -114,3 +114,24 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600)
         text=True,
         timeout=timeout,
     )
+
+
+def small_splits() -> dict:
+    """8 seed pairs from each of 3 ideas: 16 train / 8 valid, split by idea."""
+    from pipeline import datasets as ds
+
+    prefs = ds.seed_preferences()
+    ideas = sorted({p.idea for p in prefs})[:3]
+    chosen = [p for idea in ideas for p in [q for q in prefs if q.idea == idea][:8]]
+    return ds.split_by_idea(chosen, valid_fraction=0.3)
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory) -> Path:
+    """`small_splits()` saved as a dataset folder."""
+    from pipeline import datasets as ds
+
+    splits = small_splits()
+    out = tmp_path_factory.mktemp("data") / "small"
+    ds.save_dataset(ds.build_dataset(splits), out, ds.summarize(splits, "seed", "idea"))
+    return out

@@ -15,20 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipeline import datasets as ds
-
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    prefs = ds.seed_preferences()
-    ideas = sorted({p.idea for p in prefs})[:3]
-    chosen = [p for idea in ideas for p in [q for q in prefs if q.idea == idea][:8]]
-    splits = ds.split_by_idea(chosen, valid_fraction=0.3)
-    out = tmp_path_factory.mktemp("data") / "small"
-    ds.save_dataset(ds.build_dataset(splits), out, ds.summarize(splits, "seed", "idea"))
-    return out
 
 
 @pytest.mark.parametrize("recipe", ["fast", "tutorial"])

@@ -9,6 +9,7 @@ import textwrap
 import pytest
 
 from app_process import start_app, stop_app
+from conftest import small_splits
 from hub_server import hub_env, run_python, running_hub
 from pipeline import datasets as ds
 
@@ -20,13 +21,6 @@ def hub(tmp_path):
     server = running_hub(tmp_path)
     yield server
     server.stop()
-
-
-def small_splits():
-    prefs = ds.seed_preferences()
-    ideas = sorted({p.idea for p in prefs})[:3]
-    chosen = [p for idea in ideas for p in [q for q in prefs if q.idea == idea][:8]]
-    return ds.split_by_idea(chosen, valid_fraction=0.3)
 
 
 def push(hub, tmp_path, repo_id: str, held_out_name: str = "valid", drop: str | None = None):

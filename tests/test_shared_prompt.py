@@ -9,7 +9,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import add_fused_lm_head
 
-from pipeline import datasets as ds
 from pipeline.prompts import title_messages
 from pipeline.shared_prompt import add_shared_prompt_forward, plan_prompt_batch
 from pipeline.training import RECIPES, train_dpo
@@ -113,22 +112,9 @@ def test_batches_it_was_not_built_for_go_to_trls_forward(models, tiny_model_dir)
     assert torch.equal(a, b)
 
 
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    prefs = ds.seed_preferences()
-    ideas = sorted({p.idea for p in prefs})[:3]
-    chosen = [p for idea in ideas for p in [q for q in prefs if q.idea == idea][:8]]
-    splits = ds.split_by_idea(chosen, valid_fraction=0.3)
-    out = tmp_path_factory.mktemp("data") / "small"
-    ds.save_dataset(ds.build_dataset(splits), out, ds.summarize(splits, "seed", "idea"))
-    return out
-
-
-def test_fast_recipe_trains_to_the_same_weights_with_and_without_it(
-    small_data, tiny_model_dir, tmp_path, monkeypatch
-):
-    from safetensors.torch import load_file
-
+@pytest.fixture
+def shared_calls(monkeypatch):
+    """The plan of every batch that went the shared-prompt way (the real code still runs)."""
     from pipeline import shared_prompt
 
     calls = []
@@ -136,8 +122,15 @@ def test_fast_recipe_trains_to_the_same_weights_with_and_without_it(
     monkeypatch.setattr(
         shared_prompt,
         "shared_prompt_logprobs",
-        lambda *args: calls.append(args[2].prompts) or real(*args),
+        lambda *args: calls.append(args[2]) or real(*args),
     )
+    return calls
+
+
+def test_fast_recipe_trains_to_the_same_weights_with_and_without_it(
+    small_data, tiny_model_dir, tmp_path, shared_calls
+):
+    from safetensors.torch import load_file
 
     fast = RECIPES["fast"]
     assert fast.shared_prompt
@@ -150,9 +143,10 @@ def test_fast_recipe_trains_to_the_same_weights_with_and_without_it(
         weights[shared] = load_file(out / "model.safetensors")
         if shared:
             # reference log-probs (16 train + 8 valid pairs) and 3 steps went the shared way
-            assert len(calls) >= 3 + 3 and set(calls) <= {8}, calls
-            calls.clear()
-    assert calls == []
+            assert len(shared_calls) >= 3 + 3, shared_calls
+            assert {plan.prompts for plan in shared_calls} == {8}
+            shared_calls.clear()
+    assert shared_calls == []
     base = load_file(tiny_model_dir / "model.safetensors")
     moved = [k for k in base if not torch.equal(base[k], weights[True][k])]
     assert moved, "training did not change any weight"
@@ -185,20 +179,12 @@ def test_sft_rows_same_outputs_as_trl(tiny_model_dir):
 
 
 def test_sft_stage_gives_the_same_weights_with_and_without_it(
-    small_data, tiny_model_dir, tmp_path, monkeypatch
+    small_data, tiny_model_dir, tmp_path, shared_calls
 ):
-    from pipeline import shared_prompt
     from pipeline.datasets import load_preference_dataset
     from pipeline.models import load_model
     from pipeline.training import sft_stage
 
-    calls = []
-    real = shared_prompt.shared_prompt_logprobs
-    monkeypatch.setattr(
-        shared_prompt,
-        "shared_prompt_logprobs",
-        lambda *args: calls.append(args[2].rows_per_prompt) or real(*args),
-    )
     train_split = load_preference_dataset(small_data)["train"]
     weights = {}
     for shared in (True, False):
@@ -208,9 +194,10 @@ def test_sft_stage_gives_the_same_weights_with_and_without_it(
         tuned = sft_stage(policy, train_split, tmp_path / f"sft-{shared}", recipe)
         weights[shared] = {k: v.detach().clone() for k, v in tuned.model.state_dict().items()}
         if shared:
-            assert calls and set(calls) == {1}, calls
-            calls.clear()
-    assert calls == []
+            assert shared_calls, "the SFT stage never used the shared-prompt forward"
+            assert {plan.rows_per_prompt for plan in shared_calls} == {1}
+            shared_calls.clear()
+    assert shared_calls == []
     base = load_model(str(tiny_model_dir), fresh=True).model.state_dict()
     assert any(not torch.equal(weights[True][k], base[k]) for k in base), "SFT changed nothing"
     for key, value in weights[False].items():

@@ -7,17 +7,12 @@ from pipeline.errors import UserError
 from pipeline.training import RECIPES, get_recipe, train_dpo
 
 
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    """8 seed pairs from each of 3 ideas: 16 train / 8 valid, split by idea."""
-    prefs = ds.seed_preferences()
-    ideas = sorted({p.idea for p in prefs})[:3]
-    chosen = [p for idea in ideas for p in [q for q in prefs if q.idea == idea][:8]]
-    splits = ds.split_by_idea(chosen, valid_fraction=0.3)
-    assert (len(splits["train"]), len(splits["valid"])) == (16, 8)
-    out = tmp_path_factory.mktemp("data") / "small"
-    ds.save_dataset(ds.build_dataset(splits), out, ds.summarize(splits, "seed", "idea"))
-    return out
+def test_small_data_is_16_train_8_valid_pairs_of_unseen_ideas(small_data):
+    data = ds.load_preference_dataset(small_data)
+    assert (len(data["train"]), len(data["valid"])) == (16, 8)
+    assert not {r["prompt"][0]["content"] for r in data["train"]} & {
+        r["prompt"][0]["content"] for r in data["valid"]
+    }
 
 
 def test_two_steps_then_reload_with_chat_template(small_data, tiny_model_dir, tmp_path):

@@ -8,23 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipeline import datasets as ds
 from pipeline import zerogpu
 from pipeline.generation import GenerationSettings
 from pipeline.training import RECIPES, latest_checkpoint, train_dpo
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    """8 seed pairs from each of 3 ideas: 16 train / 8 valid, split by idea."""
-    prefs = ds.seed_preferences()
-    ideas = sorted({p.idea for p in prefs})[:3]
-    chosen = [p for idea in ideas for p in [q for q in prefs if q.idea == idea][:8]]
-    splits = ds.split_by_idea(chosen, valid_fraction=0.3)
-    out = tmp_path_factory.mktemp("data") / "small"
-    ds.save_dataset(ds.build_dataset(splits), out, ds.summarize(splits, "seed", "idea"))
-    return out
-
 
 # batch 4 on 16 pairs, 2 epochs: 8 steps, an evaluation (and best-model choice) every 4
 RECIPE = replace(RECIPES["fast"], batch_size=4, epochs=2, learning_rate=1e-2, logging_steps=1)
