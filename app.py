@@ -489,6 +489,8 @@ def progress_text(job) -> str:
     if job.state == "idle":
         return "No training run yet."
     bar = f"step {job.step}/{job.total}" if job.total else "preparing"
+    if job.stage == "sft" and job.running:
+        bar = f"SFT stage {job.step}/{job.total}"
     eta = f" · about {job.eta_seconds / 60:.1f} min left" if job.eta_seconds else ""
     return f"**{job.state}** · {bar}{eta} · {job.message}"
 

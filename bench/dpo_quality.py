@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--loss", default=None, help="TRL loss_type, e.g. sigmoid_norm")
     parser.add_argument("--sft-weight", type=float, default=None)
     parser.add_argument("--sft-epochs", type=float, default=None)
+    parser.add_argument("--sft-titles", default=None, help="chosen (default) or both")
     parser.add_argument("--beta", type=float, default=None)
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--epochs", type=float, default=None)
@@ -46,7 +47,8 @@ def main() -> None:
 
     recipe = customize(get_recipe(args.recipe), epochs=args.epochs, beta=args.beta,
                        learning_rate=args.learning_rate)  # fmt: skip
-    extra = {"sft_weight": args.sft_weight, "sft_epochs": args.sft_epochs, "loss": args.loss}
+    extra = {"sft_weight": args.sft_weight, "sft_epochs": args.sft_epochs, "loss": args.loss,
+             "sft_titles": args.sft_titles}  # fmt: skip
     recipe = replace(recipe, **{k: v for k, v in extra.items() if v is not None})
     splits = ds.split_preferences(ds.seed_preferences(), "idea")
     held_out_ideas = sorted({p.idea for p in splits["valid"]})

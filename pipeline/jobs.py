@@ -24,6 +24,7 @@ MAX_LOG_LINES = 200
 @dataclass(frozen=True)
 class JobStatus:
     state: str = "idle"  # idle, running, stopping, done, stopped, failed
+    stage: str = "dpo"  # "sft" while a recipe's SFT stage runs, then "dpo"
     step: int = 0
     total: int = 0
     started_at: float | None = None
@@ -112,7 +113,7 @@ class TrainingRunner:
             else:
                 result = train_dpo(**train_kwargs, callbacks=callbacks)
         except UserError as exc:
-            self._update(state="failed", message=str(exc))
+            self._update(state="stopped" if self._stop.is_set() else "failed", message=str(exc))
             self._log(f"error: {exc}")
             return
         except Exception as exc:  # a bug or a broken model: keep the app alive, show it
@@ -167,14 +168,28 @@ class _Progress(TrainerCallback):
     def __init__(self, runner: TrainingRunner) -> None:
         self.runner = runner
 
+    @staticmethod
+    def _is_sft(args) -> bool:
+        return type(args).__name__ == "SFTConfig"
+
     def on_train_begin(self, args, state, control, **kwargs):
+        if self._is_sft(args):
+            self.runner._update(stage="sft", total=state.max_steps, step=state.global_step,
+                                message="Fine-tuning on the chosen titles first…")  # fmt: skip
+            self.runner._log(f"SFT stage: {state.max_steps} steps")
+            return
         self.runner._update(
+            stage="dpo",
             total=state.max_steps,
             step=state.global_step,
             loop_started=(time.time(), state.global_step),
             message="Training…",
         )
         self.runner._log(f"training: {state.max_steps} steps")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._is_sft(args):
+            self.runner._update(message="SFT stage done; reference log-probs, then DPO…")
 
     def on_step_end(self, args, state, control, **kwargs):
         self.runner._update(step=state.global_step)
@@ -185,6 +200,10 @@ class _Progress(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs:
+            return
+        if self._is_sft(args):  # the charts are DPO's; the SFT stage only logs a line
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if isinstance(v, float))
+            self.runner._log(f"SFT step {state.global_step}: {shown}")
             return
         record = {"step": state.global_step, "epoch": state.epoch, **logs}
         with self.runner._lock:

@@ -46,6 +46,7 @@ class DPORecipe:
     sft_weight: float = 0.0  # > 0: TRL's "sft" term (chosen likelihood) added to the DPO loss
     sft_epochs: float = 0.0  # > 0: first fine-tune on the chosen titles, then DPO from there
     sft_learning_rate: float = 1e-4
+    sft_titles: str = "chosen"  # what the SFT stage imitates: "chosen", or "both" sides
 
     def __post_init__(self) -> None:
         # A recipe comes from the CLI and the Train tab's fields: refuse nonsense up front,
@@ -62,6 +63,8 @@ class DPORecipe:
             raise UserError(f"LoRA r must be a whole number >= 1, not {self.lora_r}")
         if not self.lora_alpha > 0:
             raise UserError(f"LoRA alpha must be positive, not {self.lora_alpha}")
+        if self.sft_titles not in ("chosen", "both"):
+            raise UserError(f"sft_titles is 'chosen' or 'both', not {self.sft_titles!r}")
 
 
 RECIPES: dict[str, DPORecipe] = {
@@ -100,7 +103,7 @@ def get_recipe(name: str) -> DPORecipe:
         raise UserError(f"unknown recipe {name!r}: choose one of {', '.join(RECIPES)}") from None
 
 
-def sft_stage(policy, train_split, out: Path, recipe: DPORecipe):
+def sft_stage(policy, train_split, out: Path, recipe: DPORecipe, callbacks: list | None = None):
     """Fine-tune on each distinct (prompt, chosen) of the training split, once, and return the
     policy with those weights merged in: DPO then starts from, and is measured against, a model
     that already answers in the asked format. Kept in `out` so a resumed run reuses it."""
@@ -114,11 +117,13 @@ def sft_stage(policy, train_split, out: Path, recipe: DPORecipe):
     if (out / "config.json").is_file():
         return load_model(str(out), fresh=True)
     seen, rows = set(), []
+    sides = ("chosen", "rejected") if recipe.sft_titles == "both" else ("chosen",)
     for row in train_split:
-        key = json.dumps([row["prompt"], row["chosen"]])
-        if key not in seen:
-            seen.add(key)
-            rows.append({"prompt": row["prompt"], "completion": row["chosen"]})
+        for side in sides:
+            key = json.dumps([row["prompt"], row[side]])
+            if key not in seen:
+                seen.add(key)
+                rows.append({"prompt": row["prompt"], "completion": row[side]})
     peft_config = None
     if recipe.lora_r:
         from peft import LoraConfig
@@ -145,8 +150,11 @@ def sft_stage(policy, train_split, out: Path, recipe: DPORecipe):
         train_dataset=Dataset.from_list(rows),
         processing_class=policy.tokenizer,
         peft_config=peft_config,
+        callbacks=callbacks,
     )
     trainer.train()
+    if trainer.state.global_step < trainer.state.max_steps:  # stopped from outside
+        raise UserError("stopped during the SFT stage, before DPO began: start again to redo it")
     model = trainer.model.merge_and_unload() if peft_config is not None else trainer.model
     if trainer.is_world_process_zero():
         model.save_pretrained(str(out))
@@ -228,7 +236,7 @@ def train_dpo(
     out = Path(out)
     policy = load_model(model_name, fresh=True)
     if recipe.sft_epochs:
-        policy = sft_stage(policy, train_split, out / "sft", recipe)
+        policy = sft_stage(policy, train_split, out / "sft", recipe, callbacks)
     peft_config = None
     reference = None
     if recipe.lora_r:

@@ -95,3 +95,26 @@ def test_a_chunked_run_reports_progress_chunk_by_chunk(data, tiny_model_dir, tmp
         "chunk done: step 2/5", "chunk done: step 4/5", "chunk done: step 5/5"
     ]  # fmt: skip
     assert [m["step"] for m in status.metrics if "loss" in m] == [1, 2, 3, 4, 5]
+
+
+def test_an_sft_stage_shows_as_such_and_can_be_stopped(data, tiny_model_dir, tmp_path):
+    runner = TrainingRunner()
+    recipe = replace(get_recipe("fast"), batch_size=2, sft_epochs=1, logging_steps=1)
+    kwargs = dict(data=data, model_name=str(tiny_model_dir), recipe=recipe, max_steps=2)
+    runner.start(out=tmp_path / "run", **kwargs)
+    status = runner.wait(120)
+    assert status.state == "done", status.message
+    sft_lines = [line for line in status.log if line.startswith("SFT stage:")]
+    assert len(sft_lines) == 1 and int(sft_lines[0].split()[2]) > 0
+    assert status.stage == "dpo" and (status.step, status.total) == (2, 2)
+    assert all(m["step"] <= 2 for m in status.metrics)  # the charts carry DPO's metrics only
+
+    runner.start(out=tmp_path / "stopped", **kwargs, callbacks=[SlowSteps()])
+    deadline = time.monotonic() + 60
+    while runner.status().stage != "sft" or runner.status().step < 1:
+        assert time.monotonic() < deadline and runner.status().running, runner.status()
+        time.sleep(0.05)
+    runner.stop()
+    stopped = runner.wait(120)
+    assert stopped.state == "stopped" and "during the SFT stage" in stopped.message
+    assert not (tmp_path / "stopped" / "sft" / "config.json").exists()
