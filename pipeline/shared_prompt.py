@@ -226,7 +226,14 @@ def add_shared_prompt_forward(model, outputs: tuple[str, ...], rows_per_prompt: 
             label_mask=label_mask,
         )
 
+    forward._shared_prompt_rows = rows_per_prompt
     model.forward = types.MethodType(forward, model)
+
+
+def has_shared_prompt_forward(model, rows_per_prompt: int) -> bool:
+    """Whether `model`'s outermost forward is ours, for this layout. (A trainer that patches the
+    forward again after us, as TRL does at start, puts its own on top: then it is not.)"""
+    return getattr(model.forward, "_shared_prompt_rows", None) == rows_per_prompt
 
 
 class SharedPromptDPOTrainer(DPOTrainer):
@@ -238,10 +245,9 @@ class SharedPromptDPOTrainer(DPOTrainer):
 
     def _install_shared_prompt(self) -> None:
         model = self.model.get_base_model() if is_peft_model(self.model) else self.model
-        if not getattr(model, "_shared_prompt", False):
+        if not has_shared_prompt_forward(model, 2):
             outputs = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
             add_shared_prompt_forward(model, outputs)
-            model._shared_prompt = True
 
     def compute_ref_log_probs(self, model, inputs):
         self._install_shared_prompt()
@@ -258,7 +264,6 @@ class SharedPromptSFTTrainer(SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         base = self.model.get_base_model() if is_peft_model(self.model) else self.model
-        if not getattr(base, "_shared_prompt", False):
+        if not has_shared_prompt_forward(base, 1):
             add_shared_prompt_forward(base, ("log_probs", "entropy", "is_top1"), rows_per_prompt=1)
-            base._shared_prompt = True
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)

@@ -107,8 +107,6 @@ def sft_stage(policy, train_split, out: Path, recipe: DPORecipe, callbacks: list
     """Fine-tune on each distinct (prompt, chosen) of the training split, once, and return the
     policy with those weights merged in: DPO then starts from, and is measured against, a model
     that already answers in the asked format. Kept in `out` so a resumed run reuses it."""
-    from dataclasses import replace as replace_field
-
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -160,7 +158,9 @@ def sft_stage(policy, train_split, out: Path, recipe: DPORecipe, callbacks: list
         model.save_pretrained(str(out))
         policy.tokenizer.save_pretrained(str(out))
     trainer.accelerator.wait_for_everyone()
-    return replace_field(policy, model=model)
+    # DPO starts from the saved model, loaded afresh: exactly what a resumed run starts from,
+    # and free of the forward patches the SFT trainer put on this one.
+    return load_model(str(out), fresh=True)
 
 
 def customize(

@@ -202,3 +202,16 @@ def test_sft_stage_gives_the_same_weights_with_and_without_it(
     assert any(not torch.equal(weights[True][k], base[k]) for k in base), "SFT changed nothing"
     for key, value in weights[False].items():
         torch.testing.assert_close(weights[True][key], value, atol=1e-5, rtol=1e-4, msg=key)
+
+
+def test_after_an_sft_stage_dpo_still_goes_the_shared_way(
+    small_data, tiny_model_dir, tmp_path, shared_calls
+):
+    recipe = replace(RECIPES["fast"], sft_epochs=1, batch_size=4)
+    result = train_dpo(small_data, tmp_path / "run", str(tiny_model_dir), recipe, max_steps=2)
+    assert result.steps == 2
+    layouts = [plan.rows_per_prompt for plan in shared_calls]
+    assert 1 in layouts, "the SFT stage did not use the shared-prompt forward"
+    # reference log-probs (4 + 2 batches) and 2 steps, all as pairs
+    assert layouts.count(2) >= 4 + 2 + 2, layouts
+    assert layouts.index(2) > max(i for i, rows in enumerate(layouts) if rows == 1)
