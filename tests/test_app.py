@@ -250,7 +250,7 @@ TRAIN_FIELDS = {  # the Train tab's fields, in order, as a user leaves them for 
     "model": None,
     "name": "fast",
     "n_epochs": 1,
-    "b": 0.1,
+    "b": 0.5,
     "lr": 5e-5,
     "batch": 8,
     "use_lora": True,
@@ -269,7 +269,7 @@ def test_train_tab_runs_reports_and_hands_the_model_to_generate(app_url, tiny_mo
     base = str(tiny_model_dir)
     # choosing a recipe fills in its settings
     assert c.predict("tutorial", api_name="/recipe_settings") == (3, 0.1, 1e-6, 8, False, 16, 32)
-    assert c.predict("fast", api_name="/recipe_settings") == (1, 0.1, 5e-5, 8, True, 16, 32)
+    assert c.predict("fast", api_name="/recipe_settings") == (1, 0.5, 5e-5, 8, True, 16, 32)
     _start(c, model=base, step_limit=12)
     with pytest.raises(Exception, match="already going"):
         _start(c, model=base, step_limit=12)
