@@ -251,11 +251,11 @@ def train_dpo(
             task_type="CAUSAL_LM",
         )
     else:
-        # The reference model is a second frozen copy, loaded the same way (offline-safe),
-        # rather than TRL re-reading `config._name_or_path`, a Hub id it may not reach.
-        reference = load_model(model_name, fresh=True).model
-        if recipe.sft_epochs:
-            reference = load_model(str(out / "sft"), fresh=True).model
+        # The reference model is a second frozen copy of the starting point (the base, or the
+        # SFT stage's model), loaded the same way (offline-safe), rather than TRL re-reading
+        # `config._name_or_path`, a Hub id it may not reach.
+        start = str(out / "sft") if recipe.sft_epochs else model_name
+        reference = load_model(start, fresh=True).model
     out.mkdir(parents=True, exist_ok=True)
     metrics_file = out / "metrics.jsonl"
     checkpoint = latest_checkpoint(out) if resume else None

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +117,19 @@ def test_epoch_table_pairs_each_evaluation_with_the_last_training_loss():
         (2.0, 0.50, 0.62),
     ]
     assert rows[1]["Rewards/accuracies"] == 0.75 and rows[1]["Rewards/margins"] is None
+
+
+def test_full_fine_tune_with_an_sft_stage_uses_the_sft_model_as_reference(
+    small_data, tiny_model_dir, tmp_path
+):
+    from dataclasses import replace
+
+    recipe = replace(get_recipe("tutorial"), sft_epochs=1, sft_learning_rate=1e-2, batch_size=4)
+    result = train_dpo(small_data, tmp_path / "dpo", str(tiny_model_dir), recipe, max_steps=1)
+    assert result.steps == 1
+    lines = Path(result.metrics_file).read_text().splitlines()
+    # step 1's rewards come from the forward before its update, when the policy still is the
+    # SFT model: zero against it as reference; against the base they would not be
+    rewards = [r["rewards/chosen"] for r in map(json.loads, lines) if "rewards/chosen" in r]
+    assert rewards and abs(rewards[0]) < 1e-4, rewards
+    assert (tmp_path / "dpo" / "sft" / "config.json").is_file()
