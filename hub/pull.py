@@ -10,24 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hub.auth import check_repo_id
 from pipeline.errors import UserError
 
 HELD_OUT_NAMES = ("valid", "validation", "test")
 COLUMNS = ("prompt", "chosen", "rejected")
-
-
-def check_repo_id(repo_id: str | None) -> str:
-    """`namespace/name` as the Hub spells repo ids, or a clear refusal (no network needed)."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    repo_id = (repo_id or "").strip()
-    if not repo_id:
-        raise UserError("no Hub dataset id given: write one like 'shawhin/youtube-titles-dpo'")
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as exc:
-        raise UserError(f"{repo_id!r} is not a valid Hub repo id: {exc}") from None
-    return repo_id
 
 
 def pull_preference_dataset(
@@ -40,7 +27,7 @@ def pull_preference_dataset(
 
     from pipeline.datasets import save_dataset
 
-    repo_id = check_repo_id(repo_id)
+    repo_id = check_repo_id(repo_id, "dataset", example="shawhin/youtube-titles-dpo")
     try:
         loaded = load_dataset(repo_id, revision=revision, token=token)
     except DatasetNotFoundError:

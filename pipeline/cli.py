@@ -22,7 +22,7 @@ from pipeline.errors import UserError
 log = logging.getLogger("pipeline")
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line instead of usage + message
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
@@ -130,8 +130,8 @@ def cmd_train(args: argparse.Namespace) -> str:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m pipeline", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("generate", help="write titles for one video idea")
     p.add_argument("--idea", required=True, help="the video idea (1-500 characters)")
@@ -196,7 +196,13 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    return run(make_parser(), argv)
+
+
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse `argv`, run the chosen command, print its result; `error: ...` and exit 2 for a
+    UserError. Shared by `python -m pipeline` and `python -m hub`."""
+    args = parser.parse_args(argv)
     # Our own log lines (such as the offline notice) go to stderr, one line each.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))

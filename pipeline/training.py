@@ -96,6 +96,8 @@ class TrainResult:
     metrics_file: str
     finished: bool = True  # False: a chunk (`stop_after`) that ended before the last step
     max_steps: int = 0  # the whole run's steps
+    base_model: str | None = None  # the Hub id of the starting model, where known
+    data: str | None = None  # the dataset folder trained on
 
 
 def get_recipe(name: str) -> DPORecipe:
@@ -155,6 +157,9 @@ def sft_stage(policy, train_split, out: Path, recipe: DPORecipe, callbacks: list
     trainer.train()
     if trainer.state.global_step < trainer.state.max_steps:  # stopped from outside
         raise UserError("stopped during the SFT stage, before DPO began: start again to redo it")
+    if peft_config is not None and trainer.is_world_process_zero():
+        # kept so that an adapter-only push can add it to the DPO adapter (hub/push.py)
+        trainer.model.save_pretrained(str(out / "adapter"))
     model = trainer.model.merge_and_unload() if peft_config is not None else trainer.model
     if trainer.is_world_process_zero():
         model.save_pretrained(str(out))
@@ -237,6 +242,7 @@ def train_dpo(
 
     out = Path(out)
     policy = load_model(model_name, fresh=True)
+    start = policy.source  # what the run started from, before any SFT stage
     if recipe.sft_epochs:
         policy = sft_stage(policy, train_split, out / "sft", recipe, callbacks)
     peft_config = None
@@ -254,8 +260,8 @@ def train_dpo(
         # The reference model is a second frozen copy of the starting point (the base, or the
         # SFT stage's model), loaded the same way (offline-safe), rather than TRL re-reading
         # `config._name_or_path`, a Hub id it may not reach.
-        start = str(out / "sft") if recipe.sft_epochs else model_name
-        reference = load_model(start, fresh=True).model
+        reference_from = str(out / "sft") if recipe.sft_epochs else model_name
+        reference = load_model(reference_from, fresh=True).model
     out.mkdir(parents=True, exist_ok=True)
     metrics_file = out / "metrics.jsonl"
     checkpoint = latest_checkpoint(out) if resume else None
@@ -310,7 +316,7 @@ def train_dpo(
     if stop_after is not None and not finished:
         return TrainResult(
             out=str(out),
-            model=policy.label,
+            model=start.label,
             recipe=asdict(recipe),
             steps=trainer.state.global_step,
             train_loss=None,
@@ -320,6 +326,8 @@ def train_dpo(
             metrics_file=str(metrics_file),
             finished=False,
             max_steps=trainer.state.max_steps,
+            base_model=start.hub_id,
+            data=str(data),
         )
     # Under `accelerate launch` every process gets here; one of them writes the model.
     if trainer.is_world_process_zero():
@@ -334,7 +342,7 @@ def train_dpo(
     eval_losses = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e]
     result = TrainResult(
         out=str(out),
-        model=policy.label,
+        model=start.label,
         recipe=asdict(recipe),
         steps=trainer.state.global_step,
         train_loss=output.training_loss,
@@ -343,6 +351,8 @@ def train_dpo(
         seconds=round(seconds, 2),
         metrics_file=str(metrics_file),
         max_steps=trainer.state.max_steps,
+        base_model=start.hub_id,
+        data=str(data),
     )
     if trainer.is_world_process_zero():
         (out / "train_summary.json").write_text(json.dumps(asdict(result), indent=2) + "\n")

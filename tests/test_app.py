@@ -309,7 +309,7 @@ def test_train_tab_refuses_votes_that_make_no_rows(tmp_path, tiny_model_dir):
                 _start(c, model=base, **{field: value})
         with pytest.raises(Exception, match="no Hub dataset id given"):
             _start(c, kind="A preference dataset on the Hub", model=base)
-        with pytest.raises(Exception, match="not a valid Hub repo id"):
+        with pytest.raises(Exception, match="not a valid Hub dataset id"):
             _start(c, kind="A preference dataset on the Hub", hub_id="a/b/c", model=base)
         assert not (tmp_path / "data" / "runs").exists()  # refused before any run folder
         _start(c, model="./no/such/model", step_limit=2)

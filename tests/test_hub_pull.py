@@ -92,7 +92,7 @@ def test_what_cannot_be_pulled_gets_one_clear_error(hub, tmp_path):
     assert done.returncode == 2 and "the Hub has no dataset 'alice/nothing-here'" in done.stdout
 
     done, _ = pull(hub, tmp_path, "not a repo id")
-    assert done.returncode == 2 and "is not a valid Hub repo id" in done.stdout
+    assert done.returncode == 2 and "is not a valid Hub dataset id" in done.stdout
 
     hub.stop()
     done, _ = pull(hub, tmp_path, "alice/titles")

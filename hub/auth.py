@@ -1,0 +1,151 @@
+"""Who is pushing, to which repo, and what went wrong, in words a user can act on.
+
+Every write to the Hub starts here: the repo id is checked before any network call, the token
+is found (given, `HF_TOKEN`, or a saved login), the Hub is asked whose it is and whether it may
+write, and the target namespace must be that user's or one of their organisations'. Errors
+from the client become one-line `UserError`s that say what to do. A token never appears in
+what this module returns or raises: messages pass through `redact`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.errors import UserError
+
+# huggingface_hub 2.x talks through `httpx2`; its transport errors are "the Hub cannot be
+# reached" (including a connection dropped mid-commit), as opposed to an answer from the Hub.
+try:
+    import httpx2 as _http
+except ImportError:  # pragma: no cover - depends on the huggingface_hub release
+    import httpx as _http
+
+TOKENS_PAGE = "https://huggingface.co/settings/tokens"
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    _http.TransportError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The account behind a token, as `/api/whoami-v2` describes it."""
+
+    name: str
+    orgs: tuple[str, ...]
+    role: str | None  # "read", "write", "fineGrained", or None when the Hub does not say
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return (self.name, *self.orgs)
+
+
+def check_repo_id(
+    repo_id: str | None, what: str = "repo", example: str = "your-name/youtube-titles-dpo"
+) -> str:
+    """`namespace/name` or a bare `name` (the user's own namespace), checked without network."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    repo_id = (repo_id or "").strip()
+    if not repo_id:
+        raise UserError(f"no Hub {what} id given: write one like {example!r}")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        reason = str(exc).splitlines()[0].split(". Use `repo_type`")[0]
+        raise UserError(f"{repo_id!r} is not a valid Hub {what} id: {reason}") from None
+    return repo_id
+
+
+def find_token(token: str | None = None) -> str:
+    """The token to push with: the one given, else HF_TOKEN, else a saved `hf auth login`."""
+    from huggingface_hub import get_token
+
+    token = (token or "").strip() or get_token()
+    if not token:
+        raise UserError(
+            "no Hugging Face token: log in (the app's 'Sign in with Hugging Face' button) or set "
+            f"HF_TOKEN to a token with write access ({TOKENS_PAGE})"
+        )
+    return token
+
+
+def whoami(token: str) -> Identity:
+    """Ask the Hub whose `token` is; a refused token or an unreachable Hub is a UserError."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        answer = HfApi().whoami(token=token)
+    except HfHubHTTPError as exc:
+        if exc.response is not None and exc.response.status_code == 401:
+            raise UserError(
+                "the Hub refused the Hugging Face token (invalid, expired or revoked): log in "
+                f"again or create a new token with write access at {TOKENS_PAGE}"
+            ) from None
+        raise UserError(hub_failure(exc, "check the token", token)) from None
+    except TRANSPORT_ERRORS as exc:
+        raise UserError(hub_failure(exc, "check the token", token)) from None
+    access = (answer.get("auth") or {}).get("accessToken") or {}
+    orgs = tuple(org["name"] for org in answer.get("orgs") or [] if org.get("name"))
+    return Identity(name=answer["name"], orgs=orgs, role=access.get("role"))
+
+
+def writable_repo_id(repo_id: str, identity: Identity) -> str:
+    """The full id to write to: a bare name goes to the user's namespace; someone else's
+    namespace and a read-only token are refused before anything is created."""
+    if identity.role == "read":
+        raise UserError(
+            f"the Hugging Face token of {identity.name} can only read: pushing needs a token "
+            f"with the 'write' role ({TOKENS_PAGE})"
+        )
+    if "/" not in repo_id:
+        return f"{identity.name}/{repo_id}"
+    namespace = repo_id.split("/", 1)[0]
+    if namespace not in identity.namespaces:
+        mine = ", ".join(repr(n) for n in identity.namespaces)
+        raise UserError(
+            f"{repo_id!r} is in the namespace {namespace!r}, which {identity.name} cannot write "
+            f"to: use one of yours ({mine}), e.g. '{identity.name}/{repo_id.split('/', 1)[1]}'"
+        )
+    return repo_id
+
+
+def hub_failure(exc: BaseException, action: str, token: str | None = None) -> str:
+    """One line for a failed Hub call: what failed, why, and what to do."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    if isinstance(exc, TRANSPORT_ERRORS):
+        line = (
+            f"could not {action}: the Hub at {constants.ENDPOINT} did not answer "
+            f"({type(exc).__name__}: {_first_line(exc)}). Nothing half-written stays on the Hub "
+            "(a commit is all or nothing): run the same push again when it is back; files "
+            "already uploaded are not sent twice"
+        )
+    elif isinstance(exc, RepositoryNotFoundError):
+        line = f"could not {action}: the repo does not exist or this token cannot see it"
+    elif isinstance(exc, HfHubHTTPError) and exc.response is not None:
+        status = exc.response.status_code
+        reason = exc.response.headers.get("X-Error-Message") or _first_line(exc)
+        hint = {
+            401: f"log in again or use a valid token ({TOKENS_PAGE})",
+            403: "use a token with write access to this namespace",
+        }.get(status, "try again; if it keeps failing, check the Hub's status")
+        line = f"could not {action}: the Hub answered {status} ({reason}): {hint}"
+    else:
+        line = f"could not {action}: {type(exc).__name__}: {_first_line(exc)}"
+    return redact(line, token)
+
+
+def redact(text: str, token: str | None) -> str:
+    """`text` with the token (if any) replaced, so it never reaches a log or a page."""
+    if token:
+        text = text.replace(token, "hf_***")
+    return text
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

