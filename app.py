@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import time
 import uuid
 from functools import partial
@@ -18,11 +19,14 @@ from pathlib import Path
 
 import gradio as gr
 
+from hub.auth import ON_SPACE
 from hub.pull import pull_preference_dataset
+from hub.push import publish_dataset, publish_model
+from hub.sync import VoteMirror, mirror_from_env
 from pipeline.datasets import write_dataset_folder
 from pipeline.errors import UserError
 from pipeline.generation import MAX_TITLES_PER_IDEA, GenerationSettings
-from pipeline.jobs import TrainingRunner
+from pipeline.jobs import TrainingRunner, finished_runs
 from pipeline.models import DEFAULT_MODEL, load_model
 from pipeline.prompts import MAX_IDEA_CHARS
 from pipeline.ratings import agreement, leaderboard, votes_per_idea
@@ -84,6 +88,8 @@ def build_app(model_name: str | None = None, data: str | None = None) -> gr.Bloc
     if store.counts()["pairs"] == 0:
         added = store.import_tutorial_pool()
         log.info("Empty vote store: loaded the tutorial's %d pairs as the first pool", added)
+    # On a Space the disk is wiped on restart: the votes come back from their Hub mirror.
+    mirror = mirror_from_env(store, folder)
 
     with gr.Blocks(title="YouTube title DPO") as app:
         gr.Markdown("# YouTube titles, tuned on human preferences")
@@ -97,8 +103,10 @@ def build_app(model_name: str | None = None, data: str | None = None) -> gr.Bloc
             refresh_board = leaderboard_tab(store)
         with gr.Tab("Train") as train_page:
             train_timer = train_tab(runner, store, folder, generator, status)
+        with gr.Tab("Hub") as hub_page:
+            refresh_hub = hub_tab(store, folder, mirror)
         # Only a page showing the Train tab polls the training status.
-        for page in (vote_page, generate_page, board_tab, train_page):
+        for page in (vote_page, generate_page, board_tab, train_page, hub_page):
             page.select(
                 lambda on=page is train_page: gr.Timer(active=on),
                 None,
@@ -109,6 +117,7 @@ def build_app(model_name: str | None = None, data: str | None = None) -> gr.Bloc
         app.load(start_voting.fn, voter, start_voting.outputs, api_name="start")
         app.load(show_model.fn, None, show_model.outputs, api_name="model_status")
         board_tab.select(refresh_board.fn, None, refresh_board.outputs, api_visibility="private")
+        hub_page.select(refresh_hub.fn, None, refresh_hub.outputs, api_visibility="private")
     return app
 
 
@@ -485,6 +494,77 @@ def train_tab(
     return timer
 
 
+def hub_tab(store: VoteStore, folder: Path, mirror: VoteMirror | None) -> Wiring:
+    gr.Markdown(
+        "Publish the preference dataset and a tuned model to your Hugging Face namespace, with "
+        "their cards. Sign in with Hugging Face (on a Space), or run the app with `HF_TOKEN` "
+        "set to a token with write access."
+    )
+    if ON_SPACE:  # Gradio's login needs a Space; locally (and offline) HF_TOKEN is the way
+        gr.LoginButton()
+    with gr.Row():
+        data_source = gr.Radio([VOTES_DATA, TUTORIAL_DATA], value=VOTES_DATA, label="Dataset")
+        min_votes = gr.Number(1, precision=0, minimum=1, label="Votes per pair at least")
+        dataset_repo = gr.Textbox("youtube-titles-dpo", label="Dataset repo (NAME or OWNER/NAME)")
+        dataset_private = gr.Checkbox(False, label="Private")
+    push_data = gr.Button("Push the dataset", variant="primary")
+    with gr.Row():
+        run = gr.Dropdown([], label="Model (a finished training run)", allow_custom_value=True)
+        model_repo = gr.Textbox("youtube-titles-dpo-model", label="Model repo (NAME or OWNER/NAME)")
+        base_model = gr.Textbox("", label="Base model id (if the run started from a folder)")
+        adapter_only = gr.Checkbox(False, label="LoRA adapter only")
+        model_private = gr.Checkbox(False, label="Private")
+    push_run = gr.Button("Push the model", variant="primary")
+    result = gr.Markdown()
+    sync_line = gr.Markdown()
+
+    def token_of(oauth_token: gr.OAuthToken | None) -> str | None:
+        return oauth_token.token if oauth_token is not None else None  # else HF_TOKEN
+
+    def send_dataset(kind, min_count, repo, private, oauth_token: gr.OAuthToken | None = None):
+        votes = store.path if kind == VOTES_DATA else None
+        try:
+            pushed = publish_dataset(
+                repo, votes=votes, min_votes=int(min_count or 1), private=bool(private),
+                token=token_of(oauth_token),
+            )  # fmt: skip
+        except UserError as exc:
+            raise gr.Error(str(exc)) from None
+        return pushed_line(pushed)
+
+    def send_model(folder_path, repo, base, adapter, private,
+                   oauth_token: gr.OAuthToken | None = None):  # fmt: skip
+        if not folder_path:
+            raise gr.Error("no finished training run to push: train a model first")
+        try:
+            pushed = publish_model(folder_path, repo, adapter_only=bool(adapter),
+                                   base_model=base or None, private=bool(private),
+                                   token=token_of(oauth_token))  # fmt: skip
+        except UserError as exc:
+            raise gr.Error(str(exc)) from None
+        return pushed_line(pushed)
+
+    def refresh():
+        runs = [str(p) for p in finished_runs(folder / "runs")]
+        line = mirror.status().describe() if mirror else (
+            "Votes are not mirrored to the Hub (set TITLE_DPO_VOTES_REPO and HF_TOKEN to keep "
+            "them safe on a Space)."
+        )  # fmt: skip
+        return gr.Dropdown(choices=runs, value=runs[0] if runs else None), line
+
+    push_data.click(send_dataset, [data_source, min_votes, dataset_repo, dataset_private], result,
+                    api_name="hub_push_dataset")  # fmt: skip
+    push_run.click(send_model, [run, model_repo, base_model, adapter_only, model_private], result,
+                   api_name="hub_push_model")  # fmt: skip
+    gr.Button("Refresh").click(refresh, None, [run, sync_line], api_name="hub_status")
+    return Wiring(refresh, [run, sync_line])
+
+
+def pushed_line(pushed) -> str:
+    what = "Pushed" if pushed.changed else "Already up to date (no new commit)"
+    return f"{what}: [{pushed.repo_id}]({pushed.url}) at commit `{pushed.commit[:10]}`"
+
+
 def progress_text(job) -> str:
     if job.state == "idle":
         return "No training run yet."
@@ -518,4 +598,7 @@ if __name__ == "__main__":
     parser.add_argument("--data", default=None, help="data folder for votes (default ./app-data)")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     args = parser.parse_args()
+    # A Space (or `kill`) stops the app with SIGTERM: let it close like Ctrl-C, so the exit
+    # hooks run (the last vote sync to the Hub).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     serve(build_app(args.model, args.data), share=args.share)

@@ -9,6 +9,7 @@ what this module returns or raises: messages pass through `redact`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from pipeline.errors import UserError
@@ -21,6 +22,9 @@ except ImportError:  # pragma: no cover - depends on the huggingface_hub release
     import httpx as _http
 
 TOKENS_PAGE = "https://huggingface.co/settings/tokens"
+# On a Space (SPACE_ID is set there) people sign in with Hugging Face (OAuth); elsewhere the
+# token is HF_TOKEN or a saved `hf auth login`.
+ON_SPACE = bool(os.environ.get("SPACE_ID"))
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     _http.TransportError,
     ConnectionError,
@@ -64,10 +68,12 @@ def find_token(token: str | None = None) -> str:
 
     token = (token or "").strip() or get_token()
     if not token:
-        raise UserError(
-            "no Hugging Face token: log in (the app's 'Sign in with Hugging Face' button) or set "
-            f"HF_TOKEN to a token with write access ({TOKENS_PAGE})"
+        how = (
+            "sign in with the 'Sign in with Hugging Face' button"
+            if ON_SPACE
+            else "set HF_TOKEN (or run `hf auth login`)"
         )
+        raise UserError(f"no Hugging Face token: {how}, with write access ({TOKENS_PAGE})")
     return token
 
 

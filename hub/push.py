@@ -362,3 +362,43 @@ def push(plan: PushPlan, target: Target | str | None = None) -> PushResult:
         changed=info.oid != before,
         private_ignored=plan.private and before is not None,
     )
+
+
+# --- what the app calls -----------------------------------------------------------------------
+
+
+def publish_dataset(
+    repo_id: str,
+    *,
+    votes: str | Path | None = None,
+    min_votes: int = 1,
+    private: bool = False,
+    token: str | None = None,
+    split: str = "idea",
+) -> PushResult:
+    """Build the dataset (the tutorial's pairs, or `votes`: a vote database) and push it.
+    The token and namespace are checked first, so a refusal costs nothing."""
+    import tempfile
+
+    from pipeline.datasets import write_dataset_folder
+
+    target = authorize(repo_id, token)
+    with tempfile.TemporaryDirectory(prefix="title-dpo-push-") as tmp:
+        folder = Path(tmp) / "dataset"
+        write_dataset_folder(folder, votes, split, min_votes)
+        return push(dataset_plan(folder, target.repo_id, private=private), target)
+
+
+def publish_model(
+    run: str | Path,
+    repo_id: str,
+    *,
+    adapter_only: bool = False,
+    base_model: str | None = None,
+    private: bool = False,
+    token: str | None = None,
+) -> PushResult:
+    """Push a finished run's model (or adapter); the run is checked before the token."""
+    plan = model_plan(run, repo_id, private=private, adapter_only=adapter_only,
+                      base_model=base_model or None)  # fmt: skip
+    return push(plan, authorize(repo_id, token))

@@ -12,6 +12,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
@@ -211,3 +212,9 @@ class _Progress(TrainerCallback):
             self.runner._status = replace(status, metrics=(*status.metrics, record))
         shown = ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if isinstance(v, int | float))
         self.runner._log(f"step {state.global_step}: {shown}")
+
+
+def finished_runs(runs: str | Path) -> list[Path]:
+    """The model folders of the app's finished runs (`RUNS/run-*/model`), newest first."""
+    found = (p / "model" for p in Path(runs).glob("run-*"))
+    return sorted((m for m in found if (m / "train_summary.json").is_file()), reverse=True)

@@ -356,6 +356,53 @@ class VoteStore:
 
         return self._write(insert)
 
+    def restore_votes(self, records: Iterable[Any]) -> tuple[int, int]:
+        """Put back votes saved by `vote_record` (e.g. mirrored to the Hub), each under its
+        own id; ones already here (same id, or same voter and pair) are skipped. Pairs and
+        titles missing from this store are added (pool 'restored'). Records that are not
+        valid votes are left out. Returns (votes added, records left out), in one transaction.
+        """
+        checked, rejected = [], 0
+        for record in records:
+            try:
+                checked.append(_checked_record(record))
+            except (UserError, TypeError, ValueError, AttributeError):
+                rejected += 1
+
+        def insert(db: sqlite3.Connection) -> int:
+            now, added = time.time(), 0
+            for r in checked:
+                idea_id = _upsert_idea(db, r["idea"], now)
+                a = _upsert_title(db, idea_id, r["title_a"], "restored", None, now)
+                b = _upsert_title(db, idea_id, r["title_b"], "restored", None, now)
+                db.execute(
+                    "INSERT OR IGNORE INTO pairs (idea_id, title_a, title_b, pool, created_at)"
+                    " VALUES (?, ?, ?, 'restored', ?)",
+                    (idea_id, a, b, now),
+                )
+                pair_id, stored_a = db.execute(
+                    "SELECT id, title_a FROM pairs WHERE min(title_a, title_b) = min(?, ?)"
+                    " AND max(title_a, title_b) = max(?, ?)",
+                    (a, b, a, b),
+                ).fetchone()
+                choice, shown_left = r["choice"], r["shown_left"]
+                if stored_a != a:  # the pair is stored the other way round: so is the vote
+                    choice = {"a_better": "b_better", "b_better": "a_better"}.get(choice, choice)
+                    shown_left = "b" if shown_left == "a" else "a"
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO votes (id, voter, pair_id, choice, shown_left,"
+                    " created_at, seconds_taken) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (r["vote_id"], r["voter"], pair_id, choice, shown_left, r["created_at"],
+                     r.get("seconds_taken")),
+                )  # fmt: skip
+                if cursor.rowcount:
+                    db.execute("UPDATE pairs SET vote_count = vote_count + 1 WHERE id = ?",
+                               (pair_id,))  # fmt: skip
+                    added += 1
+            return added
+
+        return self._write(insert), rejected
+
     def pair_exists(self, pair_id: int) -> bool:
         row = self.connection().execute("SELECT 1 FROM pairs WHERE id = ?", (pair_id,))
         return row.fetchone() is not None
@@ -409,6 +456,29 @@ class VoteStore:
         if db is not None:
             db.close()
             self._local.db = None
+
+
+# --- votes as self-contained records (for a mirror outside this database) ---------------------
+
+RECORD_FIELDS = ("vote_id", "voter", "idea", "title_a", "title_b", "choice", "shown_left",
+                 "created_at", "seconds_taken")  # fmt: skip
+
+
+def vote_record(row: VoteRow) -> dict[str, Any]:
+    """A vote with its idea and titles spelled out, so it means the same in any store."""
+    return {field: getattr(row, field) for field in RECORD_FIELDS}
+
+
+def _checked_record(record: Any) -> dict[str, Any]:
+    if not isinstance(record, dict) or any(f not in record for f in RECORD_FIELDS[:-1]):
+        raise UserError(f"not a vote record: {str(record)[:200]}")
+    if not isinstance(record["vote_id"], str) or not 0 < len(record["vote_id"]) <= 64:
+        raise UserError(f"not a vote id: {str(record['vote_id'])[:80]}")
+    pair = _checked_pair(Pair(record["idea"], record["title_a"], record["title_b"]))
+    if record["choice"] not in CHOICES or record["shown_left"] not in SIDES:
+        raise UserError(f"vote {record['vote_id']}: unknown choice or side")
+    return {**record, "voter": check_voter(record["voter"]), "idea": pair.idea,
+            "created_at": float(record["created_at"])}  # fmt: skip
 
 
 # --- what a voter's screen sends ---------------------------------------------------------------

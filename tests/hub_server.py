@@ -365,6 +365,10 @@ class HubServer:
         with self._lock:
             return _key(repo_type, repo_id) in self._state["repos"]
 
+    def is_private(self, repo_type: str, repo_id: str) -> bool:
+        with self._lock:
+            return bool(self._state["repos"][_key(repo_type, repo_id)]["private"])
+
     def repo_files(self, repo_type: str, repo_id: str, revision: str = "main") -> dict[str, bytes]:
         """Path -> content of every file at `revision` (a branch name or commit sha)."""
         with self._lock:

@@ -150,7 +150,7 @@ def test_dry_run_shows_the_push_and_sends_nothing(hub, tmp_path):
 @pytest.mark.parametrize(
     ("token", "repo", "message"),
     [
-        (None, "alice/titles", "no Hugging Face token: log in"),
+        (None, "alice/titles", "no Hugging Face token: set HF_TOKEN"),
         ("hf_not_a_token", "alice/titles", "the Hub refused the Hugging Face token"),
         (READ, "alice/titles", "can only read: pushing needs a token with the 'write' role"),
         (BOB, "alice/titles", "in the namespace 'alice', which bob cannot write to"),

@@ -16,6 +16,7 @@ from pipeline.votes import (
     migrate,
     side_to_choice,
     vote_on_shown_pair,
+    vote_record,
 )
 
 IDEA = "multimodal rag"
@@ -210,3 +211,33 @@ def test_many_threads_many_votes_none_lost_none_doubled(tmp_path):
     assert len({(v.voter, v.pair_id) for v in votes}) == 400
     total = s.connection().execute("SELECT sum(vote_count) FROM pairs").fetchone()[0]
     assert total == 400
+
+
+def test_restored_votes_keep_their_ids_once_and_their_meaning(tmp_path):
+    source = VoteStore.in_folder(tmp_path / "a")
+    source.add_pairs([Pair("idea", "Title one", "Title two"), Pair("idea", "Title three",
+                      "Title four")], "p", "test")  # fmt: skip
+    source.record_vote("ann", 1, "a_better", "b", seconds_taken=2.5)
+    source.record_vote("bob", 2, "both_bad", "a")
+    records = [vote_record(v) for v in source.votes()]
+
+    # The target holds the first pair the other way round: the restored vote must still say
+    # that "Title one" won.
+    target = VoteStore.in_folder(tmp_path / "b")
+    target.add_pairs([Pair("idea", "Title two", "Title one")], "p", "test")
+    broken = [{"vote_id": "x"}, "not a record", {**records[0], "choice": "maybe",
+              "vote_id": "other"}]  # fmt: skip
+    assert target.restore_votes([*records, *broken]) == (2, 3)
+    assert target.restore_votes(records) == (0, 0)  # again: nothing new
+    restored = {v.vote_id: v for v in target.votes()}
+    assert set(restored) == {r["vote_id"] for r in records}
+    first = restored[records[0]["vote_id"]]
+    assert (first.title_a, first.title_b, first.choice, first.shown_left) == (
+        "Title two",
+        "Title one",
+        "b_better",
+        "a",
+    )
+    assert first.seconds_taken == 2.5 and first.created_at == records[0]["created_at"]
+    assert target.voter_progress("ann")[0] == 1
+    assert target.has_voted("ann", first.pair_id)

@@ -1,0 +1,236 @@
+"""Keep the votes safe where the disk is not: mirror them to a Hub dataset repo, restore at start.
+
+A Space's disk is wiped on restart, so the app mirrors its votes to a dataset repo:
+
+- each process appends its new votes to its own shard, `votes/{shard}.jsonl`, one JSON record
+  a line (`pipeline.votes.vote_record`); a shard only ever grows, and no process touches
+  another's, so replicas and restarts never conflict;
+- a sync appends the votes not yet in any shard and uploads the shard, on a schedule and once
+  more at shutdown; a failed upload is retried at the next sync (the lines are already in the
+  local shard);
+- at start-up every shard is read back and its votes restored, deduplicated by vote id.
+
+`status()` says when the last sync succeeded, for the UI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from hub.auth import TRANSPORT_ERRORS, check_repo_id, hub_failure
+from pipeline.errors import UserError
+from pipeline.votes import VoteStore, vote_record
+
+log = logging.getLogger("hub.sync")
+
+SHARD_FOLDER = "votes"
+SYNC_MINUTES = 5.0
+REPO_README = """---
+license: mit
+tags:
+- preference
+- votes
+---
+
+# Votes mirrored by the title-dpo app
+
+Append-only JSON-lines shards under `votes/`, one per app process. Each line is one blind A/B
+vote: `vote_id`, `voter`, `idea`, `title_a`, `title_b`, `choice` (`a_better`, `b_better`, `tie`,
+`both_bad`), `shown_left` (which title was on the left), `created_at` (Unix time),
+`seconds_taken`. The app restores them at start-up; `python -m hub push-dataset --votes ...`
+turns them into a preference dataset.
+"""
+
+
+@dataclass(frozen=True)
+class SyncStatus:
+    repo_id: str
+    last_success: float | None  # Unix time of the last sync that reached the Hub
+    votes_mirrored: int  # votes in this process's view of the mirror (restored + sent)
+    restored: int  # votes put back into the store at start-up
+    error: str | None  # the last failure, cleared by the next success
+
+    def describe(self) -> str:
+        when = (
+            time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.last_success))
+            if self.last_success
+            else "not yet"
+        )
+        line = (
+            f"Votes are mirrored to the Hub dataset `{self.repo_id}`: last sync {when}, "
+            f"{self.votes_mirrored} votes there ({self.restored} restored at start-up)."
+        )
+        return f"{line} Last attempt failed: {self.error}" if self.error else line
+
+
+class VoteMirror:
+    """Mirrors one store's votes to `repo_id` (created private if missing)."""
+
+    def __init__(self, store: VoteStore, repo_id: str, token: str, folder: str | Path) -> None:
+        self.store = store
+        self.repo_id = check_repo_id(repo_id, "dataset")
+        if "/" not in self.repo_id:
+            raise UserError(f"the votes repo needs a namespace: 'your-name/{self.repo_id}'")
+        self._token = token
+        self.shard = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+        self.local_shard = Path(folder) / "hub-sync" / f"{self.shard}.jsonl"
+        self._known: set[str] = set()  # vote ids already in some shard (ours or restored)
+        self._lock = threading.Lock()  # one sync at a time
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_success: float | None = None
+        self._restored = 0
+        self._restored_ok = False
+        self._error: str | None = None
+
+    # -- the Hub side ------------------------------------------------------------------------
+
+    def _api(self):
+        from huggingface_hub import HfApi
+
+        return HfApi(token=self._token)
+
+    def restore(self) -> int:
+        """Read every shard in the repo and put its votes back; return how many were new."""
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+        api = self._api()
+        try:
+            try:
+                files = api.list_repo_files(self.repo_id, repo_type="dataset")
+            except RepositoryNotFoundError:
+                files = []  # nothing mirrored yet: the first sync creates the repo
+            records, bad = [], 0
+            for name in sorted(f for f in files if f.startswith(f"{SHARD_FOLDER}/")):
+                path = hf_hub_download(self.repo_id, name, repo_type="dataset",
+                                       token=self._token)  # fmt: skip
+                shard_records, shard_bad = _read_shard(Path(path))
+                records += shard_records
+                bad += shard_bad
+        except (HfHubHTTPError, *TRANSPORT_ERRORS) as exc:
+            self._error = hub_failure(exc, f"restore votes from {self.repo_id}", self._token)
+            raise UserError(self._error) from None
+        added, rejected = self.store.restore_votes(records)
+        if bad or rejected:
+            log.warning("restoring votes from %s: left out %d unreadable lines and %d invalid "
+                        "records", self.repo_id, bad, rejected)  # fmt: skip
+        with self._lock:
+            self._known.update(r["vote_id"] for r in records if isinstance(r, dict)
+                               and isinstance(r.get("vote_id"), str))  # fmt: skip
+            self._restored = added
+            self._restored_ok = True
+            self._last_success = time.time()
+            self._error = None
+        return added
+
+    def sync(self) -> bool:
+        """Append the votes no shard has yet, then upload this process's shard. Never raises
+        for a Hub failure: it is kept in `status()` and the next sync tries again."""
+        from huggingface_hub.errors import HfHubHTTPError
+
+        with self._lock:
+            new = [vote_record(v) for v in self.store.votes() if v.vote_id not in self._known]
+            if new:
+                self.local_shard.parent.mkdir(parents=True, exist_ok=True)
+                with self.local_shard.open("a", encoding="utf-8") as shard:
+                    shard.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in new)
+                    shard.flush()
+                self._known.update(r["vote_id"] for r in new)
+            if not self.local_shard.exists() or (not new and self._error is None):
+                return True  # nothing new since the last successful upload
+            try:
+                self._upload()
+            except (HfHubHTTPError, *TRANSPORT_ERRORS) as exc:
+                self._error = hub_failure(exc, f"sync votes to {self.repo_id}", self._token)
+                return False
+            self._last_success, self._error = time.time(), None
+            return True
+
+    def _upload(self) -> None:
+        api = self._api()
+        api.create_repo(self.repo_id, repo_type="dataset", private=True, exist_ok=True)
+        if "README.md" not in api.list_repo_files(self.repo_id, repo_type="dataset"):
+            api.upload_file(path_or_fileobj=REPO_README.encode(), path_in_repo="README.md",
+                            repo_id=self.repo_id, repo_type="dataset")  # fmt: skip
+        count = sum(1 for _ in self.local_shard.open(encoding="utf-8"))
+        api.upload_file(
+            path_or_fileobj=str(self.local_shard),
+            path_in_repo=f"{SHARD_FOLDER}/{self.shard}.jsonl",
+            repo_id=self.repo_id,
+            repo_type="dataset",
+            commit_message=f"Votes: shard {self.shard} now holds {count}",
+        )
+
+    # -- schedule ----------------------------------------------------------------------------
+
+    def start(self, every_seconds: float) -> None:
+        """Sync every `every_seconds` in a daemon thread until `close()`."""
+
+        def loop() -> None:
+            while not self._stop.wait(every_seconds):
+                if not self._restored_ok:  # the Hub was down at start-up: try again first
+                    with contextlib.suppress(UserError):
+                        self.restore()
+                self.sync()
+
+        self._thread = threading.Thread(target=loop, name="vote-mirror", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the schedule and sync once more (at shutdown)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        self.sync()
+
+    def status(self) -> SyncStatus:
+        return SyncStatus(self.repo_id, self._last_success, len(self._known), self._restored,
+                          self._error)  # fmt: skip
+
+
+def _read_shard(path: Path) -> tuple[list[dict], int]:
+    """The records of a shard, and how many lines were not JSON (e.g. cut short by a crash
+    mid-write): those are left out, and the votes around them still count."""
+    records, bad = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                bad += 1
+    return records, bad
+
+
+def mirror_from_env(store: VoteStore, folder: str | Path) -> VoteMirror | None:
+    """The app's mirror when TITLE_DPO_VOTES_REPO names a dataset repo (as on a Space, with
+    HF_TOKEN a secret): restored now, synced every TITLE_DPO_SYNC_MINUTES (default 5) and at
+    exit. None when no repo is set. A Hub that cannot be reached at start-up is logged, not
+    fatal: the app serves, and the schedule restores and syncs once the Hub answers."""
+    import atexit
+
+    from hub.auth import find_token
+
+    repo_id = os.environ.get("TITLE_DPO_VOTES_REPO", "").strip()
+    if not repo_id:
+        return None
+    mirror = VoteMirror(store, repo_id, find_token(), folder)
+    try:
+        restored = mirror.restore()
+        log.info("Restored %d votes from the Hub dataset %s", restored, repo_id)
+    except UserError as exc:
+        log.warning("%s", exc)
+    minutes = float(os.environ.get("TITLE_DPO_SYNC_MINUTES") or SYNC_MINUTES)
+    if minutes <= 0:
+        raise UserError(f"TITLE_DPO_SYNC_MINUTES must be positive, not {minutes}")
+    mirror.start(minutes * 60)
+    atexit.register(mirror.close)
+    return mirror

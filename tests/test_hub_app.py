@@ -1,0 +1,177 @@
+"""The app's Hub side, driven through gradio_client against the loopback Hub: the Hub tab's
+pushes, and votes mirrored to a Hub dataset that a restarted app with an empty disk gets back."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+
+import pytest
+from gradio_client import Client
+
+from app_process import start_app, stop_app
+from hub_server import hub_env, running_hub
+
+WRITE = "hf_alice_write"
+VOTES_REPO = "alice/app-votes"
+
+
+@pytest.fixture
+def hub(tmp_path):
+    server = running_hub(tmp_path)
+    yield server
+    server.stop()
+
+
+def launch(hub, tmp_path, data, token=WRITE, **extra):
+    env = {**hub_env(hub, token, cache_dir=tmp_path / "app-cache"), "HF_HUB_OFFLINE": "0",
+           **extra}  # fmt: skip
+    return start_app("--data", str(data), log_path=tmp_path / "app.log", env=env)
+
+
+def shard_lines(hub) -> dict[str, list[dict]]:
+    files = hub.repo_files("dataset", VOTES_REPO) if hub.repo_exists("dataset", VOTES_REPO) else {}
+    return {
+        path: [json.loads(line) for line in content.decode().splitlines()]
+        for path, content in files.items()
+        if path.startswith("votes/")
+    }
+
+
+def wait_for(condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.5)
+
+
+def test_hub_tab_pushes_the_votes_dataset_and_a_run(hub, tmp_path, tiny_model_dir, small_data):
+    from pipeline.pairs import Pair
+    from pipeline.training import RECIPES, train_dpo
+    from pipeline.votes import VoteStore
+
+    data = tmp_path / "data"
+    store = VoteStore.in_folder(data)
+    store.add_pairs([Pair(f"idea {i}", f"First title {i}", f"Second title {i}") for i in range(4)],
+                    "test", "test")  # fmt: skip
+    for pair_id in range(1, 5):
+        store.record_vote("ann", pair_id, "b_better", "a")
+    store.close()
+    run = data / "runs" / "run-20260101-000000" / "model"
+    train_dpo(small_data, run, str(tiny_model_dir), RECIPES["fast"], max_steps=1)
+
+    process, url = launch(hub, tmp_path, data)
+    try:
+        c = Client(url, verbose=False)
+        message = c.predict("The votes collected here", 1, "votes-ds", True,
+                            api_name="/hub_push_dataset")  # fmt: skip
+        assert (
+            message.startswith("Pushed: [alice/votes-ds](")
+            and "/datasets/alice/votes-ds" in message
+        )
+        files = hub.repo_files("dataset", "alice/votes-ds")
+        assert "| votes | 4 |" in files["README.md"].decode()
+        assert hub.is_private("dataset", "alice/votes-ds")
+
+        runs, sync_line = c.predict(api_name="/hub_status")
+        assert runs["value"] == str(run)
+        assert "not mirrored" in sync_line
+        message = c.predict(runs["value"], "tiny-model", "alice/tiny-base", False, False,
+                            api_name="/hub_push_model")  # fmt: skip
+        assert message.startswith("Pushed: [alice/tiny-model](")
+        assert "model.safetensors" in hub.repo_files("model", "alice/tiny-model")
+
+        with pytest.raises(Exception, match="cannot write to"):
+            c.predict("The votes collected here", 1, "bob/votes", False,
+                      api_name="/hub_push_dataset")  # fmt: skip
+    finally:
+        stop_app(process)
+    assert WRITE not in (tmp_path / "app.log").read_text()
+
+
+def test_without_a_token_the_hub_tab_says_what_to_do(hub, tmp_path):
+    process, url = launch(hub, tmp_path, tmp_path / "data", token=None)
+    try:
+        c = Client(url, verbose=False)
+        with pytest.raises(Exception, match=r"no Hugging Face token: set HF_TOKEN"):
+            c.predict("The votes collected here", 1, "votes-ds", False,
+                      api_name="/hub_push_dataset")  # fmt: skip
+    finally:
+        stop_app(process)
+    assert hub.request_log == []
+
+
+def test_votes_come_back_after_a_restart_with_an_empty_disk(hub, tmp_path):
+    often = {"TITLE_DPO_VOTES_REPO": VOTES_REPO, "TITLE_DPO_SYNC_MINUTES": "0.02"}
+    rarely = {**often, "TITLE_DPO_SYNC_MINUTES": "60"}
+    left_won = {"a": "a_better", "b": "b_better"}
+    right_won = {"a": "b_better", "b": "a_better"}
+
+    # 1. Votes are mirrored on the schedule (every 1.2 s here) while the app runs.
+    process, url = launch(hub, tmp_path, tmp_path / "disk-1", **often)
+    try:
+        c = Client(url, verbose=False)
+        voter, *_, pair_id, _ = c.predict(None, api_name="/start")
+        for endpoint in ("/vote_left", "/vote_right"):
+            *_, next_id, progress = c.predict(voter, pair_id, api_name=endpoint)
+            assert progress.startswith("Vote saved")
+            pair_id = next_id
+        wait_for(lambda: sum(len(v) for v in shard_lines(hub).values()) == 2)
+        _, sync_line = c.predict(api_name="/hub_status")
+        assert f"mirrored to the Hub dataset `{VOTES_REPO}`: last sync 20" in sync_line
+        assert "2 votes there" in sync_line
+    finally:
+        stop_app(process)
+    (first,) = shard_lines(hub).values()
+    assert [r["choice"] for r in first] == [
+        left_won[first[0]["shown_left"]],
+        right_won[first[1]["shown_left"]],
+    ]
+    assert [r["voter"] for r in first] == [voter] * 2
+
+    # 2. An empty disk gets them back; a vote cast there goes up with the sync at exit (the
+    # schedule is an hour here), in this process's own shard.
+    process, url = launch(hub, tmp_path, tmp_path / "disk-2", **rarely)
+    try:
+        c = Client(url, verbose=False)
+        _, sync_line = c.predict(api_name="/hub_status")
+        assert "2 restored at start-up" in sync_line
+        *_, pair_id, progress = c.predict(voter, api_name="/start")
+        assert "voted on **2** pairs" in progress
+        c.predict(voter, pair_id, api_name="/vote_tie")
+        time.sleep(1)
+        assert sum(len(v) for v in shard_lines(hub).values()) == 2
+    finally:
+        stop_app(process)  # SIGTERM, as a Space restart sends
+    shards = shard_lines(hub)
+    assert len(shards) == 2
+    assert sorted(len(v) for v in shards.values()) == [1, 2]
+    records = [r for v in shards.values() for r in v]
+    assert len({r["vote_id"] for r in records}) == 3
+
+    # Shards only ever grow: each commit's version of a shard extends the one before.
+    for path in shards:
+        versions = [
+            hub.repo_files("dataset", VOTES_REPO, c["oid"]).get(path, b"")
+            for c in hub.commits("dataset", VOTES_REPO)
+        ]
+        grown = [v for v in versions if v]
+        assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(grown))
+
+    # 3. Every vote from both shards is back, once.
+    process, url = launch(hub, tmp_path, tmp_path / "disk-3", **rarely)
+    try:
+        c = Client(url, verbose=False)
+        _, sync_line = c.predict(api_name="/hub_status")
+        assert "3 restored at start-up" in sync_line
+        *_, progress = c.predict(voter, api_name="/start")
+        assert "voted on **3** pairs" in progress
+    finally:
+        stop_app(process)
+
+    from pipeline.votes import VoteStore
+
+    restored = VoteStore.in_folder(tmp_path / "disk-3").votes()
+    assert sorted(v.vote_id for v in restored) == sorted(r["vote_id"] for r in records)
+    assert len(shard_lines(hub)) == 2  # the third process had nothing new to mirror
