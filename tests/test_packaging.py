@@ -1,0 +1,46 @@
+"""The Space packaging: README front matter a Space reads, and requirements that install there
+(ZeroGPU: torch 2.8-2.11, Python 3.10 or 3.12) while the local list stays the same otherwise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def requirements(name: str) -> dict[str, Requirement]:
+    lines = (ROOT / name).read_text().splitlines()
+    reqs = [Requirement(line.split("#")[0]) for line in lines if line.split("#")[0].strip()]
+    return {r.name: r for r in reqs}
+
+
+def test_space_requirements_stay_in_zerogpu_range_and_match_the_local_list():
+    space, local = requirements("requirements.txt"), requirements("requirements-local.txt")
+    torch = space.pop("torch").specifier
+    assert all(Version(v) in torch for v in ("2.8.0", "2.9.1", "2.10.0", "2.11.0"))
+    assert not any(Version(v) in torch for v in ("2.7.1", "2.12.0", "2.13.0"))
+    assert str(local.pop("torch").specifier) == "==2.13.0"  # the CPU build on this machine's disk
+    assert {n: str(r) for n, r in space.items()} == {n: str(r) for n, r in local.items()}
+    assert "oauth" in space["gradio"].extras  # gr.LoginButton needs it
+
+
+def test_readme_front_matter_configures_the_space():
+    import gradio
+
+    text = (ROOT / "README.md").read_text()
+    assert text.startswith("---\n")
+    meta = yaml.safe_load(text.split("---\n")[1])
+    assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py"
+    assert (ROOT / meta["app_file"]).is_file()
+    assert meta["sdk_version"] == gradio.__version__  # the version the tests ran
+    assert Version(meta["sdk_version"]) in requirements("requirements.txt")["gradio"].specifier
+    assert meta["python_version"] in ("3.10", "3.12")
+    assert meta["hf_oauth"] is True and meta["hf_oauth_scopes"] == ["contribute-repos"]
+    assert "Qwen/Qwen2.5-0.5B-Instruct" in meta["models"]
+    assert meta["datasets"] == ["shawhin/youtube-titles-dpo"]
+    assert {"dpo", "rlhf"} <= set(meta["tags"])
+    assert 0 < len(meta["short_description"]) <= 60
