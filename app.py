@@ -89,7 +89,11 @@ def build_app(model_name: str | None = None, data: str | None = None) -> gr.Bloc
         added = store.import_tutorial_pool()
         log.info("Empty vote store: loaded the tutorial's %d pairs as the first pool", added)
     # On a Space the disk is wiped on restart: the votes come back from their Hub mirror.
-    mirror = mirror_from_env(store, folder)
+    try:
+        mirror = mirror_from_env(store, folder)
+    except UserError as exc:  # misconfigured: serve anyway, and say so on the Hub tab
+        log.error("Votes are NOT mirrored to the Hub: %s", exc)
+        mirror = f"Votes are **not** mirrored to the Hub: {exc}"
 
     with gr.Blocks(title="YouTube title DPO") as app:
         gr.Markdown("# YouTube titles, tuned on human preferences")
@@ -494,7 +498,8 @@ def train_tab(
     return timer
 
 
-def hub_tab(store: VoteStore, folder: Path, mirror: VoteMirror | None) -> Wiring:
+def hub_tab(store: VoteStore, folder: Path, mirror: VoteMirror | str | None) -> Wiring:
+    """`mirror`: the votes' Hub mirror, or why there is none (a message), or None (not set)."""
     gr.Markdown(
         "Publish the preference dataset and a tuned model to your Hugging Face namespace, with "
         "their cards. Sign in with Hugging Face (on a Space), or run the app with `HF_TOKEN` "
@@ -546,10 +551,13 @@ def hub_tab(store: VoteStore, folder: Path, mirror: VoteMirror | None) -> Wiring
 
     def refresh():
         runs = [str(p) for p in finished_runs(folder / "runs")]
-        line = mirror.status().describe() if mirror else (
-            "Votes are not mirrored to the Hub (set TITLE_DPO_VOTES_REPO and HF_TOKEN to keep "
-            "them safe on a Space)."
-        )  # fmt: skip
+        if isinstance(mirror, VoteMirror):
+            line = mirror.status().describe()
+        else:
+            line = mirror or (
+                "Votes are not mirrored to the Hub (set TITLE_DPO_VOTES_REPO and HF_TOKEN to "
+                "keep them safe on a Space)."
+            )
         return gr.Dropdown(choices=runs, value=runs[0] if runs else None), line
 
     push_data.click(send_dataset, [data_source, min_votes, dataset_repo, dataset_private], result,

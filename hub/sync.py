@@ -222,15 +222,26 @@ def mirror_from_env(store: VoteStore, folder: str | Path) -> VoteMirror | None:
     repo_id = os.environ.get("TITLE_DPO_VOTES_REPO", "").strip()
     if not repo_id:
         return None
-    mirror = VoteMirror(store, repo_id, find_token(), folder)
+    try:
+        token = find_token()
+    except UserError:
+        raise UserError(
+            f"TITLE_DPO_VOTES_REPO is {repo_id!r} but there is no HF_TOKEN to write it with: "
+            "add a write token as the Space secret HF_TOKEN"
+        ) from None
+    raw_minutes = os.environ.get("TITLE_DPO_SYNC_MINUTES") or str(SYNC_MINUTES)
+    try:
+        minutes = float(raw_minutes)
+    except ValueError:
+        minutes = 0.0
+    if not minutes > 0:
+        raise UserError(f"TITLE_DPO_SYNC_MINUTES must be a positive number, not {raw_minutes!r}")
+    mirror = VoteMirror(store, repo_id, token, folder)
     try:
         restored = mirror.restore()
         log.info("Restored %d votes from the Hub dataset %s", restored, repo_id)
     except UserError as exc:
         log.warning("%s", exc)
-    minutes = float(os.environ.get("TITLE_DPO_SYNC_MINUTES") or SYNC_MINUTES)
-    if minutes <= 0:
-        raise UserError(f"TITLE_DPO_SYNC_MINUTES must be positive, not {minutes}")
     mirror.start(minutes * 60)
     atexit.register(mirror.close)
     return mirror

@@ -175,3 +175,30 @@ def test_votes_come_back_after_a_restart_with_an_empty_disk(hub, tmp_path):
     restored = VoteStore.in_folder(tmp_path / "disk-3").votes()
     assert sorted(v.vote_id for v in restored) == sorted(r["vote_id"] for r in records)
     assert len(shard_lines(hub)) == 2  # the third process had nothing new to mirror
+
+
+def test_a_mirror_that_cannot_work_yet_never_stops_the_app(hub, tmp_path):
+    often = {"TITLE_DPO_VOTES_REPO": VOTES_REPO, "TITLE_DPO_SYNC_MINUTES": "0.02"}
+    # No token: the app serves and says why the votes are not mirrored.
+    process, url = launch(hub, tmp_path, tmp_path / "no-token", token=None, **often)
+    try:
+        _, sync_line = Client(url, verbose=False).predict(api_name="/hub_status")
+        assert "not** mirrored to the Hub" in sync_line and "HF_TOKEN" in sync_line
+    finally:
+        stop_app(process)
+
+    # The Hub is down at start-up: the app serves; once the Hub is back, the schedule restores
+    # and mirrors the votes cast meanwhile.
+    hub.stop()
+    process, url = launch(hub, tmp_path, tmp_path / "hub-down", **often)
+    try:
+        c = Client(url, verbose=False)
+        _, sync_line = c.predict(api_name="/hub_status")
+        assert "last sync not yet" in sync_line and "did not answer" in sync_line
+        voter, *_, pair_id, _ = c.predict(None, api_name="/start")
+        c.predict(voter, pair_id, api_name="/vote_left")
+        hub.start()
+        wait_for(lambda: sum(len(v) for v in shard_lines(hub).values()) == 1)
+        wait_for(lambda: "Last attempt failed" not in c.predict(api_name="/hub_status")[1])
+    finally:
+        stop_app(process)
