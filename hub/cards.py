@@ -230,7 +230,7 @@ def model_card(
             "against the reference model):\n",
             _table(header, [[_fmt(row[h]) for h in header] for row in table]) + "\n",
         ]
-        if run.get("best_checkpoint"):
+        if run.get("best_checkpoint") and len(table) > 1:
             parts.append("The weights here are the epoch with the lowest validation loss.\n")
     for name, value in (evaluations or {}).items():
         parts.append(f"- {name}: {value}\n")

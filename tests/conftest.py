@@ -135,3 +135,15 @@ def small_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data") / "small"
     ds.save_dataset(ds.build_dataset(splits), out, ds.summarize(splits, "seed", "idea"))
     return out
+
+
+@pytest.fixture
+def hub(tmp_path):
+    """A loopback Hub (tests/hub_server.py) on 127.0.0.1 for one test; it must end without
+    an unexpected server error."""
+    from hub_server import running_hub
+
+    server = running_hub(tmp_path)
+    yield server
+    server.stop()
+    assert server.errors == []

@@ -11,17 +11,10 @@ import pytest
 from gradio_client import Client
 
 from app_process import start_app, stop_app
-from hub_server import hub_env, running_hub
+from hub_server import hub_env
 
 WRITE = "hf_alice_write"
 VOTES_REPO = "alice/app-votes"
-
-
-@pytest.fixture
-def hub(tmp_path):
-    server = running_hub(tmp_path)
-    yield server
-    server.stop()
 
 
 def launch(hub, tmp_path, data, token=WRITE, **extra):

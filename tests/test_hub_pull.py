@@ -10,17 +10,10 @@ import pytest
 
 from app_process import start_app, stop_app
 from conftest import small_splits
-from hub_server import hub_env, run_python, running_hub
+from hub_server import hub_env, run_python
 from pipeline import datasets as ds
 
 WRITE = "hf_alice_write"
-
-
-@pytest.fixture
-def hub(tmp_path):
-    server = running_hub(tmp_path)
-    yield server
-    server.stop()
 
 
 def push(hub, tmp_path, repo_id: str, held_out_name: str = "valid", drop: str | None = None):

@@ -13,17 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hub_server import ROOT, hub_env, run_python, running_hub
+from hub_server import ROOT, hub_env, run_python
 from pipeline import datasets as ds
 
 WRITE, READ, BOB = "hf_alice_write", "hf_alice_read", "hf_bob_write"
-
-
-@pytest.fixture
-def hub(tmp_path):
-    server = running_hub(tmp_path)
-    yield server
-    server.stop()
 
 
 def hub_cli(hub, tmp_path, *args: str, token: str | None = WRITE) -> subprocess.CompletedProcess:
@@ -46,6 +39,14 @@ def front_matter(readme: bytes) -> dict:
     text = readme.decode()
     assert text.startswith("---\n")
     return yaml.safe_load(text.split("---\n")[1])
+
+
+def run_card_snippet(card: str, env: dict) -> str:
+    """Run the card's Python usage snippet as a reader would paste it; return what it printed."""
+    snippet = card.split("```python\n", 1)[1].split("```", 1)[0]
+    done = run_python(snippet, env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
 
 
 def python_json(code: str, env: dict) -> dict:
@@ -97,6 +98,8 @@ def test_tutorial_dataset_round_trip_and_card(hub, tmp_path):
     for fact in ("| train | 1020 | 102 |", "| valid | 120 | 12 |", "by idea", "Shaw Talebi",
                  'load_dataset("alice/titles")'):  # fmt: skip
         assert fact in card
+    printed = run_card_snippet(card, hub_env(hub, cache_dir=tmp_path / "reader"))
+    assert printed.strip() == local["train"][0]["chosen"][0]["content"]
 
     # The same content again: no new commit, and the repo is unchanged.
     commits = len(hub.commits("dataset", "alice/titles"))
@@ -255,6 +258,7 @@ def test_model_round_trip_generates_the_same_tokens(hub, tmp_path, fast_run, tin
     card = files["README.md"].decode()
     assert "| beta | 0.5 |" in card and "Rewards/accuracies" in card
     assert 'AutoModelForCausalLM.from_pretrained("alice/tiny-titles")' in card
+    run_card_snippet(card, hub_env(hub, cache_dir=tmp_path / "reader"))
 
     pulled = python_json(GENERATE.format(repo="alice/tiny-titles"),
                          hub_env(hub, cache_dir=tmp_path / "user"))  # fmt: skip
@@ -280,6 +284,7 @@ def test_adapter_only_push_loads_onto_the_base_and_matches(hub, tmp_path, fast_r
     assert config["r"] == 32  # the SFT stage's r16 adapter and DPO's, stacked
     meta = front_matter(files["README.md"])
     assert meta["base_model"] == "alice/tiny-base" and meta["library_name"] == "peft"
+    run_card_snippet(files["README.md"].decode(), hub_env(hub, cache_dir=tmp_path / "reader"))
 
     # transformers sees adapter_config.json, fetches the base from the Hub, applies the adapter
     pulled = python_json(GENERATE.format(repo="alice/tiny-lora"),
@@ -312,3 +317,11 @@ def test_model_push_refusals(hub, tmp_path, fast_run, tiny_model_dir, small_data
     done = hub_cli(hub, tmp_path, "push-model", str(tmp_path), "--repo", "x")
     assert done.returncode == 2 and "no finished training run" in done.stderr
     assert hub.request_log == []
+
+
+def test_the_example_dataset_card_in_docs_is_current(tmp_path):
+    from hub.cards import dataset_card
+
+    summary = ds.write_dataset_folder(tmp_path / "data")  # the tutorial's pairs, by idea
+    example = (ROOT / "docs" / "cards" / "dataset-README.md").read_text()
+    assert dataset_card(summary, "your-name/youtube-titles-dpo") == example
