@@ -1,7 +1,8 @@
 """DPO quality: does a recipe make the model follow the prompt, and learn the preferences?
 
     python bench/dpo_quality.py [--recipe fast] [--sft-weight W] [--sft-epochs E] [--beta B]
-                                [--learning-rate LR] [--epochs N] [--out runs/quality/NAME]
+                                [--learning-rate LR] [--epochs N] [--seed S]
+                                [--out runs/quality/NAME]
 
 Trains on the tutorial's pairs split by idea (1,020 train / 120 held-out pairs, 12 held-out
 ideas), then reports, for the base and the tuned model:
@@ -39,6 +40,7 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=None)
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--epochs", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=None, help="training seed (recipes: 42)")
     parser.add_argument("--titles-per-idea", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("runs/quality/latest"))
     args = parser.parse_args()
@@ -48,7 +50,7 @@ def main() -> None:
     recipe = customize(get_recipe(args.recipe), epochs=args.epochs, beta=args.beta,
                        learning_rate=args.learning_rate)  # fmt: skip
     extra = {"sft_weight": args.sft_weight, "sft_epochs": args.sft_epochs, "loss": args.loss,
-             "sft_titles": args.sft_titles}  # fmt: skip
+             "sft_titles": args.sft_titles, "seed": args.seed}  # fmt: skip
     recipe = replace(recipe, **{k: v for k, v in extra.items() if v is not None})
     splits = ds.split_preferences(ds.seed_preferences(), "idea")
     held_out_ideas = sorted({p.idea for p in splits["valid"]})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -45,7 +46,6 @@ def dataset_card(summary: Mapping[str, Any], repo_id: str, license: str = "mit")
     """The card of a preference dataset built by `pipeline.datasets.write_dataset_folder`."""
     rows: dict[str, int] = dict(summary["rows"])
     ideas = {name: len(names) for name, names in (summary.get("ideas") or {}).items()}
-    from_votes = "votes" in summary
     metadata = {
         "license": license,
         "language": ["en"],
@@ -86,7 +86,7 @@ def dataset_card(summary: Mapping[str, Any], repo_id: str, license: str = "mit")
         _table(["split", "rows", "ideas"], split_rows) + "\n",
         _split_rule(summary.get("split")),
         "## Where the preferences come from\n",
-        _votes_section(summary) if from_votes else _seed_section(summary),
+        _source_section(summary),
         "## Licence and attribution\n",
         f"Released under `{license}`. The tutorial's ideas, titles and labels are by Shaw "
         f"Talebi ([tutorial]({TUTORIAL}), MIT licence, copyright 2023 Shawhin Talebi Ventures "
@@ -109,12 +109,20 @@ def _split_rule(split: str | None) -> str:
     return f"Split: {split or 'as given'}.\n"
 
 
-def _seed_section(summary: Mapping[str, Any]) -> str:
-    return (
-        "The 1,140 hand-labelled pairs of Shaw Talebi's DPO tutorial: 114 video ideas, five "
-        "titles each written by Qwen2.5-7B-Instruct, and for each of the ten pairs per idea the "
-        f"title the author preferred (source: `{summary.get('source', 'seed')}`).\n"
-    )
+def _source_section(summary: Mapping[str, Any]) -> str:
+    if "votes" in summary:
+        return _votes_section(summary)
+    source = str(summary.get("source", ""))
+    if source == "seed":
+        return (
+            "The 1,140 hand-labelled pairs of Shaw Talebi's DPO tutorial: 114 video ideas, five "
+            "titles each written by Qwen2.5-7B-Instruct, and for each of the ten pairs per idea "
+            "the title the author preferred.\n"
+        )
+    if source.startswith("hub:"):
+        return f"Taken from the Hub dataset `{source.removeprefix('hub:')}`.\n"
+    # a labelled CSV: name the file, not the local path it was read from
+    return f"Imported from a labelled CSV file, `{Path(source).name}`.\n"
 
 
 def _votes_section(summary: Mapping[str, Any]) -> str:

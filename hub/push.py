@@ -33,7 +33,7 @@ from pipeline.errors import UserError
 # the SFT stage, TRL's auto-generated README, pickled training args) stays home.
 MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".jinja", ".txt", ".model")
 LOCAL_ONLY = {"train_summary.json", "README.md", "training_args.bin"}
-PUBLIC_SUMMARY = ("model", "base_model", "recipe", "steps", "train_loss", "eval_loss", "seconds")
+PUBLIC_SUMMARY = ("base_model", "recipe", "steps", "train_loss", "eval_loss", "seconds")
 # What a model push owns in a repo: stale copies of these are deleted by the next push.
 WEIGHT_FILES = ("config.json", "adapter_config.json", "model.safetensors.index.json")
 
@@ -168,8 +168,8 @@ def model_plan(
         files += _adapter_uploads(run, summary, base_model)
     if not any(_is_weights(u.path_in_repo) for u in files):
         raise UserError(f"{run} has no saved model weights: is the run finished?")
-    # The local paths (out, data, checkpoints) stay home.
-    public_summary = {key: summary.get(key) for key in PUBLIC_SUMMARY}
+    # Local paths (the run, its data, checkpoints, a base model folder) stay home.
+    public_summary = {key: summary.get(key) for key in PUBLIC_SUMMARY} | {"base_model": base_model}
     files.append(Upload("training_summary.json", _json_bytes(public_summary)))
     if metrics:
         files.append(Upload("metrics.jsonl", metrics_file))

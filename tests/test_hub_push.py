@@ -247,7 +247,9 @@ def test_model_round_trip_generates_the_same_tokens(hub, tmp_path, fast_run, tin
     assert set(expected) <= set(files)
     assert not any(n.startswith(("checkpoint-", "sft", "adapter")) for n in files)
     summary = json.loads(files["training_summary.json"])
-    assert summary["steps"] == 2 and str(fast_run) not in files["training_summary.json"].decode()
+    assert summary["steps"] == 2 and summary["base_model"] == "alice/tiny-base"
+    for local in (str(fast_run), str(tiny_model_dir), str(fast_run.parent)):
+        assert local not in files["training_summary.json"].decode() + files["README.md"].decode()
 
     meta = front_matter(files["README.md"])
     assert meta["base_model"] == "alice/tiny-base"
@@ -325,3 +327,17 @@ def test_the_example_dataset_card_in_docs_is_current(tmp_path):
     summary = ds.write_dataset_folder(tmp_path / "data")  # the tutorial's pairs, by idea
     example = (ROOT / "docs" / "cards" / "dataset-README.md").read_text()
     assert dataset_card(summary, "your-name/youtube-titles-dpo") == example
+
+
+def test_a_card_names_an_imported_csv_but_not_where_it_lies(tmp_path):
+    import shutil
+
+    from hub.cards import dataset_card
+
+    csv = tmp_path / "private" / "my-labels.csv"
+    csv.parent.mkdir()
+    shutil.copy(ds.SEED_DIR / "idea-title_pairs-preferences.csv", csv)
+    summary = ds.write_dataset_folder(tmp_path / "data", votes=csv)
+    card = dataset_card(summary, "alice/labels")
+    assert "Imported from a labelled CSV file, `my-labels.csv`" in card
+    assert str(tmp_path) not in card and "Shaw Talebi's DPO tutorial: 114" not in card
