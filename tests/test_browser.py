@@ -134,3 +134,29 @@ def test_train_tab_shows_live_progress_until_done(browser, tiny_model_dir, tmp_p
         page.screenshot(path=str(SCREENSHOTS / "train-tab.png"), full_page=True)
     finally:
         stop_app(process)
+
+
+def test_hub_tab_pushes_the_dataset_and_links_it(browser, hub, tiny_model_dir, tmp_path):
+    from hub_server import hub_env
+
+    env = {**hub_env(hub, "hf_alice_write", cache_dir=tmp_path / "cache"), "HF_HUB_OFFLINE": "0"}
+    process, url = start_app(
+        "--model", str(tiny_model_dir), "--data", str(tmp_path / "data"),
+        log_path=tmp_path / "app.log", env=env,
+    )  # fmt: skip
+    try:
+        page = browser.new_page(viewport={"width": 1200, "height": 1100})
+        page.goto(url)
+        page.get_by_role("tab", name="Hub").click()
+        page.get_by_text("Votes are not mirrored to the Hub").wait_for()
+        page.get_by_role("radio", name="The tutorial's 1,140 labelled pairs").last.check()
+        page.get_by_label("Dataset repo (NAME or OWNER/NAME)").fill("browser-titles")
+        page.get_by_role("button", name="Push the dataset").click()
+        link = page.get_by_role("link", name="alice/browser-titles")
+        link.wait_for(timeout=60_000)
+        assert link.get_attribute("href").endswith("/datasets/alice/browser-titles")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "hub-tab.png"), full_page=True)
+    finally:
+        stop_app(process)
+    assert "README.md" in hub.repo_files("dataset", "alice/browser-titles")
