@@ -268,8 +268,8 @@ def _usage(repo_id: str, adapter_only: bool) -> str:
         '    messages, add_generation_prompt=True, return_tensors="pt", return_dict=True\n'
         ")\n"
         "output = model.generate(**inputs, max_new_tokens=32, do_sample=False)\n"
-        'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], '
-        "skip_special_tokens=True))\n"
+        'prompt_length = inputs["input_ids"].shape[1]\n'
+        "print(tokenizer.decode(output[0, prompt_length:], skip_special_tokens=True))\n"
         "```\n"
     )
 
