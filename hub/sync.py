@@ -8,14 +8,14 @@ A Space's disk is wiped on restart, so the app mirrors its votes to a dataset re
 - a sync appends the votes not yet in any shard and uploads the shard, on a schedule and once
   more at shutdown; a failed upload is retried at the next sync (the lines are already in the
   local shard);
-- at start-up every shard is read back and its votes restored, deduplicated by vote id.
+- at start-up every shard is read back and its votes restored, deduplicated by vote id; if
+  the Hub cannot be reached then, each sync tries again first, and sends nothing before.
 
 `status()` says when the last sync succeeded, for the UI.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -137,6 +137,13 @@ class VoteMirror:
         for a Hub failure: it is kept in `status()` and the next sync tries again."""
         from huggingface_hub.errors import HfHubHTTPError
 
+        if not self._restored_ok:
+            # Until the mirror has been read, this process cannot know which votes it already
+            # holds (the Hub was down at start-up): read it first, or wait for the next sync.
+            try:
+                self.restore()
+            except UserError:
+                return False
         with self._lock:
             new = [vote_record(v) for v in self.store.votes() if v.vote_id not in self._known]
             if new:
@@ -177,9 +184,6 @@ class VoteMirror:
 
         def loop() -> None:
             while not self._stop.wait(every_seconds):
-                if not self._restored_ok:  # the Hub was down at start-up: try again first
-                    with contextlib.suppress(UserError):
-                        self.restore()
                 self.sync()
 
         self._thread = threading.Thread(target=loop, name="vote-mirror", daemon=True)
