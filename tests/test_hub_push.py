@@ -109,6 +109,12 @@ def test_tutorial_dataset_round_trip_and_card(hub, tmp_path):
     assert len(hub.commits("dataset", "alice/titles")) == commits
     assert hub.repo_files("dataset", "alice/titles") == files
 
+    # ... and back as training data, with the CLI
+    pulled = hub_cli(hub, tmp_path, "pull-dataset", "alice/titles", "--out", str(tmp_path / "p"))
+    assert pulled.returncode == 0, pulled.stderr[-3000:]
+    assert "train 1020, valid 120 rows from alice/titles" in pulled.stdout
+    assert ds.load_preference_dataset(tmp_path / "p")["valid"].to_list() == local["valid"].to_list()
+
 
 def test_dataset_from_votes_says_how_they_were_collected(hub, tmp_path):
     from pipeline.pairs import Pair
