@@ -51,6 +51,10 @@ class PromptBatch:
     prompt_lengths: list[int]  # per prompt
     completion_starts: list[int]  # per TRL row: where its completion begins
     completion_lengths: list[int]  # per TRL row
+    # Identical prompts (pairs of one idea in a batch) are computed once: prompt i is
+    # distinct prompt `distinct_of[i]`, and `distinct` lists one prompt index per distinct one.
+    distinct_of: list[int]
+    distinct: list[int]
 
     def rows_of(self, prompt: int) -> tuple[int, ...]:
         """The TRL rows that continue prompt number `prompt`."""
@@ -91,7 +95,11 @@ def plan_prompt_batch(
         shared = next((k for k in range(shared) if p[k] != prompts[0][k]), shared)
     if shared < 1:
         return None  # with nothing shared, a left-padded row would attend to nothing
-    return PromptBatch(count, rows_per_prompt, shared, [len(p) for p in prompts], starts, lengths)
+    first_seen: dict[tuple[int, ...], int] = {}
+    distinct_of = [first_seen.setdefault(tuple(p), len(first_seen)) for p in prompts]
+    distinct = [distinct_of.index(d) for d in range(len(first_seen))]
+    return PromptBatch(count, rows_per_prompt, shared, [len(p) for p in prompts], starts, lengths,
+                       distinct_of, distinct)  # fmt: skip
 
 
 def shared_prompt_logprobs(model, input_ids: torch.Tensor, plan: PromptBatch, outputs: tuple):
@@ -102,19 +110,22 @@ def shared_prompt_logprobs(model, input_ids: torch.Tensor, plan: PromptBatch, ou
     count, shared, group = plan.prompts, plan.shared, plan.rows_per_prompt
 
     # 1. The shared prefix, once.
+    distinct = len(plan.distinct)
     cache = DynamicCache(config=model.config)
     backbone(input_ids=input_ids[:1, :shared], cache=cache, use_cache=True)
-    cache.batch_repeat_interleave(count)
+    cache.batch_repeat_interleave(distinct)
 
-    # 2. The rest of each prompt, left-padded so that every prompt ends in the last column.
-    rest = max(plan.prompt_lengths) - shared
-    rest_ids = torch.zeros(count, rest, dtype=input_ids.dtype, device=device)
-    rest_mask = torch.zeros(count, rest, dtype=torch.long, device=device)
-    for i, length in enumerate(plan.prompt_lengths):
+    # 2. The rest of each distinct prompt, left-padded so that every prompt ends in the last
+    #    column (the pairs of one idea share all of it: it runs once for them).
+    lengths = [plan.prompt_lengths[i] for i in plan.distinct]
+    rest = max(lengths) - shared
+    rest_ids = torch.zeros(distinct, rest, dtype=input_ids.dtype, device=device)
+    rest_mask = torch.zeros(distinct, rest, dtype=torch.long, device=device)
+    for d, (i, length) in enumerate(zip(plan.distinct, lengths, strict=True)):
         own = length - shared
-        rest_ids[i, rest - own :] = input_ids[i, shared:length]
-        rest_mask[i, rest - own :] = 1
-    prompt_mask = torch.cat([rest_mask.new_ones(count, shared), rest_mask], dim=1)
+        rest_ids[d, rest - own :] = input_ids[i, shared:length]
+        rest_mask[d, rest - own :] = 1
+    prompt_mask = torch.cat([rest_mask.new_ones(distinct, shared), rest_mask], dim=1)
     positions = shared + (rest_mask.cumsum(1) - 1).clamp(min=0)
     prompt_out = backbone(
         input_ids=rest_ids,
@@ -128,6 +139,9 @@ def shared_prompt_logprobs(model, input_ids: torch.Tensor, plan: PromptBatch, ou
     # 3. The completions of each prompt on that prompt's cache; rows grouped by prompt
     #    (for DPO: chosen, rejected, chosen, rejected, ...).
     trl_rows = [row for i in range(count) for row in plan.rows_of(i)]
+    cache_of_row = torch.tensor(
+        [plan.distinct_of[i] for i in range(count) for _ in range(group)], device=device
+    )
     width = max(max(plan.completion_lengths), 1)
     comp_ids = torch.zeros(group * count, width, dtype=input_ids.dtype, device=device)
     comp_mask = torch.zeros(group * count, width, dtype=torch.long, device=device)
@@ -135,22 +149,17 @@ def shared_prompt_logprobs(model, input_ids: torch.Tensor, plan: PromptBatch, ou
         start, length = plan.completion_starts[row], plan.completion_lengths[row]
         comp_ids[k, :length] = input_ids[row, start : start + length]
         comp_mask[k, :length] = 1
-    if group > 1:
-        cache.batch_repeat_interleave(group)
+    cache.reorder_cache(cache_of_row)  # each row gets its prompt's keys and values
     starts = torch.tensor(plan.prompt_lengths).repeat_interleave(group)
     comp_out = backbone(
         input_ids=comp_ids,
-        attention_mask=torch.cat([prompt_mask.repeat_interleave(group, dim=0), comp_mask], dim=1),
+        attention_mask=torch.cat([prompt_mask[cache_of_row], comp_mask], dim=1),
         position_ids=(starts[:, None] + torch.arange(width)[None]).to(device),
         cache=cache,
         use_cache=True,
     )
     hidden = torch.cat(
-        [
-            last_prompt_hidden.repeat_interleave(group, dim=0),
-            comp_out.last_hidden_state[:, :-1],
-        ],
-        dim=1,
+        [last_prompt_hidden[cache_of_row], comp_out.last_hidden_state[:, :-1]], dim=1
     )
 
     # Score only the completion tokens, then put them where TRL's layout has them:
@@ -236,12 +245,74 @@ def has_shared_prompt_forward(model, rows_per_prompt: int) -> bool:
     return getattr(model.forward, "_shared_prompt_rows", None) == rows_per_prompt
 
 
-class SharedPromptDPOTrainer(DPOTrainer):
+class PromptGroupedSampler(torch.utils.data.Sampler):
+    """Random training order in which the rows of one prompt come `chunk` at a time.
+
+    With the forward above, rows of one prompt in a batch share the whole prompt's computation,
+    so a batch of 8 pairs drawn as two chunks of 4 runs 2 prompts instead of 8. Each epoch:
+    every prompt's rows are shuffled and cut into chunks, and the chunks are shuffled; the
+    order depends only on (seed, epoch), so a resumed run sees the same batches.
+    """
+
+    def __init__(self, keys: list, chunk: int, seed: int) -> None:
+        self.groups: dict = {}
+        for index, key in enumerate(keys):
+            self.groups.setdefault(key, []).append(index)
+        self.size, self.chunk, self.seed, self.epoch = len(keys), chunk, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        chunks = []
+        for members in self.groups.values():
+            shuffled = [members[j] for j in torch.randperm(len(members), generator=generator)]
+            chunks += [shuffled[k : k + self.chunk] for k in range(0, len(shuffled), self.chunk)]
+        for c in torch.randperm(len(chunks), generator=generator).tolist():
+            yield from chunks[c]
+
+
+def prompt_keys(dataset) -> list | None:
+    """The prompt of each row of a TRL-tokenized dataset (DPO: `prompt_ids`; SFT: the tokens
+    before the completion), or None when it has neither."""
+    columns = dataset.column_names
+    if "prompt_ids" in columns:
+        return [tuple(ids) for ids in dataset["prompt_ids"]]
+    if "completion_mask" in columns:
+        return [
+            tuple(ids[: mask.index(1)] if 1 in mask else ids)
+            for ids, mask in zip(dataset["input_ids"], dataset["completion_mask"], strict=True)
+        ]
+    return None
+
+
+class _PromptGroupedTraining:
+    """`prompt_chunk=N` (N > 0): train in `PromptGroupedSampler` order."""
+
+    prompt_chunk = 0
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        keys = prompt_keys(dataset) if self.prompt_chunk else None
+        if keys is None:
+            return super()._get_train_sampler(train_dataset)
+        return PromptGroupedSampler(keys, self.prompt_chunk, self.args.seed)
+
+
+class SharedPromptDPOTrainer(_PromptGroupedTraining, DPOTrainer):
     """TRL's DPOTrainer with the shared-prompt forward on its policy.
 
     The forward is installed on first use: after TRL has added its fused LM head and wrapped the
     model in PEFT, before it precomputes the reference log-probs (adapter off: same forward).
     """
+
+    def __init__(self, *args, prompt_chunk: int = 0, **kwargs) -> None:
+        self.prompt_chunk = prompt_chunk
+        super().__init__(*args, **kwargs)
 
     def _install_shared_prompt(self) -> None:
         model = self.model.get_base_model() if is_peft_model(self.model) else self.model
@@ -258,9 +329,14 @@ class SharedPromptDPOTrainer(DPOTrainer):
         return super()._compute_loss(model, inputs, return_outputs)
 
 
-class SharedPromptSFTTrainer(SFTTrainer):
+class SharedPromptSFTTrainer(_PromptGroupedTraining, SFTTrainer):
     """TRL's SFTTrainer with the same forward, one row per prompt: the batch's common prefix
-    computed once and only the completion tokens scored."""
+    computed once (and a prompt shared by several rows once) and only the completion tokens
+    scored."""
+
+    def __init__(self, *args, prompt_chunk: int = 0, **kwargs) -> None:
+        self.prompt_chunk = prompt_chunk
+        super().__init__(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         base = self.model.get_base_model() if is_peft_model(self.model) else self.model

@@ -42,6 +42,9 @@ class DPORecipe:
     lora_r: int | None = None  # None: full fine-tune
     lora_alpha: int = 32
     shared_prompt: bool = False  # each prompt computed once per pair (pipeline/shared_prompt.py)
+    # > 0 (with shared_prompt): batches take the rows of one prompt this many at a time, so the
+    # prompt is computed once for them; 0: plain random batches
+    prompt_chunk: int = 0
     loss: str = "sigmoid"  # TRL's loss_type: "sigmoid" is DPO; "sigmoid_norm" per-token averages
     sft_weight: float = 0.0  # > 0: TRL's "sft" term (chosen likelihood) added to the DPO loss
     sft_epochs: float = 0.0  # > 0: first fine-tune on the chosen titles, then DPO from there
@@ -63,6 +66,8 @@ class DPORecipe:
             raise UserError(f"LoRA r must be a whole number >= 1, not {self.lora_r}")
         if not self.lora_alpha > 0:
             raise UserError(f"LoRA alpha must be positive, not {self.lora_alpha}")
+        if not (isinstance(self.prompt_chunk, int) and self.prompt_chunk >= 0):
+            raise UserError(f"prompt_chunk must be a whole number >= 0, not {self.prompt_chunk}")
         if self.sft_titles not in ("chosen", "both"):
             raise UserError(f"sft_titles is 'chosen' or 'both', not {self.sft_titles!r}")
 
@@ -78,6 +83,7 @@ RECIPES: dict[str, DPORecipe] = {
         precompute_ref_log_probs=True,
         lora_r=16,
         shared_prompt=True,
+        prompt_chunk=4,  # a batch of 8 pairs holds ~2 ideas: ~2 prompts computed, not 8
         sft_epochs=1,  # DPO alone barely teaches the one-title format
     ),
 }
@@ -145,8 +151,10 @@ def sft_stage(policy, train_split, out: Path, recipe: DPORecipe, callbacks: list
         report_to="none",
         gradient_checkpointing=recipe.gradient_checkpointing,
     )
+    extra = {"prompt_chunk": recipe.prompt_chunk} if recipe.shared_prompt else {}
     trainer_class = SharedPromptSFTTrainer if recipe.shared_prompt else SFTTrainer
     trainer = trainer_class(
+        **extra,
         model=policy.model,
         args=config,
         train_dataset=Dataset.from_list(rows),
@@ -234,6 +242,10 @@ def train_dpo(
         raise UserError(f"max-steps must be positive, not {max_steps}")
     dataset = load_preference_dataset(data)
     train_split, eval_split = dataset["train"], dataset.get("valid")
+    if recipe.shared_prompt and recipe.prompt_chunk:
+        # Rows of one prompt side by side: the reference pass and evaluation (which batch in
+        # order) then compute each prompt once. Training order is the sampler's, not this.
+        train_split, eval_split = _by_prompt(train_split), _by_prompt(eval_split)
     if len(train_split) < recipe.batch_size:
         raise UserError(
             f"{data}: {len(train_split)} training pairs, fewer than one batch of "
@@ -296,8 +308,10 @@ def train_dpo(
         loss_type=[recipe.loss, "sft"] if recipe.sft_weight else [recipe.loss],
         loss_weights=[1.0, recipe.sft_weight] if recipe.sft_weight else None,
     )
+    extra = {"prompt_chunk": recipe.prompt_chunk} if recipe.shared_prompt else {}
     trainer_class = SharedPromptDPOTrainer if recipe.shared_prompt else DPOTrainer
     trainer = trainer_class(
+        **extra,
         model=policy.model,
         ref_model=reference,
         peft_config=peft_config,
@@ -359,6 +373,15 @@ def train_dpo(
     return result
 
 
+def _by_prompt(split):
+    if split is None:
+        return None
+    keys = [json.dumps(prompt, sort_keys=True) for prompt in split["prompt"]]
+    # flattened: TRL joins the cached reference log-probs to the table row by row, and a
+    # `select` view's rows are not the table's
+    return split.select(sorted(range(len(keys)), key=keys.__getitem__)).flatten_indices()
+
+
 EPOCH_COLUMNS = {
     "Epoch": "epoch",
     "Training loss": "loss",
@@ -408,6 +431,14 @@ class StopAfterSteps(TrainerCallback):
         if done >= self.steps and state.global_step < state.max_steps:
             control.should_save = True
             control.should_training_stop = True
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        # Stopping mid-epoch ends the epoch loop, and an epoch's end means an evaluation: one
+        # that a straight run never makes, and that could then win the best-model choice.
+        stopped_mid_epoch = control.should_training_stop and state.epoch % 1 > 1e-6
+        if stopped_mid_epoch and state.global_step < state.max_steps:
+            control.should_evaluate = False
         return control
 
 

@@ -56,12 +56,22 @@ PAIRS = [
 ]
 
 
-def test_same_outputs_and_gradients_as_trl(models, tiny_model_dir):
+# Pairs of one idea in a batch (as the fast recipe's sampler makes them): the prompt runs once.
+REPEATED = [
+    PAIRS[0],
+    ("intro to python", "Learn Python Today", "python"),
+    PAIRS[2],
+    ("intro to python", "Python, Start to Finish", "Python Python Python Python"),
+]
+
+
+@pytest.mark.parametrize(("pairs", "distinct"), [(PAIRS, 3), (REPEATED, 2)])
+def test_same_outputs_and_gradients_as_trl(models, tiny_model_dir, pairs, distinct):
     trl_model, shared_model = models
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    batch, labels = paired_batch(tokenizer, PAIRS)
+    batch, labels = paired_batch(tokenizer, pairs)
     plan = plan_prompt_batch(batch["input_ids"], batch["attention_mask"], labels)
-    assert plan is not None and plan.prompts == 3
+    assert plan is not None and plan.prompts == len(pairs) and len(plan.distinct) == distinct
     assert 0 < plan.shared < min(plan.prompt_lengths)
 
     kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
@@ -137,7 +147,8 @@ def test_fast_recipe_trains_to_the_same_weights_with_and_without_it(
     weights = {}
     for shared in (True, False):
         out = tmp_path / f"shared-{shared}"
-        recipe = replace(fast, shared_prompt=shared, learning_rate=1e-2)
+        # the same batches both ways: plain random order (prompt_chunk 0)
+        recipe = replace(fast, shared_prompt=shared, prompt_chunk=0, learning_rate=1e-2)
         result = train_dpo(small_data, out, str(tiny_model_dir), recipe, max_steps=3)
         assert result.steps == 3
         weights[shared] = load_file(out / "model.safetensors")
@@ -215,3 +226,35 @@ def test_after_an_sft_stage_dpo_still_goes_the_shared_way(
     # reference log-probs (4 + 2 batches) and 2 steps, all as pairs
     assert layouts.count(2) >= 4 + 2 + 2, layouts
     assert layouts.index(2) > max(i for i, rows in enumerate(layouts) if rows == 1)
+
+
+def test_prompt_grouped_order_is_random_whole_and_repeatable():
+    from pipeline.shared_prompt import PromptGroupedSampler
+
+    keys = ["a"] * 10 + ["b"] * 3 + ["c"] * 7
+    sampler = PromptGroupedSampler(keys, chunk=4, seed=42)
+    first = list(sampler)
+    assert sorted(first) == list(range(20)) and len(sampler) == 20
+    assert list(PromptGroupedSampler(keys, chunk=4, seed=42)) == first  # a resumed run's order
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    # cut into runs of one prompt: none longer than the chunk
+    runs, current = [], [first[0]]
+    for index in first[1:]:
+        if keys[index] == keys[current[-1]] and len(current) < 4:
+            current.append(index)
+        else:
+            runs.append(current)
+            current = [index]
+    runs.append(current)
+    assert all(len(run) <= 4 for run in runs) and len(runs) <= 3 + 1 + 2 + 2  # a: 4,4,2 ...
+
+
+def test_fast_recipe_batches_share_prompts(small_data, tiny_model_dir, tmp_path, shared_calls):
+    result = train_dpo(small_data, tmp_path / "out", str(tiny_model_dir), RECIPES["fast"],
+                       max_steps=2)  # fmt: skip
+    assert result.steps == 2
+    # 16 train pairs of 2 ideas, 8 held-out of 1 idea: every batch computes at most a few
+    # distinct prompts for its 8 pairs (reference pass, training and evaluation alike)
+    assert shared_calls and all(len(plan.distinct) <= 3 for plan in shared_calls)
+    assert any(len(plan.distinct) == 1 for plan in shared_calls)

@@ -48,6 +48,17 @@ def test_chunks_of_two_steps_end_with_the_same_weights_as_a_straight_run(
     for step, loss in losses("straight").items():
         assert losses("chunked")[step] == pytest.approx(loss, rel=1e-5, abs=1e-6)
 
+    # and a chunk's end is no evaluation: only the epochs' ends are (a chunk-end evaluation
+    # could win the best-model choice, and the chunked run would keep other weights)
+    def evaluations(folder):
+        lines = (tmp_path / folder / "metrics.jsonl").read_text().splitlines()
+        return [(r["step"], r["eval_loss"]) for r in map(json.loads, lines) if "eval_loss" in r]
+
+    straight_evals, chunked_evals = evaluations("straight"), evaluations("chunked")
+    assert [step for step, _ in straight_evals] == [step for step, _ in chunked_evals] == [4, 8]
+    for (_, a), (_, b) in zip(straight_evals, chunked_evals, strict=True):
+        assert b == pytest.approx(a, rel=1e-5)
+
 
 def test_a_chunk_stops_early_and_leaves_no_final_model(small_data, tiny_model_dir, tmp_path):
     out = tmp_path / "run"
