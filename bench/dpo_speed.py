@@ -1,12 +1,14 @@
 """DPO speed: the tutorial's recipe against the project's fast recipe, in one process.
 
     python bench/dpo_speed.py [--model smollm2-offline] [--train-pairs 64] [--eval-pairs 64]
+                              [--recipes tutorial,fast] [--subset ideas|pairs]
 
 Both recipes train for the same number of epochs on the same pairs (the tutorial's labels,
-split by idea, so the held-out pairs are of ideas never trained on) and are evaluated on the
-same held-out pairs. Prints for each: pairs per second (wall time of the whole run: model load,
-reference log-probs, training, evaluation, saving), seconds in the training loop alone, and
-held-out reward accuracy; then the speed ratio and the accuracy difference.
+split by idea, so the held-out pairs are of ideas never trained on; whole ideas, 10 pairs each,
+as in the full data) and are evaluated on the same held-out pairs. Prints for each: pairs per
+second (wall time of the whole run: model load, reference log-probs, training, evaluation,
+saving), seconds in the training loop alone, and held-out reward accuracy; then the speed
+ratio and the accuracy difference.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ def held_out_accuracy(metrics_file: str) -> float:
     return evals[-1]
 
 
+def by_idea(prefs: list) -> list:
+    first_seen: dict[str, int] = {}
+    for p in prefs:
+        first_seen.setdefault(p.idea, len(first_seen))
+    return sorted(prefs, key=lambda p: first_seen[p.idea])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-offline")
@@ -40,12 +49,18 @@ def main() -> None:
     parser.add_argument(
         "--recipes", default="tutorial,fast", help="comma-separated; the first is the baseline"
     )
+    parser.add_argument("--subset", choices=["ideas", "pairs"], default="ideas",
+                        help="whole ideas (default) or the first pairs across ideas")  # fmt: skip
     args = parser.parse_args()
 
     splits = ds.split_preferences(ds.seed_preferences(), "idea")
+    # Default: whole ideas, as in the full data and in votes (10 pairs per idea): the first
+    # ideas' pairs. `--subset pairs`: the first pairs in file order, ~1 per idea (this
+    # bench's selection before 2026-11-25).
+    pick = by_idea if args.subset == "ideas" else list
     splits = {
-        "train": splits["train"][: args.train_pairs],
-        "valid": splits["valid"][: args.eval_pairs],
+        "train": pick(splits["train"])[: args.train_pairs],
+        "valid": pick(splits["valid"])[: args.eval_pairs],
     }
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
