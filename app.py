@@ -535,7 +535,7 @@ def hub_tab(store: VoteStore, folder: Path, mirror: VoteMirror | str | None) -> 
             )  # fmt: skip
         except UserError as exc:
             raise gr.Error(str(exc)) from None
-        return pushed_line(pushed)
+        return pushed.describe(markdown=True)
 
     def send_model(folder_path, repo, base, adapter, private,
                    oauth_token: gr.OAuthToken | None = None):  # fmt: skip
@@ -547,7 +547,7 @@ def hub_tab(store: VoteStore, folder: Path, mirror: VoteMirror | str | None) -> 
                                    token=token_of(oauth_token))  # fmt: skip
         except UserError as exc:
             raise gr.Error(str(exc)) from None
-        return pushed_line(pushed)
+        return pushed.describe(markdown=True)
 
     def refresh():
         runs = [str(p) for p in finished_runs(folder / "runs")]
@@ -566,11 +566,6 @@ def hub_tab(store: VoteStore, folder: Path, mirror: VoteMirror | str | None) -> 
                    api_name="hub_push_model")  # fmt: skip
     gr.Button("Refresh").click(refresh, None, [run, sync_line], api_name="hub_status")
     return Wiring(refresh, [run, sync_line])
-
-
-def pushed_line(pushed) -> str:
-    what = "Pushed" if pushed.changed else "Already up to date (no new commit)"
-    return f"{what}: [{pushed.repo_id}]({pushed.url}) at commit `{pushed.commit[:10]}`"
 
 
 def progress_text(job) -> str:

@@ -88,9 +88,13 @@ class PushResult:
     changed: bool  # False: the repo already held exactly this; no commit was made
     private_ignored: bool = False  # --private asked for an existing repo: visibility unchanged
 
-    def describe(self) -> str:
+    def describe(self, markdown: bool = False) -> str:
         what = "pushed" if self.changed else "already up to date (no new commit)"
-        line = f"{self.repo_id}: {what} at {self.commit[:10]}: {self.url}"
+        commit = self.commit[:10]
+        if markdown:
+            line = f"{what.capitalize()}: [{self.repo_id}]({self.url}) at commit `{commit}`"
+        else:
+            line = f"{self.repo_id}: {what} at {commit}: {self.url}"
         if self.private_ignored:
             line += " (the repo already existed: its visibility was left as it is)"
         return line
