@@ -13,23 +13,12 @@ import os
 from dataclasses import dataclass
 
 from pipeline.errors import UserError
-
-# huggingface_hub 2.x talks through `httpx2`; its transport errors are "the Hub cannot be
-# reached" (including a connection dropped mid-commit), as opposed to an answer from the Hub.
-try:
-    import httpx2 as _http
-except ImportError:  # pragma: no cover - depends on the huggingface_hub release
-    import httpx as _http
+from pipeline.models import TRANSPORT_ERRORS  # "the Hub cannot be reached", not an answer
 
 TOKENS_PAGE = "https://huggingface.co/settings/tokens"
 # On a Space (SPACE_ID is set there) people sign in with Hugging Face (OAuth); elsewhere the
 # token is HF_TOKEN or a saved `hf auth login`.
 ON_SPACE = bool(os.environ.get("SPACE_ID"))
-TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
-    _http.TransportError,
-    ConnectionError,
-    TimeoutError,
-)
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,16 @@ HUB_PROBE_TIMEOUT_S = 10.0
 
 # huggingface_hub 2.x talks through `httpx2`; older releases through `httpx`. Its transport
 # errors are how "the Hub cannot be reached" shows up, as opposed to an answer from the Hub.
+# (A connection dropped mid-upload is one too; hub/ uses the same tuple.)
 try:
     import httpx2 as _http
 except ImportError:  # pragma: no cover - depends on the huggingface_hub release
     import httpx as _http
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    _http.TransportError,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 @dataclass(frozen=True)
@@ -151,7 +157,7 @@ def _resolve_hub_id(repo_id: str) -> ModelSource:
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
         return _cached_or_offline(repo_id, cached, f"the Hub answered HTTP {status}")
-    except (_http.TransportError, OSError) as exc:
+    except (*TRANSPORT_ERRORS, OSError) as exc:
         return _cached_or_offline(repo_id, cached, f"the Hub cannot be reached ({exc})")
     return ModelSource(repo_id, repo_id, "hub")
 
