@@ -1,7 +1,7 @@
 """DPO quality: does a recipe make the model follow the prompt, and learn the preferences?
 
     python bench/dpo_quality.py [--recipe fast] [--sft-weight W] [--sft-epochs E] [--beta B]
-                                [--learning-rate LR] [--epochs N] [--seed S]
+                                [--learning-rate LR] [--epochs N] [--lora-r R] [--seed S]
                                 [--out runs/quality/NAME]
 
 Trains on the tutorial's pairs split by idea (1,020 train / 120 held-out pairs, 12 held-out
@@ -36,10 +36,12 @@ def main() -> None:
     parser.add_argument("--loss", default=None, help="TRL loss_type, e.g. sigmoid_norm")
     parser.add_argument("--sft-weight", type=float, default=None)
     parser.add_argument("--sft-epochs", type=float, default=None)
+    parser.add_argument("--sft-learning-rate", type=float, default=None)
     parser.add_argument("--sft-titles", default=None, help="chosen (default) or both")
     parser.add_argument("--beta", type=float, default=None)
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--epochs", type=float, default=None)
+    parser.add_argument("--lora-r", type=int, default=None, help="LoRA rank; 0: full fine-tune")
     parser.add_argument("--seed", type=int, default=None, help="training seed (recipes: 42)")
     parser.add_argument("--titles-per-idea", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("runs/quality/latest"))
@@ -48,9 +50,11 @@ def main() -> None:
     from dataclasses import replace
 
     recipe = customize(get_recipe(args.recipe), epochs=args.epochs, beta=args.beta,
-                       learning_rate=args.learning_rate)  # fmt: skip
+                       learning_rate=args.learning_rate, lora=False if args.lora_r == 0 else None,
+                       lora_r=args.lora_r or None)  # fmt: skip
     extra = {"sft_weight": args.sft_weight, "sft_epochs": args.sft_epochs, "loss": args.loss,
-             "sft_titles": args.sft_titles, "seed": args.seed}  # fmt: skip
+             "sft_titles": args.sft_titles, "seed": args.seed,
+             "sft_learning_rate": args.sft_learning_rate}  # fmt: skip
     recipe = replace(recipe, **{k: v for k, v in extra.items() if v is not None})
     splits = ds.split_preferences(ds.seed_preferences(), "idea")
     held_out_ideas = sorted({p.idea for p in splits["valid"]})

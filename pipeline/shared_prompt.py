@@ -304,7 +304,7 @@ class _PromptGroupedTraining:
 
 
 class SharedPromptDPOTrainer(_PromptGroupedTraining, DPOTrainer):
-    """TRL's DPOTrainer with the shared-prompt forward on its policy.
+    """TRL's DPOTrainer with the shared-prompt forward on its policy (and reference model).
 
     The forward is installed on first use: after TRL has added its fused LM head and wrapped the
     model in PEFT, before it precomputes the reference log-probs (adapter off: same forward).
@@ -319,6 +319,12 @@ class SharedPromptDPOTrainer(_PromptGroupedTraining, DPOTrainer):
         if not has_shared_prompt_forward(model, 2):
             outputs = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
             add_shared_prompt_forward(model, outputs)
+        if self.ref_model is not None:
+            # A full fine-tune's reference is a second model (TRL gave it a log-probs-only
+            # head): its passes share prompts the same way.
+            reference = self.accelerator.unwrap_model(self.ref_model)
+            if not has_shared_prompt_forward(reference, 2):
+                add_shared_prompt_forward(reference, ("log_probs",))
 
     def compute_ref_log_probs(self, model, inputs):
         self._install_shared_prompt()

@@ -127,18 +127,33 @@ def shared_calls(monkeypatch):
     """The plan of every batch that went the shared-prompt way (the real code still runs)."""
     from pipeline import shared_prompt
 
-    calls = []
+    calls = SharedCalls()
     real = shared_prompt.shared_prompt_logprobs
-    monkeypatch.setattr(
-        shared_prompt,
-        "shared_prompt_logprobs",
-        lambda *args: calls.append(args[2]) or real(*args),
-    )
+
+    def spy(*args):
+        calls.append(args[2])
+        calls.models.append(id(args[0]))
+        return real(*args)
+
+    monkeypatch.setattr(shared_prompt, "shared_prompt_logprobs", spy)
     return calls
 
 
+class SharedCalls(list):
+    """Plans of the batches that went the shared way; `models`: the model that ran each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.models: list[int] = []
+
+    def clear(self) -> None:
+        super().clear()
+        self.models.clear()
+
+
+@pytest.mark.parametrize("lora_r", [16, None], ids=["lora", "full"])
 def test_fast_recipe_trains_to_the_same_weights_with_and_without_it(
-    small_data, tiny_model_dir, tmp_path, shared_calls
+    small_data, tiny_model_dir, tmp_path, shared_calls, lora_r
 ):
     from safetensors.torch import load_file
 
@@ -148,7 +163,10 @@ def test_fast_recipe_trains_to_the_same_weights_with_and_without_it(
     for shared in (True, False):
         out = tmp_path / f"shared-{shared}"
         # the same batches both ways: plain random order (prompt_chunk 0)
-        recipe = replace(fast, shared_prompt=shared, prompt_chunk=0, learning_rate=1e-2)
+        # (a full fine-tune at 1e-3: Adam turns float noise in near-zero gradients into
+        # steps of about lr * 1e-3, which at 1e-2 exceed the tolerance below)
+        recipe = replace(fast, shared_prompt=shared, prompt_chunk=0, lora_r=lora_r,
+                         learning_rate=1e-2 if lora_r else 1e-3)  # fmt: skip
         result = train_dpo(small_data, out, str(tiny_model_dir), recipe, max_steps=3)
         assert result.steps == 3
         weights[shared] = load_file(out / "model.safetensors")
@@ -156,6 +174,14 @@ def test_fast_recipe_trains_to_the_same_weights_with_and_without_it(
             # reference log-probs (16 train + 8 valid pairs) and 3 steps went the shared way
             assert len(shared_calls) >= 3 + 3, shared_calls
             assert {plan.prompts for plan in shared_calls} == {8}
+            # LoRA: the reference is the policy, adapter off; a full fine-tune's reference
+            # is a second model, and its passes went the shared way too
+            dpo_models = {
+                model
+                for model, plan in zip(shared_calls.models, shared_calls, strict=True)
+                if plan.rows_per_prompt == 2
+            }
+            assert len(dpo_models) == (1 if lora_r else 2)
             shared_calls.clear()
     assert shared_calls == []
     base = load_file(tiny_model_dir / "model.safetensors")
