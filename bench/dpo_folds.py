@@ -37,15 +37,14 @@ def idea_folds(prefs: list, k: int, seed: int = ds.SPLIT_SEED) -> list[dict[str,
     """K train/valid splits whose valid parts are disjoint sets of whole ideas."""
     import numpy as np
 
-    key = lambda p: p.idea.strip().lower()  # noqa: E731  (the prompt lowercases the idea)
-    ideas = sorted({key(p) for p in prefs})
+    ideas = sorted({ds.idea_key(p.idea) for p in prefs})
     order = np.random.RandomState(seed).permutation(len(ideas))
     folds = []
     for fold in range(k):
         valid = {ideas[i] for i in order[fold::k]}
         folds.append({
-            "train": [p for p in prefs if key(p) not in valid],
-            "valid": [p for p in prefs if key(p) in valid],
+            "train": [p for p in prefs if ds.idea_key(p.idea) not in valid],
+            "valid": [p for p in prefs if ds.idea_key(p.idea) in valid],
         })  # fmt: skip
     return folds
 

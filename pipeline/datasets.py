@@ -64,7 +64,7 @@ def preference_row(pref: Preference) -> dict[str, list[dict[str, str]]]:
     }
 
 
-def _idea_key(idea: str) -> str:
+def idea_key(idea: str) -> str:
     # The prompt lowercases the idea, so ideas that differ only in case are the same prompt.
     return idea.strip().lower()
 
@@ -74,7 +74,7 @@ def split_by_idea(
 ) -> dict[str, list[Preference]]:
     import numpy as np
 
-    ideas = sorted({_idea_key(p.idea) for p in prefs})
+    ideas = sorted({idea_key(p.idea) for p in prefs})
     if len(ideas) < 2:
         raise UserError(
             f"splitting by idea needs at least 2 distinct ideas, found {len(ideas)}; "
@@ -84,8 +84,8 @@ def split_by_idea(
     order = np.random.RandomState(seed).permutation(len(ideas))
     valid_ideas = {ideas[i] for i in order[:n_valid]}
     return {
-        "train": [p for p in prefs if _idea_key(p.idea) not in valid_ideas],
-        "valid": [p for p in prefs if _idea_key(p.idea) in valid_ideas],
+        "train": [p for p in prefs if idea_key(p.idea) not in valid_ideas],
+        "valid": [p for p in prefs if idea_key(p.idea) in valid_ideas],
     }
 
 
