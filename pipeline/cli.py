@@ -129,6 +129,37 @@ def cmd_train(args: argparse.Namespace) -> str:
     return f"trained {result.steps} steps in {result.seconds:.0f} s; model saved to {result.out}"
 
 
+def cmd_score(args: argparse.Namespace) -> str:
+    from pipeline.datasets import load_preference_dataset
+    from pipeline.evaluation import pair_logps, ranking_accuracy
+    from pipeline.models import load_model
+
+    dataset = load_preference_dataset(args.data)  # before the (slow) model loads
+    if args.split not in dataset:
+        raise UserError(f"{args.data} has no {args.split!r} split (it has {', '.join(dataset)})")
+    rows = list(dataset[args.split])
+    if not rows:
+        raise UserError(f"{args.data}: the {args.split!r} split is empty")
+    policy = pair_logps(load_model(args.model), rows)
+    reference = pair_logps(load_model(args.reference), rows) if args.reference else None
+    accuracy = ranking_accuracy(policy, reference)
+    record = {
+        "accuracy": accuracy,
+        "pairs": len(rows),
+        "split": args.split,
+        "model": policy.model,
+        "reference": reference.model if reference else None,
+    }
+    if args.json:
+        return json.dumps(record)
+    score = f"log pi/pi_ref against {reference.model}" if reference else "its own likelihood"
+    right = round(accuracy * len(rows))
+    return (
+        f"{policy.model} ranks {right}/{len(rows)} {args.split} pairs as labelled "
+        f"({accuracy:.3f}), scoring each title by {score}"
+    )
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -192,6 +223,20 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("score", help="how often a model ranks labelled pairs as people did")
+    p.add_argument("--data", required=True, type=Path, help="folder from `dataset`")
+    p.add_argument("--split", default="valid", help="which split to score (default: valid)")
+    _add_model(p)
+    p.add_argument(
+        "--reference",
+        default=None,
+        help="the model training started from: the score is then DPO's implicit reward "
+        "log pi/pi_ref (a run of the fast recipe: its sft/ folder); without it, the model's "
+        "own likelihood",
+    )
+    p.add_argument("--json", action="store_true", help="print {accuracy, pairs, split, ...}")
+    p.set_defaults(run=cmd_score)
     return parser
 
 

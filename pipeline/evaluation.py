@@ -1,4 +1,7 @@
-"""How good a model's titles are, measured without people: does it follow the prompt?
+"""How good a model's titles are, measured without new votes.
+
+Two questions. Does it follow the prompt (sampled titles, checked by rule)? And does it rank
+labelled pairs as people did (`ranking_accuracy`: DPO's implicit reward, pair by pair)?
 
 The tutorial's prompt asks for one title of 30 to 75 characters and nothing else. A completion
 "follows the prompt" when it is one line, 30-75 characters once surrounding whitespace is
@@ -10,7 +13,9 @@ removed, has no "Title" label, and does not open with a quote. Small instruct mo
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.generation import GenerationSettings, generate_titles
 from pipeline.models import LoadedModel
@@ -49,3 +54,82 @@ def format_report(
     titles = [t for group in generate_titles(loaded, ideas, settings) for t in group]
     following = sum(follows_prompt(t.raw) for t in titles)
     return FormatReport(loaded.label, len(ideas), len(titles), following)
+
+
+@dataclass(frozen=True)
+class PairLogps:
+    """Summed log-probabilities of each pair's chosen and rejected completion under one model."""
+
+    model: str
+    chosen: list[float]
+    rejected: list[float]
+
+
+def pair_logps(
+    loaded: LoadedModel, rows: Sequence[dict[str, Any]], batch_size: int = 16
+) -> PairLogps:
+    """Score `rows` (prompt/chosen/rejected, conversational as in our datasets) the way TRL's
+    DPOTrainer tokenizes them: the chat template of prompt and of prompt+completion, the
+    completion starting where the two token lists part."""
+    import torch
+
+    tokenizer, model = loaded.tokenizer, loaded.model
+    sequences: list[tuple[list[int], int]] = []  # (ids, where the completion starts)
+    for row in rows:
+        prompt = _chat_ids(tokenizer, row["prompt"], add_generation_prompt=True)
+        sides = [_chat_ids(tokenizer, row["prompt"] + row[s]) for s in ("chosen", "rejected")]
+        start = min(_common_prefix(prompt, ids) for ids in sides)
+        sequences += [(ids, start) for ids in sides]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    sums: list[float] = []
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for i in range(0, len(sequences), batch_size):
+            batch = sequences[i : i + batch_size]
+            width = max(len(ids) for ids, _ in batch)
+            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            scored = torch.zeros((len(batch), width - 1), dtype=torch.bool)
+            for j, (ids, start) in enumerate(batch):
+                input_ids[j, : len(ids)] = torch.tensor(ids)
+                mask[j, : len(ids)] = 1
+                scored[j, start - 1 : len(ids) - 1] = True  # logits at t predict token t+1
+            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+            logps = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            target = logps.gather(2, input_ids[:, 1:, None].to(device))[..., 0]
+            sums += (target * scored.to(device)).sum(dim=1).tolist()
+    return PairLogps(loaded.label, chosen=sums[0::2], rejected=sums[1::2])
+
+
+def ranking_accuracy(policy: PairLogps, reference: PairLogps | None = None) -> float:
+    """Share of pairs whose chosen completion scores strictly higher than the rejected one.
+
+    With a reference, the score is DPO's implicit reward log(pi/pi_ref) (beta scales both
+    sides, so it drops out): TRL's eval_rewards/accuracies, but counted per pair rather than
+    averaged over batches. Without one, it is the model's own likelihood, which the model
+    already had before any training: the baseline a preference run has to beat."""
+    chosen, rejected = policy.chosen, policy.rejected
+    if reference is not None:
+        if len(reference.chosen) != len(chosen):
+            raise ValueError("policy and reference scored different pairs")
+        chosen = [p - r for p, r in zip(chosen, reference.chosen, strict=True)]
+        rejected = [p - r for p, r in zip(rejected, reference.rejected, strict=True)]
+    if not chosen:
+        return 0.0
+    return sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(chosen)
+
+
+def _chat_ids(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool = False):
+    encoded = tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, add_generation_prompt=add_generation_prompt
+    )
+    return list(encoded["input_ids"])
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

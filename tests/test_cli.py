@@ -17,7 +17,7 @@ def _one_line_error(result):
     return lines[0]
 
 
-@pytest.mark.parametrize("command", ["generate", "pairs", "dataset", "train"])
+@pytest.mark.parametrize("command", ["generate", "pairs", "dataset", "train", "score"])
 def test_every_subcommand_has_help(command):
     result = run_cli(command, "--help")
     assert result.returncode == 0
