@@ -1,13 +1,19 @@
 """DPO held-out accuracy over K folds of ideas: every labelled pair is held out once.
 
     python bench/dpo_folds.py [--folds 4] [--recipes tutorial,fast] [--epochs 1]
-                              [--model smollm2-offline] [--as-is] [--out runs/folds]
+                              [--model smollm2-offline] [--as-is] [--reuse] [--out runs/folds]
 
 One split's 120 held-out pairs (12 ideas) measure reward accuracy to about +-4 points, more
 than the differences between recipes. Here the ideas are cut into K folds; each recipe trains
 on K-1 of them and is evaluated on the last, K times, so all 1,140 pairs are scored by a model
 that never saw their idea. Prints each fold's accuracies, then each recipe's pooled accuracy
 with its standard error, and each recipe's difference from the first.
+
+Accuracy is counted pair by pair (`pipeline.evaluation.ranking_accuracy`): a trained model's
+implicit reward log(pi/pi_ref) against its own reference. Beside the recipes, "untrained" is
+the base model ranking each pair by its own likelihood: what the model knew before any
+training, which a recipe has to beat to have learned anything. `--reuse` scores the models a
+previous run left in `--out` (same recipe, finished) instead of training them again.
 
 By default every recipe runs with the speed-ups that leave its arithmetic unchanged: the
 shared-prompt forward (equal to TRL's outputs and gradients, tests/test_shared_prompt.py),
@@ -24,13 +30,15 @@ import json
 import math
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline import datasets as ds
-from pipeline.training import get_recipe, train_dpo
+from pipeline.evaluation import pair_logps, ranking_accuracy
+from pipeline.models import load_model
+from pipeline.training import TrainResult, get_recipe, train_dpo
 
 
 def idea_folds(prefs: list, k: int, seed: int = ds.SPLIT_SEED) -> list[dict[str, list]]:
@@ -49,9 +57,13 @@ def idea_folds(prefs: list, k: int, seed: int = ds.SPLIT_SEED) -> list[dict[str,
     return folds
 
 
-def held_out(metrics_file: Path) -> float:
-    records = [json.loads(line) for line in metrics_file.read_text().splitlines()]
-    return [r["eval_rewards/accuracies"] for r in records if "eval_rewards/accuracies" in r][-1]
+def finished_run(out: Path, recipe) -> TrainResult | None:
+    """The run a previous call left in `out`, if it finished with this very recipe."""
+    summary = out / "train_summary.json"
+    if not summary.is_file():
+        return None
+    result = TrainResult(**json.loads(summary.read_text()))
+    return result if result.recipe == asdict(recipe) and result.reference else None
 
 
 def main() -> None:
@@ -61,41 +73,57 @@ def main() -> None:
     parser.add_argument("--recipes", default="tutorial,fast", help="comma-separated")
     parser.add_argument("--epochs", type=float, default=1)
     parser.add_argument("--as-is", action="store_true", help="no arithmetic-preserving speed-ups")
+    parser.add_argument("--reuse", action="store_true", help="score finished runs in --out")
     parser.add_argument("--out", type=Path, default=Path("runs/folds"))
     args = parser.parse_args()
 
     names = args.recipes.split(",")
     recipes = {}
     for name in names:
-        recipe = replace(get_recipe(name), save_total_limit=1)
+        recipe = replace(get_recipe(name), save_total_limit=1, epochs=args.epochs)
         if not args.as_is:
             recipe = replace(recipe, shared_prompt=True, precompute_ref_log_probs=True,
                              gradient_checkpointing=False)  # fmt: skip
         recipes[name] = recipe
     folds = idea_folds(ds.seed_preferences(), args.folds)
-    correct = {name: 0.0 for name in names}
+    columns = ["untrained", *names]
+    correct = dict.fromkeys(columns, 0)
     scored = 0
+    base = load_model(args.model)
     for i, split in enumerate(folds):
         data = args.out / f"fold{i}" / "data"
         if not (data / "dataset_dict.json").is_file():
             ds.save_dataset(ds.build_dataset(split), data, ds.summarize(split, "seed", "idea"))
-        n = len(split["valid"])
-        scored += n
-        line = [f"fold {i}: {len(split['train'])} train / {n} held-out pairs"]
+        rows = list(ds.load_preference_dataset(data)["valid"])
+        scored += len(rows)
+        untrained = pair_logps(base, rows)
+        accuracy = {"untrained": ranking_accuracy(untrained)}
+        line = [f"fold {i}: {len(split['train'])} train / {len(rows)} held-out pairs"]
+        line.append(f"untrained {accuracy['untrained']:.3f}")
         for name, recipe in recipes.items():
             started = time.perf_counter()
             out = args.out / f"fold{i}" / name
-            result = train_dpo(data, out, args.model, recipe, epochs=args.epochs)
-            accuracy = held_out(Path(result.metrics_file))
-            correct[name] += accuracy * n
-            line.append(f"{name} {accuracy:.3f} ({time.perf_counter() - started:.0f} s)")
+            result = finished_run(out, recipe) if args.reuse else None
+            trained = "reused" if result else None
+            if result is None:
+                result = train_dpo(data, out, args.model, recipe)
+                trained = f"{time.perf_counter() - started:.0f} s"
+            policy = pair_logps(load_model(result.out, fresh=True), rows)
+            reference = untrained if result.reference == args.model else (
+                pair_logps(load_model(result.reference, fresh=True), rows))  # fmt: skip
+            accuracy[name] = ranking_accuracy(policy, reference)
+            line.append(f"{name} {accuracy[name]:.3f} ({trained})")
+        for name in columns:
+            correct[name] += round(accuracy[name] * len(rows))
         print("; ".join(line), flush=True)
 
-    pooled = {name: correct[name] / scored for name in names}
-    for name in names:
+    pooled = {name: correct[name] / scored for name in columns}
+    for name in columns:
         se = math.sqrt(pooled[name] * (1 - pooled[name]) / scored)
-        print(f"{name:9s} held-out reward accuracy {pooled[name]:.3f} +- {se:.3f} "
-              f"({scored} pairs, {args.folds} folds)")  # fmt: skip
+        print(f"{name:9s} held-out ranking accuracy {pooled[name]:.3f} +- {se:.3f} "
+              f"({correct[name]}/{scored} pairs, {args.folds} folds)")  # fmt: skip
+    for name in names:
+        print(f"{name} - untrained: {pooled[name] - pooled['untrained']:+.3f}")
     for name in names[1:]:
         print(f"{name} - {names[0]}: {pooled[name] - pooled[names[0]]:+.3f}")
     print(json.dumps({"folds": args.folds, "pairs": scored, "accuracy": pooled}))

@@ -74,12 +74,16 @@ def pair_logps(
     import torch
 
     tokenizer, model = loaded.tokenizer, loaded.model
-    sequences: list[tuple[list[int], int]] = []  # (ids, where the completion starts)
+    # Pairs of one idea share their titles (the tutorial's 10 pairs are 5 titles): each
+    # distinct sequence is scored once.
+    index: dict[tuple[tuple[int, ...], int], int] = {}  # (ids, completion start) -> position
+    wanted: list[int] = []
     for row in rows:
         prompt = _chat_ids(tokenizer, row["prompt"], add_generation_prompt=True)
         sides = [_chat_ids(tokenizer, row["prompt"] + row[s]) for s in ("chosen", "rejected")]
         start = min(_common_prefix(prompt, ids) for ids in sides)
-        sequences += [(ids, start) for ids in sides]
+        wanted += [index.setdefault((tuple(ids), start), len(index)) for ids in sides]
+    sequences = list(index)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     sums: list[float] = []
     device = next(model.parameters()).device
@@ -98,7 +102,8 @@ def pair_logps(
             logps = torch.log_softmax(logits[:, :-1].float(), dim=-1)
             target = logps.gather(2, input_ids[:, 1:, None].to(device))[..., 0]
             sums += (target * scored.to(device)).sum(dim=1).tolist()
-    return PairLogps(loaded.label, chosen=sums[0::2], rejected=sums[1::2])
+    scores = [sums[k] for k in wanted]
+    return PairLogps(loaded.label, chosen=scores[0::2], rejected=scores[1::2])
 
 
 def ranking_accuracy(policy: PairLogps, reference: PairLogps | None = None) -> float:

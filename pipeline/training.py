@@ -104,6 +104,9 @@ class TrainResult:
     max_steps: int = 0  # the whole run's steps
     base_model: str | None = None  # the Hub id of the starting model, where known
     data: str | None = None  # the dataset folder trained on
+    # what its implicit reward log(pi/pi_ref) is measured against: the SFT stage's model, else
+    # the model it started from (`python -m pipeline score --reference`)
+    reference: str | None = None
 
 
 def get_recipe(name: str) -> DPORecipe:
@@ -255,6 +258,7 @@ def train_dpo(
     out = Path(out)
     policy = load_model(model_name, fresh=True)
     start = policy.source  # what the run started from, before any SFT stage
+    reference_from = str(out / "sft") if recipe.sft_epochs else start.requested
     if recipe.sft_epochs:
         policy = sft_stage(policy, train_split, out / "sft", recipe, callbacks)
     peft_config = None
@@ -272,7 +276,6 @@ def train_dpo(
         # The reference model is a second frozen copy of the starting point (the base, or the
         # SFT stage's model), loaded the same way (offline-safe), rather than TRL re-reading
         # `config._name_or_path`, a Hub id it may not reach.
-        reference_from = str(out / "sft") if recipe.sft_epochs else model_name
         reference = load_model(reference_from, fresh=True).model
     out.mkdir(parents=True, exist_ok=True)
     metrics_file = out / "metrics.jsonl"
@@ -342,6 +345,7 @@ def train_dpo(
             max_steps=trainer.state.max_steps,
             base_model=start.hub_id,
             data=str(data),
+            reference=reference_from,
         )
     # Under `accelerate launch` every process gets here; one of them writes the model.
     if trainer.is_world_process_zero():
@@ -367,6 +371,7 @@ def train_dpo(
         max_steps=trainer.state.max_steps,
         base_model=start.hub_id,
         data=str(data),
+        reference=reference_from,
     )
     if trainer.is_world_process_zero():
         (out / "train_summary.json").write_text(json.dumps(asdict(result), indent=2) + "\n")

@@ -17,7 +17,8 @@ def trained(small_data, tiny_model_dir, tmp_path_factory):
     that moves the tiny model; 8 valid pairs are one eval batch, so TRL's batch mean is exact."""
     recipe = customize(get_recipe("tutorial"), learning_rate=1e-3)
     out = tmp_path_factory.mktemp("scored") / "dpo"
-    train_dpo(small_data, out, str(tiny_model_dir), recipe, epochs=1)
+    result = train_dpo(small_data, out, str(tiny_model_dir), recipe, epochs=1)
+    assert result.reference == str(tiny_model_dir)  # no SFT stage: measured against the start
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     (evaluation,) = [r for r in records if "eval_rewards/accuracies" in r]
     return out, recipe.beta, evaluation

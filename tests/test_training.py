@@ -78,6 +78,7 @@ def test_fast_recipe_trains_lora_and_saves_a_merged_model(small_data, tiny_model
     out = tmp_path / "fast"
     result = train_dpo(small_data, out, str(tiny_model_dir), get_recipe("fast"), epochs=1)
     assert result.steps == 2 and result.eval_loss is not None
+    assert result.reference == str(out / "sft")  # the fast recipe's DPO starts from its SFT
     assert (out / "adapter" / "adapter_config.json").is_file()
     assert not (out / "adapter_config.json").exists()  # the root is a plain merged model
     tuned = AutoModelForCausalLM.from_pretrained(out)
