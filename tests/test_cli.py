@@ -49,6 +49,7 @@ def test_generate_json(tiny_model_dir):
         (["dataset", "--from-votes", "missing.csv", "--out", "x"], "no such file"),
         (["pairs", "--ideas", "missing.csv", "--out", "p.csv"], "no such file"),
         (["train", "--data", "missing", "--out", "x"], "not a dataset folder"),
+        (["score", "--data", "missing", "--model", "./missing-model"], "not a dataset folder"),
         (["nope"], "invalid choice"),
     ],
 )
