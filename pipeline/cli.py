@@ -111,7 +111,7 @@ def cmd_dataset(args: argparse.Namespace) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> str:
-    from pipeline.training import customize, get_recipe, train_dpo
+    from pipeline.training import customize, describe_held_out, get_recipe, train_dpo
 
     recipe = customize(
         get_recipe(args.recipe),
@@ -126,7 +126,9 @@ def cmd_train(args: argparse.Namespace) -> str:
     result = train_dpo(args.data, args.out, args.model, recipe, max_steps=args.max_steps)
     if args.json:
         return json.dumps(asdict(result))
-    return f"trained {result.steps} steps in {result.seconds:.0f} s; model saved to {result.out}"
+    ranking = describe_held_out(result)
+    line = f"trained {result.steps} steps in {result.seconds:.0f} s; model saved to {result.out}"
+    return f"{line}\n{ranking}" if ranking else line
 
 
 def cmd_score(args: argparse.Namespace) -> str:

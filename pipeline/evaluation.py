@@ -124,6 +124,34 @@ def ranking_accuracy(policy: PairLogps, reference: PairLogps | None = None) -> f
     return sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(chosen)
 
 
+@dataclass(frozen=True)
+class HeldOutRanking:
+    """How a finished run ranks the held-out pairs, beside what its starting model knew."""
+
+    pairs: int
+    tuned: float  # the run's implicit reward log(pi/pi_ref)
+    untrained: float  # the starting model's own likelihood
+
+    def describe(self) -> str:
+        return (
+            f"held-out pairs ranked as labelled: {self.tuned:.3f} of {self.pairs} "
+            f"(the untrained model: {self.untrained:.3f})"
+        )
+
+
+def held_out_ranking(
+    rows: Sequence[dict[str, Any]], tuned: str, reference: str, untrained: str
+) -> HeldOutRanking:
+    """Score `rows` with the saved model `tuned` against `reference`, and with the model
+    `untrained` alone; each is loaded by name (a folder or a Hub id) as `load_model` does."""
+    from pipeline.models import load_model
+
+    start = pair_logps(load_model(untrained), rows)
+    ref = start if reference == untrained else pair_logps(load_model(reference, fresh=True), rows)
+    policy = pair_logps(load_model(tuned, fresh=True), rows)
+    return HeldOutRanking(len(rows), ranking_accuracy(policy, ref), ranking_accuracy(start))
+
+
 def _chat_ids(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool = False):
     encoded = tokenizer.apply_chat_template(
         messages, tokenize=True, return_dict=True, add_generation_prompt=add_generation_prompt

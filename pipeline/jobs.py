@@ -105,7 +105,7 @@ class TrainingRunner:
             self._status = replace(self._status, log=log)
 
     def _run(self, chunked: bool = False, chunk_steps: int | None = None, **train_kwargs: Any):
-        from pipeline.training import train_dpo
+        from pipeline.training import describe_held_out, train_dpo
 
         callbacks = [_Progress(self), *train_kwargs.pop("callbacks", [])]
         try:
@@ -122,6 +122,9 @@ class TrainingRunner:
             self._log(traceback.format_exc())
             return
         stopped = self._stop.is_set()
+        ranking = describe_held_out(result)
+        if ranking and not stopped:
+            self._log(ranking)
         self._update(
             state="stopped" if stopped else "done",
             step=result.steps,
@@ -129,6 +132,7 @@ class TrainingRunner:
                 f"Stopped after {result.steps} steps; the last checkpoint is in {result.out}"
                 if stopped
                 else f"Done: {result.steps} steps in {result.seconds:.0f} s; model in {result.out}"
+                + (f"; {ranking}" if ranking else "")
             ),
         )
 

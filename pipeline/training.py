@@ -22,6 +22,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from pipeline.errors import UserError
+from pipeline.evaluation import HeldOutRanking, held_out_ranking
 from pipeline.models import load_model
 
 
@@ -107,6 +108,14 @@ class TrainResult:
     # what its implicit reward log(pi/pi_ref) is measured against: the SFT stage's model, else
     # the model it started from (`python -m pipeline score --reference`)
     reference: str | None = None
+    # pipeline.evaluation.HeldOutRanking as a dict: the valid split ranked by the saved model
+    # and by the untrained one (None: no valid split, or not the main process)
+    held_out: dict[str, Any] | None = None
+
+
+def describe_held_out(result: TrainResult) -> str | None:
+    """One line on how the run ranks its held-out pairs, or None when it has no figure."""
+    return HeldOutRanking(**result.held_out).describe() if result.held_out else None
 
 
 def get_recipe(name: str) -> DPORecipe:
@@ -356,6 +365,12 @@ def train_dpo(
             trainer.save_model(str(out))
         policy.tokenizer.save_pretrained(str(out))
     trainer.accelerator.wait_for_everyone()
+    held_out = None
+    if has_eval and finished and trainer.is_world_process_zero():
+        # Pair by pair, beside what the model knew before training: the figure that says
+        # whether the run learned the preferences (TRL's accuracy is a mean of batch means).
+        ranking = held_out_ranking(eval_split, str(out), reference_from, start.requested)
+        held_out = asdict(ranking)
 
     eval_losses = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e]
     result = TrainResult(
@@ -372,6 +387,7 @@ def train_dpo(
         base_model=start.hub_id,
         data=str(data),
         reference=reference_from,
+        held_out=held_out,
     )
     if trainer.is_world_process_zero():
         (out / "train_summary.json").write_text(json.dumps(asdict(result), indent=2) + "\n")

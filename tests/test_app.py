@@ -2,6 +2,7 @@
 
 import os
 import random
+import re
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
@@ -275,6 +276,9 @@ def test_train_tab_runs_reports_and_hands_the_model_to_generate(app_url, tiny_mo
         _start(c, model=base, step_limit=12)
     progress, losses, rewards, table, log, steps = _wait_for_training(c)
     assert progress.startswith("**done**") and "step 12/12" in progress, progress
+    # the tutorial pairs split by idea: 120 held-out pairs, ranked by the saved model
+    assert re.search(r"held-out pairs ranked as labelled: [01]\.\d{3} of 120 \(the untrained "
+                     r"model: [01]\.\d{3}\)$", progress), progress  # fmt: skip
     assert steps == sorted(steps) and steps[-1] == 12
     assert {row[2] for row in losses["data"]} == {"train loss", "eval loss"}
     assert {"margin (eval)", "accuracy (eval)"} <= {row[2] for row in rewards["data"]}

@@ -131,6 +131,8 @@ def test_train_two_steps_and_reload(tiny_model_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["steps"] == 2 and summary["out"] == str(out)
+    assert summary["held_out"]["pairs"] == 120  # the 12 valid ideas' pairs, scored at the end
+    assert 0 <= summary["held_out"]["tuned"] <= 1 and 0 <= summary["held_out"]["untrained"] <= 1
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     AutoModelForCausalLM.from_pretrained(out)

@@ -21,11 +21,11 @@ def trained(small_data, tiny_model_dir, tmp_path_factory):
     assert result.reference == str(tiny_model_dir)  # no SFT stage: measured against the start
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     (evaluation,) = [r for r in records if "eval_rewards/accuracies" in r]
-    return out, recipe.beta, evaluation
+    return out, recipe.beta, evaluation, result
 
 
 def test_implicit_rewards_and_accuracy_equal_trls_evaluation(trained, small_data, tiny_model_dir):
-    out, beta, evaluation = trained
+    out, beta, evaluation, _ = trained
     rows = list(ds.load_preference_dataset(small_data)["valid"])
     policy = pair_logps(load_model(str(out), fresh=True), rows)
     reference = pair_logps(load_model(str(tiny_model_dir), fresh=True), rows)
@@ -62,7 +62,7 @@ def test_ranking_accuracy_counts_strict_wins_pair_by_pair():
 
 
 def test_cli_scores_a_tuned_model_against_its_reference(trained, small_data, tiny_model_dir):
-    out, _, evaluation = trained
+    out, _, evaluation, _ = trained
     args = ["score", "--data", str(small_data), "--model", str(out)]
     result = run_cli(*args, "--reference", str(tiny_model_dir), "--json")
     assert result.returncode == 0, result.stderr
@@ -83,3 +83,16 @@ def test_cli_refuses_a_missing_split_in_one_line(small_data, tiny_model_dir):
     assert result.stderr.strip() == (
         f"error: {small_data} has no 'test' split (it has train, valid)"
     )
+
+
+def test_a_finished_run_carries_its_held_out_ranking(trained, small_data, tiny_model_dir):
+    out, _, evaluation, result = trained
+    rows = list(ds.load_preference_dataset(small_data)["valid"])
+    untrained = ranking_accuracy(pair_logps(load_model(str(tiny_model_dir), fresh=True), rows))
+    assert result.held_out == {
+        "pairs": 8,
+        "tuned": pytest.approx(evaluation["eval_rewards/accuracies"]),
+        "untrained": untrained,
+    }
+    saved = json.loads((out / "train_summary.json").read_text())["held_out"]
+    assert saved == result.held_out

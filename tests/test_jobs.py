@@ -1,5 +1,6 @@
 """Background training runs: progress, one at a time, stop and resume."""
 
+import json
 import time
 from dataclasses import replace
 
@@ -8,6 +9,7 @@ from transformers import TrainerCallback
 
 from pipeline import datasets as ds
 from pipeline.errors import UserError
+from pipeline.evaluation import HeldOutRanking
 from pipeline.jobs import TrainingRunner
 from pipeline.training import get_recipe, latest_checkpoint
 
@@ -37,6 +39,11 @@ def test_a_run_reports_progress_and_metrics(data, tiny_model_dir, tmp_path):
     assert any("loss" in m for m in status.metrics)
     assert status.log[0] == "training: 3 steps"
     assert "Done: 3 steps" in status.message
+    # the held-out figure of the saved run, beside the untrained model's, in the message and log
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    ranking = HeldOutRanking(**summary["held_out"]).describe()
+    assert status.message.endswith(f"; {ranking}") and status.log[-1] == ranking
+    assert summary["held_out"]["pairs"] == len(ds.load_preference_dataset(data)["valid"])
     assert status.loop_started[1] == 0 and status.eta_seconds == 0  # all 3 of 3 done
 
 
@@ -54,6 +61,7 @@ def test_one_run_at_a_time_then_stop_and_resume(data, tiny_model_dir, tmp_path):
     runner.stop()
     stopped = runner.wait(120)
     assert stopped.state == "stopped", stopped.message
+    assert "held-out" not in stopped.message  # a stopped run is not scored: Stop stays quick
     assert 2 <= stopped.step < 40
     checkpoint = latest_checkpoint(out)
     assert checkpoint is not None and checkpoint.name == f"checkpoint-{stopped.step}"
