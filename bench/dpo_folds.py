@@ -36,8 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline import datasets as ds
-from pipeline.evaluation import pair_logps, ranking_accuracy
-from pipeline.models import load_model
+from pipeline.evaluation import HeldOutRanking, held_out_ranking
 from pipeline.training import TrainResult, get_recipe, train_dpo
 
 
@@ -89,17 +88,14 @@ def main() -> None:
     columns = ["untrained", *names]
     correct = dict.fromkeys(columns, 0)
     scored = 0
-    base = load_model(args.model)
     for i, split in enumerate(folds):
         data = args.out / f"fold{i}" / "data"
         if not (data / "dataset_dict.json").is_file():
             ds.save_dataset(ds.build_dataset(split), data, ds.summarize(split, "seed", "idea"))
         rows = list(ds.load_preference_dataset(data)["valid"])
         scored += len(rows)
-        untrained = pair_logps(base, rows)
-        accuracy = {"untrained": ranking_accuracy(untrained)}
+        accuracy = {}
         line = [f"fold {i}: {len(split['train'])} train / {len(rows)} held-out pairs"]
-        line.append(f"untrained {accuracy['untrained']:.3f}")
         for name, recipe in recipes.items():
             started = time.perf_counter()
             out = args.out / f"fold{i}" / name
@@ -108,11 +104,13 @@ def main() -> None:
             if result is None:
                 result = train_dpo(data, out, args.model, recipe)
                 trained = f"{time.perf_counter() - started:.0f} s"
-            policy = pair_logps(load_model(result.out, fresh=True), rows)
-            reference = untrained if result.reference == args.model else (
-                pair_logps(load_model(result.reference, fresh=True), rows))  # fmt: skip
-            accuracy[name] = ranking_accuracy(policy, reference)
+            # train_dpo scores the held-out pairs as it ends; a run from before it did, here
+            ranking = HeldOutRanking(**result.held_out) if result.held_out else (
+                held_out_ranking(rows, result.out, result.reference, args.model))  # fmt: skip
+            accuracy[name] = ranking.tuned
+            accuracy["untrained"] = ranking.untrained  # the same base model for every recipe
             line.append(f"{name} {accuracy[name]:.3f} ({trained})")
+        line.insert(1, f"untrained {accuracy['untrained']:.3f}")
         for name in columns:
             correct[name] += round(accuracy[name] * len(rows))
         print("; ".join(line), flush=True)
