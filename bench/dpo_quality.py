@@ -71,7 +71,7 @@ def main() -> None:
     result = train_dpo(data, args.out / "model", args.model, recipe)
     seconds = time.perf_counter() - started
     records = [json.loads(line) for line in Path(result.metrics_file).read_text().splitlines()]
-    # The saved model is the best evaluation's (lowest eval_loss): report that evaluation.
+    # The saved model is the best evaluation's (lowest eval_loss): say which epoch that was.
     evals = [r for r in records if "eval_rewards/accuracies" in r]
     best = min(evals, key=lambda r: r["eval_loss"]) if evals else None
     tuned = format_report(load_model(result.out), held_out_ideas, n=n)
