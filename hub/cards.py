@@ -131,6 +131,7 @@ def _votes_section(summary: Mapping[str, Any]) -> str:
     alpha = agreement.get("krippendorff_alpha")
     rows = [
         ["votes", summary["votes"]],
+        ["votes used (see below)", summary.get("votes_used", summary["votes"])],
         ["voters", summary["voters"]],
         ["pairs voted on", summary["pairs_voted"]],
         ["minimum votes for a pair to count", summary["min_votes"]],
@@ -144,8 +145,42 @@ def _votes_section(summary: Mapping[str, Any]) -> str:
         "chose *A is better*, *B is better*, *Tie* or *Both bad*; one vote per person per pair.\n"
         "\nA pair becomes a row when it has at least the minimum number of votes and its most "
         "frequent answer is unique and names a winner (**majority rule**). **Ties**, *both "
-        "bad* and equal splits are **dropped**.\n\n" + _table(["", ""], rows) + "\n"
+        "bad* and equal splits are **dropped**.\n\n"
+        + _table(["", ""], rows)
+        + "\n"
+        + _left_out_section(summary.get("left_out"))
     )
+
+
+def _left_out_section(left_out: Mapping[str, Any] | None) -> str:
+    """What screening left out (`pipeline.ratings.screen_votes`), said plainly."""
+    if not left_out:
+        return ""
+    from pipeline.votes import MIN_READ_SECONDS
+
+    lines = []
+    if left_out["gold_pairs"]:
+        lines.append(
+            f"{left_out['gold_pairs']} gold pairs (checks with a known answer, such as a good "
+            f"title against a deliberately broken one; {left_out['gold_votes']} votes) measure "
+            "voters and make no rows."
+        )
+    fast = left_out["flagged_votes"]
+    fast_rule = f"cast less than {MIN_READ_SECONDS:g} s after their pair was shown"
+    if left_out["drop_flagged"]:
+        lines.append(f"{fast} votes {fast_rule} were **left out**.")
+    elif fast:
+        lines.append(f"{fast} votes {fast_rule} were flagged but **kept**.")
+    minimum = left_out["min_gold_accuracy"]
+    if minimum is not None:
+        lines.append(
+            f"Voters whose accuracy on gold pairs was below {minimum:.0%} were **left out**: "
+            f"{left_out['voters_below_gold']} voters, {left_out['votes_of_voters_below_gold']} "
+            f"votes. {left_out['voters_without_gold']} voters met no gold pair and were kept."
+        )
+    if not lines:
+        return ""
+    return "\n### What was left out\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
 
 
 # --- the model --------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline.cli import Parser, run
+from pipeline.cli import Parser, add_vote_screening, run
 
 
 def _add_push_options(p: argparse.ArgumentParser, what: str) -> None:
@@ -52,7 +52,8 @@ def cmd_push_dataset(args: argparse.Namespace) -> str:
         return _finish(plan, args)
     with tempfile.TemporaryDirectory(prefix="title-dpo-push-") as tmp:
         folder = Path(tmp) / "dataset"
-        write_dataset_folder(folder, args.votes, args.split, args.min_votes)
+        write_dataset_folder(folder, args.votes, args.split, args.min_votes,
+                             args.drop_flagged, args.min_gold_accuracy)  # fmt: skip
         plan = dataset_plan(folder, args.repo, private=args.private, license=args.license)
         return _finish(plan, args)
 
@@ -97,6 +98,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--data", type=Path, metavar="FOLDER", help="a folder built by `python -m pipeline dataset`"
     )
     p.add_argument("--min-votes", type=int, default=1, help="with --votes (default: 1)")
+    add_vote_screening(p)
     p.add_argument(
         "--split",
         choices=["idea", "seed"],

@@ -379,9 +379,12 @@ def publish_dataset(
     private: bool = False,
     token: str | None = None,
     split: str = "idea",
+    drop_flagged: bool = False,
+    min_gold_accuracy: float | None = None,
 ) -> PushResult:
-    """Build the dataset (the tutorial's pairs, or `votes`: a vote database) and push it.
-    The token and namespace are checked first, so a refusal costs nothing."""
+    """Build the dataset (the tutorial's pairs, or `votes`: a vote database, screened as
+    `pipeline.ratings.screen_votes` says) and push it. The token and namespace are checked
+    first, so a refusal costs nothing."""
     import tempfile
 
     from pipeline.datasets import write_dataset_folder
@@ -389,7 +392,7 @@ def publish_dataset(
     target = authorize(repo_id, token)
     with tempfile.TemporaryDirectory(prefix="title-dpo-push-") as tmp:
         folder = Path(tmp) / "dataset"
-        write_dataset_folder(folder, votes, split, min_votes)
+        write_dataset_folder(folder, votes, split, min_votes, drop_flagged, min_gold_accuracy)
         return push(dataset_plan(folder, target.repo_id, private=private), target)
 
 

@@ -36,6 +36,23 @@ def _add_model(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_vote_screening(p: argparse.ArgumentParser) -> None:
+    """--drop-flagged and --min-gold-accuracy, for commands that build a dataset from votes."""
+    p.add_argument(
+        "--drop-flagged",
+        action="store_true",
+        help="with a vote database: leave out votes cast too fast to have read the titles",
+    )
+    p.add_argument(
+        "--min-gold-accuracy",
+        type=float,
+        default=None,
+        metavar="X",
+        help="with a vote database: leave out every vote of voters whose accuracy on gold "
+        "pairs (checks with a known answer) is below X, from 0 to 1",
+    )
+
+
 def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=5, help="titles per idea (default: 5)")
     p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (default: 0.7)")
@@ -103,7 +120,8 @@ def cmd_dataset(args: argparse.Namespace) -> str:
     from pipeline.datasets import write_dataset_folder
 
     votes = None if args.from_seed else args.from_votes
-    summary = write_dataset_folder(args.out, votes, args.split, args.min_votes)
+    summary = write_dataset_folder(args.out, votes, args.split, args.min_votes,
+                                   args.drop_flagged, args.min_gold_accuracy)  # fmt: skip
     if args.json:
         return json.dumps(summary, ensure_ascii=False)
     counts = ", ".join(f"{k} {v}" for k, v in summary["rows"].items())
@@ -196,6 +214,7 @@ def make_parser() -> argparse.ArgumentParser:
         default=1,
         help="with a vote database: pairs with fewer votes make no row (default: 1)",
     )
+    add_vote_screening(p)
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument(
         "--split",

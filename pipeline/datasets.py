@@ -156,9 +156,12 @@ def write_dataset_folder(
     votes: str | Path | None = None,
     split: str = "idea",
     min_votes: int = 1,
+    drop_flagged: bool = False,
+    min_gold_accuracy: float | None = None,
 ) -> dict[str, Any]:
     """Build and save the dataset from the seed pairs (`votes=None`), a vote database or a
-    labelled CSV; return its summary."""
+    labelled CSV; return its summary. `drop_flagged` and `min_gold_accuracy` screen the
+    votes of a vote database (see `pipeline.ratings.screen_votes`)."""
     facts: dict[str, Any] = {}
     if votes is None:
         prefs, source = seed_preferences(), "seed"
@@ -167,7 +170,7 @@ def write_dataset_folder(
     else:
         from pipeline.ratings import preferences_from_store  # ratings builds on this module
 
-        prefs, facts = preferences_from_store(votes, min_votes)
+        prefs, facts = preferences_from_store(votes, min_votes, drop_flagged, min_gold_accuracy)
         source = str(votes)
     splits = split_preferences(prefs, split)
     summary = {**summarize(splits, source, split), **facts}

@@ -4,6 +4,9 @@
   `b_better`; ties, "both bad" and equal splits make no preference row.
 - Agreement, over pairs with two or more votes: the share that are unanimous, and
   Krippendorff's alpha for nominal data over the four choices.
+- Voter quality: per voter, votes cast, votes flagged (cast too fast to have read the titles)
+  and accuracy on gold pairs (checks with a known answer); `screen_votes` leaves out flagged
+  votes and voters below a gold accuracy before the majority is taken.
 - Scores: Bradley–Terry strengths of an idea's titles from its decisive votes, on an Elo-like
   scale (1000 = the idea's average title, +400 = ten times the odds), with bootstrap 95%
   intervals, as Chatbot Arena reports models.
@@ -64,15 +67,91 @@ def majority_preferences(votes: Sequence[VoteRow], min_votes: int = 1) -> list[P
     return prefs
 
 
-def preferences_from_store(path, min_votes: int = 1) -> tuple[list[Preference], dict]:
-    """Majority preferences from a vote database, and what a dataset card should say of them."""
+@dataclass(frozen=True)
+class VoterStats:
+    """One voter's record: how much they voted, how much of it was too fast to be read, and
+    how often they picked the known better title of a gold pair."""
+
+    voter: str
+    votes: int
+    flagged: int
+    gold_votes: int
+    gold_correct: int
+
+    @property
+    def gold_accuracy(self) -> float | None:
+        return self.gold_correct / self.gold_votes if self.gold_votes else None
+
+
+def voter_stats(votes: Sequence[VoteRow]) -> list[VoterStats]:
+    """Per voter, most votes first. On a gold pair only the known better title is right:
+    a tie or "both bad" counts as wrong."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for v in votes:
+        c = counts[v.voter]
+        c["votes"] += 1
+        c["flagged"] += v.flag is not None
+        if v.gold is not None:
+            c["gold_votes"] += 1
+            c["gold_correct"] += v.choice == f"{v.gold}_better"
+    stats = [VoterStats(voter, c["votes"], c["flagged"], c["gold_votes"], c["gold_correct"])
+             for voter, c in counts.items()]  # fmt: skip
+    return sorted(stats, key=lambda s: (-s.votes, s.voter))
+
+
+def screen_votes(
+    votes: Sequence[VoteRow], drop_flagged: bool = False, min_gold_accuracy: float | None = None
+) -> tuple[list[VoteRow], dict]:
+    """The votes a dataset is built from, and what was left out (for its card).
+
+    Gold pairs are checks, not data: their votes never make rows. With `min_gold_accuracy`,
+    every vote of a voter whose gold accuracy is below it is left out; voters who met no gold
+    pair are kept (and counted). With `drop_flagged`, votes flagged as too fast are left out.
+    """
+    if min_gold_accuracy is not None and not 0 <= min_gold_accuracy <= 1:
+        raise UserError(f"min gold accuracy must be between 0 and 1, not {min_gold_accuracy}")
+    stats = voter_stats(votes)
+    below = {
+        s.voter
+        for s in stats
+        if min_gold_accuracy is not None
+        and s.gold_accuracy is not None
+        and s.gold_accuracy < min_gold_accuracy
+    }
+    kept = [
+        v
+        for v in votes
+        if v.gold is None and v.voter not in below and not (drop_flagged and v.flag)
+    ]
+    left_out = {
+        "gold_pairs": len({v.pair_id for v in votes if v.gold is not None}),
+        "gold_votes": sum(v.gold is not None for v in votes),
+        "drop_flagged": drop_flagged,
+        "flagged_votes": sum(
+            bool(v.flag) for v in votes if v.gold is None and v.voter not in below
+        ),
+        "min_gold_accuracy": min_gold_accuracy,
+        "voters_below_gold": len(below),
+        "votes_of_voters_below_gold": sum(v.voter in below for v in votes if v.gold is None),
+        "voters_without_gold": sum(s.gold_votes == 0 for s in stats),
+    }
+    return kept, left_out
+
+
+def preferences_from_store(
+    path, min_votes: int = 1, drop_flagged: bool = False, min_gold_accuracy: float | None = None
+) -> tuple[list[Preference], dict]:
+    """Majority preferences from a vote database (screened by `screen_votes`), and what a
+    dataset card should say of them."""
     from pipeline.votes import VoteStore
 
-    votes = VoteStore.open_existing(path).votes()
+    every_vote = VoteStore.open_existing(path).votes()
+    votes, left_out = screen_votes(every_vote, drop_flagged, min_gold_accuracy)
     prefs = majority_preferences(votes, min_votes)
     agree = agreement(votes)
     facts = {
-        "votes": len(votes),
+        "votes": len(every_vote),
+        "votes_used": len(votes),
         "voters": len({v.voter for v in votes}),
         "pairs_voted": len({v.pair_id for v in votes}),
         "min_votes": min_votes,
@@ -81,6 +160,7 @@ def preferences_from_store(path, min_votes: int = 1) -> tuple[list[Preference], 
             "unanimous": agree.unanimous,
             "krippendorff_alpha": agree.alpha,
         },
+        "left_out": left_out,
     }
     if not prefs:
         raise UserError(

@@ -27,6 +27,10 @@ from pipeline.pairs import Pair, pairs_for_idea, read_pairs_csv
 from pipeline.prompts import check_idea
 
 CHOICES = ("a_better", "b_better", "tie", "both_bad")
+FLAGS = (None, "fast")
+# A vote cast sooner than this after its pair was shown is kept but flagged 'fast': nobody
+# reads an idea and two titles that quickly.
+MIN_READ_SECONDS = 1.0
 SIDES = ("a", "b")
 MAX_VOTER_CHARS = 128
 MAX_TITLE_CHARS = 1000
@@ -97,6 +101,19 @@ def m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m002_flags_and_gold(db: sqlite3.Connection) -> None:
+    db.executescript(
+        """
+        -- why a vote is doubtful ('fast': cast before a person could read both titles);
+        -- a flagged vote is kept, and a dataset can leave it out
+        ALTER TABLE votes ADD COLUMN flag TEXT;
+        -- a check with a known answer: which of the pair's titles is the better one
+        ALTER TABLE pairs ADD COLUMN gold TEXT CHECK (gold IN ('a', 'b'));
+        """
+    )
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply the migrations this database has not had; return their names."""
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
@@ -144,6 +161,8 @@ class VoteRow:
     shown_left: str
     created_at: float
     seconds_taken: float | None
+    flag: str | None = None  # 'fast': cast before a person could read the titles
+    gold: str | None = None  # the pair is a check whose better title is this side
 
 
 # --- the store -------------------------------------------------------------------------------
@@ -327,6 +346,7 @@ class VoteStore:
         choice: str,
         shown_left: str,
         seconds_taken: float | None = None,
+        flag: str | None = None,
     ) -> VoteResult:
         """Store one vote; a repeat by the same voter on the same pair changes nothing."""
         voter = check_voter(voter)
@@ -345,9 +365,9 @@ class VoteStore:
                 raise UserError(f"unknown pair id {pair_id}")
             cursor = db.execute(
                 "INSERT INTO votes (id, voter, pair_id, choice, shown_left, created_at,"
-                " seconds_taken) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " seconds_taken, flag) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (voter, pair_id) DO NOTHING",
-                (vote_id, voter, pair_id, choice, shown_left, time.time(), seconds_taken),
+                (vote_id, voter, pair_id, choice, shown_left, time.time(), seconds_taken, flag),
             )
             if cursor.rowcount == 0:
                 return VoteResult(False, None)
@@ -375,25 +395,19 @@ class VoteStore:
                 idea_id = _upsert_idea(db, r["idea"], now)
                 a = _upsert_title(db, idea_id, r["title_a"], "restored", None, now)
                 b = _upsert_title(db, idea_id, r["title_b"], "restored", None, now)
-                db.execute(
-                    "INSERT OR IGNORE INTO pairs (idea_id, title_a, title_b, pool, created_at)"
-                    " VALUES (?, ?, ?, 'restored', ?)",
-                    (idea_id, a, b, now),
-                )
-                pair_id, stored_a = db.execute(
-                    "SELECT id, title_a FROM pairs WHERE min(title_a, title_b) = min(?, ?)"
-                    " AND max(title_a, title_b) = max(?, ?)",
-                    (a, b, a, b),
-                ).fetchone()
-                choice, shown_left = r["choice"], r["shown_left"]
+                pair_id, stored_a = _upsert_pair(db, idea_id, a, b, "restored", now)
+                choice, shown_left, gold = r["choice"], r["shown_left"], r.get("gold")
                 if stored_a != a:  # the pair is stored the other way round: so is the vote
                     choice = {"a_better": "b_better", "b_better": "a_better"}.get(choice, choice)
-                    shown_left = "b" if shown_left == "a" else "a"
+                    shown_left, gold = _other_side(shown_left), gold and _other_side(gold)
+                if gold:  # the pair was a check where the vote was cast: it still is
+                    db.execute("UPDATE pairs SET gold = ? WHERE id = ? AND gold IS NULL",
+                               (gold, pair_id))  # fmt: skip
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO votes (id, voter, pair_id, choice, shown_left,"
-                    " created_at, seconds_taken) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " created_at, seconds_taken, flag) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (r["vote_id"], r["voter"], pair_id, choice, shown_left, r["created_at"],
-                     r.get("seconds_taken")),
+                     r.get("seconds_taken"), r.get("flag")),
                 )  # fmt: skip
                 if cursor.rowcount:
                     db.execute("UPDATE pairs SET vote_count = vote_count + 1 WHERE id = ?",
@@ -402,6 +416,24 @@ class VoteStore:
             return added
 
         return self._write(insert), rejected
+
+    def add_gold_pair(self, idea: str, better: str, worse: str, pool: str = "gold") -> int:
+        """A check with a known answer (say a good title against a deliberately broken one):
+        voters see it like any pair, and their accuracy on such pairs is kept. An existing
+        pair of the same two titles becomes the check. Returns the pair's id."""
+        pair = _checked_pair(Pair(idea, better, worse))
+
+        def insert(db: sqlite3.Connection) -> int:
+            now = time.time()
+            idea_id = _upsert_idea(db, pair.idea, now)
+            good = _upsert_title(db, idea_id, pair.title_a, "gold", None, now)
+            bad = _upsert_title(db, idea_id, pair.title_b, "gold", None, now)
+            pair_id, stored_a = _upsert_pair(db, idea_id, good, bad, pool, now)
+            db.execute("UPDATE pairs SET gold = ? WHERE id = ?",
+                       ("a" if stored_a == good else "b", pair_id))  # fmt: skip
+            return pair_id
+
+        return self._write(insert)
 
     def pair_exists(self, pair_id: int) -> bool:
         row = self.connection().execute("SELECT 1 FROM pairs WHERE id = ?", (pair_id,))
@@ -438,7 +470,7 @@ class VoteStore:
             .execute(
                 """
             SELECT v.id, v.voter, v.pair_id, i.text, ta.text, tb.text, v.choice, v.shown_left,
-                   v.created_at, v.seconds_taken
+                   v.created_at, v.seconds_taken, v.flag, p.gold
             FROM votes v
             JOIN pairs p ON p.id = v.pair_id
             JOIN ideas i ON i.id = p.idea_id
@@ -461,7 +493,8 @@ class VoteStore:
 # --- votes as self-contained records (for a mirror outside this database) ---------------------
 
 RECORD_FIELDS = ("vote_id", "voter", "idea", "title_a", "title_b", "choice", "shown_left",
-                 "created_at", "seconds_taken")  # fmt: skip
+                 "created_at", "seconds_taken", "flag", "gold")  # fmt: skip
+OPTIONAL_RECORD_FIELDS = ("seconds_taken", "flag", "gold")  # older mirrors lack the last two
 
 
 def vote_record(row: VoteRow) -> dict[str, Any]:
@@ -470,13 +503,16 @@ def vote_record(row: VoteRow) -> dict[str, Any]:
 
 
 def _checked_record(record: Any) -> dict[str, Any]:
-    if not isinstance(record, dict) or any(f not in record for f in RECORD_FIELDS[:-1]):
+    required = [f for f in RECORD_FIELDS if f not in OPTIONAL_RECORD_FIELDS]
+    if not isinstance(record, dict) or any(f not in record for f in required):
         raise UserError(f"not a vote record: {str(record)[:200]}")
     if not isinstance(record["vote_id"], str) or not 0 < len(record["vote_id"]) <= 64:
         raise UserError(f"not a vote id: {str(record['vote_id'])[:80]}")
     pair = _checked_pair(Pair(record["idea"], record["title_a"], record["title_b"]))
     if record["choice"] not in CHOICES or record["shown_left"] not in SIDES:
         raise UserError(f"vote {record['vote_id']}: unknown choice or side")
+    if record.get("flag") not in FLAGS or record.get("gold") not in (None, *SIDES):
+        raise UserError(f"vote {record['vote_id']}: unknown flag or gold side")
     return {**record, "voter": check_voter(record["voter"]), "idea": pair.idea,
             "created_at": float(record["created_at"])}  # fmt: skip
 
@@ -511,7 +547,8 @@ def vote_on_shown_pair(
     """A vote from a screen that showed `pair_id`; only the pair actually shown can be voted on.
 
     A second click on a pair already voted on (a double click, a reload, a second tab) is
-    answered "already voted" and changes nothing.
+    answered "already voted" and changes nothing. A vote cast within MIN_READ_SECONDS of the
+    pair being shown is stored with the flag 'fast'.
     """
     voter = check_voter(voter)
     if side not in SIDE_CHOICES:
@@ -523,7 +560,9 @@ def vote_on_shown_pair(
             return VoteResult(False, None)
         raise UserError("that pair is not the one on your screen: load the next pair")
     choice = side_to_choice(side, shown.shown_left)
-    return store.record_vote(voter, pair_id, choice, shown.shown_left, now - shown.shown_at)
+    seconds = now - shown.shown_at
+    flag = "fast" if seconds < MIN_READ_SECONDS else None
+    return store.record_vote(voter, pair_id, choice, shown.shown_left, seconds, flag)
 
 
 def check_voter(voter: str | None) -> str:
@@ -552,6 +591,27 @@ def _checked_pair(pair: Pair) -> Pair:
 def _upsert_idea(db: sqlite3.Connection, text: str, now: float) -> int:
     db.execute("INSERT OR IGNORE INTO ideas (text, created_at) VALUES (?, ?)", (text, now))
     return db.execute("SELECT id FROM ideas WHERE text = ?", (text,)).fetchone()[0]
+
+
+def _other_side(side: str) -> str:
+    return "b" if side == "a" else "a"
+
+
+def _upsert_pair(
+    db: sqlite3.Connection, idea_id: int, a: int, b: int, pool: str, now: float
+) -> tuple[int, int]:
+    """The pair of titles a and b, added if new: (its id, its stored title_a), since a pair
+    is unordered and may be stored the other way round."""
+    db.execute(
+        "INSERT OR IGNORE INTO pairs (idea_id, title_a, title_b, pool, created_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (idea_id, a, b, pool, now),
+    )
+    return db.execute(
+        "SELECT id, title_a FROM pairs WHERE min(title_a, title_b) = min(?, ?)"
+        " AND max(title_a, title_b) = max(?, ?)",
+        (a, b, a, b),
+    ).fetchone()
 
 
 def _upsert_title(

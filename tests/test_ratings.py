@@ -112,3 +112,49 @@ def test_votes_per_idea_most_voted_first():
     votes = [*votes_on(1, "tie", "a_better"), vote(2, "tie", idea="other")]
     votes += votes_on(3, "b_better", a="C", b="D")
     assert votes_per_idea(votes) == [(IDEA, 3, 2), ("other", 1, 1)]
+
+
+def screened_votes():
+    from dataclasses import replace
+
+    def cast(voter, pair_id, choice, gold=None, flag=None, a="A", b="B"):
+        return replace(vote(pair_id, choice, voter=voter, a=a, b=b), gold=gold, flag=flag)
+
+    return [
+        # gold pair 9: "G" (a) is the known better title
+        cast("careful", 9, "a_better", gold="a", a="G", b="g!!"),
+        cast("careless", 9, "b_better", gold="a", a="G", b="g!!"),
+        cast("hasty", 9, "a_better", gold="a", a="G", b="g!!", flag="fast"),
+        cast("careful", 1, "a_better"),
+        cast("careless", 1, "b_better", a="A", b="B"),
+        cast("careless", 2, "b_better", a="C", b="D"),
+        cast("hasty", 3, "a_better", a="E", b="F", flag="fast"),
+        cast("newcomer", 4, "b_better", a="H", b="I"),
+    ]
+
+
+def test_voter_stats_count_flags_and_gold_accuracy():
+    from pipeline.ratings import voter_stats
+
+    stats = {s.voter: s for s in voter_stats(screened_votes())}
+    assert (stats["careless"].votes, stats["careless"].gold_accuracy) == (3, 0.0)
+    assert (stats["careful"].gold_votes, stats["careful"].gold_accuracy) == (1, 1.0)
+    assert (stats["hasty"].flagged, stats["newcomer"].gold_accuracy) == (2, None)
+
+
+def test_screening_leaves_out_gold_pairs_flagged_votes_and_careless_voters():
+    from pipeline.ratings import screen_votes
+
+    votes = screened_votes()
+    kept, left_out = screen_votes(votes)
+    assert all(v.gold is None for v in kept) and len(kept) == 5
+    assert left_out["gold_pairs"] == 1 and left_out["gold_votes"] == 3
+    assert left_out["flagged_votes"] == 1 and not left_out["drop_flagged"]
+
+    kept, left_out = screen_votes(votes, drop_flagged=True, min_gold_accuracy=0.5)
+    assert sorted((v.voter, v.pair_id) for v in kept) == [("careful", 1), ("newcomer", 4)]
+    assert left_out["voters_below_gold"] == 1 and left_out["votes_of_voters_below_gold"] == 2
+    assert left_out["voters_without_gold"] == 1  # the newcomer met no gold pair: kept
+    assert majority_preferences(kept) == [Preference(IDEA, "A", "B"), Preference(IDEA, "I", "H")]
+    with pytest.raises(UserError, match="between 0 and 1"):
+        screen_votes(votes, min_gold_accuracy=80)

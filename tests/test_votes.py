@@ -34,7 +34,25 @@ def test_migrations_apply_once_and_are_recorded(tmp_path):
     assert migrate(db) == [m.__name__ for m in MIGRATIONS]
     assert migrate(db) == []
     names = [r[0] for r in db.execute("SELECT name FROM _migrations")]
-    assert names == ["m001_initial"]
+    assert names == ["m001_initial", "m002_flags_and_gold"]
+
+
+def test_a_database_from_before_flags_upgrades_with_its_votes(tmp_path):
+    from pipeline.votes import m001_initial
+
+    db = sqlite3.connect(tmp_path / "votes.db", isolation_level=None)
+    db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+    m001_initial(db)
+    db.execute("INSERT INTO _migrations VALUES ('m001_initial', 0)")
+    db.execute("INSERT INTO ideas VALUES (1, 'old idea', 0)")
+    db.executemany("INSERT INTO titles (id, idea_id, text, source, created_at) "
+                   "VALUES (?, 1, ?, 'test', 0)", [(1, "Old A"), (2, "Old B")])  # fmt: skip
+    db.execute("INSERT INTO pairs (id, idea_id, title_a, title_b, pool, vote_count, created_at)"
+               " VALUES (1, 1, 1, 2, 'test', 1, 0)")  # fmt: skip
+    db.execute("INSERT INTO votes VALUES ('x1', 'ann', 1, 'a_better', 'a', 0, 2.0)")
+    db.close()
+    (vote,) = VoteStore.in_folder(tmp_path).votes()
+    assert (vote.vote_id, vote.choice, vote.flag, vote.gold) == ("x1", "a_better", None, None)
 
 
 def test_wal_and_durable_commits(store):
@@ -241,3 +259,35 @@ def test_restored_votes_keep_their_ids_once_and_their_meaning(tmp_path):
     assert first.seconds_taken == 2.5 and first.created_at == records[0]["created_at"]
     assert target.voter_progress("ann")[0] == 1
     assert target.has_voted("ann", first.pair_id)
+
+
+def test_a_vote_faster_than_reading_is_stored_but_flagged(store):
+    now = time.time()
+    assert vote_on_shown_pair(store, "quick", 1, "left", Shown(1, "a", now - 0.3), now).recorded
+    assert vote_on_shown_pair(store, "quick", 2, "left", Shown(2, "a", now - 2.0), now).recorded
+    flags = {v.pair_id: v.flag for v in store.votes()}
+    assert flags == {1: "fast", 2: None}
+
+
+def test_gold_pairs_know_their_answer_and_survive_a_restore(tmp_path):
+    store = VoteStore.in_folder(tmp_path / "a")
+    store.add_pairs([Pair("idea", "Broken TITLE!!!", "A good title")], "p", "test")
+    # the existing pair becomes the check, stored the other way round
+    pair_id = store.add_gold_pair("idea", "A good title", "Broken TITLE!!!")
+    new_pair = store.add_gold_pair("another idea", "Fine title", "fine title fine title")
+    assert pair_id == 1 and new_pair == 2 and store.counts()["pairs"] == 2
+    store.record_vote("ann", 1, "b_better", "a")
+    store.record_vote("ann", 2, "b_better", "b", flag="fast")
+    votes = {v.pair_id: v for v in store.votes()}
+    assert (votes[1].gold, votes[2].gold) == ("b", "a")
+    assert votes[2].flag == "fast"
+    with pytest.raises(UserError, match="same title twice"):
+        store.add_gold_pair("idea", "Same", "Same")
+
+    target = VoteStore.in_folder(tmp_path / "b")
+    target.add_pairs([Pair("another idea", "fine title fine title", "Fine title")], "p", "t")
+    assert target.restore_votes([vote_record(v) for v in store.votes()]) == (2, 0)
+    restored = {v.idea: v for v in target.votes()}
+    assert restored["another idea"].gold == "b"  # "Fine title" is b in the target
+    assert restored["another idea"].flag == "fast"
+    assert restored["idea"].gold == "b"

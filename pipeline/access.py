@@ -1,0 +1,365 @@
+"""Who may do what: the owner and the voters, resolved in one place for every request.
+
+The link the owner shares is public, so every endpoint of the app states a role and the
+`Gatekeeper` decides, on the server, whether the caller has it:
+
+- **owner**: may do everything. On a Space, a visitor signed in with Hugging Face whose
+  username is the Space's owner, a member of the owning organisation, or listed in
+  `TITLE_DPO_OWNERS`. Locally, the person at the machine: requests from the loopback
+  interface, unless the app is shared (`--share`) or `TITLE_DPO_OWNER_PASSWORD` is set; then
+  owner actions need that password, entered once per browser session.
+- **voter**: everyone else. Voters vote (and use Generate if the owner allows it).
+
+Voters are held to what a person can do: their ids are issued by the server and signed
+(HMAC), so a client cannot invent one; votes per voter and per address, and new voter ids
+per address, are rate-limited. All of it is in memory except the signing secret, which is
+`TITLE_DPO_SECRET` or a file the app keeps in its data folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import os
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import UserError
+
+OWNER, VOTER = "owner", "voter"
+# What an endpoint may demand: the owner; anyone who may vote; anyone who may generate
+# (the owner, and voters when the owner allows it); or anyone at all (page set-up, sign-in).
+ROLES = (OWNER, VOTER, "generate", "anyone")
+OWNER_ONLY = "owner only: this action is for the person who runs the app"
+SECRET_FILE = "secret.key"
+VOTER_PREFIX = "v-"
+SIGNED_IN_PREFIX = "hf:"
+
+
+class Refused(UserError):
+    """The caller may not do this; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class AccessSettings:
+    """Who is the owner, how voters are admitted, and the limits they are held to."""
+
+    on_space: bool = False
+    space_owner: str | None = None  # the user or organisation that owns the Space
+    owners: frozenset[str] = frozenset()  # extra owner usernames (TITLE_DPO_OWNERS)
+    owner_password: str | None = None
+    shared: bool = False  # started with --share: the public link also arrives on loopback
+    voters_signed_in: bool = False  # TITLE_DPO_VOTERS=signed-in: a voter is an HF username
+    voters_may_generate: bool = False  # the owner's switch; its starting value
+    votes_per_minute: int = 30  # per voter
+    address_votes_per_minute: int = 600  # per client address (a classroom shares one)
+    new_voters_per_hour: int = 60  # new voter ids per client address
+    sign_ins_per_hour: int = 10  # owner password attempts per client address
+
+    @classmethod
+    def from_env(cls, shared: bool = False, environ: Mapping[str, str] | None = None):
+        env = os.environ if environ is None else environ
+        space_id = env.get("SPACE_ID") or ""
+        voters = (env.get("TITLE_DPO_VOTERS") or "anyone").strip().lower()
+        if voters not in ("anyone", "signed-in"):
+            raise UserError(f"TITLE_DPO_VOTERS must be 'anyone' or 'signed-in', not {voters!r}")
+        owner = env.get("SPACE_AUTHOR_NAME") or (space_id.split("/")[0] if space_id else None)
+        return cls(
+            on_space=bool(space_id),
+            space_owner=owner or None,
+            owners=frozenset(
+                n.strip() for n in (env.get("TITLE_DPO_OWNERS") or "").split(",") if n.strip()
+            ),
+            owner_password=env.get("TITLE_DPO_OWNER_PASSWORD") or None,
+            shared=shared,
+            voters_signed_in=voters == "signed-in",
+            voters_may_generate=_flag(env.get("TITLE_DPO_VOTERS_GENERATE")),
+            votes_per_minute=_limit(env, "TITLE_DPO_VOTES_PER_MINUTE", cls.votes_per_minute),
+            address_votes_per_minute=_limit(
+                env, "TITLE_DPO_ADDRESS_VOTES_PER_MINUTE", cls.address_votes_per_minute
+            ),
+            new_voters_per_hour=_limit(
+                env, "TITLE_DPO_NEW_VOTERS_PER_HOUR", cls.new_voters_per_hour
+            ),
+        )
+
+    @property
+    def password_required(self) -> bool:
+        return self.shared or self.owner_password is not None
+
+    @property
+    def loopback_is_owner(self) -> bool:
+        """Locally and unshared, only the person at the machine can reach the app."""
+        return not self.on_space and not self.password_required
+
+    def describe(self) -> str:
+        """One line for the log: how the owner is recognised (never the password itself)."""
+        if self.on_space:
+            who = ", ".join(sorted({self.space_owner or "?", *self.owners}))
+            how = f"signed in with Hugging Face as {who} (or a member of {self.space_owner})"
+        elif self.loopback_is_owner:
+            how = "anyone on this machine (loopback)"
+        else:
+            how = "whoever enters the owner password"
+        if self.on_space and self.owner_password:
+            how += ", or whoever enters the owner password"
+        voters = "signed-in Hugging Face users" if self.voters_signed_in else "anyone"
+        return f"Owner: {how}. Voters: {voters}."
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request, as far as the server can tell."""
+
+    role: str  # OWNER or VOTER
+    address: str  # the client address that rate limits count against
+    username: str | None = None  # the Hugging Face username, when signed in
+    how: str = ""  # why the role: "loopback", "password", "signed in as NAME", ""
+
+    @property
+    def is_owner(self) -> bool:
+        return self.role == OWNER
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    """What a request says about its sender: no web framework types past this point."""
+
+    client_host: str | None
+    forwarded_for: str | None = None  # the X-Forwarded-For header
+    session: str | None = None  # one browser page's session (Gradio's session hash)
+    username: str | None = None  # from the OAuth profile the server keeps, never the client
+    orgs: tuple[str, ...] = ()
+
+
+class Gatekeeper:
+    """Resolves each request's role, checks it, issues and checks voter ids, and rate-limits."""
+
+    def __init__(self, settings: AccessSettings, secret: bytes) -> None:
+        if len(secret) < 16:
+            raise UserError("the signing secret must be at least 16 bytes")
+        self.settings = settings
+        self.voters_may_generate = settings.voters_may_generate
+        self._secret = secret
+        self._unlocked: set[str] = set()  # sessions that entered the owner password
+        self._lock = threading.Lock()
+        self._votes = RateLimiter(settings.votes_per_minute, 60)
+        self._address_votes = RateLimiter(settings.address_votes_per_minute, 60)
+        self._new_voters = RateLimiter(settings.new_voters_per_hour, 3600)
+        self._sign_ins = RateLimiter(settings.sign_ins_per_hour, 3600)
+
+    @classmethod
+    def for_folder(cls, settings: AccessSettings, folder: str | Path) -> Gatekeeper:
+        return cls(settings, load_secret(folder))
+
+    # -- roles --------------------------------------------------------------------------------
+
+    def caller(self, facts: RequestFacts) -> Caller:
+        s = self.settings
+        address = self.address(facts)
+        name = facts.username
+        if name and (
+            name == s.space_owner or name in s.owners or (s.space_owner or "") in facts.orgs
+        ):
+            return Caller(OWNER, address, name, f"signed in as {name}")
+        if facts.session and facts.session in self._unlocked:
+            return Caller(OWNER, address, name, "password")
+        if s.loopback_is_owner and _is_loopback(facts.client_host):
+            return Caller(OWNER, address, name, "loopback")
+        return Caller(VOTER, address, name)
+
+    def address(self, facts: RequestFacts) -> str:
+        """The address limits count against. On a Space every request comes through its
+        proxy, which puts the visitor's address first in X-Forwarded-For; elsewhere that
+        header is whatever the client wrote, so the connection's own address counts."""
+        if self.settings.on_space and facts.forwarded_for:
+            return facts.forwarded_for.split(",")[0].strip() or "unknown"
+        return facts.client_host or "unknown"
+
+    def allows(self, caller: Caller, role: str) -> bool:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        if caller.is_owner or role == "anyone":
+            return True
+        if role == VOTER:
+            return True
+        if role == "generate":
+            return self.voters_may_generate
+        return False
+
+    def require(self, caller: Caller, role: str) -> None:
+        if not self.allows(caller, role):
+            if role == "generate":
+                raise Refused("Generate is for the owner here: it is not open to voters")
+            raise Refused(OWNER_ONLY + self._how_to_become_owner())
+
+    def _how_to_become_owner(self) -> str:
+        if self.settings.on_space:
+            password = ", or enter the owner password" if self.settings.owner_password else ""
+            return f" (sign in with Hugging Face as the Space's owner{password})"
+        if self.settings.password_required:
+            return " (enter the owner password under 'Owner sign-in')"
+        return ""
+
+    def sign_in(self, facts: RequestFacts, password: str | None) -> Caller:
+        """Check the owner password for this browser session; the password is never kept."""
+        expected = self.settings.owner_password
+        if expected is None:
+            raise Refused("there is no owner password to enter here")
+        if not facts.session:
+            raise Refused("signing in needs a browser session")
+        address = self.address(facts)
+        if not self._sign_ins.admit(address):
+            raise Refused("too many password attempts from your address: try again in an hour")
+        if not hmac.compare_digest((password or "").encode(), expected.encode()):
+            raise Refused("wrong owner password")
+        with self._lock:
+            self._unlocked.add(facts.session)
+        return self.caller(facts)
+
+    def forget_session(self, session: str | None) -> None:
+        """A page was closed: its password sign-in goes with it."""
+        with self._lock:
+            self._unlocked.discard(session or "")
+
+    # -- voter ids ----------------------------------------------------------------------------
+
+    def voter_for_page(self, caller: Caller, token: str | None) -> tuple[str, str]:
+        """(the token the browser keeps, the voter id votes are stored under) for a page that
+        opens. A signed-in voter is their username; a valid token is kept; anything else
+        (none yet, or one this app did not sign) gets a new id, within the per-address limit."""
+        if self.settings.voters_signed_in:
+            return "", self.signed_in_voter(caller)
+        if token:
+            try:
+                return token, self.voter_id(token)
+            except Refused:
+                pass  # an id from before a secret change, or tampered: start afresh
+        if not caller.is_owner and not self._new_voters.admit(caller.address):
+            raise Refused(
+                "too many new voters from your address this hour: come back later (your "
+                "votes so far are kept)"
+            )
+        voter = VOTER_PREFIX + secrets.token_hex(8)
+        return f"{voter}.{self._sign(voter)}", voter
+
+    def voter_id(self, token: str | None) -> str:
+        """The voter id inside a signed token; a forged or tampered token is refused."""
+        voter, _, signature = (token or "").partition(".")
+        if not voter.startswith(VOTER_PREFIX) or not hmac.compare_digest(
+            signature.encode(), self._sign(voter).encode()
+        ):
+            raise Refused("this voter id was not issued by this app: reload the page to get one")
+        return voter
+
+    def signed_in_voter(self, caller: Caller) -> str:
+        if not caller.username:
+            raise Refused("sign in with Hugging Face to vote (one vote per person per pair)")
+        return SIGNED_IN_PREFIX + caller.username
+
+    def voter_of(self, caller: Caller, token: str | None) -> str:
+        """Who a vote is from: the signed-in username, or the voter id in a signed token."""
+        if self.settings.voters_signed_in:
+            return self.signed_in_voter(caller)
+        return self.voter_id(token)
+
+    def admit_vote(self, caller: Caller, voter: str, now: float | None = None) -> None:
+        """Count a vote against its voter's and its address's limits; over either, refused.
+        The owner is not limited."""
+        if caller.is_owner:
+            return
+        if not self._votes.admit(voter, now):
+            raise Refused("you are voting faster than anyone can read: wait a minute, then go on")
+        if not self._address_votes.admit(caller.address, now):
+            raise Refused("too many votes from your address this minute: wait, then go on")
+
+    def _sign(self, voter: str) -> str:
+        digest = hmac.new(self._secret, b"voter:" + voter.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
+
+
+class RateLimiter:
+    """At most `limit` events per key in any `window` seconds (a sliding log per key)."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit, self.window = limit, window
+        self._events: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+        self._sweep_at = 0.0
+
+    def admit(self, key: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if now >= self._sweep_at:  # drop idle keys now and then, so memory stays bounded
+                cutoff = now - self.window
+                self._events = {k: q for k, q in self._events.items() if q and q[-1] > cutoff}
+                self._sweep_at = now + self.window
+            events = self._events.setdefault(key, deque())
+            while events and events[0] <= now - self.window:
+                events.popleft()
+            if len(events) >= self.limit:
+                return False
+            events.append(now)
+            return True
+
+
+def load_secret(folder: str | Path, environ: Mapping[str, str] | None = None) -> bytes:
+    """TITLE_DPO_SECRET, else the app's own key in `folder/secret.key` (made on first use,
+    readable by its owner only)."""
+    env = os.environ if environ is None else environ
+    given = env.get("TITLE_DPO_SECRET")
+    if given:
+        if len(given) < 16:
+            raise UserError("TITLE_DPO_SECRET must be at least 16 characters")
+        return given.encode()
+    path = Path(folder) / SECRET_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written whole, then linked into place: another process never reads half a key,
+        # and if one got there first, its key is the one everybody reads.
+        draft = path.with_name(f".{SECRET_FILE}.{os.getpid()}")
+        draft.write_text(secrets.token_hex(32))
+        draft.chmod(0o600)
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    value = path.read_text().strip()
+    if len(value) < 32:
+        raise UserError(f"{path} is not a signing key: delete it and start the app again")
+    return value.encode()
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _limit(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name)
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise UserError(f"{name} must be a whole number, not {value!r}") from None
+    if number < 1:
+        raise UserError(f"{name} must be at least 1, not {number}")
+    return number
