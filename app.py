@@ -4,32 +4,38 @@
 
 Serves on 127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override, as on a Space).
 Votes go to DIR/votes.db (default: TITLE_DPO_DATA, else ./app-data).
+
+Every event handler is wired through `Guard` with the role it demands (`pipeline.access`):
+the server checks it on each call, whatever the page shows, and `build_app` refuses to build
+an app with an event that states no role.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import signal
+import sys
 import time
-import uuid
-from functools import partial
+import typing
+from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
 
-from hub.auth import ON_SPACE
 from hub.pull import pull_preference_dataset
 from hub.push import publish_dataset, publish_model
 from hub.sync import VoteMirror, mirror_from_env
+from pipeline.access import OWNER, VOTER, AccessSettings, Caller, Gatekeeper, Refused, RequestFacts
 from pipeline.datasets import write_dataset_folder
 from pipeline.errors import UserError
 from pipeline.generation import MAX_TITLES_PER_IDEA, GenerationSettings
 from pipeline.jobs import TrainingRunner, finished_runs
 from pipeline.models import DEFAULT_MODEL, load_model
 from pipeline.prompts import MAX_IDEA_CHARS
-from pipeline.ratings import agreement, leaderboard, votes_per_idea
+from pipeline.ratings import agreement, leaderboard, voter_stats, votes_per_idea
 from pipeline.training import EPOCH_COLUMNS, RECIPES, customize, epoch_table, get_recipe
 from pipeline.votes import Shown, VoteStore, data_dir, vote_on_shown_pair
 from pipeline.zerogpu import ON_ZEROGPU, generate_on_gpu
@@ -74,14 +80,18 @@ UNLOCK_BUTTONS_JS = """() => {
 }"""
 
 
-def new_voter_id() -> str:
-    return f"v-{uuid.uuid4().hex[:16]}"
-
-
-def build_app(model_name: str | None = None, data: str | None = None) -> gr.Blocks:
+def build_app(
+    model_name: str | None = None, data: str | None = None, access: AccessSettings | None = None
+) -> gr.Blocks:
+    """The app. `access` says who is the owner and how voters are held (default: from the
+    environment, as `AccessSettings.from_env` reads it)."""
     model_name = model_name or os.environ.get("TITLE_DPO_MODEL") or DEFAULT_MODEL
     folder = Path(data or data_dir())
     store = VoteStore.in_folder(folder)
+    settings = access or AccessSettings.from_env()
+    keeper = Gatekeeper.for_folder(settings, folder)
+    guard = Guard(keeper)
+    log.info("%s", settings.describe())
     # The model the Generate tab uses; the Train tab's "use this model" changes it app-wide.
     generator = {"model": model_name}
     runner = TrainingRunner()
@@ -97,32 +107,68 @@ def build_app(model_name: str | None = None, data: str | None = None) -> gr.Bloc
 
     with gr.Blocks(title="YouTube title DPO") as app:
         gr.Markdown("# YouTube titles, tuned on human preferences")
-        status = gr.Markdown("Model: not loaded yet (it loads on first use)")
+        with gr.Row():
+            role_line = gr.Markdown(elem_id="role-line")
+            if settings.on_space:  # Gradio's sign-in needs a Space; locally the owner is here
+                gr.LoginButton()
+        sign_in = OwnerSignIn(keeper, guard)
+        status = gr.Markdown("", elem_id="model-status")
         voter = gr.BrowserState(None, storage_key="title-dpo-voter")
         with gr.Tab("Vote") as vote_page:
-            start_voting = vote_tab(store, voter)
-        with gr.Tab("Generate") as generate_page:
-            show_model = generate_tab(generator, store, status)
+            start_voting = vote_tab(store, keeper, guard, voter)
+        with gr.Tab("Generate", visible=False) as generate_page:
+            show_model, generate_owner = generate_tab(generator, store, keeper, guard, status)
         with gr.Tab("Leaderboard") as board_tab:
-            refresh_board = leaderboard_tab(store)
-        with gr.Tab("Train") as train_page:
-            train_timer = train_tab(runner, store, folder, generator, status)
-        with gr.Tab("Hub") as hub_page:
-            refresh_hub = hub_tab(store, folder, mirror)
+            refresh_board, board_owner = leaderboard_tab(store, guard)
+        with gr.Tab("Train", visible=False) as train_page:
+            train_timer = train_tab(runner, store, folder, generator, status, guard)
+        with gr.Tab("Hub", visible=False) as hub_page:
+            refresh_hub = hub_tab(store, folder, mirror, settings, guard)
         # Only a page showing the Train tab polls the training status.
         for page in (vote_page, generate_page, board_tab, train_page, hub_page):
             page.select(
-                lambda on=page is train_page: gr.Timer(active=on),
+                guard("anyone", lambda on=page is train_page: gr.Timer(active=on)),
                 None,
                 train_timer,
                 queue=False,
                 api_visibility="private",
             )
+
+        # What this visitor may see: the server decides; hiding is a courtesy, not the lock.
+        def show_role(*, caller: Caller) -> dict:
+            owner = caller.is_owner
+            may_generate = keeper.allows(caller, "generate")
+            can_sign_in = settings.owner_password is not None
+            return {
+                role_line: describe_caller(caller, settings),
+                sign_in.box: gr.Accordion(visible=can_sign_in and not owner),
+                generate_page: gr.Tab(visible=may_generate),
+                train_page: gr.Tab(visible=owner),
+                hub_page: gr.Tab(visible=owner),
+                generate_owner: gr.Column(visible=owner),
+                board_owner: gr.Accordion(visible=owner),
+            }
+
+        role_outputs = [role_line, sign_in.box, generate_page, train_page, hub_page,
+                        generate_owner, board_owner]  # fmt: skip
+        app.load(guard("anyone", show_role), None, role_outputs, api_name="my_role")
+        sign_in.wire(show_role, role_outputs)
         app.load(start_voting.fn, voter, start_voting.outputs, api_name="start")
         app.load(show_model.fn, None, show_model.outputs, api_name="model_status")
         board_tab.select(refresh_board.fn, None, refresh_board.outputs, api_visibility="private")
         hub_page.select(refresh_hub.fn, None, refresh_hub.outputs, api_visibility="private")
+    guard.check_every_event(app)
     return app
+
+
+def describe_caller(caller: Caller, settings: AccessSettings) -> str:
+    if caller.is_owner:
+        how = {"loopback": "this machine", "password": "owner password"}.get(caller.how, caller.how)
+        return f"**Owner** ({how}): every tab is yours."
+    if settings.voters_signed_in and not caller.username:
+        return "Sign in with Hugging Face to vote: one vote per person per pair."
+    who = f" as {caller.username}" if caller.username else ""
+    return f"You are voting{who}. Thank you for helping!"
 
 
 class Wiring:
@@ -132,7 +178,121 @@ class Wiring:
         self.fn, self.outputs = fn, outputs
 
 
-def vote_tab(store: VoteStore, voter: gr.BrowserState) -> Wiring:
+class Guard:
+    """Event handlers that run only for callers with their role.
+
+    `guard(role, fn)` is fn as Gradio should call it: Gradio injects the request and the
+    OAuth profile (both server-side facts, never the client's say), the Gatekeeper resolves
+    the caller and refuses one without the role, and a `UserError` from fn becomes the one
+    message the page shows. fn may take keyword-only `caller` and `facts` to receive them.
+    """
+
+    EXTRA = (("request", gr.Request), ("profile", gr.OAuthProfile | None))
+    # Gradio's own events that only copy values into the page and touch nothing on the server
+    # (gr.Examples filling the idea box).
+    HARMLESS = frozenset({"load_example"})
+
+    def __init__(self, keeper: Gatekeeper) -> None:
+        self.keeper = keeper
+
+    def __call__(self, role: str, fn: Callable) -> Callable:
+        keeper = self.keeper
+        signature = inspect.signature(fn)
+        wants = [name for name in ("caller", "facts") if name in signature.parameters]
+        try:
+            hints = typing.get_type_hints(fn)
+        except (NameError, TypeError):
+            hints = {}
+        params = [
+            p.replace(annotation=hints.get(p.name, inspect.Parameter.empty))
+            for p in signature.parameters.values()
+            if p.name not in wants
+        ]
+        extra = [
+            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                              annotation=hint)
+            for name, hint in self.EXTRA
+        ]  # fmt: skip
+
+        def handler(*args):
+            *args, request, profile = args
+            facts = request_facts(request, profile)
+            caller = keeper.caller(facts)
+            given = {"caller": caller, "facts": facts}
+            try:
+                keeper.require(caller, role)
+                return fn(*args, **{name: given[name] for name in wants})
+            except UserError as exc:
+                raise gr.Error(str(exc)) from None
+
+        handler.__signature__ = signature.replace(parameters=[*params, *extra])
+        handler.__annotations__ = {p.name: p.annotation for p in [*params, *extra]
+                                   if p.annotation is not inspect.Parameter.empty}  # fmt: skip
+        handler.__name__ = getattr(fn, "__name__", "handler")
+        handler.role = role
+        return handler
+
+    @staticmethod
+    def check_every_event(app: gr.Blocks) -> None:
+        """Refuse an app with an event that states no role: a forgotten endpoint would be
+        open to anyone with the link."""
+        unguarded = [
+            f"{block_fn.api_name or block_fn.name}"
+            for block_fn in app.fns.values()
+            if block_fn.fn is not None
+            and not hasattr(block_fn.fn, "role")
+            and block_fn.api_name not in Guard.HARMLESS
+        ]
+        if unguarded:
+            raise RuntimeError(f"events without a role (wire them through Guard): {unguarded}")
+
+
+def request_facts(request: gr.Request | None, profile: gr.OAuthProfile | None) -> RequestFacts:
+    """What the server knows of a request's sender, in the library's terms."""
+    if request is None:  # called from Python, not over HTTP
+        return RequestFacts(None)
+    orgs = (profile or {}).get("orgs") or []
+    return RequestFacts(
+        client_host=request.client.host if request.client else None,
+        forwarded_for=request.headers.get("x-forwarded-for"),
+        session=request.session_hash,
+        username=profile.username if profile is not None else None,
+        orgs=tuple(o["preferred_username"] for o in orgs if o.get("preferred_username")),
+    )
+
+
+class OwnerSignIn:
+    """The owner-password box: shown where a password is set and the visitor is no owner."""
+
+    def __init__(self, keeper: Gatekeeper, guard: Guard) -> None:
+        self.keeper, self.guard = keeper, guard
+        with gr.Accordion("Owner sign-in", open=False, visible=False) as self.box:
+            with gr.Row():
+                self.password = gr.Textbox(
+                    label="Owner password", type="password", max_lines=1, scale=3
+                )
+                self.button = gr.Button("Sign in as the owner", scale=1)
+            self.message = gr.Markdown()
+
+    def wire(self, show_role: Callable, role_outputs: list) -> None:
+        keeper = self.keeper
+
+        def sign_in(password: str, *, facts: RequestFacts) -> dict:
+            caller = keeper.sign_in(facts, password)  # refused: one message, nothing kept
+            return {**show_role(caller=caller), self.password: "", self.message: ""}
+
+        outputs = [*role_outputs, self.password, self.message]
+        gr.on(
+            [self.button.click, self.password.submit],
+            self.guard("anyone", sign_in),
+            self.password,
+            outputs,
+            api_name="owner_sign_in",
+            queue=False,
+        )
+
+
+def vote_tab(store: VoteStore, keeper: Gatekeeper, guard: Guard, voter: gr.BrowserState) -> Wiring:
     gr.Markdown("Which title would make you click? The titles' source is hidden until you vote.")
     idea = gr.Textbox(label="Video idea", interactive=False)
     with gr.Row(equal_height=True):
@@ -152,6 +312,10 @@ def vote_tab(store: VoteStore, voter: gr.BrowserState) -> Wiring:
     # Buttons are enabled once the first pair arrives (`start`) and disabled when nothing is
     # left; in between, a click disables them in the browser at once and the end of the vote
     # enables them again, with no extra round trip and no button updates on the hot path.
+    # The browser keeps a voter token the server signed; votes are stored under the id in it.
+
+    def blank(message: str) -> dict:
+        return {idea: "", left: "", right: "", pair_id: None, shown: None, progress: message}
 
     def show_next(voter_id: str, skipped: list[int], message: str = "") -> dict:
         view = store.next_pair(voter_id, skip=skipped)
@@ -160,10 +324,7 @@ def vote_tab(store: VoteStore, voter: gr.BrowserState) -> Wiring:
             f"You have voted on **{done}** pairs · **{remaining - len(skipped)}** left for you"
         )
         if view is None:
-            return {
-                idea: "", left: "", right: "", pair_id: None, shown: None,
-                progress: f"{message} {counter}. Nothing left to judge: thank you!".strip(),
-            }  # fmt: skip
+            return blank(f"{message} {counter}. Nothing left to judge: thank you!".strip())
         state = {
             "pair_id": view.pair_id,
             "shown_left": view.shown_left,
@@ -175,30 +336,37 @@ def vote_tab(store: VoteStore, voter: gr.BrowserState) -> Wiring:
             shown: state, progress: f"{message} {counter}".strip(),
         }  # fmt: skip
 
-    def start(voter_id: str | None):
-        voter_id = voter_id or new_voter_id()
+    def start(token: str | None, *, caller: Caller):
+        try:
+            token, voter_id = keeper.voter_for_page(caller, token)
+        except Refused as exc:  # not signed in where that is required, or too many new ids
+            return {voter: token, **blank(str(exc)),
+                    **{b: gr.update(interactive=False) for b in all_buttons}}  # fmt: skip
         screen_now = show_next(voter_id, [])
         enabled = screen_now[shown] is not None
         return {
-            voter: voter_id,
+            voter: token,
             **screen_now,
             **{b: gr.update(interactive=enabled) for b in all_buttons},
         }
 
-    def vote(side: str, voter_id: str, seen_pair: float | None, state: dict | None) -> dict:
-        try:
+    def vote_for(side: str) -> Callable:
+        def vote(token: str, seen_pair: float | None, state: dict | None, *, caller: Caller):
+            voter_id = keeper.voter_of(caller, token)
+            keeper.admit_vote(caller, voter_id)
             current = (
                 Shown(state["pair_id"], state["shown_left"], state["shown_at"]) if state else None
             )
             seen = int(seen_pair) if seen_pair is not None else -1
             result = vote_on_shown_pair(store, voter_id, seen, side, current, time.time())
-        except UserError as exc:
-            raise gr.Error(str(exc)) from None
-        if not result.recorded:
-            return {progress: "Already voted on that pair: your first vote stands."}
-        return show_next(voter_id, (state or {}).get("skipped", []), "Vote saved.")
+            if not result.recorded:
+                return {progress: "Already voted on that pair: your first vote stands."}
+            return show_next(voter_id, (state or {}).get("skipped", []), "Vote saved.")
 
-    def skip_pair(voter_id: str, state: dict | None) -> dict:
+        return vote
+
+    def skip_pair(token: str, state: dict | None, *, caller: Caller) -> dict:
+        voter_id = keeper.voter_of(caller, token)
         skipped = list((state or {}).get("skipped", []))
         if state:
             skipped.append(state["pair_id"])
@@ -207,7 +375,7 @@ def vote_tab(store: VoteStore, voter: gr.BrowserState) -> Wiring:
     # Unqueued: a vote is a few milliseconds of SQLite, and the queue's bookkeeping costs more.
     for side, button in buttons.items():
         button.click(
-            partial(vote, side),
+            guard(VOTER, vote_for(side)),
             [voter, pair_id, shown],
             screen,
             api_name=f"vote_{side}",
@@ -215,12 +383,17 @@ def vote_tab(store: VoteStore, voter: gr.BrowserState) -> Wiring:
             js=LOCK_BUTTONS_JS,
         ).then(None, js=UNLOCK_BUTTONS_JS)
     skip.click(
-        skip_pair, [voter, shown], screen, api_name="skip", queue=False, js=LOCK_BUTTONS_JS
-    ).then(None, js=UNLOCK_BUTTONS_JS)
-    return Wiring(start, [voter, *screen, *all_buttons])
+        guard(VOTER, skip_pair), [voter, shown], screen, api_name="skip", queue=False,
+        js=LOCK_BUTTONS_JS,
+    ).then(None, js=UNLOCK_BUTTONS_JS)  # fmt: skip
+    return Wiring(guard(VOTER, start), [voter, *screen, *all_buttons])
 
 
-def generate_tab(generator: dict, store: VoteStore, status: gr.Markdown) -> Wiring:
+def generate_tab(
+    generator: dict, store: VoteStore, keeper: Gatekeeper, guard: Guard, status: gr.Markdown
+) -> tuple[Wiring, gr.Column]:
+    """The Generate tab, and its owner-only tools (the voting pool, gold pairs, the switch
+    that opens Generate to voters)."""
     idea = gr.Textbox(
         label="Video idea",
         placeholder="e.g. intro independent component analysis",
@@ -238,70 +411,94 @@ def generate_tab(generator: dict, store: VoteStore, status: gr.Markdown) -> Wiri
         wrap=True,
         column_widths=["88%", "12%"],
     )
-    with gr.Row():
-        add = gr.Button("Add these titles to the voting pool")
-        added = gr.Markdown()
     with gr.Accordion("Raw model output", open=False):
         raw = gr.JSON(label="Exactly what the model wrote")
-    with gr.Accordion("Voting pool", open=False):
-        gr.Markdown("Import a `python -m pipeline pairs` CSV (`idea,title_a,title_b`).")
-        pairs_file = gr.File(label="Pairs CSV", file_types=[".csv"])
-        tutorial = gr.Button("Load the tutorial's 1,140 pairs")
-        pool_message = gr.Markdown()
     gr.Examples(EXAMPLE_IDEAS, inputs=idea)
+    with gr.Column(visible=False) as owner_tools:
+        with gr.Row():
+            add = gr.Button("Add these titles to the voting pool")
+            added = gr.Markdown()
+        with gr.Accordion("Voting pool", open=False):
+            gr.Markdown("Import a `python -m pipeline pairs` CSV (`idea,title_a,title_b`).")
+            pairs_file = gr.File(label="Pairs CSV", file_types=[".csv"])
+            tutorial = gr.Button("Load the tutorial's 1,140 pairs")
+            pool_message = gr.Markdown()
+        with gr.Accordion("Gold pairs: checks with a known answer", open=False):
+            gr.Markdown(
+                "Voters see a gold pair like any other; how often each voter picks the better "
+                "title is on the Leaderboard, and a dataset can leave out voters who miss too "
+                "many. Pair a good title with a deliberately broken one."
+            )
+            with gr.Row():
+                gold_idea = gr.Textbox(label="Video idea")
+                gold_good = gr.Textbox(label="The better title")
+                gold_bad = gr.Textbox(label="The worse title (e.g. broken on purpose)")
+            gold_button = gr.Button("Add the gold pair")
+            gold_message = gr.Markdown()
+        open_to_voters = gr.Checkbox(
+            keeper.voters_may_generate, label="Voters may use Generate too (it costs GPU time)"
+        )
     last_titles = gr.State([])
 
-    def model_status() -> str:
+    def model_status(*, caller: Caller) -> str:
+        if not keeper.allows(caller, "generate"):
+            return ""  # a voter who cannot generate loads no model
         try:
             return load_model(generator["model"]).describe()
         except UserError as exc:
             return f"Model {generator['model']!r} could not be loaded: {exc}"
 
     def generate(idea_text: str, count: float, temp: float):
-        try:
-            loaded = load_model(generator["model"])
-            settings = GenerationSettings(n=int(count), temperature=float(temp))
-            result = generate_on_gpu(generator["model"], idea_text, settings)  # ZeroGPU call
-        except UserError as exc:
-            raise gr.Error(str(exc)) from None
+        loaded = load_model(generator["model"])
+        settings = GenerationSettings(n=int(count), temperature=float(temp))
+        result = generate_on_gpu(generator["model"], idea_text, settings)  # ZeroGPU call
         table = [[t.text, len(t.text)] for t in result]
         return table, [t.raw for t in result], loaded.describe(), result, ""
 
     def add_to_pool(generated: list) -> str:
-        try:
-            count = store.add_titles(generated)
-        except UserError as exc:
-            raise gr.Error(str(exc)) from None
+        count = store.add_titles(generated)
         return f"Added {count} new pairs for “{generated[0].idea}” to the voting pool."
 
     def import_pairs(path: str | None) -> str:
         if not path:
-            raise gr.Error("choose a pairs CSV first")
-        try:
-            return f"Imported {store.import_pairs_csv(path)} new pairs."
-        except UserError as exc:
-            raise gr.Error(str(exc)) from None
+            raise UserError("choose a pairs CSV first")
+        return f"Imported {store.import_pairs_csv(path)} new pairs."
+
+    def add_gold(idea_text: str, good: str, bad: str) -> str:
+        pair = store.add_gold_pair(idea_text, good, bad)
+        return f"Gold pair {pair} added: voters who pick “{good}” are right."
+
+    def set_open_to_voters(allowed: bool) -> None:
+        keeper.voters_may_generate = bool(allowed)
 
     gr.on(
         [button.click, idea.submit],
-        generate,
+        guard("generate", generate),
         inputs=[idea, n, temperature],
         outputs=[titles, raw, status, last_titles, added],
         api_name="generate",
         concurrency_limit=1,  # one model, one generation at a time
     )
-    add.click(add_to_pool, last_titles, added, api_name="add_to_pool")
-    pairs_file.upload(import_pairs, pairs_file, pool_message, api_name="import_pairs")
+    add.click(guard(OWNER, add_to_pool), last_titles, added, api_name="add_to_pool")
+    pairs_file.upload(guard(OWNER, import_pairs), pairs_file, pool_message, api_name="import_pairs")
     tutorial.click(
-        lambda: f"Loaded {store.import_tutorial_pool()} new pairs.",
+        guard(OWNER, lambda: f"Loaded {store.import_tutorial_pool()} new pairs."),
         None,
         pool_message,
         api_name="load_tutorial_pool",
     )
-    return Wiring(model_status, [status])
+    gold_button.click(
+        guard(OWNER, add_gold), [gold_idea, gold_good, gold_bad], gold_message,
+        api_name="add_gold_pair",
+    )  # fmt: skip
+    open_to_voters.input(
+        guard(OWNER, set_open_to_voters), open_to_voters, None, api_name="voters_may_generate"
+    )
+    return Wiring(guard("anyone", model_status), [status]), owner_tools
 
 
-def leaderboard_tab(store: VoteStore) -> Wiring:
+def leaderboard_tab(store: VoteStore, guard: Guard) -> tuple[Wiring, gr.Accordion]:
+    """The Leaderboard, and its owner-only part: each voter's record."""
     summary = gr.Markdown()
     ideas = gr.Dataframe(
         headers=["Idea", "Votes", "Pairs voted on"],
@@ -318,6 +515,25 @@ def leaderboard_tab(store: VoteStore) -> Wiring:
         label="Bradley–Terry scores (1000 = the idea's average title)",
     )
     refresh = gr.Button("Refresh")
+    with gr.Accordion("Voters (owner only)", open=False, visible=False) as owner_part:
+        gr.Markdown(
+            "Per voter: votes, votes flagged as too fast to have read the titles, and accuracy "
+            "on gold pairs. `--drop-flagged` and `--min-gold-accuracy` leave them out of a "
+            "dataset."
+        )
+        voters_table = gr.Dataframe(
+            headers=["Voter", "Votes", "Flagged", "Gold pairs voted", "Gold accuracy"],
+            datatype=["str", "number", "number", "number", "str"],
+            interactive=False,
+        )
+        refresh_voters = gr.Button("Refresh the voters")
+
+    def voters() -> list[list]:
+        return [
+            [s.voter, s.votes, s.flagged, s.gold_votes,
+             "n/a" if s.gold_accuracy is None else f"{s.gold_accuracy:.0%}"]
+            for s in voter_stats(store.votes())
+        ]  # fmt: skip
 
     def overview():
         votes = store.votes()
@@ -343,9 +559,16 @@ def leaderboard_tab(store: VoteStore) -> Wiring:
             for s in board.titles
         ]
 
-    refresh.click(overview, None, [summary, ideas, pick], api_name="leaderboard")
-    pick.change(idea_scores, pick, scores, api_name="idea_scores")
-    return Wiring(overview, [summary, ideas, pick])
+    refresh.click(guard(VOTER, overview), None, [summary, ideas, pick], api_name="leaderboard")
+    pick.change(guard(VOTER, idea_scores), pick, scores, api_name="idea_scores")
+    gr.on(
+        [owner_part.expand, refresh_voters.click],
+        guard(OWNER, voters),
+        None,
+        voters_table,
+        api_name="voter_quality",
+    )
+    return Wiring(guard(VOTER, overview), [summary, ideas, pick]), owner_part
 
 
 TUTORIAL_DATA = "The tutorial's 1,140 labelled pairs"
@@ -370,7 +593,9 @@ def train_tab(
     folder: Path,
     generator: dict,
     status_line: gr.Markdown,
+    guard: Guard,
 ) -> gr.Timer:
+    """The Train tab: every event on it is the owner's (GPU time, disk, the Generate model)."""
     gr.Markdown(
         "DPO on the preference data. *fast* (default): LoRA, the reference computed once, each "
         "prompt computed once per pair; *tutorial*: the tutorial's full fine-tune, 3 epochs. "
@@ -432,33 +657,27 @@ def train_tab(
               step_limit):  # fmt: skip
         settings = (name, n_epochs, b, lr, batch, use_lora, r, alpha, step_limit)
         if runner.status().running:  # before writing a new run folder
-            raise gr.Error("a training run is already going: stop it or wait for it")
+            raise UserError("a training run is already going: stop it or wait for it")
         run = folder / "runs" / time.strftime("run-%Y%m%d-%H%M%S")
-        try:
-            chosen, step_limit = settings_recipe(*settings)  # bad settings: before any download
-            if kind == HUB_DATA:
-                pull_preference_dataset(hub_id, run / "data")
-            else:
-                votes = store.path if kind == VOTES_DATA else None
-                write_dataset_folder(run / "data", votes, "idea", int(min_count or 1))
-            runner.start(data=run / "data", out=run / "model", model_name=model, recipe=chosen,
-                         max_steps=step_limit, chunked=ON_ZEROGPU)  # fmt: skip
-        except UserError as exc:
-            raise gr.Error(str(exc)) from None
+        chosen, step_limit = settings_recipe(*settings)  # bad settings: before any download
+        if kind == HUB_DATA:
+            pull_preference_dataset(hub_id, run / "data")
+        else:
+            votes = store.path if kind == VOTES_DATA else None
+            write_dataset_folder(run / "data", votes, "idea", int(min_count or 1))
+        runner.start(data=run / "data", out=run / "model", model_name=model, recipe=chosen,
+                     max_steps=step_limit, chunked=ON_ZEROGPU)  # fmt: skip
         return show()
 
     def carry_on(model, name, n_epochs, b, lr, batch, use_lora, r, alpha, step_limit):
         settings = (name, n_epochs, b, lr, batch, use_lora, r, alpha, step_limit)
         runs = sorted((folder / "runs").glob("run-*"))
         if not runs:
-            raise gr.Error("there is no earlier run to resume")
-        try:
-            chosen, step_limit = settings_recipe(*settings)
-            runner.start(data=runs[-1] / "data", out=runs[-1] / "model", model_name=model,
-                         recipe=chosen, max_steps=step_limit, resume=True,
-                         chunked=ON_ZEROGPU)  # fmt: skip
-        except UserError as exc:
-            raise gr.Error(str(exc)) from None
+            raise UserError("there is no earlier run to resume")
+        chosen, step_limit = settings_recipe(*settings)
+        runner.start(data=runs[-1] / "data", out=runs[-1] / "model", model_name=model,
+                     recipe=chosen, max_steps=step_limit, resume=True,
+                     chunked=ON_ZEROGPU)  # fmt: skip
         return show()
 
     def halt():
@@ -482,36 +701,51 @@ def train_tab(
     def use_trained():
         job = runner.status()
         if job.state != "done" or not job.out:
-            raise gr.Error("no finished run yet: train a model first")
+            raise UserError("no finished run yet: train a model first")
         generator["model"] = job.out
         return f"Generate now uses {job.out}"
 
     outputs = [progress, losses, rewards, epochs_table, log_tail]
-    recipe.change(recipe_settings, recipe, knobs[1:-1], api_name="recipe_settings", queue=False)
-    start.click(
-        begin, [source, min_votes, hub_dataset, base, *knobs], outputs, api_name="train_start"
-    )
-    resume.click(carry_on, [base, *knobs], outputs, api_name="train_resume")
-    stop.click(halt, None, outputs, api_name="train_stop", queue=False)
-    timer.tick(show, None, outputs, api_name="train_status", queue=False)
-    use.click(use_trained, None, status_line, api_name="use_trained_model")
+    recipe.change(guard(OWNER, recipe_settings), recipe, knobs[1:-1], api_name="recipe_settings",
+                  queue=False)  # fmt: skip
+    start.click(guard(OWNER, begin), [source, min_votes, hub_dataset, base, *knobs], outputs,
+                api_name="train_start")  # fmt: skip
+    resume.click(guard(OWNER, carry_on), [base, *knobs], outputs, api_name="train_resume")
+    stop.click(guard(OWNER, halt), None, outputs, api_name="train_stop", queue=False)
+    timer.tick(guard(OWNER, show), None, outputs, api_name="train_status", queue=False)
+    use.click(guard(OWNER, use_trained), None, status_line, api_name="use_trained_model")
     return timer
 
 
-def hub_tab(store: VoteStore, folder: Path, mirror: VoteMirror | str | None) -> Wiring:
-    """`mirror`: the votes' Hub mirror, or why there is none (a message), or None (not set)."""
+def hub_tab(
+    store: VoteStore,
+    folder: Path,
+    mirror: VoteMirror | str | None,
+    settings: AccessSettings,
+    guard: Guard,
+) -> Wiring:
+    """The Hub tab, the owner's. `mirror`: the votes' Hub mirror, or why there is none (a
+    message), or None (not set). On a Space a push uses the signed-in owner's own token;
+    locally, HF_TOKEN. The app's HF_TOKEN on a Space is the vote mirror's, and nobody's else."""
+    how = (
+        "Sign in with Hugging Face (the button at the top): pushes use your own token."
+        if settings.on_space
+        else "The app pushes with `HF_TOKEN` (a token with write access)."
+    )
     gr.Markdown(
         "Publish the preference dataset and a tuned model to your Hugging Face namespace, with "
-        "their cards. Sign in with Hugging Face (on a Space), or run the app with `HF_TOKEN` "
-        "set to a token with write access."
+        f"their cards. {how}"
     )
-    if ON_SPACE:  # Gradio's login needs a Space; locally (and offline) HF_TOKEN is the way
-        gr.LoginButton()
     with gr.Row():
         data_source = gr.Radio([VOTES_DATA, TUTORIAL_DATA], value=VOTES_DATA, label="Dataset")
         min_votes = gr.Number(1, precision=0, minimum=1, label="Votes per pair at least")
         dataset_repo = gr.Textbox("youtube-titles-dpo", label="Dataset repo (NAME or OWNER/NAME)")
         dataset_private = gr.Checkbox(False, label="Private")
+    with gr.Row():
+        drop_flagged = gr.Checkbox(False, label="Leave out votes cast too fast to read")
+        min_gold = gr.Number(
+            0, minimum=0, maximum=1, label="Leave out voters below this gold accuracy (0: none)"
+        )
     push_data = gr.Button("Push the dataset", variant="primary")
     with gr.Row():
         run = gr.Dropdown([], label="Model (a finished training run)", allow_custom_value=True)
@@ -524,29 +758,30 @@ def hub_tab(store: VoteStore, folder: Path, mirror: VoteMirror | str | None) -> 
     sync_line = gr.Markdown()
 
     def token_of(oauth_token: gr.OAuthToken | None) -> str | None:
-        return oauth_token.token if oauth_token is not None else None  # else HF_TOKEN
+        """The owner's token: their sign-in on a Space; locally None, which is HF_TOKEN."""
+        if oauth_token is not None:
+            return oauth_token.token
+        if settings.on_space:  # the Space's HF_TOKEN belongs to the vote mirror, not visitors
+            raise UserError("sign in with Hugging Face (the button at the top) to push")
+        return None
 
-    def send_dataset(kind, min_count, repo, private, oauth_token: gr.OAuthToken | None = None):
+    def send_dataset(kind, min_count, repo, private, screen_fast, gold_floor,
+                     oauth_token: gr.OAuthToken | None = None):  # fmt: skip
         votes = store.path if kind == VOTES_DATA else None
-        try:
-            pushed = publish_dataset(
-                repo, votes=votes, min_votes=int(min_count or 1), private=bool(private),
-                token=token_of(oauth_token),
-            )  # fmt: skip
-        except UserError as exc:
-            raise gr.Error(str(exc)) from None
+        pushed = publish_dataset(
+            repo, votes=votes, min_votes=int(min_count or 1), private=bool(private),
+            token=token_of(oauth_token), drop_flagged=bool(screen_fast),
+            min_gold_accuracy=float(gold_floor) if gold_floor else None,
+        )  # fmt: skip
         return pushed.describe(markdown=True)
 
     def send_model(folder_path, repo, base, adapter, private,
                    oauth_token: gr.OAuthToken | None = None):  # fmt: skip
         if not folder_path:
-            raise gr.Error("no finished training run to push: train a model first")
-        try:
-            pushed = publish_model(folder_path, repo, adapter_only=bool(adapter),
-                                   base_model=base or None, private=bool(private),
-                                   token=token_of(oauth_token))  # fmt: skip
-        except UserError as exc:
-            raise gr.Error(str(exc)) from None
+            raise UserError("no finished training run to push: train a model first")
+        pushed = publish_model(folder_path, repo, adapter_only=bool(adapter),
+                               base_model=base or None, private=bool(private),
+                               token=token_of(oauth_token))  # fmt: skip
         return pushed.describe(markdown=True)
 
     def refresh():
@@ -560,12 +795,15 @@ def hub_tab(store: VoteStore, folder: Path, mirror: VoteMirror | str | None) -> 
             )
         return gr.Dropdown(choices=runs, value=runs[0] if runs else None), line
 
-    push_data.click(send_dataset, [data_source, min_votes, dataset_repo, dataset_private], result,
-                    api_name="hub_push_dataset")  # fmt: skip
-    push_run.click(send_model, [run, model_repo, base_model, adapter_only, model_private], result,
+    push_data.click(guard(OWNER, send_dataset),
+                    [data_source, min_votes, dataset_repo, dataset_private, drop_flagged, min_gold],
+                    result, api_name="hub_push_dataset")  # fmt: skip
+    push_run.click(guard(OWNER, send_model),
+                   [run, model_repo, base_model, adapter_only, model_private], result,
                    api_name="hub_push_model")  # fmt: skip
-    gr.Button("Refresh").click(refresh, None, [run, sync_line], api_name="hub_status")
-    return Wiring(refresh, [run, sync_line])
+    gr.Button("Refresh").click(guard(OWNER, refresh), None, [run, sync_line],
+                               api_name="hub_status")  # fmt: skip
+    return Wiring(guard(OWNER, refresh), [run, sync_line])
 
 
 def progress_text(job) -> str:
@@ -601,7 +839,17 @@ if __name__ == "__main__":
     parser.add_argument("--data", default=None, help="data folder for votes (default ./app-data)")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     args = parser.parse_args()
+    try:
+        access = AccessSettings.from_env(shared=args.share)
+    except UserError as exc:
+        sys.exit(f"error: {exc}")
+    if access.shared and access.owner_password is None:
+        # Through the share tunnel every visitor arrives on loopback, like the owner.
+        sys.exit(
+            "error: --share makes the app public: set TITLE_DPO_OWNER_PASSWORD first (owner "
+            "actions will ask for it; voters need nothing)"
+        )
     # A Space (or `kill`) stops the app with SIGTERM: let it close like Ctrl-C, so the exit
     # hooks run (the last vote sync to the Hub).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    serve(build_app(args.model, args.data), share=args.share)
+    serve(build_app(args.model, args.data, access), share=args.share)
