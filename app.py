@@ -92,6 +92,8 @@ def build_app(
     keeper = Gatekeeper.for_folder(settings, folder)
     guard = Guard(keeper)
     log.info("%s", settings.describe())
+    if settings.on_space and not os.environ.get("TITLE_DPO_SECRET"):
+        log.warning("TITLE_DPO_SECRET is not set: voter ids will not survive a Space restart")
     # The model the Generate tab uses; the Train tab's "use this model" changes it app-wide.
     generator = {"model": model_name}
     runner = TrainingRunner()
