@@ -190,9 +190,9 @@ class Guard:
     """
 
     EXTRA = (("request", gr.Request), ("profile", gr.OAuthProfile | None))
-    # Gradio's own events that only copy values into the page and touch nothing on the server
-    # (gr.Examples filling the idea box).
-    HARMLESS = frozenset({"load_example"})
+    # Gradio's own events that only update the page and change nothing on the server:
+    # gr.Examples filling the idea box, gr.LoginButton showing who is signed in.
+    HARMLESS = frozenset({"load_example", "_check_login_status"})
 
     def __init__(self, keeper: Gatekeeper) -> None:
         self.keeper = keeper
@@ -843,14 +843,15 @@ if __name__ == "__main__":
     args = parser.parse_args()
     try:
         access = AccessSettings.from_env(shared=args.share)
+        if access.shared and access.owner_password is None:
+            # Through the share tunnel every visitor arrives on loopback, like the owner.
+            raise UserError(
+                "--share makes the app public: set TITLE_DPO_OWNER_PASSWORD first (owner "
+                "actions will ask for it; voters need nothing)"
+            )
     except UserError as exc:
-        sys.exit(f"error: {exc}")
-    if access.shared and access.owner_password is None:
-        # Through the share tunnel every visitor arrives on loopback, like the owner.
-        sys.exit(
-            "error: --share makes the app public: set TITLE_DPO_OWNER_PASSWORD first (owner "
-            "actions will ask for it; voters need nothing)"
-        )
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     # A Space (or `kill`) stops the app with SIGTERM: let it close like Ctrl-C, so the exit
     # hooks run (the last vote sync to the Hub).
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -620,6 +620,7 @@ class HubServer:
                 "id": hashlib.sha1(user.encode()).hexdigest()[:24],
                 "name": user,
                 "fullname": user.capitalize(),
+                "avatarUrl": f"/avatars/{user}.svg",
                 "email": f"{user}@example.com",
                 "emailVerified": True,
                 "isPro": False,

@@ -1,0 +1,316 @@
+"""Who may do what through the shared link, over real HTTP (gradio_client) with the loopback
+Hub: every owner endpoint refuses a voter and changes nothing; the owner gets in locally, with
+the password under --share, and signed in with Hugging Face on a simulated Space."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+
+import pytest
+from gradio_client import Client, handle_file
+
+from app import Guard
+from app_process import start_app, stop_app
+from hub_server import DEFAULT_TOKENS, hub_env, running_hub
+from pipeline.votes import VoteStore
+
+PASSWORD = "correct horse battery staple"
+OAUTH_SECRET = "oauth-client-secret-of-the-space"
+# Endpoints a voter may call; every other endpoint the app exposes must refuse a voter.
+VOTER_ENDPOINTS = {
+    "/start", "/vote_left", "/vote_right", "/vote_tie", "/vote_both_bad", "/skip",
+    "/leaderboard", "/idea_scores", "/my_role", "/model_status", "/owner_sign_in",
+    *(f"/{name}" for name in Guard.HARMLESS),  # Gradio's own page-only events
+}  # fmt: skip
+TOKENS = {
+    **DEFAULT_TOKENS,
+    "hf_alice_oauth": ("alice", "write"),  # what alice's Sign-in gives the Space
+    "hf_carol_oauth": ("carol", "write"),
+    "hf_bob_oauth": ("bob", "write"),
+}
+
+
+@pytest.fixture
+def hub(tmp_path):
+    server = running_hub(tmp_path, TOKENS)
+    yield server
+    server.stop()
+    assert server.errors == []
+
+
+def launch(hub, tmp_path, model, *args, token="hf_alice_write", **env):
+    base = {**hub_env(hub, token, cache_dir=tmp_path / "cache"), "HF_HUB_OFFLINE": "0"}
+    return start_app("--model", str(model), "--data", str(tmp_path / "data"), *args,
+                     log_path=tmp_path / "app.log", env={**base, **env})  # fmt: skip
+
+
+def endpoints(client: Client) -> dict[str, dict]:
+    """Every endpoint the running app exposes, from the app itself."""
+    return client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+
+
+def example_args(info: dict, csv_path) -> list:
+    """Inputs a client would plausibly send: the field's default, else Gradio's example."""
+    args = []
+    for p in info["parameters"]:
+        if p["component"] == "File":
+            args.append(handle_file(str(csv_path)))
+        elif p.get("parameter_has_default"):
+            args.append(p["parameter_default"])
+        else:
+            args.append(p["example_input"])
+    return args
+
+
+def snapshot(hub, data) -> dict:
+    """What a refused call must not change: Hub repos, run folders, the pool, the votes."""
+    store = VoteStore.open_existing(data)
+    return {
+        "hub_writes": [r for r in hub.request_log if r[0] in ("POST", "PUT", "DELETE")],
+        "runs": sorted(p.name for p in (data / "runs").glob("*")),
+        "counts": store.counts(),
+        "gold": store.connection().execute("SELECT count(*) FROM pairs WHERE gold IS NOT NULL")
+        .fetchone()[0],
+    }  # fmt: skip
+
+
+def assert_voter_refused_everywhere(client, hub, data, csv_path) -> set[str]:
+    """Call every non-voter endpoint as this client; each must refuse with the one message
+    and leave everything as it was. Returns the endpoints tried."""
+    before = snapshot(hub, data)
+    owner_endpoints = {name: info for name, info in endpoints(client).items()
+                       if name not in VOTER_ENDPOINTS}  # fmt: skip
+    assert {"/train_start", "/hub_push_dataset", "/use_trained_model", "/import_pairs",
+            "/add_gold_pair", "/voters_may_generate"} <= set(owner_endpoints)  # fmt: skip
+    for name, info in owner_endpoints.items():
+        expected = "Generate is for the owner" if name == "/generate" else "owner only"
+        with pytest.raises(Exception, match=expected):
+            client.predict(*example_args(info, csv_path), api_name=name)
+    # the switch was refused too: Generate is still closed to voters
+    with pytest.raises(Exception, match="Generate is for the owner"):
+        client.predict("an idea", 2, 0.7, api_name="/generate")
+    assert snapshot(hub, data) == before
+    return set(owner_endpoints)
+
+
+@pytest.fixture
+def pairs_csv(tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_text("idea,title_a,title_b\nuploaded idea,Title one,Title two\n")
+    return path
+
+
+def test_with_a_password_loopback_is_a_voter_until_the_password(
+    hub, tmp_path, tiny_model_dir, pairs_csv
+):
+    process, url = launch(hub, tmp_path, tiny_model_dir, "--share",
+                          TITLE_DPO_OWNER_PASSWORD=PASSWORD)  # fmt: skip
+    data = tmp_path / "data"
+    try:
+        visitor = Client(url, verbose=False)
+        assert visitor.predict(api_name="/my_role").startswith("You are voting")
+        assert visitor.predict(api_name="/model_status") == ""  # no model loaded for a voter
+        tried = assert_voter_refused_everywhere(visitor, hub, data, pairs_csv)
+        assert len(tried) >= 15
+        with pytest.raises(Exception, match="wrong owner password"):
+            visitor.predict("guess", api_name="/owner_sign_in")
+
+        owner = Client(url, verbose=False)
+        role, password_box, _message = owner.predict(PASSWORD, api_name="/owner_sign_in")
+        assert role.startswith("**Owner** (owner password)")
+        assert password_box == ""  # the password does not stay in the page
+        # The same calls now go through, for this session only.
+        owner.predict(False, api_name="/voters_may_generate")
+        assert "Gold pair" in owner.predict("gold idea", "A fine title", "a FINE title!!!!",
+                                            api_name="/add_gold_pair")  # fmt: skip
+        assert owner.predict(handle_file(str(pairs_csv)), api_name="/import_pairs").startswith(
+            "Imported 1"
+        )
+        pushed = owner.predict("The tutorial's 1,140 labelled pairs", 1, "roles-ds", False,
+                               False, 0, api_name="/hub_push_dataset")  # fmt: skip
+        assert pushed.startswith("Pushed: [alice/roles-ds](")
+        assert owner.predict(api_name="/model_status").startswith(f"Model: {tiny_model_dir}")
+        with pytest.raises(Exception, match="no finished run yet"):  # past the guard
+            owner.predict(api_name="/use_trained_model")
+        for name in tried:  # no owner endpoint refuses the owner
+            try:
+                owner.predict(*example_args(endpoints(owner)[name], pairs_csv), api_name=name)
+            except Exception as exc:
+                assert "owner only" not in str(exc), name
+        with pytest.raises(Exception, match="owner only"):  # another page is still a voter
+            visitor.predict(api_name="/train_status")
+        owner.predict(True, api_name="/voters_may_generate")  # the owner's switch
+        table, *_ = visitor.predict("an idea", 2, 0.7, api_name="/generate")
+        assert len(table["data"]) == 2
+    finally:
+        stop_app(process)
+    log = (tmp_path / "app.log").read_text()
+    assert PASSWORD not in log and "hf_alice_write" not in log
+
+
+def test_share_without_a_password_does_not_start(tmp_path):
+    import subprocess
+    import sys
+
+    from app_process import ROOT
+
+    done = subprocess.run([sys.executable, "app.py", "--share", "--data", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith("set TITLE_DPO_OWNER_PASSWORD first (owner actions will "
+                                        "ask for it; voters need nothing)")  # fmt: skip
+    assert not (tmp_path / "votes.db").exists()
+
+
+def session_cookie(username: str, token: str, orgs: tuple[str, ...] = ()) -> str:
+    """The cookie Gradio's SessionMiddleware sets after a Hugging Face sign-in on a Space
+    (gradio.oauth: the key is sha256 of OAUTH_CLIENT_SECRET + "-v4"), holding the userinfo
+    and access token the Hub's OAuth returns. Gradio reads it to inject gr.OAuthProfile and
+    gr.OAuthToken, exactly as after a real sign-in."""
+    import itsdangerous
+
+    userinfo = {"sub": f"id-{username}", "name": username.title(), "preferred_username": username,
+                "profile": f"https://huggingface.co/{username}", "picture": "",
+                "orgs": [{"preferred_username": org, "name": org} for org in orgs]}  # fmt: skip
+    session = {"oauth_info": {"access_token": token, "token_type": "bearer", "scope": "openid "
+               "profile contribute-repos", "expires_at": int(time.time()) + 3600,
+               "userinfo": userinfo}}  # fmt: skip
+    key = hashlib.sha256((OAUTH_SECRET + "-v4").encode()).hexdigest()
+    data = base64.b64encode(json.dumps(session).encode())
+    return "session=" + itsdangerous.TimestampSigner(key).sign(data).decode()
+
+
+def test_on_a_space_the_owner_signs_in_and_pushes_with_their_own_token(
+    hub, tmp_path, tiny_model_dir, pairs_csv
+):
+    space = {  # what a Space sets (SYSTEM=spaces is how Gradio knows it runs on one)
+        "SYSTEM": "spaces", "SPACE_ID": "alice/title-dpo", "SPACE_AUTHOR_NAME": "alice",
+        "TITLE_DPO_OWNERS": "carol", "OAUTH_CLIENT_ID": "client-id",
+        "OAUTH_CLIENT_SECRET": OAUTH_SECRET, "OAUTH_SCOPES": "openid profile contribute-repos",
+        "OPENID_PROVIDER_URL": hub.url, "TITLE_DPO_SECRET": "s" * 32,
+    }  # fmt: skip
+    # The Space's own HF_TOKEN (for the vote mirror) only reads here: a push that used it
+    # instead of the signed-in owner's token would fail.
+    process, url = launch(hub, tmp_path, tiny_model_dir, token="hf_alice_read", **space)
+    data = tmp_path / "data"
+    try:
+        anonymous = Client(url, verbose=False)
+        assert_voter_refused_everywhere(anonymous, hub, data, pairs_csv)
+        with pytest.raises(Exception, match=r"owner only.*sign in with Hugging Face"):
+            anonymous.predict("The votes collected here", 1, "stolen", False, False, 0,
+                              api_name="/hub_push_dataset")  # fmt: skip
+        bob = Client(url, verbose=False, headers={"Cookie": session_cookie("bob", "hf_bob_oauth")})
+        assert bob.predict(api_name="/my_role") == "You are voting as bob. Thank you for helping!"
+        assert_voter_refused_everywhere(bob, hub, data, pairs_csv)
+        assert not hub.repo_exists("dataset", "alice/stolen")
+
+        for user in ("alice", "carol"):  # the Space's owner, and one named in TITLE_DPO_OWNERS
+            cookie = session_cookie(user, f"hf_{user}_oauth")
+            owner = Client(url, verbose=False, headers={"Cookie": cookie})
+            assert owner.predict(api_name="/my_role").startswith(f"**Owner** (signed in as {user})")
+            pushed = owner.predict("The tutorial's 1,140 labelled pairs", 1, "space-ds", False,
+                                   False, 0, api_name="/hub_push_dataset")  # fmt: skip
+            assert pushed.startswith(f"Pushed: [{user}/space-ds](")  # their own namespace
+        member = Client(url, verbose=False, headers={
+            "Cookie": session_cookie("dan", "hf_bob_oauth", orgs=("alice",))})  # fmt: skip
+        assert member.predict(api_name="/my_role").startswith("**Owner** (signed in as dan)")
+    finally:
+        stop_app(process)
+    assert "hf_alice_oauth" not in (tmp_path / "app.log").read_text()
+
+
+def test_ballot_stuffing_is_held_to_the_limits(tmp_path, tiny_model_dir):
+    limits = {"TITLE_DPO_OWNER_PASSWORD": PASSWORD, "TITLE_DPO_NEW_VOTERS_PER_HOUR": "3",
+              "TITLE_DPO_VOTES_PER_MINUTE": "5"}  # fmt: skip
+    process, url = start_app("--model", str(tiny_model_dir), "--data", str(tmp_path / "data"),
+                             log_path=tmp_path / "app.log", env=limits)  # fmt: skip
+    try:
+        minted = []
+        for _ in range(6):  # a script minting voters from one address
+            c = Client(url, verbose=False)
+            token, *_, pair_id, progress = c.predict(None, api_name="/start")
+            minted.append((c, token, pair_id, progress))
+        assert [t is not None for _, t, _, _ in minted] == [True] * 3 + [False] * 3
+        assert all("too many new voters" in p for *_, p in minted[3:])
+        with pytest.raises(Exception, match="not issued by this app"):
+            minted[3][0].predict("v-0123456789abcdef.forgedsignature", 1, api_name="/vote_left")
+
+        c, token, pair_id, _ = minted[0]
+        for _ in range(5):
+            *_, pair_id, progress = c.predict(token, pair_id, api_name="/vote_left")
+            assert progress.startswith("Vote saved")
+        with pytest.raises(Exception, match="faster than anyone can read"):
+            c.predict(token, pair_id, api_name="/vote_left")
+        other_token = minted[1][1]  # another voter from the same address still votes
+        *_, progress = minted[1][0].predict(other_token, minted[1][2], api_name="/vote_tie")
+        assert progress.startswith("Vote saved")
+    finally:
+        stop_app(process)
+    votes = VoteStore.open_existing(tmp_path / "data").votes()
+    assert len(votes) == 6 and len({v.voter for v in votes}) == 2
+    # Its first pair was on screen while the other voters were minted; each later vote came
+    # within a second of its pair, which no reader manages: stored, and flagged.
+    first = token.split(".")[0]
+    assert [v.flag for v in votes if v.voter == first] == [None] + ["fast"] * 4
+
+
+def test_flagged_votes_and_careless_voters_stay_out_of_the_dataset(tmp_path, tiny_model_dir):
+    from conftest import run_cli
+    from pipeline.pairs import Pair
+
+    data = tmp_path / "data"
+    store = VoteStore.in_folder(data)
+    store.add_pairs([Pair(f"idea {i}", f"A good title {i}", f"A weak title {i}")
+                     for i in range(3)], "test", "test")  # fmt: skip
+    store.add_gold_pair("gold idea", "A good title for the check", "a GOOD title!!! check??")
+    store.close()
+    process, url = start_app("--model", str(tiny_model_dir), "--data", str(data),
+                             log_path=tmp_path / "app.log",
+                             env={"TITLE_DPO_OWNER_PASSWORD": PASSWORD})  # fmt: skip
+
+    def vote_all(pick_good: bool, wait: float) -> str:
+        c = Client(url, verbose=False)
+        token, _idea, left, _right, pair_id, _ = c.predict(None, api_name="/start")
+        while pair_id is not None:
+            time.sleep(wait)
+            good_on_left = left.startswith("A good")
+            side = "/vote_left" if good_on_left == pick_good else "/vote_right"
+            _idea, left, _right, pair_id, _ = c.predict(token, pair_id, api_name=side)
+        return token.split(".")[0]
+
+    try:
+        careful = vote_all(pick_good=True, wait=1.1)
+        careless = vote_all(pick_good=False, wait=1.1)
+        hasty = vote_all(pick_good=True, wait=0)
+    finally:
+        stop_app(process)
+    flags = {(v.voter, v.flag) for v in VoteStore.open_existing(data).votes()}
+    assert flags == {(careful, None), (careless, None), (hasty, "fast")}
+
+    out = tmp_path / "screened"
+    done = run_cli("dataset", "--from-votes", str(data), "--out", str(out), "--drop-flagged",
+                   "--min-gold-accuracy", "0.5", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    left_out = summary["left_out"]
+    assert (left_out["voters_below_gold"], left_out["votes_of_voters_below_gold"]) == (1, 3)
+    assert (left_out["flagged_votes"], left_out["gold_pairs"]) == (3, 1)
+    assert summary["votes"] == 12 and summary["votes_used"] == 3 and summary["voters"] == 1
+    from datasets import load_from_disk
+
+    rows = [r for split in load_from_disk(str(out)).values() for r in split]
+    assert sorted(r["chosen"][0]["content"] for r in rows) == [
+        f"A good title {i}" for i in range(3)
+    ]
+
+    card = run_cli("dataset", "--help")  # the push shows the same facts on the dataset card
+    assert "--min-gold-accuracy" in card.stdout
+    from hub.cards import dataset_card
+
+    text = dataset_card(summary, "alice/screened")
+    assert "3 votes cast less than 1 s after their pair was shown were **left out**" in text
+    assert "below 50% were **left out**: 1 voters, 3 votes" in text
