@@ -280,7 +280,10 @@ class OwnerSignIn:
         keeper = self.keeper
 
         def sign_in(password: str, *, facts: RequestFacts) -> dict:
-            caller = keeper.sign_in(facts, password)  # refused: one message, nothing kept
+            try:
+                caller = keeper.sign_in(facts, password)
+            except Refused as exc:  # said beside the box; the password is not kept
+                return {self.password: "", self.message: str(exc)}
             return {**show_role(caller=caller), self.password: "", self.message: ""}
 
         outputs = [*role_outputs, self.password, self.message]

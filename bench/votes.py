@@ -3,7 +3,10 @@
     python bench/votes.py [--clients 50] [--votes 20] [--rate 200]
 
 Starts `python app.py` in its own process on a fresh data folder (the tutorial's pairs as the
-pool), then drives its vote endpoint over HTTP with the browser's queue protocol:
+pool), as voters meet it: an owner password is set, so no client is the owner, and every vote
+goes through the voter path (signed voter ids checked, rate limits counted; the limits are
+raised out of reach, so they cost their bookkeeping and refuse nothing). Then it drives the
+vote endpoint over HTTP with the browser's queue protocol:
 
 1. closed loop: every client votes again as soon as its last vote is acknowledged, which
    measures the most votes per second the app sustains;
@@ -32,6 +35,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from app_process import start_app, stop_app  # noqa: E402
 from pipeline.votes import VoteStore  # noqa: E402
 
+# Nobody is the owner (a password is set), and the limits are counted but out of reach.
+VOTER_PATH = {
+    "TITLE_DPO_OWNER_PASSWORD": uuid.uuid4().hex,
+    "TITLE_DPO_VOTES_PER_MINUTE": "1000000",
+    "TITLE_DPO_ADDRESS_VOTES_PER_MINUTE": "1000000",
+    "TITLE_DPO_NEW_VOTERS_PER_HOUR": "1000000",
+}
 # Positions in the vote event's outputs: idea, left, right, pair id, progress, ...
 PAIR_ID_OUTPUT, PROGRESS_OUTPUT = 3, 4
 
@@ -80,12 +90,12 @@ class BrowserProtocol:
         raise RuntimeError(f"{api_name}: stream ended without a result")
 
 
-def run_voters(url: str, clients: int, votes: int, prefix: str, interval: float | None):
+def run_voters(url: str, clients: int, votes: int, interval: float | None):
     """Each client votes `votes` times; returns (latencies in s, acknowledged, seconds)."""
-    return asyncio.run(_run_voters(url, clients, votes, prefix, interval))
+    return asyncio.run(_run_voters(url, clients, votes, interval))
 
 
-async def _run_voters(url, clients, votes, prefix, interval):
+async def _run_voters(url, clients, votes, interval):
     import httpx
 
     latencies: list[float] = []
@@ -94,10 +104,8 @@ async def _run_voters(url, clients, votes, prefix, interval):
     async with httpx.AsyncClient(limits=limits, timeout=60) as http:
         app = BrowserProtocol(url, http)
         sessions = [uuid.uuid4().hex for _ in range(clients)]
-        names = [f"{prefix}-{i}" for i in range(clients)]
-        firsts = await asyncio.gather(
-            *(app.call(s, "start", n) for s, n in zip(sessions, names, strict=True))
-        )
+        firsts = await asyncio.gather(*(app.call(s, "start", None) for s in sessions))
+        tokens = [first[0] for first in firsts]  # the signed voter id each browser keeps
 
         async def voter(index: int) -> None:
             pair_id = firsts[index][PAIR_ID_OUTPUT + 1]  # start also returns the voter id
@@ -107,11 +115,11 @@ async def _run_voters(url, clients, votes, prefix, interval):
                     await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
                     next_at += interval
                 started = time.perf_counter()
-                out = await app.call(sessions[index], "vote_left", names[index], pair_id)
+                out = await app.call(sessions[index], "vote_left", tokens[index], pair_id)
                 latencies.append(time.perf_counter() - started)
                 if not str(out[PROGRESS_OUTPUT]).startswith("Vote saved"):
                     raise RuntimeError(f"vote not acknowledged: {out[PROGRESS_OUTPUT]}")
-                acknowledged.append((names[index], pair_id))
+                acknowledged.append((tokens[index].split(".")[0], pair_id))
                 pair_id = out[PAIR_ID_OUTPUT]
 
         started = time.perf_counter()
@@ -139,14 +147,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         process, url = start_app(
-            "--model", "smollm2-offline", "--data", str(data), log_path=Path(tmp) / "app.log"
-        )
+            "--model", "smollm2-offline", "--data", str(data), log_path=Path(tmp) / "app.log",
+            env=VOTER_PATH,
+        )  # fmt: skip
         try:
             print(f"app: {url}; {args.clients} clients x {args.votes} votes per phase")
-            lat, acked_closed, secs = run_voters(url, args.clients, args.votes, "closed", None)
+            lat, acked_closed, secs = run_voters(url, args.clients, args.votes, None)
             closed_rate = report("closed loop (as fast as acknowledged)", lat, secs)
             interval = args.clients / args.rate
-            lat, acked_open, secs = run_voters(url, args.clients, args.votes, "open", interval)
+            lat, acked_open, secs = run_voters(url, args.clients, args.votes, interval)
             open_rate = report(f"open loop (offered {args.rate:.0f} votes/s)", lat, secs)
         finally:
             stop_app(process)

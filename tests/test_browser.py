@@ -160,3 +160,47 @@ def test_hub_tab_pushes_the_dataset_and_links_it(browser, hub, tiny_model_dir, t
     finally:
         stop_app(process)
     assert "README.md" in hub.repo_files("dataset", "alice/browser-titles")
+
+
+def test_a_voter_sees_vote_and_leaderboard_the_owner_every_tab(browser, tiny_model_dir, tmp_path):
+    password = "browser owner password"
+    process, url = start_app(
+        "--model", str(tiny_model_dir), "--data", str(tmp_path / "data"),
+        log_path=tmp_path / "app.log", env={"TITLE_DPO_OWNER_PASSWORD": password},
+    )  # fmt: skip
+    tab_names = ["Vote", "Generate", "Leaderboard", "Train", "Hub"]
+
+    def visible_tabs(page) -> list[str]:
+        return [n for n in tab_names if page.get_by_role("tab", name=n).is_visible()]
+
+    try:
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(url)
+        page.get_by_text("You are voting").wait_for()
+        page.get_by_text("You have voted on").wait_for()
+        assert visible_tabs(page) == ["Vote", "Leaderboard"]
+        page.get_by_role("tab", name="Leaderboard").click()
+        page.get_by_text("Bradley–Terry scores").first.wait_for()
+        assert not page.get_by_text("Voters (owner only)").is_visible()
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "voter-view.png"), full_page=True)
+
+        page.get_by_text("Owner sign-in").click()
+        box = page.get_by_label("Owner password")
+        box.fill("not the password")
+        page.get_by_role("button", name="Sign in as the owner").click()
+        page.get_by_text("wrong owner password").first.wait_for()
+        box.fill(password)
+        page.get_by_role("button", name="Sign in as the owner").click()
+        page.get_by_text("every tab is yours").wait_for()
+        page.get_by_role("tab", name="Hub").wait_for()
+        assert visible_tabs(page) == tab_names
+        assert not page.get_by_text("Owner sign-in").is_visible()  # the box is gone
+        page.get_by_role("tab", name="Leaderboard").click()
+        assert page.get_by_text("Voters (owner only)").is_visible()
+        page.get_by_role("tab", name="Train").click()
+        page.get_by_role("button", name="Start training").wait_for()
+        page.screenshot(path=str(SCREENSHOTS / "owner-view.png"), full_page=True)
+    finally:
+        stop_app(process)
+    assert password not in (tmp_path / "app.log").read_text()
