@@ -115,9 +115,9 @@ def test_with_a_password_loopback_is_a_voter_until_the_password(
         assert visitor.predict(api_name="/model_status") == ""  # no model loaded for a voter
         tried = assert_voter_refused_everywhere(visitor, hub, data, pairs_csv)
         assert len(tried) >= 15
-        role, password_box, message = visitor.predict("guess", api_name="/owner_sign_in")
+        _role, password_box, message = visitor.predict("guess", api_name="/owner_sign_in")
         assert message == "wrong owner password" and password_box == ""
-        assert role.startswith("You are voting")  # unchanged
+        assert visitor.predict(api_name="/my_role").startswith("You are voting")  # still
 
         owner = Client(url, verbose=False)
         role, password_box, _message = owner.predict(PASSWORD, api_name="/owner_sign_in")
@@ -185,15 +185,45 @@ def session_cookie(username: str, token: str, orgs: tuple[str, ...] = ()) -> str
     return "session=" + itsdangerous.TimestampSigner(key).sign(data).decode()
 
 
+def space_env(hub, **extra) -> dict[str, str]:
+    """What a Space sets (SYSTEM=spaces is how Gradio knows it runs on one)."""
+    return {
+        "SYSTEM": "spaces", "SPACE_ID": "alice/title-dpo", "SPACE_AUTHOR_NAME": "alice",
+        "OAUTH_CLIENT_ID": "client-id", "OAUTH_CLIENT_SECRET": OAUTH_SECRET,
+        "OAUTH_SCOPES": "openid profile contribute-repos", "OPENID_PROVIDER_URL": hub.url,
+        "TITLE_DPO_SECRET": "s" * 32, **extra,
+    }  # fmt: skip
+
+
+def test_signed_in_voting_on_a_space_is_one_vote_per_person(hub, tmp_path, tiny_model_dir):
+    env = space_env(hub, TITLE_DPO_VOTERS="signed-in")
+    process, url = launch(hub, tmp_path, tiny_model_dir, token="hf_alice_read", **env)
+    try:
+        anonymous = Client(url, verbose=False)
+        *_, pair_id, progress = anonymous.predict(None, api_name="/start")
+        assert pair_id is None and "sign in with Hugging Face to vote" in progress
+        with pytest.raises(Exception, match="sign in with Hugging Face to vote"):
+            anonymous.predict("v-0123456789abcdef.x", 1, api_name="/vote_left")
+        cookie = {"Cookie": session_cookie("bob", "hf_bob_oauth")}
+        bob = Client(url, verbose=False, headers=cookie)
+        _token, *_, pair_id, _ = bob.predict(None, api_name="/start")
+        *_, progress = bob.predict("anything", pair_id, api_name="/vote_left")
+        assert progress.startswith("Vote saved")
+        again = Client(url, verbose=False, headers=cookie)  # bob in a new tab, a new "voter"
+        *_, progress = again.predict(None, api_name="/start")
+        assert "voted on **1** pairs" in progress
+        *_, progress = again.predict("v-fresh", pair_id, api_name="/vote_right")
+        assert progress.startswith("Already voted")
+    finally:
+        stop_app(process)
+    votes = VoteStore.open_existing(tmp_path / "data").votes()
+    assert [(v.voter, v.pair_id) for v in votes] == [("hf:bob", pair_id)]
+
+
 def test_on_a_space_the_owner_signs_in_and_pushes_with_their_own_token(
     hub, tmp_path, tiny_model_dir, pairs_csv
 ):
-    space = {  # what a Space sets (SYSTEM=spaces is how Gradio knows it runs on one)
-        "SYSTEM": "spaces", "SPACE_ID": "alice/title-dpo", "SPACE_AUTHOR_NAME": "alice",
-        "TITLE_DPO_OWNERS": "carol", "OAUTH_CLIENT_ID": "client-id",
-        "OAUTH_CLIENT_SECRET": OAUTH_SECRET, "OAUTH_SCOPES": "openid profile contribute-repos",
-        "OPENID_PROVIDER_URL": hub.url, "TITLE_DPO_SECRET": "s" * 32,
-    }  # fmt: skip
+    space = space_env(hub, TITLE_DPO_OWNERS="carol")
     # The Space's own HF_TOKEN (for the vote mirror) only reads here: a push that used it
     # instead of the signed-in owner's token would fail.
     process, url = launch(hub, tmp_path, tiny_model_dir, token="hf_alice_read", **space)
