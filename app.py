@@ -154,9 +154,9 @@ def build_app(
         role_outputs = [role_line, sign_in.box, generate_page, train_page, hub_page,
                         generate_owner, board_owner]  # fmt: skip
         app.load(guard("anyone", show_role), None, role_outputs, api_name="my_role")
-        sign_in.wire(show_role, role_outputs)
         app.load(start_voting.fn, voter, start_voting.outputs, api_name="start")
         app.load(show_model.fn, None, show_model.outputs, api_name="model_status")
+        sign_in.wire(show_role, role_outputs, show_model)
         board_tab.select(refresh_board.fn, None, refresh_board.outputs, api_visibility="private")
         hub_page.select(refresh_hub.fn, None, refresh_hub.outputs, api_visibility="private")
     guard.check_every_event(app)
@@ -276,7 +276,7 @@ class OwnerSignIn:
                 self.button = gr.Button("Sign in as the owner", scale=1)
             self.message = gr.Markdown()
 
-    def wire(self, show_role: Callable, role_outputs: list) -> None:
+    def wire(self, show_role: Callable, role_outputs: list, show_model: Wiring) -> None:
         keeper = self.keeper
 
         def sign_in(password: str, *, facts: RequestFacts) -> dict:
@@ -294,7 +294,7 @@ class OwnerSignIn:
             outputs,
             api_name="owner_sign_in",
             queue=False,
-        )
+        ).then(show_model.fn, None, show_model.outputs, api_visibility="private")
 
 
 def vote_tab(store: VoteStore, keeper: Gatekeeper, guard: Guard, voter: gr.BrowserState) -> Wiring:
@@ -576,6 +576,21 @@ def leaderboard_tab(store: VoteStore, guard: Guard) -> tuple[Wiring, gr.Accordio
     return Wiring(guard(VOTER, overview), [summary, ideas, pick]), owner_part
 
 
+def vote_screening() -> tuple[gr.Checkbox, gr.Number]:
+    """The two fields that screen votes before they become a dataset (ratings.screen_votes)."""
+    with gr.Row():
+        drop_flagged = gr.Checkbox(False, label="Leave out votes cast too fast to read")
+        min_gold = gr.Number(
+            0, minimum=0, maximum=1, label="Leave out voters below this gold accuracy (0: none)"
+        )
+    return drop_flagged, min_gold
+
+
+def screening(drop_flagged: bool | None, min_gold: float | None) -> tuple[bool, float | None]:
+    """The fields' values as `write_dataset_folder` takes them (0 or empty: no gold floor)."""
+    return bool(drop_flagged), float(min_gold) if min_gold else None
+
+
 TUTORIAL_DATA = "The tutorial's 1,140 labelled pairs"
 VOTES_DATA = "The votes collected here"
 HUB_DATA = "A preference dataset on the Hub"
@@ -612,6 +627,7 @@ def train_tab(
         hub_dataset = gr.Textbox(
             "", label="Hub dataset id", placeholder="shawhin/youtube-titles-dpo"
         )
+    drop_flagged, min_gold = vote_screening()  # for the votes collected here
     with gr.Row():
         base = gr.Textbox(generator["model"], label="Base model (Hub id or folder)")
         recipe = gr.Dropdown(list(RECIPES), value="fast", label="Recipe")
@@ -659,7 +675,7 @@ def train_tab(
         return chosen, int(step_limit) if step_limit else None
 
     def begin(kind, min_count, hub_id, model, name, n_epochs, b, lr, batch, use_lora, r, alpha,
-              step_limit):  # fmt: skip
+              step_limit, screen_fast=False, gold_floor=0):  # fmt: skip
         settings = (name, n_epochs, b, lr, batch, use_lora, r, alpha, step_limit)
         if runner.status().running:  # before writing a new run folder
             raise UserError("a training run is already going: stop it or wait for it")
@@ -669,7 +685,8 @@ def train_tab(
             pull_preference_dataset(hub_id, run / "data")
         else:
             votes = store.path if kind == VOTES_DATA else None
-            write_dataset_folder(run / "data", votes, "idea", int(min_count or 1))
+            write_dataset_folder(run / "data", votes, "idea", int(min_count or 1),
+                                 *screening(screen_fast, gold_floor))  # fmt: skip
         runner.start(data=run / "data", out=run / "model", model_name=model, recipe=chosen,
                      max_steps=step_limit, chunked=ON_ZEROGPU)  # fmt: skip
         return show()
@@ -713,7 +730,8 @@ def train_tab(
     outputs = [progress, losses, rewards, epochs_table, log_tail]
     recipe.change(guard(OWNER, recipe_settings), recipe, knobs[1:-1], api_name="recipe_settings",
                   queue=False)  # fmt: skip
-    start.click(guard(OWNER, begin), [source, min_votes, hub_dataset, base, *knobs], outputs,
+    start.click(guard(OWNER, begin),
+                [source, min_votes, hub_dataset, base, *knobs, drop_flagged, min_gold], outputs,
                 api_name="train_start")  # fmt: skip
     resume.click(guard(OWNER, carry_on), [base, *knobs], outputs, api_name="train_resume")
     stop.click(guard(OWNER, halt), None, outputs, api_name="train_stop", queue=False)
@@ -746,11 +764,7 @@ def hub_tab(
         min_votes = gr.Number(1, precision=0, minimum=1, label="Votes per pair at least")
         dataset_repo = gr.Textbox("youtube-titles-dpo", label="Dataset repo (NAME or OWNER/NAME)")
         dataset_private = gr.Checkbox(False, label="Private")
-    with gr.Row():
-        drop_flagged = gr.Checkbox(False, label="Leave out votes cast too fast to read")
-        min_gold = gr.Number(
-            0, minimum=0, maximum=1, label="Leave out voters below this gold accuracy (0: none)"
-        )
+    drop_flagged, min_gold = vote_screening()
     push_data = gr.Button("Push the dataset", variant="primary")
     with gr.Row():
         run = gr.Dropdown([], label="Model (a finished training run)", allow_custom_value=True)
@@ -773,10 +787,10 @@ def hub_tab(
     def send_dataset(kind, min_count, repo, private, screen_fast, gold_floor,
                      oauth_token: gr.OAuthToken | None = None):  # fmt: skip
         votes = store.path if kind == VOTES_DATA else None
+        fast_out, gold_out = screening(screen_fast, gold_floor)
         pushed = publish_dataset(
             repo, votes=votes, min_votes=int(min_count or 1), private=bool(private),
-            token=token_of(oauth_token), drop_flagged=bool(screen_fast),
-            min_gold_accuracy=float(gold_floor) if gold_floor else None,
+            token=token_of(oauth_token), drop_flagged=fast_out, min_gold_accuracy=gold_out,
         )  # fmt: skip
         return pushed.describe(markdown=True)
 

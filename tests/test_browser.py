@@ -193,6 +193,7 @@ def test_a_voter_sees_vote_and_leaderboard_the_owner_every_tab(browser, tiny_mod
         box.fill(password)
         page.get_by_role("button", name="Sign in as the owner").click()
         page.get_by_text("every tab is yours").wait_for()
+        page.get_by_text(re.compile(r"^Model: ")).wait_for()  # the owner's Generate model
         page.get_by_role("tab", name="Hub").wait_for()
         assert visible_tabs(page) == tab_names
         assert not page.get_by_text("Owner sign-in").is_visible()  # the box is gone

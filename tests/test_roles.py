@@ -317,6 +317,14 @@ def test_flagged_votes_and_careless_voters_stay_out_of_the_dataset(tmp_path, tin
         careful = vote_all(pick_good=True, wait=1.1)
         careless = vote_all(pick_good=False, wait=1.1)
         hasty = vote_all(pick_good=True, wait=0)
+        # The Train tab screens the votes the same way before it trains on them.
+        owner = Client(url, verbose=False)
+        owner.predict(PASSWORD, api_name="/owner_sign_in")
+        owner.predict("The votes collected here", 1, "", str(tiny_model_dir), "fast", 1, 0.5,
+                      5e-5, 8, True, 16, 32, 1, True, 0.5, api_name="/train_start")  # fmt: skip
+        (run,) = (data / "runs").glob("run-*")
+        trained_on = json.loads((run / "data" / "summary.json").read_text())
+        assert trained_on["votes_used"] == 3 and trained_on["left_out"]["voters_below_gold"] == 1
     finally:
         stop_app(process)
     flags = {(v.voter, v.flag) for v in VoteStore.open_existing(data).votes()}
