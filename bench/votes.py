@@ -100,7 +100,10 @@ async def _run_voters(url, clients, votes, interval):
 
     latencies: list[float] = []
     acknowledged: list[tuple[str, int]] = []
-    limits = httpx.Limits(max_connections=4 * clients, max_keepalive_connections=4 * clients)
+    # Idle connections are dropped here before uvicorn's 5 s keep-alive closes them there: a
+    # request sent on a connection the server is closing at that moment fails (ReadError).
+    limits = httpx.Limits(max_connections=4 * clients, max_keepalive_connections=4 * clients,
+                          keepalive_expiry=2.0)  # fmt: skip
     async with httpx.AsyncClient(limits=limits, timeout=60) as http:
         app = BrowserProtocol(url, http)
         sessions = [uuid.uuid4().hex for _ in range(clients)]
@@ -157,6 +160,10 @@ def main() -> None:
             interval = args.clients / args.rate
             lat, acked_open, secs = run_voters(url, args.clients, args.votes, interval)
             open_rate = report(f"open loop (offered {args.rate:.0f} votes/s)", lat, secs)
+        except Exception:
+            tail = (Path(tmp) / "app.log").read_text().splitlines()[-40:]
+            print("the app's log, last lines:", *tail, sep="\n", file=sys.stderr)
+            raise
         finally:
             stop_app(process)
         stored = {(v.voter, v.pair_id) for v in VoteStore.open_existing(data).votes()}
