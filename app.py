@@ -849,6 +849,8 @@ def chart(job, keys: tuple[str, ...]):
 
 def serve(app: gr.Blocks, **launch_kwargs):
     """Launch with the queue and the voting keyboard shortcuts (Gradio 6 takes `head` here)."""
+    # Gradio's upload route is open to every visitor; the app's only upload is a pairs CSV.
+    launch_kwargs.setdefault("max_file_size", "20mb")
     return app.queue().launch(head=KEYBOARD_JS, **launch_kwargs)
 
 

@@ -70,6 +70,11 @@ class AccessSettings:
         voters = (env.get("TITLE_DPO_VOTERS") or "anyone").strip().lower()
         if voters not in ("anyone", "signed-in"):
             raise UserError(f"TITLE_DPO_VOTERS must be 'anyone' or 'signed-in', not {voters!r}")
+        if voters == "signed-in" and not space_id:
+            raise UserError(
+                "TITLE_DPO_VOTERS=signed-in needs a Space: signing in with Hugging Face only "
+                "works there"
+            )
         owner = env.get("SPACE_AUTHOR_NAME") or (space_id.split("/")[0] if space_id else None)
         return cls(
             on_space=bool(space_id),

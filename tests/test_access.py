@@ -83,7 +83,8 @@ def test_settings_from_the_environment():
     local = AccessSettings.from_env(shared=True, environ={"TITLE_DPO_OWNER_PASSWORD": "x" * 9})
     assert not local.on_space and local.password_required and "x" * 9 not in local.describe()
     for bad in ({"TITLE_DPO_VOTERS": "robots"}, {"TITLE_DPO_VOTES_PER_MINUTE": "lots"},
-                {"TITLE_DPO_NEW_VOTERS_PER_HOUR": "0"}):  # fmt: skip
+                {"TITLE_DPO_NEW_VOTERS_PER_HOUR": "0"},
+                {"TITLE_DPO_VOTERS": "signed-in"}):  # fmt: skip  # signed-in off a Space
         with pytest.raises(UserError):
             AccessSettings.from_env(environ=bad)
 

@@ -322,3 +322,13 @@ def test_train_tab_refuses_votes_that_make_no_rows(tmp_path, tiny_model_dir):
         assert progress.startswith("**failed**") and "does not exist" in progress
     finally:
         app.close()
+
+
+def test_uploads_are_capped_for_every_visitor(app_url):
+    import httpx
+
+    small = httpx.post(app_url + "gradio_api/upload", files={"files": ("p.csv", b"idea\n")})
+    assert small.status_code == 200
+    too_big = {"files": ("big.csv", b"x" * (21 * 1024 * 1024))}
+    huge = httpx.post(app_url + "gradio_api/upload", files=too_big, timeout=60)
+    assert huge.status_code == 413
