@@ -116,6 +116,7 @@ def build_app(
         sign_in = OwnerSignIn(keeper, guard)
         status = gr.Markdown("", elem_id="model-status")
         voter = gr.BrowserState(None, storage_key="title-dpo-voter")
+        owner_pass = gr.BrowserState(None, storage_key="title-dpo-owner")  # after the password
         with gr.Tab("Vote") as vote_page:
             start_voting = vote_tab(store, keeper, guard, voter)
         with gr.Tab("Generate", visible=False) as generate_page:
@@ -151,12 +152,17 @@ def build_app(
                 board_owner: gr.Accordion(visible=owner),
             }
 
+        def open_page(kept_pass: str | None, *, facts: RequestFacts) -> dict:
+            return show_role(caller=keeper.resume(facts, kept_pass))
+
         role_outputs = [role_line, sign_in.box, generate_page, train_page, hub_page,
                         generate_owner, board_owner]  # fmt: skip
-        app.load(guard("anyone", show_role), None, role_outputs, api_name="my_role")
+        # The model line waits for the role: an owner pass may make this page the owner's.
+        app.load(guard("anyone", open_page), owner_pass, role_outputs, api_name="my_role").then(
+            show_model.fn, None, show_model.outputs, api_name="model_status"
+        )
         app.load(start_voting.fn, voter, start_voting.outputs, api_name="start")
-        app.load(show_model.fn, None, show_model.outputs, api_name="model_status")
-        sign_in.wire(show_role, role_outputs, show_model)
+        sign_in.wire(show_role, role_outputs, show_model, owner_pass)
         board_tab.select(refresh_board.fn, None, refresh_board.outputs, api_visibility="private")
         hub_page.select(refresh_hub.fn, None, refresh_hub.outputs, api_visibility="private")
     guard.check_every_event(app)
@@ -276,17 +282,26 @@ class OwnerSignIn:
                 self.button = gr.Button("Sign in as the owner", scale=1)
             self.message = gr.Markdown()
 
-    def wire(self, show_role: Callable, role_outputs: list, show_model: Wiring) -> None:
+    def wire(
+        self,
+        show_role: Callable,
+        role_outputs: list,
+        show_model: Wiring,
+        owner_pass: gr.BrowserState,
+    ) -> None:
+        """Sign-in updates what the page shows, and leaves a pass in the browser so that its
+        next pages (a reload, another tab) need no password for a while."""
         keeper = self.keeper
 
         def sign_in(password: str, *, facts: RequestFacts) -> dict:
             try:
-                caller = keeper.sign_in(facts, password)
+                caller, new_pass = keeper.sign_in(facts, password)
             except Refused as exc:  # said beside the box; the password is not kept
                 return {self.password: "", self.message: str(exc)}
-            return {**show_role(caller=caller), self.password: "", self.message: ""}
+            return {**show_role(caller=caller), owner_pass: new_pass, self.password: "",
+                    self.message: ""}  # fmt: skip
 
-        outputs = [*role_outputs, self.password, self.message]
+        outputs = [*role_outputs, owner_pass, self.password, self.message]
         gr.on(
             [self.button.click, self.password.submit],
             self.guard("anyone", sign_in),

@@ -41,6 +41,7 @@ OWNER_ONLY = "owner only: this action is for the person who runs the app"
 SECRET_FILE = "secret.key"
 VOTER_PREFIX = "v-"
 SIGNED_IN_PREFIX = "hf:"
+OWNER_PASS_HOURS = 12  # how long a browser stays the owner's after the password
 
 
 class Refused(UserError):
@@ -213,8 +214,10 @@ class Gatekeeper:
             return " (enter the owner password under 'Owner sign-in')"
         return ""
 
-    def sign_in(self, facts: RequestFacts, password: str | None) -> Caller:
-        """Check the owner password for this browser session; the password is never kept."""
+    def sign_in(self, facts: RequestFacts, password: str | None) -> tuple[Caller, str]:
+        """Check the owner password for this page: (the caller, now the owner; a pass the
+        browser keeps so that its next pages need no password for OWNER_PASS_HOURS). The
+        password itself is never kept."""
         expected = self.settings.owner_password
         if expected is None:
             raise Refused("there is no owner password to enter here")
@@ -225,14 +228,34 @@ class Gatekeeper:
             raise Refused("too many password attempts from your address: try again in an hour")
         if not hmac.compare_digest((password or "").encode(), expected.encode()):
             raise Refused("wrong owner password")
-        with self._lock:
-            self._unlocked.add(facts.session)
+        self._unlock(facts.session)
+        expires = int(time.time() + OWNER_PASS_HOURS * 3600)
+        return self.caller(facts), f"{expires}.{self._pass_signature(expires)}"
+
+    def resume(self, facts: RequestFacts, owner_pass: str | None) -> Caller:
+        """The caller of a page that opens; a valid owner pass from an earlier sign-in in this
+        browser makes this page the owner's too. A forged, expired or old pass (the password
+        or the secret changed since) is ignored."""
+        expires, _, signature = (owner_pass or "").partition(".")
+        if (
+            facts.session
+            and self.settings.owner_password is not None
+            and expires.isdigit()
+            and int(expires) > time.time()
+            and hmac.compare_digest(signature.encode(), self._pass_signature(int(expires)).encode())
+        ):
+            self._unlock(facts.session)
         return self.caller(facts)
 
-    def forget_session(self, session: str | None) -> None:
-        """A page was closed: its password sign-in goes with it."""
+    def _unlock(self, session: str) -> None:
         with self._lock:
-            self._unlocked.discard(session or "")
+            self._unlocked.add(session)
+
+    def _pass_signature(self, expires: int) -> str:
+        password = hashlib.sha256((self.settings.owner_password or "").encode()).hexdigest()
+        message = f"owner:{expires}:{password}".encode()
+        digest = hmac.new(self._secret, message, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
 
     # -- voter ids ----------------------------------------------------------------------------
 

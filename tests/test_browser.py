@@ -202,6 +202,14 @@ def test_a_voter_sees_vote_and_leaderboard_the_owner_every_tab(browser, tiny_mod
         page.get_by_role("tab", name="Train").click()
         page.get_by_role("button", name="Start training").wait_for()
         page.screenshot(path=str(SCREENSHOTS / "owner-view.png"), full_page=True)
+        page.reload()  # the browser stays the owner's: no password again
+        page.get_by_text("every tab is yours").wait_for()
+        page.get_by_role("tab", name="Hub").wait_for()
+        assert visible_tabs(page) == tab_names
+        other = browser.new_page()  # another browser profile's page is a voter's
+        other.goto(url)
+        other.get_by_text("You are voting").wait_for()
+        assert visible_tabs(other) == ["Vote", "Leaderboard"]
     finally:
         stop_app(process)
     assert password not in (tmp_path / "app.log").read_text()

@@ -111,18 +111,27 @@ def test_with_a_password_loopback_is_a_voter_until_the_password(
     data = tmp_path / "data"
     try:
         visitor = Client(url, verbose=False)
-        assert visitor.predict(api_name="/my_role").startswith("You are voting")
+        assert visitor.predict(None, api_name="/my_role").startswith("You are voting")
         assert visitor.predict(api_name="/model_status") == ""  # no model loaded for a voter
         tried = assert_voter_refused_everywhere(visitor, hub, data, pairs_csv)
         assert len(tried) >= 15
-        _role, password_box, message = visitor.predict("guess", api_name="/owner_sign_in")
+        *_, password_box, message = visitor.predict("guess", api_name="/owner_sign_in")
         assert message == "wrong owner password" and password_box == ""
-        assert visitor.predict(api_name="/my_role").startswith("You are voting")  # still
+        assert visitor.predict(None, api_name="/my_role").startswith("You are voting")  # still
 
         owner = Client(url, verbose=False)
-        role, password_box, _message = owner.predict(PASSWORD, api_name="/owner_sign_in")
+        role, owner_pass, password_box, _ = owner.predict(PASSWORD, api_name="/owner_sign_in")
         assert role.startswith("**Owner** (owner password)")
-        assert password_box == ""  # the password does not stay in the page
+        assert password_box == "" and PASSWORD not in owner_pass  # the password is not kept
+        # The browser keeps the pass: its next page (a reload) is the owner's without the
+        # password; a pass it did not get is worth nothing.
+        forger = Client(url, verbose=False)
+        assert forger.predict(f"{2**40}.forged", api_name="/my_role").startswith("You are")
+        with pytest.raises(Exception, match="owner only"):
+            forger.predict(api_name="/train_status")
+        reloaded = Client(url, verbose=False)
+        assert reloaded.predict(owner_pass, api_name="/my_role").startswith("**Owner**")
+        reloaded.predict(api_name="/train_status")
         # The same calls now go through, for this session only.
         owner.predict(False, api_name="/voters_may_generate")
         assert "Gold pair" in owner.predict("gold idea", "A fine title", "a FINE title!!!!",
@@ -235,20 +244,25 @@ def test_on_a_space_the_owner_signs_in_and_pushes_with_their_own_token(
             anonymous.predict("The votes collected here", 1, "stolen", False, False, 0,
                               api_name="/hub_push_dataset")  # fmt: skip
         bob = Client(url, verbose=False, headers={"Cookie": session_cookie("bob", "hf_bob_oauth")})
-        assert bob.predict(api_name="/my_role") == "You are voting as bob. Thank you for helping!"
+        assert (
+            bob.predict(None, api_name="/my_role")
+            == "You are voting as bob. Thank you for helping!"
+        )
         assert_voter_refused_everywhere(bob, hub, data, pairs_csv)
         assert not hub.repo_exists("dataset", "alice/stolen")
 
         for user in ("alice", "carol"):  # the Space's owner, and one named in TITLE_DPO_OWNERS
             cookie = session_cookie(user, f"hf_{user}_oauth")
             owner = Client(url, verbose=False, headers={"Cookie": cookie})
-            assert owner.predict(api_name="/my_role").startswith(f"**Owner** (signed in as {user})")
+            assert owner.predict(None, api_name="/my_role").startswith(
+                f"**Owner** (signed in as {user})"
+            )
             pushed = owner.predict("The tutorial's 1,140 labelled pairs", 1, "space-ds", False,
                                    False, 0, api_name="/hub_push_dataset")  # fmt: skip
             assert pushed.startswith(f"Pushed: [{user}/space-ds](")  # their own namespace
         member = Client(url, verbose=False, headers={
             "Cookie": session_cookie("dan", "hf_bob_oauth", orgs=("alice",))})  # fmt: skip
-        assert member.predict(api_name="/my_role").startswith("**Owner** (signed in as dan)")
+        assert member.predict(None, api_name="/my_role").startswith("**Owner** (signed in as dan)")
     finally:
         stop_app(process)
     assert "hf_alice_oauth" not in (tmp_path / "app.log").read_text()
