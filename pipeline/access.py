@@ -192,13 +192,9 @@ class Gatekeeper:
     def allows(self, caller: Caller, role: str) -> bool:
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}")
-        if caller.is_owner or role == "anyone":
+        if caller.is_owner or role in ("anyone", VOTER):
             return True
-        if role == VOTER:
-            return True
-        if role == "generate":
-            return self.voters_may_generate
-        return False
+        return role == "generate" and self.voters_may_generate
 
     def require(self, caller: Caller, role: str) -> None:
         if not self.allows(caller, role):
@@ -242,7 +238,7 @@ class Gatekeeper:
             and self.settings.owner_password is not None
             and expires.isdigit()
             and int(expires) > time.time()
-            and hmac.compare_digest(signature.encode(), self._pass_signature(int(expires)).encode())
+            and _same(signature, self._pass_signature(int(expires)))
         ):
             self._unlock(facts.session)
         return self.caller(facts)
@@ -252,9 +248,13 @@ class Gatekeeper:
             self._unlocked.add(session)
 
     def _pass_signature(self, expires: int) -> str:
+        # Bound to the password: changing it voids every pass already handed out.
         password = hashlib.sha256((self.settings.owner_password or "").encode()).hexdigest()
-        message = f"owner:{expires}:{password}".encode()
-        digest = hmac.new(self._secret, message, hashlib.sha256).digest()
+        return self._mac(f"owner:{expires}:{password}")
+
+    def _mac(self, message: str) -> str:
+        """A short HMAC-SHA256 of `message` with the app's secret, URL-safe."""
+        digest = hmac.new(self._secret, message.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
 
     # -- voter ids ----------------------------------------------------------------------------
@@ -276,14 +276,12 @@ class Gatekeeper:
                 "votes so far are kept)"
             )
         voter = VOTER_PREFIX + secrets.token_hex(8)
-        return f"{voter}.{self._sign(voter)}", voter
+        return f"{voter}.{self._mac(f'voter:{voter}')}", voter
 
     def voter_id(self, token: str | None) -> str:
         """The voter id inside a signed token; a forged or tampered token is refused."""
         voter, _, signature = (token or "").partition(".")
-        if not voter.startswith(VOTER_PREFIX) or not hmac.compare_digest(
-            signature.encode(), self._sign(voter).encode()
-        ):
+        if not voter.startswith(VOTER_PREFIX) or not _same(signature, self._mac(f"voter:{voter}")):
             raise Refused("this voter id was not issued by this app: reload the page to get one")
         return voter
 
@@ -308,10 +306,6 @@ class Gatekeeper:
         if not self._address_votes.admit(caller.address, now):
             raise Refused("too many votes from your address this minute: wait, then go on")
 
-    def _sign(self, voter: str) -> str:
-        digest = hmac.new(self._secret, b"voter:" + voter.encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
-
 
 class RateLimiter:
     """At most `limit` events per key in any `window` seconds (a sliding log per key)."""
@@ -325,12 +319,12 @@ class RateLimiter:
     def admit(self, key: str, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
         with self._lock:
+            cutoff = now - self.window
             if now >= self._sweep_at:  # drop idle keys now and then, so memory stays bounded
-                cutoff = now - self.window
                 self._events = {k: q for k, q in self._events.items() if q and q[-1] > cutoff}
                 self._sweep_at = now + self.window
             events = self._events.setdefault(key, deque())
-            while events and events[0] <= now - self.window:
+            while events and events[0] <= cutoff:
                 events.popleft()
             if len(events) >= self.limit:
                 return False
@@ -365,6 +359,11 @@ def load_secret(folder: str | Path, environ: Mapping[str, str] | None = None) ->
     if len(value) < 32:
         raise UserError(f"{path} is not a signing key: delete it and start the app again")
     return value.encode()
+
+
+def _same(given: str, expected: str) -> bool:
+    """Compare signatures in constant time."""
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def _is_loopback(host: str | None) -> bool:

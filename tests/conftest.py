@@ -138,12 +138,19 @@ def small_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def hub(tmp_path):
+def hub_tokens():
+    """The loopback Hub's tokens (None: hub_server.DEFAULT_TOKENS); a module overrides this
+    fixture to add its own users."""
+    return None
+
+
+@pytest.fixture
+def hub(tmp_path, hub_tokens):
     """A loopback Hub (tests/hub_server.py) on 127.0.0.1 for one test; it must end without
     an unexpected server error."""
     from hub_server import running_hub
 
-    server = running_hub(tmp_path)
+    server = running_hub(tmp_path, hub_tokens)
     yield server
     server.stop()
     assert server.errors == []
