@@ -25,18 +25,25 @@ from pathlib import Path
 
 import gradio as gr
 
-from hub.pull import pull_preference_dataset
+from hub.pull import write_training_data
 from hub.push import publish_dataset, publish_model
 from hub.sync import VoteMirror, mirror_from_env
 from pipeline.access import OWNER, VOTER, AccessSettings, Caller, Gatekeeper, Refused, RequestFacts
-from pipeline.datasets import write_dataset_folder
 from pipeline.errors import UserError
 from pipeline.generation import MAX_TITLES_PER_IDEA, GenerationSettings
 from pipeline.jobs import TrainingRunner, finished_runs
-from pipeline.models import DEFAULT_MODEL, load_model
+from pipeline.metrics import EPOCH_COLUMNS, LOSS_KEYS, REWARD_KEYS, chart_rows, epoch_table
+from pipeline.models import DEFAULT_MODEL, ModelChoice
 from pipeline.prompts import MAX_IDEA_CHARS
 from pipeline.ratings import agreement, leaderboard, voter_stats, votes_per_idea
-from pipeline.training import EPOCH_COLUMNS, RECIPES, customize, epoch_table, get_recipe
+from pipeline.recipes import (
+    DEFAULT_RECIPE,
+    RECIPES,
+    form_values,
+    get_recipe,
+    knobs,
+    recipe_from_form,
+)
 from pipeline.votes import Shown, VoteStore, data_dir, vote_on_shown_pair
 from pipeline.zerogpu import ON_ZEROGPU, generate_on_gpu
 
@@ -95,10 +102,9 @@ def build_app(
     if settings.on_space and not os.environ.get("TITLE_DPO_SECRET"):
         log.warning("TITLE_DPO_SECRET is not set: voter ids will not survive a Space restart")
     # The model the Generate tab uses; the Train tab's "use this model" changes it app-wide.
-    generator = {"model": model_name}
+    generator = ModelChoice(model_name)
     runner = TrainingRunner()
-    if store.counts()["pairs"] == 0:
-        added = store.import_tutorial_pool()
+    if added := store.seed_if_empty():
         log.info("Empty vote store: loaded the tutorial's %d pairs as the first pool", added)
     # On a Space the disk is wiped on restart: the votes come back from their Hub mirror.
     try:
@@ -410,7 +416,7 @@ def vote_tab(store: VoteStore, keeper: Gatekeeper, guard: Guard, voter: gr.Brows
 
 
 def generate_tab(
-    generator: dict, store: VoteStore, keeper: Gatekeeper, guard: Guard, status: gr.Markdown
+    generator: ModelChoice, store: VoteStore, keeper: Gatekeeper, guard: Guard, status: gr.Markdown
 ) -> tuple[Wiring, gr.Column]:
     """The Generate tab, and its owner-only tools (the voting pool, gold pairs, the switch
     that opens Generate to voters)."""
@@ -463,15 +469,12 @@ def generate_tab(
     def model_status(*, caller: Caller) -> str:
         if not keeper.allows(caller, "generate"):
             return ""  # a voter who cannot generate loads no model
-        try:
-            return load_model(generator["model"]).describe()
-        except UserError as exc:
-            return f"Model {generator['model']!r} could not be loaded: {exc}"
+        return generator.status()
 
     def generate(idea_text: str, count: float, temp: float):
-        loaded = load_model(generator["model"])
+        loaded = generator.load()
         settings = GenerationSettings(n=int(count), temperature=float(temp))
-        result = generate_on_gpu(generator["model"], idea_text, settings)  # ZeroGPU call
+        result = generate_on_gpu(generator.name, idea_text, settings)  # ZeroGPU call
         table = [[t.text, len(t.text)] for t in result]
         return table, [t.raw for t in result], loaded.describe(), result, ""
 
@@ -601,32 +604,41 @@ def vote_screening() -> tuple[gr.Checkbox, gr.Number]:
     return drop_flagged, min_gold
 
 
-def screening(drop_flagged: bool | None, min_gold: float | None) -> tuple[bool, float | None]:
-    """The fields' values as `write_dataset_folder` takes them (0 or empty: no gold floor)."""
-    return bool(drop_flagged), float(min_gold) if min_gold else None
+def screening(drop_flagged: bool | None, min_gold: float | None) -> dict:
+    """The fields' values as the dataset writers take them (0 or empty: no gold floor)."""
+    return {"drop_flagged": bool(drop_flagged),
+            "min_gold_accuracy": float(min_gold) if min_gold else None}  # fmt: skip
 
 
+# The Data choices on the Train and Hub tabs, and the source each one names.
 TUTORIAL_DATA = "The tutorial's 1,140 labelled pairs"
 VOTES_DATA = "The votes collected here"
 HUB_DATA = "A preference dataset on the Hub"
-CHART_METRICS = {  # logged key -> line label
-    "loss": "train loss",
-    "eval_loss": "eval loss",
-    "rewards/margins": "margin (train)",
-    "eval_rewards/margins": "margin (eval)",
-    "rewards/accuracies": "accuracy (train)",
-    "eval_rewards/accuracies": "accuracy (eval)",
-}
-LOSS_KEYS = ("loss", "eval_loss")
-REWARD_KEYS = ("rewards/margins", "eval_rewards/margins", "rewards/accuracies",
-               "eval_rewards/accuracies")  # fmt: skip
+DATA_SOURCES = {TUTORIAL_DATA: "tutorial", VOTES_DATA: "votes", HUB_DATA: "hub"}
+
+
+def recipe_form() -> tuple[gr.Dropdown, list[gr.components.Component]]:
+    """The recipe choice and one field per recipe knob marked for the form (an optional knob:
+    a switch and a number), made from the recipe's own fields, in `form_values` order."""
+    fast = get_recipe(DEFAULT_RECIPE)
+    recipe = gr.Dropdown(list(RECIPES), value=DEFAULT_RECIPE, label="Recipe")
+    values = iter(form_values(fast))
+    fields: list[gr.components.Component] = []
+    with gr.Row():
+        for knob in knobs(form_only=True):
+            if knob.optional:
+                fields.append(gr.Checkbox(next(values), label=knob.switch))
+            whole = knob.kind is int
+            fields.append(gr.Number(next(values), precision=0 if whole else None,
+                                    minimum=1 if whole else 0, label=knob.label))  # fmt: skip
+    return recipe, fields
 
 
 def train_tab(
     runner: TrainingRunner,
     store: VoteStore,
     folder: Path,
-    generator: dict,
+    generator: ModelChoice,
     status_line: gr.Markdown,
     guard: Guard,
 ) -> gr.Timer:
@@ -637,25 +649,16 @@ def train_tab(
         "Choosing a recipe fills in its settings; change any of them before you start."
     )
     with gr.Row():
-        source = gr.Radio([TUTORIAL_DATA, VOTES_DATA, HUB_DATA], value=TUTORIAL_DATA, label="Data")
+        source = gr.Radio(list(DATA_SOURCES), value=TUTORIAL_DATA, label="Data")
         min_votes = gr.Number(1, precision=0, minimum=1, label="Votes per pair at least")
         hub_dataset = gr.Textbox(
             "", label="Hub dataset id", placeholder="shawhin/youtube-titles-dpo"
         )
     drop_flagged, min_gold = vote_screening()  # for the votes collected here
     with gr.Row():
-        base = gr.Textbox(generator["model"], label="Base model (Hub id or folder)")
-        recipe = gr.Dropdown(list(RECIPES), value="fast", label="Recipe")
+        base = gr.Textbox(generator.name, label="Base model (Hub id or folder)")
         max_steps = gr.Number(0, precision=0, minimum=0, label="Stop after steps (0: no limit)")
-    fast = RECIPES["fast"]
-    with gr.Row():
-        epochs = gr.Number(fast.epochs, minimum=0, label="Epochs")
-        beta = gr.Number(fast.beta, minimum=0, label="Beta")
-        learning_rate = gr.Number(fast.learning_rate, minimum=0, label="Learning rate")
-        batch_size = gr.Number(fast.batch_size, precision=0, minimum=1, label="Batch size")
-        lora = gr.Checkbox(fast.lora_r is not None, label="LoRA")
-        lora_r = gr.Number(fast.lora_r or 16, precision=0, minimum=1, label="LoRA r")
-        lora_alpha = gr.Number(fast.lora_alpha, minimum=0, label="LoRA alpha")
+    recipe, recipe_fields = recipe_form()
     with gr.Row():
         start = gr.Button("Start training", variant="primary")
         resume = gr.Button("Resume the last run")
@@ -668,53 +671,31 @@ def train_tab(
     epochs_table = gr.Dataframe(label="Per evaluation", interactive=False)
     log_tail = gr.Textbox(label="Log", lines=8, max_lines=8, autoscroll=True, interactive=False)
     timer = gr.Timer(1.0, active=False)  # ticks only while the Train tab is open
-    knobs = [recipe, epochs, beta, learning_rate, batch_size, lora, lora_r, lora_alpha, max_steps]
+    knobs_in = [recipe, *recipe_fields, max_steps]  # the API's order: recipe, fields, limit
 
-    def recipe_settings(name):
-        chosen = get_recipe(name)
-        return (chosen.epochs, chosen.beta, chosen.learning_rate, chosen.batch_size,
-                chosen.lora_r is not None, chosen.lora_r or 16, chosen.lora_alpha)  # fmt: skip
+    def run_settings(name: str, *values) -> dict:
+        """What `runner.start` takes from the form (a step limit of 0 or empty: none)."""
+        *fields, step_limit = values
+        return {
+            "recipe": recipe_from_form(name, fields),
+            "max_steps": int(step_limit) if step_limit else None,
+            "chunked": ON_ZEROGPU,
+        }
 
-    def settings_recipe(name, n_epochs, b, lr, batch, use_lora, r, alpha, step_limit):
-        """The recipe and step limit the fields describe (0 or empty: the recipe's own)."""
-        chosen = customize(
-            get_recipe(name),
-            epochs=n_epochs or None,
-            beta=b or None,
-            learning_rate=lr or None,
-            batch_size=int(batch) if batch else None,
-            lora=bool(use_lora),
-            lora_r=int(r) if use_lora and r else None,
-            lora_alpha=alpha or None,
-        )
-        return chosen, int(step_limit) if step_limit else None
+    def begin(kind, min_count, hub_id, model, *knob_values):
+        *knob_values, screen_fast, gold_floor = knob_values
+        settings = run_settings(*knob_values)  # bad settings: before any download
 
-    def begin(kind, min_count, hub_id, model, name, n_epochs, b, lr, batch, use_lora, r, alpha,
-              step_limit, screen_fast=False, gold_floor=0):  # fmt: skip
-        settings = (name, n_epochs, b, lr, batch, use_lora, r, alpha, step_limit)
-        if runner.status().running:  # before writing a new run folder
-            raise UserError("a training run is already going: stop it or wait for it")
-        run = folder / "runs" / time.strftime("run-%Y%m%d-%H%M%S")
-        chosen, step_limit = settings_recipe(*settings)  # bad settings: before any download
-        if kind == HUB_DATA:
-            pull_preference_dataset(hub_id, run / "data")
-        else:
-            votes = store.path if kind == VOTES_DATA else None
-            write_dataset_folder(run / "data", votes, "idea", int(min_count or 1),
-                                 *screening(screen_fast, gold_floor))  # fmt: skip
-        runner.start(data=run / "data", out=run / "model", model_name=model, recipe=chosen,
-                     max_steps=step_limit, chunked=ON_ZEROGPU)  # fmt: skip
+        def write_data(out: Path) -> None:
+            write_training_data(DATA_SOURCES[kind], out, votes=store.path, hub_id=hub_id,
+                                min_votes=int(min_count or 1),
+                                **screening(screen_fast, gold_floor))  # fmt: skip
+
+        runner.start_run(folder / "runs", write_data, model_name=model, **settings)
         return show()
 
-    def carry_on(model, name, n_epochs, b, lr, batch, use_lora, r, alpha, step_limit):
-        settings = (name, n_epochs, b, lr, batch, use_lora, r, alpha, step_limit)
-        runs = sorted((folder / "runs").glob("run-*"))
-        if not runs:
-            raise UserError("there is no earlier run to resume")
-        chosen, step_limit = settings_recipe(*settings)
-        runner.start(data=runs[-1] / "data", out=runs[-1] / "model", model_name=model,
-                     recipe=chosen, max_steps=step_limit, resume=True,
-                     chunked=ON_ZEROGPU)  # fmt: skip
+    def carry_on(model, *knob_values):
+        runner.resume_latest(folder / "runs", model_name=model, **run_settings(*knob_values))
         return show()
 
     def halt():
@@ -725,30 +706,33 @@ def train_tab(
         import pandas as pd
 
         job = runner.status()
+        table = pd.DataFrame(epoch_table(job.metrics), columns=list(EPOCH_COLUMNS))
         return (
-            progress_text(job),
-            chart(job, LOSS_KEYS),
-            chart(job, REWARD_KEYS),
-            pd.DataFrame(epoch_table(list(job.metrics)), columns=list(EPOCH_COLUMNS)).map(
-                lambda v: float(f"{v:.4g}") if isinstance(v, float) else v
-            ),
+            job.describe(),
+            pd.DataFrame(chart_rows(job.metrics, LOSS_KEYS), columns=["step", "value", "metric"]),
+            pd.DataFrame(chart_rows(job.metrics, REWARD_KEYS), columns=["step", "value", "metric"]),
+            table.map(lambda v: float(f"{v:.4g}") if isinstance(v, float) else v),
             "\n".join(job.log[-40:]),
         )
 
     def use_trained():
-        job = runner.status()
-        if job.state != "done" or not job.out:
-            raise UserError("no finished run yet: train a model first")
-        generator["model"] = job.out
-        return f"Generate now uses {job.out}"
+        return generator.use(runner.finished_model())
 
     outputs = [progress, losses, rewards, epochs_table, log_tail]
-    recipe.change(guard(OWNER, recipe_settings), recipe, knobs[1:-1], api_name="recipe_settings",
-                  queue=False)  # fmt: skip
-    start.click(guard(OWNER, begin),
-                [source, min_votes, hub_dataset, base, *knobs, drop_flagged, min_gold], outputs,
-                api_name="train_start")  # fmt: skip
-    resume.click(guard(OWNER, carry_on), [base, *knobs], outputs, api_name="train_resume")
+    recipe.change(
+        guard(OWNER, lambda name: form_values(get_recipe(name))),
+        recipe,
+        recipe_fields,
+        api_name="recipe_settings",
+        queue=False,
+    )
+    start.click(
+        guard(OWNER, begin),
+        [source, min_votes, hub_dataset, base, *knobs_in, drop_flagged, min_gold],
+        outputs,
+        api_name="train_start",
+    )
+    resume.click(guard(OWNER, carry_on), [base, *knobs_in], outputs, api_name="train_resume")
     stop.click(guard(OWNER, halt), None, outputs, api_name="train_stop", queue=False)
     timer.tick(guard(OWNER, show), None, outputs, api_name="train_status", queue=False)
     use.click(guard(OWNER, use_trained), None, status_line, api_name="use_trained_model")
@@ -802,11 +786,14 @@ def hub_tab(
     def send_dataset(kind, min_count, repo, private, screen_fast, gold_floor,
                      oauth_token: gr.OAuthToken | None = None):  # fmt: skip
         votes = store.path if kind == VOTES_DATA else None
-        fast_out, gold_out = screening(screen_fast, gold_floor)
         pushed = publish_dataset(
-            repo, votes=votes, min_votes=int(min_count or 1), private=bool(private),
-            token=token_of(oauth_token), drop_flagged=fast_out, min_gold_accuracy=gold_out,
-        )  # fmt: skip
+            repo,
+            votes=votes,
+            min_votes=int(min_count or 1),
+            private=bool(private),
+            token=token_of(oauth_token),
+            **screening(screen_fast, gold_floor),
+        )
         return pushed.describe(markdown=True)
 
     def send_model(folder_path, repo, base, adapter, private,
@@ -838,28 +825,6 @@ def hub_tab(
     gr.Button("Refresh").click(guard(OWNER, refresh), None, [run, sync_line],
                                api_name="hub_status")  # fmt: skip
     return Wiring(guard(OWNER, refresh), [run, sync_line])
-
-
-def progress_text(job) -> str:
-    if job.state == "idle":
-        return "No training run yet."
-    bar = f"step {job.step}/{job.total}" if job.total else "preparing"
-    if job.stage == "sft" and job.running:
-        bar = f"SFT stage {job.step}/{job.total}"
-    eta = f" · about {job.eta_seconds / 60:.1f} min left" if job.eta_seconds else ""
-    return f"**{job.state}** · {bar}{eta} · {job.message}"
-
-
-def chart(job, keys: tuple[str, ...]):
-    import pandas as pd
-
-    rows = [
-        {"step": m["step"], "value": m[key], "metric": CHART_METRICS[key]}
-        for m in job.metrics
-        for key in keys
-        if key in m
-    ]
-    return pd.DataFrame(rows, columns=["step", "value", "metric"])
 
 
 def serve(app: gr.Blocks, **launch_kwargs):

@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline import datasets as ds
 from pipeline.evaluation import HeldOutRanking, held_out_ranking
-from pipeline.training import TrainResult, get_recipe, train_dpo
+from pipeline.recipes import get_recipe
+from pipeline.training import TrainResult, train_dpo
 
 
 def idea_folds(prefs: list, k: int, seed: int = ds.SPLIT_SEED) -> list[dict[str, list]]:
@@ -104,7 +105,7 @@ def main() -> None:
             if result is None:
                 result = train_dpo(data, out, args.model, recipe)
                 trained = f"{time.perf_counter() - started:.0f} s"
-            # train_dpo scores the held-out pairs as it ends; a run from before it did, here
+            # a run scored by `score_held_out` carries its figure; any other is scored here
             ranking = HeldOutRanking(**result.held_out) if result.held_out else (
                 held_out_ranking(rows, result.out, result.reference, args.model))  # fmt: skip
             accuracy[name] = ranking.tuned

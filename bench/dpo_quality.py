@@ -1,8 +1,9 @@
 """DPO quality: does a recipe make the model follow the prompt, and learn the preferences?
 
-    python bench/dpo_quality.py [--recipe fast] [--sft-weight W] [--sft-epochs E] [--beta B]
-                                [--learning-rate LR] [--epochs N] [--lora-r R] [--seed S]
+    python bench/dpo_quality.py [--recipe fast|tutorial|FILE.yaml] [--beta B] [--seed S] ...
                                 [--out runs/quality/NAME]
+
+Takes `python -m pipeline train`'s recipe flags (`--help` lists them).
 
 Trains on the tutorial's pairs split by idea (1,020 train / 120 held-out pairs, 12 held-out
 ideas), then reports, for the base and the tuned model:
@@ -27,36 +28,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline import datasets as ds
 from pipeline.evaluation import format_report
 from pipeline.models import load_model
-from pipeline.training import customize, get_recipe, train_dpo
+from pipeline.recipes import add_recipe_arguments, recipe_from_args
+from pipeline.training import score_held_out, train_dpo
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-offline")
-    parser.add_argument("--recipe", default="fast")
-    parser.add_argument("--loss", default=None, help="TRL loss_type, e.g. sigmoid_norm")
-    parser.add_argument("--sft-weight", type=float, default=None)
-    parser.add_argument("--sft-epochs", type=float, default=None)
-    parser.add_argument("--sft-learning-rate", type=float, default=None)
-    parser.add_argument("--sft-titles", default=None, help="chosen (default) or both")
-    parser.add_argument("--beta", type=float, default=None)
-    parser.add_argument("--learning-rate", type=float, default=None)
-    parser.add_argument("--epochs", type=float, default=None)
-    parser.add_argument("--lora-r", type=int, default=None, help="LoRA rank; 0: full fine-tune")
-    parser.add_argument("--seed", type=int, default=None, help="training seed (recipes: 42)")
+    add_recipe_arguments(parser)  # --recipe and one flag per recipe field
     parser.add_argument("--titles-per-idea", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("runs/quality/latest"))
     args = parser.parse_args()
 
-    from dataclasses import replace
-
-    recipe = customize(get_recipe(args.recipe), epochs=args.epochs, beta=args.beta,
-                       learning_rate=args.learning_rate, lora=False if args.lora_r == 0 else None,
-                       lora_r=args.lora_r or None)  # fmt: skip
-    extra = {"sft_weight": args.sft_weight, "sft_epochs": args.sft_epochs, "loss": args.loss,
-             "sft_titles": args.sft_titles, "seed": args.seed,
-             "sft_learning_rate": args.sft_learning_rate}  # fmt: skip
-    recipe = replace(recipe, **{k: v for k, v in extra.items() if v is not None})
+    recipe = recipe_from_args(args)
     splits = ds.split_preferences(ds.seed_preferences(), "idea")
     held_out_ideas = sorted({p.idea for p in splits["valid"]})
     data = args.out / "data"
@@ -70,12 +54,13 @@ def main() -> None:
     started = time.perf_counter()
     result = train_dpo(data, args.out / "model", args.model, recipe)
     seconds = time.perf_counter() - started
+    result = score_held_out(result)  # pair by pair, beside the untrained model
     records = [json.loads(line) for line in Path(result.metrics_file).read_text().splitlines()]
     # The saved model is the best evaluation's (lowest eval_loss): say which epoch that was.
     evals = [r for r in records if "eval_rewards/accuracies" in r]
     best = min(evals, key=lambda r: r["eval_loss"]) if evals else None
     tuned = format_report(load_model(result.out), held_out_ideas, n=n)
-    ranking = result.held_out  # scored pair by pair at the end of the run (train_dpo)
+    ranking = result.held_out
     print(json.dumps({
         "recipe": result.recipe,
         "base_follows_prompt": round(base.rate, 3),

@@ -115,7 +115,7 @@ def hub_failure(exc: BaseException, action: str, token: str | None = None) -> st
     if isinstance(exc, TRANSPORT_ERRORS):
         line = (
             f"could not {action}: the Hub at {constants.ENDPOINT} did not answer "
-            f"({type(exc).__name__}: {_first_line(exc)}). Nothing half-written stays on the Hub "
+            f"({type(exc).__name__}: {first_line(exc)}). Nothing half-written stays on the Hub "
             "(a commit is all or nothing): run the same push again when it is back; files "
             "already uploaded are not sent twice"
         )
@@ -123,14 +123,14 @@ def hub_failure(exc: BaseException, action: str, token: str | None = None) -> st
         line = f"could not {action}: the repo does not exist or this token cannot see it"
     elif isinstance(exc, HfHubHTTPError) and exc.response is not None:
         status = exc.response.status_code
-        reason = exc.response.headers.get("X-Error-Message") or _first_line(exc)
+        reason = exc.response.headers.get("X-Error-Message") or first_line(exc)
         hint = {
             401: f"log in again or use a valid token ({TOKENS_PAGE})",
             403: "use a token with write access to this namespace",
         }.get(status, "try again; if it keeps failing, check the Hub's status")
         line = f"could not {action}: the Hub answered {status} ({reason}): {hint}"
     else:
-        line = f"could not {action}: {type(exc).__name__}: {_first_line(exc)}"
+        line = f"could not {action}: {type(exc).__name__}: {first_line(exc)}"
     return redact(line, token)
 
 
@@ -141,6 +141,6 @@ def redact(text: str, token: str | None) -> str:
     return text
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

@@ -211,7 +211,7 @@ def model_card(
     evaluations: Mapping[str, Any] | None = None,
 ) -> str:
     """The card of a DPO checkpoint from `pipeline.training.train_dpo` (`train_summary.json`)."""
-    from pipeline.training import epoch_table
+    from pipeline.metrics import epoch_table
 
     recipe = run["recipe"]
     tags = ["trl", "dpo", *PROJECT_TAGS[1:]]

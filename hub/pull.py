@@ -10,11 +10,40 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hub.auth import check_repo_id
+from hub.auth import check_repo_id, first_line
 from pipeline.errors import UserError
 
 HELD_OUT_NAMES = ("valid", "validation", "test")
 COLUMNS = ("prompt", "chosen", "rejected")
+# Where a training run's preference data comes from.
+TRAINING_SOURCES = ("tutorial", "votes", "hub")
+
+
+def write_training_data(
+    source: str,
+    out: str | Path,
+    *,
+    votes: str | Path | None = None,
+    hub_id: str | None = None,
+    min_votes: int = 1,
+    drop_flagged: bool = False,
+    min_gold_accuracy: float | None = None,
+) -> dict[str, Any]:
+    """A run's dataset folder `out` from the tutorial's pairs, the vote database `votes`
+    (screened as `pipeline.datasets.write_dataset_folder` does) or the Hub dataset `hub_id`,
+    split by idea; its summary."""
+    from pipeline.datasets import write_dataset_folder
+
+    if source == "hub":
+        return pull_preference_dataset(hub_id or "", out)
+    if source == "votes":
+        if votes is None:
+            raise UserError("no vote database given")
+        return write_dataset_folder(out, votes, "idea", min_votes, drop_flagged,
+                                    min_gold_accuracy)  # fmt: skip
+    if source == "tutorial":
+        return write_dataset_folder(out, None, "idea")
+    raise UserError(f"unknown data source {source!r}: one of {', '.join(TRAINING_SOURCES)}")
 
 
 def pull_preference_dataset(
@@ -36,7 +65,7 @@ def pull_preference_dataset(
             "was given: log in or set HF_TOKEN)"
         ) from None
     except (HfHubHTTPError, OSError, ConnectionError) as exc:
-        reason = _first_line(exc)
+        reason = first_line(exc)
         raise UserError(f"could not download {repo_id!r} from the Hub: {reason}") from None
     if "train" not in loaded:
         raise UserError(f"{repo_id} has no 'train' split (it has: {', '.join(loaded)})")
@@ -57,8 +86,3 @@ def pull_preference_dataset(
     }
     save_dataset(DatasetDict(splits), out, summary)
     return summary
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

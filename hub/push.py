@@ -28,6 +28,7 @@ from hub.auth import (
 )
 from hub.cards import TUTORIAL_DATASET, dataset_card, model_card
 from pipeline.errors import UserError
+from pipeline.metrics import read_metrics
 
 # Files of a saved model folder that describe the model; anything else there (checkpoints,
 # the SFT stage, TRL's auto-generated README, pickled training args) stays home.
@@ -160,11 +161,7 @@ def model_plan(
     if dataset_id:
         dataset_id = check_repo_id(dataset_id, "dataset")
     metrics_file = run / "metrics.jsonl"
-    metrics = (
-        [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
-        if metrics_file.is_file()
-        else []
-    )
+    metrics = read_metrics(metrics_file)
 
     files = [Upload(p.name, p) for p in _model_files(run) if not p.name.startswith("adapter_")]
     if adapter_only:

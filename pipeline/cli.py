@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.errors import UserError
+from pipeline.recipes import add_recipe_arguments
 
 log = logging.getLogger("pipeline")
 
@@ -129,19 +130,12 @@ def cmd_dataset(args: argparse.Namespace) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> str:
-    from pipeline.training import customize, describe_held_out, get_recipe, train_dpo
+    from pipeline.recipes import recipe_from_args
+    from pipeline.training import describe_held_out, score_held_out, train_dpo
 
-    recipe = customize(
-        get_recipe(args.recipe),
-        epochs=args.epochs,
-        beta=args.beta,
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
-        lora=None if args.lora_r is None else args.lora_r > 0,
-        lora_r=args.lora_r or None,
-        lora_alpha=args.lora_alpha,
-    )
+    recipe = recipe_from_args(args)  # checked before the (slow) model load
     result = train_dpo(args.data, args.out, args.model, recipe, max_steps=args.max_steps)
+    result = score_held_out(result)
     if args.json:
         return json.dumps(asdict(result))
     ranking = describe_held_out(result)
@@ -229,18 +223,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, type=Path, help="folder from `dataset`")
     p.add_argument("--out", required=True, type=Path, help="where the tuned model goes")
     _add_model(p)
-    p.add_argument(
-        "--recipe",
-        default="tutorial",
-        help="tutorial (the reference: full fine-tune, TRL defaults) or fast (LoRA r16, "
-        "reference log-probs computed once, no gradient checkpointing); default: tutorial",
-    )
-    p.add_argument("--epochs", type=float, default=None, help="override the recipe's epochs")
-    p.add_argument("--beta", type=float, default=None, help="DPO beta (recipes: 0.1)")
-    p.add_argument("--learning-rate", type=float, default=None, help="override the recipe's")
-    p.add_argument("--batch-size", type=int, default=None, help="pairs per step (recipes: 8)")
-    p.add_argument("--lora-r", type=int, default=None, help="LoRA rank; 0: full fine-tune")
-    p.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (recipes: 32)")
+    add_recipe_arguments(p)
     p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(run=cmd_train)

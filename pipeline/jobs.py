@@ -7,10 +7,10 @@ current step; a later start with `resume=True` carries on from the last checkpoi
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from pipeline.errors import UserError
+from pipeline.metrics import read_metrics
 
 MAX_LOG_LINES = 200
 
@@ -49,6 +50,16 @@ class JobStatus:
         if done <= 0:
             return None
         return (time.time() - began) / done * (self.total - self.step)
+
+    def describe(self) -> str:
+        """One line: state, stage and step, time left, the latest message."""
+        if self.state == "idle":
+            return "No training run yet."
+        bar = f"step {self.step}/{self.total}" if self.total else "preparing"
+        if self.stage == "sft" and self.running:
+            bar = f"SFT stage {self.step}/{self.total}"
+        eta = f" · about {self.eta_seconds / 60:.1f} min left" if self.eta_seconds else ""
+        return f"**{self.state}** · {bar}{eta} · {self.message}"
 
 
 class TrainingRunner:
@@ -84,6 +95,32 @@ class TrainingRunner:
         self._thread = threading.Thread(target=self._run, kwargs=train_kwargs, daemon=True)
         self._thread.start()
 
+    def start_run(self, runs: str | Path, write_data: Callable[[Path], Any], **train_kwargs):
+        """A new run folder in `runs` (RUNS/run-DATE-TIME): `write_data(RUN/data)` fills its
+        data, then training writes RUN/model. Refused before anything is written while a run
+        is going."""
+        if self.status().running:
+            raise UserError("a training run is already going: stop it or wait for it")
+        run = Path(runs) / time.strftime("run-%Y%m%d-%H%M%S")
+        write_data(run / "data")
+        self.start(data=run / "data", out=run / "model", **train_kwargs)
+        return run
+
+    def resume_latest(self, runs: str | Path, **train_kwargs: Any) -> Path:
+        """Carry on the newest run in `runs` from its last checkpoint."""
+        run = latest_run(runs)
+        if run is None:
+            raise UserError("there is no earlier run to resume")
+        self.start(data=run / "data", out=run / "model", resume=True, **train_kwargs)
+        return run
+
+    def finished_model(self) -> str:
+        """The model folder of the run this runner finished last."""
+        job = self.status()
+        if job.state != "done" or not job.out:
+            raise UserError("no finished run yet: train a model first")
+        return job.out
+
     def stop(self) -> None:
         with self._lock:
             if self._status.running:
@@ -105,7 +142,8 @@ class TrainingRunner:
             self._status = replace(self._status, log=log)
 
     def _run(self, chunked: bool = False, chunk_steps: int | None = None, **train_kwargs: Any):
-        from pipeline.training import describe_held_out, train_dpo
+        from pipeline.training import describe_held_out, score_held_out, train_dpo
+        from pipeline.zerogpu import score_on_gpu
 
         callbacks = [_Progress(self), *train_kwargs.pop("callbacks", [])]
         try:
@@ -113,6 +151,9 @@ class TrainingRunner:
                 result = self._run_chunks(chunk_steps, **train_kwargs)
             else:
                 result = train_dpo(**train_kwargs, callbacks=callbacks)
+            if not self._stop.is_set():  # a stopped run is not scored: Stop stays quick
+                self._update(message="Ranking the held-out pairs…")
+                result = (score_on_gpu if chunked else score_held_out)(result)
         except UserError as exc:
             self._update(state="stopped" if self._stop.is_set() else "failed", message=str(exc))
             self._log(f"error: {exc}")
@@ -137,22 +178,17 @@ class TrainingRunner:
         )
 
     def _run_chunks(self, chunk_steps, **train_kwargs):
-        from pathlib import Path
-
-        from pipeline.training import get_recipe
         from pipeline.zerogpu import train_in_chunks
 
         began = time.time()
         self._log("training in GPU chunks, each resuming the last one's checkpoint")
 
         def on_chunk(result) -> None:
-            lines = Path(result.metrics_file).read_text(encoding="utf-8").splitlines()
-            metrics = tuple(json.loads(line) for line in lines if line.strip())
             self._update(
                 step=result.steps,
                 total=result.max_steps,
                 loop_started=(began, 0),
-                metrics=metrics,
+                metrics=tuple(read_metrics(result.metrics_file)),
                 message="Training…",
             )
             self._log(f"chunk done: step {result.steps}/{result.max_steps}")
@@ -161,7 +197,7 @@ class TrainingRunner:
             train_kwargs.pop("data"),
             train_kwargs.pop("out"),
             train_kwargs.pop("model_name", None),
-            train_kwargs.pop("recipe", None) or get_recipe("tutorial"),
+            train_kwargs.pop("recipe", None),
             chunk_steps=chunk_steps,
             should_stop=self._stop.is_set,
             on_chunk=on_chunk,
@@ -218,7 +254,14 @@ class _Progress(TrainerCallback):
         self.runner._log(f"step {state.global_step}: {shown}")
 
 
+def latest_run(runs: str | Path) -> Path | None:
+    """The newest run folder (`RUNS/run-*`), finished or not."""
+    return max(Path(runs).glob("run-*"), default=None)
+
+
 def finished_runs(runs: str | Path) -> list[Path]:
     """The model folders of the app's finished runs (`RUNS/run-*/model`), newest first."""
+    from pipeline.training import SUMMARY_FILE
+
     found = (p / "model" for p in Path(runs).glob("run-*"))
-    return sorted((m for m in found if (m / "train_summary.json").is_file()), reverse=True)
+    return sorted((m for m in found if (m / SUMMARY_FILE).is_file()), reverse=True)

@@ -94,6 +94,28 @@ class LoadedModel:
         return f"{line}. {self.source.notice}" if self.source.notice else line
 
 
+@dataclass
+class ModelChoice:
+    """The model the app generates with, by name: loaded once per process by `load_model`, and
+    changed for every page when the owner picks a trained one."""
+
+    name: str
+
+    def load(self) -> LoadedModel:
+        return load_model(self.name)
+
+    def status(self) -> str:
+        """The model line for people, or why it could not be loaded."""
+        try:
+            return self.load().describe()
+        except UserError as exc:
+            return f"Model {self.name!r} could not be loaded: {exc}"
+
+    def use(self, name: str) -> str:
+        self.name = name
+        return f"Generate now uses {name}"
+
+
 def cache_dir() -> Path:
     """Where the dequantized offline model lives. Read at call time so tests can point it away."""
     if override := os.environ.get("TITLE_DPO_CACHE"):

@@ -16,28 +16,89 @@ same function of the weights as TRL's forward (tested to float tolerance, gradie
 
 It is installed on the model TRL patched, below PEFT, and it is still one top-level forward
 call, so DDP under `accelerate launch` sees a normal step. Anything it was not built for (an
-unpaired batch, no shared prefix, gradient checkpointing, extra model inputs) goes to TRL's own
-forward.
+unpaired batch, no shared prefix, gradient checkpointing, extra model inputs, a model without
+TRL's fused head) goes to TRL's own forward, and so does everything under TRL or transformers
+releases outside the tested range (checked once, at import); one log line says so, once.
+It computes the per-token fields the trainer asked TRL's head for, read from that head.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
+import logging
 import types
 from dataclasses import dataclass
 
 import torch
+import transformers
+import trl
 from accelerate.utils import is_peft_model
+from packaging.specifiers import SpecifierSet
 from torch.distributed.tensor import DTensor
 from transformers import DynamicCache
 from trl import DPOTrainer, SFTTrainer
-from trl.kernels import ChunkedLogProbFunction
-from trl.trainer.utils import FusedCausalLMOutput, maybe_gather_lm_head_ctx
+
+log = logging.getLogger("pipeline.shared_prompt")
+
+# The releases whose internals this forward was built and tested against: TRL's fused LM head
+# (its output type, kernel and layout) and transformers' cache keywords. Outside them every
+# trainer here is TRL's own, with one log line saying so.
+SUPPORTED = {"trl": SpecifierSet(">=1.16,<1.17"), "transformers": SpecifierSet(">=5.24,<6")}
+try:
+    from trl.kernels import ChunkedLogProbFunction
+    from trl.trainer import utils as trl_utils
+    from trl.trainer.utils import FusedCausalLMOutput, maybe_gather_lm_head_ctx
+except ImportError as exc:  # a TRL that moved them: the plain forward
+    _MISSING: str | None = f"TRL's fused LM head is not where it was ({exc})"
+else:
+    _MISSING = None
+# TRL's tile size for its fused head; read, not copied, where TRL still has it
+CHUNK_SIZE = getattr(trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE", 32768) if not _MISSING else 0
+
+
+def unsupported(versions: dict[str, str] | None = None) -> str | None:
+    """Why the shared-prompt forward cannot be used with these library versions (default: the
+    installed ones), or None when it can."""
+    versions = versions or {"trl": trl.__version__, "transformers": transformers.__version__}
+    for name, spec in SUPPORTED.items():
+        if not spec.contains(versions[name], prereleases=True):
+            return f"{name} {versions[name]} is outside the tested range {spec}"
+    return _MISSING
+
+
+# Checked once, at import; a test may set it to force the fallback.
+UNSUPPORTED = unsupported()
 
 # The model inputs this forward understands; any other keyword means "not a plain text batch".
 _PLAIN_INPUTS = {"input_ids", "attention_mask", "use_cache"}
 # Config fields of models whose logits are rescaled before the softmax: left to TRL's head.
 _SCALED_LOGITS = ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+# The per-token fields of TRL's FusedCausalLMOutput, in the order its kernel returns them.
+FIELDS = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
+
+
+def requested_outputs(model) -> tuple[str, ...] | None:
+    """The per-token fields the trainer asked TRL's fused head on `model` for (read from the
+    head TRL installed), or None when `model` has no such head we can read."""
+    forward = getattr(model.forward, "__func__", model.forward)
+    try:
+        found = inspect.getclosurevars(forward).nonlocals.get("outputs")
+    except TypeError:
+        return None
+    if not (isinstance(found, tuple) and set(found) <= set(FIELDS) and "log_probs" in found):
+        return None
+    return found
+
+
+_said: set[str] = set()
+
+
+def say_once(reason: str) -> None:
+    """One log line per reason for the whole process: the fallback is not silent, nor noisy."""
+    if reason not in _said:
+        _said.add(reason)
+        log.warning("shared-prompt forward not used: %s; TRL's own forward runs instead", reason)
 
 
 @dataclass(frozen=True)
@@ -177,7 +238,7 @@ def shared_prompt_logprobs(model, input_ids: torch.Tensor, plan: PromptBatch, ou
             bias,
             comp_ids[valid],
             1.0,
-            32768,
+            CHUNK_SIZE,
             getattr(model.config, "final_logit_softcapping", None),
             1.0,
             outputs,
@@ -221,6 +282,8 @@ def add_shared_prompt_forward(model, outputs: tuple[str, ...], rows_per_prompt: 
             ids, mask = kwargs["input_ids"], kwargs.get("attention_mask")
             plan = plan_prompt_batch(ids, mask, labels, rows_per_prompt)
         if plan is None:
+            if fused_lm_head:
+                say_once("a batch that is not a plain text batch in TRL's layout")
             return fused_forward(*args, fused_lm_head=fused_lm_head, labels=labels, **kwargs)
         fields, label_mask = shared_prompt_logprobs(self, kwargs["input_ids"], plan, outputs)
         log_probs = fields[0]
@@ -295,12 +358,34 @@ class _PromptGroupedTraining:
 
     prompt_chunk = 0
 
+    # transformers' Trainer has no public hook for the sampler; this is the method its own
+    # docs and subclasses override, and a dataset without prompt keys gets the Trainer's own.
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         keys = prompt_keys(dataset) if self.prompt_chunk else None
         if keys is None:
             return super()._get_train_sampler(train_dataset)
         return PromptGroupedSampler(keys, self.prompt_chunk, self.args.seed)
+
+
+def install(model, rows_per_prompt: int) -> bool:
+    """Put the shared-prompt forward on `model` (the causal LM under any PEFT wrapper), computing
+    the fields the trainer asked TRL's head for; False, with one log line, where it cannot."""
+    if UNSUPPORTED:
+        say_once(UNSUPPORTED)
+        return False
+    if has_shared_prompt_forward(model, rows_per_prompt):
+        return True
+    outputs = requested_outputs(model)
+    if outputs is None:
+        say_once("the model has no TRL fused LM head whose fields can be read")
+        return False
+    add_shared_prompt_forward(model, outputs, rows_per_prompt)
+    return True
+
+
+def _causal_lm(model):
+    return model.get_base_model() if is_peft_model(model) else model
 
 
 class SharedPromptDPOTrainer(_PromptGroupedTraining, DPOTrainer):
@@ -315,24 +400,19 @@ class SharedPromptDPOTrainer(_PromptGroupedTraining, DPOTrainer):
         super().__init__(*args, **kwargs)
 
     def _install_shared_prompt(self) -> None:
-        model = self.model.get_base_model() if is_peft_model(self.model) else self.model
-        if not has_shared_prompt_forward(model, 2):
-            outputs = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
-            add_shared_prompt_forward(model, outputs)
+        install(_causal_lm(self.model), rows_per_prompt=2)
         if self.ref_model is not None:
             # A full fine-tune's reference is a second model (TRL gave it a log-probs-only
             # head): its passes share prompts the same way.
-            reference = self.accelerator.unwrap_model(self.ref_model)
-            if not has_shared_prompt_forward(reference, 2):
-                add_shared_prompt_forward(reference, ("log_probs",))
+            install(self.accelerator.unwrap_model(self.ref_model), rows_per_prompt=2)
 
     def compute_ref_log_probs(self, model, inputs):
         self._install_shared_prompt()
         return super().compute_ref_log_probs(model, inputs)
 
-    def _compute_loss(self, model, inputs, return_outputs):
-        self._install_shared_prompt()
-        return super()._compute_loss(model, inputs, return_outputs)
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self._install_shared_prompt()  # training and evaluation both come through here
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
 class SharedPromptSFTTrainer(_PromptGroupedTraining, SFTTrainer):
@@ -345,7 +425,5 @@ class SharedPromptSFTTrainer(_PromptGroupedTraining, SFTTrainer):
         super().__init__(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        base = self.model.get_base_model() if is_peft_model(self.model) else self.model
-        if not has_shared_prompt_forward(base, 1):
-            add_shared_prompt_forward(base, ("log_probs", "entropy", "is_top1"), rows_per_prompt=1)
+        install(_causal_lm(self.model), rows_per_prompt=1)
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)

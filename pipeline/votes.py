@@ -296,6 +296,10 @@ class VoteStore:
         meta = {(p.idea, t): meta_model for p in pairs for t in (p.title_a, p.title_b)}
         return self.add_pairs(pairs, "tutorial", "tutorial", meta)
 
+    def seed_if_empty(self) -> int:
+        """A store without pairs gets the tutorial's as its first pool; how many were added."""
+        return self.import_tutorial_pool() if self.counts()["pairs"] == 0 else 0
+
     # -- voting -------------------------------------------------------------------------------
 
     def next_pair(

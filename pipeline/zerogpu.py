@@ -24,7 +24,14 @@ import spaces
 
 from pipeline.generation import GenerationSettings, Title, generate_for_idea
 from pipeline.models import load_model
-from pipeline.training import DPORecipe, TrainResult, latest_checkpoint, train_dpo
+from pipeline.recipes import DPORecipe
+from pipeline.training import (
+    TrainResult,
+    checkpoint_step,
+    latest_checkpoint,
+    score_held_out,
+    train_dpo,
+)
 
 DEFAULT_SETTINGS = GenerationSettings()
 ON_ZEROGPU = bool(os.environ.get("SPACES_ZERO_GPU"))
@@ -36,6 +43,8 @@ MAX_CALL_SECONDS = 120
 FIRST_CHUNK_SECONDS_PER_STEP = 3.0
 SECONDS_PER_NEW_TOKEN = 0.03  # one decoding step of a batch of up to 16 titles
 STARTUP_SECONDS = 15  # weights onto the GPU; a chunk's data loading and reference log-probs
+# Ranking the held-out pairs loads up to three models and scores ~100 pairs with each.
+SCORING_SECONDS = 60
 
 
 def generation_seconds(
@@ -94,7 +103,7 @@ def train_in_chunks(
     data: str | Path,
     out: str | Path,
     model_name: str | None,
-    recipe: DPORecipe,
+    recipe: DPORecipe | None,
     *,
     max_steps: int | None = None,
     chunk_steps: int | None = None,
@@ -108,7 +117,7 @@ def train_in_chunks(
     pace = None
     while True:
         checkpoint = latest_checkpoint(out) if resume else None
-        before = int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else 0
+        before = checkpoint_step(checkpoint) if checkpoint else 0
         steps = chunk_steps or chunk_steps_for(pace)
         result = train_chunk(data, out, model_name, recipe, max_steps, steps, pace, resume)
         on_chunk(result)
@@ -117,3 +126,9 @@ def train_in_chunks(
         if result.steps > before:
             pace = result.seconds / (result.steps - before)
         resume = True
+
+
+@spaces.GPU(duration=SCORING_SECONDS)
+def score_on_gpu(result: TrainResult) -> TrainResult:
+    """`score_held_out` in a GPU call of its own, after the last chunk."""
+    return score_held_out(result)

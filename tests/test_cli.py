@@ -126,7 +126,7 @@ def test_train_two_steps_and_reload(tiny_model_dir, tmp_path):
     out = tmp_path / "m"
     result = run_cli(
         "train", "--data", str(data), "--out", str(out), "--model", str(tiny_model_dir),
-        "--max-steps", "2", "--json",
+        "--recipe", "tutorial", "--max-steps", "2", "--json",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)

@@ -8,16 +8,17 @@ from conftest import run_cli
 from pipeline import datasets as ds
 from pipeline.evaluation import PairLogps, pair_logps, ranking_accuracy
 from pipeline.models import load_model
-from pipeline.training import customize, get_recipe, train_dpo
+from pipeline.recipes import get_recipe
+from pipeline.training import score_held_out, train_dpo
 
 
 @pytest.fixture(scope="module")
 def trained(small_data, tiny_model_dir, tmp_path_factory):
     """The tutorial recipe (full fine-tune, reference = the base), one epoch at a learning rate
     that moves the tiny model; 8 valid pairs are one eval batch, so TRL's batch mean is exact."""
-    recipe = customize(get_recipe("tutorial"), learning_rate=1e-3)
+    recipe = get_recipe("tutorial").changed(learning_rate=1e-3, epochs=1)
     out = tmp_path_factory.mktemp("scored") / "dpo"
-    result = train_dpo(small_data, out, str(tiny_model_dir), recipe, epochs=1)
+    result = score_held_out(train_dpo(small_data, out, str(tiny_model_dir), recipe))
     assert result.reference == str(tiny_model_dir)  # no SFT stage: measured against the start
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     (evaluation,) = [r for r in records if "eval_rewards/accuracies" in r]

@@ -41,7 +41,8 @@ def wait_for(condition, timeout=60.0):
 
 def test_hub_tab_pushes_the_votes_dataset_and_a_run(hub, tmp_path, tiny_model_dir, small_data):
     from pipeline.pairs import Pair
-    from pipeline.training import RECIPES, train_dpo
+    from pipeline.recipes import RECIPES
+    from pipeline.training import train_dpo
     from pipeline.votes import VoteStore
 
     data = tmp_path / "data"

@@ -61,7 +61,8 @@ def test_pulled_dataset_has_the_pushed_rows_and_trains(hub, tmp_path, tiny_model
         assert pulled[split].to_list() == local[split].to_list()
         assert pulled[split].features == local[split].features
 
-    from pipeline.training import RECIPES, train_dpo
+    from pipeline.recipes import RECIPES
+    from pipeline.training import train_dpo
 
     result = train_dpo(out, tmp_path / "model", str(tiny_model_dir), RECIPES["fast"], max_steps=1)
     assert result.steps == 1

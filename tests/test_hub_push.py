@@ -220,7 +220,8 @@ def generate_here(folder: Path) -> dict:
 @pytest.fixture(scope="module")
 def fast_run(tmp_path_factory, tiny_model_dir, small_data) -> Path:
     """A 2-step run of the fast recipe (SFT stage, then DPO, both LoRA) on the tiny model."""
-    from pipeline.training import RECIPES, train_dpo
+    from pipeline.recipes import RECIPES
+    from pipeline.training import train_dpo
 
     out = tmp_path_factory.mktemp("fast-run") / "model"
     train_dpo(small_data, out, str(tiny_model_dir), RECIPES["fast"], max_steps=2)
@@ -310,7 +311,8 @@ def test_adapter_only_push_loads_onto_the_base_and_matches(hub, tmp_path, fast_r
 
 
 def test_model_push_refusals(hub, tmp_path, fast_run, tiny_model_dir, small_data):
-    from pipeline.training import RECIPES, train_dpo
+    from pipeline.recipes import RECIPES
+    from pipeline.training import train_dpo
 
     # The base came from a local folder: an adapter needs its Hub id.
     done = hub_cli(hub, tmp_path, "push-model", str(fast_run), "--repo", "x", "--adapter-only")

@@ -11,7 +11,8 @@ from pipeline import datasets as ds
 from pipeline.errors import UserError
 from pipeline.evaluation import HeldOutRanking
 from pipeline.jobs import TrainingRunner
-from pipeline.training import get_recipe, latest_checkpoint
+from pipeline.recipes import get_recipe
+from pipeline.training import latest_checkpoint
 
 
 class SlowSteps(TrainerCallback):
@@ -32,7 +33,13 @@ def data(tmp_path_factory):
 
 def test_a_run_reports_progress_and_metrics(data, tiny_model_dir, tmp_path):
     runner = TrainingRunner()
-    runner.start(data=data, out=tmp_path / "run", model_name=str(tiny_model_dir), max_steps=3)
+    runner.start(
+        data=data,
+        out=tmp_path / "run",
+        model_name=str(tiny_model_dir),
+        max_steps=3,
+        recipe=get_recipe("tutorial"),
+    )
     status = runner.wait(120)
     assert status.state == "done", status.message
     assert (status.step, status.total) == (3, 3)
@@ -50,7 +57,13 @@ def test_a_run_reports_progress_and_metrics(data, tiny_model_dir, tmp_path):
 def test_one_run_at_a_time_then_stop_and_resume(data, tiny_model_dir, tmp_path):
     runner = TrainingRunner()
     out = tmp_path / "run"
-    kwargs = {"data": data, "out": out, "model_name": str(tiny_model_dir), "max_steps": 40}
+    kwargs = {
+        "data": data,
+        "out": out,
+        "model_name": str(tiny_model_dir),
+        "max_steps": 40,
+        "recipe": get_recipe("tutorial"),
+    }
     runner.start(**kwargs, callbacks=[SlowSteps()])
     with pytest.raises(UserError, match="already going"):
         runner.start(**kwargs)
@@ -80,13 +93,25 @@ def test_a_failing_run_is_reported_and_the_runner_stays_usable(data, tiny_model_
     runner.start(data=data, out=tmp_path / "x", model_name="./no/such/model")
     failed = runner.wait(60)
     assert failed.state == "failed" and "does not exist" in failed.message
-    runner.start(data=data, out=tmp_path / "ok", model_name=str(tiny_model_dir), max_steps=1)
+    runner.start(
+        data=data,
+        out=tmp_path / "ok",
+        model_name=str(tiny_model_dir),
+        max_steps=1,
+        recipe=get_recipe("tutorial"),
+    )
     assert runner.wait(120).state == "done"
 
 
 def test_resume_without_a_checkpoint_is_refused(data, tiny_model_dir, tmp_path):
     runner = TrainingRunner()
-    runner.start(data=data, out=tmp_path / "empty", model_name=str(tiny_model_dir), resume=True)
+    runner.start(
+        data=data,
+        out=tmp_path / "empty",
+        model_name=str(tiny_model_dir),
+        resume=True,
+        recipe=get_recipe("tutorial"),
+    )
     status = runner.wait(60)
     assert status.state == "failed" and "no checkpoint" in status.message
 

@@ -10,8 +10,9 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import add_fused_lm_head
 
 from pipeline.prompts import title_messages
+from pipeline.recipes import RECIPES
 from pipeline.shared_prompt import add_shared_prompt_forward, plan_prompt_batch
-from pipeline.training import RECIPES, train_dpo
+from pipeline.training import train_dpo
 
 OUTPUTS = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
 
@@ -284,3 +285,62 @@ def test_fast_recipe_batches_share_prompts(small_data, tiny_model_dir, tmp_path,
     # distinct prompts for its 8 pairs (reference pass, training and evaluation alike)
     assert shared_calls and all(len(plan.distinct) <= 3 for plan in shared_calls)
     assert any(len(plan.distinct) == 1 for plan in shared_calls)
+
+
+def test_only_the_tested_trl_and_transformers_releases_get_it():
+    from pipeline.shared_prompt import unsupported
+
+    assert unsupported({"trl": "1.16.0", "transformers": "5.24.0"}) is None
+    assert unsupported({"trl": "1.17.0", "transformers": "5.24.0"}) == (
+        "trl 1.17.0 is outside the tested range <1.17,>=1.16"
+    )
+    assert unsupported({"trl": "1.16.1", "transformers": "6.0.0"}).startswith("transformers 6.0.0")
+    assert unsupported() is None  # the installed ones are the tested ones
+
+
+@pytest.mark.parametrize("lora_r", [16, None], ids=["lora", "full"])
+def test_forced_fallback_is_trls_forward_said_once_and_trains_the_same(
+    small_data, tiny_model_dir, tmp_path, shared_calls, monkeypatch, caplog, lora_r
+):
+    """Outside the tested releases the trainers are TRL's own: nothing goes the shared way,
+    one log line says why, and the weights are those of the plain recipe."""
+    import logging
+
+    from safetensors.torch import load_file
+
+    from pipeline import shared_prompt
+
+    recipe = replace(RECIPES["fast"], prompt_chunk=0, lora_r=lora_r, learning_rate=1e-3)
+    plain = train_dpo(small_data, tmp_path / "plain", str(tiny_model_dir),
+                      replace(recipe, shared_prompt=False), max_steps=3)  # fmt: skip
+    monkeypatch.setattr(shared_prompt, "UNSUPPORTED", "forced by the test")
+    monkeypatch.setattr(shared_prompt, "_said", set())
+    with caplog.at_level(logging.WARNING, logger="pipeline.shared_prompt"):
+        forced = train_dpo(small_data, tmp_path / "forced", str(tiny_model_dir), recipe,
+                           max_steps=3)  # fmt: skip
+    assert (forced.steps, plain.steps) == (3, 3)
+    assert shared_calls == []  # the SFT stage and DPO both ran TRL's forward
+    lines = [r.getMessage() for r in caplog.records if r.name == "pipeline.shared_prompt"]
+    assert lines == [
+        "shared-prompt forward not used: forced by the test; TRL's own forward runs instead"
+    ]
+    weights = load_file(tmp_path / "forced" / "model.safetensors")
+    for key, value in load_file(tmp_path / "plain" / "model.safetensors").items():
+        torch.testing.assert_close(weights[key], value, atol=1e-5, rtol=1e-4, msg=key)
+
+
+def test_a_model_without_trls_fused_head_is_left_alone(tiny_model_dir, caplog):
+    import logging
+
+    from pipeline import shared_prompt
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    forward = model.forward
+    with caplog.at_level(logging.WARNING, logger="pipeline.shared_prompt"):
+        assert shared_prompt.install(model, rows_per_prompt=2) is False
+    assert model.forward == forward
+    assert shared_prompt.requested_outputs(model) is None
+    add_fused_lm_head(model, outputs=("log_probs", "entropy"))
+    assert shared_prompt.requested_outputs(model) == ("log_probs", "entropy")
+    assert shared_prompt.install(model, rows_per_prompt=2) is True
+    assert shared_prompt.has_shared_prompt_forward(model, 2)

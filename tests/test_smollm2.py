@@ -44,7 +44,7 @@ def test_two_dpo_steps_on_tutorial_pairs_then_reload_and_generate(tmp_path):
     assert run_cli("dataset", "--from-seed", "--out", str(data)).returncode == 0
     result = run_cli(
         "train", "--data", str(data), "--out", str(out), "--model", "smollm2-offline",
-        "--max-steps", "2", "--json",
+        "--recipe", "tutorial", "--max-steps", "2", "--json",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["steps"] == 2

@@ -5,7 +5,8 @@ import pytest
 
 from pipeline import datasets as ds
 from pipeline.errors import UserError
-from pipeline.training import RECIPES, get_recipe, train_dpo
+from pipeline.recipes import RECIPES, get_recipe
+from pipeline.training import train_dpo
 
 
 def test_small_data_is_16_train_8_valid_pairs_of_unseen_ideas(small_data):
@@ -21,7 +22,7 @@ def test_two_steps_then_reload_with_chat_template(small_data, tiny_model_dir, tm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "dpo"
-    result = train_dpo(small_data, out, str(tiny_model_dir), max_steps=2)
+    result = train_dpo(small_data, out, str(tiny_model_dir), RECIPES["tutorial"], max_steps=2)
     assert result.steps == 2
 
     tuned = AutoModelForCausalLM.from_pretrained(out)
@@ -42,7 +43,8 @@ def test_two_steps_then_reload_with_chat_template(small_data, tiny_model_dir, tm
 
 
 def test_a_full_epoch_evaluates_and_keeps_the_best_checkpoint(small_data, tiny_model_dir, tmp_path):
-    result = train_dpo(small_data, tmp_path / "dpo", str(tiny_model_dir), epochs=1)
+    tutorial = RECIPES["tutorial"].changed(epochs=1)
+    result = train_dpo(small_data, tmp_path / "dpo", str(tiny_model_dir), tutorial)
     assert result.steps == 2  # 16 train pairs / batch 8
     assert result.eval_loss is not None
     assert result.best_checkpoint and result.best_checkpoint.endswith("checkpoint-2")
@@ -63,7 +65,9 @@ def test_the_tutorial_recipe_is_the_reference():
 )
 def test_bad_numbers_are_refused(small_data, tiny_model_dir, tmp_path, kwargs, message):
     with pytest.raises(UserError, match=message):
-        train_dpo(small_data, tmp_path / "o", str(tiny_model_dir), **kwargs)
+        max_steps = kwargs.pop("max_steps", None)
+        recipe = get_recipe("tutorial").changed(**kwargs)
+        train_dpo(small_data, tmp_path / "o", str(tiny_model_dir), recipe, max_steps=max_steps)
 
 
 def test_missing_data_is_refused_before_loading_a_model(tmp_path):
@@ -76,7 +80,7 @@ def test_fast_recipe_trains_lora_and_saves_a_merged_model(small_data, tiny_model
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "fast"
-    result = train_dpo(small_data, out, str(tiny_model_dir), get_recipe("fast"), epochs=1)
+    result = train_dpo(small_data, out, str(tiny_model_dir), get_recipe("fast").changed(epochs=1))
     assert result.steps == 2 and result.eval_loss is not None
     assert result.reference == str(out / "sft")  # the fast recipe's DPO starts from its SFT
     assert (out / "adapter" / "adapter_config.json").is_file()
@@ -99,11 +103,11 @@ def test_fewer_pairs_than_a_batch_is_refused(tmp_path, tiny_model_dir):
     data = tmp_path / "d"
     ds.save_dataset(ds.build_dataset(splits), data, {})
     with pytest.raises(UserError, match="fewer than one batch of 8"):
-        train_dpo(data, tmp_path / "o", str(tiny_model_dir))
+        train_dpo(data, tmp_path / "o", str(tiny_model_dir), RECIPES["tutorial"])
 
 
 def test_epoch_table_pairs_each_evaluation_with_the_last_training_loss():
-    from pipeline.training import epoch_table
+    from pipeline.metrics import epoch_table
 
     metrics = [
         {"step": 1, "epoch": 0.5, "loss": 0.69},

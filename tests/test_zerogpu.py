@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 
 from pipeline import zerogpu
 from pipeline.generation import GenerationSettings
-from pipeline.training import RECIPES, latest_checkpoint, train_dpo
+from pipeline.recipes import RECIPES
+from pipeline.training import latest_checkpoint, train_dpo
 
 # batch 4 on 16 pairs, 2 epochs: 8 steps, an evaluation (and best-model choice) every 4
 RECIPE = replace(RECIPES["fast"], batch_size=4, epochs=2, learning_rate=1e-2, logging_steps=1)

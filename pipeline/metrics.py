@@ -1,0 +1,66 @@
+"""What a run logged (`OUT/metrics.jsonl`, one JSON record per log), read back and laid out for
+people: the tutorial's per-evaluation table and the Train tab's chart lines. Plain Python, no
+model libraries: model cards and the app import it without loading transformers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+EPOCH_COLUMNS = {  # column -> logged key
+    "Epoch": "epoch",
+    "Training loss": "loss",
+    "Validation loss": "eval_loss",
+    "Rewards/chosen": "eval_rewards/chosen",
+    "Rewards/rejected": "eval_rewards/rejected",
+    "Rewards/accuracies": "eval_rewards/accuracies",
+    "Rewards/margins": "eval_rewards/margins",
+    "Logps/chosen": "eval_logps/chosen",
+    "Logps/rejected": "eval_logps/rejected",
+}
+CHART_METRICS = {  # logged key -> line label
+    "loss": "train loss",
+    "eval_loss": "eval loss",
+    "rewards/margins": "margin (train)",
+    "eval_rewards/margins": "margin (eval)",
+    "rewards/accuracies": "accuracy (train)",
+    "eval_rewards/accuracies": "accuracy (eval)",
+}
+LOSS_KEYS = ("loss", "eval_loss")
+REWARD_KEYS = ("rewards/margins", "eval_rewards/margins", "rewards/accuracies",
+               "eval_rewards/accuracies")  # fmt: skip
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a metrics file, in order ([] when there is none yet)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def epoch_table(metrics: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per evaluation, like the tutorial's table: the last training loss logged
+    before it, and the evaluation's losses, rewards and log-probs."""
+    rows, last_loss = [], None
+    for record in metrics:
+        if "loss" in record:
+            last_loss = record["loss"]
+        if "eval_loss" in record:
+            values = {**record, "loss": last_loss}
+            rows.append({column: values.get(key) for column, key in EPOCH_COLUMNS.items()})
+    return rows
+
+
+def chart_rows(metrics: Iterable[Mapping[str, Any]], keys: Iterable[str]) -> list[dict]:
+    """Long-form rows {step, value, metric} of the chosen keys, for a line chart."""
+    keys = tuple(keys)
+    return [
+        {"step": m["step"], "value": m[key], "metric": CHART_METRICS[key]}
+        for m in metrics
+        for key in keys
+        if key in m
+    ]

@@ -1,0 +1,306 @@
+"""Training recipes: one dataclass, YAML files under `configs/recipes/`, and the CLI flags and
+form fields made from the dataclass's own fields, so the four can never disagree.
+
+A field's default is TRL's (or the tutorial's) choice; a recipe file names only what it
+changes. Precedence, as in TRL's scripts: field default < recipe file < CLI flag / form field.
+A new recipe is a new YAML file; a new knob is one new field here, with its help text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "configs" / "recipes"
+DEFAULT_RECIPE = "fast"
+# TRL 1.16's paired loss types (DPOConfig.loss_type); "sft" is added by sft_weight instead
+DPO_LOSSES = ("sigmoid", "sigmoid_norm", "hinge", "ipo", "exo_pair", "nca_pair", "robust",
+              "bco_pair", "sppo_hard", "aot", "apo_zero", "apo_down", "discopop")  # fmt: skip
+
+
+def knob(
+    default: Any,
+    help: str,
+    *,
+    label: str | None = None,
+    choices: Sequence[str] = (),
+    form: bool = False,
+    switch: str | None = None,
+    when_on: Any = None,
+) -> Any:
+    """A recipe field. `form=True`: the Train tab shows it (labelled `label`); an optional
+    field there is a switch (labelled `switch`) and a number, `when_on` being the number a
+    switch turned on starts from."""
+    meta = {"help": help, "label": label, "choices": tuple(choices), "form": form,
+            "switch": switch, "when_on": when_on}  # fmt: skip
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DPORecipe:
+    """The knobs of a DPO run (with its optional SFT stage); anything not named is TRL's
+    default. The form fields come first, in the order the Train tab shows them."""
+
+    name: str = "custom"
+    epochs: float = knob(3, "passes over the training pairs", label="Epochs", form=True)
+    beta: float = knob(0.1, "DPO beta: how far the policy may move from the reference "
+                       "(TRL's default)", label="Beta", form=True)  # fmt: skip
+    learning_rate: float = knob(1e-6, "TRL's default, which the tutorial kept; a LoRA run "
+                                "needs far more", label="Learning rate", form=True)  # fmt: skip
+    batch_size: int = knob(8, "pairs per optimizer step", label="Batch size", form=True)
+    lora_r: int | None = knob(None, "LoRA rank; none (0 on the command line): a full "
+                              "fine-tune", label="LoRA r", form=True, switch="LoRA",
+                              when_on=16)  # fmt: skip
+    lora_alpha: float = knob(32, "LoRA alpha", label="LoRA alpha", form=True)
+    logging_steps: int = knob(25, "log the training metrics every N steps")
+    save_total_limit: int | None = knob(2, "checkpoints kept (best + latest: a 0.5B model's "
+                                        "are GBs); none: all")  # fmt: skip
+    seed: int = knob(42, "training seed (data order, LoRA initialisation)")
+    gradient_checkpointing: bool = knob(True, "recompute activations to save memory "
+                                        "(TRL's default)")  # fmt: skip
+    precompute_ref_log_probs: bool = knob(False, "the reference model's log-probs once, "
+                                          "before training, not every step")  # fmt: skip
+    shared_prompt: bool = knob(False, "compute each prompt once per pair, and a batch's "
+                               "common prefix once (pipeline/shared_prompt.py)")  # fmt: skip
+    prompt_chunk: int = knob(0, "with shared_prompt: batches take one prompt's rows this many "
+                             "at a time, so the prompt is computed once for them; 0: plain "
+                             "random batches")  # fmt: skip
+    loss: str = knob("sigmoid", "TRL's loss_type: sigmoid is DPO; sigmoid_norm averages per "
+                     "token", choices=DPO_LOSSES)  # fmt: skip
+    sft_weight: float = knob(0.0, "> 0: TRL's sft term (the chosen title's likelihood) added "
+                             "to the DPO loss with this weight")  # fmt: skip
+    sft_epochs: float = knob(0.0, "> 0: first fine-tune on the chosen titles for this many "
+                             "epochs, then DPO from there")  # fmt: skip
+    sft_learning_rate: float = knob(1e-4, "the SFT stage's learning rate")
+    sft_titles: str = knob("chosen", "what the SFT stage imitates: the chosen titles, or both "
+                           "sides", choices=("chosen", "both"))  # fmt: skip
+
+    def __post_init__(self) -> None:
+        # A recipe comes from a file, the CLI and the Train tab: refuse nonsense up front,
+        # before a model is loaded or a run folder written.
+        if not self.epochs > 0:
+            raise UserError(f"epochs must be positive, not {self.epochs}")
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise UserError(f"batch size must be a whole number >= 1, not {self.batch_size}")
+        if not 0 < self.learning_rate < 1:
+            raise UserError(f"learning rate must be between 0 and 1, not {self.learning_rate}")
+        if not self.beta > 0:
+            raise UserError(f"beta must be positive, not {self.beta}")
+        if self.lora_r is not None and not (isinstance(self.lora_r, int) and self.lora_r >= 1):
+            raise UserError(f"LoRA r must be a whole number >= 1, not {self.lora_r}")
+        if not self.lora_alpha > 0:
+            raise UserError(f"LoRA alpha must be positive, not {self.lora_alpha}")
+        if not (isinstance(self.prompt_chunk, int) and self.prompt_chunk >= 0):
+            raise UserError(f"prompt_chunk must be a whole number >= 0, not {self.prompt_chunk}")
+        for knob_ in knobs():
+            value = getattr(self, knob_.name)
+            if knob_.choices and value not in knob_.choices:
+                raise UserError(f"{knob_.name} is one of {', '.join(knob_.choices)}, "
+                                f"not {value!r}")  # fmt: skip
+
+    def changed(self, **changes: Any) -> DPORecipe:
+        """This recipe with the given knobs changed (None: keep this recipe's), checked."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **given) if given else self
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One recipe field as the CLI and the form see it."""
+
+    name: str
+    kind: type  # int, float, bool or str
+    optional: bool  # None is a value (e.g. lora_r: no LoRA)
+    default: Any
+    help: str
+    label: str | None
+    choices: tuple[str, ...]
+    form: bool
+    switch: str | None
+    when_on: Any
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def coerce(self, value: Any, where: str) -> Any:
+        """`value` as this field's type; a YAML `1e-6` (a string to YAML 1.1) is a float."""
+        if value is None and self.optional:
+            return None
+        try:
+            if self.kind is bool:
+                if isinstance(value, bool):
+                    return value
+                raise ValueError
+            if self.kind is int:
+                if isinstance(value, bool) or float(value) != int(float(value)):
+                    raise ValueError
+                return int(float(value))
+            if self.kind is float:
+                if isinstance(value, bool):
+                    raise ValueError
+                return float(value)
+            return str(value)
+        except (TypeError, ValueError):
+            kind = ("a whole number" if self.kind is int else f"a {self.kind.__name__}"
+                    ) + (" or null" if self.optional else "")  # fmt: skip
+            raise UserError(f"{where}: {self.name} must be {kind}, not {value!r}") from None
+
+
+def knobs(form_only: bool = False) -> list[Knob]:
+    """The recipe's fields other than its name, in declaration order."""
+    hints = typing.get_type_hints(DPORecipe)
+    found = []
+    for f in dataclasses.fields(DPORecipe):
+        if f.name == "name" or (form_only and not f.metadata["form"]):
+            continue
+        hint = hints[f.name]
+        args = typing.get_args(hint) if isinstance(hint, types.UnionType) else ()
+        kind = next(a for a in args if a is not type(None)) if args else hint
+        found.append(Knob(f.name, kind, type(None) in args, f.default, f.metadata["help"],
+                          f.metadata["label"], f.metadata["choices"], f.metadata["form"],
+                          f.metadata["switch"], f.metadata["when_on"]))  # fmt: skip
+    return found
+
+
+# --- recipe files ----------------------------------------------------------------------------
+
+
+def recipe_from_mapping(values: Mapping[str, Any], name: str, where: str) -> DPORecipe:
+    """A recipe from a file's keys: unknown keys refused, each value checked for its type."""
+    known = {k.name: k for k in knobs()}
+    unknown = sorted(set(values) - set(known) - {"name"})
+    if unknown:
+        raise UserError(f"{where}: unknown recipe key(s) {', '.join(unknown)} "
+                        f"(known: {', '.join(known)})")  # fmt: skip
+    checked = {key: known[key].coerce(value, where) for key, value in values.items()
+               if key != "name"}  # fmt: skip
+    return DPORecipe(name=str(values.get("name") or name), **checked)
+
+
+def load_recipe_file(path: str | Path) -> DPORecipe:
+    import yaml
+
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the recipe ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{path}: a recipe file is a mapping of knob: value")
+    return recipe_from_mapping(values, path.stem, str(path))
+
+
+def _shipped_recipes() -> dict[str, DPORecipe]:
+    return {p.stem: load_recipe_file(p) for p in sorted(RECIPES_DIR.glob("*.yaml"))}
+
+
+RECIPES: dict[str, DPORecipe] = _shipped_recipes()
+
+
+def get_recipe(name: str | None = None) -> DPORecipe:
+    """A shipped recipe by name (default: `fast`), or a recipe file by path."""
+    name = name or DEFAULT_RECIPE
+    if name in RECIPES:
+        return RECIPES[name]
+    if name.endswith((".yaml", ".yml")) or Path(name).is_file():
+        return load_recipe_file(name)
+    raise UserError(f"unknown recipe {name!r}: choose one of {', '.join(RECIPES)}, "
+                    "or give a recipe file (.yaml)")  # fmt: skip
+
+
+# --- the CLI: one flag per field, its help from the field ------------------------------------
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--recipe NAME|FILE` and one flag per recipe field (default: the recipe's value)."""
+    shipped = "; ".join(f"{n}: {describe_recipe(r)}" for n, r in RECIPES.items())
+    parser.add_argument(
+        "--recipe",
+        default=DEFAULT_RECIPE,
+        help=f"a recipe name or a YAML file (default: {DEFAULT_RECIPE}). Shipped: {shipped}",
+    )
+    group = parser.add_argument_group("recipe overrides (default: the recipe's value)")
+    for k in knobs():
+        values = ", ".join(f"{n} {_shown(getattr(r, k.name))}" for n, r in RECIPES.items())
+        help_text = f"{k.help} ({values})"
+        if k.kind is bool:
+            group.add_argument(k.flag, action=argparse.BooleanOptionalAction, default=None,
+                               help=help_text)  # fmt: skip
+        else:
+            group.add_argument(k.flag, type=_cli_type(k), default=None, help=help_text,
+                               choices=k.choices or None,
+                               metavar=None if k.choices else k.name.upper())  # fmt: skip
+
+
+def recipe_from_args(args: argparse.Namespace) -> DPORecipe:
+    """The recipe `--recipe` names, with every flag given on the command line applied."""
+    recipe = get_recipe(args.recipe)
+    changes = {k.name: getattr(args, k.name) for k in knobs()
+               if getattr(args, k.name) is not None}  # fmt: skip
+    # An optional knob's "none" on the command line is 0 (e.g. --lora-r 0: a full fine-tune).
+    changes.update({k.name: None for k in knobs() if k.optional and changes.get(k.name) == 0})
+    return dataclasses.replace(recipe, **changes)
+
+
+def _cli_type(k: Knob):
+    def parse(text: str):
+        try:
+            return k.coerce(text, k.flag)
+        except UserError as exc:  # argparse's own one-line error, with the usage hint
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = k.kind.__name__  # argparse names the type in its error
+    return parse
+
+
+def _shown(value: Any) -> str:
+    return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def describe_recipe(recipe: DPORecipe) -> str:
+    """What a recipe changes from the field defaults, in one line."""
+    base = DPORecipe()
+    changed = [f"{k.name} {_shown(getattr(recipe, k.name))}" for k in knobs()
+               if getattr(recipe, k.name) != getattr(base, k.name)]  # fmt: skip
+    return ", ".join(changed) or "the defaults (TRL's)"
+
+
+# --- the Train tab's form: the `form=True` fields -------------------------------------------
+
+
+def form_values(recipe: DPORecipe) -> tuple:
+    """The form's values for `recipe`, in `knobs(form_only=True)` order; an optional knob is
+    two values: its switch and its number."""
+    values: list[Any] = []
+    for k in knobs(form_only=True):
+        value = getattr(recipe, k.name)
+        values += [value is not None, value if value is not None else k.when_on] if k.optional \
+            else [value]  # fmt: skip
+    return tuple(values)
+
+
+def recipe_from_form(name: str, values: Sequence[Any]) -> DPORecipe:
+    """The recipe `name` with the form's values applied (0 or empty: keep the recipe's; an
+    optional knob switched off: None)."""
+    recipe, changes, rest = get_recipe(name), {}, list(values)
+    for k in knobs(form_only=True):
+        if k.optional:
+            on, number = rest.pop(0), rest.pop(0)
+            changes[k.name] = (k.coerce(number or k.when_on, k.label or k.name) if on
+                               else None)  # fmt: skip
+        else:
+            value = rest.pop(0)
+            if value not in (None, "", 0):
+                changes[k.name] = k.coerce(value, k.label or k.name)
+    return dataclasses.replace(recipe, **changes)
