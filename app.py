@@ -29,13 +29,15 @@ from hub.pull import write_training_data
 from hub.push import publish_dataset, publish_model
 from hub.sync import VoteMirror, mirror_from_env
 from pipeline.access import OWNER, VOTER, AccessSettings, Caller, Gatekeeper, Refused, RequestFacts
+from pipeline.appdata import data_dir, runs_dir
+from pipeline.ballot import Shown, vote_on_shown_pair
 from pipeline.errors import UserError
 from pipeline.generation import MAX_TITLES_PER_IDEA, GenerationSettings
 from pipeline.jobs import TrainingRunner, finished_runs
 from pipeline.metrics import EPOCH_COLUMNS, LOSS_KEYS, REWARD_KEYS, chart_rows, epoch_table
 from pipeline.models import DEFAULT_MODEL, ModelChoice
 from pipeline.prompts import MAX_IDEA_CHARS
-from pipeline.ratings import agreement, leaderboard, voter_stats, votes_per_idea
+from pipeline.ratings import agreement, leaderboard, voter_count, voter_stats, votes_per_idea
 from pipeline.recipes import (
     DEFAULT_RECIPE,
     RECIPES,
@@ -44,7 +46,7 @@ from pipeline.recipes import (
     knobs,
     recipe_from_form,
 )
-from pipeline.votes import Shown, VoteStore, data_dir, vote_on_shown_pair
+from pipeline.votes import VoteStore
 from pipeline.zerogpu import ON_ZEROGPU, generate_on_gpu
 
 log = logging.getLogger("pipeline.app")
@@ -161,8 +163,15 @@ def build_app(
         def open_page(kept_pass: str | None, *, facts: RequestFacts) -> dict:
             return show_role(caller=keeper.resume(facts, kept_pass))
 
-        role_outputs = [role_line, sign_in.box, generate_page, train_page, hub_page,
-                        generate_owner, board_owner]  # fmt: skip
+        role_outputs = [
+            role_line,
+            sign_in.box,
+            generate_page,
+            train_page,
+            hub_page,
+            generate_owner,
+            board_owner,
+        ]
         # The model line waits for the role: an owner pass may make this page the owner's.
         app.load(guard("anyone", open_page), owner_pass, role_outputs, api_name="my_role").then(
             show_model.fn, None, show_model.outputs, api_name="model_status"
@@ -209,7 +218,9 @@ class Guard:
     def __init__(self, keeper: Gatekeeper) -> None:
         self.keeper = keeper
 
-    def __call__(self, role: str, fn: Callable) -> Callable:
+    def __call__(self, role: str, fn: Callable, spread: int = 0) -> Callable:
+        """`spread`: for an fn with `*values`, how many inputs those are (Gradio passes each
+        input as a parameter of its own)."""
         keeper = self.keeper
         signature = inspect.signature(fn)
         wants = [name for name in ("caller", "facts") if name in signature.parameters]
@@ -217,16 +228,23 @@ class Guard:
             hints = typing.get_type_hints(fn)
         except (NameError, TypeError):
             hints = {}
-        params = [
-            p.replace(annotation=hints.get(p.name, inspect.Parameter.empty))
-            for p in signature.parameters.values()
-            if p.name not in wants
-        ]
+        params = []
+        for p in signature.parameters.values():
+            if p.kind is p.VAR_POSITIONAL:
+                if not spread:
+                    raise TypeError(f"{fn.__name__}(*{p.name}): say how many inputs (spread=)")
+                params += [
+                    inspect.Parameter(f"{p.name}_{i}", p.POSITIONAL_OR_KEYWORD)
+                    for i in range(spread)
+                ]
+            elif p.name not in wants:
+                params.append(p.replace(annotation=hints.get(p.name, inspect.Parameter.empty)))
         extra = [
-            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
-                              annotation=hint)
+            inspect.Parameter(
+                name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=hint
+            )
             for name, hint in self.EXTRA
-        ]  # fmt: skip
+        ]
 
         def handler(*args):
             *args, request, profile = args
@@ -240,8 +258,11 @@ class Guard:
                 raise gr.Error(str(exc)) from None
 
         handler.__signature__ = signature.replace(parameters=[*params, *extra])
-        handler.__annotations__ = {p.name: p.annotation for p in [*params, *extra]
-                                   if p.annotation is not inspect.Parameter.empty}  # fmt: skip
+        handler.__annotations__ = {
+            p.name: p.annotation
+            for p in [*params, *extra]
+            if p.annotation is not inspect.Parameter.empty
+        }
         handler.__name__ = getattr(fn, "__name__", "handler")
         handler.role = role
         return handler
@@ -304,8 +325,12 @@ class OwnerSignIn:
                 caller, new_pass = keeper.sign_in(facts, password)
             except Refused as exc:  # said beside the box; the password is not kept
                 return {self.password: "", self.message: str(exc)}
-            return {**show_role(caller=caller), owner_pass: new_pass, self.password: "",
-                    self.message: ""}  # fmt: skip
+            return {
+                **show_role(caller=caller),
+                owner_pass: new_pass,
+                self.password: "",
+                self.message: "",
+            }
 
         outputs = [*role_outputs, owner_pass, self.password, self.message]
         gr.on(
@@ -358,16 +383,23 @@ def vote_tab(store: VoteStore, keeper: Gatekeeper, guard: Guard, voter: gr.Brows
             "skipped": skipped,
         }
         return {
-            idea: view.idea, left: view.left, right: view.right, pair_id: view.pair_id,
-            shown: state, progress: f"{message} {counter}".strip(),
-        }  # fmt: skip
+            idea: view.idea,
+            left: view.left,
+            right: view.right,
+            pair_id: view.pair_id,
+            shown: state,
+            progress: f"{message} {counter}".strip(),
+        }
 
     def start(token: str | None, *, caller: Caller):
         try:
             token, voter_id = keeper.voter_for_page(caller, token)
         except Refused as exc:  # not signed in where that is required, or too many new ids
-            return {voter: token, **blank(str(exc)),
-                    **{b: gr.update(interactive=False) for b in all_buttons}}  # fmt: skip
+            return {
+                voter: token,
+                **blank(str(exc)),
+                **{b: gr.update(interactive=False) for b in all_buttons},
+            }
         screen_now = show_next(voter_id, [])
         enabled = screen_now[shown] is not None
         return {
@@ -409,9 +441,13 @@ def vote_tab(store: VoteStore, keeper: Gatekeeper, guard: Guard, voter: gr.Brows
             js=LOCK_BUTTONS_JS,
         ).then(None, js=UNLOCK_BUTTONS_JS)
     skip.click(
-        guard(VOTER, skip_pair), [voter, shown], screen, api_name="skip", queue=False,
+        guard(VOTER, skip_pair),
+        [voter, shown],
+        screen,
+        api_name="skip",
+        queue=False,
         js=LOCK_BUTTONS_JS,
-    ).then(None, js=UNLOCK_BUTTONS_JS)  # fmt: skip
+    ).then(None, js=UNLOCK_BUTTONS_JS)
     return Wiring(guard(VOTER, start), [voter, *screen, *all_buttons])
 
 
@@ -511,9 +547,11 @@ def generate_tab(
         api_name="load_tutorial_pool",
     )
     gold_button.click(
-        guard(OWNER, add_gold), [gold_idea, gold_good, gold_bad], gold_message,
+        guard(OWNER, add_gold),
+        [gold_idea, gold_good, gold_bad],
+        gold_message,
         api_name="add_gold_pair",
-    )  # fmt: skip
+    )
     open_to_voters.input(
         guard(OWNER, set_open_to_voters), open_to_voters, None, api_name="voters_may_generate"
     )
@@ -553,10 +591,15 @@ def leaderboard_tab(store: VoteStore, guard: Guard) -> tuple[Wiring, gr.Accordio
 
     def voters() -> list[list]:
         return [
-            [s.voter, s.votes, s.flagged, s.gold_votes,
-             "n/a" if s.gold_accuracy is None else f"{s.gold_accuracy:.0%}"]
+            [
+                s.voter,
+                s.votes,
+                s.flagged,
+                s.gold_votes,
+                "n/a" if s.gold_accuracy is None else f"{s.gold_accuracy:.0%}",
+            ]
             for s in voter_stats(store.votes())
-        ]  # fmt: skip
+        ]
 
     def overview():
         votes = store.votes()
@@ -565,7 +608,7 @@ def leaderboard_tab(store: VoteStore, guard: Guard) -> tuple[Wiring, gr.Accordio
         alpha = "n/a" if agree.alpha is None else f"{agree.alpha:.2f}"
         unanimous = "n/a" if agree.unanimous is None else f"{agree.unanimous:.0%}"
         text = (
-            f"**{len(votes)}** votes from **{len({v.voter for v in votes})}** voters. "
+            f"**{len(votes)}** votes from **{voter_count(votes)}** voters. "
             f"Agreement over the {agree.pairs} pairs with 2+ votes: {unanimous} unanimous, "
             f"Krippendorff's alpha {alpha}."
         )
@@ -606,8 +649,10 @@ def vote_screening() -> tuple[gr.Checkbox, gr.Number]:
 
 def screening(drop_flagged: bool | None, min_gold: float | None) -> dict:
     """The fields' values as the dataset writers take them (0 or empty: no gold floor)."""
-    return {"drop_flagged": bool(drop_flagged),
-            "min_gold_accuracy": float(min_gold) if min_gold else None}  # fmt: skip
+    return {
+        "drop_flagged": bool(drop_flagged),
+        "min_gold_accuracy": float(min_gold) if min_gold else None,
+    }
 
 
 # The Data choices on the Train and Hub tabs, and the source each one names.
@@ -629,8 +674,14 @@ def recipe_form() -> tuple[gr.Dropdown, list[gr.components.Component]]:
             if knob.optional:
                 fields.append(gr.Checkbox(next(values), label=knob.switch))
             whole = knob.kind is int
-            fields.append(gr.Number(next(values), precision=0 if whole else None,
-                                    minimum=1 if whole else 0, label=knob.label))  # fmt: skip
+            fields.append(
+                gr.Number(
+                    next(values),
+                    precision=0 if whole else None,
+                    minimum=1 if whole else 0,
+                    label=knob.label,
+                )
+            )
     return recipe, fields
 
 
@@ -687,15 +738,20 @@ def train_tab(
         settings = run_settings(*knob_values)  # bad settings: before any download
 
         def write_data(out: Path) -> None:
-            write_training_data(DATA_SOURCES[kind], out, votes=store.path, hub_id=hub_id,
-                                min_votes=int(min_count or 1),
-                                **screening(screen_fast, gold_floor))  # fmt: skip
+            write_training_data(
+                DATA_SOURCES[kind],
+                out,
+                votes=store.path,
+                hub_id=hub_id,
+                min_votes=int(min_count or 1),
+                **screening(screen_fast, gold_floor),
+            )
 
-        runner.start_run(folder / "runs", write_data, model_name=model, **settings)
+        runner.start_run(runs_dir(folder), write_data, model_name=model, **settings)
         return show()
 
     def carry_on(model, *knob_values):
-        runner.resume_latest(folder / "runs", model_name=model, **run_settings(*knob_values))
+        runner.resume_latest(runs_dir(folder), model_name=model, **run_settings(*knob_values))
         return show()
 
     def halt():
@@ -727,12 +783,17 @@ def train_tab(
         queue=False,
     )
     start.click(
-        guard(OWNER, begin),
+        guard(OWNER, begin, spread=len(knobs_in) + 2),
         [source, min_votes, hub_dataset, base, *knobs_in, drop_flagged, min_gold],
         outputs,
         api_name="train_start",
     )
-    resume.click(guard(OWNER, carry_on), [base, *knobs_in], outputs, api_name="train_resume")
+    resume.click(
+        guard(OWNER, carry_on, spread=len(knobs_in)),
+        [base, *knobs_in],
+        outputs,
+        api_name="train_resume",
+    )
     stop.click(guard(OWNER, halt), None, outputs, api_name="train_stop", queue=False)
     timer.tick(guard(OWNER, show), None, outputs, api_name="train_status", queue=False)
     use.click(guard(OWNER, use_trained), None, status_line, api_name="use_trained_model")
@@ -783,8 +844,15 @@ def hub_tab(
             raise UserError("sign in with Hugging Face (the button at the top) to push")
         return None
 
-    def send_dataset(kind, min_count, repo, private, screen_fast, gold_floor,
-                     oauth_token: gr.OAuthToken | None = None):  # fmt: skip
+    def send_dataset(
+        kind,
+        min_count,
+        repo,
+        private,
+        screen_fast,
+        gold_floor,
+        oauth_token: gr.OAuthToken | None = None,
+    ):
         votes = store.path if kind == VOTES_DATA else None
         pushed = publish_dataset(
             repo,
@@ -796,17 +864,23 @@ def hub_tab(
         )
         return pushed.describe(markdown=True)
 
-    def send_model(folder_path, repo, base, adapter, private,
-                   oauth_token: gr.OAuthToken | None = None):  # fmt: skip
+    def send_model(
+        folder_path, repo, base, adapter, private, oauth_token: gr.OAuthToken | None = None
+    ):
         if not folder_path:
             raise UserError("no finished training run to push: train a model first")
-        pushed = publish_model(folder_path, repo, adapter_only=bool(adapter),
-                               base_model=base or None, private=bool(private),
-                               token=token_of(oauth_token))  # fmt: skip
+        pushed = publish_model(
+            folder_path,
+            repo,
+            adapter_only=bool(adapter),
+            base_model=base or None,
+            private=bool(private),
+            token=token_of(oauth_token),
+        )
         return pushed.describe(markdown=True)
 
     def refresh():
-        runs = [str(p) for p in finished_runs(folder / "runs")]
+        runs = [str(p) for p in finished_runs(runs_dir(folder))]
         if isinstance(mirror, VoteMirror):
             line = mirror.status().describe()
         else:
@@ -816,14 +890,19 @@ def hub_tab(
             )
         return gr.Dropdown(choices=runs, value=runs[0] if runs else None), line
 
-    push_data.click(guard(OWNER, send_dataset),
-                    [data_source, min_votes, dataset_repo, dataset_private, drop_flagged, min_gold],
-                    result, api_name="hub_push_dataset")  # fmt: skip
-    push_run.click(guard(OWNER, send_model),
-                   [run, model_repo, base_model, adapter_only, model_private], result,
-                   api_name="hub_push_model")  # fmt: skip
-    gr.Button("Refresh").click(guard(OWNER, refresh), None, [run, sync_line],
-                               api_name="hub_status")  # fmt: skip
+    push_data.click(
+        guard(OWNER, send_dataset),
+        [data_source, min_votes, dataset_repo, dataset_private, drop_flagged, min_gold],
+        result,
+        api_name="hub_push_dataset",
+    )
+    push_run.click(
+        guard(OWNER, send_model),
+        [run, model_repo, base_model, adapter_only, model_private],
+        result,
+        api_name="hub_push_model",
+    )
+    gr.Button("Refresh").click(guard(OWNER, refresh), None, [run, sync_line], api_name="hub_status")
     return Wiring(guard(OWNER, refresh), [run, sync_line])
 
 

@@ -28,12 +28,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline import datasets as ds
 from pipeline.evaluation import HeldOutRanking, held_out_ranking

@@ -11,17 +11,13 @@ settings; the first call of each is a warm-up and is not timed. Prints both rate
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pipeline.datasets import SEED_DIR
 from pipeline.generation import GenerationSettings, generate_titles
 from pipeline.models import load_model
 from pipeline.pairs import read_ideas_csv
 from pipeline.prompts import title_messages
+from pipeline.records import SEED_DIR
 
 
 def tutorial_way(loaded, ideas: list[str], settings: GenerationSettings) -> int:

@@ -29,11 +29,8 @@ import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from app_process import start_app, stop_app  # noqa: E402
-from pipeline.votes import VoteStore  # noqa: E402
+from app_process import start_app, stop_app  # beside this script
+from pipeline.votes import VoteStore
 
 # Nobody is the owner (a password is set), and the limits are counted but out of reach.
 VOTER_PATH = {

@@ -156,7 +156,7 @@ def _left_out_section(left_out: Mapping[str, Any] | None) -> str:
     """What screening left out (`pipeline.ratings.screen_votes`), said plainly."""
     if not left_out:
         return ""
-    from pipeline.votes import MIN_READ_SECONDS
+    from pipeline.ballot import MIN_READ_SECONDS
 
     lines = []
     if left_out["gold_pairs"]:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline.cli import Parser, add_vote_screening, run
+from pipeline.cli import Parser, add_split, add_vote_screening, run
 
 
 def _add_push_options(p: argparse.ArgumentParser, what: str) -> None:
@@ -42,18 +41,16 @@ def cmd_push_dataset(args: argparse.Namespace) -> str:
     from datasets.utils.logging import disable_progress_bar
 
     from hub.auth import check_repo_id
-    from hub.push import dataset_plan
-    from pipeline.datasets import write_dataset_folder
+    from hub.push import built_dataset, dataset_plan
 
     check_repo_id(args.repo, "dataset")  # before building anything
     disable_progress_bar()
     if args.data:
         plan = dataset_plan(args.data, args.repo, private=args.private, license=args.license)
         return _finish(plan, args)
-    with tempfile.TemporaryDirectory(prefix="title-dpo-push-") as tmp:
-        folder = Path(tmp) / "dataset"
-        write_dataset_folder(folder, args.votes, args.split, args.min_votes,
-                             args.drop_flagged, args.min_gold_accuracy)  # fmt: skip
+    with built_dataset(
+        args.votes, args.split, args.min_votes, args.drop_flagged, args.min_gold_accuracy
+    ) as folder:
         plan = dataset_plan(folder, args.repo, private=args.private, license=args.license)
         return _finish(plan, args)
 
@@ -99,12 +96,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--min-votes", type=int, default=1, help="with --votes (default: 1)")
     add_vote_screening(p)
-    p.add_argument(
-        "--split",
-        choices=["idea", "seed"],
-        default="idea",
-        help="held-out split by idea (default) or as the tutorial did",
-    )
+    add_split(p)
     p.add_argument("--license", default="mit", help="the card's licence (default: mit)")
     _add_push_options(p, "dataset")
     p.set_defaults(run=cmd_push_dataset)

@@ -39,8 +39,7 @@ def write_training_data(
     if source == "votes":
         if votes is None:
             raise UserError("no vote database given")
-        return write_dataset_folder(out, votes, "idea", min_votes, drop_flagged,
-                                    min_gold_accuracy)  # fmt: skip
+        return write_dataset_folder(out, votes, "idea", min_votes, drop_flagged, min_gold_accuracy)
     if source == "tutorial":
         return write_dataset_folder(out, None, "idea")
     raise UserError(f"unknown data source {source!r}: one of {', '.join(TRAINING_SOURCES)}")

@@ -12,8 +12,10 @@ mixes two pushes.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,8 +178,15 @@ def model_plan(
         files.append(Upload("metrics.jsonl", metrics_file))
 
     def card(full_id: str) -> str:
-        return model_card(summary, metrics, full_id, base_model, dataset_id,
-                          adapter_only=adapter_only, license=license)  # fmt: skip
+        return model_card(
+            summary,
+            metrics,
+            full_id,
+            base_model,
+            dataset_id,
+            adapter_only=adapter_only,
+            license=license,
+        )
 
     kind = "LoRA adapter" if adapter_only else "model"
     return PushPlan(
@@ -336,8 +345,9 @@ def push(plan: PushPlan, target: Target | str | None = None) -> PushResult:
             existing = api.list_repo_files(repo_id, repo_type=plan.repo_type)
         except RepositoryNotFoundError:
             before, existing = None, []
-        url = str(api.create_repo(repo_id, repo_type=plan.repo_type, private=plan.private,
-                                  exist_ok=True))  # fmt: skip
+        url = str(
+            api.create_repo(repo_id, repo_type=plan.repo_type, private=plan.private, exist_ok=True)
+        )
         uploads = plan.uploads(repo_id)
         written = {u.path_in_repo for u in uploads}
         operations: list[Any] = [
@@ -351,8 +361,9 @@ def push(plan: PushPlan, target: Target | str | None = None) -> PushResult:
             for path in existing
             if path not in written and plan.owns(path)
         ]
-        info = api.create_commit(repo_id, operations, commit_message=plan.message,
-                                 repo_type=plan.repo_type)  # fmt: skip
+        info = api.create_commit(
+            repo_id, operations, commit_message=plan.message, repo_type=plan.repo_type
+        )
     except (HfHubHTTPError, *TRANSPORT_ERRORS) as exc:
         raise UserError(hub_failure(exc, action, token)) from None
     return PushResult(
@@ -382,15 +393,27 @@ def publish_dataset(
     """Build the dataset (the tutorial's pairs, or `votes`: a vote database, screened as
     `pipeline.ratings.screen_votes` says) and push it. The token and namespace are checked
     first, so a refusal costs nothing."""
-    import tempfile
+    target = authorize(repo_id, token)
+    with built_dataset(votes, split, min_votes, drop_flagged, min_gold_accuracy) as folder:
+        return push(dataset_plan(folder, target.repo_id, private=private), target)
 
+
+@contextlib.contextmanager
+def built_dataset(
+    votes: str | Path | None,
+    split: str = "idea",
+    min_votes: int = 1,
+    drop_flagged: bool = False,
+    min_gold_accuracy: float | None = None,
+) -> Iterator[Path]:
+    """The dataset folder (`pipeline.datasets.write_dataset_folder`) in a temporary folder
+    that is gone afterwards: what a push of a freshly built dataset plans from."""
     from pipeline.datasets import write_dataset_folder
 
-    target = authorize(repo_id, token)
     with tempfile.TemporaryDirectory(prefix="title-dpo-push-") as tmp:
         folder = Path(tmp) / "dataset"
         write_dataset_folder(folder, votes, split, min_votes, drop_flagged, min_gold_accuracy)
-        return push(dataset_plan(folder, target.repo_id, private=private), target)
+        yield folder
 
 
 def publish_model(
@@ -403,6 +426,7 @@ def publish_model(
     token: str | None = None,
 ) -> PushResult:
     """Push a finished run's model (or adapter); the run is checked before the token."""
-    plan = model_plan(run, repo_id, private=private, adapter_only=adapter_only,
-                      base_model=base_model or None)  # fmt: skip
+    plan = model_plan(
+        run, repo_id, private=private, adapter_only=adapter_only, base_model=base_model or None
+    )
     return push(plan, authorize(repo_id, token))

@@ -3,7 +3,7 @@
 A Space's disk is wiped on restart, so the app mirrors its votes to a dataset repo:
 
 - each process appends its new votes to its own shard, `votes/{shard}.jsonl`, one JSON record
-  a line (`pipeline.votes.vote_record`); a shard only ever grows, and no process touches
+  a line (`pipeline.records.vote_record`); a shard only ever grows, and no process touches
   another's, so replicas and restarts never conflict;
 - a sync appends the votes not yet in any shard and uploads the shard, on a schedule and once
   more at shutdown; a failed upload is retried at the next sync (the lines are already in the
@@ -27,7 +27,8 @@ from pathlib import Path
 
 from hub.auth import TRANSPORT_ERRORS, check_repo_id, hub_failure
 from pipeline.errors import UserError
-from pipeline.votes import VoteStore, vote_record
+from pipeline.records import vote_record
+from pipeline.votes import VoteStore
 
 log = logging.getLogger("hub.sync")
 
@@ -111,8 +112,7 @@ class VoteMirror:
                 files = []  # nothing mirrored yet: the first sync creates the repo
             records, bad = [], 0
             for name in sorted(f for f in files if f.startswith(f"{SHARD_FOLDER}/")):
-                path = hf_hub_download(self.repo_id, name, repo_type="dataset",
-                                       token=self._token)  # fmt: skip
+                path = hf_hub_download(self.repo_id, name, repo_type="dataset", token=self._token)
                 shard_records, shard_bad = _read_shard(Path(path))
                 records += shard_records
                 bad += shard_bad
@@ -121,11 +121,18 @@ class VoteMirror:
             raise UserError(self._error) from None
         added, rejected = self.store.restore_votes(records)
         if bad or rejected:
-            log.warning("restoring votes from %s: left out %d unreadable lines and %d invalid "
-                        "records", self.repo_id, bad, rejected)  # fmt: skip
+            log.warning(
+                "restoring votes from %s: left out %d unreadable lines and %d invalid records",
+                self.repo_id,
+                bad,
+                rejected,
+            )
         with self._lock:
-            self._known.update(r["vote_id"] for r in records if isinstance(r, dict)
-                               and isinstance(r.get("vote_id"), str))  # fmt: skip
+            self._known.update(
+                r["vote_id"]
+                for r in records
+                if isinstance(r, dict) and isinstance(r.get("vote_id"), str)
+            )
             self._restored = added
             self._restored_ok = True
             self._last_success = time.time()
@@ -166,8 +173,12 @@ class VoteMirror:
         api = self._api()
         api.create_repo(self.repo_id, repo_type="dataset", private=True, exist_ok=True)
         if "README.md" not in api.list_repo_files(self.repo_id, repo_type="dataset"):
-            api.upload_file(path_or_fileobj=REPO_README.encode(), path_in_repo="README.md",
-                            repo_id=self.repo_id, repo_type="dataset")  # fmt: skip
+            api.upload_file(
+                path_or_fileobj=REPO_README.encode(),
+                path_in_repo="README.md",
+                repo_id=self.repo_id,
+                repo_type="dataset",
+            )
         count = sum(1 for _ in self.local_shard.open(encoding="utf-8"))
         api.upload_file(
             path_or_fileobj=str(self.local_shard),
@@ -197,8 +208,9 @@ class VoteMirror:
         self.sync()
 
     def status(self) -> SyncStatus:
-        return SyncStatus(self.repo_id, self._last_success, len(self._known), self._restored,
-                          self._error)  # fmt: skip
+        return SyncStatus(
+            self.repo_id, self._last_success, len(self._known), self._restored, self._error
+        )
 
 
 def _read_shard(path: Path) -> tuple[list[dict], int]:

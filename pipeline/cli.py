@@ -54,6 +54,17 @@ def add_vote_screening(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_split(p: argparse.ArgumentParser) -> None:
+    """--split, for commands that build a dataset."""
+    p.add_argument(
+        "--split",
+        choices=["idea", "seed"],
+        default="idea",
+        help="held-out pairs: idea: whole ideas, no idea in both splits (default); seed: the "
+        "tutorial's random split of pairs, exactly",
+    )
+
+
 def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=5, help="titles per idea (default: 5)")
     p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (default: 0.7)")
@@ -121,8 +132,9 @@ def cmd_dataset(args: argparse.Namespace) -> str:
     from pipeline.datasets import write_dataset_folder
 
     votes = None if args.from_seed else args.from_votes
-    summary = write_dataset_folder(args.out, votes, args.split, args.min_votes,
-                                   args.drop_flagged, args.min_gold_accuracy)  # fmt: skip
+    summary = write_dataset_folder(
+        args.out, votes, args.split, args.min_votes, args.drop_flagged, args.min_gold_accuracy
+    )
     if args.json:
         return json.dumps(summary, ensure_ascii=False)
     counts = ", ".join(f"{k} {v}" for k, v in summary["rows"].items())
@@ -210,12 +222,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     add_vote_screening(p)
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument(
-        "--split",
-        choices=["idea", "seed"],
-        default="idea",
-        help="idea: no idea in both splits (default); seed: the tutorial's split exactly",
-    )
+    add_split(p)
     p.add_argument("--json", action="store_true", help="print a summary: rows and ideas per split")
     p.set_defaults(run=cmd_dataset)
 

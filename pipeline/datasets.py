@@ -14,27 +14,20 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.pairs import read_csv_rows
-from pipeline.prompts import title_prompt
+from pipeline.prompts import title_messages
+from pipeline.ratings import agreement, majority_preferences, screen_votes, voter_count
+from pipeline.records import SEED_LABELS, Preference
+from pipeline.votes import VoteStore
 
-SEED_DIR = Path(__file__).resolve().parent.parent / "data" / "seed-dpo"
-SEED_LABELS = SEED_DIR / "idea-title_pairs-preferences.csv"
 LABEL_COLUMNS = ["idea", "title_a", "title_b", "title_b_preferred"]
 SPLITS = ("idea", "seed")
 SPLIT_SEED = 42
 VALID_FRACTION = 0.1
-
-
-@dataclass(frozen=True)
-class Preference:
-    idea: str
-    chosen: str
-    rejected: str
 
 
 def read_labelled_csv(path: str | Path) -> list[Preference]:
@@ -58,7 +51,7 @@ def seed_preferences() -> list[Preference]:
 
 def preference_row(pref: Preference) -> dict[str, list[dict[str, str]]]:
     return {
-        "prompt": [{"role": "user", "content": title_prompt(pref.idea)}],
+        "prompt": title_messages(pref.idea),
         "chosen": [{"role": "assistant", "content": pref.chosen}],
         "rejected": [{"role": "assistant", "content": pref.rejected}],
     }
@@ -168,14 +161,42 @@ def write_dataset_folder(
     elif Path(votes).suffix.lower() == ".csv":
         prefs, source = read_labelled_csv(votes), str(votes)
     else:
-        from pipeline.ratings import preferences_from_store  # ratings builds on this module
-
         prefs, facts = preferences_from_store(votes, min_votes, drop_flagged, min_gold_accuracy)
         source = str(votes)
     splits = split_preferences(prefs, split)
     summary = {**summarize(splits, source, split), **facts}
     save_dataset(build_dataset(splits), out, summary)
     return summary
+
+
+def preferences_from_store(
+    path, min_votes: int = 1, drop_flagged: bool = False, min_gold_accuracy: float | None = None
+) -> tuple[list[Preference], dict]:
+    """Majority preferences from a vote database (screened by `screen_votes`), and what a
+    dataset card should say of them."""
+    every_vote = VoteStore.open_existing(path).votes()
+    votes, left_out = screen_votes(every_vote, drop_flagged, min_gold_accuracy)
+    prefs = majority_preferences(votes, min_votes)
+    agree = agreement(votes)
+    facts = {
+        "votes": len(every_vote),
+        "votes_used": len(votes),
+        "voters": voter_count(votes),
+        "pairs_voted": len({v.pair_id for v in votes}),
+        "min_votes": min_votes,
+        "agreement": {
+            "pairs_with_2_plus_votes": agree.pairs,
+            "unanimous": agree.unanimous,
+            "krippendorff_alpha": agree.alpha,
+        },
+        "left_out": left_out,
+    }
+    if not prefs:
+        raise UserError(
+            f"{path}: {len(votes)} votes give no preference rows "
+            f"(need pairs with {min_votes}+ votes and a clear winner)"
+        )
+    return prefs, facts
 
 
 def load_preference_dataset(path: str | Path):

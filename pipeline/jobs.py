@@ -215,8 +215,12 @@ class _Progress(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self._is_sft(args):
-            self.runner._update(stage="sft", total=state.max_steps, step=state.global_step,
-                                message="Fine-tuning on the chosen titles first…")  # fmt: skip
+            self.runner._update(
+                stage="sft",
+                total=state.max_steps,
+                step=state.global_step,
+                message="Fine-tuning on the chosen titles first…",
+            )
             self.runner._log(f"SFT stage: {state.max_steps} steps")
             return
         self.runner._update(

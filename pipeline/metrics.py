@@ -29,8 +29,12 @@ CHART_METRICS = {  # logged key -> line label
     "eval_rewards/accuracies": "accuracy (eval)",
 }
 LOSS_KEYS = ("loss", "eval_loss")
-REWARD_KEYS = ("rewards/margins", "eval_rewards/margins", "rewards/accuracies",
-               "eval_rewards/accuracies")  # fmt: skip
+REWARD_KEYS = (
+    "rewards/margins",
+    "eval_rewards/margins",
+    "rewards/accuracies",
+    "eval_rewards/accuracies",
+)
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -18,9 +18,8 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pipeline.datasets import Preference
 from pipeline.errors import UserError
-from pipeline.votes import VoteRow
+from pipeline.records import Preference, VoteRow
 
 
 @dataclass(frozen=True)
@@ -67,6 +66,10 @@ def majority_preferences(votes: Sequence[VoteRow], min_votes: int = 1) -> list[P
     return prefs
 
 
+def voter_count(votes: Sequence[VoteRow]) -> int:
+    return len({v.voter for v in votes})
+
+
 @dataclass(frozen=True)
 class VoterStats:
     """One voter's record: how much they voted, how much of it was too fast to be read, and
@@ -94,8 +97,10 @@ def voter_stats(votes: Sequence[VoteRow]) -> list[VoterStats]:
         if v.gold is not None:
             c["gold_votes"] += 1
             c["gold_correct"] += v.choice == f"{v.gold}_better"
-    stats = [VoterStats(voter, c["votes"], c["flagged"], c["gold_votes"], c["gold_correct"])
-             for voter, c in counts.items()]  # fmt: skip
+    stats = [
+        VoterStats(voter, c["votes"], c["flagged"], c["gold_votes"], c["gold_correct"])
+        for voter, c in counts.items()
+    ]
     return sorted(stats, key=lambda s: (-s.votes, s.voter))
 
 
@@ -136,38 +141,6 @@ def screen_votes(
         "voters_without_gold": sum(s.gold_votes == 0 for s in stats),
     }
     return kept, left_out
-
-
-def preferences_from_store(
-    path, min_votes: int = 1, drop_flagged: bool = False, min_gold_accuracy: float | None = None
-) -> tuple[list[Preference], dict]:
-    """Majority preferences from a vote database (screened by `screen_votes`), and what a
-    dataset card should say of them."""
-    from pipeline.votes import VoteStore
-
-    every_vote = VoteStore.open_existing(path).votes()
-    votes, left_out = screen_votes(every_vote, drop_flagged, min_gold_accuracy)
-    prefs = majority_preferences(votes, min_votes)
-    agree = agreement(votes)
-    facts = {
-        "votes": len(every_vote),
-        "votes_used": len(votes),
-        "voters": len({v.voter for v in votes}),
-        "pairs_voted": len({v.pair_id for v in votes}),
-        "min_votes": min_votes,
-        "agreement": {
-            "pairs_with_2_plus_votes": agree.pairs,
-            "unanimous": agree.unanimous,
-            "krippendorff_alpha": agree.alpha,
-        },
-        "left_out": left_out,
-    }
-    if not prefs:
-        raise UserError(
-            f"{path}: {len(votes)} votes give no preference rows "
-            f"(need pairs with {min_votes}+ votes and a clear winner)"
-        )
-    return prefs, facts
 
 
 @dataclass(frozen=True)

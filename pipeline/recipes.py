@@ -22,8 +22,21 @@ from pipeline.errors import UserError
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "configs" / "recipes"
 DEFAULT_RECIPE = "fast"
 # TRL 1.16's paired loss types (DPOConfig.loss_type); "sft" is added by sft_weight instead
-DPO_LOSSES = ("sigmoid", "sigmoid_norm", "hinge", "ipo", "exo_pair", "nca_pair", "robust",
-              "bco_pair", "sppo_hard", "aot", "apo_zero", "apo_down", "discopop")  # fmt: skip
+DPO_LOSSES = (
+    "sigmoid",
+    "sigmoid_norm",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+)
 
 
 def knob(
@@ -39,8 +52,14 @@ def knob(
     """A recipe field. `form=True`: the Train tab shows it (labelled `label`); an optional
     field there is a switch (labelled `switch`) and a number, `when_on` being the number a
     switch turned on starts from."""
-    meta = {"help": help, "label": label, "choices": tuple(choices), "form": form,
-            "switch": switch, "when_on": when_on}  # fmt: skip
+    meta = {
+        "help": help,
+        "label": label,
+        "choices": tuple(choices),
+        "form": form,
+        "switch": switch,
+        "when_on": when_on,
+    }
     return field(default=default, metadata=meta)
 
 
@@ -51,37 +70,69 @@ class DPORecipe:
 
     name: str = "custom"
     epochs: float = knob(3, "passes over the training pairs", label="Epochs", form=True)
-    beta: float = knob(0.1, "DPO beta: how far the policy may move from the reference "
-                       "(TRL's default)", label="Beta", form=True)  # fmt: skip
-    learning_rate: float = knob(1e-6, "TRL's default, which the tutorial kept; a LoRA run "
-                                "needs far more", label="Learning rate", form=True)  # fmt: skip
+    beta: float = knob(
+        0.1,
+        "DPO beta: how far the policy may move from the reference (TRL's default)",
+        label="Beta",
+        form=True,
+    )
+    learning_rate: float = knob(
+        1e-6,
+        "TRL's default, which the tutorial kept; a LoRA run needs far more",
+        label="Learning rate",
+        form=True,
+    )
     batch_size: int = knob(8, "pairs per optimizer step", label="Batch size", form=True)
-    lora_r: int | None = knob(None, "LoRA rank; none (0 on the command line): a full "
-                              "fine-tune", label="LoRA r", form=True, switch="LoRA",
-                              when_on=16)  # fmt: skip
+    lora_r: int | None = knob(
+        None,
+        "LoRA rank; none (0 on the command line): a full fine-tune",
+        label="LoRA r",
+        form=True,
+        switch="LoRA",
+        when_on=16,
+    )
     lora_alpha: float = knob(32, "LoRA alpha", label="LoRA alpha", form=True)
     logging_steps: int = knob(25, "log the training metrics every N steps")
-    save_total_limit: int | None = knob(2, "checkpoints kept (best + latest: a 0.5B model's "
-                                        "are GBs); none: all")  # fmt: skip
+    save_total_limit: int | None = knob(
+        2, "checkpoints kept (best + latest: a 0.5B model's are GBs); none: all"
+    )
     seed: int = knob(42, "training seed (data order, LoRA initialisation)")
-    gradient_checkpointing: bool = knob(True, "recompute activations to save memory "
-                                        "(TRL's default)")  # fmt: skip
-    precompute_ref_log_probs: bool = knob(False, "the reference model's log-probs once, "
-                                          "before training, not every step")  # fmt: skip
-    shared_prompt: bool = knob(False, "compute each prompt once per pair, and a batch's "
-                               "common prefix once (pipeline/shared_prompt.py)")  # fmt: skip
-    prompt_chunk: int = knob(0, "with shared_prompt: batches take one prompt's rows this many "
-                             "at a time, so the prompt is computed once for them; 0: plain "
-                             "random batches")  # fmt: skip
-    loss: str = knob("sigmoid", "TRL's loss_type: sigmoid is DPO; sigmoid_norm averages per "
-                     "token", choices=DPO_LOSSES)  # fmt: skip
-    sft_weight: float = knob(0.0, "> 0: TRL's sft term (the chosen title's likelihood) added "
-                             "to the DPO loss with this weight")  # fmt: skip
-    sft_epochs: float = knob(0.0, "> 0: first fine-tune on the chosen titles for this many "
-                             "epochs, then DPO from there")  # fmt: skip
+    gradient_checkpointing: bool = knob(
+        True, "recompute activations to save memory (TRL's default)"
+    )
+    precompute_ref_log_probs: bool = knob(
+        False, "the reference model's log-probs once, before training, not every step"
+    )
+    shared_prompt: bool = knob(
+        False,
+        "compute each prompt once per pair, and a batch's "
+        "common prefix once (pipeline/shared_prompt.py)",
+    )
+    prompt_chunk: int = knob(
+        0,
+        "with shared_prompt: batches take one prompt's rows this many "
+        "at a time, so the prompt is computed once for them; 0: plain "
+        "random batches",
+    )
+    loss: str = knob(
+        "sigmoid",
+        "TRL's loss_type: sigmoid is DPO; sigmoid_norm averages per token",
+        choices=DPO_LOSSES,
+    )
+    sft_weight: float = knob(
+        0.0,
+        "> 0: TRL's sft term (the chosen title's likelihood) added "
+        "to the DPO loss with this weight",
+    )
+    sft_epochs: float = knob(
+        0.0, "> 0: first fine-tune on the chosen titles for this many epochs, then DPO from there"
+    )
     sft_learning_rate: float = knob(1e-4, "the SFT stage's learning rate")
-    sft_titles: str = knob("chosen", "what the SFT stage imitates: the chosen titles, or both "
-                           "sides", choices=("chosen", "both"))  # fmt: skip
+    sft_titles: str = knob(
+        "chosen",
+        "what the SFT stage imitates: the chosen titles, or both sides",
+        choices=("chosen", "both"),
+    )
 
     def __post_init__(self) -> None:
         # A recipe comes from a file, the CLI and the Train tab: refuse nonsense up front,
@@ -103,8 +154,7 @@ class DPORecipe:
         for knob_ in knobs():
             value = getattr(self, knob_.name)
             if knob_.choices and value not in knob_.choices:
-                raise UserError(f"{knob_.name} is one of {', '.join(knob_.choices)}, "
-                                f"not {value!r}")  # fmt: skip
+                raise UserError(f"{knob_.name} is one of {', '.join(knob_.choices)}, not {value!r}")
 
     def changed(self, **changes: Any) -> DPORecipe:
         """This recipe with the given knobs changed (None: keep this recipe's), checked."""
@@ -150,8 +200,9 @@ class Knob:
                 return float(value)
             return str(value)
         except (TypeError, ValueError):
-            kind = ("a whole number" if self.kind is int else f"a {self.kind.__name__}"
-                    ) + (" or null" if self.optional else "")  # fmt: skip
+            kind = ("a whole number" if self.kind is int else f"a {self.kind.__name__}") + (
+                " or null" if self.optional else ""
+            )
             raise UserError(f"{where}: {self.name} must be {kind}, not {value!r}") from None
 
 
@@ -165,9 +216,20 @@ def knobs(form_only: bool = False) -> list[Knob]:
         hint = hints[f.name]
         args = typing.get_args(hint) if isinstance(hint, types.UnionType) else ()
         kind = next(a for a in args if a is not type(None)) if args else hint
-        found.append(Knob(f.name, kind, type(None) in args, f.default, f.metadata["help"],
-                          f.metadata["label"], f.metadata["choices"], f.metadata["form"],
-                          f.metadata["switch"], f.metadata["when_on"]))  # fmt: skip
+        found.append(
+            Knob(
+                f.name,
+                kind,
+                type(None) in args,
+                f.default,
+                f.metadata["help"],
+                f.metadata["label"],
+                f.metadata["choices"],
+                f.metadata["form"],
+                f.metadata["switch"],
+                f.metadata["when_on"],
+            )
+        )
     return found
 
 
@@ -179,10 +241,12 @@ def recipe_from_mapping(values: Mapping[str, Any], name: str, where: str) -> DPO
     known = {k.name: k for k in knobs()}
     unknown = sorted(set(values) - set(known) - {"name"})
     if unknown:
-        raise UserError(f"{where}: unknown recipe key(s) {', '.join(unknown)} "
-                        f"(known: {', '.join(known)})")  # fmt: skip
-    checked = {key: known[key].coerce(value, where) for key, value in values.items()
-               if key != "name"}  # fmt: skip
+        raise UserError(
+            f"{where}: unknown recipe key(s) {', '.join(unknown)} (known: {', '.join(known)})"
+        )
+    checked = {
+        key: known[key].coerce(value, where) for key, value in values.items() if key != "name"
+    }
     return DPORecipe(name=str(values.get("name") or name), **checked)
 
 
@@ -215,8 +279,10 @@ def get_recipe(name: str | None = None) -> DPORecipe:
         return RECIPES[name]
     if name.endswith((".yaml", ".yml")) or Path(name).is_file():
         return load_recipe_file(name)
-    raise UserError(f"unknown recipe {name!r}: choose one of {', '.join(RECIPES)}, "
-                    "or give a recipe file (.yaml)")  # fmt: skip
+    raise UserError(
+        f"unknown recipe {name!r}: choose one of {', '.join(RECIPES)}, "
+        "or give a recipe file (.yaml)"
+    )
 
 
 # --- the CLI: one flag per field, its help from the field ------------------------------------
@@ -235,19 +301,24 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
         values = ", ".join(f"{n} {_shown(getattr(r, k.name))}" for n, r in RECIPES.items())
         help_text = f"{k.help} ({values})"
         if k.kind is bool:
-            group.add_argument(k.flag, action=argparse.BooleanOptionalAction, default=None,
-                               help=help_text)  # fmt: skip
+            group.add_argument(
+                k.flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         else:
-            group.add_argument(k.flag, type=_cli_type(k), default=None, help=help_text,
-                               choices=k.choices or None,
-                               metavar=None if k.choices else k.name.upper())  # fmt: skip
+            group.add_argument(
+                k.flag,
+                type=_cli_type(k),
+                default=None,
+                help=help_text,
+                choices=k.choices or None,
+                metavar=None if k.choices else k.name.upper(),
+            )
 
 
 def recipe_from_args(args: argparse.Namespace) -> DPORecipe:
     """The recipe `--recipe` names, with every flag given on the command line applied."""
     recipe = get_recipe(args.recipe)
-    changes = {k.name: getattr(args, k.name) for k in knobs()
-               if getattr(args, k.name) is not None}  # fmt: skip
+    changes = {k.name: getattr(args, k.name) for k in knobs() if getattr(args, k.name) is not None}
     # An optional knob's "none" on the command line is 0 (e.g. --lora-r 0: a full fine-tune).
     changes.update({k.name: None for k in knobs() if k.optional and changes.get(k.name) == 0})
     return dataclasses.replace(recipe, **changes)
@@ -271,8 +342,11 @@ def _shown(value: Any) -> str:
 def describe_recipe(recipe: DPORecipe) -> str:
     """What a recipe changes from the field defaults, in one line."""
     base = DPORecipe()
-    changed = [f"{k.name} {_shown(getattr(recipe, k.name))}" for k in knobs()
-               if getattr(recipe, k.name) != getattr(base, k.name)]  # fmt: skip
+    changed = [
+        f"{k.name} {_shown(getattr(recipe, k.name))}"
+        for k in knobs()
+        if getattr(recipe, k.name) != getattr(base, k.name)
+    ]
     return ", ".join(changed) or "the defaults (TRL's)"
 
 
@@ -285,8 +359,11 @@ def form_values(recipe: DPORecipe) -> tuple:
     values: list[Any] = []
     for k in knobs(form_only=True):
         value = getattr(recipe, k.name)
-        values += [value is not None, value if value is not None else k.when_on] if k.optional \
-            else [value]  # fmt: skip
+        values += (
+            [value is not None, value if value is not None else k.when_on]
+            if k.optional
+            else [value]
+        )
     return tuple(values)
 
 
@@ -297,8 +374,7 @@ def recipe_from_form(name: str, values: Sequence[Any]) -> DPORecipe:
     for k in knobs(form_only=True):
         if k.optional:
             on, number = rest.pop(0), rest.pop(0)
-            changes[k.name] = (k.coerce(number or k.when_on, k.label or k.name) if on
-                               else None)  # fmt: skip
+            changes[k.name] = k.coerce(number or k.when_on, k.label or k.name) if on else None
         else:
             value = rest.pop(0)
             if value not in (None, "", 0):

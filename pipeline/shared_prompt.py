@@ -159,8 +159,16 @@ def plan_prompt_batch(
     first_seen: dict[tuple[int, ...], int] = {}
     distinct_of = [first_seen.setdefault(tuple(p), len(first_seen)) for p in prompts]
     distinct = [distinct_of.index(d) for d in range(len(first_seen))]
-    return PromptBatch(count, rows_per_prompt, shared, [len(p) for p in prompts], starts, lengths,
-                       distinct_of, distinct)  # fmt: skip
+    return PromptBatch(
+        count,
+        rows_per_prompt,
+        shared,
+        [len(p) for p in prompts],
+        starts,
+        lengths,
+        distinct_of,
+        distinct,
+    )
 
 
 def shared_prompt_logprobs(model, input_ids: torch.Tensor, plan: PromptBatch, outputs: tuple):

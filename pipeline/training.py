@@ -272,9 +272,18 @@ def checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
     return checkpoint
 
 
-def dpo_trainer(policy: LoadedModel, reference, recipe: DPORecipe, out: Path, train_split,
-                eval_split, *, max_steps: int | None = None, callbacks: list | None = None,
-                stop_after: int | None = None):  # fmt: skip
+def dpo_trainer(
+    policy: LoadedModel,
+    reference,
+    recipe: DPORecipe,
+    out: Path,
+    train_split,
+    eval_split,
+    *,
+    max_steps: int | None = None,
+    callbacks: list | None = None,
+    stop_after: int | None = None,
+):
     """TRL's DPOTrainer for the recipe: evaluated and saved every epoch, the best `eval_loss`
     kept (where there is a held-out split), every logged record appended to OUT/metrics.jsonl."""
     from trl import DPOConfig, DPOTrainer

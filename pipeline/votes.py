@@ -10,9 +10,7 @@ voters queue instead of failing.
 from __future__ import annotations
 
 import json
-import os
 import random
-import re
 import sqlite3
 import threading
 import time
@@ -24,23 +22,16 @@ from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.pairs import Pair, pairs_for_idea, read_pairs_csv
-from pipeline.prompts import check_idea
+from pipeline.records import (
+    SEED_PAIRS,
+    VoteRow,
+    check_choice,
+    check_voter,
+    checked_pair,
+    checked_record,
+)
 
-CHOICES = ("a_better", "b_better", "tie", "both_bad")
-FLAGS = (None, "fast")
-# A vote cast sooner than this after its pair was shown is kept but flagged 'fast': nobody
-# reads an idea and two titles that quickly.
-MIN_READ_SECONDS = 1.0
-SIDES = ("a", "b")
-MAX_VOTER_CHARS = 128
-MAX_TITLE_CHARS = 1000
-VOTER_PATTERN = re.compile(r"^[\w.@:+-]+$")
 DB_NAME = "votes.db"
-
-
-def data_dir() -> Path:
-    """The app's data folder: TITLE_DPO_DATA, else ./app-data. Read at call time."""
-    return Path(os.environ.get("TITLE_DPO_DATA") or "app-data")
 
 
 # --- schema: numbered migrations, applied in order, each once --------------------------------
@@ -149,22 +140,6 @@ class VoteResult:
     vote_id: str | None
 
 
-@dataclass(frozen=True)
-class VoteRow:
-    vote_id: str
-    voter: str
-    pair_id: int
-    idea: str
-    title_a: str
-    title_b: str
-    choice: str
-    shown_left: str
-    created_at: float
-    seconds_taken: float | None
-    flag: str | None = None  # 'fast': cast before a person could read the titles
-    gold: str | None = None  # the pair is a check whose better title is this side
-
-
 # --- the store -------------------------------------------------------------------------------
 
 
@@ -232,7 +207,7 @@ class VoteStore:
 
         `title_meta` maps (idea, title text) to {"raw", "model", "settings"} where known.
         """
-        rows = [_checked_pair(p) for p in pairs]
+        rows = [checked_pair(p) for p in pairs]
         meta = title_meta or {}
 
         def insert(db: sqlite3.Connection) -> int:
@@ -289,10 +264,8 @@ class VoteStore:
 
     def import_tutorial_pool(self) -> int:
         """The tutorial's 1,140 pairs (Qwen2.5-7B-Instruct titles), as pool 'tutorial'."""
-        from pipeline.datasets import SEED_DIR
-
         meta_model = {"model": "Qwen/Qwen2.5-7B-Instruct (tutorial)"}
-        pairs = read_pairs_csv(SEED_DIR / "idea-title_pairs.csv")
+        pairs = read_pairs_csv(SEED_PAIRS)
         meta = {(p.idea, t): meta_model for p in pairs for t in (p.title_a, p.title_b)}
         return self.add_pairs(pairs, "tutorial", "tutorial", meta)
 
@@ -354,10 +327,7 @@ class VoteStore:
     ) -> VoteResult:
         """Store one vote; a repeat by the same voter on the same pair changes nothing."""
         voter = check_voter(voter)
-        if choice not in CHOICES:
-            raise UserError(f"unknown choice {choice!r}: use one of {', '.join(CHOICES)}")
-        if shown_left not in SIDES:
-            raise UserError(f"shown_left must be 'a' or 'b', not {shown_left!r}")
+        check_choice(choice, shown_left)
         if not isinstance(pair_id, int) or isinstance(pair_id, bool):
             raise UserError(f"pair id must be a whole number, not {pair_id!r}")
         if seconds_taken is not None and not 0 <= seconds_taken < 7 * 86400:
@@ -381,7 +351,7 @@ class VoteStore:
         return self._write(insert)
 
     def restore_votes(self, records: Iterable[Any]) -> tuple[int, int]:
-        """Put back votes saved by `vote_record` (e.g. mirrored to the Hub), each under its
+        """Put back votes saved by `records.vote_record` (e.g. mirrored to the Hub), each under its
         own id; ones already here (same id, or same voter and pair) are skipped. Pairs and
         titles missing from this store are added (pool 'restored'). Records that are not
         valid votes are left out. Returns (votes added, records left out), in one transaction.
@@ -389,7 +359,7 @@ class VoteStore:
         checked, rejected = [], 0
         for record in records:
             try:
-                checked.append(_checked_record(record))
+                checked.append(checked_record(record))
             except (UserError, TypeError, ValueError, AttributeError):
                 rejected += 1
 
@@ -405,17 +375,27 @@ class VoteStore:
                     choice = {"a_better": "b_better", "b_better": "a_better"}.get(choice, choice)
                     shown_left, gold = _other_side(shown_left), gold and _other_side(gold)
                 if gold:  # the pair was a check where the vote was cast: it still is
-                    db.execute("UPDATE pairs SET gold = ? WHERE id = ? AND gold IS NULL",
-                               (gold, pair_id))  # fmt: skip
+                    db.execute(
+                        "UPDATE pairs SET gold = ? WHERE id = ? AND gold IS NULL", (gold, pair_id)
+                    )
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO votes (id, voter, pair_id, choice, shown_left,"
                     " created_at, seconds_taken, flag) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (r["vote_id"], r["voter"], pair_id, choice, shown_left, r["created_at"],
-                     r.get("seconds_taken"), r.get("flag")),
-                )  # fmt: skip
+                    (
+                        r["vote_id"],
+                        r["voter"],
+                        pair_id,
+                        choice,
+                        shown_left,
+                        r["created_at"],
+                        r.get("seconds_taken"),
+                        r.get("flag"),
+                    ),
+                )
                 if cursor.rowcount:
-                    db.execute("UPDATE pairs SET vote_count = vote_count + 1 WHERE id = ?",
-                               (pair_id,))  # fmt: skip
+                    db.execute(
+                        "UPDATE pairs SET vote_count = vote_count + 1 WHERE id = ?", (pair_id,)
+                    )
                     added += 1
             return added
 
@@ -425,7 +405,7 @@ class VoteStore:
         """A check with a known answer (say a good title against a deliberately broken one):
         voters see it like any pair, and their accuracy on such pairs is kept. An existing
         pair of the same two titles becomes the check. Returns the pair's id."""
-        pair = _checked_pair(Pair(idea, better, worse))
+        pair = checked_pair(Pair(idea, better, worse))
 
         def insert(db: sqlite3.Connection) -> int:
             now = time.time()
@@ -433,8 +413,10 @@ class VoteStore:
             good = _upsert_title(db, idea_id, pair.title_a, "gold", None, now)
             bad = _upsert_title(db, idea_id, pair.title_b, "gold", None, now)
             pair_id, stored_a = _upsert_pair(db, idea_id, good, bad, pool, now)
-            db.execute("UPDATE pairs SET gold = ? WHERE id = ?",
-                       ("a" if stored_a == good else "b", pair_id))  # fmt: skip
+            db.execute(
+                "UPDATE pairs SET gold = ? WHERE id = ?",
+                ("a" if stored_a == good else "b", pair_id),
+            )
             return pair_id
 
         return self._write(insert)
@@ -492,104 +474,6 @@ class VoteStore:
         if db is not None:
             db.close()
             self._local.db = None
-
-
-# --- votes as self-contained records (for a mirror outside this database) ---------------------
-
-RECORD_FIELDS = ("vote_id", "voter", "idea", "title_a", "title_b", "choice", "shown_left",
-                 "created_at", "seconds_taken", "flag", "gold")  # fmt: skip
-OPTIONAL_RECORD_FIELDS = ("seconds_taken", "flag", "gold")  # older mirrors lack the last two
-
-
-def vote_record(row: VoteRow) -> dict[str, Any]:
-    """A vote with its idea and titles spelled out, so it means the same in any store."""
-    return {field: getattr(row, field) for field in RECORD_FIELDS}
-
-
-def _checked_record(record: Any) -> dict[str, Any]:
-    required = [f for f in RECORD_FIELDS if f not in OPTIONAL_RECORD_FIELDS]
-    if not isinstance(record, dict) or any(f not in record for f in required):
-        raise UserError(f"not a vote record: {str(record)[:200]}")
-    if not isinstance(record["vote_id"], str) or not 0 < len(record["vote_id"]) <= 64:
-        raise UserError(f"not a vote id: {str(record['vote_id'])[:80]}")
-    pair = _checked_pair(Pair(record["idea"], record["title_a"], record["title_b"]))
-    if record["choice"] not in CHOICES or record["shown_left"] not in SIDES:
-        raise UserError(f"vote {record['vote_id']}: unknown choice or side")
-    if record.get("flag") not in FLAGS or record.get("gold") not in (None, *SIDES):
-        raise UserError(f"vote {record['vote_id']}: unknown flag or gold side")
-    return {**record, "voter": check_voter(record["voter"]), "idea": pair.idea,
-            "created_at": float(record["created_at"])}  # fmt: skip
-
-
-# --- what a voter's screen sends ---------------------------------------------------------------
-
-SIDE_CHOICES = ("left", "right", "tie", "both_bad")
-
-
-@dataclass(frozen=True)
-class Shown:
-    """The pair on a voter's screen, as the server remembers it (never taken from the client)."""
-
-    pair_id: int
-    shown_left: str
-    shown_at: float
-
-
-def side_to_choice(side: str, shown_left: str) -> str:
-    """'left' / 'right' as the voter saw them → the pair's own 'a_better' / 'b_better'."""
-    if side in ("tie", "both_bad"):
-        return side
-    if side not in ("left", "right"):
-        raise UserError(f"unknown choice {side!r}: use one of {', '.join(SIDE_CHOICES)}")
-    left_won = side == "left"
-    return "a_better" if left_won == (shown_left == "a") else "b_better"
-
-
-def vote_on_shown_pair(
-    store: VoteStore, voter: str, pair_id: int, side: str, shown: Shown | None, now: float
-) -> VoteResult:
-    """A vote from a screen that showed `pair_id`; only the pair actually shown can be voted on.
-
-    A second click on a pair already voted on (a double click, a reload, a second tab) is
-    answered "already voted" and changes nothing. A vote cast within MIN_READ_SECONDS of the
-    pair being shown is stored with the flag 'fast'.
-    """
-    voter = check_voter(voter)
-    if side not in SIDE_CHOICES:
-        raise UserError(f"unknown choice {side!r}: use one of {', '.join(SIDE_CHOICES)}")
-    if not store.pair_exists(pair_id):
-        raise UserError(f"unknown pair id {pair_id}")
-    if shown is None or shown.pair_id != pair_id:
-        if store.has_voted(voter, pair_id):
-            return VoteResult(False, None)
-        raise UserError("that pair is not the one on your screen: load the next pair")
-    choice = side_to_choice(side, shown.shown_left)
-    seconds = now - shown.shown_at
-    flag = "fast" if seconds < MIN_READ_SECONDS else None
-    return store.record_vote(voter, pair_id, choice, shown.shown_left, seconds, flag)
-
-
-def check_voter(voter: str | None) -> str:
-    if voter is None or not str(voter).strip():
-        raise UserError("missing voter id")
-    voter = str(voter).strip()
-    if len(voter) > MAX_VOTER_CHARS:
-        raise UserError(f"voter id is {len(voter)} characters; the limit is {MAX_VOTER_CHARS}")
-    if not VOTER_PATTERN.match(voter):
-        raise UserError("voter id may hold only letters, digits and . _ - @ : +")
-    return voter
-
-
-def _checked_pair(pair: Pair) -> Pair:
-    idea = check_idea(pair.idea)
-    for title in (pair.title_a, pair.title_b):
-        if not title.strip():
-            raise UserError(f"empty title in a pair for idea {idea!r}")
-        if len(title) > MAX_TITLE_CHARS:
-            raise UserError(f"a title for idea {idea!r} is over {MAX_TITLE_CHARS} characters")
-    if pair.title_a == pair.title_b:
-        raise UserError(f"a pair for idea {idea!r} has the same title twice")
-    return Pair(idea, pair.title_a, pair.title_b)
 
 
 def _upsert_idea(db: sqlite3.Connection, text: str, now: float) -> int:

@@ -52,9 +52,10 @@ def generation_seconds(
 ) -> int:
     """The GPU time to ask for: one batched decode of `max_new_tokens` steps, plus start-up."""
     batches = math.ceil(settings.n / 16)
-    return min(MAX_CALL_SECONDS, STARTUP_SECONDS + math.ceil(
-        batches * settings.max_new_tokens * SECONDS_PER_NEW_TOKEN
-    ))  # fmt: skip
+    return min(
+        MAX_CALL_SECONDS,
+        STARTUP_SECONDS + math.ceil(batches * settings.max_new_tokens * SECONDS_PER_NEW_TOKEN),
+    )
 
 
 @spaces.GPU(duration=generation_seconds)
@@ -76,8 +77,9 @@ def chunk_steps_for(seconds_per_step: float | None, budget: int = MAX_CALL_SECON
     return max(1, int((budget - STARTUP_SECONDS) / (1.5 * pace)))
 
 
-def _chunk_duration(data, out, model_name, recipe, max_steps, steps, seconds_per_step,
-                    resume) -> int:  # fmt: skip
+def _chunk_duration(
+    data, out, model_name, recipe, max_steps, steps, seconds_per_step, resume
+) -> int:
     return chunk_seconds(steps, seconds_per_step)
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import run_cli
-from pipeline.datasets import SEED_DIR
+from pipeline.records import SEED_DIR
 
 
 def _one_line_error(result):

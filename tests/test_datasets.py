@@ -7,6 +7,7 @@ import pytest
 from pipeline import datasets as ds
 from pipeline.errors import UserError
 from pipeline.prompts import title_prompt
+from pipeline.records import SEED_DIR
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +17,7 @@ def seed():
 
 def _tutorial_rows():
     """preferences.csv: the rows the tutorial pushed to shawhin/youtube-titles-dpo."""
-    with (ds.SEED_DIR / "preferences.csv").open(newline="", encoding="utf-8") as f:
+    with (SEED_DIR / "preferences.csv").open(newline="", encoding="utf-8") as f:
         return [
             {k: ast.literal_eval(row[k]) for k in ("prompt", "chosen", "rejected")}
             for row in csv.DictReader(f)

@@ -44,3 +44,29 @@ def test_readme_front_matter_configures_the_space():
     assert meta["datasets"] == ["shawhin/youtube-titles-dpo"]
     assert {"dpo", "rlhf"} <= set(meta["tags"])
     assert 0 < len(meta["short_description"]) <= 60
+
+
+def test_the_project_declares_requirements_txts_dependencies_and_its_commands():
+    import importlib.metadata
+
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {r.name: r for r in map(Requirement, project["dependencies"])}
+    space = requirements("requirements.txt")
+    torch = declared.pop("torch").specifier
+    # both the Space's torch range and the CPU build the local set-up pins
+    assert all(Version(v) in torch for v in ("2.8.0", "2.11.0", "2.13.0"))
+    space.pop("torch")
+    assert {n: str(r) for n, r in declared.items()} == {n: str(r) for n, r in space.items()}
+    scripts = {"title-dpo": "pipeline.cli:main", "title-dpo-hub": "hub.cli:main"}
+    assert project["scripts"] == scripts
+    # installed (editable) by the set-up, so the commands and `bench/` find the project
+    installed = importlib.metadata.entry_points(group="console_scripts")
+    found = {e.name: e.value for e in installed if e.name in scripts}
+    assert found == scripts
+    from hub.cli import main as hub_main
+    from pipeline.cli import main
+
+    assert installed[("title-dpo")].load() is main
+    assert installed[("title-dpo-hub")].load() is hub_main

@@ -41,7 +41,7 @@ def test_pairs_csv_round_trip_in_the_tutorial_format(tmp_path):
 
 
 def test_reads_the_tutorials_ideas_csv():
-    from pipeline.datasets import SEED_DIR
+    from pipeline.records import SEED_DIR
 
     ideas = read_ideas_csv(SEED_DIR / "ideas.csv")
     assert len(ideas) == 114

@@ -2,7 +2,6 @@ import math
 
 import pytest
 
-from pipeline.datasets import Preference
 from pipeline.errors import UserError
 from pipeline.ratings import (
     agreement,
@@ -12,7 +11,7 @@ from pipeline.ratings import (
     majority_preferences,
     votes_per_idea,
 )
-from pipeline.votes import VoteRow
+from pipeline.records import Preference, VoteRow
 
 IDEA = "rag"
 

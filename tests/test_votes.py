@@ -7,17 +7,11 @@ import time
 
 import pytest
 
+from pipeline.ballot import Shown, side_to_choice, vote_on_shown_pair
 from pipeline.errors import UserError
 from pipeline.pairs import Pair, write_pairs_csv
-from pipeline.votes import (
-    MIGRATIONS,
-    Shown,
-    VoteStore,
-    migrate,
-    side_to_choice,
-    vote_on_shown_pair,
-    vote_record,
-)
+from pipeline.records import vote_record
+from pipeline.votes import MIGRATIONS, VoteStore, migrate
 
 IDEA = "multimodal rag"
 

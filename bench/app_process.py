@@ -1,4 +1,6 @@
-"""Start `python app.py` as a separate process, as a user would, and wait until it serves."""
+"""Start `python app.py` as a separate process, as a user would, and wait until it serves.
+
+Shared by the benchmarks (beside it) and the tests (pytest's `pythonpath` has bench/)."""
 
 from __future__ import annotations
 

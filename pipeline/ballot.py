@@ -1,0 +1,64 @@
+"""What a voter's screen sends: a side of the pair it showed, turned into a vote on the pair.
+
+The server remembers which pair it showed and which title it put on the left (`Shown`); the
+client only says left, right, tie or both bad, so it cannot vote on a pair it was not shown
+nor learn which title is which pair side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.errors import UserError
+from pipeline.records import check_voter
+from pipeline.votes import VoteResult, VoteStore
+
+SIDE_CHOICES = ("left", "right", "tie", "both_bad")
+# A vote cast sooner than this after its pair was shown is kept but flagged 'fast': nobody
+# reads an idea and two titles that quickly.
+MIN_READ_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Shown:
+    """The pair on a voter's screen, as the server remembers it (never taken from the client)."""
+
+    pair_id: int
+    shown_left: str
+    shown_at: float
+
+
+def check_side(side: str) -> str:
+    if side not in SIDE_CHOICES:
+        raise UserError(f"unknown choice {side!r}: use one of {', '.join(SIDE_CHOICES)}")
+    return side
+
+
+def side_to_choice(side: str, shown_left: str) -> str:
+    """'left' / 'right' as the voter saw them → the pair's own 'a_better' / 'b_better'."""
+    if check_side(side) in ("tie", "both_bad"):
+        return side
+    left_won = side == "left"
+    return "a_better" if left_won == (shown_left == "a") else "b_better"
+
+
+def vote_on_shown_pair(
+    store: VoteStore, voter: str, pair_id: int, side: str, shown: Shown | None, now: float
+) -> VoteResult:
+    """A vote from a screen that showed `pair_id`; only the pair actually shown can be voted on.
+
+    A second click on a pair already voted on (a double click, a reload, a second tab) is
+    answered "already voted" and changes nothing. A vote cast within MIN_READ_SECONDS of the
+    pair being shown is stored with the flag 'fast'.
+    """
+    voter, side = check_voter(voter), check_side(side)
+    if not store.pair_exists(pair_id):
+        raise UserError(f"unknown pair id {pair_id}")
+    if shown is None or shown.pair_id != pair_id:
+        if store.has_voted(voter, pair_id):
+            return VoteResult(False, None)
+        raise UserError("that pair is not the one on your screen: load the next pair")
+    choice = side_to_choice(side, shown.shown_left)
+    seconds = now - shown.shown_at
+    flag = "fast" if seconds < MIN_READ_SECONDS else None
+    return store.record_vote(voter, pair_id, choice, shown.shown_left, seconds, flag)
