@@ -680,6 +680,7 @@ def recipe_form() -> tuple[gr.Dropdown, list[gr.components.Component]]:
                     precision=0 if whole else None,
                     minimum=1 if whole else 0,
                     label=knob.label,
+                    info=knob.help,  # the field's own help, as `--help` shows it
                 )
             )
     return recipe, fields

@@ -321,7 +321,7 @@ def recipe_from_args(args: argparse.Namespace) -> DPORecipe:
     changes = {k.name: getattr(args, k.name) for k in knobs() if getattr(args, k.name) is not None}
     # An optional knob's "none" on the command line is 0 (e.g. --lora-r 0: a full fine-tune).
     changes.update({k.name: None for k in knobs() if k.optional and changes.get(k.name) == 0})
-    return dataclasses.replace(recipe, **changes)
+    return dataclasses.replace(recipe, **changes) if changes else recipe
 
 
 def _cli_type(k: Knob):

@@ -341,10 +341,11 @@ def test_a_card_names_an_imported_csv_but_not_where_it_lies(tmp_path):
     import shutil
 
     from hub.cards import dataset_card
+    from pipeline.records import SEED_LABELS
 
     csv = tmp_path / "private" / "my-labels.csv"
     csv.parent.mkdir()
-    shutil.copy(ds.SEED_DIR / "idea-title_pairs-preferences.csv", csv)
+    shutil.copy(SEED_LABELS, csv)
     summary = ds.write_dataset_folder(tmp_path / "data", votes=csv)
     card = dataset_card(summary, "alice/labels")
     assert "Imported from a labelled CSV file, `my-labels.csv`" in card

@@ -10,7 +10,7 @@ from transformers import TrainerCallback
 from pipeline import datasets as ds
 from pipeline.errors import UserError
 from pipeline.evaluation import HeldOutRanking
-from pipeline.jobs import TrainingRunner
+from pipeline.jobs import TrainingRunner, finished_runs, latest_run
 from pipeline.recipes import get_recipe
 from pipeline.training import latest_checkpoint
 
@@ -31,15 +31,15 @@ def data(tmp_path_factory):
     return out
 
 
-def test_a_run_reports_progress_and_metrics(data, tiny_model_dir, tmp_path):
+@pytest.fixture
+def tutorial_run(data, tiny_model_dir) -> dict:
+    """What every run here trains: the data, the tiny model, the tutorial recipe."""
+    return {"data": data, "model_name": str(tiny_model_dir), "recipe": get_recipe("tutorial")}
+
+
+def test_a_run_reports_progress_and_metrics(data, tutorial_run, tmp_path):
     runner = TrainingRunner()
-    runner.start(
-        data=data,
-        out=tmp_path / "run",
-        model_name=str(tiny_model_dir),
-        max_steps=3,
-        recipe=get_recipe("tutorial"),
-    )
+    runner.start(**tutorial_run, out=tmp_path / "run", max_steps=3)
     status = runner.wait(120)
     assert status.state == "done", status.message
     assert (status.step, status.total) == (3, 3)
@@ -54,16 +54,10 @@ def test_a_run_reports_progress_and_metrics(data, tiny_model_dir, tmp_path):
     assert status.loop_started[1] == 0 and status.eta_seconds == 0  # all 3 of 3 done
 
 
-def test_one_run_at_a_time_then_stop_and_resume(data, tiny_model_dir, tmp_path):
+def test_one_run_at_a_time_then_stop_and_resume(tutorial_run, tmp_path):
     runner = TrainingRunner()
     out = tmp_path / "run"
-    kwargs = {
-        "data": data,
-        "out": out,
-        "model_name": str(tiny_model_dir),
-        "max_steps": 40,
-        "recipe": get_recipe("tutorial"),
-    }
+    kwargs = {**tutorial_run, "out": out, "max_steps": 40}
     runner.start(**kwargs, callbacks=[SlowSteps()])
     with pytest.raises(UserError, match="already going"):
         runner.start(**kwargs)
@@ -88,30 +82,18 @@ def test_one_run_at_a_time_then_stop_and_resume(data, tiny_model_dir, tmp_path):
     assert steps and min(steps) > stopped.step  # it carried on, it did not start over
 
 
-def test_a_failing_run_is_reported_and_the_runner_stays_usable(data, tiny_model_dir, tmp_path):
+def test_a_failing_run_is_reported_and_the_runner_stays_usable(data, tutorial_run, tmp_path):
     runner = TrainingRunner()
     runner.start(data=data, out=tmp_path / "x", model_name="./no/such/model")
     failed = runner.wait(60)
     assert failed.state == "failed" and "does not exist" in failed.message
-    runner.start(
-        data=data,
-        out=tmp_path / "ok",
-        model_name=str(tiny_model_dir),
-        max_steps=1,
-        recipe=get_recipe("tutorial"),
-    )
+    runner.start(**tutorial_run, out=tmp_path / "ok", max_steps=1)
     assert runner.wait(120).state == "done"
 
 
-def test_resume_without_a_checkpoint_is_refused(data, tiny_model_dir, tmp_path):
+def test_resume_without_a_checkpoint_is_refused(tutorial_run, tmp_path):
     runner = TrainingRunner()
-    runner.start(
-        data=data,
-        out=tmp_path / "empty",
-        model_name=str(tiny_model_dir),
-        resume=True,
-        recipe=get_recipe("tutorial"),
-    )
+    runner.start(**tutorial_run, out=tmp_path / "empty", resume=True)
     status = runner.wait(60)
     assert status.state == "failed" and "no checkpoint" in status.message
 
@@ -151,3 +133,34 @@ def test_an_sft_stage_shows_as_such_and_can_be_stopped(data, tiny_model_dir, tmp
     stopped = runner.wait(120)
     assert stopped.state == "stopped" and "during the SFT stage" in stopped.message
     assert not (tmp_path / "stopped" / "sft" / "config.json").exists()
+
+
+def test_run_folders_are_made_by_the_runner_and_a_running_job_writes_none(
+    data, tutorial_run, tiny_model_dir, tmp_path
+):
+    import shutil
+
+    runs = tmp_path / "runs"
+    runner = TrainingRunner()
+    with pytest.raises(UserError, match="no earlier run"):
+        runner.resume_latest(runs, model_name=str(tiny_model_dir))
+    with pytest.raises(UserError, match="no finished run yet"):
+        runner.finished_model()
+    assert runner.status().describe() == "No training run yet."
+
+    def copy_data(out):
+        shutil.copytree(data, out)
+
+    del tutorial_run["data"]  # the run's own copy
+    run = runner.start_run(runs, copy_data, **tutorial_run, max_steps=40, callbacks=[SlowSteps()])
+    assert run.parent == runs and run.name.startswith("run-") and (run / "data").is_dir()
+    with pytest.raises(UserError, match="already going"):
+        runner.start_run(runs, copy_data, model_name=str(tiny_model_dir))
+    assert list(runs.iterdir()) == [run]  # the refused start wrote nothing
+    assert latest_run(runs) == run and finished_runs(runs) == []
+    runner.stop()
+    assert runner.wait(120).state == "stopped"
+    runner.resume_latest(runs, **tutorial_run, max_steps=40)
+    done = runner.wait(120)
+    assert done.state == "done" and done.describe().startswith("**done** · step 40/40")
+    assert runner.finished_model() == str(run / "model") and finished_runs(runs) == [run / "model"]

@@ -1,0 +1,133 @@
+"""Recipes: one dataclass, YAML files, and the CLI flags and form fields made from it."""
+
+import dataclasses
+import json
+import re
+
+import pytest
+
+from conftest import run_cli
+from pipeline.errors import UserError
+from pipeline.recipes import (
+    DEFAULT_RECIPE,
+    RECIPES,
+    RECIPES_DIR,
+    DPORecipe,
+    add_recipe_arguments,
+    form_values,
+    get_recipe,
+    knobs,
+    load_recipe_file,
+    recipe_from_args,
+    recipe_from_form,
+)
+
+
+def test_the_shipped_recipes_are_the_yaml_files_and_fast_is_the_default():
+    assert sorted(RECIPES) == sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    assert DEFAULT_RECIPE == "fast" and get_recipe() is RECIPES["fast"]
+    assert RECIPES["tutorial"] == DPORecipe(name="tutorial")  # the field defaults, nothing else
+    fast = RECIPES["fast"]
+    assert (fast.lora_r, fast.beta, fast.learning_rate, fast.sft_epochs) == (16, 0.5, 5e-5, 1)
+    assert fast.shared_prompt and fast.precompute_ref_log_probs
+
+
+def test_every_field_has_help_and_is_a_flag():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_recipe_arguments(parser)
+    flags = {a.dest: a for a in parser._actions}
+    fields = [f.name for f in dataclasses.fields(DPORecipe) if f.name != "name"]
+    assert [k.name for k in knobs()] == fields
+    for k in knobs():
+        assert k.help and k.name in flags
+        # the help names each shipped recipe's value
+        assert all(f"{name} " in flags[k.name].help for name in RECIPES)
+
+
+def test_a_recipe_file_is_checked_key_by_key(tmp_path):
+    good = tmp_path / "mine.yaml"
+    good.write_text("beta: 0.3\nlearning_rate: 1e-5\nlora_r: 8\nshared_prompt: true\n")
+    recipe = get_recipe(str(good))
+    assert (recipe.name, recipe.beta, recipe.learning_rate, recipe.lora_r) == (
+        "mine",
+        0.3,
+        1e-5,
+        8,
+    )
+    assert recipe.epochs == DPORecipe().epochs  # unnamed: the field default
+    for text, message in [
+        ("betta: 0.3\n", "unknown recipe key(s) betta"),
+        ("batch_size: 2.5\n", "batch_size must be a whole number"),
+        ("shared_prompt: sometimes\n", "shared_prompt must be a bool"),
+        ("beta: -1\n", "beta must be positive"),
+        ("loss: hinge_plus\n", "loss is one of"),
+        ("- a list\n", "a mapping of knob: value"),
+        ("beta: [\n", "not valid YAML"),
+    ]:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(UserError, match=re.escape(message)):
+            load_recipe_file(bad)
+    with pytest.raises(UserError, match="unknown recipe 'nope'"):
+        get_recipe("nope")
+    with pytest.raises(UserError, match="cannot read the recipe"):
+        get_recipe(str(tmp_path / "missing.yaml"))
+
+
+def test_flags_override_the_file_which_overrides_the_defaults(tmp_path):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_recipe_arguments(parser)
+    file = tmp_path / "r.yaml"
+    file.write_text("beta: 0.3\nepochs: 2\n")
+    args = parser.parse_args(["--recipe", str(file), "--beta", "0.7", "--no-shared-prompt"])
+    recipe = recipe_from_args(args)
+    assert (recipe.beta, recipe.epochs, recipe.shared_prompt) == (0.7, 2, False)
+    assert recipe_from_args(parser.parse_args(["--lora-r", "0"])).lora_r is None  # 0: none
+    assert recipe_from_args(parser.parse_args([])) is RECIPES["fast"]
+
+
+def test_the_cli_refuses_a_bad_flag_in_one_line(tmp_path):
+    result = run_cli("train", "--data", "d", "--out", "o", "--batch-size", "2.5")
+    assert result.returncode == 2
+    assert "--batch-size: batch_size must be a whole number, not '2.5'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_form_round_trips_a_recipe():
+    for recipe in RECIPES.values():
+        assert recipe_from_form(recipe.name, form_values(recipe)) == recipe
+    assert form_values(RECIPES["tutorial"]) == (3, 0.1, 1e-6, 8, False, 16, 32)
+    # switched on without a number: the field's starting number; switched off: none
+    assert recipe_from_form("tutorial", (3, 0.1, 1e-6, 8, True, None, 32)).lora_r == 16
+    assert recipe_from_form("fast", (1, 0.5, 5e-5, 8, False, 16, 32)).lora_r is None
+    # 0 or empty: the recipe's own value
+    assert recipe_from_form("fast", (0, None, "", 0, True, 16, 0)) == RECIPES["fast"]
+    with pytest.raises(UserError, match="learning rate must be between 0 and 1"):
+        recipe_from_form("fast", (1, 0.5, 2, 8, True, 16, 32))
+
+
+def test_a_run_summary_records_the_recipe_it_ran(small_data, tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(
+        "train",
+        "--data",
+        str(small_data),
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_model_dir),
+        "--recipe",
+        "tutorial",
+        "--beta",
+        "0.25",
+        "--max-steps",
+        "1",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["recipe"] == dataclasses.asdict(RECIPES["tutorial"].changed(beta=0.25))
