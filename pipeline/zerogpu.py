@@ -88,7 +88,7 @@ def train_chunk(
     data: str | Path,
     out: str | Path,
     model_name: str | None,
-    recipe: DPORecipe,
+    recipe: DPORecipe | None,
     max_steps: int | None,
     steps: int,
     seconds_per_step: float | None,
