@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -206,8 +207,9 @@ class Knob:
             raise UserError(f"{where}: {self.name} must be {kind}, not {value!r}") from None
 
 
-def knobs(form_only: bool = False) -> list[Knob]:
-    """The recipe's fields other than its name, in declaration order."""
+@functools.cache
+def knobs(form_only: bool = False) -> tuple[Knob, ...]:
+    """The recipe's fields other than its name, in declaration order (read once)."""
     hints = typing.get_type_hints(DPORecipe)
     found = []
     for f in dataclasses.fields(DPORecipe):
@@ -230,7 +232,7 @@ def knobs(form_only: bool = False) -> list[Knob]:
                 f.metadata["when_on"],
             )
         )
-    return found
+    return tuple(found)
 
 
 # --- recipe files ----------------------------------------------------------------------------
@@ -341,11 +343,10 @@ def _shown(value: Any) -> str:
 
 def describe_recipe(recipe: DPORecipe) -> str:
     """What a recipe changes from the field defaults, in one line."""
-    base = DPORecipe()
     changed = [
         f"{k.name} {_shown(getattr(recipe, k.name))}"
         for k in knobs()
-        if getattr(recipe, k.name) != getattr(base, k.name)
+        if getattr(recipe, k.name) != k.default
     ]
     return ", ".join(changed) or "the defaults (TRL's)"
 

@@ -195,11 +195,14 @@ def lora_config(recipe: DPORecipe):
     )
 
 
-def common_args(recipe: DPORecipe, policy: LoadedModel) -> dict[str, Any]:
-    """The TrainingArguments every stage shares: batch, logging, seed and the device flags."""
+def common_args(
+    recipe: DPORecipe, policy: LoadedModel, max_steps: int | None = None
+) -> dict[str, Any]:
+    """The TrainingArguments every stage shares: batch, logging (at least once in a run cut
+    to `max_steps`), seed and the device flags."""
     return {
         "per_device_train_batch_size": recipe.batch_size,
-        "logging_steps": recipe.logging_steps,
+        "logging_steps": min(recipe.logging_steps, max_steps or recipe.logging_steps),
         "seed": recipe.seed,
         "report_to": "none",
         "gradient_checkpointing": recipe.gradient_checkpointing,
@@ -307,10 +310,7 @@ def dpo_trainer(
         precompute_ref_log_probs=recipe.precompute_ref_log_probs,
         loss_type=[recipe.loss, "sft"] if recipe.sft_weight else [recipe.loss],
         loss_weights=[1.0, recipe.sft_weight] if recipe.sft_weight else None,
-        **{
-            **common_args(recipe, policy),
-            "logging_steps": min(recipe.logging_steps, max_steps or recipe.logging_steps),
-        },
+        **common_args(recipe, policy, max_steps),
     )
     cls, extra = trainer_class(recipe, DPOTrainer, SharedPromptDPOTrainer)
     trainer = cls(
