@@ -34,6 +34,7 @@ from pipeline.ballot import Shown, vote_on_shown_pair
 from pipeline.errors import UserError
 from pipeline.generation import MAX_TITLES_PER_IDEA, GenerationSettings
 from pipeline.jobs import TrainingRunner, finished_runs
+from pipeline.judges import chat_judge, judge_round
 from pipeline.metrics import EPOCH_COLUMNS, LOSS_KEYS, REWARD_KEYS, chart_rows, epoch_table
 from pipeline.models import DEFAULT_MODEL, ModelChoice
 from pipeline.prompts import MAX_IDEA_CHARS
@@ -46,8 +47,18 @@ from pipeline.recipes import (
     knobs,
     recipe_from_form,
 )
+from pipeline.rounds import (
+    MAX_K,
+    create_round,
+    fresh_ideas,
+    ideas_from_file,
+    ideas_from_text,
+    plan_round,
+)
 from pipeline.votes import VoteStore
-from pipeline.zerogpu import ON_ZEROGPU, generate_on_gpu
+from pipeline.winrates import chart as round_chart
+from pipeline.winrates import round_report
+from pipeline.zerogpu import ON_ZEROGPU, generate_on_gpu, generate_round_on_gpu
 
 log = logging.getLogger("pipeline.app")
 
@@ -133,10 +144,13 @@ def build_app(
             refresh_board, board_owner = leaderboard_tab(store, guard)
         with gr.Tab("Train", visible=False) as train_page:
             train_timer = train_tab(runner, store, folder, generator, status, guard)
+        with gr.Tab("Evaluate", visible=False) as evaluate_page:
+            refresh_evaluate = evaluate_tab(store, folder, generator, guard)
         with gr.Tab("Hub", visible=False) as hub_page:
             refresh_hub = hub_tab(store, folder, mirror, settings, guard)
         # Only a page showing the Train tab polls the training status.
-        for page in (vote_page, generate_page, board_tab, train_page, hub_page):
+        pages = (vote_page, generate_page, board_tab, train_page, evaluate_page, hub_page)
+        for page in pages:
             page.select(
                 guard("anyone", lambda on=page is train_page: gr.Timer(active=on)),
                 None,
@@ -155,6 +169,7 @@ def build_app(
                 sign_in.box: gr.Accordion(visible=can_sign_in and not owner),
                 generate_page: gr.Tab(visible=may_generate),
                 train_page: gr.Tab(visible=owner),
+                evaluate_page: gr.Tab(visible=owner),
                 hub_page: gr.Tab(visible=owner),
                 generate_owner: gr.Column(visible=owner),
                 board_owner: gr.Accordion(visible=owner),
@@ -168,6 +183,7 @@ def build_app(
             sign_in.box,
             generate_page,
             train_page,
+            evaluate_page,
             hub_page,
             generate_owner,
             board_owner,
@@ -180,6 +196,9 @@ def build_app(
         sign_in.wire(show_role, role_outputs, show_model, owner_pass)
         board_tab.select(refresh_board.fn, None, refresh_board.outputs, api_visibility="private")
         hub_page.select(refresh_hub.fn, None, refresh_hub.outputs, api_visibility="private")
+        evaluate_page.select(
+            refresh_evaluate.fn, None, refresh_evaluate.outputs, api_visibility="private"
+        )
     guard.check_every_event(app)
     return app
 
@@ -799,6 +818,171 @@ def train_tab(
     timer.tick(guard(OWNER, show), None, outputs, api_name="train_status", queue=False)
     use.click(guard(OWNER, use_trained), None, status_line, api_name="use_trained_model")
     return timer
+
+
+# Where an evaluation round's ideas come from (pipeline.rounds).
+FRESH_IDEAS = "The shipped fresh ideas (none is in the tutorial's data)"
+HELD_OUT_IDEAS = "The held-out ideas of the chosen runs"
+TYPED_IDEAS = "Typed below, one per line"
+FILE_IDEAS = "A file, one idea per line"
+IDEA_SOURCES = [FRESH_IDEAS, HELD_OUT_IDEAS, TYPED_IDEAS, FILE_IDEAS]
+
+
+def evaluate_tab(store: VoteStore, folder: Path, generator: ModelChoice, guard: Guard) -> Wiring:
+    """The Evaluate tab, the owner's: rounds of models' titles put to voters blind, and what
+    the votes (or a judge model) say about the models."""
+    gr.Markdown(
+        "A round: each model writes titles for the same ideas, and every two models' titles "
+        "for an idea become a pair in the voting pool. Voters see them like any pair: blind, "
+        "sides at random. A finished run brings its base model and its SFT stage, so the "
+        "round shows what the preference step adds beyond the format fix. Votes on a round "
+        "stay out of training data (`dataset --include-evaluation` puts them in)."
+    )
+    with gr.Row():
+        runs = gr.CheckboxGroup([], label="Finished runs")
+        others = gr.Textbox(
+            generator.name,
+            label="Other models (Hub ids or folders, one per line)",
+            lines=2,
+        )
+    with gr.Row():
+        stages = gr.Checkbox(True, label="A run brings its base model and its SFT stage")
+        k = gr.Number(1, precision=0, minimum=1, maximum=MAX_K, label="Titles per model per idea")
+        name = gr.Textbox("", label="Round name (empty: round-DATE-TIME)")
+    with gr.Row():
+        source = gr.Radio(IDEA_SOURCES, value=FRESH_IDEAS, label="Ideas")
+        typed = gr.Textbox("", label="Ideas (one per line)", lines=4)
+        ideas_file = gr.File(label="Ideas file", file_types=[".txt", ".csv"])
+    create = gr.Button("Create the round", variant="primary")
+    created = gr.Markdown()
+    gr.Markdown("### Results")
+    with gr.Row():
+        pick = gr.Dropdown([], label="Round", allow_custom_value=True)
+        judge = gr.Textbox("", label="Judge model (optional: judge the pairs with it)")
+    with gr.Row():
+        show = gr.Button("Show the people's verdict")
+        judged = gr.Button("Judge the round with the model")
+    summary = gr.Markdown()
+    chart = gr.Plot(label="Win rates (Wilson 95%) and arena scores (bootstrap 95%)")
+    comparisons = gr.Dataframe(
+        headers=COMPARISON_COLUMNS, interactive=False, label="Head to head", wrap=True
+    )
+    ranking = gr.Dataframe(
+        headers=list(ARENA_COLUMNS), interactive=False, label="Arena (Bradley–Terry)"
+    )
+    detail = gr.Dataframe(
+        headers=list(DETAIL_COLUMNS), interactive=False, label="Per pair", wrap=True
+    )
+
+    def choices():
+        finished = [str(p) for p in finished_runs(runs_dir(folder))]
+        rounds = [r.name for r in store.rounds()]
+        return gr.CheckboxGroup(choices=finished), gr.Dropdown(
+            choices=rounds, value=rounds[0] if rounds else None
+        )
+
+    def make_round(chosen, other_text, with_stages, count, round_name, where, text, path):
+        names = [*(chosen or []), *(line.strip() for line in (other_text or "").splitlines())]
+        ideas, ideas_from = {
+            FRESH_IDEAS: lambda: (fresh_ideas(), "the shipped fresh ideas"),
+            HELD_OUT_IDEAS: lambda: (None, None),
+            TYPED_IDEAS: lambda: (ideas_from_text(text or ""), "typed ideas"),
+            FILE_IDEAS: lambda: (ideas_from_file(path) if path else [], "an ideas file"),
+        }[where]()
+        plan = plan_round(
+            [n for n in names if n],
+            ideas,
+            ideas_from,
+            int(count or 1),
+            round_name or None,
+            stages=bool(with_stages),
+        )
+        info = create_round(store, plan, generate=generate_round_on_gpu)
+        rounds = [r.name for r in store.rounds()]
+        message = f"{plan.describe()}. **{info.pairs} pairs** are in the voting pool now."
+        return message, gr.Dropdown(choices=rounds, value=info.name)
+
+    def report(round_name, judge_name=None):
+        if not round_name:
+            raise UserError("no round chosen: create one first")
+        if judge_name:
+            model_judge = chat_judge(judge_name)
+            verdicts = judge_round(store, round_name, model_judge)
+            result = round_report(store, round_name, verdicts, model_judge.name)
+        else:
+            result = round_report(store, round_name)
+        return (
+            result.describe().replace("\n", "  \n"),
+            round_chart(result),
+            [comparison_row(c) for c in result.comparisons],
+            [arena_row(s) for s in result.arena],
+            [detail_row(d) for d in result.detail],
+        )
+
+    def judge_report(round_name, judge_name):
+        if not (judge_name or "").strip():
+            raise UserError("name a judge model (a Hub id or a folder) first")
+        return report(round_name, judge_name.strip())
+
+    outputs = [summary, chart, comparisons, ranking, detail]
+    create.click(
+        guard(OWNER, make_round),
+        [runs, others, stages, k, name, source, typed, ideas_file],
+        [created, pick],
+        api_name="evaluate_create",
+        concurrency_limit=1,  # the models share one GPU
+    )
+    show.click(guard(OWNER, report), pick, outputs, api_name="evaluate_report")
+    pick.input(guard(OWNER, report), pick, outputs, api_visibility="private")
+    judged.click(
+        guard(OWNER, judge_report),
+        [pick, judge],
+        outputs,
+        api_name="evaluate_judge",
+        concurrency_limit=1,
+    )
+    return Wiring(guard(OWNER, choices), [runs, pick])
+
+
+COMPARISON_COLUMNS = [
+    "Model",
+    "Against",
+    "Wins",
+    "Losses",
+    "Ties",
+    "Both bad",
+    "Win rate",
+    "95% interval",
+    "Ties as half",
+    "At equal length",
+]
+ARENA_COLUMNS = ["Model", "Score", "95% interval", "Wins", "Losses", "Ties / both bad"]
+DETAIL_COLUMNS = ["Idea", "Title A", "Model A", "Title B", "Model B", "Votes", "Voters", "Winner"]
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def comparison_row(c) -> list:
+    interval = "n/a" if c.interval is None else f"{c.interval[0]:.0%} – {c.interval[1]:.0%}"
+    counts = [c.model, c.other, c.wins, c.losses, c.ties, c.both_bad]
+    return [
+        *counts,
+        _percent(c.win_rate),
+        interval,
+        _percent(c.ties_as_half),
+        _percent(c.length_controlled),
+    ]
+
+
+def arena_row(s) -> list:
+    return [s.model, round(s.score), f"{s.low:.0f} – {s.high:.0f}", s.wins, s.losses, s.ties]
+
+
+def detail_row(d) -> list:
+    votes = ", ".join(f"{k} {v}" for k, v in sorted(d.counts.items())) or "none yet"
+    return [d.idea, d.title_a, d.model_a, d.title_b, d.model_b, votes, d.voters, d.winner or ""]
 
 
 def hub_tab(

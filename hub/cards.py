@@ -178,6 +178,17 @@ def _left_out_section(left_out: Mapping[str, Any] | None) -> str:
             f"{left_out['voters_below_gold']} voters, {left_out['votes_of_voters_below_gold']} "
             f"votes. {left_out['voters_without_gold']} voters met no gold pair and were kept."
         )
+    rounds = ", ".join(left_out.get("evaluation_rounds") or [])
+    if left_out.get("include_evaluation") and left_out.get("evaluation_votes"):
+        lines.append(
+            f"{left_out['evaluation_votes']} votes from evaluation rounds ({rounds}), cast to "
+            "compare models, were **included** as training rows at the owner's request."
+        )
+    elif left_out.get("evaluation_votes"):
+        lines.append(
+            f"{left_out['evaluation_votes']} votes from evaluation rounds ({rounds}) compare "
+            "models and make no rows."
+        )
     if not lines:
         return ""
     return "\n### What was left out\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"

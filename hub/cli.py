@@ -49,7 +49,12 @@ def cmd_push_dataset(args: argparse.Namespace) -> str:
         plan = dataset_plan(args.data, args.repo, private=args.private, license=args.license)
         return _finish(plan, args)
     with built_dataset(
-        args.votes, args.split, args.min_votes, args.drop_flagged, args.min_gold_accuracy
+        args.votes,
+        args.split,
+        args.min_votes,
+        args.drop_flagged,
+        args.min_gold_accuracy,
+        args.include_evaluation,
     ) as folder:
         plan = dataset_plan(folder, args.repo, private=args.private, license=args.license)
         return _finish(plan, args)

@@ -28,6 +28,7 @@ def write_training_data(
     min_votes: int = 1,
     drop_flagged: bool = False,
     min_gold_accuracy: float | None = None,
+    include_evaluation: bool = False,
 ) -> dict[str, Any]:
     """A run's dataset folder `out` from the tutorial's pairs, the vote database `votes`
     (screened as `pipeline.datasets.write_dataset_folder` does) or the Hub dataset `hub_id`,
@@ -39,7 +40,9 @@ def write_training_data(
     if source == "votes":
         if votes is None:
             raise UserError("no vote database given")
-        return write_dataset_folder(out, votes, "idea", min_votes, drop_flagged, min_gold_accuracy)
+        return write_dataset_folder(
+            out, votes, "idea", min_votes, drop_flagged, min_gold_accuracy, include_evaluation
+        )
     if source == "tutorial":
         return write_dataset_folder(out, None, "idea")
     raise UserError(f"unknown data source {source!r}: one of {', '.join(TRAINING_SOURCES)}")

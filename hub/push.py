@@ -389,12 +389,15 @@ def publish_dataset(
     split: str = "idea",
     drop_flagged: bool = False,
     min_gold_accuracy: float | None = None,
+    include_evaluation: bool = False,
 ) -> PushResult:
     """Build the dataset (the tutorial's pairs, or `votes`: a vote database, screened as
     `pipeline.ratings.screen_votes` says) and push it. The token and namespace are checked
     first, so a refusal costs nothing."""
     target = authorize(repo_id, token)
-    with built_dataset(votes, split, min_votes, drop_flagged, min_gold_accuracy) as folder:
+    with built_dataset(
+        votes, split, min_votes, drop_flagged, min_gold_accuracy, include_evaluation
+    ) as folder:
         return push(dataset_plan(folder, target.repo_id, private=private), target)
 
 
@@ -405,6 +408,7 @@ def built_dataset(
     min_votes: int = 1,
     drop_flagged: bool = False,
     min_gold_accuracy: float | None = None,
+    include_evaluation: bool = False,
 ) -> Iterator[Path]:
     """The dataset folder (`pipeline.datasets.write_dataset_folder`) in a temporary folder
     that is gone afterwards: what a push of a freshly built dataset plans from."""
@@ -412,7 +416,9 @@ def built_dataset(
 
     with tempfile.TemporaryDirectory(prefix="title-dpo-push-") as tmp:
         folder = Path(tmp) / "dataset"
-        write_dataset_folder(folder, votes, split, min_votes, drop_flagged, min_gold_accuracy)
+        write_dataset_folder(
+            folder, votes, split, min_votes, drop_flagged, min_gold_accuracy, include_evaluation
+        )
         yield folder
 
 

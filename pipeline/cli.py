@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from pipeline.errors import UserError
@@ -51,6 +51,12 @@ def add_vote_screening(p: argparse.ArgumentParser) -> None:
         metavar="X",
         help="with a vote database: leave out every vote of voters whose accuracy on gold "
         "pairs (checks with a known answer) is below X, from 0 to 1",
+    )
+    p.add_argument(
+        "--include-evaluation",
+        action="store_true",
+        help="with a vote database: also make rows from votes on evaluation rounds' pairs "
+        "(left out by default: they measure models; the dataset card says when they are in)",
     )
 
 
@@ -133,7 +139,13 @@ def cmd_dataset(args: argparse.Namespace) -> str:
 
     votes = None if args.from_seed else args.from_votes
     summary = write_dataset_folder(
-        args.out, votes, args.split, args.min_votes, args.drop_flagged, args.min_gold_accuracy
+        args.out,
+        votes,
+        args.split,
+        args.min_votes,
+        args.drop_flagged,
+        args.min_gold_accuracy,
+        args.include_evaluation,
     )
     if args.json:
         return json.dumps(summary, ensure_ascii=False)
@@ -184,6 +196,174 @@ def cmd_score(args: argparse.Namespace) -> str:
         f"{policy.model} ranks {right}/{len(rows)} {args.split} pairs as labelled "
         f"({accuracy:.3f}), scoring each title by {score}"
     )
+
+
+def _model_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("name one or more models, separated by commas")
+    return names
+
+
+def _round_ideas(args: argparse.Namespace) -> tuple[list[str] | None, str]:
+    """The ideas the flags name: a file, the shipped fresh ideas, or None for a run's held-out
+    split."""
+    from pipeline.rounds import FRESH_IDEAS, fresh_ideas, ideas_from_file
+
+    if getattr(args, "held_out_of", None):
+        return None, "held out"
+    if args.ideas:
+        return ideas_from_file(args.ideas), str(args.ideas)
+    return fresh_ideas(), f"the shipped fresh ideas ({FRESH_IDEAS.name})"
+
+
+def _store(args: argparse.Namespace):
+    from pipeline.appdata import data_dir
+    from pipeline.votes import VoteStore
+
+    return VoteStore.in_folder(args.data or data_dir())
+
+
+def cmd_evaluate_create(args: argparse.Namespace) -> str:
+    from pipeline.rounds import create_round, plan_round
+
+    ideas, where = _round_ideas(args)
+    plan = plan_round(
+        args.models,
+        ideas,
+        where,
+        args.k,
+        args.name,
+        stages=not args.only_listed,
+        held_out_of=args.held_out_of,
+    )
+    store = _store(args)  # every check above is done before a model loads
+    info = create_round(
+        store, plan, on_model=lambda m: log.info("writing titles with %s (%s)", m.label, m.name)
+    )
+    if args.json:
+        return json.dumps({**asdict(info), "trained_on": plan.trained_on}, ensure_ascii=False)
+    return (
+        f"{plan.describe()}\ncreated round {info.name!r} with {info.pairs} pairs in "
+        f"{store.path}: they are in the voting pool now"
+    )
+
+
+def cmd_evaluate_report(args: argparse.Namespace) -> str:
+    from pipeline.winrates import chart, round_report
+
+    store = _store(args)
+    store.round_info(args.round)  # an unknown round: before a judge loads
+    if args.judge:
+        from pipeline.judges import chat_judge, judge_round
+
+        judge = chat_judge(args.judge)
+        report = round_report(store, args.round, judge_round(store, args.round, judge), judge.name)
+    else:
+        report = round_report(store, args.round)
+    if args.chart:
+        chart(report).savefig(args.chart, dpi=120)
+    if args.json:
+        return json.dumps(report.as_dict(), ensure_ascii=False)
+    return report.describe() + (f"\nchart: {args.chart}" if args.chart else "")
+
+
+def cmd_evaluate_auto(args: argparse.Namespace) -> str:
+    from pipeline.evaluation import auto_measures, labelled_ranking
+    from pipeline.models import load_model
+
+    ideas, where = _round_ideas(args)
+    rows = None
+    if args.pairs:
+        from pipeline.datasets import load_preference_dataset
+
+        dataset = load_preference_dataset(args.pairs)  # before the (slow) model loads
+        if args.split not in dataset or not len(dataset[args.split]):
+            raise UserError(f"{args.pairs} has no {args.split!r} pairs")
+        rows = list(dataset[args.split])
+    results = []
+    for name in args.models:
+        measures = auto_measures(load_model(name), ideas, k=args.k, seed=args.seed)
+        if rows is not None:
+            accuracy, ranked_by = labelled_ranking(name, rows)
+            measures = replace(
+                measures, ranking_accuracy=accuracy, ranked_pairs=len(rows), ranked_by=ranked_by
+            )
+        results.append(replace(measures, model=name))
+    if args.json:
+        return json.dumps({"ideas": where, "k": args.k, "models": [asdict(r) for r in results]})
+    head = f"{len(ideas)} ideas ({where}), {args.k} titles per idea per model"
+    return "\n".join([head, *(r.describe() for r in results)])
+
+
+def add_evaluate(sub) -> None:
+    """`evaluate create | report | auto`: rounds of blind votes on models, and the measures
+    that need no people."""
+    evaluate = sub.add_parser("evaluate", help="compare models: blind rounds, automatic measures")
+    steps = evaluate.add_subparsers(dest="step", required=True, parser_class=Parser)
+    data_help = "the app's data folder, holding votes.db (default: TITLE_DPO_DATA or ./app-data)"
+
+    p = steps.add_parser("create", help="models write titles; their pairs join the voting pool")
+    p.add_argument(
+        "--models",
+        required=True,
+        type=_model_list,
+        help="M1,M2,...: Hub ids, folders or 'smollm2-offline'; a finished run's model folder "
+        "brings the model it started from and its SFT stage too (see --only-listed)",
+    )
+    ideas = p.add_mutually_exclusive_group(required=True)
+    ideas.add_argument("--ideas", type=Path, help="a file with one idea per line (or a CSV)")
+    ideas.add_argument(
+        "--held-out-of",
+        metavar="RUN",
+        help="a finished run (its folder or model folder): its held-out ideas that no model "
+        "in the round trained on",
+    )
+    ideas.add_argument(
+        "--fresh-ideas", action="store_true", help="the shipped 60 ideas none of the data has"
+    )
+    p.add_argument("--k", type=int, default=1, help="titles per model per idea (default: 1)")
+    p.add_argument("--name", default=None, help="the round's name (default: round-DATE-TIME)")
+    p.add_argument(
+        "--only-listed",
+        action="store_true",
+        help="exactly the models named: a run brings neither its base nor its SFT stage",
+    )
+    p.add_argument("--data", type=Path, default=None, help=data_help)
+    p.add_argument("--json", action="store_true", help="print the round as JSON")
+    p.set_defaults(run=cmd_evaluate_create)
+
+    p = steps.add_parser("report", help="a round's win rates, arena and per-pair detail")
+    p.add_argument("--round", required=True, help="the round's name (or number)")
+    p.add_argument("--data", type=Path, default=None, help=data_help)
+    p.add_argument(
+        "--judge",
+        default=None,
+        metavar="MODEL",
+        help="judge the round's pairs with this chat model (asked both ways; a flip is a tie) "
+        "instead of the votes, and report its agreement with the people",
+    )
+    p.add_argument("--chart", type=Path, default=None, help="also save the bar chart (PNG)")
+    p.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    p.set_defaults(run=cmd_evaluate_report)
+
+    p = steps.add_parser("auto", help="format, length and variety of models' titles, no people")
+    p.add_argument("--models", required=True, type=_model_list, help="M1,M2,...")
+    ideas = p.add_mutually_exclusive_group(required=True)
+    ideas.add_argument("--ideas", type=Path, help="a file with one idea per line (or a CSV)")
+    ideas.add_argument("--fresh-ideas", action="store_true", help="the shipped 60 fresh ideas")
+    p.add_argument("--k", type=int, default=8, help="titles per idea per model (default: 8)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    p.add_argument(
+        "--pairs",
+        type=Path,
+        default=None,
+        metavar="DATA",
+        help="a dataset folder: also report how each model ranks its labelled pairs",
+    )
+    p.add_argument("--split", default="valid", help="which split of --pairs (default: valid)")
+    p.add_argument("--json", action="store_true", help="print the measures as JSON")
+    p.set_defaults(run=cmd_evaluate_auto)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -248,6 +428,8 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print {accuracy, pairs, split, ...}")
     p.set_defaults(run=cmd_score)
+
+    add_evaluate(sub)
     return parser
 
 

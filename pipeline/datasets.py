@@ -151,17 +151,20 @@ def write_dataset_folder(
     min_votes: int = 1,
     drop_flagged: bool = False,
     min_gold_accuracy: float | None = None,
+    include_evaluation: bool = False,
 ) -> dict[str, Any]:
     """Build and save the dataset from the seed pairs (`votes=None`), a vote database or a
-    labelled CSV; return its summary. `drop_flagged` and `min_gold_accuracy` screen the
-    votes of a vote database (see `pipeline.ratings.screen_votes`)."""
+    labelled CSV; return its summary. `drop_flagged`, `min_gold_accuracy` and
+    `include_evaluation` screen the votes of a vote database (`pipeline.ratings.screen_votes`)."""
     facts: dict[str, Any] = {}
     if votes is None:
         prefs, source = seed_preferences(), "seed"
     elif Path(votes).suffix.lower() == ".csv":
         prefs, source = read_labelled_csv(votes), str(votes)
     else:
-        prefs, facts = preferences_from_store(votes, min_votes, drop_flagged, min_gold_accuracy)
+        prefs, facts = preferences_from_store(
+            votes, min_votes, drop_flagged, min_gold_accuracy, include_evaluation
+        )
         source = str(votes)
     splits = split_preferences(prefs, split)
     summary = {**summarize(splits, source, split), **facts}
@@ -170,12 +173,16 @@ def write_dataset_folder(
 
 
 def preferences_from_store(
-    path, min_votes: int = 1, drop_flagged: bool = False, min_gold_accuracy: float | None = None
+    path,
+    min_votes: int = 1,
+    drop_flagged: bool = False,
+    min_gold_accuracy: float | None = None,
+    include_evaluation: bool = False,
 ) -> tuple[list[Preference], dict]:
     """Majority preferences from a vote database (screened by `screen_votes`), and what a
     dataset card should say of them."""
     every_vote = VoteStore.open_existing(path).votes()
-    votes, left_out = screen_votes(every_vote, drop_flagged, min_gold_accuracy)
+    votes, left_out = screen_votes(every_vote, drop_flagged, min_gold_accuracy, include_evaluation)
     prefs = majority_preferences(votes, min_votes)
     agree = agreement(votes)
     facts = {

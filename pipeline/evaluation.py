@@ -7,7 +7,8 @@ The tutorial's prompt asks for one title of 30 to 75 characters and nothing else
 "follows the prompt" when it is one line, 30-75 characters once surrounding whitespace is
 removed, has no "Title" label, and does not open with a quote. Small instruct models often add
 "Title:", quotes, a second line of explanation, or several titles; DPO should cure that.
-(The blind base-vs-tuned win rate with people is the app's job, not this module's.)
+`auto_measures` reports these per model for `python -m pipeline evaluate auto`; the blind
+win rate with people is an evaluation round's (`pipeline.rounds`, `pipeline.winrates`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,75 @@ def format_report(
     titles = [t for group in generate_titles(loaded, ideas, settings) for t in group]
     following = sum(follows_prompt(t.raw) for t in titles)
     return FormatReport(loaded.label, len(ideas), len(titles), following)
+
+
+@dataclass(frozen=True)
+class AutoMeasures:
+    """A model's titles for a set of ideas, measured without people."""
+
+    model: str
+    ideas: int
+    titles: int
+    follows_prompt: float  # share of titles that follow the prompt (`follows_prompt`)
+    mean_length: float  # characters of the displayed title
+    length_spread: float  # standard deviation of the same
+    distinct_per_idea: float  # distinct titles per idea, on average (at most k)
+    # given labelled pairs: the share ranked as people did (a run's model: its implicit reward
+    # against its reference; any other model: its own likelihood), and how many pairs
+    ranking_accuracy: float | None = None
+    ranked_pairs: int = 0
+    ranked_by: str | None = None
+
+    def describe(self) -> str:
+        line = (
+            f"{self.model}: {self.follows_prompt:.0%} of {self.titles} titles follow the prompt; "
+            f"length {self.mean_length:.0f} ± {self.length_spread:.0f} characters; "
+            f"{self.distinct_per_idea:.1f} distinct titles per idea"
+        )
+        if self.ranking_accuracy is not None:
+            line += (
+                f"; ranks {self.ranking_accuracy:.1%} of {self.ranked_pairs} labelled pairs as "
+                f"people did ({self.ranked_by})"
+            )
+        return line
+
+
+def auto_measures(
+    loaded: LoadedModel, ideas: list[str], k: int = 8, temperature: float = 0.7, seed: int = 0
+) -> AutoMeasures:
+    """Sample `k` titles per idea in one batched call and measure them."""
+    import statistics
+
+    settings = GenerationSettings(n=k, temperature=temperature, seed=seed)
+    groups = generate_titles(loaded, ideas, settings)
+    titles = [t for group in groups for t in group]
+    lengths = [len(t.text) for t in titles]
+    return AutoMeasures(
+        model=loaded.label,
+        ideas=len(groups),
+        titles=len(titles),
+        follows_prompt=sum(follows_prompt(t.raw) for t in titles) / len(titles),
+        mean_length=statistics.fmean(lengths),
+        length_spread=statistics.pstdev(lengths),
+        distinct_per_idea=statistics.fmean(len({t.text for t in g}) for g in groups),
+    )
+
+
+def labelled_ranking(model_name: str, rows: Sequence[dict[str, Any]]) -> tuple[float, str]:
+    """How `model_name` ranks labelled pairs, and by what: a finished run's model by its
+    implicit reward against the reference its summary names, any other by its likelihood."""
+    import json
+    from pathlib import Path
+
+    from pipeline.models import load_model
+
+    summary = Path(model_name).expanduser() / "train_summary.json"
+    reference = json.loads(summary.read_text()).get("reference") if summary.is_file() else None
+    policy = pair_logps(load_model(model_name), rows)
+    if reference:
+        ref = pair_logps(load_model(reference), rows)
+        return ranking_accuracy(policy, ref), f"log pi/pi_ref against {reference}"
+    return ranking_accuracy(policy), "its own likelihood"
 
 
 @dataclass(frozen=True)

@@ -105,11 +105,15 @@ def voter_stats(votes: Sequence[VoteRow]) -> list[VoterStats]:
 
 
 def screen_votes(
-    votes: Sequence[VoteRow], drop_flagged: bool = False, min_gold_accuracy: float | None = None
+    votes: Sequence[VoteRow],
+    drop_flagged: bool = False,
+    min_gold_accuracy: float | None = None,
+    include_evaluation: bool = False,
 ) -> tuple[list[VoteRow], dict]:
     """The votes a dataset is built from, and what was left out (for its card).
 
-    Gold pairs are checks, not data: their votes never make rows. With `min_gold_accuracy`,
+    Gold pairs are checks, not data: their votes never make rows. Votes on evaluation rounds'
+    pairs measure models; they make rows only with `include_evaluation`. With `min_gold_accuracy`,
     every vote of a voter whose gold accuracy is below it is left out; voters who met no gold
     pair are kept (and counted). With `drop_flagged`, votes flagged as too fast are left out.
     """
@@ -126,7 +130,10 @@ def screen_votes(
     kept = [
         v
         for v in votes
-        if v.gold is None and v.voter not in below and not (drop_flagged and v.flag)
+        if v.gold is None
+        and v.voter not in below
+        and not (drop_flagged and v.flag)
+        and (include_evaluation or v.evaluation is None)
     ]
     left_out = {
         "gold_pairs": len({v.pair_id for v in votes if v.gold is not None}),
@@ -139,6 +146,9 @@ def screen_votes(
         "voters_below_gold": len(below),
         "votes_of_voters_below_gold": sum(v.voter in below for v in votes if v.gold is None),
         "voters_without_gold": sum(s.gold_votes == 0 for s in stats),
+        "include_evaluation": include_evaluation,
+        "evaluation_votes": sum(v.evaluation is not None for v in votes if v.gold is None),
+        "evaluation_rounds": sorted({v.evaluation for v in votes if v.evaluation}),
     }
     return kept, left_out
 
@@ -275,12 +285,7 @@ def leaderboard(votes: Sequence[VoteRow], rounds: int = 500, seed: int = 0) -> l
             [[index[w], index[lo]] for w, lo in (_battle(v) for v in rows if _decisive(v))],
             dtype=int,
         ).reshape(-1, 2)
-        scores = _elo(_fit_bradley_terry(_win_matrices(battles, len(items), None), 0.5))[0]
-        low, high = scores, scores
-        if len(battles):
-            picks = rng.integers(0, len(battles), (rounds, len(battles)))
-            boot = _elo(_fit_bradley_terry(_win_matrices(battles, len(items), picks), 0.5))
-            low, high = np.percentile(boot, 2.5, axis=0), np.percentile(boot, 97.5, axis=0)
+        scores, low, high = scores_with_intervals(battles, len(items), rounds, rng)
         record: dict[str, Counter] = {t: Counter() for t in items}
         for v in rows:
             if _decisive(v):
@@ -305,6 +310,20 @@ def leaderboard(votes: Sequence[VoteRow], rounds: int = 500, seed: int = 0) -> l
         titles.sort(key=lambda s: (-s.score, s.title))
         boards.append(IdeaBoard(idea, len(rows), titles))
     return boards
+
+
+def scores_with_intervals(battles, size: int, rounds: int, rng):
+    """Elo-scaled Bradley–Terry scores of `size` items from (winner, loser) index rows, and
+    their bootstrap 95% intervals (battles resampled `rounds` times with `rng`):
+    (scores, low, high), each an array over the items."""
+    import numpy as np
+
+    scores = _elo(_fit_bradley_terry(_win_matrices(battles, size, None), 0.5))[0]
+    if not len(battles):
+        return scores, scores, scores
+    picks = rng.integers(0, len(battles), (rounds, len(battles)))
+    boot = _elo(_fit_bradley_terry(_win_matrices(battles, size, picks), 0.5))
+    return scores, np.percentile(boot, 2.5, axis=0), np.percentile(boot, 97.5, axis=0)
 
 
 def _win_matrices(battles, size: int, picks):

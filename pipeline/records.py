@@ -49,6 +49,11 @@ class VoteRow:
     seconds_taken: float | None
     flag: str | None = None  # 'fast': cast before a person could read the titles
     gold: str | None = None  # the pair is a check whose better title is this side
+    # the evaluation round the pair belongs to: such votes measure models, and stay out of
+    # training data unless asked for
+    evaluation: str | None = None
+    model_a: str | None = None  # in a round: the label of the model that wrote title_a
+    model_b: str | None = None
 
 
 def check_voter(voter: str | None) -> str:
@@ -96,8 +101,12 @@ RECORD_FIELDS = (
     "seconds_taken",
     "flag",
     "gold",
+    "evaluation",
+    "model_a",
+    "model_b",
 )
-OPTIONAL_RECORD_FIELDS = ("seconds_taken", "flag", "gold")  # older mirrors lack the last two
+# older mirrors lack all but the first of these
+OPTIONAL_RECORD_FIELDS = ("seconds_taken", "flag", "gold", "evaluation", "model_a", "model_b")
 
 
 def vote_record(row: VoteRow) -> dict[str, Any]:
@@ -116,6 +125,9 @@ def checked_record(record: Any) -> dict[str, Any]:
     check_choice(record["choice"], record["shown_left"])
     if record.get("flag") not in FLAGS or record.get("gold") not in (None, *SIDES):
         raise UserError(f"vote {record['vote_id']}: unknown flag or gold side")
+    round_fields = [record.get(f) for f in ("evaluation", "model_a", "model_b")]
+    if any(round_fields) and not all(isinstance(f, str) and f for f in round_fields):
+        raise UserError(f"vote {record['vote_id']}: a round vote needs its round and models")
     return {
         **record,
         "voter": check_voter(record["voter"]),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -22,6 +23,7 @@ from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.pairs import Pair, pairs_for_idea, read_pairs_csv
+from pipeline.prompts import check_idea
 from pipeline.records import (
     SEED_PAIRS,
     VoteRow,
@@ -105,6 +107,43 @@ def m002_flags_and_gold(db: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m003_evaluation_rounds(db: sqlite3.Connection) -> None:
+    db.executescript(
+        """
+        -- an evaluation round: models' titles for the same ideas, put to voters blind
+        CREATE TABLE rounds (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            models TEXT NOT NULL,     -- JSON [{"label", "name"}], in the order given
+            k INTEGER,                -- titles per model per idea
+            ideas_from TEXT,          -- where the ideas came from, for people
+            settings TEXT,            -- JSON of the sampling settings
+            created_at REAL NOT NULL
+        );
+        -- which model wrote which title in a round (two models may write the same title)
+        CREATE TABLE round_titles (
+            round_id INTEGER NOT NULL REFERENCES rounds(id),
+            model TEXT NOT NULL,      -- the model's label in the round
+            idea_id INTEGER NOT NULL REFERENCES ideas(id),
+            title_id INTEGER NOT NULL REFERENCES titles(id),
+            sample INTEGER NOT NULL,  -- 0..k-1: the model's k-th title for the idea
+            raw TEXT,                 -- the completion exactly as this model wrote it
+            PRIMARY KEY (round_id, model, idea_id, sample)
+        );
+        -- a round's pairs and who wrote each side; votes on them are evaluation votes
+        CREATE TABLE round_pairs (
+            round_id INTEGER NOT NULL REFERENCES rounds(id),
+            pair_id INTEGER NOT NULL REFERENCES pairs(id),
+            model_a TEXT NOT NULL,    -- the label of the model that wrote the pair's title_a
+            model_b TEXT NOT NULL,
+            PRIMARY KEY (round_id, pair_id)
+        );
+        CREATE INDEX round_pairs_by_pair ON round_pairs (pair_id);
+        """
+    )
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply the migrations this database has not had; return their names."""
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
@@ -132,6 +171,43 @@ class PairView:
     left: str
     right: str
     shown_left: str  # 'a' or 'b': which of the pair's titles is on the left
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    """An evaluation round as the owner sees it."""
+
+    round_id: int
+    name: str
+    models: list[dict[str, str]]  # [{"label", "name"}]
+    k: int | None
+    ideas_from: str | None
+    settings: dict[str, Any] | None
+    created_at: float
+    pairs: int
+
+    @property
+    def labels(self) -> list[str]:
+        return [m["label"] for m in self.models]
+
+
+@dataclass(frozen=True)
+class RoundTitle:
+    model: str  # label
+    idea: str
+    sample: int
+    text: str
+    raw: str | None
+
+
+@dataclass(frozen=True)
+class RoundPair:
+    pair_id: int
+    idea: str
+    model_a: str
+    model_b: str
+    title_a: str
+    title_b: str
 
 
 @dataclass(frozen=True)
@@ -353,8 +429,10 @@ class VoteStore:
     def restore_votes(self, records: Iterable[Any]) -> tuple[int, int]:
         """Put back votes saved by `records.vote_record` (e.g. mirrored to the Hub), each under its
         own id; ones already here (same id, or same voter and pair) are skipped. Pairs and
-        titles missing from this store are added (pool 'restored'). Records that are not
-        valid votes are left out. Returns (votes added, records left out), in one transaction.
+        titles missing from this store are added (pool 'restored'); a round's vote brings back
+        its round (the models it names) and the pair's place in it, so that it stays out of
+        training data. Records that are not valid votes are left out. Returns (votes added,
+        records left out), in one transaction.
         """
         checked, rejected = [], 0
         for record in records:
@@ -378,6 +456,11 @@ class VoteStore:
                     db.execute(
                         "UPDATE pairs SET gold = ? WHERE id = ? AND gold IS NULL", (gold, pair_id)
                     )
+                if r.get("evaluation"):  # a round's vote stays the round's
+                    sides = [r["model_a"], r["model_b"]]
+                    if stored_a != a:
+                        sides.reverse()
+                    _restore_round_pair(db, r["evaluation"], pair_id, *sides, now)
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO votes (id, voter, pair_id, choice, shown_left,"
                     " created_at, seconds_taken, flag) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -421,6 +504,114 @@ class VoteStore:
 
         return self._write(insert)
 
+    # -- evaluation rounds --------------------------------------------------------------------
+
+    def add_round(
+        self,
+        name: str,
+        models: Sequence[dict[str, str]],
+        titles: Sequence[RoundTitle],
+        k: int,
+        ideas_from: str,
+        settings: dict[str, Any] | None = None,
+    ) -> RoundInfo:
+        """A round in one transaction: its titles, and for every idea and sample, a pair of
+        each two models' titles in the voting pool (pool `round:NAME`). Two models that wrote
+        the same title make no pair: there is nothing to choose between (the report counts
+        them). Returns the round."""
+        name = check_round_name(name)
+        labels = [m["label"] for m in models]
+        if len(set(labels)) != len(labels) or len(labels) < 2:
+            raise UserError(f"a round needs two or more models with different labels: {labels}")
+        written: dict[tuple[str, int], dict[str, RoundTitle]] = {}
+        for t in titles:
+            if t.model not in labels:
+                raise UserError(f"a title from {t.model!r}, which is not in the round")
+            written.setdefault((check_idea(t.idea), t.sample), {})[t.model] = t
+        names = {m["label"]: m["name"] for m in models}
+
+        def insert(db: sqlite3.Connection) -> int:
+            now = time.time()
+            if db.execute("SELECT 1 FROM rounds WHERE name = ?", (name,)).fetchone():
+                raise UserError(f"there is already a round called {name!r}")
+            round_id = db.execute(
+                "INSERT INTO rounds (name, models, k, ideas_from, settings, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (name, json.dumps(list(models)), k, ideas_from, json.dumps(settings), now),
+            ).lastrowid
+            for (idea, sample), by_model in written.items():
+                idea_id = _upsert_idea(db, idea, now)
+                ids = {}
+                for label, t in by_model.items():
+                    meta = {"raw": t.raw, "model": names[label], "settings": settings}
+                    ids[label] = _upsert_title(db, idea_id, t.text, "evaluation", meta, now)
+                    db.execute(
+                        "INSERT INTO round_titles VALUES (?, ?, ?, ?, ?, ?)",
+                        (round_id, label, idea_id, ids[label], sample, t.raw),
+                    )
+                present = [label for label in labels if label in ids]
+                for i, first in enumerate(present):
+                    for second in present[i + 1 :]:
+                        if ids[first] == ids[second]:
+                            continue
+                        pair_id, stored_a = _upsert_pair(
+                            db, idea_id, ids[first], ids[second], f"round:{name}", now
+                        )
+                        a, b = (first, second) if stored_a == ids[first] else (second, first)
+                        db.execute(
+                            "INSERT OR IGNORE INTO round_pairs VALUES (?, ?, ?, ?)",
+                            (round_id, pair_id, a, b),
+                        )
+            return round_id
+
+        self._write(insert)
+        return self.round_info(name)
+
+    def rounds(self) -> list[RoundInfo]:
+        """Every round, newest first."""
+        rows = self.connection().execute(
+            """
+            SELECT r.id, r.name, r.models, r.k, r.ideas_from, r.settings, r.created_at,
+                   (SELECT count(*) FROM round_pairs rp WHERE rp.round_id = r.id)
+            FROM rounds r ORDER BY r.created_at DESC, r.id DESC
+            """
+        )
+        return [
+            RoundInfo(i, n, json.loads(m), k, f, json.loads(s) if s else None, t, c)
+            for i, n, m, k, f, s, t, c in rows.fetchall()
+        ]
+
+    def round_info(self, name: str) -> RoundInfo:
+        """The round called `name` (or numbered so), or a UserError listing the rounds."""
+        found = [r for r in self.rounds() if name in (r.name, str(r.round_id))]
+        if not found:
+            known = ", ".join(r.name for r in self.rounds()) or "none yet"
+            raise UserError(f"no evaluation round {name!r} (rounds: {known})")
+        return found[0]
+
+    def round_titles(self, round_id: int) -> list[RoundTitle]:
+        rows = self.connection().execute(
+            """
+            SELECT rt.model, i.text, rt.sample, t.text, rt.raw FROM round_titles rt
+            JOIN ideas i ON i.id = rt.idea_id JOIN titles t ON t.id = rt.title_id
+            WHERE rt.round_id = ? ORDER BY rt.idea_id, rt.sample, rt.model
+            """,
+            (round_id,),
+        )
+        return [RoundTitle(*row) for row in rows.fetchall()]
+
+    def round_pairs(self, round_id: int) -> list[RoundPair]:
+        rows = self.connection().execute(
+            """
+            SELECT p.id, i.text, rp.model_a, rp.model_b, ta.text, tb.text FROM round_pairs rp
+            JOIN pairs p ON p.id = rp.pair_id JOIN ideas i ON i.id = p.idea_id
+            JOIN titles ta ON ta.id = p.title_a JOIN titles tb ON tb.id = p.title_b
+            WHERE rp.round_id = ? ORDER BY p.idea_id, p.id
+            """,
+            (round_id,),
+        )
+        return [RoundPair(*row) for row in rows.fetchall()]
+
     def pair_exists(self, pair_id: int) -> bool:
         row = self.connection().execute("SELECT 1 FROM pairs WHERE id = ?", (pair_id,))
         return row.fetchone() is not None
@@ -456,12 +647,16 @@ class VoteStore:
             .execute(
                 """
             SELECT v.id, v.voter, v.pair_id, i.text, ta.text, tb.text, v.choice, v.shown_left,
-                   v.created_at, v.seconds_taken, v.flag, p.gold
+                   v.created_at, v.seconds_taken, v.flag, p.gold, r.name, rp.model_a, rp.model_b
             FROM votes v
             JOIN pairs p ON p.id = v.pair_id
             JOIN ideas i ON i.id = p.idea_id
             JOIN titles ta ON ta.id = p.title_a
             JOIN titles tb ON tb.id = p.title_b
+            -- a pair in a round (in the first, should two rounds share it)
+            LEFT JOIN round_pairs rp ON rp.pair_id = p.id AND rp.round_id =
+                (SELECT min(round_id) FROM round_pairs WHERE pair_id = p.id)
+            LEFT JOIN rounds r ON r.id = rp.round_id
             ORDER BY v.created_at, v.id
             """
             )
@@ -476,9 +671,47 @@ class VoteStore:
             self._local.db = None
 
 
+ROUND_NAME = re.compile(r"^[\w][\w .:+-]{0,63}$")
+
+
+def check_round_name(name: str | None) -> str:
+    name = (name or "").strip()
+    if not ROUND_NAME.match(name):
+        raise UserError(
+            f"round name {name!r}: 1-64 letters, digits, spaces and . _ : + -, "
+            "starting with a letter or digit"
+        )
+    return name
+
+
 def _upsert_idea(db: sqlite3.Connection, text: str, now: float) -> int:
     db.execute("INSERT OR IGNORE INTO ideas (text, created_at) VALUES (?, ?)", (text, now))
     return db.execute("SELECT id FROM ideas WHERE text = ?", (text,)).fetchone()[0]
+
+
+def _restore_round_pair(
+    db: sqlite3.Connection, name: str, pair_id: int, model_a: str, model_b: str, now: float
+) -> None:
+    """The round `name` as far as a restored vote tells it: its models, and this pair."""
+    row = db.execute("SELECT id, models FROM rounds WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        round_id = db.execute(
+            "INSERT INTO rounds (name, models, ideas_from, created_at) VALUES (?, '[]', ?, ?)",
+            (name, "restored from the vote mirror", now),
+        ).lastrowid
+        models: list[dict[str, str]] = []
+    else:
+        round_id, models = row[0], json.loads(row[1])
+    known = {m["label"] for m in models}
+    for label in (model_a, model_b):
+        if label not in known:
+            models.append({"label": label, "name": label})
+            known.add(label)
+    db.execute("UPDATE rounds SET models = ? WHERE id = ?", (json.dumps(models), round_id))
+    db.execute(
+        "INSERT OR IGNORE INTO round_pairs VALUES (?, ?, ?, ?)",
+        (round_id, pair_id, model_a, model_b),
+    )
 
 
 def _other_side(side: str) -> str:

@@ -25,6 +25,7 @@ import spaces
 from pipeline.generation import GenerationSettings, Title, generate_for_idea
 from pipeline.models import load_model
 from pipeline.recipes import DPORecipe
+from pipeline.rounds import generate_with
 from pipeline.training import (
     TrainResult,
     checkpoint_step,
@@ -64,6 +65,23 @@ def generate_on_gpu(
 ) -> list[Title]:
     """`generate_for_idea` with the model looked up by name (loaded once per process)."""
     return generate_for_idea(load_model(model_name), idea, settings)
+
+
+def round_generation_seconds(
+    model_name: str, ideas: list[str], settings: GenerationSettings = DEFAULT_SETTINGS
+) -> int:
+    """One model's titles for a round: its load, then one decode per batch of sequences."""
+    batches = math.ceil(len(ideas) * settings.n / settings.max_batch)
+    decode = batches * settings.max_new_tokens * SECONDS_PER_NEW_TOKEN
+    return min(MAX_CALL_SECONDS, STARTUP_SECONDS + math.ceil(decode))
+
+
+@spaces.GPU(duration=round_generation_seconds)
+def generate_round_on_gpu(
+    model_name: str, ideas: list[str], settings: GenerationSettings = DEFAULT_SETTINGS
+) -> list[list[Title]]:
+    """One model's titles for an evaluation round (`pipeline.rounds.generate_with`)."""
+    return generate_with(model_name, ideas, settings)
 
 
 def chunk_seconds(steps: int, seconds_per_step: float | None) -> int:

@@ -154,3 +154,30 @@ def hub(tmp_path, hub_tokens):
     yield server
     server.stop()
     assert server.errors == []
+
+
+MARKER = "Z"  # the property the evaluation tests plant in one model's titles
+
+
+@pytest.fixture(scope="session")
+def marked_models(tiny_model_dir, tmp_path_factory) -> tuple[Path, Path]:
+    """Two copies of the tiny model that differ only in one planted property of their titles:
+    `marked` writes the marker almost always (a bias on its token, kept in its generation
+    config), `plain` never does (the token suppressed). Evaluation tests tell them apart by it."""
+    import shutil
+
+    from transformers import AutoTokenizer, GenerationConfig
+
+    folder = tmp_path_factory.mktemp("marked")
+    token = AutoTokenizer.from_pretrained(tiny_model_dir).encode(MARKER, add_special_tokens=False)
+    plain, marked = folder / "plain", folder / "marked"
+    for path, change in (
+        (plain, {"suppress_tokens": token}),
+        (marked, {"sequence_bias": [[token, 8.0]]}),
+    ):
+        shutil.copytree(tiny_model_dir, path)
+        config = GenerationConfig.from_pretrained(path)
+        for key, value in change.items():
+            setattr(config, key, value)
+        config.save_pretrained(path)
+    return plain, marked

@@ -1,0 +1,122 @@
+"""Judges: a model instead of people deciding which of two titles is better.
+
+The interface is one method, `prefer(idea, title_a, title_b) -> "A" | "B" | "tie"`, so a round's
+win rate can come from a judge as well as from votes (`judge_round`), and the report gives the
+judge's agreement with the people where both exist. `PairwiseJudge` asks its question in both
+orders and calls a flip a tie: a judge that always picks the first title it reads (a common
+bias of small models) then judges nothing. `ChatJudge` asks any chat model (a Hub id or a
+folder; on a GPU, a larger instruct model) by comparing its next-token odds of "A" and "B".
+A reward model (the RLHF half) plugs into the same interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from pipeline.models import LoadedModel
+from pipeline.votes import VoteStore
+from pipeline.winrates import Outcome
+
+VERDICTS = ("A", "B", "tie")
+CHOICE_OF = {"A": "a_better", "B": "b_better", "tie": "tie"}
+
+JUDGE_PROMPT = (
+    "Two titles were written for the same YouTube video.\n\n"
+    "**Video Idea**: {idea}\n\n"
+    "Title A: {first}\n"
+    "Title B: {second}\n\n"
+    "Which title would make more people click, while staying honest to the idea and between "
+    "30 and 75 characters? Answer with one letter: A or B."
+)
+
+
+class Judge(Protocol):
+    name: str
+
+    def prefer(self, idea: str, title_a: str, title_b: str) -> str:
+        """'A', 'B' or 'tie'."""
+        ...
+
+
+class PairwiseJudge:
+    """A judge that asks "is the first title better?" in both orders: A or B when both
+    answers agree, a tie when the answer follows the position instead of the title.
+    Subclasses answer `first_is_better` for many questions at once."""
+
+    name = "pairwise judge"
+
+    def first_is_better(self, questions: Sequence[tuple[str, str, str]]) -> list[bool]:
+        raise NotImplementedError
+
+    def prefer_many(self, pairs: Sequence[tuple[str, str, str]]) -> list[str]:
+        forward = self.first_is_better(pairs)
+        backward = self.first_is_better([(idea, b, a) for idea, a, b in pairs])
+        return [
+            ("A" if f else "B") if f != b else "tie" for f, b in zip(forward, backward, strict=True)
+        ]
+
+    def prefer(self, idea: str, title_a: str, title_b: str) -> str:
+        return self.prefer_many([(idea, title_a, title_b)])[0]
+
+
+class ChatJudge(PairwiseJudge):
+    """A chat model as a judge: the question in the chat template, and the model's next-token
+    log-odds of "A" against "B" (no sampling, so the same question gets the same answer)."""
+
+    def __init__(self, loaded: LoadedModel, batch_size: int = 16) -> None:
+        self.loaded, self.batch_size = loaded, batch_size
+        self.name = f"judge {loaded.label}"
+        tokenizer = loaded.tokenizer
+        self.letters = [tokenizer.encode(c, add_special_tokens=False)[0] for c in "AB"]
+
+    def first_is_better(self, questions: Sequence[tuple[str, str, str]]) -> list[bool]:
+        import torch
+
+        tokenizer, model = self.loaded.tokenizer, self.loaded.model
+        prompts = [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": JUDGE_PROMPT.format(idea=i, first=a, second=b)}],
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+            for i, a, b in questions
+        ]
+        answers: list[bool] = []
+        with torch.inference_mode():
+            for start in range(0, len(prompts), self.batch_size):
+                batch = tokenizer(
+                    prompts[start : start + self.batch_size],
+                    return_tensors="pt",
+                    padding=True,
+                    padding_side="left",  # the last position is every prompt's next token
+                    add_special_tokens=False,
+                ).to(self.loaded.device.name)
+                logits = model(**batch).logits[:, -1, self.letters]
+                answers += (logits[:, 0] > logits[:, 1]).tolist()
+        return answers
+
+
+def chat_judge(name: str) -> ChatJudge:
+    from pipeline.models import load_model
+
+    return ChatJudge(load_model(name))
+
+
+def judge_round(store: VoteStore, round_name: str, judge: Judge) -> list[Outcome]:
+    """The judge's verdict on every pair of the round, as outcomes (`winrates.round_report`
+    takes them in place of the votes)."""
+    info = store.round_info(round_name)
+    pairs = store.round_pairs(info.round_id)
+    questions = [(p.idea, p.title_a, p.title_b) for p in pairs]
+    many = getattr(judge, "prefer_many", None)
+    verdicts = many(questions) if many else [judge.prefer(*q) for q in questions]
+    for verdict in verdicts:
+        if verdict not in VERDICTS:
+            raise ValueError(f"a judge answered {verdict!r}, not one of {VERDICTS}")
+    return [
+        Outcome(
+            p.pair_id, p.idea, p.model_a, p.model_b, p.title_a, p.title_b, CHOICE_OF[v], judge.name
+        )
+        for p, v in zip(pairs, verdicts, strict=True)
+    ]

@@ -1,0 +1,292 @@
+"""Evaluation rounds: two or more models write titles for the same ideas, and the titles go to
+voters as blind pairs.
+
+A round is planned (`plan_round`: which models, which ideas, K titles each) and then created
+(`create_round`: each model writes its titles in one batched call, then the store adds the
+round's pairs to the voting pool in one transaction). Models are named as `load_model` takes
+them: a Hub id, a folder, or a finished run's model folder, which brings its stages along: the
+model the run started from ("base") and, for a recipe with an SFT stage, that stage's model,
+so that a round shows what the preference step adds beyond the format fix.
+
+Ideas come from a run's held-out split (ideas no model in the round trained on), a file (one
+idea per line), typed text, or the shipped fresh ideas (`data/fresh-ideas/ideas.txt`: written
+for this project, none of them among the tutorial's 114).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.datasets import idea_key
+from pipeline.errors import UserError
+from pipeline.generation import GenerationSettings, Title, generate_titles
+from pipeline.prompts import check_idea
+from pipeline.votes import RoundInfo, RoundTitle, VoteStore, check_round_name
+
+FRESH_IDEAS = Path(__file__).resolve().parent.parent / "data" / "fresh-ideas" / "ideas.txt"
+MAX_ROUND_IDEAS = 500
+MAX_K = 8
+SUMMARY_FILE = "train_summary.json"  # pipeline.training.SUMMARY_FILE, without torch's import
+_IDEA_IN_PROMPT = re.compile(r"\*\*Video Idea\*\*: (.*)\n")
+
+
+@dataclass(frozen=True)
+class RoundModel:
+    label: str  # what the report calls it (never shown to voters)
+    name: str  # what `load_model` takes
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    name: str
+    models: list[RoundModel]
+    ideas: list[str]
+    ideas_from: str
+    k: int = 1
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    trained_on: list[str] = field(default_factory=list)  # ideas some model in it trained on
+
+    def describe(self) -> str:
+        models = ", ".join(
+            f"{m.label} ({m.name})" if m.label != m.name else m.name for m in self.models
+        )
+        line = (
+            f"Round {self.name!r}: {models}; {len(self.ideas)} ideas ({self.ideas_from}), "
+            f"{self.k} title(s) per model per idea"
+        )
+        if self.trained_on:
+            line += f"; {len(self.trained_on)} of the ideas were in a model's training data"
+        return line
+
+
+# --- ideas -----------------------------------------------------------------------------------
+
+
+def unique_ideas(ideas: Sequence[str], where: str) -> list[str]:
+    """Ideas checked, in order, without repeats (ideas differing in case are one prompt)."""
+    seen: dict[str, str] = {}
+    for number, idea in enumerate(ideas, 1):
+        try:
+            checked = check_idea(idea)
+        except UserError as exc:
+            raise UserError(f"{where}, idea {number}: {exc}") from None
+        seen.setdefault(idea_key(checked), checked)
+    if not seen:
+        raise UserError(f"{where}: no ideas")
+    if len(seen) > MAX_ROUND_IDEAS:
+        raise UserError(f"{where}: {len(seen)} ideas; a round takes at most {MAX_ROUND_IDEAS}")
+    return list(seen.values())
+
+
+def ideas_from_text(text: str, where: str = "the typed ideas") -> list[str]:
+    """One idea per line; blank lines and lines starting with # are skipped."""
+    lines = [line.strip() for line in text.splitlines()]
+    return unique_ideas([line for line in lines if line and not line.startswith("#")], where)
+
+
+def ideas_from_file(path: str | Path) -> list[str]:
+    """A text file with one idea per line, or a CSV with an `Idea` column (the tutorial's)."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        from pipeline.pairs import read_ideas_csv
+
+        return unique_ideas(read_ideas_csv(path), str(path))
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    return ideas_from_text(text, str(path))
+
+
+def fresh_ideas() -> list[str]:
+    """The shipped ideas for models trained on the tutorial's data."""
+    return ideas_from_file(FRESH_IDEAS)
+
+
+# --- runs: their stages and their data -------------------------------------------------------
+
+
+def run_summary(model: str | Path) -> dict[str, Any] | None:
+    """A finished run's summary (its model folder's train_summary.json), or None."""
+    path = Path(model).expanduser() / SUMMARY_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def run_ideas(model: str | Path, split: str) -> list[str]:
+    """The ideas of a finished run's dataset split ('train' or 'valid'), as written."""
+    summary = run_summary(model)
+    data = Path(summary["data"]) if summary and summary.get("data") else None
+    if data is None or not data.is_dir():
+        raise UserError(f"{model}: not a finished run whose dataset folder is still here")
+    described = data / "summary.json"
+    if described.is_file():
+        ideas = json.loads(described.read_text()).get("ideas", {})
+        if split in ideas:
+            return list(ideas[split])
+    from pipeline.datasets import load_preference_dataset
+
+    dataset = load_preference_dataset(data)
+    if split not in dataset:
+        return []
+    found = (_IDEA_IN_PROMPT.search(row["prompt"][0]["content"]) for row in dataset[split])
+    return sorted({m.group(1) for m in found if m})
+
+
+def held_out_ideas(models: Sequence[RoundModel], runs: Sequence[str] = ()) -> list[str]:
+    """The held-out ideas of `runs` (default: the round's runs) that no model in the round
+    trained on."""
+    runs = list(runs) or [m.name for m in models if run_summary(m.name)]
+    if not runs:
+        raise UserError(
+            "held-out ideas come from a finished run: name one, or put one in the round"
+        )
+    trained = trained_on(models)
+    ideas = [i for run in runs for i in run_ideas(run, "valid") if idea_key(i) not in trained]
+    if not ideas:
+        raise UserError("the runs hold out no idea that no model in the round trained on")
+    return unique_ideas(ideas, "the held-out ideas")
+
+
+def trained_on(models: Sequence[RoundModel]) -> set[str]:
+    """The ideas (keys) any run in the round trained on; a Hub model's are unknown."""
+    return {idea_key(i) for m in models if run_summary(m.name) for i in run_ideas(m.name, "train")}
+
+
+def round_models(names: Sequence[str], stages: bool = True) -> list[RoundModel]:
+    """The models named, in order, without repeats. With `stages`, a finished run's model
+    folder brings its starting model ("base: ...") and its SFT stage ("... SFT") ahead of it,
+    unless they are named already."""
+    models: dict[str, RoundModel] = {}
+
+    def add(label: str, name: str) -> None:
+        key = str(Path(name).expanduser().resolve()) if Path(name).expanduser().is_dir() else name
+        if key not in models:
+            models[key] = RoundModel(label, name)
+
+    for raw in names:
+        name = raw.strip()
+        if not name:
+            continue
+        summary = run_summary(name)
+        if summary is None:
+            add(name, name)
+            continue
+        run = _run_label(name)
+        if stages and summary.get("started_from"):
+            add(f"base: {summary['started_from']}", summary["started_from"])
+        sft = Path(name) / "sft"
+        if stages and (sft / "config.json").is_file():
+            add(f"{run} SFT", str(sft))
+        add(f"{run} tuned", name)
+    found = list(models.values())
+    labels = [m.label for m in found]
+    if len(found) < 2:
+        raise UserError(f"a round compares two or more models; got {labels or 'none'}")
+    if len(set(labels)) != len(labels):
+        raise UserError(f"two models in the round would have the same label: {labels}")
+    return found
+
+
+def run_model_folder(run: str | Path) -> str:
+    """A finished run's model folder, from it or from the run folder above it."""
+    path = Path(run).expanduser()
+    for folder in (path, path / "model"):
+        if run_summary(folder):
+            return str(folder)
+    raise UserError(f"{run}: not a finished training run (no {SUMMARY_FILE} in it or its model/)")
+
+
+def _run_label(model: str) -> str:
+    """`runs/run-20261203-1201/model` → `run-20261203-1201`; any other folder: its name."""
+    path = Path(model).expanduser().resolve()
+    return path.parent.name if path.name == "model" else path.name
+
+
+# --- planning and creating -------------------------------------------------------------------
+
+
+def plan_round(
+    names: Sequence[str],
+    ideas: Sequence[str] | None = None,
+    ideas_from: str | None = None,
+    k: int = 1,
+    name: str | None = None,
+    stages: bool = True,
+    seed: int | None = 0,
+    held_out_of: str | None = None,
+) -> RoundPlan:
+    """Everything a round needs, checked before any model loads. `ideas=None`: the held-out
+    ideas of the run `held_out_of` (default: of the round's runs)."""
+    if not 1 <= k <= MAX_K:
+        raise UserError(f"titles per model per idea must be between 1 and {MAX_K}, not {k}")
+    name = check_round_name(name or time.strftime("round-%Y%m%d-%H%M%S"))
+    models = round_models(names, stages)
+    if ideas is None:
+        runs = [run_model_folder(held_out_of)] if held_out_of else []
+        ideas = held_out_ideas(models, runs)
+        ideas_from = f"held-out ideas of {_run_label(runs[0]) if runs else 'the round runs'}"
+    else:
+        ideas = unique_ideas(ideas, ideas_from or "the ideas")
+    trained = trained_on(models)
+    return RoundPlan(
+        name=name,
+        models=models,
+        ideas=list(ideas),
+        ideas_from=ideas_from or "given",
+        k=k,
+        settings=GenerationSettings(n=k, seed=seed),
+        trained_on=[i for i in ideas if idea_key(i) in trained],
+    )
+
+
+def generate_with(
+    model_name: str, ideas: list[str], settings: GenerationSettings
+) -> list[list[Title]]:
+    """One model's titles for every idea, batched (`generate_titles`), from a private copy
+    that is freed afterwards: a round may hold several models, and each is used once."""
+    from pipeline.models import load_model
+
+    return generate_titles(load_model(model_name, fresh=True), ideas, settings)
+
+
+Generate = Callable[[str, list[str], GenerationSettings], list[list[Title]]]
+
+
+def create_round(
+    store: VoteStore,
+    plan: RoundPlan,
+    generate: Generate = generate_with,
+    on_model: Callable[[RoundModel], None] = lambda model: None,
+) -> RoundInfo:
+    """Each model writes K titles per idea (`generate`: one batched call per model; the app
+    passes the ZeroGPU one), then the round and its pairs are stored in one transaction:
+    nothing is stored if any model fails."""
+    if any(r.name == plan.name for r in store.rounds()):
+        raise UserError(f"there is already a round called {plan.name!r}")
+    titles: list[RoundTitle] = []
+    for model in plan.models:
+        on_model(model)
+        for group in generate(model.name, plan.ideas, plan.settings):
+            titles += [
+                RoundTitle(model.label, t.idea, sample, t.text or "(no title)", t.raw)
+                for sample, t in enumerate(group)
+            ]
+    settings = {**asdict(plan.settings), "trained_on": plan.trained_on}
+    return store.add_round(
+        plan.name,
+        [asdict(m) for m in plan.models],
+        titles,
+        plan.k,
+        plan.ideas_from,
+        settings,
+    )

@@ -1,0 +1,461 @@
+"""What an evaluation round's votes say about its models.
+
+- Head to head, for every two models: wins, losses, ties and "both bad" counted apart; the
+  win rate over decisive votes with its Wilson 95% interval; the rate with ties (and both bad)
+  counted as half a win; and a length-controlled win rate.
+- Length control, after alpaca_eval's: people favour some lengths, and models differ in length,
+  so the outcome of each decisive vote is regressed (logistic) on the length difference,
+  squashed as tanh(difference / its spread); the win rate at equal length is the intercept's.
+- For any number of models, an arena: Bradley–Terry scores of the models with bootstrap
+  intervals, the machinery of the title leaderboard (`pipeline.ratings`).
+
+Outcomes come from people's votes or from a judge (`pipeline.judges`): the same figures follow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pipeline.ratings import Agreement, agreement, scores_with_intervals, voter_count
+from pipeline.records import VoteRow
+from pipeline.votes import RoundInfo, RoundPair, RoundTitle, VoteStore
+
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One judgement of a round's pair: a person's vote, or a judge's verdict."""
+
+    pair_id: int
+    idea: str
+    model_a: str
+    model_b: str
+    title_a: str
+    title_b: str
+    choice: str  # a_better, b_better, tie, both_bad
+    voter: str = "judge"
+
+    def winner(self) -> str | None:
+        return {"a_better": self.model_a, "b_better": self.model_b}.get(self.choice)
+
+
+def round_outcomes(votes: Sequence[VoteRow], pairs: Sequence[RoundPair]) -> list[Outcome]:
+    """The votes cast on `pairs`, each with the models that wrote its two titles."""
+    by_id = {p.pair_id: p for p in pairs}
+    return [
+        Outcome(
+            v.pair_id,
+            v.idea,
+            by_id[v.pair_id].model_a,
+            by_id[v.pair_id].model_b,
+            v.title_a,
+            v.title_b,
+            v.choice,
+            v.voter,
+        )
+        for v in votes
+        if v.pair_id in by_id
+    ]
+
+
+def wilson(successes: int, trials: int, z: float = Z95) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion (None without trials)."""
+    if trials <= 0:
+        return None
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = (
+        z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    )
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class HeadToHead:
+    """`model` against `other`, over the judgements of pairs of their two titles."""
+
+    model: str
+    other: str
+    wins: int
+    losses: int
+    ties: int
+    both_bad: int
+    # the win rate at equal length (None: too few decisive votes, or no length differences),
+    # and the fitted length effect: > 0 means the longer title of a pair tends to win
+    length_controlled: float | None = None
+    length_effect: float | None = None
+
+    @property
+    def decisive(self) -> int:
+        return self.wins + self.losses
+
+    @property
+    def total(self) -> int:
+        return self.decisive + self.ties + self.both_bad
+
+    @property
+    def win_rate(self) -> float | None:
+        return self.wins / self.decisive if self.decisive else None
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        return wilson(self.wins, self.decisive)
+
+    @property
+    def ties_as_half(self) -> float | None:
+        """Wins plus half of the ties and "both bad", over every judgement."""
+        if not self.total:
+            return None
+        return (self.wins + 0.5 * (self.ties + self.both_bad)) / self.total
+
+    def describe(self) -> str:
+        if self.win_rate is None:
+            return f"{self.model} vs {self.other}: no decisive votes yet ({self.total} in all)"
+        low, high = self.interval or (0.0, 0.0)
+        line = (
+            f"{self.model} beats {self.other} in {self.wins} of {self.decisive} decisive votes: "
+            f"{self.win_rate:.0%} (95% CI {low:.0%}–{high:.0%}); ties {self.ties}, both bad "
+            f"{self.both_bad}; ties as half: {self.ties_as_half:.0%}"
+        )
+        if self.length_controlled is not None:
+            line += f"; at equal length: {self.length_controlled:.0%}"
+        return line
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "decisive": self.decisive,
+            "win_rate": self.win_rate,
+            "interval": self.interval,
+            "ties_as_half": self.ties_as_half,
+        }
+
+
+def head_to_head(outcomes: Sequence[Outcome], model: str, other: str) -> HeadToHead:
+    counts: Counter = Counter()
+    lengths: list[tuple[int, int]] = []  # (length difference model - other, model won)
+    for o in outcomes:
+        if {o.model_a, o.model_b} != {model, other}:
+            continue
+        ours, theirs = (o.title_a, o.title_b) if o.model_a == model else (o.title_b, o.title_a)
+        winner = o.winner()
+        if winner is None:
+            counts[o.choice] += 1
+            continue
+        counts["wins" if winner == model else "losses"] += 1
+        lengths.append((len(ours) - len(theirs), int(winner == model)))
+    controlled, effect = length_controlled(lengths)
+    return HeadToHead(
+        model,
+        other,
+        counts["wins"],
+        counts["losses"],
+        counts["tie"],
+        counts["both_bad"],
+        controlled,
+        effect,
+    )
+
+
+def length_controlled(
+    outcomes: Sequence[tuple[int, int]], ridge: float = 0.01
+) -> tuple[float | None, float | None]:
+    """(the win rate at equal length, the length effect) from (length difference, won) rows.
+
+    Logistic regression won ~ b0 + b1 * tanh(difference / spread), spread being the standard
+    deviation of the differences; the win rate at equal length is sigmoid(b0). A small ridge
+    keeps the fit finite when one side always wins. None when there are fewer than 2 rows or
+    the lengths never differ (then there is nothing to control for).
+    """
+    import numpy as np
+
+    if len(outcomes) < 2:
+        return None, None
+    diff = np.array([d for d, _ in outcomes], dtype=float)
+    won = np.array([w for _, w in outcomes], dtype=float)
+    spread = diff.std()
+    if spread == 0:
+        return None, None
+    x = np.column_stack([np.ones_like(diff), np.tanh(diff / spread)])
+    beta = np.zeros(2)
+    for _ in range(100):  # Newton's method on the penalised log-likelihood
+        p = 1 / (1 + np.exp(-x @ beta))
+        gradient = x.T @ (won - p) - ridge * beta
+        hessian = (x * (p * (1 - p))[:, None]).T @ x + ridge * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        beta += step
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(1 / (1 + np.exp(-beta[0]))), float(beta[1])
+
+
+@dataclass(frozen=True)
+class ArenaScore:
+    model: str
+    score: float  # Elo-like: 1000 = the round's average model, +400 = ten times the odds
+    low: float
+    high: float
+    wins: int
+    losses: int
+    ties: int  # ties and both bad
+
+
+def arena(
+    outcomes: Sequence[Outcome], models: Sequence[str], rounds: int = 1000, seed: int = 0
+) -> list[ArenaScore]:
+    """The models ranked by Bradley–Terry score from the decisive judgements, with bootstrap
+    95% intervals (judgements resampled), best first."""
+    import numpy as np
+
+    index = {m: i for i, m in enumerate(models)}
+    record: dict[str, Counter] = {m: Counter() for m in models}
+    battles = []
+    for o in outcomes:
+        winner = o.winner()
+        if winner is None:
+            record[o.model_a]["ties"] += 1
+            record[o.model_b]["ties"] += 1
+            continue
+        loser = o.model_b if winner == o.model_a else o.model_a
+        battles.append([index[winner], index[loser]])
+        record[winner]["wins"] += 1
+        record[loser]["losses"] += 1
+    rows = np.array(battles, dtype=int).reshape(-1, 2)
+    rng = np.random.default_rng(seed)
+    scores, low, high = scores_with_intervals(rows, len(models), rounds, rng)
+    board = [
+        ArenaScore(
+            m,
+            float(scores[i]),
+            float(low[i]),
+            float(high[i]),
+            record[m]["wins"],
+            record[m]["losses"],
+            record[m]["ties"],
+        )
+        for m, i in index.items()
+    ]
+    return sorted(board, key=lambda s: (-s.score, s.model))
+
+
+@dataclass(frozen=True)
+class PairDetail:
+    """One of the round's pairs, with its votes."""
+
+    pair_id: int
+    idea: str
+    model_a: str
+    model_b: str
+    title_a: str
+    title_b: str
+    counts: dict[str, int]
+    voters: int
+    winner: str | None  # the majority's model; None: no votes, a tie or an equal split
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    round: str
+    models: list[str]
+    k: int | None
+    ideas_from: str | None
+    ideas: int
+    pairs: int
+    same_title: int  # (idea, sample, two models) that wrote the same title: no pair to vote on
+    votes: int
+    voters: int
+    judged_by: str  # "people" or the judge's name
+    comparisons: list[HeadToHead]
+    arena: list[ArenaScore]
+    mean_length: dict[str, float]  # characters of each model's titles
+    agreement: Agreement | None
+    detail: list[PairDetail] = field(default_factory=list)
+    # a judge's verdicts beside the people's: how often it picks the people's majority
+    judge_agreement: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["comparisons"] = [c.as_dict() for c in self.comparisons]
+        return record
+
+    def describe(self) -> str:
+        k = f", {self.k} title(s) per model per idea" if self.k else ""
+        lines = [
+            f"Round {self.round!r}: {', '.join(self.models)}; {self.ideas} ideas "
+            f"({self.ideas_from or 'unknown'}){k}; {self.pairs} pairs",
+            f"Judged by {self.judged_by}: {self.votes} votes"
+            + (f" from {self.voters} voters" if self.judged_by == "people" else ""),
+        ]
+        if self.same_title:
+            lines.append(f"{self.same_title} times two models wrote the same title (no pair)")
+        lines += [c.describe() for c in self.comparisons]
+        if len(self.models) > 2 or self.votes:
+            lines.append("Arena (Bradley–Terry, 1000 = the round's average model):")
+            lines += [
+                f"  {s.model}: {s.score:.0f} ({s.low:.0f}–{s.high:.0f}); "
+                f"{s.wins} wins, {s.losses} losses, {s.ties} ties or both bad"
+                for s in self.arena
+            ]
+        lengths = ", ".join(f"{m} {n:.0f}" for m, n in self.mean_length.items())
+        lines.append(f"Mean title length in characters: {lengths}")
+        if self.agreement and self.agreement.pairs:
+            alpha = "n/a" if self.agreement.alpha is None else f"{self.agreement.alpha:.2f}"
+            lines.append(
+                f"Agreement over {self.agreement.pairs} pairs with 2+ votes: "
+                f"{self.agreement.unanimous:.0%} unanimous, Krippendorff's alpha {alpha}"
+            )
+        if self.judge_agreement:
+            j = self.judge_agreement
+            lines.append(
+                f"The judge agrees with the people's majority on {j['agree']} of {j['pairs']} "
+                f"pairs that have one ({j['rate']:.0%}); it called {j['judge_ties']} of them a tie"
+                if j["pairs"]
+                else "No pair has both a people's majority and a judge's verdict yet"
+            )
+        return "\n".join(lines)
+
+
+def comparisons(outcomes: Sequence[Outcome], models: Sequence[str]) -> list[HeadToHead]:
+    """Every two models, the later one listed against the earlier (tuned vs base, ...)."""
+    return [
+        head_to_head(outcomes, models[j], models[i]) for j in range(len(models)) for i in range(j)
+    ]
+
+
+def pair_details(pairs: Sequence[RoundPair], outcomes: Sequence[Outcome]) -> list[PairDetail]:
+    by_pair: dict[int, list[Outcome]] = defaultdict(list)
+    for o in outcomes:
+        by_pair[o.pair_id].append(o)
+    details = []
+    for p in pairs:
+        votes = by_pair.get(p.pair_id, [])
+        counts = Counter(o.choice for o in votes)
+        ranked = counts.most_common()
+        winner = None
+        if ranked and (len(ranked) == 1 or ranked[0][1] > ranked[1][1]):
+            winner = {"a_better": p.model_a, "b_better": p.model_b}.get(ranked[0][0])
+        details.append(
+            PairDetail(
+                p.pair_id,
+                p.idea,
+                p.model_a,
+                p.model_b,
+                p.title_a,
+                p.title_b,
+                dict(counts),
+                len({o.voter for o in votes}),
+                winner,
+            )
+        )
+    return details
+
+
+def same_title_count(titles: Sequence[RoundTitle], models: Sequence[str]) -> int:
+    """How many (idea, sample, two models) wrote the very same title."""
+    written: dict[tuple[str, int], dict[str, str]] = defaultdict(dict)
+    for t in titles:
+        written[t.idea, t.sample][t.model] = t.text
+    count = 0
+    for texts in written.values():
+        present = [m for m in models if m in texts]
+        count += sum(texts[a] == texts[b] for i, a in enumerate(present) for b in present[i + 1 :])
+    return count
+
+
+def round_report(
+    store: VoteStore,
+    name: str,
+    judged: Sequence[Outcome] | None = None,
+    judged_by: str = "people",
+) -> RoundReport:
+    """The round `name`'s results from the people's votes, or from `judged` (a judge's
+    verdicts, see `pipeline.judges.judge_round`), with the judge's agreement with people."""
+    info: RoundInfo = store.round_info(name)
+    pairs = store.round_pairs(info.round_id)
+    titles = store.round_titles(info.round_id)
+    votes = [v for v in store.votes() if v.pair_id in {p.pair_id for p in pairs}]
+    people = round_outcomes(votes, pairs)
+    outcomes = list(judged) if judged is not None else people
+    models = info.labels
+    lengths: dict[str, list[int]] = defaultdict(list)
+    for t in titles:
+        lengths[t.model].append(len(t.text))
+    details = pair_details(pairs, people)
+    return RoundReport(
+        round=info.name,
+        models=models,
+        k=info.k,
+        ideas_from=info.ideas_from,
+        ideas=len({p.idea for p in pairs} | {t.idea for t in titles}),
+        pairs=len(pairs),
+        same_title=same_title_count(titles, models),
+        votes=len(outcomes),
+        voters=voter_count(votes) if judged is None else 0,
+        judged_by=judged_by,
+        comparisons=comparisons(outcomes, models),
+        arena=arena(outcomes, models),
+        mean_length={m: sum(v) / len(v) for m in models if (v := lengths.get(m))},
+        agreement=agreement(votes) if votes else None,
+        detail=details,
+        judge_agreement=None if judged is None else judge_agreement(judged, details),
+    )
+
+
+def judge_agreement(judged: Sequence[Outcome], details: Sequence[PairDetail]) -> dict[str, Any]:
+    """Over pairs where the people's votes have a majority winner: how often the judge picked
+    the same model (a judge's tie counts as not agreeing)."""
+    verdicts = {o.pair_id: o.winner() for o in judged}
+    decided = [d for d in details if d.winner is not None and d.pair_id in verdicts]
+    agree = sum(verdicts[d.pair_id] == d.winner for d in decided)
+    return {
+        "pairs": len(decided),
+        "agree": agree,
+        "rate": agree / len(decided) if decided else None,
+        "judge_ties": sum(verdicts[d.pair_id] is None for d in decided),
+    }
+
+
+def chart(report: RoundReport):
+    """A matplotlib figure: each comparison's win rate with its Wilson interval, and the
+    arena's scores with their bootstrap intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; the app and the CLI only save or serve the figure
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9, 3.2 + 0.35 * len(report.comparisons)), layout="constrained")
+    left, right = figure.subplots(1, 2)
+    shown = [c for c in report.comparisons if c.win_rate is not None]
+    names = [f"{c.model}\nvs {c.other}" for c in shown]
+    rates = [c.win_rate for c in shown]
+    errors = [
+        [c.win_rate - c.interval[0] for c in shown],
+        [c.interval[1] - c.win_rate for c in shown],
+    ]
+    left.barh(names, rates, xerr=errors if shown else None, color="#4C72B0", capsize=4)
+    if not shown:
+        left.set_yticks([])
+        left.text(0.5, 0.5, "no decisive votes yet", ha="center", va="center")
+    left.axvline(0.5, color="grey", linestyle="--", linewidth=1)
+    left.set_xlim(0, 1)
+    left.set_xlabel("win rate over decisive votes (95% Wilson interval)")
+    left.invert_yaxis()
+    board = report.arena
+    right.barh(
+        [s.model for s in board],
+        [s.score - 1000 for s in board],
+        left=1000,
+        xerr=[[s.score - s.low for s in board], [s.high - s.score for s in board]],
+        color="#55A868",
+        capsize=4,
+    )
+    right.axvline(1000, color="grey", linestyle="--", linewidth=1)
+    right.set_xlabel("Bradley–Terry score (95% bootstrap interval)")
+    right.invert_yaxis()
+    figure.suptitle(f"Round {report.round}: judged by {report.judged_by}, {report.votes} votes")
+    return figure

@@ -1,0 +1,333 @@
+"""Evaluation rounds in the library and the CLI: ideas, models, the store, the statistics, the
+judges; on tiny models and real temporary databases."""
+
+import json
+import random
+import shutil
+
+import pytest
+
+from conftest import MARKER, run_cli
+from pipeline import datasets as ds
+from pipeline.errors import UserError
+from pipeline.judges import PairwiseJudge, judge_round
+from pipeline.records import vote_record
+from pipeline.rounds import (
+    RoundPlan,
+    create_round,
+    fresh_ideas,
+    ideas_from_text,
+    plan_round,
+    round_models,
+)
+from pipeline.votes import RoundTitle, VoteStore
+from pipeline.winrates import (
+    Outcome,
+    arena,
+    head_to_head,
+    length_controlled,
+    round_report,
+    wilson,
+)
+
+# --- ideas -----------------------------------------------------------------------------------
+
+
+def test_the_shipped_fresh_ideas_are_fifty_plus_and_none_is_the_tutorials():
+    ideas = fresh_ideas()
+    tutorial = {ds.idea_key(p.idea) for p in ds.seed_preferences()}
+    assert len(tutorial) == 114
+    assert len(ideas) >= 50
+    assert len({ds.idea_key(i) for i in ideas}) == len(ideas)
+    assert not {ds.idea_key(i) for i in ideas} & tutorial
+
+
+def test_typed_ideas_skip_blanks_comments_and_repeats_and_refuse_bad_ones():
+    assert ideas_from_text("one idea\n\n# a note\nOne idea\n  two  \n") == ["one idea", "two"]
+    with pytest.raises(UserError, match="no ideas"):
+        ideas_from_text("\n# only a comment\n")
+    with pytest.raises(UserError, match="idea 2: the video idea is 501 characters"):
+        ideas_from_text("fine\n" + "x" * 501)
+
+
+# --- the statistics --------------------------------------------------------------------------
+
+
+def test_wilson_interval_matches_the_formula_s_known_values():
+    low, high = wilson(8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-4) and high == pytest.approx(0.9433, abs=1e-4)
+    assert wilson(0, 0) is None
+    assert wilson(5, 5)[1] == 1.0 and wilson(0, 5)[0] == 0.0
+
+
+def _outcome(model_a, model_b, choice, title_a="a title", title_b="b title", pair=0):
+    return Outcome(pair, "idea", model_a, model_b, title_a, title_b, choice, "voter")
+
+
+def test_head_to_head_counts_ties_and_both_bad_apart_whichever_side_a_model_is_on():
+    outcomes = [
+        _outcome("tuned", "base", "a_better"),
+        _outcome("base", "tuned", "b_better"),
+        _outcome("base", "tuned", "a_better"),
+        _outcome("tuned", "base", "tie"),
+        _outcome("base", "tuned", "both_bad"),
+        _outcome("tuned", "sft", "a_better"),  # another comparison: not counted here
+    ]
+    h = head_to_head(outcomes, "tuned", "base")
+    assert (h.wins, h.losses, h.ties, h.both_bad) == (2, 1, 1, 1)
+    assert h.win_rate == pytest.approx(2 / 3)
+    assert h.interval == wilson(2, 3)
+    assert h.ties_as_half == pytest.approx((2 + 0.5 * 2) / 5)
+
+
+def test_three_models_and_scripted_preferences_give_the_expected_bradley_terry_order():
+    rng = random.Random(0)
+    strength = {"base": 1.0, "sft": 3.0, "tuned": 4.5}  # P(i beats j) = s_i / (s_i + s_j)
+    outcomes = []
+    for _ in range(600):
+        a, b = rng.sample(list(strength), 2)
+        a_wins = rng.random() < strength[a] / (strength[a] + strength[b])
+        outcomes.append(_outcome(a, b, "a_better" if a_wins else "b_better"))
+    board = arena(outcomes, ["base", "sft", "tuned"], rounds=200)
+    assert [s.model for s in board] == ["tuned", "sft", "base"]
+    assert all(s.low <= s.score <= s.high for s in board)
+    # the gap between base and the others is clear of the bootstrap's noise
+    assert board[2].high < board[1].low
+
+
+def test_the_length_controlled_rate_moves_the_right_way_on_a_planted_length_preference():
+    # Voters prefer the longer title, whoever wrote it; `long` writes longer titles more often.
+    rng = random.Random(1)
+    rows = []
+    for _ in range(2000):
+        diff = rng.gauss(12, 15)  # long's title minus short's, in characters
+        p_long_wins = 1 / (1 + pow(2.718281828, -diff / 8))
+        rows.append((round(diff), int(rng.random() < p_long_wins)))
+    raw = sum(won for _, won in rows) / len(rows)
+    controlled, effect = length_controlled(rows)
+    assert raw > 0.7
+    assert abs(controlled - 0.5) < 0.06  # at equal length neither model is preferred
+    assert effect > 0  # the longer title wins
+    # no length preference planted: the controlled rate stays near the raw one
+    fair = [(round(rng.gauss(12, 15)), int(rng.random() < 0.7)) for _ in range(2000)]
+    fair_raw = sum(w for _, w in fair) / len(fair)
+    assert abs(length_controlled(fair)[0] - fair_raw) < 0.05
+    assert length_controlled([(3, 1)]) == (None, None)
+    assert length_controlled([(3, 1), (3, 0)]) == (None, None)  # lengths never differ
+
+
+# --- the store -------------------------------------------------------------------------------
+
+
+def _two_model_round(store, name="r1"):
+    titles = [
+        RoundTitle("base", "idea one", 0, "Base title one", "Base title one"),
+        RoundTitle("tuned", "idea one", 0, "Tuned title one Z", "Tuned title one Z"),
+        RoundTitle("base", "idea two", 0, "Same title", "Same title"),
+        RoundTitle("tuned", "idea two", 0, "Same title", "Same title"),
+        RoundTitle("base", "idea three", 0, "Base three", "Base three"),
+        RoundTitle("tuned", "idea three", 0, "Tuned three Z", "Tuned three Z"),
+    ]
+    models = [{"label": "base", "name": "b"}, {"label": "tuned", "name": "t"}]
+    return store.add_round(name, models, titles, 1, "typed")
+
+
+def test_a_round_adds_pairs_tagged_and_its_votes_stay_out_of_datasets(tmp_path):
+    store = VoteStore.in_folder(tmp_path / "data")
+    store.add_gold_pair("idea zero", "A fine title", "bad")  # a normal pair beside the round
+    info = _two_model_round(store)
+    assert info.pairs == 2  # idea two: both models wrote the same title, so no pair
+    with pytest.raises(UserError, match="already a round"):
+        _two_model_round(store)
+    pairs = store.round_pairs(info.round_id)
+    for number, p in enumerate(pairs):
+        marked_side = "a_better" if MARKER in p.title_a else "b_better"
+        store.record_vote(f"v{number}", p.pair_id, marked_side, "a")
+        store.record_vote(f"w{number}", p.pair_id, marked_side, "b")
+    report = round_report(store, "r1")
+    (h,) = report.comparisons
+    assert (h.model, h.other, h.wins, h.losses) == ("tuned", "base", 4, 0)
+    assert report.same_title == 1 and report.votes == 4 and report.voters == 4
+    assert all(d.winner == "tuned" and d.voters == 2 for d in report.detail)
+    assert report.agreement.unanimous == 1.0
+    # the round's votes make no rows; a flag puts them in, and the summary says so
+    with pytest.raises(UserError, match="give no preference rows"):
+        ds.preferences_from_store(store.path)
+    prefs, facts = ds.preferences_from_store(store.path, include_evaluation=True)
+    assert len(prefs) == 2 and all(MARKER in p.chosen for p in prefs)
+    assert facts["left_out"]["evaluation_votes"] == 4
+    assert facts["left_out"]["evaluation_rounds"] == ["r1"]
+
+
+def test_the_dataset_card_says_whether_evaluation_votes_are_in(tmp_path):
+    from hub.cards import dataset_card
+
+    store = VoteStore.in_folder(tmp_path / "data")
+    store.import_tutorial_pool()
+    for _ in range(2):
+        store.record_vote("someone", store.next_pair("someone").pair_id, "a_better", "a")
+    info = _two_model_round(store)
+    for p in store.round_pairs(info.round_id):
+        store.record_vote("someone", p.pair_id, "a_better", "a")
+    left = ds.write_dataset_folder(tmp_path / "without", store.path, split="seed")
+    both = ds.write_dataset_folder(
+        tmp_path / "with", store.path, split="seed", include_evaluation=True
+    )
+    assert sum(left["rows"].values()) == 2 and sum(both["rows"].values()) == 4
+    assert "make no rows" in dataset_card(left, "alice/t") and "r1" in dataset_card(left, "alice/t")
+    assert "**included**" in dataset_card(both, "alice/t")
+
+
+def test_a_round_vote_mirrored_and_restored_is_still_the_round_s(tmp_path):
+    store = VoteStore.in_folder(tmp_path / "a")
+    info = _two_model_round(store)
+    pair = store.round_pairs(info.round_id)[0]
+    store.record_vote("v1", pair.pair_id, "a_better", "b")
+    records = [json.loads(json.dumps(vote_record(v))) for v in store.votes()]
+    fresh = VoteStore.in_folder(tmp_path / "b")
+    assert fresh.restore_votes(records) == (1, 0)
+    (vote,) = fresh.votes()
+    assert (vote.evaluation, vote.model_a, vote.model_b) == ("r1", pair.model_a, pair.model_b)
+    (h,) = round_report(fresh, "r1").comparisons
+    assert {h.wins, h.losses} == {0, 1}
+    with pytest.raises(UserError, match="give no preference rows"):
+        ds.preferences_from_store(fresh.path)
+
+
+# --- models: a run brings its stages ----------------------------------------------------------
+
+
+@pytest.fixture
+def finished_run(tmp_path, tiny_model_dir, small_data):
+    """A run folder as training leaves it: model/ with its summary, model/sft/ the SFT stage."""
+    model = tmp_path / "runs" / "run-1" / "model"
+    shutil.copytree(tiny_model_dir, model)
+    shutil.copytree(tiny_model_dir, model / "sft")
+    summary = {"started_from": str(tiny_model_dir), "data": str(small_data)}
+    (model / "train_summary.json").write_text(json.dumps(summary))
+    return model
+
+
+def test_a_run_brings_its_base_and_sft_stage_and_its_held_out_ideas(
+    finished_run, tiny_model_dir, small_data
+):
+    models = round_models([str(finished_run)])
+    assert [m.label for m in models] == [
+        f"base: {tiny_model_dir}",
+        "run-1 SFT",
+        "run-1 tuned",
+    ]
+    assert [m.name for m in models] == [
+        str(tiny_model_dir),
+        str(finished_run / "sft"),
+        str(finished_run),
+    ]
+    with pytest.raises(UserError, match="two or more models"):
+        round_models([str(finished_run)], stages=False)
+    plan = plan_round([str(finished_run)], None, k=2, name="held")
+    described = json.loads((small_data / "summary.json").read_text())
+    held = set(plan.ideas)
+    assert held == set(described["ideas"]["valid"])
+    assert not held & set(described["ideas"]["train"])
+    assert plan.trained_on == []
+    # ideas the run trained on are named as such
+    trained = plan_round([str(finished_run)], described["ideas"]["train"][:2], "file", name="t")
+    assert trained.trained_on == described["ideas"]["train"][:2]
+
+
+def test_create_round_stores_nothing_when_a_model_fails(tmp_path, tiny_model_dir):
+    store = VoteStore.in_folder(tmp_path / "data")
+    plan = plan_round([str(tiny_model_dir), str(tmp_path / "missing")], ["an idea"], "typed")
+    with pytest.raises(UserError, match="does not exist"):
+        create_round(store, plan)
+    assert store.rounds() == [] and store.counts()["pairs"] == 0
+    assert isinstance(plan, RoundPlan)
+
+
+# --- judges ----------------------------------------------------------------------------------
+
+
+def _side_with(pair, title_a: bool) -> str:
+    return "a_better" if title_a else "b_better"
+
+
+class FirstTitleJudge(PairwiseJudge):
+    """Always prefers whichever title it reads first: a position bias and nothing else."""
+
+    name = "first-title judge"
+
+    def first_is_better(self, questions):
+        return [True for _ in questions]
+
+
+class MarkerJudge(PairwiseJudge):
+    name = "marker judge"
+
+    def first_is_better(self, questions):
+        return [first.count(MARKER) > second.count(MARKER) for _, first, second in questions]
+
+
+def test_a_judge_is_asked_both_ways_and_a_flip_is_a_tie(tmp_path):
+    store = VoteStore.in_folder(tmp_path / "data")
+    _two_model_round(store)
+    assert FirstTitleJudge().prefer("idea", "one", "two") == "tie"
+    biased = round_report(store, "r1", judge_round(store, "r1", FirstTitleJudge()), "biased")
+    assert biased.comparisons[0].ties == 2 and biased.comparisons[0].decisive == 0
+    first, second = store.round_pairs(store.round_info("r1").round_id)
+    # people: the marked title on the first pair, the other one on the second
+    store.record_vote("v1", first.pair_id, _side_with(first, MARKER in first.title_a), "a")
+    store.record_vote("v1", second.pair_id, _side_with(second, MARKER not in second.title_a), "a")
+    judged = round_report(store, "r1", judge_round(store, "r1", MarkerJudge()), "marker judge")
+    assert judged.comparisons[0].wins == 2  # the judge prefers tuned's marked titles
+    assert judged.judge_agreement == {"pairs": 2, "agree": 1, "rate": 0.5, "judge_ties": 0}
+
+
+def test_a_chat_model_judges_a_round_with_valid_verdicts(tmp_path, tiny_model):
+    from pipeline.judges import ChatJudge
+
+    store = VoteStore.in_folder(tmp_path / "data")
+    _two_model_round(store)
+    judge = ChatJudge(tiny_model)
+    outcomes = judge_round(store, "r1", judge)
+    assert len(outcomes) == 2
+    assert {o.choice for o in outcomes} <= {"a_better", "b_better", "tie"}
+    # asked the other way round, a decisive verdict names the same title
+    for o in outcomes:
+        again = judge.prefer(o.idea, o.title_b, o.title_a)
+        expected = {"a_better": "B", "b_better": "A", "tie": "tie"}[o.choice]
+        assert again == expected
+
+
+# --- the CLI ---------------------------------------------------------------------------------
+
+
+def test_cli_creates_a_round_reports_it_and_measures_models(tmp_path, marked_models):
+    plain, marked = marked_models
+    ideas = tmp_path / "ideas.txt"
+    ideas.write_text("idea one\nidea two\nidea three\n")
+    data = tmp_path / "data"
+    made = run_cli("evaluate", "create", "--models", f"{plain},{marked}", "--ideas", str(ideas),
+                   "--data", str(data), "--name", "cli round", "--json")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["pairs"] == 3
+    store = VoteStore.open_existing(data)
+    for p in store.round_pairs(store.round_info("cli round").round_id):
+        store.record_vote("v1", p.pair_id, "a_better" if MARKER in p.title_a else "b_better", "a")
+    report = run_cli("evaluate", "report", "--round", "cli round", "--data", str(data), "--json",
+                     "--chart", str(tmp_path / "chart.png"))  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    (h,) = json.loads(report.stdout)["comparisons"]
+    assert (h["model"], h["wins"], h["losses"], h["win_rate"]) == (str(marked), 3, 0, 1.0)
+    assert h["interval"] == list(wilson(3, 3))
+    assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
+    text = run_cli("evaluate", "report", "--round", "cli round", "--data", str(data))
+    assert "beats" in text.stdout and "3 of 3 decisive votes: 100%" in text.stdout
+    missing = run_cli("evaluate", "report", "--round", "nope", "--data", str(data))
+    assert missing.returncode == 2 and "no evaluation round 'nope'" in missing.stderr
+    auto = run_cli("evaluate", "auto", "--models", f"{plain},{marked}", "--ideas", str(ideas),
+                   "--k", "2", "--json")  # fmt: skip
+    assert auto.returncode == 0, auto.stderr
+    measured = {m["model"]: m for m in json.loads(auto.stdout)["models"]}
+    assert measured[str(marked)]["distinct_per_idea"] <= 2
+    assert measured[str(plain)]["titles"] == 6
+    assert 0 <= measured[str(plain)]["follows_prompt"] <= 1
