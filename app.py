@@ -853,7 +853,9 @@ def evaluate_tab(store: VoteStore, folder: Path, generator: ModelChoice, guard: 
         source = gr.Radio(IDEA_SOURCES, value=FRESH_IDEAS, label="Ideas")
         typed = gr.Textbox("", label="Ideas (one per line)", lines=4)
         ideas_file = gr.File(label="Ideas file", file_types=[".txt", ".csv"])
-    create = gr.Button("Create the round", variant="primary")
+    with gr.Row():
+        create = gr.Button("Create the round", variant="primary")
+        refresh = gr.Button("Refresh the runs and rounds")
     created = gr.Markdown()
     gr.Markdown("### Results")
     with gr.Row():
@@ -941,6 +943,7 @@ def evaluate_tab(store: VoteStore, folder: Path, generator: ModelChoice, guard: 
         api_name="evaluate_judge",
         concurrency_limit=1,
     )
+    refresh.click(guard(OWNER, choices), None, [runs, pick], api_name="evaluate_choices")
     return Wiring(guard(OWNER, choices), [runs, pick])
 
 

@@ -163,8 +163,9 @@ def trained_on(models: Sequence[RoundModel]) -> set[str]:
 
 
 def round_models(names: Sequence[str], stages: bool = True) -> list[RoundModel]:
-    """The models named, in order, without repeats. With `stages`, a finished run's model
-    folder brings its starting model ("base: ...") and its SFT stage ("... SFT") ahead of it,
+    """The models named, in order, without repeats, each with the label the report uses: a
+    Hub id itself, a folder its name. With `stages`, a finished run's model folder brings its
+    starting model ("base: ...") and its SFT stage ("... SFT") ahead of it ("... tuned"),
     unless they are named already."""
     models: dict[str, RoundModel] = {}
 
@@ -178,8 +179,8 @@ def round_models(names: Sequence[str], stages: bool = True) -> list[RoundModel]:
         if not name:
             continue
         summary = run_summary(name)
-        if summary is None:
-            add(name, name)
+        if summary is None:  # a Hub id by its id, a folder by its name
+            add(Path(name).name if Path(name).expanduser().is_dir() else name, name)
             continue
         run = _run_label(name)
         if stages and summary.get("started_from"):
@@ -189,12 +190,11 @@ def round_models(names: Sequence[str], stages: bool = True) -> list[RoundModel]:
             add(f"{run} SFT", str(sft))
         add(f"{run} tuned", name)
     found = list(models.values())
-    labels = [m.label for m in found]
     if len(found) < 2:
-        raise UserError(f"a round compares two or more models; got {labels or 'none'}")
-    if len(set(labels)) != len(labels):
-        raise UserError(f"two models in the round would have the same label: {labels}")
-    return found
+        raise UserError(f"a round compares two or more models; got {[m.name for m in found]}")
+    # two folders of the same name: those are called by their whole path
+    labels = [m.label for m in found]
+    return [RoundModel(m.name, m.name) if labels.count(m.label) > 1 else m for m in found]
 
 
 def run_model_folder(run: str | Path) -> str:

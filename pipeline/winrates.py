@@ -427,6 +427,7 @@ def chart(report: RoundReport):
 
     matplotlib.use("Agg")  # no display; the app and the CLI only save or serve the figure
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(9, 3.2 + 0.35 * len(report.comparisons)), layout="constrained")
     left, right = figure.subplots(1, 2)
@@ -455,6 +456,7 @@ def chart(report: RoundReport):
         capsize=4,
     )
     right.axvline(1000, color="grey", linestyle="--", linewidth=1)
+    right.xaxis.set_major_locator(MaxNLocator(4))
     right.set_xlabel("Bradley–Terry score (95% bootstrap interval)")
     right.invert_yaxis()
     figure.suptitle(f"Round {report.round}: judged by {report.judged_by}, {report.votes} votes")

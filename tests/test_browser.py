@@ -168,7 +168,7 @@ def test_a_voter_sees_vote_and_leaderboard_the_owner_every_tab(browser, tiny_mod
         "--model", str(tiny_model_dir), "--data", str(tmp_path / "data"),
         log_path=tmp_path / "app.log", env={"TITLE_DPO_OWNER_PASSWORD": password},
     )  # fmt: skip
-    tab_names = ["Vote", "Generate", "Leaderboard", "Train", "Hub"]
+    tab_names = ["Vote", "Generate", "Leaderboard", "Train", "Evaluate", "Hub"]
 
     def visible_tabs(page) -> list[str]:
         return [n for n in tab_names if page.get_by_role("tab", name=n).is_visible()]
@@ -213,3 +213,56 @@ def test_a_voter_sees_vote_and_leaderboard_the_owner_every_tab(browser, tiny_mod
     finally:
         stop_app(process)
     assert password not in (tmp_path / "app.log").read_text()
+
+
+def test_the_owner_creates_a_round_a_voter_votes_on_it_and_the_owner_reads_it(
+    browser, marked_models, tmp_path
+):
+    from conftest import MARKER
+    from pipeline.pairs import Pair
+
+    plain, marked = marked_models
+    password = "round owner password"
+    data = tmp_path / "data"
+    warm_up = Pair("warm-up idea", f"A title with {MARKER}", "A title without")
+    VoteStore.in_folder(data).add_pairs([warm_up], "warm-up", "imported")
+    process, url = start_app(
+        "--model", str(plain), "--data", str(data), log_path=tmp_path / "app.log",
+        env={"TITLE_DPO_OWNER_PASSWORD": password},
+    )  # fmt: skip
+    try:
+        owner = browser.new_page(viewport={"width": 1200, "height": 1400})
+        owner.goto(url)
+        owner.get_by_text("Owner sign-in").click()
+        owner.get_by_label("Owner password").fill(password)
+        owner.get_by_role("button", name="Sign in as the owner").click()
+        owner.get_by_text("every tab is yours").wait_for()
+        owner.get_by_role("tab", name="Evaluate").click()
+        owner.get_by_label("Other models (Hub ids or folders, one per line)").fill(
+            f"{plain}\n{marked}"
+        )
+        owner.get_by_role("radio", name="Typed below, one per line").check()
+        owner.get_by_label("Ideas (one per line)").fill("Kalman filters\nContrastive learning")
+        owner.get_by_label("Round name (empty: round-DATE-TIME)").fill("browser round")
+        owner.get_by_role("button", name="Create the round").click()
+        owner.get_by_text(re.compile(r"2 pairs")).wait_for(timeout=60_000)
+
+        voter = browser.new_page(viewport={"width": 1200, "height": 900})  # another profile
+        voter.goto(url)
+        voter.get_by_text("You are voting").wait_for()
+        for done in range(1, 4):  # the warm-up pair and the round's two, in any order
+            voter.wait_for_function("!document.querySelector('#vote-left').disabled")
+            left = voter.get_by_label("Title A").input_value()
+            voter.keyboard.press("a" if MARKER in left else "b")
+            voter.get_by_text(f"voted on {done} pairs").wait_for()
+        voter.get_by_text("Nothing left to judge").wait_for()
+        assert str(marked) not in voter.content() and "browser round" not in voter.content()
+
+        owner.get_by_role("button", name="Show the people's verdict").click()
+        owner.get_by_text(re.compile(r"beats .* in 2 of 2 decisive votes")).wait_for()
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        owner.screenshot(path=str(SCREENSHOTS / "evaluate-tab.png"), full_page=True)
+    finally:
+        stop_app(process)
+    store = VoteStore.open_existing(data)
+    assert sum(v.evaluation == "browser round" for v in store.votes()) == 2

@@ -71,6 +71,7 @@ def snapshot(hub, data) -> dict:
         "counts": store.counts(),
         "gold": store.connection().execute("SELECT count(*) FROM pairs WHERE gold IS NOT NULL")
         .fetchone()[0],
+        "rounds": [r.name for r in store.rounds()],
     }  # fmt: skip
 
 
@@ -81,7 +82,8 @@ def assert_voter_refused_everywhere(client, hub, data, csv_path) -> set[str]:
     owner_endpoints = {name: info for name, info in endpoints(client).items()
                        if name not in VOTER_ENDPOINTS}  # fmt: skip
     assert {"/train_start", "/hub_push_dataset", "/use_trained_model", "/import_pairs",
-            "/add_gold_pair", "/voters_may_generate"} <= set(owner_endpoints)  # fmt: skip
+            "/add_gold_pair", "/voters_may_generate", "/evaluate_create", "/evaluate_report",
+            "/evaluate_judge", "/evaluate_choices"} <= set(owner_endpoints)  # fmt: skip
     for name, info in owner_endpoints.items():
         expected = "Generate is for the owner" if name == "/generate" else "owner only"
         with pytest.raises(Exception, match=expected):

@@ -317,7 +317,7 @@ def test_cli_creates_a_round_reports_it_and_measures_models(tmp_path, marked_mod
                      "--chart", str(tmp_path / "chart.png"))  # fmt: skip
     assert report.returncode == 0, report.stderr
     (h,) = json.loads(report.stdout)["comparisons"]
-    assert (h["model"], h["wins"], h["losses"], h["win_rate"]) == (str(marked), 3, 0, 1.0)
+    assert (h["model"], h["wins"], h["losses"], h["win_rate"]) == ("marked", 3, 0, 1.0)
     assert h["interval"] == list(wilson(3, 3))
     assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
     text = run_cli("evaluate", "report", "--round", "cli round", "--data", str(data))
@@ -327,7 +327,7 @@ def test_cli_creates_a_round_reports_it_and_measures_models(tmp_path, marked_mod
     auto = run_cli("evaluate", "auto", "--models", f"{plain},{marked}", "--ideas", str(ideas),
                    "--k", "2", "--json")  # fmt: skip
     assert auto.returncode == 0, auto.stderr
-    measured = {m["model"]: m for m in json.loads(auto.stdout)["models"]}
+    measured = {m["model"]: m for m in json.loads(auto.stdout)["models"]}  # as named
     assert measured[str(marked)]["distinct_per_idea"] <= 2
     assert measured[str(plain)]["titles"] == 6
     assert 0 <= measured[str(plain)]["follows_prompt"] <= 1

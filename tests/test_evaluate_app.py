@@ -1,0 +1,99 @@
+"""An evaluation round through the app over real HTTP (gradio_client): the owner creates it,
+simulated voters who prefer one model's titles vote on it blind, and the round reports them."""
+
+import json
+import os
+
+import pytest
+from gradio_client import Client
+
+from app_process import free_port
+from conftest import MARKER, run_cli
+from pipeline.pairs import Pair
+from pipeline.votes import VoteStore
+from pipeline.winrates import wilson
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+PASSWORD = "evaluation owner password"
+IDEAS = ["Bootstrapping confidence intervals", "Vector databases compared",
+         "Contrastive learning", "Kalman filters"]  # fmt: skip
+# ordinary pairs, one title of each marked so that voters decide them
+WARM_UP = [Pair("warm-up idea one", f"Warm-up title {MARKER}", "Warm-up title two"),
+           Pair("warm-up idea two", "Another title", f"Yet another title {MARKER}")]  # fmt: skip
+
+
+@pytest.fixture
+def evaluation_app(marked_models, tmp_path):
+    """The app with an owner password, so that loopback clients are voters until they sign
+    in; its pool holds two ordinary pairs (so the tutorial's are not loaded)."""
+    from app import build_app, serve
+    from pipeline.access import AccessSettings
+
+    plain, _ = marked_models
+    data = tmp_path / "data"
+    VoteStore.in_folder(data).add_pairs(WARM_UP, "warm-up", "imported")
+    app = build_app(str(plain), str(data), AccessSettings(owner_password=PASSWORD))
+    port = free_port()
+    serve(app, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True)
+    yield f"http://127.0.0.1:{port}/", data
+    app.close()
+
+
+def vote_until_done(url: str) -> list[str]:
+    """A simulated voter: prefers the title with more of the marker, says tie when equal, and
+    votes until nothing is left. Returns every response it read, as text."""
+    voter_client = Client(url, verbose=False)
+    responses = [json.dumps(voter_client.predict(None, api_name="/my_role"))]
+    start = voter_client.predict(None, api_name="/start")
+    responses.append(json.dumps(start))
+    voter, _idea, left, right, pair_id, _progress = start
+    while pair_id is not None:
+        more = left.count(MARKER) - right.count(MARKER)
+        side = "/vote_left" if more > 0 else "/vote_right" if more < 0 else "/vote_tie"
+        result = voter_client.predict(voter, pair_id, api_name=side)
+        responses.append(json.dumps(result))
+        _idea, left, right, pair_id, _progress = result
+    responses.append(json.dumps(voter_client.predict(api_name="/leaderboard")))
+    return responses
+
+
+def test_a_round_through_the_app_reports_what_blind_voters_chose(evaluation_app, marked_models):
+    url, data = evaluation_app
+    plain, marked = marked_models
+    owner = Client(url, verbose=False)
+    owner.predict(PASSWORD, api_name="/owner_sign_in")
+    message, picked = owner.predict(
+        [], f"{plain}\n{marked}", True, 1, "app round", "Typed below, one per line",
+        "\n".join(IDEAS), None, api_name="/evaluate_create",
+    )  # fmt: skip
+    assert "**4 pairs**" in message and picked["value"] == "app round"
+
+    seen = [text for _ in range(3) for text in vote_until_done(url)]
+    # Nothing a voter read names a model or the round.
+    for secret in (str(plain), str(marked), plain.name, marked.name, "app round", "round:"):
+        assert not any(secret in text for text in seen), secret
+
+    summary, _chart, comparisons, arena, detail = owner.predict(
+        "app round", api_name="/evaluate_report"
+    )
+    (row,) = comparisons["data"]
+    assert row[:6] == ["marked", "plain", 12, 0, 0, 0]
+    low, high = wilson(12, 12)
+    assert row[6] == "100%" and row[7] == f"{low:.0%} – {high:.0%}"
+    assert "12 votes from 3 voters" in summary
+    assert [r[0] for r in arena["data"]] == ["marked", "plain"]
+    assert len(detail["data"]) == 4 and all(r[6] == 3 for r in detail["data"])
+    # a voter may not read the results or create a round
+    voter = Client(url, verbose=False)
+    for args, name in ((("app round",), "/evaluate_report"), ((), "/evaluate_choices")):
+        with pytest.raises(Exception, match="owner only"):
+            voter.predict(*args, api_name=name)
+
+    # The round's 12 votes make no rows; the two ordinary pairs' votes do.
+    out = data.parent / "dataset"
+    built = run_cli("dataset", "--from-votes", str(data), "--out", str(out), "--json")
+    assert built.returncode == 0, built.stderr
+    summary = json.loads(built.stdout)
+    assert sum(summary["rows"].values()) == 2
+    assert summary["left_out"]["evaluation_votes"] == 12
