@@ -34,7 +34,7 @@ from pipeline.ballot import Shown, vote_on_shown_pair
 from pipeline.errors import UserError
 from pipeline.generation import MAX_TITLES_PER_IDEA, GenerationSettings
 from pipeline.jobs import TrainingRunner, finished_runs
-from pipeline.judges import chat_judge, judge_round
+from pipeline.judges import judge_round
 from pipeline.metrics import EPOCH_COLUMNS, LOSS_KEYS, REWARD_KEYS, chart_rows, epoch_table
 from pipeline.models import DEFAULT_MODEL, ModelChoice
 from pipeline.prompts import MAX_IDEA_CHARS
@@ -58,7 +58,7 @@ from pipeline.rounds import (
 from pipeline.votes import VoteStore
 from pipeline.winrates import chart as round_chart
 from pipeline.winrates import round_report
-from pipeline.zerogpu import ON_ZEROGPU, generate_on_gpu, generate_round_on_gpu
+from pipeline.zerogpu import ON_ZEROGPU, JudgeOnGpu, generate_on_gpu, generate_round_on_gpu
 
 log = logging.getLogger("pipeline.app")
 
@@ -908,7 +908,7 @@ def evaluate_tab(store: VoteStore, folder: Path, generator: ModelChoice, guard: 
         if not round_name:
             raise UserError("no round chosen: create one first")
         if judge_name:
-            model_judge = chat_judge(judge_name)
+            model_judge = JudgeOnGpu(judge_name)
             verdicts = judge_round(store, round_name, model_judge)
             result = round_report(store, round_name, verdicts, model_judge.name)
         else:

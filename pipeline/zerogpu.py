@@ -23,6 +23,7 @@ from pathlib import Path
 import spaces
 
 from pipeline.generation import GenerationSettings, Title, generate_for_idea
+from pipeline.judges import chat_judge
 from pipeline.models import load_model
 from pipeline.recipes import DPORecipe
 from pipeline.rounds import generate_with
@@ -44,6 +45,7 @@ MAX_CALL_SECONDS = 120
 FIRST_CHUNK_SECONDS_PER_STEP = 3.0
 SECONDS_PER_NEW_TOKEN = 0.03  # one decoding step of a batch of up to 16 titles
 STARTUP_SECONDS = 15  # weights onto the GPU; a chunk's data loading and reference log-probs
+JUDGE_SECONDS_PER_BATCH = 0.5  # one forward of 16 judge prompts (~150 tokens each)
 # Ranking the held-out pairs loads up to three models and scores ~100 pairs with each.
 SCORING_SECONDS = 60
 
@@ -82,6 +84,39 @@ def generate_round_on_gpu(
 ) -> list[list[Title]]:
     """One model's titles for an evaluation round (`pipeline.rounds.generate_with`)."""
     return generate_with(model_name, ideas, settings)
+
+
+def judging_seconds(model_name: str, pairs: list[tuple[str, str, str]]) -> int:
+    """A judge's load, then one forward per 16 questions, each pair asked both ways."""
+    forwards = math.ceil(2 * len(pairs) / 16)
+    return min(MAX_CALL_SECONDS, STARTUP_SECONDS + math.ceil(forwards * JUDGE_SECONDS_PER_BATCH))
+
+
+@spaces.GPU(duration=judging_seconds)
+def judge_pairs_on_gpu(model_name: str, pairs: list[tuple[str, str, str]]) -> list[str]:
+    """`ChatJudge.prefer_many` with the judge looked up by name (loaded once per process)."""
+    return chat_judge(model_name).prefer_many(pairs)
+
+
+class JudgeOnGpu:
+    """The judge interface (`pipeline.judges.Judge`) for the app: the chat model `model_name`
+    answers in GPU calls, a batch of pairs per call (outside ZeroGPU: plain calls)."""
+
+    BATCH = 200  # pairs per GPU call: well inside MAX_CALL_SECONDS at the estimated pace
+
+    def __init__(self, model_name: str) -> None:
+        self.model_name, self.name = model_name, f"judge {model_name}"
+
+    def prefer_many(self, pairs) -> list[str]:
+        pairs = list(pairs)
+        return [
+            verdict
+            for start in range(0, len(pairs), self.BATCH)
+            for verdict in judge_pairs_on_gpu(self.model_name, pairs[start : start + self.BATCH])
+        ]
+
+    def prefer(self, idea: str, title_a: str, title_b: str) -> str:
+        return self.prefer_many([(idea, title_a, title_b)])[0]
 
 
 def chunk_seconds(steps: int, seconds_per_step: float | None) -> int:

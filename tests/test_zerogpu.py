@@ -97,3 +97,19 @@ def test_generation_entry_point_takes_a_model_name(tiny_model_dir):
         str(tiny_model_dir), "intro to python", GenerationSettings(n=2, max_new_tokens=4, seed=1)
     )
     assert len(titles) == 2
+
+
+def test_round_generation_and_judging_ask_for_time_by_the_work(tiny_model_dir, monkeypatch):
+    settings = GenerationSettings(n=1)
+    few = zerogpu.round_generation_seconds("m", ["idea"] * 10, settings)
+    many = zerogpu.round_generation_seconds("m", ["idea"] * 500, GenerationSettings(n=4))
+    assert 0 < few < many <= zerogpu.MAX_CALL_SECONDS
+    pairs = [("an idea", f"Title number {i}", f"Another title {i}") for i in range(5)]
+    assert zerogpu.judging_seconds("m", pairs[:1]) < zerogpu.judging_seconds("m", pairs * 40)
+    # the app's judge answers in GPU calls of a few pairs each, as the judge itself does
+    from pipeline.judges import chat_judge
+
+    monkeypatch.setattr(zerogpu.JudgeOnGpu, "BATCH", 2)
+    judge = zerogpu.JudgeOnGpu(str(tiny_model_dir))
+    assert judge.prefer_many(pairs) == chat_judge(str(tiny_model_dir)).prefer_many(pairs)
+    assert judge.prefer(*pairs[0]) in ("A", "B", "tie")
