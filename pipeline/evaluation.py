@@ -112,13 +112,10 @@ def auto_measures(
 def labelled_ranking(model_name: str, rows: Sequence[dict[str, Any]]) -> tuple[float, str]:
     """How `model_name` ranks labelled pairs, and by what: a finished run's model by its
     implicit reward against the reference its summary names, any other by its likelihood."""
-    import json
-    from pathlib import Path
-
     from pipeline.models import load_model
+    from pipeline.rounds import run_summary
 
-    summary = Path(model_name).expanduser() / "train_summary.json"
-    reference = json.loads(summary.read_text()).get("reference") if summary.is_file() else None
+    reference = (run_summary(model_name) or {}).get("reference")
     policy = pair_logps(load_model(model_name), rows)
     if reference:
         ref = pair_logps(load_model(reference), rows)

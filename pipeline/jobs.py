@@ -18,7 +18,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from pipeline.errors import UserError
-from pipeline.metrics import read_metrics
+from pipeline.metrics import SUMMARY_FILE, read_metrics
 
 MAX_LOG_LINES = 200
 
@@ -265,7 +265,5 @@ def latest_run(runs: str | Path) -> Path | None:
 
 def finished_runs(runs: str | Path) -> list[Path]:
     """The model folders of the app's finished runs (`RUNS/run-*/model`), newest first."""
-    from pipeline.training import SUMMARY_FILE
-
     found = (p / "model" for p in Path(runs).glob("run-*"))
     return sorted((m for m in found if (m / SUMMARY_FILE).is_file()), reverse=True)

@@ -9,6 +9,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+# A run's folder: what it logged, and its summary (pipeline.training.TrainResult as JSON).
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "train_summary.json"
+
 EPOCH_COLUMNS = {  # column -> logged key
     "Epoch": "epoch",
     "Training loss": "loss",

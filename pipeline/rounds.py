@@ -26,13 +26,13 @@ from typing import Any
 from pipeline.datasets import idea_key
 from pipeline.errors import UserError
 from pipeline.generation import GenerationSettings, Title, generate_titles
+from pipeline.metrics import SUMMARY_FILE
 from pipeline.prompts import check_idea
 from pipeline.votes import RoundInfo, RoundTitle, VoteStore, check_round_name
 
 FRESH_IDEAS = Path(__file__).resolve().parent.parent / "data" / "fresh-ideas" / "ideas.txt"
 MAX_ROUND_IDEAS = 500
 MAX_K = 8
-SUMMARY_FILE = "train_summary.json"  # pipeline.training.SUMMARY_FILE, without torch's import
 _IDEA_IN_PROMPT = re.compile(r"\*\*Video Idea\*\*: (.*)\n")
 
 

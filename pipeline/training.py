@@ -27,6 +27,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from pipeline.errors import UserError
+from pipeline.metrics import METRICS_FILE, SUMMARY_FILE
 from pipeline.models import LoadedModel, load_model
 from pipeline.recipes import DPORecipe, get_recipe
 
@@ -145,9 +146,6 @@ def train_dpo(
 
 
 # --- the stages ------------------------------------------------------------------------------
-
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "train_summary.json"
 
 
 def training_splits(data: str | Path, recipe: DPORecipe):

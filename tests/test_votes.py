@@ -28,7 +28,7 @@ def test_migrations_apply_once_and_are_recorded(tmp_path):
     assert migrate(db) == [m.__name__ for m in MIGRATIONS]
     assert migrate(db) == []
     names = [r[0] for r in db.execute("SELECT name FROM _migrations")]
-    assert names == ["m001_initial", "m002_flags_and_gold"]
+    assert names == ["m001_initial", "m002_flags_and_gold", "m003_evaluation_rounds"]
 
 
 def test_a_database_from_before_flags_upgrades_with_its_votes(tmp_path):
@@ -47,6 +47,8 @@ def test_a_database_from_before_flags_upgrades_with_its_votes(tmp_path):
     db.close()
     (vote,) = VoteStore.in_folder(tmp_path).votes()
     assert (vote.vote_id, vote.choice, vote.flag, vote.gold) == ("x1", "a_better", None, None)
+    assert vote.evaluation is None  # and the rounds' tables are there, empty
+    assert VoteStore.in_folder(tmp_path).rounds() == []
 
 
 def test_wal_and_durable_commits(store):
