@@ -236,12 +236,20 @@ def test_a_run_brings_its_base_and_sft_stage_and_its_held_out_ideas(
 
 
 def test_create_round_stores_nothing_when_a_model_fails(tmp_path, tiny_model_dir):
+    with pytest.raises(UserError, match="does not exist"):  # refused before any generation
+        plan_round([str(tiny_model_dir), str(tmp_path / "missing")], ["an idea"], "typed")
+    broken = tmp_path / "broken"  # looks like a model folder, but its weights are missing
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "model.safetensors").unlink()
     store = VoteStore.in_folder(tmp_path / "data")
-    plan = plan_round([str(tiny_model_dir), str(tmp_path / "missing")], ["an idea"], "typed")
-    with pytest.raises(UserError, match="does not exist"):
-        create_round(store, plan)
+    plan = plan_round([str(tiny_model_dir), str(broken)], ["an idea"], "typed")
+    assert isinstance(plan, RoundPlan) and [m.label for m in plan.models] == [
+        tiny_model_dir.name,
+        "broken",
+    ]
+    with pytest.raises(UserError, match="could not load model"):
+        create_round(store, plan)  # the first model's titles are written, then dropped
     assert store.rounds() == [] and store.counts()["pairs"] == 0
-    assert isinstance(plan, RoundPlan)
 
 
 # --- judges ----------------------------------------------------------------------------------
