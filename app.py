@@ -954,6 +954,7 @@ COMPARISON_COLUMNS = [
     "Losses",
     "Ties",
     "Both bad",
+    "Same title",
     "Win rate",
     "95% interval",
     "Ties as half",
@@ -969,7 +970,7 @@ def _percent(value: float | None) -> str:
 
 def comparison_row(c) -> list:
     interval = "n/a" if c.interval is None else f"{c.interval[0]:.0%} – {c.interval[1]:.0%}"
-    counts = [c.model, c.other, c.wins, c.losses, c.ties, c.both_bad]
+    counts = [c.model, c.other, c.wins, c.losses, c.ties, c.both_bad, c.same_title]
     return [
         *counts,
         _percent(c.win_rate),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from pipeline.ratings import Agreement, agreement, scores_with_intervals, voter_count
@@ -89,6 +89,10 @@ class HeadToHead:
     # and the fitted length effect: > 0 means the longer title of a pair tends to win
     length_controlled: float | None = None
     length_effect: float | None = None
+    # ideas (and samples) where the two wrote the very same title: no pair to vote on. Models
+    # sample with the same seed, so a model the preference step barely changed often writes
+    # its starting model's title word for word.
+    same_title: int = 0
 
     @property
     def decisive(self) -> int:
@@ -115,7 +119,10 @@ class HeadToHead:
 
     def describe(self) -> str:
         if self.win_rate is None:
-            return f"{self.model} vs {self.other}: no decisive votes yet ({self.total} in all)"
+            same = f"; the same title {self.same_title} times" if self.same_title else ""
+            return (
+                f"{self.model} vs {self.other}: no decisive votes yet ({self.total} in all{same})"
+            )
         low, high = self.interval or (0.0, 0.0)
         line = (
             f"{self.model} beats {self.other} in {self.wins} of {self.decisive} decisive votes: "
@@ -124,6 +131,8 @@ class HeadToHead:
         )
         if self.length_controlled is not None:
             line += f"; at equal length: {self.length_controlled:.0%}"
+        if self.same_title:
+            line += f"; the same title {self.same_title} times (no pair)"
         return line
 
     def as_dict(self) -> dict[str, Any]:
@@ -320,10 +329,19 @@ class RoundReport:
         return "\n".join(lines)
 
 
-def comparisons(outcomes: Sequence[Outcome], models: Sequence[str]) -> list[HeadToHead]:
-    """Every two models, the later one listed against the earlier (tuned vs base, ...)."""
+def comparisons(
+    outcomes: Sequence[Outcome], models: Sequence[str], titles: Sequence[RoundTitle] = ()
+) -> list[HeadToHead]:
+    """Every two models, the later one listed against the earlier (tuned vs base, ...), with
+    how often the two wrote the same title (from the round's `titles`)."""
+    same = same_titles(titles, models)
     return [
-        head_to_head(outcomes, models[j], models[i]) for j in range(len(models)) for i in range(j)
+        replace(
+            head_to_head(outcomes, models[j], models[i]),
+            same_title=same[frozenset((models[i], models[j]))],
+        )
+        for j in range(len(models))
+        for i in range(j)
     ]
 
 
@@ -355,16 +373,18 @@ def pair_details(pairs: Sequence[RoundPair], outcomes: Sequence[Outcome]) -> lis
     return details
 
 
-def same_title_count(titles: Sequence[RoundTitle], models: Sequence[str]) -> int:
-    """How many (idea, sample, two models) wrote the very same title."""
+def same_titles(titles: Sequence[RoundTitle], models: Sequence[str]) -> Counter:
+    """Per two models (a frozenset), how many (idea, sample) they wrote the very same title."""
     written: dict[tuple[str, int], dict[str, str]] = defaultdict(dict)
     for t in titles:
         written[t.idea, t.sample][t.model] = t.text
-    count = 0
+    counts: Counter = Counter()
     for texts in written.values():
         present = [m for m in models if m in texts]
-        count += sum(texts[a] == texts[b] for i, a in enumerate(present) for b in present[i + 1 :])
-    return count
+        for i, a in enumerate(present):
+            for b in present[i + 1 :]:
+                counts[frozenset((a, b))] += texts[a] == texts[b]
+    return counts
 
 
 def round_report(
@@ -393,11 +413,11 @@ def round_report(
         ideas_from=info.ideas_from,
         ideas=len({p.idea for p in pairs} | {t.idea for t in titles}),
         pairs=len(pairs),
-        same_title=same_title_count(titles, models),
+        same_title=sum(same_titles(titles, models).values()),
         votes=len(outcomes),
         voters=voter_count(votes) if judged is None else 0,
         judged_by=judged_by,
-        comparisons=comparisons(outcomes, models),
+        comparisons=comparisons(outcomes, models, titles),
         arena=arena(outcomes, models),
         mean_length={m: sum(v) / len(v) for m in models if (v := lengths.get(m))},
         agreement=agreement(votes) if votes else None,

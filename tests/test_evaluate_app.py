@@ -78,9 +78,9 @@ def test_a_round_through_the_app_reports_what_blind_voters_chose(evaluation_app,
         "app round", api_name="/evaluate_report"
     )
     (row,) = comparisons["data"]
-    assert row[:6] == ["marked", "plain", 12, 0, 0, 0]
+    assert row[:7] == ["marked", "plain", 12, 0, 0, 0, 0]
     low, high = wilson(12, 12)
-    assert row[6] == "100%" and row[7] == f"{low:.0%} – {high:.0%}"
+    assert row[7] == "100%" and row[8] == f"{low:.0%} – {high:.0%}"
     assert "12 votes from 3 voters" in summary
     assert [r[0] for r in arena["data"]] == ["marked", "plain"]
     assert len(detail["data"]) == 4 and all(r[6] == 3 for r in detail["data"])
