@@ -93,6 +93,15 @@ class HeadToHead:
     # sample with the same seed, so a model the preference step barely changed often writes
     # its starting model's title word for word.
     same_title: int = 0
+    # pair by pair (each pair's decisive votes, majority; an even split decides nothing):
+    # votes on one pair are not independent, so this interval is the one to trust when
+    # pairs have several votes
+    pairs_won: int = 0
+    pairs_lost: int = 0
+
+    @property
+    def pair_interval(self) -> tuple[float, float] | None:
+        return wilson(self.pairs_won, self.pairs_won + self.pairs_lost)
 
     @property
     def decisive(self) -> int:
@@ -131,6 +140,13 @@ class HeadToHead:
         )
         if self.length_controlled is not None:
             line += f"; at equal length: {self.length_controlled:.0%}"
+        decided = self.pairs_won + self.pairs_lost
+        if decided and decided != self.decisive:
+            plow, phigh = self.pair_interval
+            line += (
+                f"; by pair: {self.pairs_won} of {decided} "
+                f"({self.pairs_won / decided:.0%}, 95% CI {plow:.0%}–{phigh:.0%})"
+            )
         if self.same_title:
             line += f"; the same title {self.same_title} times (no pair)"
         return line
@@ -142,12 +158,14 @@ class HeadToHead:
             "win_rate": self.win_rate,
             "interval": self.interval,
             "ties_as_half": self.ties_as_half,
+            "pair_interval": self.pair_interval,
         }
 
 
 def head_to_head(outcomes: Sequence[Outcome], model: str, other: str) -> HeadToHead:
     counts: Counter = Counter()
     lengths: list[tuple[int, int]] = []  # (length difference model - other, model won)
+    margin: Counter = Counter()  # per pair: model's decisive votes minus other's
     for o in outcomes:
         if {o.model_a, o.model_b} != {model, other}:
             continue
@@ -157,6 +175,7 @@ def head_to_head(outcomes: Sequence[Outcome], model: str, other: str) -> HeadToH
             counts[o.choice] += 1
             continue
         counts["wins" if winner == model else "losses"] += 1
+        margin[o.pair_id] += 1 if winner == model else -1
         lengths.append((len(ours) - len(theirs), int(winner == model)))
     controlled, effect = length_controlled(lengths)
     return HeadToHead(
@@ -168,6 +187,8 @@ def head_to_head(outcomes: Sequence[Outcome], model: str, other: str) -> HeadToH
         counts["both_bad"],
         controlled,
         effect,
+        pairs_won=sum(m > 0 for m in margin.values()),
+        pairs_lost=sum(m < 0 for m in margin.values()),
     )
 
 

@@ -148,6 +148,7 @@ def test_a_round_adds_pairs_tagged_and_its_votes_stay_out_of_datasets(tmp_path):
     (h,) = report.comparisons
     assert (h.model, h.other, h.wins, h.losses) == ("tuned", "base", 4, 0)
     assert report.same_title == 1 and h.same_title == 1
+    assert (h.pairs_won, h.pairs_lost, h.pair_interval) == (2, 0, wilson(2, 2))
     assert report.votes == 4 and report.voters == 4
     assert all(d.winner == "tuned" and d.voters == 2 for d in report.detail)
     assert report.agreement.unanimous == 1.0
