@@ -199,9 +199,16 @@ def preferences_from_store(
         "left_out": left_out,
     }
     if not prefs:
+        kept_apart = left_out["evaluation_votes"] if not include_evaluation else 0
+        why = (
+            f"; {kept_apart} votes on evaluation rounds are kept out (--include-evaluation "
+            "uses them)"
+            if kept_apart
+            else ""
+        )
         raise UserError(
             f"{path}: {len(votes)} votes give no preference rows "
-            f"(need pairs with {min_votes}+ votes and a clear winner)"
+            f"(need pairs with {min_votes}+ votes and a clear winner){why}"
         )
     return prefs, facts
 

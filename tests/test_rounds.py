@@ -153,7 +153,7 @@ def test_a_round_adds_pairs_tagged_and_its_votes_stay_out_of_datasets(tmp_path):
     assert all(d.winner == "tuned" and d.voters == 2 for d in report.detail)
     assert report.agreement.unanimous == 1.0
     # the round's votes make no rows; a flag puts them in, and the summary says so
-    with pytest.raises(UserError, match="give no preference rows"):
+    with pytest.raises(UserError, match="4 votes on evaluation rounds are kept out"):
         ds.preferences_from_store(store.path)
     prefs, facts = ds.preferences_from_store(store.path, include_evaluation=True)
     assert len(prefs) == 2 and all(MARKER in p.chosen for p in prefs)
