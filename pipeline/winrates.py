@@ -28,15 +28,9 @@ Z95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Outcome(RoundPair):
     """One judgement of a round's pair: a person's vote, or a judge's verdict."""
 
-    pair_id: int
-    idea: str
-    model_a: str
-    model_b: str
-    title_a: str
-    title_b: str
     choice: str  # a_better, b_better, tie, both_bad
     voter: str = "judge"
 
@@ -274,15 +268,9 @@ def arena(
 
 
 @dataclass(frozen=True)
-class PairDetail:
+class PairDetail(RoundPair):
     """One of the round's pairs, with its votes."""
 
-    pair_id: int
-    idea: str
-    model_a: str
-    model_b: str
-    title_a: str
-    title_b: str
     counts: dict[str, int]
     voters: int
     winner: str | None  # the majority's model; None: no votes, a tie or an equal split
