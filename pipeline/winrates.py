@@ -486,7 +486,7 @@ def chart(report: RoundReport):
     )
     right.axvline(1000, color="grey", linestyle="--", linewidth=1)
     right.xaxis.set_major_locator(MaxNLocator(4))
-    right.set_xlabel("Bradley–Terry score (95% bootstrap interval)")
+    right.set_xlabel("Bradley–Terry score (bootstrap 95%)")
     right.invert_yaxis()
     figure.suptitle(f"Round {report.round}: judged by {report.judged_by}, {report.votes} votes")
     return figure
