@@ -56,8 +56,8 @@ from pipeline.rounds import (
     plan_round,
 )
 from pipeline.votes import VoteStore
+from pipeline.winrates import ARENA_COLUMNS, COMPARISON_COLUMNS, DETAIL_COLUMNS, round_report
 from pipeline.winrates import chart as round_chart
-from pipeline.winrates import round_report
 from pipeline.zerogpu import ON_ZEROGPU, JudgeOnGpu, generate_on_gpu, generate_round_on_gpu
 
 log = logging.getLogger("pipeline.app")
@@ -869,12 +869,8 @@ def evaluate_tab(store: VoteStore, folder: Path, generator: ModelChoice, guard: 
     comparisons = gr.Dataframe(
         headers=COMPARISON_COLUMNS, interactive=False, label="Head to head", wrap=True
     )
-    ranking = gr.Dataframe(
-        headers=list(ARENA_COLUMNS), interactive=False, label="Arena (Bradley–Terry)"
-    )
-    detail = gr.Dataframe(
-        headers=list(DETAIL_COLUMNS), interactive=False, label="Per pair", wrap=True
-    )
+    ranking = gr.Dataframe(headers=ARENA_COLUMNS, interactive=False, label="Arena (Bradley–Terry)")
+    detail = gr.Dataframe(headers=DETAIL_COLUMNS, interactive=False, label="Per pair", wrap=True)
 
     def choices():
         finished = [str(p) for p in finished_runs(runs_dir(folder))]
@@ -913,12 +909,13 @@ def evaluate_tab(store: VoteStore, folder: Path, generator: ModelChoice, guard: 
             result = round_report(store, round_name, verdicts, model_judge.name)
         else:
             result = round_report(store, round_name)
+        tables = result.tables()
         return (
             result.describe().replace("\n", "  \n"),
             round_chart(result),
-            [comparison_row(c) for c in result.comparisons],
-            [arena_row(s) for s in result.arena],
-            [detail_row(d) for d in result.detail],
+            tables["comparisons"],
+            tables["arena"],
+            tables["detail"],
         )
 
     def judge_report(round_name, judge_name):
@@ -945,48 +942,6 @@ def evaluate_tab(store: VoteStore, folder: Path, generator: ModelChoice, guard: 
     )
     refresh.click(guard(OWNER, choices), None, [runs, pick], api_name="evaluate_choices")
     return Wiring(guard(OWNER, choices), [runs, pick])
-
-
-COMPARISON_COLUMNS = [
-    "Model",
-    "Against",
-    "Wins",
-    "Losses",
-    "Ties",
-    "Both bad",
-    "Same title",
-    "Win rate",
-    "95% interval",
-    "Ties as half",
-    "At equal length",
-]
-ARENA_COLUMNS = ["Model", "Score", "95% interval", "Wins", "Losses", "Ties / both bad"]
-DETAIL_COLUMNS = ["Idea", "Title A", "Model A", "Title B", "Model B", "Votes", "Voters", "Winner"]
-
-
-def _percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0%}"
-
-
-def comparison_row(c) -> list:
-    interval = "n/a" if c.interval is None else f"{c.interval[0]:.0%} – {c.interval[1]:.0%}"
-    counts = [c.model, c.other, c.wins, c.losses, c.ties, c.both_bad, c.same_title]
-    return [
-        *counts,
-        _percent(c.win_rate),
-        interval,
-        _percent(c.ties_as_half),
-        _percent(c.length_controlled),
-    ]
-
-
-def arena_row(s) -> list:
-    return [s.model, round(s.score), f"{s.low:.0f} – {s.high:.0f}", s.wins, s.losses, s.ties]
-
-
-def detail_row(d) -> list:
-    votes = ", ".join(f"{k} {v}" for k, v in sorted(d.counts.items())) or "none yet"
-    return [d.idea, d.title_a, d.model_a, d.title_b, d.model_b, votes, d.voters, d.winner or ""]
 
 
 def hub_tab(

@@ -276,6 +276,33 @@ class PairDetail(RoundPair):
     winner: str | None  # the majority's model; None: no votes, a tie or an equal split
 
 
+# The report as tables, for people (the Evaluate tab): the columns, then `RoundReport.tables`.
+COMPARISON_COLUMNS = [
+    "Model",
+    "Against",
+    "Wins",
+    "Losses",
+    "Ties",
+    "Both bad",
+    "Same title",
+    "Win rate",
+    "95% interval",
+    "By pair (95% interval)",
+    "Ties as half",
+    "At equal length",
+]
+ARENA_COLUMNS = ["Model", "Score", "95% interval", "Wins", "Losses", "Ties / both bad"]
+DETAIL_COLUMNS = ["Idea", "Title A", "Model A", "Title B", "Model B", "Votes", "Voters", "Winner"]
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def _span(interval: tuple[float, float] | None) -> str:
+    return "n/a" if interval is None else f"{interval[0]:.0%} – {interval[1]:.0%}"
+
+
 @dataclass(frozen=True)
 class RoundReport:
     round: str
@@ -300,6 +327,27 @@ class RoundReport:
         record = asdict(self)
         record["comparisons"] = [c.as_dict() for c in self.comparisons]
         return record
+
+    def tables(self) -> dict[str, list[list]]:
+        """The comparisons, the arena and the pairs as rows under the *_COLUMNS headers."""
+        comparisons = []
+        for c in self.comparisons:
+            decided = c.pairs_won + c.pairs_lost
+            by_pair = f"{c.pairs_won} of {decided} ({_span(c.pair_interval)})" if decided else ""
+            rates = [_percent(c.win_rate), _span(c.interval), by_pair]
+            rates += [_percent(c.ties_as_half), _percent(c.length_controlled)]
+            counts = [c.model, c.other, c.wins, c.losses, c.ties, c.both_bad, c.same_title]
+            comparisons.append([*counts, *rates])
+        arena = [
+            [s.model, round(s.score), f"{s.low:.0f} – {s.high:.0f}", s.wins, s.losses, s.ties]
+            for s in self.arena
+        ]
+        detail = []
+        for d in self.detail:
+            votes = ", ".join(f"{k} {v}" for k, v in sorted(d.counts.items())) or "none yet"
+            pair = [d.idea, d.title_a, d.model_a, d.title_b, d.model_b]
+            detail.append([*pair, votes, d.voters, d.winner or ""])
+        return {"comparisons": comparisons, "arena": arena, "detail": detail}
 
     def describe(self) -> str:
         k = f", {self.k} title(s) per model per idea" if self.k else ""
@@ -407,7 +455,8 @@ def round_report(
     info: RoundInfo = store.round_info(name)
     pairs = store.round_pairs(info.round_id)
     titles = store.round_titles(info.round_id)
-    votes = [v for v in store.votes() if v.pair_id in {p.pair_id for p in pairs}]
+    in_round = {p.pair_id for p in pairs}
+    votes = [v for v in store.votes() if v.pair_id in in_round]
     people = round_outcomes(votes, pairs)
     outcomes = list(judged) if judged is not None else people
     models = info.labels

@@ -81,6 +81,7 @@ def test_a_round_through_the_app_reports_what_blind_voters_chose(evaluation_app,
     assert row[:7] == ["marked", "plain", 12, 0, 0, 0, 0]
     low, high = wilson(12, 12)
     assert row[7] == "100%" and row[8] == f"{low:.0%} – {high:.0%}"
+    assert row[9].startswith("4 of 4 (")  # each pair's 3 votes, as one verdict
     assert "12 votes from 3 voters" in summary
     assert [r[0] for r in arena["data"]] == ["marked", "plain"]
     assert len(detail["data"]) == 4 and all(r[6] == 3 for r in detail["data"])
