@@ -179,8 +179,8 @@ def round_models(names: Sequence[str], stages: bool = True) -> list[RoundModel]:
         if not name:
             continue
         summary = run_summary(name)
-        if summary is None:  # a Hub id by its id, a folder by its name
-            add(Path(name).name if Path(name).expanduser().is_dir() else name, name)
+        if summary is None:
+            add(short_name(name), name)
             continue
         run = _run_label(name)
         if stages and summary.get("started_from"):
@@ -195,6 +195,11 @@ def round_models(names: Sequence[str], stages: bool = True) -> list[RoundModel]:
     # two folders of the same name: those are called by their whole path
     labels = [m.label for m in found]
     return [RoundModel(m.name, m.name) if labels.count(m.label) > 1 else m for m in found]
+
+
+def short_name(model: str) -> str:
+    """How a report calls a model: a Hub id by its id, a folder by its name."""
+    return Path(model).name if Path(model).expanduser().is_dir() else model
 
 
 def run_model_folder(run: str | Path) -> str:

@@ -15,6 +15,7 @@ Outcomes come from people's votes or from a judge (`pipeline.judges`): the same 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -512,14 +513,27 @@ def chart(report: RoundReport):
     shown = [c for c in report.comparisons if c.win_rate is not None]
     names = [f"{c.model}\nvs {c.other}" for c in shown]
     rates = [c.win_rate for c in shown]
+    # (rounding can put a rate a hair outside its own interval; matplotlib refuses that)
     errors = [
-        [c.win_rate - c.interval[0] for c in shown],
-        [c.interval[1] - c.win_rate for c in shown],
+        [max(0.0, c.win_rate - c.interval[0]) for c in shown],
+        [max(0.0, c.interval[1] - c.win_rate) for c in shown],
     ]
-    left.barh(names, rates, xerr=errors if shown else None, color="#4C72B0", capsize=4)
+    if shown:
+        left.barh(names, rates, xerr=errors, color="#4C72B0", capsize=4)
+    # where pairs have several votes, the by-pair interval (the one to trust) beside it
+    for row, c in enumerate(shown):
+        decided = c.pairs_won + c.pairs_lost
+        if decided and decided != c.decisive:
+            rate = c.pairs_won / decided
+            low, high = c.pair_interval
+            spread = [[max(0.0, rate - low)], [max(0.0, high - rate)]]
+            left.errorbar(rate, row + 0.25, xerr=spread, fmt="o", color="#C44E52")
+    if any(c.pairs_won + c.pairs_lost not in (0, c.decisive) for c in shown):
+        left.plot([], [], "o", color="#C44E52", label="by pair")
+        left.legend(loc="lower right", fontsize="small")
     if not shown:
         left.set_yticks([])
-        left.text(0.5, 0.5, "no decisive votes yet", ha="center", va="center")
+        left.text(0.5, 0.5, "no decisive votes yet", ha="center", transform=left.transAxes)
     left.axvline(0.5, color="grey", linestyle="--", linewidth=1)
     left.set_xlim(0, 1)
     left.set_xlabel("win rate over decisive votes (95% Wilson interval)")
@@ -537,5 +551,6 @@ def chart(report: RoundReport):
     right.xaxis.set_major_locator(MaxNLocator(4))
     right.set_xlabel("Bradley–Terry score (bootstrap 95%)")
     right.invert_yaxis()
-    figure.suptitle(f"Round {report.round}: judged by {report.judged_by}, {report.votes} votes")
+    title = f"Round {report.round}: judged by {report.judged_by}, {report.votes} votes"
+    figure.suptitle(textwrap.shorten(title, 100))
     return figure

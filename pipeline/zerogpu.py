@@ -26,7 +26,7 @@ from pipeline.generation import GenerationSettings, Title, generate_for_idea
 from pipeline.judges import chat_judge
 from pipeline.models import load_model
 from pipeline.recipes import DPORecipe
-from pipeline.rounds import generate_with
+from pipeline.rounds import generate_with, short_name
 from pipeline.training import (
     TrainResult,
     checkpoint_step,
@@ -105,7 +105,7 @@ class JudgeOnGpu:
     BATCH = 200  # pairs per GPU call: well inside MAX_CALL_SECONDS at the estimated pace
 
     def __init__(self, model_name: str) -> None:
-        self.model_name, self.name = model_name, f"judge {model_name}"
+        self.model_name, self.name = model_name, f"judge {short_name(model_name)}"
 
     def prefer_many(self, pairs) -> list[str]:
         pairs = list(pairs)

@@ -85,6 +85,13 @@ def test_a_round_through_the_app_reports_what_blind_voters_chose(evaluation_app,
     assert "12 votes from 3 voters" in summary
     assert [r[0] for r in arena["data"]] == ["marked", "plain"]
     assert len(detail["data"]) == 4 and all(r[6] == 3 for r in detail["data"])
+    # a judge model reads the same pairs: one verdict each, and its agreement with the voters
+    judged, _chart, judged_rows, *_ = owner.predict(
+        "app round", str(plain), api_name="/evaluate_judge"
+    )
+    assert "Judged by judge plain: 4 votes" in judged
+    assert "agrees with the people's majority on" in judged and "of 4 pairs" in judged
+    assert sum(judged_rows["data"][0][2:6]) == 4  # wins, losses, ties, both bad
     # a voter may not read the results or create a round
     voter = Client(url, verbose=False)
     for args, name in ((("app round",), "/evaluate_report"), ((), "/evaluate_choices")):

@@ -341,3 +341,23 @@ def test_cli_creates_a_round_reports_it_and_measures_models(tmp_path, marked_mod
     assert measured[str(marked)]["distinct_per_idea"] <= 2
     assert measured[str(plain)]["titles"] == 6
     assert 0 <= measured[str(plain)]["follows_prompt"] <= 1
+
+
+def test_the_chart_draws_before_any_vote_and_after(tmp_path):
+    import io
+    import warnings
+
+    from pipeline.winrates import chart
+
+    store = VoteStore.in_folder(tmp_path / "data")
+    info = _two_model_round(store)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a collapsed layout is only a warning in matplotlib
+        for voted in (False, True):
+            if voted:
+                for p in store.round_pairs(info.round_id):
+                    store.record_vote("v1", p.pair_id, "a_better", "a")
+                    store.record_vote("v2", p.pair_id, "a_better", "b")
+            png = io.BytesIO()
+            chart(round_report(store, "r1")).savefig(png, format="png")
+            assert png.getvalue()[:4] == b"\x89PNG"
