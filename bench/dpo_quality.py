@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from pipeline import datasets as ds
-from pipeline.evaluation import format_report
+from pipeline.evaluation import auto_measures
 from pipeline.models import load_model
 from pipeline.recipes import add_recipe_arguments, recipe_from_args
 from pipeline.training import score_held_out, train_dpo
@@ -45,8 +45,8 @@ def main() -> None:
         ds.save_dataset(ds.build_dataset(splits), data, ds.summarize(splits, "seed", "idea"))
 
     n = args.titles_per_idea
-    base = format_report(load_model(args.model), held_out_ideas, n=n)
-    print(f"base: {base.following}/{base.titles} titles follow the prompt", flush=True)
+    base = auto_measures(load_model(args.model), held_out_ideas, k=n)
+    print(f"base: {base.follows_prompt:.1%} of {base.titles} titles follow the prompt", flush=True)
 
     started = time.perf_counter()
     result = train_dpo(data, args.out / "model", args.model, recipe)
@@ -56,12 +56,12 @@ def main() -> None:
     # The saved model is the best evaluation's (lowest eval_loss): say which epoch that was.
     evals = [r for r in records if "eval_rewards/accuracies" in r]
     best = min(evals, key=lambda r: r["eval_loss"]) if evals else None
-    tuned = format_report(load_model(result.out), held_out_ideas, n=n)
+    tuned = auto_measures(load_model(result.out), held_out_ideas, k=n)
     ranking = result.held_out
     print(json.dumps({
         "recipe": result.recipe,
-        "base_follows_prompt": round(base.rate, 3),
-        "tuned_follows_prompt": round(tuned.rate, 3),
+        "base_follows_prompt": round(base.follows_prompt, 3),
+        "tuned_follows_prompt": round(tuned.follows_prompt, 3),
         "base_ranking_accuracy": round(ranking["untrained"], 3),
         "held_out_reward_accuracy": round(ranking["tuned"], 3),
         "best_epoch": best["epoch"] if best else None,

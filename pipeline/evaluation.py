@@ -36,28 +36,6 @@ def follows_prompt(raw: str) -> bool:
 
 
 @dataclass(frozen=True)
-class FormatReport:
-    model: str
-    ideas: int
-    titles: int
-    following: int
-
-    @property
-    def rate(self) -> float:
-        return self.following / self.titles if self.titles else 0.0
-
-
-def format_report(
-    loaded: LoadedModel, ideas: list[str], n: int = 8, temperature: float = 0.7, seed: int = 0
-) -> FormatReport:
-    """Sample `n` titles per idea at `temperature` and count those that follow the prompt."""
-    settings = GenerationSettings(n=n, temperature=temperature, seed=seed)
-    titles = [t for group in generate_titles(loaded, ideas, settings) for t in group]
-    following = sum(follows_prompt(t.raw) for t in titles)
-    return FormatReport(loaded.label, len(ideas), len(titles), following)
-
-
-@dataclass(frozen=True)
 class AutoMeasures:
     """A model's titles for a set of ideas, measured without people."""
 

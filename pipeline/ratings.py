@@ -36,10 +36,16 @@ class PairTally:
 
     def winner(self) -> str | None:
         """'a', 'b', or None (tie, both bad, or an equal split)."""
-        ranked = Counter(self.counts).most_common()
-        if not ranked or (len(ranked) > 1 and ranked[0][1] == ranked[1][1]):
-            return None
-        return {"a_better": "a", "b_better": "b"}.get(ranked[0][0])
+        return majority_side(self.counts)
+
+
+def majority_side(counts: dict[str, int]) -> str | None:
+    """The side ('a' or 'b') that a pair's most frequent choice prefers; None when that choice
+    is a tie or both bad, is shared by an equal split, or there are no votes."""
+    ranked = Counter(counts).most_common()
+    if not ranked or (len(ranked) > 1 and ranked[0][1] == ranked[1][1]):
+        return None
+    return {"a_better": "a", "b_better": "b"}.get(ranked[0][0])
 
 
 def tally(votes: Sequence[VoteRow]) -> list[PairTally]:

@@ -142,15 +142,16 @@ def run_ideas(model: str | Path, split: str) -> list[str]:
     return sorted({m.group(1) for m in found if m})
 
 
-def held_out_ideas(models: Sequence[RoundModel], runs: Sequence[str] = ()) -> list[str]:
-    """The held-out ideas of `runs` (default: the round's runs) that no model in the round
-    trained on."""
+def held_out_ideas(
+    models: Sequence[RoundModel], trained: set[str], runs: Sequence[str] = ()
+) -> list[str]:
+    """The held-out ideas of `runs` (default: the round's runs) that are not in `trained`
+    (what the round's models trained on, `trained_on`)."""
     runs = list(runs) or [m.name for m in models if run_summary(m.name)]
     if not runs:
         raise UserError(
             "held-out ideas come from a finished run: name one, or put one in the round"
         )
-    trained = trained_on(models)
     ideas = [i for run in runs for i in run_ideas(run, "valid") if idea_key(i) not in trained]
     if not ideas:
         raise UserError("the runs hold out no idea that no model in the round trained on")
@@ -240,13 +241,13 @@ def plan_round(
     models = round_models(names, stages)
     for model in models:  # a missing folder or an unknown Hub id, before any generation
         resolve_model(model.name)
+    trained = trained_on(models)
     if ideas is None:
         runs = [run_model_folder(held_out_of)] if held_out_of else []
-        ideas = held_out_ideas(models, runs)
+        ideas = held_out_ideas(models, trained, runs)
         ideas_from = f"held-out ideas of {_run_label(runs[0]) if runs else 'the round runs'}"
     else:
         ideas = unique_ideas(ideas, ideas_from or "the ideas")
-    trained = trained_on(models)
     return RoundPlan(
         name=name,
         models=models,

@@ -21,7 +21,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from pipeline.ratings import Agreement, agreement, scores_with_intervals, voter_count
+from pipeline.ratings import (
+    Agreement,
+    agreement,
+    majority_side,
+    scores_with_intervals,
+    voter_count,
+)
 from pipeline.records import VoteRow
 from pipeline.votes import RoundInfo, RoundPair, RoundTitle, VoteStore
 
@@ -411,10 +417,7 @@ def pair_details(pairs: Sequence[RoundPair], outcomes: Sequence[Outcome]) -> lis
     for p in pairs:
         votes = by_pair.get(p.pair_id, [])
         counts = Counter(o.choice for o in votes)
-        ranked = counts.most_common()
-        winner = None
-        if ranked and (len(ranked) == 1 or ranked[0][1] > ranked[1][1]):
-            winner = {"a_better": p.model_a, "b_better": p.model_b}.get(ranked[0][0])
+        winner = {"a": p.model_a, "b": p.model_b}.get(majority_side(counts))
         details.append(
             PairDetail(
                 p.pair_id,

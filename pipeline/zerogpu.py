@@ -23,7 +23,7 @@ from pathlib import Path
 import spaces
 
 from pipeline.generation import GenerationSettings, Title, generate_for_idea
-from pipeline.judges import chat_judge
+from pipeline.judges import PairwiseJudge, chat_judge
 from pipeline.models import load_model
 from pipeline.recipes import DPORecipe
 from pipeline.rounds import generate_with, short_name
@@ -98,7 +98,7 @@ def judge_pairs_on_gpu(model_name: str, pairs: list[tuple[str, str, str]]) -> li
     return chat_judge(model_name).prefer_many(pairs)
 
 
-class JudgeOnGpu:
+class JudgeOnGpu(PairwiseJudge):
     """The judge interface (`pipeline.judges.Judge`) for the app: the chat model `model_name`
     answers in GPU calls, a batch of pairs per call (outside ZeroGPU: plain calls)."""
 
@@ -114,9 +114,6 @@ class JudgeOnGpu:
             for start in range(0, len(pairs), self.BATCH)
             for verdict in judge_pairs_on_gpu(self.model_name, pairs[start : start + self.BATCH])
         ]
-
-    def prefer(self, idea: str, title_a: str, title_b: str) -> str:
-        return self.prefer_many([(idea, title_a, title_b)])[0]
 
 
 def chunk_seconds(steps: int, seconds_per_step: float | None) -> int:
