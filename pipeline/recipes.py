@@ -1,9 +1,15 @@
-"""Training recipes: one dataclass, YAML files under `configs/recipes/`, and the CLI flags and
-form fields made from the dataclass's own fields, so the four can never disagree.
+"""Training recipes: one dataclass per kind of run, YAML files, and the CLI flags and form
+fields made from the dataclass's own fields, so the four can never disagree.
+
+Three kinds, each with its folder of YAML files:
+- `DPORecipe` (`configs/recipes/*.yaml`): DPO, with its optional SFT stage;
+- `RewardRecipe` (`configs/recipes/reward/*.yaml`): a reward model (`pipeline/reward.py`);
+- `RLRecipe` (`configs/recipes/rl/*.yaml`): online RL against a reward model (`pipeline/rl.py`).
 
 A field's default is TRL's (or the tutorial's) choice; a recipe file names only what it
 changes. Precedence, as in TRL's scripts: field default < recipe file < CLI flag / form field.
-A new recipe is a new YAML file; a new knob is one new field here, with its help text.
+A new recipe is a new YAML file; a new knob is one new field here, with its help text. Every
+function below takes the recipe class (`kind`), DPO when not given.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pipeline.errors import UserError
 
@@ -49,11 +55,14 @@ def knob(
     form: bool = False,
     switch: str | None = None,
     when_on: Any = None,
+    zero: bool = False,
 ) -> Any:
     """A recipe field. `form=True`: the Train tab shows it (labelled `label`); an optional
     field there is a switch (labelled `switch`) and a number, `when_on` being the number a
-    switch turned on starts from."""
+    switch turned on starts from. `zero=True`: 0 in the form is a value (a weight switched
+    off), not "keep the recipe's"."""
     meta = {
+        "zero": zero,
         "help": help,
         "label": label,
         "choices": tuple(choices),
@@ -64,10 +73,33 @@ def knob(
     return field(default=default, metadata=meta)
 
 
+def check_common(recipe: Any) -> None:
+    """The checks every kind of recipe shares, on the fields it has. A recipe comes from a
+    file, the CLI and the Train tab: nonsense is refused up front, before a model is loaded or
+    a run folder written."""
+    if not recipe.epochs > 0:
+        raise UserError(f"epochs must be positive, not {recipe.epochs}")
+    if not (isinstance(recipe.batch_size, int) and recipe.batch_size >= 1):
+        raise UserError(f"batch size must be a whole number >= 1, not {recipe.batch_size}")
+    if not 0 < recipe.learning_rate < 1:
+        raise UserError(f"learning rate must be between 0 and 1, not {recipe.learning_rate}")
+    if recipe.lora_r is not None and not (isinstance(recipe.lora_r, int) and recipe.lora_r >= 1):
+        raise UserError(f"LoRA r must be a whole number >= 1, not {recipe.lora_r}")
+    if not recipe.lora_alpha > 0:
+        raise UserError(f"LoRA alpha must be positive, not {recipe.lora_alpha}")
+    for knob_ in knobs(kind=type(recipe)):
+        value = getattr(recipe, knob_.name)
+        if knob_.choices and value not in knob_.choices:
+            raise UserError(f"{knob_.name} is one of {', '.join(knob_.choices)}, not {value!r}")
+
+
 @dataclass(frozen=True)
 class DPORecipe:
     """The knobs of a DPO run (with its optional SFT stage); anything not named is TRL's
     default. The form fields come first, in the order the Train tab shows them."""
+
+    FOLDER: ClassVar[Path] = RECIPES_DIR
+    KIND: ClassVar[str] = "dpo"
 
     name: str = "custom"
     epochs: float = knob(3, "passes over the training pairs", label="Epochs", form=True)
@@ -136,31 +168,183 @@ class DPORecipe:
     )
 
     def __post_init__(self) -> None:
-        # A recipe comes from a file, the CLI and the Train tab: refuse nonsense up front,
-        # before a model is loaded or a run folder written.
-        if not self.epochs > 0:
-            raise UserError(f"epochs must be positive, not {self.epochs}")
-        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-            raise UserError(f"batch size must be a whole number >= 1, not {self.batch_size}")
-        if not 0 < self.learning_rate < 1:
-            raise UserError(f"learning rate must be between 0 and 1, not {self.learning_rate}")
+        check_common(self)
         if not self.beta > 0:
             raise UserError(f"beta must be positive, not {self.beta}")
-        if self.lora_r is not None and not (isinstance(self.lora_r, int) and self.lora_r >= 1):
-            raise UserError(f"LoRA r must be a whole number >= 1, not {self.lora_r}")
-        if not self.lora_alpha > 0:
-            raise UserError(f"LoRA alpha must be positive, not {self.lora_alpha}")
         if not (isinstance(self.prompt_chunk, int) and self.prompt_chunk >= 0):
             raise UserError(f"prompt_chunk must be a whole number >= 0, not {self.prompt_chunk}")
-        for knob_ in knobs():
-            value = getattr(self, knob_.name)
-            if knob_.choices and value not in knob_.choices:
-                raise UserError(f"{knob_.name} is one of {', '.join(knob_.choices)}, not {value!r}")
 
     def changed(self, **changes: Any) -> DPORecipe:
         """This recipe with the given knobs changed (None: keep this recipe's), checked."""
-        given = {k: v for k, v in changes.items() if v is not None}
-        return dataclasses.replace(self, **given) if given else self
+        return _changed(self, changes)
+
+
+def _changed(recipe, changes: dict[str, Any]):
+    given = {k: v for k, v in changes.items() if v is not None}
+    return dataclasses.replace(recipe, **given) if given else recipe
+
+
+@dataclass(frozen=True)
+class RewardRecipe:
+    """The knobs of a reward model: TRL's RewardTrainer on the same preference folders,
+    starting from the chat model with a one-output score head."""
+
+    FOLDER: ClassVar[Path] = RECIPES_DIR / "reward"
+    KIND: ClassVar[str] = "reward"
+
+    name: str = "custom"
+    epochs: float = knob(3, "passes over the training pairs", label="Epochs", form=True)
+    learning_rate: float = knob(
+        1e-4, "the adapter's (and score head's) learning rate", label="Learning rate", form=True
+    )
+    batch_size: int = knob(8, "pairs per optimizer step", label="Batch size", form=True)
+    lora_r: int | None = knob(
+        None,
+        "LoRA rank (the score head is trained in full); none (0 on the command line): a "
+        "full fine-tune",
+        label="LoRA r",
+        form=True,
+        switch="LoRA",
+        when_on=16,
+    )
+    lora_alpha: float = knob(32, "LoRA alpha", label="LoRA alpha", form=True)
+    center_rewards: float = knob(
+        0.0,
+        "pull the scores' mean towards 0 with this weight (TRL's center_rewards_coefficient); "
+        "0: off",
+    )
+    logging_steps: int = knob(10, "log the training metrics every N steps")
+    save_total_limit: int | None = knob(2, "checkpoints kept; none: all")
+    seed: int = knob(42, "training seed (data order, LoRA and score head initialisation)")
+    gradient_checkpointing: bool = knob(
+        True, "recompute activations to save memory (TRL's default)"
+    )
+
+    def __post_init__(self) -> None:
+        check_common(self)
+        if self.center_rewards < 0:
+            raise UserError(f"center_rewards must be >= 0, not {self.center_rewards}")
+
+    def changed(self, **changes: Any) -> RewardRecipe:
+        return _changed(self, changes)
+
+
+RL_METHODS = ("grpo", "rloo")
+
+
+@dataclass(frozen=True)
+class RLRecipe:
+    """The knobs of an online RL run: the policy writes titles for the dataset's ideas and is
+    optimised against a reward model's score (plus optional rule terms), with a KL penalty
+    to the model it started from. TRL's GRPOTrainer or RLOOTrainer (TRL 1.16 has no PPO)."""
+
+    FOLDER: ClassVar[Path] = RECIPES_DIR / "rl"
+    KIND: ClassVar[str] = "rl"
+
+    name: str = "custom"
+    method: str = knob(
+        "grpo",
+        "grpo: PPO's clipped objective with the group's mean reward as the baseline; rloo: a "
+        "leave-one-out baseline",
+        label="Method",
+        choices=RL_METHODS,
+        form=True,
+    )
+    epochs: float = knob(3, "passes over the training ideas", label="Epochs", form=True)
+    learning_rate: float = knob(
+        1e-6,
+        "the policy's learning rate (TRL's default; LoRA needs more)",
+        label="Learning rate",
+        form=True,
+    )
+    beta: float = knob(
+        0.0,
+        "weight of the KL penalty to the starting model: the larger, the closer it stays",
+        label="KL weight (beta)",
+        form=True,
+        zero=True,
+    )
+    batch_size: int = knob(
+        8, "titles per optimizer step (a multiple of generations)", label="Batch size", form=True
+    )
+    generations: int = knob(
+        8,
+        "titles sampled per idea: the group the baseline is taken over",
+        label="Generations",
+        form=True,
+    )
+    reward_weight: float = knob(
+        1.0, "weight of the reward model's score", label="Reward model weight", form=True, zero=True
+    )
+    format_weight: float = knob(
+        0.0,
+        "weight of the format rule (1 when a completion follows the prompt, else 0)",
+        label="Format weight",
+        form=True,
+        zero=True,
+    )
+    length_weight: float = knob(
+        0.0,
+        "weight of the length penalty (0 inside 30-75 characters, down to -1 far outside)",
+        label="Length penalty weight",
+        form=True,
+        zero=True,
+    )
+    lora_r: int | None = knob(
+        None,
+        "LoRA rank; none (0 on the command line): a full fine-tune",
+        label="LoRA r",
+        form=True,
+        switch="LoRA",
+        when_on=16,
+    )
+    lora_alpha: float = knob(32, "LoRA alpha", label="LoRA alpha")
+    temperature: float = knob(1.0, "sampling temperature of the titles trained on")
+    max_new_tokens: int = knob(512, "tokens a title may take (a longer one is cut)")
+    logging_steps: int = knob(10, "log the training metrics every N steps")
+    save_total_limit: int | None = knob(2, "checkpoints kept; none: all")
+    seed: int = knob(42, "training seed (data order, sampling, LoRA initialisation)")
+    gradient_checkpointing: bool = knob(
+        True, "recompute activations to save memory (TRL's default)"
+    )
+    sft_epochs: float = knob(
+        0.0,
+        "> 0: first fine-tune on the chosen titles for this many epochs, then RL from there "
+        "(0: start from the given model, e.g. a DPO run's sft/ folder)",
+    )
+    sft_learning_rate: float = knob(1e-4, "the SFT stage's learning rate")
+    sft_titles: str = knob(
+        "chosen",
+        "what the SFT stage imitates: the chosen titles, or both sides",
+        choices=("chosen", "both"),
+    )
+
+    def __post_init__(self) -> None:
+        check_common(self)
+        if not self.beta >= 0:
+            raise UserError(f"beta must be >= 0, not {self.beta}")
+        if not (isinstance(self.generations, int) and self.generations >= 2):
+            raise UserError(f"generations must be a whole number >= 2, not {self.generations}")
+        if self.batch_size % self.generations:
+            raise UserError(
+                f"batch size ({self.batch_size}) must be a multiple of generations "
+                f"({self.generations})"
+            )
+        if not self.temperature > 0:
+            raise UserError(f"temperature must be positive, not {self.temperature}")
+        if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1):
+            raise UserError(
+                f"max_new_tokens must be a whole number >= 1, not {self.max_new_tokens}"
+            )
+        weights = (self.reward_weight, self.format_weight, self.length_weight)
+        if min(weights) < 0 or not any(weights):
+            raise UserError("the reward weights must be >= 0, and one of them > 0")
+
+    def changed(self, **changes: Any) -> RLRecipe:
+        return _changed(self, changes)
+
+
+Recipe = DPORecipe | RewardRecipe | RLRecipe
 
 
 @dataclass(frozen=True)
@@ -177,6 +361,7 @@ class Knob:
     form: bool
     switch: str | None
     when_on: Any
+    zero: bool = False
 
     @property
     def flag(self) -> str:
@@ -208,11 +393,11 @@ class Knob:
 
 
 @functools.cache
-def knobs(form_only: bool = False) -> tuple[Knob, ...]:
+def knobs(form_only: bool = False, kind: type = DPORecipe) -> tuple[Knob, ...]:
     """The recipe's fields other than its name, in declaration order (read once)."""
-    hints = typing.get_type_hints(DPORecipe)
+    hints = typing.get_type_hints(kind)
     found = []
-    for f in dataclasses.fields(DPORecipe):
+    for f in dataclasses.fields(kind):
         if f.name == "name" or (form_only and not f.metadata["form"]):
             continue
         hint = hints[f.name]
@@ -230,6 +415,7 @@ def knobs(form_only: bool = False) -> tuple[Knob, ...]:
                 f.metadata["form"],
                 f.metadata["switch"],
                 f.metadata["when_on"],
+                f.metadata["zero"],
             )
         )
     return tuple(found)
@@ -238,9 +424,11 @@ def knobs(form_only: bool = False) -> tuple[Knob, ...]:
 # --- recipe files ----------------------------------------------------------------------------
 
 
-def recipe_from_mapping(values: Mapping[str, Any], name: str, where: str) -> DPORecipe:
+def recipe_from_mapping(
+    values: Mapping[str, Any], name: str, where: str, kind: type = DPORecipe
+) -> Recipe:
     """A recipe from a file's keys: unknown keys refused, each value checked for its type."""
-    known = {k.name: k for k in knobs()}
+    known = {k.name: k for k in knobs(kind=kind)}
     unknown = sorted(set(values) - set(known) - {"name"})
     if unknown:
         raise UserError(
@@ -249,10 +437,10 @@ def recipe_from_mapping(values: Mapping[str, Any], name: str, where: str) -> DPO
     checked = {
         key: known[key].coerce(value, where) for key, value in values.items() if key != "name"
     }
-    return DPORecipe(name=str(values.get("name") or name), **checked)
+    return kind(name=str(values.get("name") or name), **checked)
 
 
-def load_recipe_file(path: str | Path) -> DPORecipe:
+def load_recipe_file(path: str | Path, kind: type = DPORecipe) -> Recipe:
     import yaml
 
     path = Path(path)
@@ -264,25 +452,33 @@ def load_recipe_file(path: str | Path) -> DPORecipe:
         raise UserError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(values, dict):
         raise UserError(f"{path}: a recipe file is a mapping of knob: value")
-    return recipe_from_mapping(values, path.stem, str(path))
+    return recipe_from_mapping(values, path.stem, str(path), kind)
 
 
-def _shipped_recipes() -> dict[str, DPORecipe]:
-    return {p.stem: load_recipe_file(p) for p in sorted(RECIPES_DIR.glob("*.yaml"))}
+def _shipped_recipes(kind: type) -> dict[str, Any]:
+    return {p.stem: load_recipe_file(p, kind) for p in sorted(kind.FOLDER.glob("*.yaml"))}
 
 
-RECIPES: dict[str, DPORecipe] = _shipped_recipes()
+RECIPES: dict[str, DPORecipe] = _shipped_recipes(DPORecipe)
+REWARD_RECIPES: dict[str, RewardRecipe] = _shipped_recipes(RewardRecipe)
+RL_RECIPES: dict[str, RLRecipe] = _shipped_recipes(RLRecipe)
+SHIPPED: dict[type, dict[str, Any]] = {
+    DPORecipe: RECIPES,
+    RewardRecipe: REWARD_RECIPES,
+    RLRecipe: RL_RECIPES,
+}
 
 
-def get_recipe(name: str | None = None) -> DPORecipe:
-    """A shipped recipe by name (default: `fast`), or a recipe file by path."""
-    name = name or DEFAULT_RECIPE
-    if name in RECIPES:
-        return RECIPES[name]
+def get_recipe(name: str | None = None, kind: type = DPORecipe) -> Any:
+    """A shipped recipe of `kind` by name (default: `fast`), or a recipe file by path."""
+    name, shipped = name or DEFAULT_RECIPE, SHIPPED[kind]
+    if name in shipped:
+        return shipped[name]
     if name.endswith((".yaml", ".yml")) or Path(name).is_file():
-        return load_recipe_file(name)
+        return load_recipe_file(name, kind)
+    what = "recipe" if kind is DPORecipe else f"{kind.KIND} recipe"
     raise UserError(
-        f"unknown recipe {name!r}: choose one of {', '.join(RECIPES)}, "
+        f"unknown {what} {name!r}: choose one of {', '.join(shipped)}, "
         "or give a recipe file (.yaml)"
     )
 
@@ -290,17 +486,18 @@ def get_recipe(name: str | None = None) -> DPORecipe:
 # --- the CLI: one flag per field, its help from the field ------------------------------------
 
 
-def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+def add_recipe_arguments(parser: argparse.ArgumentParser, kind: type = DPORecipe) -> None:
     """`--recipe NAME|FILE` and one flag per recipe field (default: the recipe's value)."""
-    shipped = "; ".join(f"{n}: {describe_recipe(r)}" for n, r in RECIPES.items())
+    recipes = SHIPPED[kind]
+    shipped = "; ".join(f"{n}: {describe_recipe(r)}" for n, r in recipes.items())
     parser.add_argument(
         "--recipe",
         default=DEFAULT_RECIPE,
         help=f"a recipe name or a YAML file (default: {DEFAULT_RECIPE}). Shipped: {shipped}",
     )
     group = parser.add_argument_group("recipe overrides (default: the recipe's value)")
-    for k in knobs():
-        values = ", ".join(f"{n} {_shown(getattr(r, k.name))}" for n, r in RECIPES.items())
+    for k in knobs(kind=kind):
+        values = ", ".join(f"{n} {_shown(getattr(r, k.name))}" for n, r in recipes.items())
         help_text = f"{k.help} ({values})"
         if k.kind is bool:
             group.add_argument(
@@ -317,12 +514,12 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
             )
 
 
-def recipe_from_args(args: argparse.Namespace) -> DPORecipe:
+def recipe_from_args(args: argparse.Namespace, kind: type = DPORecipe) -> Any:
     """The recipe `--recipe` names, with every flag given on the command line applied."""
-    recipe = get_recipe(args.recipe)
-    changes = {k.name: getattr(args, k.name) for k in knobs() if getattr(args, k.name) is not None}
+    recipe, fields = get_recipe(args.recipe, kind), knobs(kind=kind)
+    changes = {k.name: getattr(args, k.name) for k in fields if getattr(args, k.name) is not None}
     # An optional knob's "none" on the command line is 0 (e.g. --lora-r 0: a full fine-tune).
-    changes.update({k.name: None for k in knobs() if k.optional and changes.get(k.name) == 0})
+    changes.update({k.name: None for k in fields if k.optional and changes.get(k.name) == 0})
     return dataclasses.replace(recipe, **changes) if changes else recipe
 
 
@@ -341,11 +538,11 @@ def _shown(value: Any) -> str:
     return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def describe_recipe(recipe: DPORecipe) -> str:
+def describe_recipe(recipe: Recipe) -> str:
     """What a recipe changes from the field defaults, in one line."""
     changed = [
         f"{k.name} {_shown(getattr(recipe, k.name))}"
-        for k in knobs()
+        for k in knobs(kind=type(recipe))
         if getattr(recipe, k.name) != k.default
     ]
     return ", ".join(changed) or "the defaults (TRL's)"
@@ -354,11 +551,11 @@ def describe_recipe(recipe: DPORecipe) -> str:
 # --- the Train tab's form: the `form=True` fields -------------------------------------------
 
 
-def form_values(recipe: DPORecipe) -> tuple:
+def form_values(recipe: Recipe) -> tuple:
     """The form's values for `recipe`, in `knobs(form_only=True)` order; an optional knob is
     two values: its switch and its number."""
     values: list[Any] = []
-    for k in knobs(form_only=True):
+    for k in knobs(form_only=True, kind=type(recipe)):
         value = getattr(recipe, k.name)
         values += (
             [value is not None, value if value is not None else k.when_on]
@@ -368,16 +565,16 @@ def form_values(recipe: DPORecipe) -> tuple:
     return tuple(values)
 
 
-def recipe_from_form(name: str, values: Sequence[Any]) -> DPORecipe:
+def recipe_from_form(name: str, values: Sequence[Any], kind: type = DPORecipe) -> Any:
     """The recipe `name` with the form's values applied (0 or empty: keep the recipe's; an
     optional knob switched off: None)."""
-    recipe, changes, rest = get_recipe(name), {}, list(values)
-    for k in knobs(form_only=True):
+    recipe, changes, rest = get_recipe(name, kind), {}, list(values)
+    for k in knobs(form_only=True, kind=kind):
         if k.optional:
             on, number = rest.pop(0), rest.pop(0)
             changes[k.name] = k.coerce(number or k.when_on, k.label or k.name) if on else None
         else:
             value = rest.pop(0)
-            if value not in (None, "", 0):
+            if value not in (None, "") and (value != 0 or k.zero):
                 changes[k.name] = k.coerce(value, k.label or k.name)
     return dataclasses.replace(recipe, **changes)
