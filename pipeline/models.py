@@ -235,25 +235,31 @@ def prepare_offline_model() -> Path:
     return target
 
 
-def load_model(name: str | None = None, *, fresh: bool = False) -> LoadedModel:
+def load_model(name: str | None = None, *, fresh: bool = False, head: str = "lm") -> LoadedModel:
     """Load `name` (see `resolve_model`) on the picked device.
 
     The same model is returned on every call in a process; `fresh=True` loads a private copy,
-    for training, which changes the weights it is given.
+    for training, which changes the weights it is given. `head="score"` loads it with a
+    one-output score head (a reward model: new from a chat model, trained from a reward run).
     """
     name = (name or DEFAULT_MODEL).strip()
+    if head not in HEADS:
+        raise ValueError(f"head is one of {HEADS}, not {head!r}")
     if fresh:
-        return _load(resolve_model(name))
-    return _load_shared(name)
+        return _load(resolve_model(name), head)
+    return _load_shared(name, head)
+
+
+HEADS = ("lm", "score")
 
 
 @functools.cache
-def _load_shared(name: str) -> LoadedModel:
-    return _load(resolve_model(name))
+def _load_shared(name: str, head: str) -> LoadedModel:
+    return _load(resolve_model(name), head)
 
 
-def _load(source: ModelSource) -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _load(source: ModelSource, head: str = "lm") -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     if source.notice:
         log.warning(source.notice)
@@ -263,13 +269,20 @@ def _load(source: ModelSource) -> LoadedModel:
     kwargs = {"local_files_only": source.local_files_only}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=device.dtype, **kwargs)
+        if head == "score":
+            model = AutoModelForSequenceClassification.from_pretrained(
+                source.path, num_labels=1, dtype=device.dtype, **kwargs
+            )
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source.path, dtype=device.dtype, **kwargs)
     except (OSError, ValueError) as exc:
         raise UserError(f"could not load model {source.requested!r}: {exc}") from exc
     if tokenizer.chat_template is None:
         raise UserError(f"model {source.requested!r} has no chat template: use an instruct model")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if head == "score":  # the score is read at the last token that is not padding
+        model.config.pad_token_id = tokenizer.pad_token_id
     model.to(device.name)
     model.eval()
     return LoadedModel(source, model, tokenizer, device)

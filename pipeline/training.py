@@ -30,6 +30,7 @@ from pipeline.errors import UserError
 from pipeline.metrics import METRICS_FILE, SUMMARY_FILE
 from pipeline.models import LoadedModel, load_model
 from pipeline.recipes import DPORecipe, get_recipe
+from pipeline.tracking import tracking_args
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class TrainResult:
     # and by the untrained one (None: not scored, or no valid split; see `score_held_out`)
     held_out: dict[str, Any] | None = None
     started_from: str | None = None  # the model name the run was given (a Hub id or folder)
+    kind: str = "dpo"  # "dpo", "reward" (pipeline/reward.py) or "rl" (pipeline/rl.py)
+    reward_model: str | None = None  # an RL run's reward model folder
 
 
 def train_dpo(
@@ -148,7 +151,7 @@ def train_dpo(
 # --- the stages ------------------------------------------------------------------------------
 
 
-def training_splits(data: str | Path, recipe: DPORecipe):
+def training_splits(data: str | Path, recipe):
     """The train split and the held-out one (None when the folder has none or it is empty),
     ordered as the recipe wants them; refused when train is smaller than one batch."""
     from pipeline.datasets import load_preference_dataset
@@ -157,7 +160,7 @@ def training_splits(data: str | Path, recipe: DPORecipe):
     train_split, eval_split = dataset["train"], dataset.get("valid")
     if eval_split is not None and len(eval_split) == 0:
         eval_split = None
-    if recipe.shared_prompt and recipe.prompt_chunk:
+    if getattr(recipe, "shared_prompt", False) and recipe.prompt_chunk:
         # Rows of one prompt side by side: the reference pass and evaluation (which batch in
         # order) then compute each prompt once. Training order is the sampler's, not this.
         train_split, eval_split = by_prompt(train_split), by_prompt(eval_split)
@@ -179,8 +182,9 @@ def by_prompt(split):
     return split.select(sorted(range(len(keys)), key=keys.__getitem__)).flatten_indices()
 
 
-def lora_config(recipe: DPORecipe):
-    """The recipe's LoRA adapter on every linear layer, or None for a full fine-tune."""
+def lora_config(recipe, task: str = "CAUSAL_LM"):
+    """The recipe's LoRA adapter on every linear layer, or None for a full fine-tune. A reward
+    model's (`task="SEQ_CLS"`) new score head is trained in full beside the adapter."""
     if not recipe.lora_r:
         return None
     from peft import LoraConfig
@@ -189,34 +193,35 @@ def lora_config(recipe: DPORecipe):
         r=recipe.lora_r,
         lora_alpha=recipe.lora_alpha,
         target_modules="all-linear",
-        task_type="CAUSAL_LM",
+        task_type=task,
+        modules_to_save=["score"] if task == "SEQ_CLS" else None,
     )
 
 
 def common_args(
-    recipe: DPORecipe, policy: LoadedModel, max_steps: int | None = None
+    recipe, policy: LoadedModel, out: Path, stage: str, max_steps: int | None = None
 ) -> dict[str, Any]:
     """The TrainingArguments every stage shares: batch, logging (at least once in a run cut
-    to `max_steps`), seed and the device flags."""
+    to `max_steps`) and its report to trackio (`pipeline.tracking`), seed and device flags."""
     return {
         "per_device_train_batch_size": recipe.batch_size,
         "logging_steps": min(recipe.logging_steps, max_steps or recipe.logging_steps),
         "seed": recipe.seed,
-        "report_to": "none",
+        **tracking_args(out, stage),
         "gradient_checkpointing": recipe.gradient_checkpointing,
         "bf16": policy.device.name == "cuda",
         "use_cpu": policy.device.name == "cpu",  # so processes under a launcher join with gloo
     }
 
 
-def trainer_class(recipe: DPORecipe, plain: type, shared: type) -> tuple[type, dict[str, Any]]:
+def trainer_class(recipe, plain: type, shared: type) -> tuple[type, dict[str, Any]]:
     """TRL's trainer, or its shared-prompt variant with its extra keyword, per the recipe."""
-    if recipe.shared_prompt:
+    if getattr(recipe, "shared_prompt", False):
         return shared, {"prompt_chunk": recipe.prompt_chunk}
     return plain, {}
 
 
-def sft_stage(policy, train_split, out: Path, recipe: DPORecipe, callbacks: list | None = None):
+def sft_stage(policy, train_split, out: Path, recipe, callbacks: list | None = None):
     """Fine-tune on each distinct (prompt, chosen) of the training split, once, and return the
     policy with those weights merged in: DPO then starts from, and is measured against, a model
     that already answers in the asked format. Kept in `out` so a resumed run reuses it."""
@@ -240,7 +245,7 @@ def sft_stage(policy, train_split, out: Path, recipe: DPORecipe, callbacks: list
         num_train_epochs=recipe.sft_epochs,
         learning_rate=recipe.sft_learning_rate,
         save_strategy="no",
-        **common_args(recipe, policy),
+        **common_args(recipe, policy, out, "sft"),
     )
     cls, extra = trainer_class(recipe, SFTTrainer, SharedPromptSFTTrainer)
     trainer = cls(
@@ -308,7 +313,7 @@ def dpo_trainer(
         precompute_ref_log_probs=recipe.precompute_ref_log_probs,
         loss_type=[recipe.loss, "sft"] if recipe.sft_weight else [recipe.loss],
         loss_weights=[1.0, recipe.sft_weight] if recipe.sft_weight else None,
-        **common_args(recipe, policy, max_steps),
+        **common_args(recipe, policy, out, "dpo", max_steps),
     )
     cls, extra = trainer_class(recipe, DPOTrainer, SharedPromptDPOTrainer)
     trainer = cls(

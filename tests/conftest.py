@@ -9,11 +9,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Every training run reports to trackio (pipeline/tracking.py): the tests' runs go to a folder
+# of their own, set before trackio is first imported (it reads TRACKIO_DIR once).
+os.environ.setdefault("TRACKIO_DIR", tempfile.mkdtemp(prefix="title-dpo-trackio-"))
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"

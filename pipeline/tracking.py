@@ -1,0 +1,82 @@
+"""Every training stage (SFT, DPO, reward model, RL) reports to trackio through transformers'
+`report_to="trackio"`, as well as to its own OUT/metrics.jsonl (which the app's charts read).
+
+Where the runs go: trackio keeps a local SQLite database per project in TRACKIO_DIR, which it
+reads once, when it is first imported. `use_tracking_dir` points it inside the app's data folder
+(DATA/trackio) before that happens; `trackio show --project title-dpo` (with the same
+TRACKIO_DIR) opens trackio's own dashboard. On a Space, TRACKIO_SPACE_ID names the owner's
+trackio Space, which then receives the runs as well. TITLE_DPO_TRACKING=0 turns reporting off,
+and without the trackio package installed runs are not reported (a warning says so).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PROJECT = "title-dpo"
+TRACKING_DIR = "trackio"  # inside the app's data folder
+
+
+def use_tracking_dir(data: str | Path) -> Path:
+    """Point trackio at DATA/trackio unless TRACKIO_DIR already names a folder. Only the first
+    call before trackio is imported can take effect: the folder it will use is returned."""
+    if not os.environ.get("TRACKIO_DIR") and "trackio" not in sys.modules:
+        os.environ["TRACKIO_DIR"] = str(Path(data).resolve() / TRACKING_DIR)
+    return tracking_dir()
+
+
+def tracking_dir() -> Path:
+    """The folder trackio writes to (its own default when TRACKIO_DIR is unset)."""
+    if "trackio" in sys.modules:
+        from trackio.utils import TRACKIO_DIR
+
+        return Path(TRACKIO_DIR)
+    if os.environ.get("TRACKIO_DIR"):
+        return Path(os.environ["TRACKIO_DIR"])
+    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "trackio"
+
+
+def tracking_on() -> bool:
+    if os.environ.get("TITLE_DPO_TRACKING", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if importlib.util.find_spec("trackio") is None:
+        log.warning("trackio is not installed: this run is not reported to trackio")
+        return False
+    return True
+
+
+def run_name(out: str | Path, stage: str) -> str:
+    """A run's name in trackio: its folder (the app's RUN of RUN/model) and the stage."""
+    out = Path(out).resolve()
+    folder = out.parent.name if out.name in ("model", "sft") else out.name
+    if out.name == "sft":  # OUT/sft is the SFT stage of the run in OUT
+        folder = out.parent.parent.name if out.parent.name == "model" else out.parent.name
+    return f"{folder} {stage}"
+
+
+def tracking_args(out: str | Path, stage: str) -> dict[str, Any]:
+    """The TrainingArguments fields that report a stage to trackio (or to nothing)."""
+    if not tracking_on():
+        return {"report_to": "none"}
+    return {
+        "report_to": "trackio",
+        "project": PROJECT,
+        "run_name": run_name(out, stage),
+        "trackio_space_id": os.environ.get("TRACKIO_SPACE_ID") or None,
+        # transformers would otherwise copy the runs to a new static Space after training
+        "trackio_static_space_id": False,
+    }
+
+
+def logged_metrics(run: str, project: str = PROJECT) -> list[dict[str, Any]]:
+    """What trackio stored for `run` (its local database), oldest first: for tests and checks."""
+    from trackio.sqlite_storage import SQLiteStorage
+
+    return SQLiteStorage.get_logs(project, run)
