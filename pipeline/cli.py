@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from pipeline.appdata import data_dir
 from pipeline.errors import UserError
-from pipeline.recipes import add_recipe_arguments
+from pipeline.recipes import RewardRecipe, add_recipe_arguments
+from pipeline.tracking import use_tracking_dir
 
 log = logging.getLogger("pipeline")
 
@@ -98,6 +100,8 @@ def cmd_generate(args: argparse.Namespace) -> str:
 
     idea = check_idea(args.idea)  # before the (slow) model load
     settings = _settings(args)
+    if args.reward:
+        return best_of_n_text(args, idea, settings)
     loaded = load_model(args.model)
     titles = generate_for_idea(loaded, idea, settings)
     if args.json:
@@ -110,6 +114,29 @@ def cmd_generate(args: argparse.Namespace) -> str:
         return json.dumps(record, ensure_ascii=False)
     lines = [f"model: {loaded.label}"]
     lines += [f"{i}. {title.text}" for i, title in enumerate(titles, 1)]
+    return "\n".join(lines)
+
+
+def best_of_n_text(args: argparse.Namespace, idea: str, settings) -> str:
+    """`generate --reward RM`: the n titles scored by the reward model, best first."""
+    from pipeline.models import load_model
+    from pipeline.reward import best_of_n, check_reward_model, load_reward_model
+
+    reward = load_reward_model(check_reward_model(args.reward))
+    loaded = load_model(args.model)
+    ranked = best_of_n(loaded, reward, idea, settings)
+    if args.json:
+        record = {
+            "idea": idea,
+            "model": loaded.label,
+            "reward_model": reward.name,
+            "titles": [s.title.text for s in ranked],
+            "raw": [s.title.raw for s in ranked],
+            "scores": [s.score for s in ranked],
+        }
+        return json.dumps(record, ensure_ascii=False)
+    lines = [f"model: {loaded.label}; best first by the reward model {reward.name}"]
+    lines += [f"{i}. [{s.score:+.2f}] {s.title.text}" for i, s in enumerate(ranked, 1)]
     return "\n".join(lines)
 
 
@@ -158,12 +185,31 @@ def cmd_train(args: argparse.Namespace) -> str:
     from pipeline.training import describe_held_out, score_held_out, train_dpo
 
     recipe = recipe_from_args(args)  # checked before the (slow) model load
+    use_tracking_dir(data_dir())
     result = train_dpo(args.data, args.out, args.model, recipe, max_steps=args.max_steps)
     result = score_held_out(result)
     if args.json:
         return json.dumps(asdict(result))
     ranking = describe_held_out(result)
     line = f"trained {result.steps} steps in {result.seconds:.0f} s; model saved to {result.out}"
+    return f"{line}\n{ranking}" if ranking else line
+
+
+def cmd_reward(args: argparse.Namespace) -> str:
+    from pipeline.recipes import RewardRecipe, recipe_from_args
+    from pipeline.reward import score_reward_held_out, train_reward
+    from pipeline.training import describe_held_out
+
+    recipe = recipe_from_args(args, RewardRecipe)  # checked before the (slow) model load
+    if args.beside and not Path(args.beside).is_dir():
+        raise UserError(f"--beside {args.beside}: no such run folder")
+    use_tracking_dir(data_dir())
+    result = train_reward(args.data, args.out, args.model, recipe, max_steps=args.max_steps)
+    result = score_reward_held_out(result, args.beside)
+    if args.json:
+        return json.dumps(asdict(result))
+    ranking = describe_held_out(result)
+    line = f"trained {result.steps} steps in {result.seconds:.0f} s; reward model in {result.out}"
     return f"{line}\n{ranking}" if ranking else line
 
 
@@ -255,9 +301,9 @@ def cmd_evaluate_report(args: argparse.Namespace) -> str:
     store = _store(args)
     store.round_info(args.round)  # an unknown round: before a judge loads
     if args.judge:
-        from pipeline.judges import chat_judge, judge_round
+        from pipeline.judges import judge_round, make_judge
 
-        judge = chat_judge(args.judge)
+        judge = make_judge(args.judge)
         report = round_report(store, args.round, judge_round(store, args.round, judge), judge.name)
     else:
         report = round_report(store, args.round)
@@ -341,6 +387,7 @@ def add_evaluate(sub) -> None:
         default=None,
         metavar="MODEL",
         help="judge the round's pairs with this chat model (asked both ways; a flip is a tie) "
+        "or reward model (a `reward` run's folder: the higher score wins) "
         "instead of the votes, and report its agreement with the people",
     )
     p.add_argument("--chart", type=Path, default=None, help="also save the bar chart (PNG)")
@@ -374,6 +421,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--idea", required=True, help="the video idea (1-500 characters)")
     _add_sampling(p)
     _add_model(p)
+    p.add_argument(
+        "--reward",
+        default=None,
+        metavar="RM",
+        help="best-of-n: score the n titles with this reward model (a `reward` run's folder) "
+        "and list them best first, with their scores",
+    )
     p.add_argument("--json", action="store_true", help='print {"idea", "model", "titles"}')
     p.set_defaults(run=cmd_generate)
 
@@ -414,6 +468,26 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser(
+        "reward",
+        help="a reward model on a dataset folder (TRL's RewardTrainer: the chat model with a "
+        "score head)",
+    )
+    p.add_argument("--data", required=True, type=Path, help="folder from `dataset`")
+    p.add_argument("--out", required=True, type=Path, help="where the reward model goes")
+    _add_model(p)
+    add_recipe_arguments(p, RewardRecipe)
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    p.add_argument(
+        "--beside",
+        default=None,
+        metavar="RUN",
+        help="a DPO run's model folder: its implicit-reward accuracy on the same held-out "
+        "pairs is reported beside the reward model's",
+    )
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.set_defaults(run=cmd_reward)
 
     p = sub.add_parser("score", help="how often a model ranks labelled pairs as people did")
     p.add_argument("--data", required=True, type=Path, help="folder from `dataset`")

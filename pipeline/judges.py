@@ -6,7 +6,8 @@ judge's agreement with the people where both exist. `PairwiseJudge` asks its que
 orders and calls a flip a tie: a judge that always picks the first title it reads (a common
 bias of small models) then judges nothing. `ChatJudge` asks any chat model (a Hub id or a
 folder; on a GPU, a larger instruct model) by comparing its next-token odds of "A" and "B".
-A reward model (the RLHF half) plugs into the same interface.
+`RewardJudge` uses a reward model (the RLHF half, `pipeline/reward.py`): it scores each title
+on its own, so the order cannot sway it.
 """
 
 from __future__ import annotations
@@ -97,10 +98,51 @@ class ChatJudge(PairwiseJudge):
         return answers
 
 
+class RewardJudge:
+    """A reward model as a judge: the title with the higher score wins; scores within
+    `margin` of each other are a tie."""
+
+    def __init__(self, reward, margin: float = 0.0) -> None:
+        from pipeline.rounds import short_name
+
+        self.reward, self.margin = reward, margin
+        self.name = f"reward model {short_name(reward.name)}"
+
+    def prefer_many(self, pairs: Sequence[tuple[str, str, str]]) -> list[str]:
+        from pipeline.prompts import title_messages
+
+        prompts = [title_messages(idea) for idea, _, _ in pairs]
+        first = self.reward.score(prompts, [a for _, a, _ in pairs])
+        second = self.reward.score(prompts, [b for _, _, b in pairs])
+        return [
+            "A" if a - b > self.margin else "B" if b - a > self.margin else "tie"
+            for a, b in zip(first, second, strict=True)
+        ]
+
+    def prefer(self, idea: str, title_a: str, title_b: str) -> str:
+        return self.prefer_many([(idea, title_a, title_b)])[0]
+
+
+def reward_judge(name: str) -> RewardJudge:
+    from pipeline.reward import check_reward_model, load_reward_model
+
+    return RewardJudge(load_reward_model(check_reward_model(name)))
+
+
 def chat_judge(name: str) -> ChatJudge:
     from pipeline.models import load_model
 
     return ChatJudge(load_model(name))
+
+
+def make_judge(name: str) -> ChatJudge | RewardJudge:
+    """The judge `name` names: a reward run's folder judges by its scores, any other model
+    (a Hub id or a folder) as a chat judge."""
+    from pipeline.rounds import run_summary
+
+    if (run_summary(name) or {}).get("kind") == "reward":
+        return reward_judge(name)
+    return chat_judge(name)
 
 
 def judge_round(store: VoteStore, round_name: str, judge: Judge) -> list[Outcome]:

@@ -183,6 +183,11 @@ def round_models(names: Sequence[str], stages: bool = True) -> list[RoundModel]:
         if summary is None:
             add(short_name(name), name)
             continue
+        if summary.get("kind") == "reward":
+            raise UserError(
+                f"{name} is a reward model: it scores titles and writes none (use it as the "
+                "round's judge)"
+            )
         run = _run_label(name)
         if stages and summary.get("started_from"):
             add(f"base: {summary['started_from']}", summary["started_from"])

@@ -375,7 +375,13 @@ def describe_held_out(result: TrainResult) -> str | None:
     """One line on how the run ranks its held-out pairs, or None when it has no figure."""
     from pipeline.evaluation import HeldOutRanking
 
-    return HeldOutRanking(**result.held_out).describe() if result.held_out else None
+    if not result.held_out:
+        return None
+    if result.kind == "reward":
+        from pipeline.reward import RewardHeldOut
+
+        return RewardHeldOut(**result.held_out).describe()
+    return HeldOutRanking(**result.held_out).describe()
 
 
 def latest_checkpoint(out: str | Path) -> Path | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import spaces
 
 from pipeline.generation import GenerationSettings, Title, generate_for_idea
-from pipeline.judges import PairwiseJudge, chat_judge
+from pipeline.judges import PairwiseJudge, make_judge
 from pipeline.models import load_model
 from pipeline.recipes import DPORecipe
 from pipeline.rounds import generate_with, short_name
@@ -94,8 +94,9 @@ def judging_seconds(model_name: str, pairs: list[tuple[str, str, str]]) -> int:
 
 @spaces.GPU(duration=judging_seconds)
 def judge_pairs_on_gpu(model_name: str, pairs: list[tuple[str, str, str]]) -> list[str]:
-    """`ChatJudge.prefer_many` with the judge looked up by name (loaded once per process)."""
-    return chat_judge(model_name).prefer_many(pairs)
+    """The judge `model_name` names (a chat model, or a reward model: `judges.make_judge`),
+    loaded once per process, on a batch of pairs."""
+    return make_judge(model_name).prefer_many(pairs)
 
 
 class JudgeOnGpu(PairwiseJudge):

@@ -1,0 +1,287 @@
+"""A reward model: the RLHF half's first step. People's votes (the same preference folders DPO
+trains on, split by idea the same way) teach a model to give a title a score, such that the
+chosen title of a pair scores higher than the rejected one.
+
+`train_reward` reads top to bottom as the stages of a run, like `training.train_dpo`:
+
+    data -> model (the chat model + a one-output score head) -> RewardTrainer -> train -> save
+
+A LoRA run trains the adapter and, in full, the new score head, then merges both into a plain
+sequence-classification model in OUT. Its uses, through `RewardModel.score`:
+- the judge of an evaluation round (`judges.RewardJudge`);
+- best-of-n: sample n titles and show them by score (`best_of_n`);
+- the reward of an online RL run (`pipeline/rl.py`).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+from pipeline.generation import GenerationSettings, Title, generate_titles
+from pipeline.metrics import METRICS_FILE
+from pipeline.models import LoadedModel, load_model
+from pipeline.prompts import title_messages
+from pipeline.recipes import RewardRecipe, get_recipe
+from pipeline.training import (
+    MetricsFile,
+    StopAfterSteps,
+    TrainResult,
+    checkpoint_to_resume,
+    common_args,
+    lora_config,
+    save_policy,
+    training_splits,
+    write_summary,
+)
+
+
+def train_reward(
+    data: str | Path,
+    out: str | Path,
+    model_name: str | None = None,
+    recipe: RewardRecipe | None = None,
+    *,
+    max_steps: int | None = None,
+    callbacks: list | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train a reward model on the dataset folder `data`, write it to `out`, return a summary
+    (also OUT/train_summary.json, `kind="reward"`). `resume` and `stop_after` work as for
+    `train_dpo`: a stopped run carries on from its last checkpoint, a chunk ends with one."""
+    from trl import RewardConfig, RewardTrainer
+
+    recipe = recipe or get_recipe(kind=RewardRecipe)
+    if max_steps is not None and max_steps <= 0:
+        raise UserError(f"max-steps must be positive, not {max_steps}")
+    out = Path(out)
+
+    # data: checked before any model is loaded
+    train_split, eval_split = training_splits(data, recipe)
+
+    # model: the chat model with a new one-output head (the head is what the score is read from)
+    scorer = load_model(model_name, fresh=True, head="score")
+    start = scorer.source
+
+    # trainer: evaluated and saved every epoch, the best held-out accuracy kept
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = checkpoint_to_resume(out, resume)
+    has_eval = eval_split is not None
+    config = RewardConfig(
+        output_dir=str(out),
+        num_train_epochs=recipe.epochs,
+        max_steps=max_steps or -1,
+        per_device_eval_batch_size=recipe.batch_size,
+        learning_rate=recipe.learning_rate,
+        center_rewards_coefficient=recipe.center_rewards or None,
+        eval_strategy="epoch" if has_eval else "no",
+        save_strategy="epoch",
+        load_best_model_at_end=has_eval,
+        metric_for_best_model="eval_loss" if has_eval else None,
+        greater_is_better=False if has_eval else None,
+        save_total_limit=recipe.save_total_limit,
+        **common_args(recipe, scorer, out, "reward", max_steps),
+    )
+    trainer = RewardTrainer(
+        model=scorer.model,
+        args=config,
+        train_dataset=train_split,
+        eval_dataset=eval_split,
+        processing_class=scorer.tokenizer,
+        peft_config=lora_config(recipe, task="SEQ_CLS"),
+        callbacks=[MetricsFile(out / METRICS_FILE), *(callbacks or [])],
+    )
+    if stop_after is not None:
+        trainer.add_callback(StopAfterSteps(stop_after))
+
+    # train
+    started = time.monotonic()
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    seconds = time.monotonic() - started
+    state = trainer.state
+    finished = state.global_step >= state.max_steps
+
+    # save (merged into a plain sequence-classification model) and summary
+    saved = finished or stop_after is None
+    if saved:
+        save_policy(trainer, scorer.tokenizer, out, merge=recipe.lora_r is not None)
+    eval_losses = [e["eval_loss"] for e in state.log_history if "eval_loss" in e]
+    result = TrainResult(
+        out=str(out),
+        model=start.label,
+        recipe=asdict(recipe),
+        steps=state.global_step,
+        train_loss=output.training_loss if saved else None,
+        eval_loss=min(eval_losses) if saved and eval_losses else None,
+        best_checkpoint=state.best_model_checkpoint,
+        seconds=round(seconds, 2),
+        metrics_file=str(out / METRICS_FILE),
+        finished=finished,
+        max_steps=state.max_steps,
+        base_model=start.hub_id,
+        data=str(data),
+        started_from=start.requested,
+        kind="reward",
+    )
+    if saved and trainer.is_world_process_zero():
+        write_summary(result)
+    return result
+
+
+# --- using a reward model --------------------------------------------------------------------
+
+
+@dataclass
+class RewardModel:
+    """A trained reward model, loaded once: a score for a completion of a prompt."""
+
+    loaded: LoadedModel
+    batch_size: int = 16
+
+    @property
+    def name(self) -> str:
+        return self.loaded.label
+
+    def score(
+        self, prompts: Sequence[list[dict[str, str]]], completions: Sequence[str]
+    ) -> list[float]:
+        """The score of each completion after its prompt (conversational: the chat template of
+        prompt + assistant reply, tokenized exactly as TRL's RewardTrainer did in training)."""
+        import torch
+
+        tokenizer, model = self.loaded.tokenizer, self.loaded.model
+        sequences = [
+            list(
+                tokenizer.apply_chat_template(
+                    [*prompt, {"role": "assistant", "content": completion}],
+                    tokenize=True,
+                    return_dict=True,
+                )["input_ids"]
+            )
+            for prompt, completion in zip(prompts, completions, strict=True)
+        ]
+        pad = tokenizer.pad_token_id
+        scores: list[float] = []
+        with torch.inference_mode():
+            for start in range(0, len(sequences), self.batch_size):
+                batch = sequences[start : start + self.batch_size]
+                width = max(len(ids) for ids in batch)
+                # right-padded, as TRL's collator pads: the score is read at the last real token
+                input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, ids in enumerate(batch):
+                    input_ids[row, : len(ids)] = torch.tensor(ids)
+                    mask[row, : len(ids)] = 1
+                device = self.loaded.device.name
+                output = model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
+                scores += output.logits[:, 0].float().tolist()
+        return scores
+
+    def score_titles(self, idea: str, titles: Sequence[str]) -> list[float]:
+        """The score of each title written for `idea` with the tutorial's prompt."""
+        prompt = title_messages(idea)
+        return self.score([prompt] * len(titles), list(titles))
+
+    def accuracy(self, rows: Sequence[dict[str, Any]]) -> float:
+        """Share of labelled pairs (prompt/chosen/rejected rows) whose chosen completion scores
+        strictly higher, counted pair by pair."""
+        if not rows:
+            return 0.0
+        prompts = [row["prompt"] for row in rows]
+        chosen = self.score(prompts, [row["chosen"][0]["content"] for row in rows])
+        rejected = self.score(prompts, [row["rejected"][0]["content"] for row in rows])
+        return sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(rows)
+
+
+@functools.cache
+def load_reward_model(name: str) -> RewardModel:
+    """The reward model in folder (or Hub repo) `name`, loaded once per process."""
+    loaded = load_model(name, head="score")
+    if getattr(loaded.model.config, "num_labels", None) != 1:
+        raise UserError(f"{name!r} is not a reward model (a one-output score head)")
+    return RewardModel(loaded)
+
+
+def check_reward_model(name: str) -> str:
+    """`name` if it is a reward run's folder; refused otherwise, before anything is loaded."""
+    from pipeline.rounds import run_summary
+
+    folder = Path(name)
+    if folder.is_dir():
+        summary = run_summary(name)
+        if summary is None or summary.get("kind") != "reward":
+            raise UserError(
+                f"{name!r} is not a finished reward model run: train one with "
+                "`python -m pipeline reward --data DIR --out DIR`"
+            )
+    return name
+
+
+@dataclass(frozen=True)
+class ScoredTitle:
+    title: Title
+    score: float
+
+
+def best_of_n(
+    loaded: LoadedModel,
+    reward: RewardModel,
+    idea: str,
+    settings: GenerationSettings | None = None,
+) -> list[ScoredTitle]:
+    """`settings.n` sampled titles for `idea`, scored by the reward model, best first."""
+    titles = generate_titles(loaded, [idea], settings or GenerationSettings())[0]
+    scores = reward.score_titles(idea, [t.raw for t in titles])
+    ranked = sorted(zip(titles, scores, strict=True), key=lambda pair: -pair[1])
+    return [ScoredTitle(title, score) for title, score in ranked]
+
+
+@dataclass(frozen=True)
+class RewardHeldOut:
+    """How a reward model ranks the held-out pairs, beside the starting model's likelihood
+    and, when given, a DPO run's implicit reward on the same pairs."""
+
+    pairs: int
+    reward_model: float
+    untrained: float
+    dpo: float | None = None
+    dpo_run: str | None = None
+
+    def describe(self) -> str:
+        line = (
+            f"held-out pairs ranked as labelled: reward model {self.reward_model:.3f} of "
+            f"{self.pairs} (the untrained model's likelihood: {self.untrained:.3f}"
+        )
+        if self.dpo is not None:
+            line += f"; the DPO run {self.dpo_run}: {self.dpo:.3f}"
+        return line + ")"
+
+
+def score_reward_held_out(result: TrainResult, dpo_run: str | None = None) -> TrainResult:
+    """The finished reward run `result` with its held-out pairs ranked pair by pair (and a DPO
+    run's figure on the same pairs, when given); its summary file updated."""
+    from dataclasses import replace
+
+    from pipeline.datasets import load_preference_dataset
+    from pipeline.evaluation import labelled_ranking, pair_logps, ranking_accuracy
+
+    if not result.finished or result.data is None:
+        return result
+    valid = load_preference_dataset(result.data).get("valid")
+    if valid is None or len(valid) == 0:
+        return result
+    rows = list(valid)
+    accuracy = RewardModel(load_model(result.out, fresh=True, head="score")).accuracy(rows)
+    start = result.started_from or result.base_model
+    untrained = ranking_accuracy(pair_logps(load_model(start), rows))
+    dpo = labelled_ranking(dpo_run, rows)[0] if dpo_run else None
+    held_out = RewardHeldOut(len(rows), accuracy, untrained, dpo, dpo_run)
+    scored = replace(result, held_out=asdict(held_out))
+    write_summary(scored)
+    return scored
