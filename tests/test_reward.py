@@ -1,0 +1,230 @@
+"""The reward model (pipeline/reward.py) on the tiny model: it trains, saves, loads and scores;
+its held-out accuracy, counted pair by pair, is TRL's; best-of-n, the judge and the CLI use it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import MARKER, run_cli
+from pipeline.errors import UserError
+from pipeline.recipes import REWARD_RECIPES
+
+RECIPE = REWARD_RECIPES["fast"].changed(
+    epochs=8, learning_rate=1e-2, batch_size=4, logging_steps=1, seed=0
+)
+
+
+def marker_splits() -> dict:
+    """Seed pairs of 8 ideas where the chosen title always ends with the marker and the
+    rejected one never does: a preference a reward model must learn, split by idea."""
+    from pipeline import datasets as ds
+    from pipeline.records import Preference
+
+    prefs = ds.seed_preferences()
+    ideas = sorted({p.idea for p in prefs})[:8]
+    marked = [
+        Preference(p.idea, f"{p.chosen} {MARKER}", p.rejected)
+        for idea in ideas
+        for p in [q for q in prefs if q.idea == idea][:6]
+    ]
+    return ds.split_by_idea(marked, valid_fraction=0.25)
+
+
+@pytest.fixture(scope="module")
+def marker_data(tmp_path_factory) -> Path:
+    from pipeline import datasets as ds
+
+    splits = marker_splits()
+    out = tmp_path_factory.mktemp("marker") / "data"
+    ds.save_dataset(ds.build_dataset(splits), out, ds.summarize(splits, "seed", "idea"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def reward_run(marker_data, tiny_model_dir, tmp_path_factory):
+    from pipeline.reward import score_reward_held_out, train_reward
+
+    out = tmp_path_factory.mktemp("rm") / "model"
+    result = train_reward(marker_data, out, str(tiny_model_dir), RECIPE)
+    return score_reward_held_out(result)
+
+
+def test_the_reward_model_trains_saves_loads_and_learns_the_preference(reward_run, marker_data):
+    from pipeline.datasets import load_preference_dataset
+    from pipeline.reward import load_reward_model
+    from pipeline.tracking import logged_metrics, run_name
+
+    out = Path(reward_run.out)
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["kind"] == "reward" and summary["finished"]
+    assert (out / "adapter").is_dir()  # the LoRA adapter and score head, kept beside
+    reward = load_reward_model(str(out))  # a plain sequence-classification model
+    assert type(reward.loaded.model).__name__.endswith("ForSequenceClassification")
+    valid = list(load_preference_dataset(marker_data)["valid"])
+    idea = valid[0]["prompt"][0]["content"]
+    plain = valid[0]["rejected"][0]["content"]
+    marked, unmarked = reward.score([valid[0]["prompt"]] * 2, [f"{plain} {MARKER}", plain])
+    assert marked > unmarked
+    # held-out ideas it never saw: the marker is what it learned
+    held = summary["held_out"]
+    assert held["pairs"] == len(valid) and held["reward_model"] >= 0.9
+    assert held["reward_model"] == reward.accuracy(valid)
+    assert held["untrained"] < 0.9  # the chat model alone cannot see the planted preference
+    assert idea  # the prompt is the tutorial's, conversational
+    # trackio received the run's metrics
+    logged = logged_metrics(run_name(out, "reward"))
+    assert any("train/loss" in record for record in logged)
+    assert any("eval/accuracy" in record for record in logged)
+
+
+def test_held_out_accuracy_pair_by_pair_equals_trls(reward_run, marker_data):
+    """TRL's eval accuracy is a mean of batch means: in one batch holding every held-out pair
+    it is the pair-by-pair share, and so is ours, on the saved model."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    from pipeline.datasets import load_preference_dataset
+    from pipeline.models import load_model
+    from pipeline.reward import RewardModel
+
+    valid = load_preference_dataset(marker_data)["valid"]
+    model = AutoModelForSequenceClassification.from_pretrained(reward_run.out, num_labels=1)
+    tokenizer = AutoTokenizer.from_pretrained(reward_run.out)
+    trainer = RewardTrainer(
+        model=model,
+        args=RewardConfig(
+            output_dir=str(Path(reward_run.out).parent / "trl-eval"),
+            per_device_eval_batch_size=len(valid),
+            report_to="none",
+            bf16=False,
+            use_cpu=True,
+        ),
+        train_dataset=valid,
+        eval_dataset=valid,
+        processing_class=tokenizer,
+    )
+    trl_accuracy = trainer.evaluate()["eval_accuracy"]
+    ours = RewardModel(load_model(reward_run.out, fresh=True, head="score")).accuracy(list(valid))
+    assert ours == pytest.approx(trl_accuracy)
+    # and the margin, score by score: the same scores, not just the same count
+    rm = RewardModel(load_model(reward_run.out, fresh=True, head="score"))
+    rows = list(valid)
+    chosen = rm.score([r["prompt"] for r in rows], [r["chosen"][0]["content"] for r in rows])
+    rejected = rm.score([r["prompt"] for r in rows], [r["rejected"][0]["content"] for r in rows])
+    margin = sum(c - r for c, r in zip(chosen, rejected, strict=True)) / len(rows)
+    assert margin == pytest.approx(trainer.evaluate()["eval_margin"], rel=1e-4, abs=1e-5)
+
+
+def test_best_of_n_puts_the_highest_score_first(reward_run, tiny_model):
+    from pipeline.generation import GenerationSettings
+    from pipeline.reward import best_of_n, load_reward_model
+
+    reward = load_reward_model(reward_run.out)
+    idea = "how to learn python fast"
+    ranked = best_of_n(tiny_model, reward, idea, GenerationSettings(n=6, seed=3))
+    assert len(ranked) == 6
+    scores = [s.score for s in ranked]
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) > 1
+    # each score is the reward model's own score of that title, alone
+    for scored in ranked:
+        assert reward.score_titles(idea, [scored.title.raw])[0] == pytest.approx(
+            scored.score, abs=1e-4
+        )
+
+
+def test_the_reward_model_judges_a_round(reward_run, tmp_path):
+    from pipeline.judges import RewardJudge, judge_round, make_judge
+    from pipeline.reward import load_reward_model
+    from pipeline.votes import VoteStore
+    from pipeline.winrates import round_report
+
+    judge = make_judge(reward_run.out)
+    assert isinstance(judge, RewardJudge) and judge.name.startswith("reward model")
+    # the order cannot sway it: the same pair both ways gets mirrored verdicts
+    idea = "how to learn python fast"
+    plain = "Learn Python in a Weekend: the Fastest Way"
+    assert judge.prefer(idea, f"{plain} {MARKER}", plain) == "A"
+    assert judge.prefer(idea, plain, f"{plain} {MARKER}") == "B"
+
+    from pipeline.votes import RoundTitle
+
+    store = VoteStore(tmp_path / "votes.db")
+    titles = [
+        RoundTitle("marked", idea, 0, f"{plain} {MARKER}", None),
+        RoundTitle("plain", idea, 0, plain, None),
+    ]
+    models = [{"label": "marked", "name": "m"}, {"label": "plain", "name": "p"}]
+    store.add_round("rm-round", models, titles, 1, "typed")
+    outcomes = judge_round(store, "rm-round", RewardJudge(load_reward_model(reward_run.out)))
+    report = round_report(store, "rm-round", outcomes, judge.name)
+    (comparison,) = report.comparisons
+    winner = comparison.model if comparison.wins else comparison.other
+    assert winner == "marked" and comparison.wins + comparison.losses == 1
+
+
+def test_reward_cli_and_best_of_n_cli(marker_data, tiny_model_dir, tmp_path):
+    out = tmp_path / "rm"
+    done = run_cli(
+        "reward",
+        "--data",
+        str(marker_data),
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_model_dir),
+        "--epochs",
+        "1",
+        "--learning-rate",
+        "5e-3",
+        "--batch-size",
+        "4",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["kind"] == "reward" and summary["held_out"]["pairs"] > 0
+    assert summary["recipe"]["learning_rate"] == 5e-3 and summary["recipe"]["lora_r"] == 16
+
+    best = run_cli(
+        "generate",
+        "--idea",
+        "how to learn python fast",
+        "--model",
+        str(tiny_model_dir),
+        "--reward",
+        str(out),
+        "--n",
+        "4",
+        "--seed",
+        "1",
+        "--json",
+    )
+    assert best.returncode == 0, best.stderr
+    record = json.loads(best.stdout)
+    assert len(record["titles"]) == 4 and record["scores"] == sorted(record["scores"], reverse=True)
+
+    # a folder that is no reward model is refused in one line, before any model loads
+    refused = run_cli(
+        "generate",
+        "--idea",
+        "x idea",
+        "--model",
+        str(tiny_model_dir),
+        "--reward",
+        str(tiny_model_dir),
+    )
+    assert refused.returncode == 2 and "is not a finished reward model run" in refused.stderr
+    unknown = run_cli(
+        "reward", "--data", str(marker_data), "--out", str(tmp_path / "o"), "--recipe", "nope"
+    )
+    assert unknown.returncode == 2 and "unknown reward recipe 'nope'" in unknown.stderr
+
+
+def test_a_reward_model_is_no_round_model(reward_run):
+    from pipeline.rounds import round_models
+
+    with pytest.raises(UserError, match="is a reward model"):
+        round_models(["smollm2-offline", reward_run.out])
