@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pipeline.appdata import data_dir
 from pipeline.errors import UserError
-from pipeline.recipes import RewardRecipe, add_recipe_arguments
+from pipeline.recipes import RewardRecipe, RLRecipe, add_recipe_arguments
 from pipeline.tracking import use_tracking_dir
 
 log = logging.getLogger("pipeline")
@@ -211,6 +211,29 @@ def cmd_reward(args: argparse.Namespace) -> str:
     ranking = describe_held_out(result)
     line = f"trained {result.steps} steps in {result.seconds:.0f} s; reward model in {result.out}"
     return f"{line}\n{ranking}" if ranking else line
+
+
+def cmd_rl(args: argparse.Namespace) -> str:
+    from pipeline.metrics import read_metrics
+    from pipeline.recipes import RLRecipe, recipe_from_args
+    from pipeline.rl import read_samples, train_rl
+
+    recipe = recipe_from_args(args, RLRecipe)  # checked before the (slow) model loads
+    use_tracking_dir(data_dir())
+    result = train_rl(
+        args.data, args.out, args.model, args.reward, recipe, max_steps=args.max_steps
+    )
+    if args.json:
+        return json.dumps(asdict(result))
+    logged = [m for m in read_metrics(result.metrics_file) if "reward" in m]
+    lines = [f"trained {result.steps} steps in {result.seconds:.0f} s; policy in {result.out}"]
+    if logged:
+        first, last = logged[0], logged[-1]
+        for key in ("reward", "reward/model", "reward/format", "reward/length", "kl"):
+            if key in last:
+                lines.append(f"{key}: {first.get(key, float('nan')):.3f} -> {last[key]:.3f}")
+    lines += [f"  [{s['reward']:+.2f}] {s['title'].strip()}" for s in read_samples(args.out, 4)]
+    return "\n".join(lines)
 
 
 def cmd_score(args: argparse.Namespace) -> str:
@@ -488,6 +511,25 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(run=cmd_reward)
+
+    p = sub.add_parser(
+        "rl",
+        help="online RL (GRPO or RLOO) of a policy against a reward model, on a dataset "
+        "folder's ideas",
+    )
+    p.add_argument("--data", required=True, type=Path, help="folder from `dataset`")
+    p.add_argument(
+        "--reward",
+        default=None,
+        metavar="RM",
+        help="the reward model: a `reward` run's folder (needed unless --reward-weight 0)",
+    )
+    p.add_argument("--out", required=True, type=Path, help="where the policy goes")
+    _add_model(p)
+    add_recipe_arguments(p, RLRecipe)
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.set_defaults(run=cmd_rl)
 
     p = sub.add_parser("score", help="how often a model ranks labelled pairs as people did")
     p.add_argument("--data", required=True, type=Path, help="folder from `dataset`")

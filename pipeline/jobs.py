@@ -1,4 +1,5 @@
-"""One training run at a time, in a background thread, watched and stopped from anywhere.
+"""One training run at a time (DPO, a reward model or online RL: the recipe's kind), in a
+background thread, watched and stopped from anywhere.
 
 The app keeps one `TrainingRunner`; every page (a reloaded one too) reads the same status, so
 it reattaches to a running job. Stop asks the trainer to save a checkpoint and end after the
@@ -26,7 +27,9 @@ MAX_LOG_LINES = 200
 @dataclass(frozen=True)
 class JobStatus:
     state: str = "idle"  # idle, running, stopping, done, stopped, failed
-    stage: str = "dpo"  # "sft" while a recipe's SFT stage runs, then "dpo"
+    # "sft" while a recipe's SFT stage runs, then the run's own: "dpo", "reward", "grpo", "rloo"
+    stage: str = "dpo"
+    kind: str = "dpo"  # the run's kind: "dpo", "reward" or "rl" (its recipe's KIND)
     step: int = 0
     total: int = 0
     started_at: float | None = None
@@ -63,7 +66,7 @@ class JobStatus:
 
 
 class TrainingRunner:
-    """Starts `pipeline.training.train_dpo` in a thread; `status()` is safe from any thread."""
+    """Starts `pipeline.training.train_run` in a thread; `status()` is safe from any thread."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -76,7 +79,7 @@ class TrainingRunner:
             return self._status
 
     def start(self, **train_kwargs: Any) -> None:
-        """Begin a run with `train_dpo(**train_kwargs)`; refused while one is running.
+        """Begin a run with `train_run(**train_kwargs)`; refused while one is running.
 
         `chunked=True` runs it as ZeroGPU chunks (`pipeline.zerogpu.train_in_chunks`, with an
         optional `chunk_steps`): progress then moves a chunk at a time, read from the run's
@@ -86,8 +89,11 @@ class TrainingRunner:
             if self._status.running:
                 raise UserError("a training run is already going: stop it or wait for it")
             self._stop.clear()
+            kind = getattr(train_kwargs.get("recipe"), "KIND", "dpo")
             self._status = JobStatus(
                 state="running",
+                kind=kind,
+                stage=kind if kind != "rl" else train_kwargs["recipe"].method,
                 started_at=time.time(),
                 out=str(train_kwargs.get("out")),
                 message="Loading the model and the data…",
@@ -142,7 +148,7 @@ class TrainingRunner:
             self._status = replace(self._status, log=log)
 
     def _run(self, chunked: bool = False, chunk_steps: int | None = None, **train_kwargs: Any):
-        from pipeline.training import describe_held_out, score_held_out, train_dpo
+        from pipeline.training import describe_held_out, score_run, train_run
         from pipeline.zerogpu import score_on_gpu
 
         callbacks = [_Progress(self), *train_kwargs.pop("callbacks", [])]
@@ -150,10 +156,10 @@ class TrainingRunner:
             if chunked:
                 result = self._run_chunks(chunk_steps, **train_kwargs)
             else:
-                result = train_dpo(**train_kwargs, callbacks=callbacks)
-            if not self._stop.is_set():  # a stopped run is not scored: Stop stays quick
+                result = train_run(**train_kwargs, callbacks=callbacks)
+            if not self._stop.is_set() and result.kind != "rl":  # Stop stays quick
                 self._update(message="Ranking the held-out pairs…")
-                result = (score_on_gpu if chunked else score_held_out)(result)
+                result = (score_on_gpu if chunked else score_run)(result)
         except UserError as exc:
             self._update(state="stopped" if self._stop.is_set() else "failed", message=str(exc))
             self._log(f"error: {exc}")
@@ -205,6 +211,16 @@ class TrainingRunner:
         )
 
 
+# The stage each TRL config trains (its name in the status line and the charts).
+STAGES = {
+    "SFTConfig": "sft",
+    "DPOConfig": "dpo",
+    "RewardConfig": "reward",
+    "GRPOConfig": "grpo",
+    "RLOOConfig": "rloo",
+}
+
+
 class _Progress(TrainerCallback):
     def __init__(self, runner: TrainingRunner) -> None:
         self.runner = runner
@@ -224,7 +240,7 @@ class _Progress(TrainerCallback):
             self.runner._log(f"SFT stage: {state.max_steps} steps")
             return
         self.runner._update(
-            stage="dpo",
+            stage=STAGES.get(type(args).__name__, "dpo"),
             total=state.max_steps,
             step=state.global_step,
             loop_started=(time.time(), state.global_step),
@@ -234,7 +250,7 @@ class _Progress(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         if self._is_sft(args):
-            self.runner._update(message="SFT stage done; reference log-probs, then DPO…")
+            self.runner._update(message="SFT stage done; the preference step next…")
 
     def on_step_end(self, args, state, control, **kwargs):
         self.runner._update(step=state.global_step)
@@ -246,7 +262,7 @@ class _Progress(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs:
             return
-        if self._is_sft(args):  # the charts are DPO's; the SFT stage only logs a line
+        if self._is_sft(args):  # the charts are the run's; the SFT stage only logs a line
             shown = ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if isinstance(v, float))
             self.runner._log(f"SFT step {state.global_step}: {shown}")
             return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pipeline.errors import UserError
 
 # Exactly the tutorial's prompt (the one baked into shawhin/youtube-titles-dpo).
@@ -36,6 +38,15 @@ def title_prompt(idea: str) -> str:
 def title_messages(idea: str) -> list[dict[str, str]]:
     """The conversation sent through the chat template: one user message."""
     return [{"role": "user", "content": title_prompt(idea)}]
+
+
+_IDEA_IN_PROMPT = re.compile(r"\*\*Video Idea\*\*: (.*)\n")
+
+
+def idea_in_prompt(messages: list[dict[str, str]]) -> str | None:
+    """The idea of a prompt written by `title_messages` (lowercased, as the prompt has it)."""
+    found = _IDEA_IN_PROMPT.search(messages[0]["content"]) if messages else None
+    return found.group(1) if found else None
 
 
 def display_title(raw: str) -> str:

@@ -16,7 +16,6 @@ for this project, none of them among the tutorial's 114).
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,13 +26,12 @@ from pipeline.datasets import idea_key
 from pipeline.errors import UserError
 from pipeline.generation import GenerationSettings, Title, generate_titles
 from pipeline.metrics import SUMMARY_FILE
-from pipeline.prompts import check_idea
+from pipeline.prompts import check_idea, idea_in_prompt
 from pipeline.votes import RoundInfo, RoundTitle, VoteStore, check_round_name
 
 FRESH_IDEAS = Path(__file__).resolve().parent.parent / "data" / "fresh-ideas" / "ideas.txt"
 MAX_ROUND_IDEAS = 500
 MAX_K = 8
-_IDEA_IN_PROMPT = re.compile(r"\*\*Video Idea\*\*: (.*)\n")
 
 
 @dataclass(frozen=True)
@@ -138,8 +136,8 @@ def run_ideas(model: str | Path, split: str) -> list[str]:
     dataset = load_preference_dataset(data)
     if split not in dataset:
         return []
-    found = (_IDEA_IN_PROMPT.search(row["prompt"][0]["content"]) for row in dataset[split])
-    return sorted({m.group(1) for m in found if m})
+    found = (idea_in_prompt(row["prompt"]) for row in dataset[split])
+    return sorted({idea for idea in found if idea})
 
 
 def held_out_ideas(

@@ -25,14 +25,14 @@ import spaces
 from pipeline.generation import GenerationSettings, Title, generate_for_idea
 from pipeline.judges import PairwiseJudge, make_judge
 from pipeline.models import load_model
-from pipeline.recipes import DPORecipe
+from pipeline.recipes import Recipe
 from pipeline.rounds import generate_with, short_name
 from pipeline.training import (
     TrainResult,
     checkpoint_step,
     latest_checkpoint,
-    score_held_out,
-    train_dpo,
+    score_run,
+    train_run,
 )
 
 DEFAULT_SETTINGS = GenerationSettings()
@@ -129,7 +129,7 @@ def chunk_steps_for(seconds_per_step: float | None, budget: int = MAX_CALL_SECON
 
 
 def _chunk_duration(
-    data, out, model_name, recipe, max_steps, steps, seconds_per_step, resume
+    data, out, model_name, recipe, max_steps, steps, seconds_per_step, resume, reward_model=None
 ) -> int:
     return chunk_seconds(steps, seconds_per_step)
 
@@ -139,16 +139,25 @@ def train_chunk(
     data: str | Path,
     out: str | Path,
     model_name: str | None,
-    recipe: DPORecipe | None,
+    recipe: Recipe | None,
     max_steps: int | None,
     steps: int,
     seconds_per_step: float | None,
     resume: bool,
+    reward_model: str | None = None,
 ) -> TrainResult:
-    """One GPU call: `steps` more steps of the run in `out`, ending with a checkpoint.
-    (`seconds_per_step` is only read by the duration estimate.)"""
-    return train_dpo(
-        data, out, model_name, recipe, max_steps=max_steps, stop_after=steps, resume=resume
+    """One GPU call: `steps` more steps of the run in `out` (of the recipe's kind: DPO, a
+    reward model or RL), ending with a checkpoint. (`seconds_per_step` is only read by the
+    duration estimate.)"""
+    return train_run(
+        data,
+        out,
+        model_name,
+        recipe,
+        reward_model=reward_model,
+        max_steps=max_steps,
+        stop_after=steps,
+        resume=resume,
     )
 
 
@@ -156,8 +165,9 @@ def train_in_chunks(
     data: str | Path,
     out: str | Path,
     model_name: str | None,
-    recipe: DPORecipe | None,
+    recipe: Recipe | None,
     *,
+    reward_model: str | None = None,
     max_steps: int | None = None,
     chunk_steps: int | None = None,
     resume: bool = False,
@@ -172,7 +182,9 @@ def train_in_chunks(
         checkpoint = latest_checkpoint(out) if resume else None
         before = checkpoint_step(checkpoint) if checkpoint else 0
         steps = chunk_steps or chunk_steps_for(pace)
-        result = train_chunk(data, out, model_name, recipe, max_steps, steps, pace, resume)
+        result = train_chunk(
+            data, out, model_name, recipe, max_steps, steps, pace, resume, reward_model
+        )
         on_chunk(result)
         if result.finished or should_stop():
             return result
@@ -183,5 +195,5 @@ def train_in_chunks(
 
 @spaces.GPU(duration=SCORING_SECONDS)
 def score_on_gpu(result: TrainResult) -> TrainResult:
-    """`score_held_out` in a GPU call of its own, after the last chunk."""
-    return score_held_out(result)
+    """`score_run` (the held-out pairs) in a GPU call of its own, after the last chunk."""
+    return score_run(result)

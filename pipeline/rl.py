@@ -1,0 +1,297 @@
+"""Online RL against a reward model: the RLHF half's second step.
+
+The policy writes titles for the ideas of the dataset's training split, a reward scores each,
+and the policy moves towards the better ones, held near the model it started from by a KL
+penalty. TRL 1.16 has no PPO trainer: `method="grpo"` is GRPO (PPO's clipped objective, with
+the mean reward of the group of titles written for the same idea in place of a learned value
+function), `method="rloo"` is RLOO (a leave-one-out baseline over the same group).
+
+`train_rl` reads top to bottom like `training.train_dpo`:
+
+    data (the ideas) -> policy (after an optional SFT stage) -> reward -> trainer -> train
+    -> save -> summary
+
+The reward is a weighted sum of terms (`reward_terms`): the reward model's score, the format
+rule (`evaluation.follows_prompt`) and a length penalty. Each term's mean is logged on its own
+(reward/model, reward/format, reward/length), and every batch of titles with its scores goes
+to OUT/samples.jsonl as it is generated, so reward hacking shows while the run goes: titles
+that please the reward model and break the prompt (very short, several titles, the idea
+echoed) show as a rising model score beside a falling format share.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+from pipeline.evaluation import MAX_CHARS, MIN_CHARS, follows_prompt
+from pipeline.metrics import METRICS_FILE
+from pipeline.models import load_model
+from pipeline.prompts import display_title, idea_in_prompt
+from pipeline.recipes import RLRecipe, get_recipe
+from pipeline.training import (
+    MetricsFile,
+    StopAfterSteps,
+    TrainResult,
+    checkpoint_to_resume,
+    common_args,
+    lora_config,
+    save_policy,
+    sft_stage,
+    training_splits,
+    write_summary,
+)
+
+SAMPLES_FILE = "samples.jsonl"
+SAMPLES_KEPT = 2000  # the newest lines kept in OUT/samples.jsonl
+LENGTH_SLACK = 30  # characters outside 30-75 at which the length penalty reaches -1
+
+
+@dataclass(frozen=True)
+class RewardTerm:
+    """One part of the reward: `score(prompts, completions) -> one float per completion`."""
+
+    name: str
+    weight: float
+    score: Callable[[Sequence[list[dict[str, str]]], Sequence[str]], list[float]]
+
+
+def format_score(prompts, completions) -> list[float]:
+    """1 for a completion that is just one 30-75 character title, as the prompt asks; else 0."""
+    return [float(follows_prompt(c)) for c in completions]
+
+
+def length_score(prompts, completions) -> list[float]:
+    """0 for a displayed title of 30-75 characters, falling linearly to -1 at 30 characters
+    outside that range (a very short title is a classic reward hack)."""
+    scores = []
+    for completion in completions:
+        n = len(display_title(completion))
+        off = MIN_CHARS - n if n < MIN_CHARS else n - MAX_CHARS if n > MAX_CHARS else 0
+        scores.append(-min(1.0, off / LENGTH_SLACK))
+    return scores
+
+
+def reward_terms(recipe: RLRecipe, reward_model: str | None) -> list[RewardTerm]:
+    """The recipe's reward: the reward model's score (when its weight is not 0), the format
+    rule and the length penalty. Terms of weight 0 are still computed and logged, so the
+    format share can be watched in a run that does not reward it."""
+    terms = []
+    if recipe.reward_weight:
+        if reward_model is None:
+            raise UserError(
+                "an RL run needs a reward model (--reward RM_DIR), unless its reward_weight is 0"
+            )
+        from pipeline.reward import check_reward_model, load_reward_model
+
+        scorer = load_reward_model(check_reward_model(reward_model))
+        terms.append(RewardTerm("model", recipe.reward_weight, scorer.score))
+    terms.append(RewardTerm("format", recipe.format_weight, format_score))
+    terms.append(RewardTerm("length", recipe.length_weight, length_score))
+    return terms
+
+
+class TitleReward:
+    """The reward function handed to TRL: the weighted sum of the terms. It logs each term's
+    mean (TRL's `log_metric`) and appends the batch's titles and scores to OUT/samples.jsonl."""
+
+    __name__ = "title_reward"  # TRL logs rewards/<name>/mean
+
+    def __init__(self, terms: Sequence[RewardTerm], samples: Path | None) -> None:
+        if not terms:
+            raise UserError("an RL run needs at least one reward term")
+        self.terms, self.samples = list(terms), samples
+
+    def __call__(self, prompts, completions, **kwargs) -> list[float]:
+        texts = [_text(c) for c in completions]
+        scored = {t.name: t.score(prompts, texts) for t in self.terms}
+        totals = [sum(t.weight * scored[t.name][i] for t in self.terms) for i in range(len(texts))]
+        log_metric = kwargs.get("log_metric")
+        if log_metric is not None:
+            for name, values in scored.items():
+                log_metric(f"reward/{name}", sum(values) / len(values))
+        if self.samples is not None:
+            state = kwargs.get("trainer_state")
+            step = (state.global_step + 1) if state is not None else None  # the step it feeds
+            self._write(step, prompts, texts, scored, totals)
+        return totals
+
+    def _write(self, step, prompts, texts, scored, totals) -> None:
+        lines = [
+            json.dumps(
+                {
+                    "step": step,
+                    "idea": idea_in_prompt(prompt),
+                    "title": text,
+                    "reward": round(total, 4),
+                    **{name: round(values[i], 4) for name, values in scored.items()},
+                },
+                ensure_ascii=False,
+            )
+            for i, (prompt, text, total) in enumerate(zip(prompts, texts, totals, strict=True))
+        ]
+        path = self.samples
+        kept = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+        kept = (kept + lines)[-SAMPLES_KEPT:]
+        path.write_text("\n".join(kept) + "\n", encoding="utf-8")
+
+
+def _text(completion: Any) -> str:
+    """A completion as TRL hands it over: text, or (conversational) a list of messages."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(m.get("content", "") for m in completion)
+
+
+def read_samples(out: str | Path, last: int | None = None) -> list[dict[str, Any]]:
+    """The titles an RL run has generated so far, with their scores (newest last)."""
+    path = Path(out) / SAMPLES_FILE
+    if not path.is_file():
+        return []
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [json.loads(line) for line in (lines[-last:] if last else lines)]
+
+
+def prompt_rows(split) -> list[dict[str, Any]]:
+    """Each distinct prompt of a preference split once: what the policy writes titles for."""
+    seen: dict[str, dict[str, Any]] = {}
+    for prompt in split["prompt"]:
+        seen.setdefault(json.dumps(prompt, sort_keys=True), {"prompt": prompt})
+    return list(seen.values())
+
+
+def train_rl(
+    data: str | Path,
+    out: str | Path,
+    model_name: str | None = None,
+    reward_model: str | None = None,
+    recipe: RLRecipe | None = None,
+    *,
+    terms: Sequence[RewardTerm] | None = None,
+    max_steps: int | None = None,
+    callbacks: list | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Optimise the policy `model_name` against `reward_model` (a `reward` run's folder) plus
+    the recipe's rule terms, on the training ideas of the dataset folder `data`; write it to
+    `out` and return a summary (OUT/train_summary.json, `kind="rl"`). `terms` replaces the
+    recipe's reward (a planted reward in tests). `resume` and `stop_after` work as for DPO."""
+    from datasets import Dataset
+
+    recipe = recipe or get_recipe(kind=RLRecipe)
+    if max_steps is not None and max_steps <= 0:
+        raise UserError(f"max-steps must be positive, not {max_steps}")
+    out = Path(out)
+
+    # data: the training split's ideas (checked before any model is loaded)
+    train_split, _ = training_splits(data, recipe)
+    prompts = Dataset.from_list(prompt_rows(train_split))
+    if len(prompts) * recipe.generations < recipe.batch_size:
+        raise UserError(
+            f"{data}: {len(prompts)} ideas x {recipe.generations} titles is less than one batch "
+            f"of {recipe.batch_size}"
+        )
+
+    # reward: refused (no reward model, not a reward run) before the policy loads
+    reward = TitleReward(terms or reward_terms(recipe, reward_model), out / SAMPLES_FILE)
+
+    # policy: the model (after the SFT stage, if any); the KL is taken against that start
+    policy = load_model(model_name, fresh=True)
+    start = policy.source
+    reference_from = str(out / "sft") if recipe.sft_epochs else start.requested
+    if recipe.sft_epochs:
+        policy = sft_stage(policy, train_split, out / "sft", recipe, callbacks)
+    policy.tokenizer.padding_side = "left"  # generation pads on the left
+
+    # trainer
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = checkpoint_to_resume(out, resume)
+    if not resume:
+        (out / SAMPLES_FILE).unlink(missing_ok=True)
+    trainer = rl_trainer(
+        policy, recipe, out, prompts, reward, max_steps=max_steps, callbacks=callbacks
+    )
+    if stop_after is not None:
+        trainer.add_callback(StopAfterSteps(stop_after))
+
+    # train
+    started = time.monotonic()
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    seconds = time.monotonic() - started
+    state = trainer.state
+    finished = state.global_step >= state.max_steps
+
+    # save and summary
+    saved = finished or stop_after is None
+    if saved:
+        save_policy(trainer, policy.tokenizer, out, merge=recipe.lora_r is not None)
+    result = TrainResult(
+        out=str(out),
+        model=start.label,
+        recipe=asdict(recipe),
+        steps=state.global_step,
+        train_loss=output.training_loss if saved else None,
+        eval_loss=None,
+        best_checkpoint=None,
+        seconds=round(seconds, 2),
+        metrics_file=str(out / METRICS_FILE),
+        finished=finished,
+        max_steps=state.max_steps,
+        base_model=start.hub_id,
+        data=str(data),
+        reference=reference_from,
+        started_from=start.requested,
+        kind="rl",
+        reward_model=str(reward_model) if reward_model and recipe.reward_weight else None,
+    )
+    if saved and trainer.is_world_process_zero():
+        write_summary(result)
+    return result
+
+
+def rl_trainer(
+    policy,
+    recipe: RLRecipe,
+    out: Path,
+    prompts,
+    reward: TitleReward,
+    *,
+    max_steps: int | None = None,
+    callbacks: list | None = None,
+):
+    """TRL's GRPOTrainer or RLOOTrainer for the recipe, saved every epoch, every logged record
+    appended to OUT/metrics.jsonl. With LoRA the KL reference is the adapter switched off."""
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    config_class, trainer_class = {
+        "grpo": (GRPOConfig, GRPOTrainer),
+        "rloo": (RLOOConfig, RLOOTrainer),
+    }[recipe.method]
+    config = config_class(
+        output_dir=str(out),
+        num_train_epochs=recipe.epochs,
+        max_steps=max_steps or -1,
+        learning_rate=recipe.learning_rate,
+        beta=recipe.beta,
+        num_generations=recipe.generations,
+        max_completion_length=recipe.max_new_tokens,
+        temperature=recipe.temperature,
+        save_strategy="epoch",
+        save_total_limit=recipe.save_total_limit,
+        **common_args(recipe, policy, out, recipe.method, max_steps),
+    )
+    return trainer_class(
+        model=policy.model,
+        reward_funcs=[reward],
+        args=config,
+        train_dataset=prompts,
+        processing_class=policy.tokenizer,
+        peft_config=lora_config(recipe),
+        callbacks=[MetricsFile(out / METRICS_FILE), *(callbacks or [])],
+    )

@@ -1,0 +1,198 @@
+"""Online RL (pipeline/rl.py) on the tiny model: a planted reward rises, the reward terms are
+what they say, a stopped or chunked run takes the same steps as a straight one, the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from pipeline.recipes import RL_RECIPES
+
+PLANTED = "e"  # the planted reward: the share of a title's characters that are this letter
+IDEAS = ["how to learn python fast", "ai for small business", "data science careers"]
+# Small and quick: 12 new tokens, 2 ideas x 8 titles per step, logged every step.
+FAST = RL_RECIPES["fast"].changed(max_new_tokens=12, logging_steps=1, seed=0)
+
+
+def planted(prompts, completions) -> list[float]:
+    return [c.count(PLANTED) / max(1, len(c)) for c in completions]
+
+
+def planted_share(model: str) -> float:
+    """The planted reward's mean over 48 titles sampled from `model` with a fixed seed."""
+    from pipeline.generation import GenerationSettings, generate_titles
+    from pipeline.models import load_model
+
+    settings = GenerationSettings(n=16, seed=0, max_new_tokens=12, temperature=1.0)
+    groups = generate_titles(load_model(model, fresh=True), IDEAS, settings)
+    raws = [t.raw for group in groups for t in group]
+    return sum(planted(None, raws)) / len(raws)
+
+
+def test_the_reward_terms():
+    from pipeline.rl import format_score, length_score
+
+    good = "How to Learn Python Fast: A Plan That Works"  # 43 characters
+    assert format_score(None, [good, f"Title: {good}", "short", f"{good}\n{good}"]) == [
+        1.0,
+        0.0,
+        0.0,
+        0.0,
+    ]
+    lengths = length_score(None, [good, "x" * 15, "x" * 90, "x" * 200, "", f'"{good}"'])
+    assert lengths == [0.0, -0.5, -0.5, -1.0, -1.0, 0.0]  # quotes are not counted
+
+
+def test_a_planted_reward_rises_and_everything_is_logged(small_data, tiny_model_dir, tmp_path):
+    from pipeline.metrics import read_metrics
+    from pipeline.rl import RewardTerm, read_samples, train_rl
+    from pipeline.tracking import logged_metrics, run_name
+
+    # a full fine-tune (the tiny model is too small for LoRA to move it quickly), KL to a copy
+    recipe = dataclasses.replace(FAST, lora_r=None, learning_rate=1e-2)
+    out = tmp_path / "rl"
+    result = train_rl(
+        small_data,
+        out,
+        str(tiny_model_dir),
+        None,
+        recipe,
+        terms=[RewardTerm("planted", 1.0, planted)],
+        max_steps=16,
+    )
+    assert result.kind == "rl" and result.finished and result.steps == 16
+    assert json.loads((out / "train_summary.json").read_text())["kind"] == "rl"
+    before, after = planted_share(str(tiny_model_dir)), planted_share(str(out))
+    assert after > before + 0.04, (before, after)
+
+    metrics = [m for m in read_metrics(out / "metrics.jsonl") if "reward" in m]
+    assert len(metrics) == 16
+    for key in ("reward", "reward/planted", "kl", "completions/mean_length"):
+        assert all(key in m for m in metrics), key
+    assert metrics[-1]["kl"] > 0  # it moved away from where it started, and says how far
+    samples = read_samples(out)
+    assert {s["step"] for s in samples} == set(range(1, 17))
+    assert all(s["idea"] and "planted" in s and "reward" in s for s in samples)
+    logged = logged_metrics(run_name(out, "grpo"))
+    assert sum("train/reward" in record for record in logged) == 16
+
+
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_stop_resume_and_chunks_take_the_same_steps_as_a_straight_run(
+    method, small_data, tiny_model_dir, tmp_path
+):
+    from pipeline.metrics import read_metrics
+    from pipeline.rl import RewardTerm, train_rl
+    from pipeline.zerogpu import train_in_chunks
+
+    recipe = FAST.changed(method=method, learning_rate=1e-2)
+    terms = [RewardTerm("planted", 1.0, planted)]
+
+    def rewards(out: Path) -> list[float]:
+        return [m["reward"] for m in read_metrics(out / "metrics.jsonl") if "reward" in m]
+
+    straight = train_rl(
+        small_data,
+        tmp_path / "straight",
+        str(tiny_model_dir),
+        None,
+        recipe,
+        terms=terms,
+        max_steps=4,
+    )
+    first = train_rl(
+        small_data,
+        tmp_path / "resumed",
+        str(tiny_model_dir),
+        None,
+        recipe,
+        terms=terms,
+        max_steps=4,
+        stop_after=2,
+    )
+    assert (first.steps, first.finished) == (2, False)
+    resumed = train_rl(
+        small_data,
+        tmp_path / "resumed",
+        str(tiny_model_dir),
+        None,
+        recipe,
+        terms=terms,
+        max_steps=4,
+        resume=True,
+    )
+    assert straight.steps == resumed.steps == 4
+    # the same titles step for step, give or take a character: sampling after a reload can
+    # part on a float's last bit (seen: one step 0.1% apart)
+    assert rewards(tmp_path / "resumed") == pytest.approx(rewards(tmp_path / "straight"), rel=0.02)
+
+    # ZeroGPU chunks go through train_run, which reads the kind from the recipe; the planted
+    # reward cannot cross a GPU call, so these chunks use the recipe's own terms
+    rule_recipe = recipe.changed(reward_weight=0.0, format_weight=1.0)
+    rule_recipe = dataclasses.replace(rule_recipe, reward_weight=0.0)
+    whole = train_rl(
+        small_data, tmp_path / "whole", str(tiny_model_dir), None, rule_recipe, max_steps=4
+    )
+    chunks = []
+    chunked = train_in_chunks(
+        small_data,
+        tmp_path / "chunked",
+        str(tiny_model_dir),
+        rule_recipe,
+        max_steps=4,
+        chunk_steps=1,
+        on_chunk=chunks.append,
+    )
+    assert [c.steps for c in chunks] == [1, 2, 3, 4] and chunked.kind == "rl"
+    assert whole.steps == chunked.steps == 4
+    assert rewards(tmp_path / "chunked") == pytest.approx(rewards(tmp_path / "whole"), rel=0.02)
+
+
+@pytest.fixture(scope="module")
+def tiny_reward_model(small_data, tiny_model_dir, tmp_path_factory) -> Path:
+    from pipeline.recipes import REWARD_RECIPES
+    from pipeline.reward import train_reward
+
+    out = tmp_path_factory.mktemp("rl-rm") / "rm"
+    recipe = REWARD_RECIPES["fast"].changed(batch_size=4, learning_rate=5e-3)
+    train_reward(small_data, out, str(tiny_model_dir), recipe)
+    return out
+
+
+def test_rl_cli_with_a_reward_model(small_data, tiny_model_dir, tiny_reward_model, tmp_path):
+    out = tmp_path / "policy"
+    common = ["--data", str(small_data), "--model", str(tiny_model_dir), "--max-new-tokens", "12"]
+    done = run_cli(
+        "rl",
+        *common,
+        "--reward",
+        str(tiny_reward_model),
+        "--out",
+        str(out),
+        "--max-steps",
+        "2",
+        "--method",
+        "rloo",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["kind"] == "rl" and summary["steps"] == 2
+    assert summary["reward_model"] == str(tiny_reward_model)
+    assert summary["recipe"]["method"] == "rloo"
+    from pipeline.metrics import read_metrics
+
+    logged = [m for m in read_metrics(out / "metrics.jsonl") if "reward" in m]
+    assert {"reward/model", "reward/format", "reward/length"} <= set(logged[-1])
+
+    # refused in one line, before the policy loads
+    no_reward = run_cli("rl", *common, "--out", str(tmp_path / "x"))
+    assert no_reward.returncode == 2 and "needs a reward model" in no_reward.stderr
+    not_reward = run_cli("rl", *common, "--out", str(tmp_path / "y"), "--reward", str(out))
+    assert not_reward.returncode == 2 and "not a finished reward model run" in not_reward.stderr
+    odd = run_cli("rl", *common, "--out", str(tmp_path / "z"), "--batch-size", "12")
+    assert odd.returncode == 2 and "multiple of generations" in odd.stderr
