@@ -22,6 +22,7 @@ import time
 import typing
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
@@ -33,20 +34,32 @@ from pipeline.appdata import data_dir, runs_dir
 from pipeline.ballot import Shown, vote_on_shown_pair
 from pipeline.errors import UserError
 from pipeline.generation import MAX_TITLES_PER_IDEA, GenerationSettings
-from pipeline.jobs import TrainingRunner, finished_runs
+from pipeline.jobs import TrainingRunner, finished_runs, run_label, run_metrics
 from pipeline.judges import judge_round
-from pipeline.metrics import EPOCH_COLUMNS, LOSS_KEYS, REWARD_KEYS, chart_rows, epoch_table
+from pipeline.metrics import (
+    CHARTS,
+    EPOCH_COLUMNS,
+    chart_rows,
+    compare_rows,
+    epoch_table,
+    numeric_keys,
+)
 from pipeline.models import DEFAULT_MODEL, ModelChoice
 from pipeline.prompts import MAX_IDEA_CHARS
 from pipeline.ratings import agreement, leaderboard, voter_count, voter_stats, votes_per_idea
 from pipeline.recipes import (
     DEFAULT_RECIPE,
-    RECIPES,
+    SHIPPED,
+    DPORecipe,
+    RewardRecipe,
+    RLRecipe,
     form_values,
     get_recipe,
     knobs,
     recipe_from_form,
 )
+from pipeline.reward import check_reward_model
+from pipeline.rl import SAMPLE_COLUMNS, read_samples, sample_rows
 from pipeline.rounds import (
     MAX_K,
     create_round,
@@ -55,10 +68,17 @@ from pipeline.rounds import (
     ideas_from_text,
     plan_round,
 )
+from pipeline.tracking import tracking_dir
 from pipeline.votes import VoteStore
 from pipeline.winrates import ARENA_COLUMNS, COMPARISON_COLUMNS, DETAIL_COLUMNS, round_report
 from pipeline.winrates import chart as round_chart
-from pipeline.zerogpu import ON_ZEROGPU, JudgeOnGpu, generate_on_gpu, generate_round_on_gpu
+from pipeline.zerogpu import (
+    ON_ZEROGPU,
+    JudgeOnGpu,
+    best_of_n_on_gpu,
+    generate_on_gpu,
+    generate_round_on_gpu,
+)
 
 log = logging.getLogger("pipeline.app")
 
@@ -139,11 +159,15 @@ def build_app(
         with gr.Tab("Vote") as vote_page:
             start_voting = vote_tab(store, keeper, guard, voter)
         with gr.Tab("Generate", visible=False) as generate_page:
-            show_model, generate_owner = generate_tab(generator, store, keeper, guard, status)
+            show_model, generate_owner = generate_tab(
+                generator, store, keeper, guard, status, folder
+            )
         with gr.Tab("Leaderboard") as board_tab:
             refresh_board, board_owner = leaderboard_tab(store, guard)
         with gr.Tab("Train", visible=False) as train_page:
-            train_timer = train_tab(runner, store, folder, generator, status, guard)
+            train_timer, refresh_compare = train_tab(
+                runner, store, folder, generator, status, guard
+            )
         with gr.Tab("Evaluate", visible=False) as evaluate_page:
             refresh_evaluate = evaluate_tab(store, folder, generator, guard)
         with gr.Tab("Hub", visible=False) as hub_page:
@@ -196,6 +220,9 @@ def build_app(
         sign_in.wire(show_role, role_outputs, show_model, owner_pass)
         board_tab.select(refresh_board.fn, None, refresh_board.outputs, api_visibility="private")
         hub_page.select(refresh_hub.fn, None, refresh_hub.outputs, api_visibility="private")
+        train_page.select(
+            refresh_compare.fn, None, refresh_compare.outputs, api_visibility="private"
+        )
         evaluate_page.select(
             refresh_evaluate.fn, None, refresh_evaluate.outputs, api_visibility="private"
         )
@@ -471,7 +498,12 @@ def vote_tab(store: VoteStore, keeper: Gatekeeper, guard: Guard, voter: gr.Brows
 
 
 def generate_tab(
-    generator: ModelChoice, store: VoteStore, keeper: Gatekeeper, guard: Guard, status: gr.Markdown
+    generator: ModelChoice,
+    store: VoteStore,
+    keeper: Gatekeeper,
+    guard: Guard,
+    status: gr.Markdown,
+    folder: Path,
 ) -> tuple[Wiring, gr.Column]:
     """The Generate tab, and its owner-only tools (the voting pool, gold pairs, the switch
     that opens Generate to voters)."""
@@ -499,6 +531,24 @@ def generate_tab(
         with gr.Row():
             add = gr.Button("Add these titles to the voting pool")
             added = gr.Markdown()
+        with gr.Accordion("Best of n: rank the titles with a reward model", open=False):
+            gr.Markdown(
+                "Samples *Titles* titles for the idea, scores each with a reward model "
+                "(train one on the Train tab) and lists them best first."
+            )
+            with gr.Row():
+                reward_model = gr.Dropdown(
+                    [], allow_custom_value=True, label="Reward model (a run, or a folder)"
+                )
+                find_rewards = gr.Button("Find reward models")
+            rank = gr.Button("Generate and rank", variant="primary")
+            ranked = gr.Dataframe(
+                headers=["Score", "Title", "Characters"],
+                datatype=["number", "str", "number"],
+                label="Best first",
+                interactive=False,
+                wrap=True,
+            )
         with gr.Accordion("Voting pool", open=False):
             gr.Markdown("Import a `python -m pipeline pairs` CSV (`idea,title_a,title_b`).")
             pairs_file = gr.File(label="Pairs CSV", file_types=[".csv"])
@@ -533,6 +583,18 @@ def generate_tab(
         table = [[t.text, len(t.text)] for t in result]
         return table, [t.raw for t in result], loaded.describe(), result, ""
 
+    def reward_models():
+        found = [str(m) for m in finished_runs(runs_dir(folder), "reward")]
+        return gr.Dropdown(choices=found, value=found[0] if found else None)
+
+    def generate_ranked(idea_text: str, count: float, temp: float, reward_name: str | None):
+        if not reward_name:
+            raise UserError("choose a reward model first (train one on the Train tab)")
+        settings = GenerationSettings(n=int(count), temperature=float(temp))
+        scored = best_of_n_on_gpu(generator.name, reward_name, idea_text, settings)
+        rows = [[round(s.score, 3), s.title.text, len(s.title.text)] for s in scored]
+        return rows, [s.title for s in scored]
+
     def add_to_pool(generated: list) -> str:
         count = store.add_titles(generated)
         return f"Added {count} new pairs for “{generated[0].idea}” to the voting pool."
@@ -556,6 +618,14 @@ def generate_tab(
         outputs=[titles, raw, status, last_titles, added],
         api_name="generate",
         concurrency_limit=1,  # one model, one generation at a time
+    )
+    find_rewards.click(guard(OWNER, reward_models), None, reward_model, api_name="reward_models")
+    rank.click(
+        guard(OWNER, generate_ranked),
+        [idea, n, temperature, reward_model],
+        [ranked, last_titles],
+        api_name="best_of_n",
+        concurrency_limit=1,
     )
     add.click(guard(OWNER, add_to_pool), last_titles, added, api_name="add_to_pool")
     pairs_file.upload(guard(OWNER, import_pairs), pairs_file, pool_message, api_name="import_pairs")
@@ -681,17 +751,39 @@ HUB_DATA = "A preference dataset on the Hub"
 DATA_SOURCES = {TUTORIAL_DATA: "tutorial", VOTES_DATA: "votes", HUB_DATA: "hub"}
 
 
-def recipe_form() -> tuple[gr.Dropdown, list[gr.components.Component]]:
+# The methods of the Train tab, and the recipe kind each one trains.
+METHODS = {
+    "DPO": DPORecipe,
+    "Reward model (RLHF step 1)": RewardRecipe,
+    "Online RL against a reward model (RLHF step 2: GRPO / RLOO)": RLRecipe,
+}
+# Each method's endpoints: DPO keeps the names it had before the RLHF half came.
+ENDPOINTS = {
+    DPORecipe: ("train_start", "train_resume", "recipe_settings"),
+    RewardRecipe: ("reward_start", "reward_resume", "reward_recipe_settings"),
+    RLRecipe: ("rl_start", "rl_resume", "rl_recipe_settings"),
+}
+
+
+def recipe_form(kind: type = DPORecipe) -> tuple[gr.Dropdown, list[gr.components.Component]]:
     """The recipe choice and one field per recipe knob marked for the form (an optional knob:
-    a switch and a number), made from the recipe's own fields, in `form_values` order."""
-    fast = get_recipe(DEFAULT_RECIPE)
-    recipe = gr.Dropdown(list(RECIPES), value=DEFAULT_RECIPE, label="Recipe")
-    values = iter(form_values(fast))
+    a switch and a number; a knob with choices: a dropdown), made from the recipe's own
+    fields, in `form_values` order."""
+    default = get_recipe(DEFAULT_RECIPE, kind)
+    recipe = gr.Dropdown(list(SHIPPED[kind]), value=DEFAULT_RECIPE, label="Recipe")
+    values = iter(form_values(default))
     fields: list[gr.components.Component] = []
     with gr.Row():
-        for knob in knobs(form_only=True):
+        for knob in knobs(form_only=True, kind=kind):
             if knob.optional:
                 fields.append(gr.Checkbox(next(values), label=knob.switch))
+            if knob.choices:
+                fields.append(
+                    gr.Dropdown(
+                        list(knob.choices), value=next(values), label=knob.label, info=knob.help
+                    )
+                )
+                continue
             whole = knob.kind is int
             fields.append(
                 gr.Number(
@@ -712,12 +804,16 @@ def train_tab(
     generator: ModelChoice,
     status_line: gr.Markdown,
     guard: Guard,
-) -> gr.Timer:
-    """The Train tab: every event on it is the owner's (GPU time, disk, the Generate model)."""
+) -> tuple[gr.Timer, Wiring]:
+    """The Train tab: every event on it is the owner's (GPU time, disk, the Generate model).
+    One runner serves the three methods; each has its recipe form and its Start/Resume."""
     gr.Markdown(
-        "DPO on the preference data. *fast* (default): LoRA, the reference computed once, each "
-        "prompt computed once per pair; *tutorial*: the tutorial's full fine-tune, 3 epochs. "
-        "Choosing a recipe fills in its settings; change any of them before you start."
+        "**DPO** learns from the preference pairs directly. **RLHF** takes two steps on the "
+        "same pairs: a *reward model* learns to score titles as people chose, then *online "
+        "RL* lets the model write titles and moves it towards those the reward model scores "
+        "higher, kept near where it started by a KL penalty. TRL has no PPO any more: GRPO "
+        "keeps PPO's clipped update and uses the average reward of the titles written for "
+        "the same idea as the baseline; RLOO leaves each title out of its own baseline."
     )
     with gr.Row():
         source = gr.Radio(list(DATA_SOURCES), value=TUTORIAL_DATA, label="Data")
@@ -729,50 +825,99 @@ def train_tab(
     with gr.Row():
         base = gr.Textbox(generator.name, label="Base model (Hub id or folder)")
         max_steps = gr.Number(0, precision=0, minimum=0, label="Stop after steps (0: no limit)")
-    recipe, recipe_fields = recipe_form()
+    method = gr.Radio(list(METHODS), value="DPO", label="Method")
+    forms: dict[type, dict[str, Any]] = {}
+    for label, kind in METHODS.items():
+        with gr.Group(visible=kind is DPORecipe) as group:
+            reward_model = None
+            if kind is RLRecipe:
+                reward_model = gr.Dropdown(
+                    [],
+                    value=None,
+                    allow_custom_value=True,
+                    label="Reward model (a finished reward-model run, or a folder)",
+                )
+            recipe, fields = recipe_form(kind)
+            with gr.Row():
+                start = gr.Button(f"Start: {label.split(' (')[0]}", variant="primary")
+                resume = gr.Button("Resume the last run")
+        forms[kind] = {
+            "group": group,
+            "recipe": recipe,
+            "fields": fields,
+            "start": start,
+            "resume": resume,
+            "reward_model": reward_model,
+        }
     with gr.Row():
-        start = gr.Button("Start training", variant="primary")
-        resume = gr.Button("Resume the last run")
         stop = gr.Button("Stop", variant="stop")
         use = gr.Button("Use this model for Generate")
     progress = gr.Markdown("No training run yet.")
     with gr.Row():
-        losses = gr.LinePlot(x="step", y="value", color="metric", label="Losses")
-        rewards = gr.LinePlot(x="step", y="value", color="metric", label="Rewards")
+        charts = [
+            gr.LinePlot(x="step", y="value", color="metric", label=title)
+            for title, _ in CHARTS["dpo"]
+        ]
     epochs_table = gr.Dataframe(label="Per evaluation", interactive=False)
+    samples = gr.Dataframe(
+        headers=list(SAMPLE_COLUMNS),
+        label="Titles the policy is writing (online RL), newest first",
+        interactive=False,
+        wrap=True,
+    )
     log_tail = gr.Textbox(label="Log", lines=8, max_lines=8, autoscroll=True, interactive=False)
+    compare_view = compare_runs_view(folder, guard)
     timer = gr.Timer(1.0, active=False)  # ticks only while the Train tab is open
-    knobs_in = [recipe, *recipe_fields, max_steps]  # the API's order: recipe, fields, limit
 
-    def run_settings(name: str, *values) -> dict:
-        """What `runner.start` takes from the form (a step limit of 0 or empty: none)."""
+    def run_settings(kind: type, name: str, *values) -> dict:
+        """What `runner.start` takes from a form (a step limit of 0 or empty: none)."""
         *fields, step_limit = values
         return {
-            "recipe": recipe_from_form(name, fields),
+            "recipe": recipe_from_form(name, fields, kind),
             "max_steps": int(step_limit) if step_limit else None,
             "chunked": ON_ZEROGPU,
         }
 
-    def begin(kind, min_count, hub_id, model, *knob_values):
-        *knob_values, screen_fast, gold_floor = knob_values
-        settings = run_settings(*knob_values)  # bad settings: before any download
+    def settings_for(kind: type, values: list) -> dict:
+        """What `runner.start` takes from a form; an RL form's first value is its reward model,
+        checked (bad settings are refused before any download)."""
+        if kind is not RLRecipe:
+            return run_settings(kind, *values)
+        chosen, *values = values
+        settings = run_settings(kind, *values)
+        if chosen:
+            settings["reward_model"] = check_reward_model(chosen)
+        elif settings["recipe"].reward_weight:
+            raise UserError("choose the reward model the policy is trained against")
+        return settings
 
-        def write_data(out: Path) -> None:
-            write_training_data(
-                DATA_SOURCES[kind],
-                out,
-                votes=store.path,
-                hub_id=hub_id,
-                min_votes=int(min_count or 1),
-                **screening(screen_fast, gold_floor),
-            )
+    def begin_for(kind: type) -> Callable:
+        def begin(data_kind, min_count, hub_id, model, *values):
+            *values, screen_fast, gold_floor = values
+            settings = settings_for(kind, values)
 
-        runner.start_run(runs_dir(folder), write_data, model_name=model, **settings)
-        return show()
+            def write_data(out: Path) -> None:
+                write_training_data(
+                    DATA_SOURCES[data_kind],
+                    out,
+                    votes=store.path,
+                    hub_id=hub_id,
+                    min_votes=int(min_count or 1),
+                    **screening(screen_fast, gold_floor),
+                )
 
-    def carry_on(model, *knob_values):
-        runner.resume_latest(runs_dir(folder), model_name=model, **run_settings(*knob_values))
-        return show()
+            runner.start_run(runs_dir(folder), write_data, model_name=model, **settings)
+            return show()
+
+        return begin
+
+    def carry_on_for(kind: type) -> Callable:
+        def carry_on(model, *values):
+            settings = settings_for(kind, list(values))
+            runner.resume_latest(runs_dir(folder), model_name=model, **settings)
+            return show()
+
+        return carry_on
 
     def halt():
         runner.stop()
@@ -782,42 +927,110 @@ def train_tab(
         import pandas as pd
 
         job = runner.status()
+        kind = job.kind if job.kind in CHARTS else "dpo"
+        # the charts' titles follow the Method choice (`pick_method`)
+        plots = [
+            pd.DataFrame(chart_rows(job.metrics, keys), columns=["step", "value", "metric"])
+            for _, keys in CHARTS[kind]
+        ]
         table = pd.DataFrame(epoch_table(job.metrics), columns=list(EPOCH_COLUMNS))
+        written = read_samples(job.out, 24)[::-1] if job.out and kind == "rl" else []
         return (
             job.describe(),
-            pd.DataFrame(chart_rows(job.metrics, LOSS_KEYS), columns=["step", "value", "metric"]),
-            pd.DataFrame(chart_rows(job.metrics, REWARD_KEYS), columns=["step", "value", "metric"]),
+            *plots,
             table.map(lambda v: float(f"{v:.4g}") if isinstance(v, float) else v),
+            pd.DataFrame(sample_rows(written), columns=list(SAMPLE_COLUMNS)),
             "\n".join(job.log[-40:]),
         )
 
     def use_trained():
         return generator.use(runner.finished_model())
 
-    outputs = [progress, losses, rewards, epochs_table, log_tail]
-    recipe.change(
-        guard(OWNER, lambda name: form_values(get_recipe(name))),
-        recipe,
-        recipe_fields,
-        api_name="recipe_settings",
-        queue=False,
+    def pick_method(label: str):
+        chosen = METHODS[label]
+        reward_runs = [str(m) for m in finished_runs(runs_dir(folder), "reward")]
+        return [
+            *(gr.Group(visible=kind is chosen) for kind in forms),
+            gr.Dropdown(choices=reward_runs, value=reward_runs[0] if reward_runs else None),
+            *(gr.LinePlot(label=title or " ") for title, _ in CHARTS[chosen.KIND]),
+        ]
+
+    outputs = [progress, *charts, epochs_table, samples, log_tail]
+    data_in = [source, min_votes, hub_dataset, base]
+    method.change(
+        guard(OWNER, pick_method),
+        method,
+        [*(f["group"] for f in forms.values()), forms[RLRecipe]["reward_model"], *charts],
+        api_name="train_method",
     )
-    start.click(
-        guard(OWNER, begin, spread=len(knobs_in) + 2),
-        [source, min_votes, hub_dataset, base, *knobs_in, drop_flagged, min_gold],
-        outputs,
-        api_name="train_start",
-    )
-    resume.click(
-        guard(OWNER, carry_on, spread=len(knobs_in)),
-        [base, *knobs_in],
-        outputs,
-        api_name="train_resume",
-    )
+    for kind, form in forms.items():
+        start_name, resume_name, settings_name = ENDPOINTS[kind]
+        extra = [form["reward_model"]] if form["reward_model"] is not None else []
+        knobs_in = [*extra, form["recipe"], *form["fields"], max_steps]  # the API's order
+        form["recipe"].change(
+            guard(OWNER, lambda name, kind=kind: form_values(get_recipe(name, kind))),
+            form["recipe"],
+            form["fields"],
+            api_name=settings_name,
+            queue=False,
+        )
+        form["start"].click(
+            guard(OWNER, begin_for(kind), spread=len(knobs_in) + 2),
+            [*data_in, *knobs_in, drop_flagged, min_gold],
+            outputs,
+            api_name=start_name,
+        )
+        form["resume"].click(
+            guard(OWNER, carry_on_for(kind), spread=len(knobs_in)),
+            [base, *knobs_in],
+            outputs,
+            api_name=resume_name,
+        )
     stop.click(guard(OWNER, halt), None, outputs, api_name="train_stop", queue=False)
     timer.tick(guard(OWNER, show), None, outputs, api_name="train_status", queue=False)
     use.click(guard(OWNER, use_trained), None, status_line, api_name="use_trained_model")
-    return timer
+    return timer, compare_view
+
+
+def compare_runs_view(folder: Path, guard: Guard) -> Wiring:
+    """'Compare runs': the chosen runs' curves of one logged metric on one chart (every run
+    also reports to trackio: `trackio show --project title-dpo` opens its dashboard)."""
+    with gr.Accordion("Compare runs", open=False):
+        with gr.Row():
+            chosen = gr.CheckboxGroup([], label="Runs")
+            metric = gr.Dropdown([], label="Metric", allow_custom_value=True)
+        with gr.Row():
+            refresh = gr.Button("Refresh the list of runs")
+            button = gr.Button("Compare", variant="primary")
+        chart = gr.LinePlot(x="step", y="value", color="run", label="Compared")
+        gr.Markdown(
+            f"Every run also reports to trackio (`{tracking_dir()}`): "
+            "`trackio show --project title-dpo` opens its dashboard."
+        )
+
+    def choices():
+        runs = [run_label(m) for m in finished_runs(runs_dir(folder))]
+        logged = (run_metrics(m) for m in finished_runs(runs_dir(folder)))
+        keys = sorted({key for metrics in logged for key in numeric_keys(metrics)})
+        return gr.CheckboxGroup(choices=runs), gr.Dropdown(
+            choices=keys, value="loss" if "loss" in keys else (keys[0] if keys else None)
+        )
+
+    def compare(names: list[str], key: str):
+        import pandas as pd
+
+        if not names or not key:
+            raise UserError("choose one or more runs and a metric")
+        by_label = {run_label(m): m for m in finished_runs(runs_dir(folder))}
+        runs = {name: run_metrics(by_label[name]) for name in names if name in by_label}
+        rows = compare_rows(runs, key)
+        if not rows:
+            raise UserError(f"none of the chosen runs logged {key!r}")
+        return gr.LinePlot(pd.DataFrame(rows, columns=["step", "value", "run"]), label=key)
+
+    refresh.click(guard(OWNER, choices), None, [chosen, metric], api_name="compare_choices")
+    button.click(guard(OWNER, compare), [chosen, metric], chart, api_name="compare_runs")
+    return Wiring(guard(OWNER, choices), [chosen, metric])
 
 
 # Where an evaluation round's ideas come from (pipeline.rounds).

@@ -8,6 +8,7 @@ current step; a later start with `resume=True` carries on from the last checkpoi
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import traceback
@@ -19,7 +20,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from pipeline.errors import UserError
-from pipeline.metrics import SUMMARY_FILE, read_metrics
+from pipeline.metrics import METRICS_FILE, SUMMARY_FILE, read_metrics
 
 MAX_LOG_LINES = 200
 
@@ -250,7 +251,7 @@ class _Progress(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         if self._is_sft(args):
-            self.runner._update(message="SFT stage done; the preference step next…")
+            self.runner._update(message="SFT stage done; the preference training follows…")
 
     def on_step_end(self, args, state, control, **kwargs):
         self.runner._update(step=state.global_step)
@@ -279,7 +280,27 @@ def latest_run(runs: str | Path) -> Path | None:
     return max(Path(runs).glob("run-*"), default=None)
 
 
-def finished_runs(runs: str | Path) -> list[Path]:
-    """The model folders of the app's finished runs (`RUNS/run-*/model`), newest first."""
+def finished_runs(runs: str | Path, kind: str | None = None) -> list[Path]:
+    """The model folders of the app's finished runs (`RUNS/run-*/model`), newest first; with
+    `kind`, only those of that kind ("dpo", "reward" or "rl")."""
     found = (p / "model" for p in Path(runs).glob("run-*"))
-    return sorted((m for m in found if (m / SUMMARY_FILE).is_file()), reverse=True)
+    done = sorted((m for m in found if (m / SUMMARY_FILE).is_file()), reverse=True)
+    return [m for m in done if kind is None or run_kind(m) == kind]
+
+
+def run_kind(model: str | Path) -> str:
+    """What a finished run trained: its summary's kind ("dpo" for runs from before kinds)."""
+    summary = json.loads((Path(model) / SUMMARY_FILE).read_text())
+    return summary.get("kind", "dpo")
+
+
+def run_label(model: str | Path) -> str:
+    """A finished run as the compare view names it: its folder and kind."""
+    model = Path(model)
+    folder = model.parent.name if model.name == "model" else model.name
+    return f"{folder} ({run_kind(model)})"
+
+
+def run_metrics(model: str | Path) -> list[dict[str, Any]]:
+    """What a run logged (finished or not): its OUT/metrics.jsonl."""
+    return read_metrics(Path(model) / METRICS_FILE)

@@ -31,6 +31,18 @@ CHART_METRICS = {  # logged key -> line label
     "eval_rewards/margins": "margin (eval)",
     "rewards/accuracies": "accuracy (train)",
     "eval_rewards/accuracies": "accuracy (eval)",
+    # a reward model (TRL's RewardTrainer)
+    "accuracy": "accuracy (train)",
+    "eval_accuracy": "accuracy (eval)",
+    "margin": "margin (train)",
+    "eval_margin": "margin (eval)",
+    # online RL (TRL's GRPO/RLOO, and pipeline.rl's reward terms)
+    "reward": "total reward",
+    "reward/model": "reward model",
+    "reward/format": "follows the prompt",
+    "reward/length": "length penalty",
+    "kl": "KL to the start",
+    "completions/mean_length": "tokens per title",
 }
 LOSS_KEYS = ("loss", "eval_loss")
 REWARD_KEYS = (
@@ -39,6 +51,24 @@ REWARD_KEYS = (
     "rewards/accuracies",
     "eval_rewards/accuracies",
 )
+
+
+# The Train tab's three charts for each kind of run: (title, logged keys); an empty slot stays
+# blank. A DPO run: its losses and rewards; a reward model: its losses and pairwise accuracy;
+# RL: its reward (and each term), its distance from the start, and its titles' length.
+CHARTS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "dpo": (("Losses", LOSS_KEYS), ("Rewards", REWARD_KEYS), ("", ())),
+    "reward": (
+        ("Losses", LOSS_KEYS),
+        ("Accuracy", ("accuracy", "eval_accuracy")),
+        ("Margin", ("margin", "eval_margin")),
+    ),
+    "rl": (
+        ("Reward", ("reward", "reward/model", "reward/format", "reward/length")),
+        ("KL to the starting model", ("kl",)),
+        ("Completion length (tokens)", ("completions/mean_length",)),
+    ),
+}
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -67,8 +97,29 @@ def chart_rows(metrics: Iterable[Mapping[str, Any]], keys: Iterable[str]) -> lis
     """Long-form rows {step, value, metric} of the chosen keys, for a line chart."""
     keys = tuple(keys)
     return [
-        {"step": m["step"], "value": m[key], "metric": CHART_METRICS[key]}
+        {"step": m["step"], "value": m[key], "metric": CHART_METRICS.get(key, key)}
         for m in metrics
         for key in keys
         if key in m
     ]
+
+
+def compare_rows(runs: Mapping[str, Iterable[Mapping[str, Any]]], key: str) -> list[dict]:
+    """Long-form rows {step, value, run} of one logged key across runs (name -> metrics), for
+    one chart with a line per run."""
+    return [
+        {"step": m["step"], "value": m[key], "run": name}
+        for name, metrics in runs.items()
+        for m in metrics
+        if isinstance(m.get(key), int | float)
+    ]
+
+
+def numeric_keys(metrics: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The keys a run logged as numbers (step and epoch aside), in first-seen order."""
+    seen: dict[str, None] = {}
+    for m in metrics:
+        for key, value in m.items():
+            if key not in ("step", "epoch") and isinstance(value, int | float):
+                seen.setdefault(key, None)
+    return list(seen)

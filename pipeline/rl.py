@@ -157,6 +157,22 @@ def read_samples(out: str | Path, last: int | None = None) -> list[dict[str, Any
     return [json.loads(line) for line in (lines[-last:] if last else lines)]
 
 
+SAMPLE_COLUMNS = {  # the Train tab's table of titles being written -> sample key
+    "Step": "step",
+    "Idea": "idea",
+    "Title": "title",
+    "Reward": "reward",
+    "Reward model": "model",
+    "Follows the prompt": "format",
+    "Length penalty": "length",
+}
+
+
+def sample_rows(samples: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    """Samples as table rows in `SAMPLE_COLUMNS` order (a term the run has not: blank)."""
+    return [[s.get(key) for key in SAMPLE_COLUMNS.values()] for s in samples]
+
+
 def prompt_rows(split) -> list[dict[str, Any]]:
     """Each distinct prompt of a preference split once: what the policy writes titles for."""
     seen: dict[str, dict[str, Any]] = {}

@@ -26,6 +26,7 @@ from pipeline.generation import GenerationSettings, Title, generate_for_idea
 from pipeline.judges import PairwiseJudge, make_judge
 from pipeline.models import load_model
 from pipeline.recipes import Recipe
+from pipeline.reward import ScoredTitle, best_of_n, check_reward_model, load_reward_model
 from pipeline.rounds import generate_with, short_name
 from pipeline.training import (
     TrainResult,
@@ -67,6 +68,20 @@ def generate_on_gpu(
 ) -> list[Title]:
     """`generate_for_idea` with the model looked up by name (loaded once per process)."""
     return generate_for_idea(load_model(model_name), idea, settings)
+
+
+@spaces.GPU(
+    duration=lambda model_name, reward_name, idea, settings=DEFAULT_SETTINGS: (
+        generation_seconds(model_name, idea, settings) + STARTUP_SECONDS
+    )
+)
+def best_of_n_on_gpu(
+    model_name: str, reward_name: str, idea: str, settings: GenerationSettings = DEFAULT_SETTINGS
+) -> list[ScoredTitle]:
+    """`reward.best_of_n`: the titles of `model_name` scored by the reward model `reward_name`
+    (both loaded once per process), best first."""
+    reward = load_reward_model(check_reward_model(reward_name))
+    return best_of_n(load_model(model_name), reward, idea, settings)
 
 
 def round_generation_seconds(

@@ -236,7 +236,10 @@ def _wait_for_training(c, until=("done", "stopped", "failed"), timeout=180):
 
     seen_steps, deadline = [], time.monotonic() + timeout
     while time.monotonic() < deadline:
-        progress, losses, rewards, table, log = c.predict(api_name="/train_status")
+        # the third chart is a reward model's margin, or RL's title length; the samples are RL's
+        progress, losses, rewards, _third, table, _samples, log = c.predict(
+            api_name="/train_status"
+        )
         if "step " in progress:
             seen_steps.append(int(progress.split("step ")[1].split("/")[0]))
         if any(progress.startswith(f"**{state}**") for state in until):

@@ -83,7 +83,9 @@ def assert_voter_refused_everywhere(client, hub, data, csv_path) -> set[str]:
                        if name not in VOTER_ENDPOINTS}  # fmt: skip
     assert {"/train_start", "/hub_push_dataset", "/use_trained_model", "/import_pairs",
             "/add_gold_pair", "/voters_may_generate", "/evaluate_create", "/evaluate_report",
-            "/evaluate_judge", "/evaluate_choices"} <= set(owner_endpoints)  # fmt: skip
+            "/evaluate_judge", "/evaluate_choices", "/reward_start", "/reward_resume",
+            "/rl_start", "/rl_resume", "/train_method", "/compare_runs", "/compare_choices",
+            "/best_of_n", "/reward_models"} <= set(owner_endpoints)  # fmt: skip
     for name, info in owner_endpoints.items():
         expected = "Generate is for the owner" if name == "/generate" else "owner only"
         with pytest.raises(Exception, match=expected):
