@@ -1002,7 +1002,7 @@ def compare_runs_view(folder: Path, guard: Guard) -> Wiring:
         with gr.Row():
             refresh = gr.Button("Refresh the list of runs")
             button = gr.Button("Compare", variant="primary")
-        chart = gr.LinePlot(x="step", y="value", color="run", label="Compared")
+        chart = gr.LinePlot(x="step", y="value", color="run", label="The metric, run by run")
         gr.Markdown(
             f"Every run also reports to trackio (`{tracking_dir()}`): "
             "`trackio show --project title-dpo` opens its dashboard."
@@ -1026,7 +1026,7 @@ def compare_runs_view(folder: Path, guard: Guard) -> Wiring:
         rows = compare_rows(runs, key)
         if not rows:
             raise UserError(f"none of the chosen runs logged {key!r}")
-        return gr.LinePlot(pd.DataFrame(rows, columns=["step", "value", "run"]), label=key)
+        return pd.DataFrame(rows, columns=["step", "value", "run"])
 
     refresh.click(guard(OWNER, choices), None, [chosen, metric], api_name="compare_choices")
     button.click(guard(OWNER, compare), [chosen, metric], chart, api_name="compare_runs")
