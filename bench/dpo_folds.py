@@ -1,6 +1,7 @@
-"""DPO held-out accuracy over K folds of ideas: every labelled pair is held out once.
+"""DPO (and reward-model) held-out accuracy over K folds of ideas: every labelled pair is held
+out once.
 
-    python bench/dpo_folds.py [--folds 4] [--recipes tutorial,fast] [--epochs 1]
+    python bench/dpo_folds.py [--folds 4] [--recipes tutorial,fast,reward:fast] [--epochs 1]
                               [--model smollm2-offline] [--as-is] [--reuse] [--out runs/folds]
 
 One split's 120 held-out pairs (12 ideas) measure reward accuracy to about +-4 points, more
@@ -12,8 +13,10 @@ with its standard error, and each recipe's difference from the first.
 Accuracy is counted pair by pair (`pipeline.evaluation.ranking_accuracy`): a trained model's
 implicit reward log(pi/pi_ref) against its own reference. Beside the recipes, "untrained" is
 the base model ranking each pair by its own likelihood: what the model knew before any
-training, which a recipe has to beat to have learned anything. `--reuse` scores the models a
-previous run left in `--out` (same recipe, finished) instead of training them again.
+training, which a recipe has to beat to have learned anything. A recipe named `reward:NAME` is
+a reward-model recipe (pipeline/reward.py): its accuracy is the share of pairs whose chosen
+title it scores higher. `--reuse` scores the models a previous run left in `--out` (same
+recipe, finished) instead of training them again.
 
 By default every recipe runs with the speed-ups that leave its arithmetic unchanged: the
 shared-prompt forward (equal to TRL's outputs and gradients, tests/test_shared_prompt.py),
@@ -33,9 +36,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from pipeline import datasets as ds
-from pipeline.evaluation import HeldOutRanking, held_out_ranking
-from pipeline.recipes import get_recipe
-from pipeline.training import TrainResult, train_dpo
+from pipeline.evaluation import HeldOutRanking, held_out_ranking, pair_logps, ranking_accuracy
+from pipeline.models import load_model
+from pipeline.recipes import DPORecipe, RewardRecipe, get_recipe
+from pipeline.reward import RewardModel
+from pipeline.training import TrainResult, train_run
 
 
 def idea_folds(prefs: list, k: int, seed: int = ds.SPLIT_SEED) -> list[dict[str, list]]:
@@ -60,7 +65,18 @@ def finished_run(out: Path, recipe) -> TrainResult | None:
     if not summary.is_file():
         return None
     result = TrainResult(**json.loads(summary.read_text()))
-    return result if result.recipe == asdict(recipe) and result.reference else None
+    done = result.reference or result.kind == "reward"
+    return result if result.recipe == asdict(recipe) and done else None
+
+
+def held_out_accuracy(result: TrainResult, rows: list, model: str) -> float:
+    """How the run ranks `rows`: a reward model by its scores, a DPO run by its implicit
+    reward (a run scored by `score_held_out` carries its figure)."""
+    if result.kind == "reward":
+        return RewardModel(load_model(result.out, fresh=True, head="score")).accuracy(rows)
+    ranking = HeldOutRanking(**result.held_out) if result.held_out else (
+        held_out_ranking(rows, result.out, result.reference, model))  # fmt: skip
+    return ranking.tuned
 
 
 def main() -> None:
@@ -77,8 +93,11 @@ def main() -> None:
     names = args.recipes.split(",")
     recipes = {}
     for name in names:
-        recipe = replace(get_recipe(name), save_total_limit=1, epochs=args.epochs)
-        if not args.as_is:
+        kind = RewardRecipe if name.startswith("reward:") else DPORecipe
+        recipe = replace(
+            get_recipe(name.removeprefix("reward:"), kind), save_total_limit=1, epochs=args.epochs
+        )
+        if not args.as_is and kind is DPORecipe:
             recipe = replace(recipe, shared_prompt=True, precompute_ref_log_probs=True,
                              gradient_checkpointing=False)  # fmt: skip
         recipes[name] = recipe
@@ -96,18 +115,16 @@ def main() -> None:
         line = [f"fold {i}: {len(split['train'])} train / {len(rows)} held-out pairs"]
         for name, recipe in recipes.items():
             started = time.perf_counter()
-            out = args.out / f"fold{i}" / name
+            out = args.out / f"fold{i}" / name.replace(":", "-")
             result = finished_run(out, recipe) if args.reuse else None
             trained = "reused" if result else None
             if result is None:
-                result = train_dpo(data, out, args.model, recipe)
+                result = train_run(data, out, args.model, recipe)
                 trained = f"{time.perf_counter() - started:.0f} s"
-            # a run scored by `score_held_out` carries its figure; any other is scored here
-            ranking = HeldOutRanking(**result.held_out) if result.held_out else (
-                held_out_ranking(rows, result.out, result.reference, args.model))  # fmt: skip
-            accuracy[name] = ranking.tuned
-            accuracy["untrained"] = ranking.untrained  # the same base model for every recipe
+            accuracy[name] = held_out_accuracy(result, rows, args.model)
             line.append(f"{name} {accuracy[name]:.3f} ({trained})")
+        # the base model ranking each pair by its own likelihood: the same for every recipe
+        accuracy["untrained"] = ranking_accuracy(pair_logps(load_model(args.model), rows))
         line.insert(1, f"untrained {accuracy['untrained']:.3f}")
         for name in columns:
             correct[name] += round(accuracy[name] * len(rows))
