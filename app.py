@@ -757,6 +757,11 @@ METHODS = {
     "Reward model (RLHF step 1)": RewardRecipe,
     "Online RL against a reward model (RLHF step 2: GRPO / RLOO)": RLRecipe,
 }
+START_LABELS = {
+    DPORecipe: "Start training",
+    RewardRecipe: "Start training the reward model",
+    RLRecipe: "Start online RL",
+}
 # Each method's endpoints: DPO keeps the names it had before the RLHF half came.
 ENDPOINTS = {
     DPORecipe: ("train_start", "train_resume", "recipe_settings"),
@@ -839,7 +844,7 @@ def train_tab(
                 )
             recipe, fields = recipe_form(kind)
             with gr.Row():
-                start = gr.Button(f"Start: {label.split(' (')[0]}", variant="primary")
+                start = gr.Button(START_LABELS[kind], variant="primary")
                 resume = gr.Button("Resume the last run")
         forms[kind] = {
             "group": group,

@@ -225,7 +225,8 @@ def model_card(
     from pipeline.metrics import epoch_table
 
     recipe = run["recipe"]
-    tags = ["trl", "dpo", *PROJECT_TAGS[1:]]
+    online = run.get("kind") == "rl"  # an online RL run (pipeline/rl.py), else DPO
+    tags = ["trl", recipe["method"] if online else "dpo", *PROJECT_TAGS[1:]]
     if recipe.get("lora_r"):
         tags.append("lora")
     metadata: dict[str, Any] = {}
@@ -252,6 +253,13 @@ def model_card(
         else "a YouTube-title preference dataset"
     )
     stages = "an SFT stage on the preferred titles, then DPO" if recipe.get("sft_epochs") else "DPO"
+    if online:
+        stages = (
+            f"online RL ({recipe['method'].upper()}) against a reward model trained on the same "
+            "preferences"
+        )
+        if recipe.get("sft_epochs"):
+            stages = f"an SFT stage on the preferred titles, then {stages}"
     what = f"A LoRA adapter for {base_text}" if adapter_only else f"{base_text}, fine-tuned"
     what = what[0].upper() + what[1:]
     offline_note = (

@@ -156,6 +156,11 @@ def model_plan(
     if not summary_file.is_file():
         raise UserError(f"{run} holds no finished training run (no train_summary.json)")
     summary = json.loads(summary_file.read_text())
+    if summary.get("kind") == "reward":
+        raise UserError(
+            f"{run} is a reward model: it scores titles and writes none; pushing one (with a "
+            "card of its own) is not supported yet, push the policy it trained instead"
+        )
     base_model = base_model or summary.get("base_model")
     if base_model:
         base_model = check_repo_id(base_model, "base model")

@@ -132,6 +132,12 @@ def test_train_tab_shows_live_progress_until_done(browser, tiny_model_dir, tmp_p
         assert "training: 6 steps" in page.get_by_label("Log").input_value()
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "train-tab.png"), full_page=True)
+        # the RLHF half beside DPO: the Method choice swaps in its form and its Start
+        page.get_by_role("radio", name=re.compile("Online RL against a reward model")).check()
+        page.get_by_role("button", name="Start online RL").wait_for(timeout=10_000)
+        page.get_by_label(re.compile("Reward model \\(a finished")).wait_for()
+        assert not page.get_by_role("button", name="Start training", exact=True).is_visible()
+        page.screenshot(path=str(SCREENSHOTS / "train-tab-rl.png"), full_page=True)
     finally:
         stop_app(process)
 

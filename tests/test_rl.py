@@ -80,6 +80,13 @@ def test_a_planted_reward_rises_and_everything_is_logged(small_data, tiny_model_
     logged = logged_metrics(run_name(out, "grpo"))
     assert sum("train/reward" in record for record in logged) == 16
 
+    # a pushed RL policy's card says how it was trained
+    from hub.cards import model_card
+
+    summary = json.loads((out / "train_summary.json").read_text())
+    card = model_card(summary, read_metrics(out / "metrics.jsonl"), "alice/rl", None, None)
+    assert "online RL (GRPO) against a reward model" in card and "- grpo" in card
+
 
 @pytest.mark.parametrize("method", ["grpo", "rloo"])
 def test_stop_resume_and_chunks_take_the_same_steps_as_a_straight_run(
