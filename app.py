@@ -832,7 +832,7 @@ def train_tab(
         max_steps = gr.Number(0, precision=0, minimum=0, label="Stop after steps (0: no limit)")
     method = gr.Radio(list(METHODS), value="DPO", label="Method")
     forms: dict[type, dict[str, Any]] = {}
-    for label, kind in METHODS.items():
+    for kind in METHODS.values():
         with gr.Group(visible=kind is DPORecipe) as group:
             reward_model = None
             if kind is RLRecipe:

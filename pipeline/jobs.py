@@ -126,6 +126,11 @@ class TrainingRunner:
         job = self.status()
         if job.state != "done" or not job.out:
             raise UserError("no finished run yet: train a model first")
+        if job.kind == "reward":
+            raise UserError(
+                "the last run trained a reward model, which scores titles and writes none: use "
+                "it for best of n on the Generate tab, as a judge, or for online RL"
+            )
         return job.out
 
     def stop(self) -> None:

@@ -46,6 +46,8 @@ def test_reward_model_best_of_n_rl_and_compare_through_the_app(rlhf_app, tiny_mo
     assert "reward model" in progress and "of 120" in progress  # held-out pairs, pair by pair
     assert {"accuracy (train)", "accuracy (eval)"} <= {row[2] for row in accuracy["data"]}
     assert "training: 6 steps" in log
+    with pytest.raises(Exception, match="scores titles and writes none"):
+        c.predict(api_name="/use_trained_model")  # Generate keeps a model that writes
     (reward_run,) = sorted((data / "runs").glob("run-*/model"))
     assert json.loads((reward_run / "train_summary.json").read_text())["kind"] == "reward"
 
