@@ -114,9 +114,16 @@ class RewardJudge:
         prompts = [title_messages(idea) for idea, _, _ in pairs]
         first = self.reward.score(prompts, [a for _, a, _ in pairs])
         second = self.reward.score(prompts, [b for _, _, b in pairs])
+        # the very same title is a tie, whatever float noise a padded batch adds to its score
         return [
-            "A" if a - b > self.margin else "B" if b - a > self.margin else "tie"
-            for a, b in zip(first, second, strict=True)
+            "tie"
+            if ta == tb
+            else "A"
+            if a - b > self.margin
+            else "B"
+            if b - a > self.margin
+            else "tie"
+            for (_, ta, tb), a, b in zip(pairs, first, second, strict=True)
         ]
 
     def prefer(self, idea: str, title_a: str, title_b: str) -> str:

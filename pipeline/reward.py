@@ -16,7 +16,6 @@ sequence-classification model in OUT. Its uses, through `RewardModel.score`:
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,8 +33,9 @@ from pipeline.training import (
     TrainResult,
     checkpoint_to_resume,
     common_args,
+    loop_args,
     lora_config,
-    save_policy,
+    train_and_save,
     training_splits,
     write_summary,
 )
@@ -69,23 +69,14 @@ def train_reward(
     scorer = load_model(model_name, fresh=True, head="score")
     start = scorer.source
 
-    # trainer: evaluated and saved every epoch, the best held-out accuracy kept
+    # trainer: evaluated and saved every epoch, the best held-out loss kept
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = checkpoint_to_resume(out, resume)
-    has_eval = eval_split is not None
     config = RewardConfig(
         output_dir=str(out),
-        num_train_epochs=recipe.epochs,
-        max_steps=max_steps or -1,
         per_device_eval_batch_size=recipe.batch_size,
-        learning_rate=recipe.learning_rate,
         center_rewards_coefficient=recipe.center_rewards or None,
-        eval_strategy="epoch" if has_eval else "no",
-        save_strategy="epoch",
-        load_best_model_at_end=has_eval,
-        metric_for_best_model="eval_loss" if has_eval else None,
-        greater_is_better=False if has_eval else None,
-        save_total_limit=recipe.save_total_limit,
+        **loop_args(recipe, max_steps, eval_split is not None),
         **common_args(recipe, scorer, out, "reward", max_steps),
     )
     trainer = RewardTrainer(
@@ -100,38 +91,11 @@ def train_reward(
     if stop_after is not None:
         trainer.add_callback(StopAfterSteps(stop_after))
 
-    # train
-    started = time.monotonic()
-    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    seconds = time.monotonic() - started
-    state = trainer.state
-    finished = state.global_step >= state.max_steps
-
-    # save (merged into a plain sequence-classification model) and summary
-    saved = finished or stop_after is None
-    if saved:
-        save_policy(trainer, scorer.tokenizer, out, merge=recipe.lora_r is not None)
-    eval_losses = [e["eval_loss"] for e in state.log_history if "eval_loss" in e]
-    result = TrainResult(
-        out=str(out),
-        model=start.label,
-        recipe=asdict(recipe),
-        steps=state.global_step,
-        train_loss=output.training_loss if saved else None,
-        eval_loss=min(eval_losses) if saved and eval_losses else None,
-        best_checkpoint=state.best_model_checkpoint,
-        seconds=round(seconds, 2),
-        metrics_file=str(out / METRICS_FILE),
-        finished=finished,
-        max_steps=state.max_steps,
-        base_model=start.hub_id,
-        data=str(data),
-        started_from=start.requested,
-        kind="reward",
-    )
-    if saved and trainer.is_world_process_zero():
-        write_summary(result)
-    return result
+    # train, save (merged into a plain sequence-classification model), summary
+    return train_and_save(
+        trainer, checkpoint, scorer.tokenizer, recipe, out, data, start,
+        stop_after=stop_after, kind="reward",
+    )  # fmt: skip
 
 
 # --- using a reward model --------------------------------------------------------------------

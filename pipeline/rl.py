@@ -22,9 +22,8 @@ echoed) show as a rising model score beside a falling format share.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +39,11 @@ from pipeline.training import (
     TrainResult,
     checkpoint_to_resume,
     common_args,
+    loop_args,
     lora_config,
-    save_policy,
     sft_stage,
+    train_and_save,
     training_splits,
-    write_summary,
 )
 
 SAMPLES_FILE = "samples.jsonl"
@@ -236,39 +235,20 @@ def train_rl(
     if stop_after is not None:
         trainer.add_callback(StopAfterSteps(stop_after))
 
-    # train
-    started = time.monotonic()
-    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    seconds = time.monotonic() - started
-    state = trainer.state
-    finished = state.global_step >= state.max_steps
-
-    # save and summary
-    saved = finished or stop_after is None
-    if saved:
-        save_policy(trainer, policy.tokenizer, out, merge=recipe.lora_r is not None)
-    result = TrainResult(
-        out=str(out),
-        model=start.label,
-        recipe=asdict(recipe),
-        steps=state.global_step,
-        train_loss=output.training_loss if saved else None,
-        eval_loss=None,
-        best_checkpoint=None,
-        seconds=round(seconds, 2),
-        metrics_file=str(out / METRICS_FILE),
-        finished=finished,
-        max_steps=state.max_steps,
-        base_model=start.hub_id,
-        data=str(data),
-        reference=reference_from,
-        started_from=start.requested,
+    # train, save, summary
+    return train_and_save(
+        trainer,
+        checkpoint,
+        policy.tokenizer,
+        recipe,
+        out,
+        data,
+        start,
+        stop_after=stop_after,
         kind="rl",
+        reference=reference_from,
         reward_model=str(reward_model) if reward_model and recipe.reward_weight else None,
     )
-    if saved and trainer.is_world_process_zero():
-        write_summary(result)
-    return result
 
 
 def rl_trainer(
@@ -291,15 +271,11 @@ def rl_trainer(
     }[recipe.method]
     config = config_class(
         output_dir=str(out),
-        num_train_epochs=recipe.epochs,
-        max_steps=max_steps or -1,
-        learning_rate=recipe.learning_rate,
         beta=recipe.beta,
         num_generations=recipe.generations,
         max_completion_length=recipe.max_new_tokens,
         temperature=recipe.temperature,
-        save_strategy="epoch",
-        save_total_limit=recipe.save_total_limit,
+        **loop_args(recipe, max_steps, has_eval=False),  # measured by generating, afterwards
         **common_args(recipe, policy, out, recipe.method, max_steps),
     )
     return trainer_class(

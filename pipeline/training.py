@@ -111,20 +111,49 @@ def train_dpo(
         stop_after=stop_after,
     )
 
-    # train
+    # train, save, summary
+    return train_and_save(
+        trainer,
+        checkpoint,
+        policy.tokenizer,
+        recipe,
+        out,
+        data,
+        start,
+        stop_after=stop_after,
+        kind="dpo",
+        reference=reference_from,
+    )
+
+
+# --- the stages ------------------------------------------------------------------------------
+
+
+def train_and_save(
+    trainer,
+    checkpoint: Path | None,
+    tokenizer,
+    recipe,
+    out: Path,
+    data: str | Path,
+    start,
+    *,
+    stop_after: int | None,
+    kind: str,
+    **summary: Any,
+) -> TrainResult:
+    """The stages every kind of run ends with: train (from `checkpoint` when resuming), save
+    (a run stopped from outside keeps what it has; a chunk that ends before the last step
+    leaves its checkpoint only, for the next chunk), and the summary (OUT/train_summary.json;
+    `summary` adds the kind's own fields)."""
     started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.monotonic() - started
     state = trainer.state
     finished = state.global_step >= state.max_steps
-
-    # save: a run stopped from outside keeps what it has; a chunk that ends before the last
-    # step leaves its checkpoint only, for the next chunk
     saved = finished or stop_after is None
     if saved:
-        save_policy(trainer, policy.tokenizer, out, merge=recipe.lora_r is not None)
-
-    # summary
+        save_policy(trainer, tokenizer, out, merge=recipe.lora_r is not None)
     eval_losses = [e["eval_loss"] for e in state.log_history if "eval_loss" in e]
     result = TrainResult(
         out=str(out),
@@ -140,15 +169,29 @@ def train_dpo(
         max_steps=state.max_steps,
         base_model=start.hub_id,
         data=str(data),
-        reference=reference_from,
         started_from=start.requested,
+        kind=kind,
+        **summary,
     )
     if saved and trainer.is_world_process_zero():
         write_summary(result)
     return result
 
 
-# --- the stages ------------------------------------------------------------------------------
+def loop_args(recipe, max_steps: int | None, has_eval: bool) -> dict[str, Any]:
+    """The TrainingArguments of a run's main loop: its length and rate, a checkpoint each
+    epoch and, with a held-out split, an evaluation each epoch and the best `eval_loss` kept."""
+    return {
+        "num_train_epochs": recipe.epochs,
+        "max_steps": max_steps or -1,
+        "learning_rate": recipe.learning_rate,
+        "save_strategy": "epoch",
+        "save_total_limit": recipe.save_total_limit,
+        "eval_strategy": "epoch" if has_eval else "no",
+        "load_best_model_at_end": has_eval,
+        "metric_for_best_model": "eval_loss" if has_eval else None,
+        "greater_is_better": False if has_eval else None,
+    }
 
 
 def training_splits(data: str | Path, recipe):
@@ -299,17 +342,9 @@ def dpo_trainer(
     has_eval = eval_split is not None
     config = DPOConfig(
         output_dir=str(out),
-        num_train_epochs=recipe.epochs,
-        max_steps=max_steps or -1,
         per_device_eval_batch_size=recipe.batch_size,
-        learning_rate=recipe.learning_rate,
         beta=recipe.beta,
-        eval_strategy="epoch" if has_eval else "no",
-        save_strategy="epoch",
-        load_best_model_at_end=has_eval,
-        metric_for_best_model="eval_loss" if has_eval else None,
-        greater_is_better=False if has_eval else None,
-        save_total_limit=recipe.save_total_limit,
+        **loop_args(recipe, max_steps, has_eval),
         precompute_ref_log_probs=recipe.precompute_ref_log_probs,
         loss_type=[recipe.loss, "sft"] if recipe.sft_weight else [recipe.loss],
         loss_weights=[1.0, recipe.sft_weight] if recipe.sft_weight else None,
