@@ -68,7 +68,7 @@ from pipeline.rounds import (
     ideas_from_text,
     plan_round,
 )
-from pipeline.tracking import tracking_dir
+from pipeline.tracking import tracking_dir, use_tracking_dir
 from pipeline.votes import VoteStore
 from pipeline.winrates import ARENA_COLUMNS, COMPARISON_COLUMNS, DETAIL_COLUMNS, round_report
 from pipeline.winrates import chart as round_chart
@@ -127,6 +127,7 @@ def build_app(
     environment, as `AccessSettings.from_env` reads it)."""
     model_name = model_name or os.environ.get("TITLE_DPO_MODEL") or DEFAULT_MODEL
     folder = Path(data or data_dir())
+    use_tracking_dir(folder)  # every training run's trackio database: DATA/trackio
     store = VoteStore.in_folder(folder)
     settings = access or AccessSettings.from_env()
     keeper = Gatekeeper.for_folder(settings, folder)

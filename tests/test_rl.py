@@ -203,3 +203,25 @@ def test_rl_cli_with_a_reward_model(small_data, tiny_model_dir, tiny_reward_mode
     assert not_reward.returncode == 2 and "not a finished reward model run" in not_reward.stderr
     odd = run_cli("rl", *common, "--out", str(tmp_path / "z"), "--batch-size", "12")
     assert odd.returncode == 2 and "multiple of generations" in odd.stderr
+
+
+def test_tracking_goes_under_the_data_folder_unless_told_otherwise(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    script = (
+        "from pipeline.tracking import tracking_args, use_tracking_dir\n"
+        f"print(use_tracking_dir({str(tmp_path)!r}))\n"
+        "print(tracking_args('runs/run-1/model', 'grpo'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRACKIO_DIR"}
+    shown = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, text=True,
+                           capture_output=True, check=True).stdout.splitlines()  # fmt: skip
+    assert shown[0] == str(tmp_path.resolve() / "trackio")
+    assert "'report_to': 'trackio'" in shown[1] and "'run_name': 'run-1 grpo'" in shown[1]
+    off = subprocess.run([sys.executable, "-c", script], cwd=ROOT, text=True, check=True,
+                         env={**env, "TITLE_DPO_TRACKING": "0"}, capture_output=True)  # fmt: skip
+    assert off.stdout.splitlines()[1] == "{'report_to': 'none'}"
