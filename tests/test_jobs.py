@@ -112,6 +112,32 @@ def test_a_chunked_run_reports_progress_chunk_by_chunk(data, tiny_model_dir, tmp
     assert [m["step"] for m in status.metrics if "loss" in m] == [1, 2, 3, 4, 5]
 
 
+def test_reward_and_rl_runs_go_through_the_same_runner_and_chunks(data, tiny_model_dir, tmp_path):
+    from pipeline.recipes import REWARD_RECIPES, RL_RECIPES
+
+    runner = TrainingRunner()
+    reward = REWARD_RECIPES["fast"].changed(batch_size=4, logging_steps=1)
+    runner.start(data=data, out=tmp_path / "rm", model_name=str(tiny_model_dir), recipe=reward,
+                 max_steps=4, chunked=True, chunk_steps=2)  # fmt: skip
+    status = runner.wait(120)
+    assert status.state == "done", status.message
+    assert (status.kind, status.stage, status.step, status.total) == ("reward", "reward", 4, 4)
+    assert "reward model" in status.message  # its held-out pairs, ranked by its scores
+    assert len([line for line in status.log if line.startswith("chunk done")]) == 2
+    with pytest.raises(UserError, match="scores titles and writes none"):
+        runner.finished_model()
+
+    # RL on the rule terms alone (no reward model), in chunks: its charts' metrics arrive
+    rl = replace(RL_RECIPES["fast"], reward_weight=0.0, max_new_tokens=8, logging_steps=1)
+    runner.start(data=data, out=tmp_path / "rl", model_name=str(tiny_model_dir), recipe=rl,
+                 max_steps=3, chunked=True, chunk_steps=2)  # fmt: skip
+    status = runner.wait(120)
+    assert status.state == "done", status.message
+    assert (status.kind, status.stage, status.step, status.total) == ("rl", "grpo", 3, 3)
+    assert [m["step"] for m in status.metrics if "reward" in m] == [1, 2, 3]
+    assert runner.finished_model() == str(tmp_path / "rl")
+
+
 def test_an_sft_stage_shows_as_such_and_can_be_stopped(data, tiny_model_dir, tmp_path):
     runner = TrainingRunner()
     recipe = replace(get_recipe("fast"), batch_size=2, sft_epochs=1, logging_steps=1)
