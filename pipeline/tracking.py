@@ -12,6 +12,7 @@ and without the trackio package installed runs are not reported (a warning says 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import sys
@@ -52,13 +53,65 @@ def tracking_on() -> bool:
     return True
 
 
-def run_name(out: str | Path, stage: str) -> str:
-    """A run's name in trackio: its folder (the app's RUN of RUN/model) and the stage."""
+RUN_FILE = "trackio_run.json"  # in a stage's folder: the name its run has in trackio
+
+
+def base_run_name(out: str | Path, stage: str) -> str:
+    """A run's name in trackio before any numbering: its folder (the app's RUN of RUN/model)
+    and the stage."""
     out = Path(out).resolve()
     folder = out.parent.name if out.name in ("model", "sft") else out.name
     if out.name == "sft":  # OUT/sft is the SFT stage of the run in OUT
         folder = out.parent.parent.name if out.parent.name == "model" else out.parent.name
     return f"{folder} {stage}"
+
+
+def run_name(out: str | Path, stage: str) -> str:
+    """The name the run of `stage` in `out` has in trackio: the one it was given when it
+    started (kept in OUT/trackio_run.json, so a resumed run or a later chunk carries on the
+    same run), else its base name."""
+    given = _given_names(Path(out))
+    return given.get(stage) or base_run_name(out, stage)
+
+
+def forget_run_name(out: str | Path) -> None:
+    """A fresh start in `out`: its run gets a new name rather than appending to the last one."""
+    (Path(out) / RUN_FILE).unlink(missing_ok=True)
+
+
+def claim_run_name(out: str | Path, stage: str) -> str:
+    """The run name for this stage: the one it was given (a resumed run), or its base name,
+    numbered "#2", "#3"... past the runs trackio already holds, so two folders of the same name
+    (or a fresh start in a used folder) never merge their curves into one run."""
+    out = Path(out)
+    given = _given_names(out)
+    if stage in given:
+        return given[stage]
+    base, taken = base_run_name(out, stage), set(_runs_in_trackio())
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base} #{n}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RUN_FILE).write_text(json.dumps({**given, stage: name}))
+    return name
+
+
+def _given_names(out: Path) -> dict[str, str]:
+    try:
+        names = json.loads((out / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return names if isinstance(names, dict) else {}
+
+
+def _runs_in_trackio(project: str = PROJECT) -> list[str]:
+    from trackio.sqlite_storage import SQLiteStorage
+
+    try:
+        return SQLiteStorage.get_runs(project)
+    except Exception:  # no database yet, or one trackio cannot read: nothing to avoid
+        return []
 
 
 def tracking_args(out: str | Path, stage: str) -> dict[str, Any]:
@@ -68,7 +121,7 @@ def tracking_args(out: str | Path, stage: str) -> dict[str, Any]:
     return {
         "report_to": "trackio",
         "project": PROJECT,
-        "run_name": run_name(out, stage),
+        "run_name": claim_run_name(out, stage),
         "trackio_space_id": os.environ.get("TRACKIO_SPACE_ID") or None,
         # transformers would otherwise copy the runs to a new static Space after training
         "trackio_static_space_id": False,

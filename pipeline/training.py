@@ -30,7 +30,7 @@ from pipeline.errors import UserError
 from pipeline.metrics import METRICS_FILE, SUMMARY_FILE
 from pipeline.models import LoadedModel, load_model
 from pipeline.recipes import DPORecipe, get_recipe
-from pipeline.tracking import tracking_args
+from pipeline.tracking import forget_run_name, tracking_args
 
 
 @dataclass(frozen=True)
@@ -275,6 +275,7 @@ def sft_stage(policy, train_split, out: Path, recipe, callbacks: list | None = N
 
     if (out / "config.json").is_file():
         return load_model(str(out), fresh=True)
+    forget_run_name(out)  # an SFT stage that runs always runs from its start
     seen, rows = set(), []
     sides = ("chosen", "rejected") if recipe.sft_titles == "both" else ("chosen",)
     for row in train_split:
@@ -314,6 +315,7 @@ def checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
     """The checkpoint a resumed run carries on from; a fresh run starts a new metrics file."""
     if not resume:
         (out / METRICS_FILE).unlink(missing_ok=True)
+        forget_run_name(out)
         return None
     checkpoint = latest_checkpoint(out)
     if checkpoint is None:

@@ -212,16 +212,30 @@ def test_tracking_goes_under_the_data_folder_unless_told_otherwise(tmp_path):
 
     from conftest import ROOT
 
-    script = (
-        "from pipeline.tracking import tracking_args, use_tracking_dir\n"
-        f"print(use_tracking_dir({str(tmp_path)!r}))\n"
-        "print(tracking_args('runs/run-1/model', 'grpo'))"
-    )
+    first, second = tmp_path / "a" / "run-1" / "model", tmp_path / "b" / "run-1" / "model"
+    script = f"""
+from pipeline.tracking import PROJECT, forget_run_name, tracking_args, use_tracking_dir
+say = lambda x: print('=>', x)  # apart from trackio's own lines
+say(use_tracking_dir({str(tmp_path)!r}))
+say(tracking_args({str(first)!r}, 'grpo'))
+import trackio
+trackio.init(project=PROJECT, name='run-1 grpo')
+trackio.log({{'train/reward': 1.0}})
+trackio.finish()
+say(tracking_args({str(second)!r}, 'grpo')['run_name'])  # another folder called run-1
+say(tracking_args({str(first)!r}, 'grpo')['run_name'])  # the first one, resumed
+forget_run_name({str(first)!r})  # the first one, started afresh
+say(tracking_args({str(first)!r}, 'grpo')['run_name'])
+"""
     env = {k: v for k, v in os.environ.items() if k != "TRACKIO_DIR"}
     shown = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, text=True,
                            capture_output=True, check=True).stdout.splitlines()  # fmt: skip
+    shown = [line[3:] for line in shown if line.startswith("=> ")]
     assert shown[0] == str(tmp_path.resolve() / "trackio")
     assert "'report_to': 'trackio'" in shown[1] and "'run_name': 'run-1 grpo'" in shown[1]
+    # one folder's run never appends to another's of the same name; a resume carries on its own
+    assert shown[2:] == ["run-1 grpo #2", "run-1 grpo", "run-1 grpo #2"]
+    script = f"from pipeline.tracking import tracking_args as t\nprint(t({str(first)!r}, 'x'))"
     off = subprocess.run([sys.executable, "-c", script], cwd=ROOT, text=True, check=True,
                          env={**env, "TITLE_DPO_TRACKING": "0"}, capture_output=True)  # fmt: skip
-    assert off.stdout.splitlines()[1] == "{'report_to': 'none'}"
+    assert off.stdout.strip() == "{'report_to': 'none'}"
