@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -115,7 +116,7 @@ def main() -> None:
         line = [f"fold {i}: {len(split['train'])} train / {len(rows)} held-out pairs"]
         for name, recipe in recipes.items():
             started = time.perf_counter()
-            out = args.out / f"fold{i}" / name.replace(":", "-")
+            out = args.out / f"fold{i}" / re.sub(r"[^\w.-]+", "-", name)  # a file's path too
             result = finished_run(out, recipe) if args.reuse else None
             trained = "reused" if result else None
             if result is None:
