@@ -31,11 +31,12 @@ from hub.auth import (
 from hub.cards import TUTORIAL_DATASET, dataset_card, model_card
 from pipeline.errors import UserError
 from pipeline.metrics import read_metrics
+from pipeline.tracking import RUN_FILE
 
 # Files of a saved model folder that describe the model; anything else there (checkpoints,
 # the SFT stage, TRL's auto-generated README, pickled training args) stays home.
 MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".jinja", ".txt", ".model")
-LOCAL_ONLY = {"train_summary.json", "README.md", "training_args.bin"}
+LOCAL_ONLY = {"train_summary.json", "README.md", "training_args.bin", RUN_FILE}
 PUBLIC_SUMMARY = ("base_model", "recipe", "steps", "train_loss", "eval_loss", "seconds")
 # What a model push owns in a repo: stale copies of these are deleted by the next push.
 WEIGHT_FILES = ("config.json", "adapter_config.json", "model.safetensors.index.json")

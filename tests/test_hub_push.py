@@ -253,6 +253,7 @@ def test_model_round_trip_generates_the_same_tokens(hub, tmp_path, fast_run, tin
     ]
     assert set(expected) <= set(files)
     assert not any(n.startswith(("checkpoint-", "sft", "adapter")) for n in files)
+    assert (fast_run / "trackio_run.json").is_file() and "trackio_run.json" not in files
     summary = json.loads(files["training_summary.json"])
     assert summary["steps"] == 2 and summary["base_model"] == "alice/tiny-base"
     for local in (str(fast_run), str(tiny_model_dir), str(fast_run.parent)):
