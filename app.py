@@ -29,6 +29,7 @@ import gradio as gr
 from hub.pull import write_training_data
 from hub.push import publish_dataset, publish_model
 from hub.sync import VoteMirror, mirror_from_env
+from pipeline import hub_kernels
 from pipeline.access import OWNER, VOTER, AccessSettings, Caller, Gatekeeper, Refused, RequestFacts
 from pipeline.appdata import data_dir, runs_dir
 from pipeline.ballot import Shown, vote_on_shown_pair
@@ -133,6 +134,7 @@ def build_app(
     keeper = Gatekeeper.for_folder(settings, folder)
     guard = Guard(keeper)
     log.info("%s", settings.describe())
+    hub_kernels.use_hub_kernels()  # decided and logged once, before any model loads
     if settings.on_space and not os.environ.get("TITLE_DPO_SECRET"):
         log.warning("TITLE_DPO_SECRET is not set: voter ids will not survive a Space restart")
     # The model the Generate tab uses; the Train tab's "use this model" changes it app-wide.
@@ -1281,7 +1283,14 @@ if __name__ == "__main__":
     parser.add_argument("--model", default=None, help=f"Hub id or folder (default {DEFAULT_MODEL})")
     parser.add_argument("--data", default=None, help="data folder for votes (default ./app-data)")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    parser.add_argument(
+        "--hub-kernels",
+        action="store_true",
+        help=f"let transformers fetch and run its Hub kernels (as {hub_kernels.SETTING}=1 does)",
+    )
     args = parser.parse_args()
+    if args.hub_kernels:
+        os.environ[hub_kernels.SETTING] = "1"
     try:
         access = AccessSettings.from_env(shared=args.share)
         if access.shared and access.owner_password is None:

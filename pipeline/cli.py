@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from pipeline import hub_kernels
 from pipeline.appdata import data_dir
 from pipeline.errors import UserError
 from pipeline.recipes import RewardRecipe, RLRecipe, add_recipe_arguments
@@ -36,6 +37,12 @@ def _add_model(p: argparse.ArgumentParser) -> None:
         default=None,
         help="Hub id, local folder, or 'smollm2-offline' (default: Qwen/Qwen2.5-0.5B-Instruct, "
         "falling back to the offline SmolLM2 when the Hub cannot be reached)",
+    )
+    p.add_argument(
+        "--hub-kernels",
+        action="store_true",
+        help=f"let transformers fetch and run its Hub kernels (as {hub_kernels.SETTING}=1 "
+        "does; off by default: the PyTorch layers, nothing fetched at run time)",
     )
 
 
@@ -557,6 +564,8 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> i
     """Parse `argv`, run the chosen command, print its result; `error: ...` and exit 2 for a
     UserError. Shared by `python -m pipeline` and `python -m hub`."""
     args = parser.parse_args(argv)
+    if getattr(args, "hub_kernels", False):
+        os.environ[hub_kernels.SETTING] = "1"
     # Our own log lines (such as the offline notice) go to stderr, one line each.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
+from pipeline.hub_kernels import fetch_training_kernels, use_hub_kernels
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,10 @@ def prepare_offline_model() -> Path:
 
     log.info("Preparing the offline model once: dequantizing %s into %s", SMOLLM2_GGUF, target)
     model = AutoModelForCausalLM.from_pretrained(
-        gguf_dir, gguf_file=SMOLLM2_GGUF, quantization_config=GgufConfig(dequantize=True)
+        gguf_dir,
+        gguf_file=SMOLLM2_GGUF,
+        quantization_config=GgufConfig(dequantize=True),
+        use_kernels=False,  # only read and saved here
     )
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
     staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
@@ -266,15 +270,18 @@ def _load(source: ModelSource, head: str = "lm") -> LoadedModel:
     if source.kind == "offline":
         prepare_offline_model()
     device = pick_device()
+    kernels = use_hub_kernels()
     kwargs = {"local_files_only": source.local_files_only}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.path, **kwargs)
         if head == "score":
             model = AutoModelForSequenceClassification.from_pretrained(
-                source.path, num_labels=1, dtype=device.dtype, **kwargs
+                source.path, num_labels=1, dtype=device.dtype, use_kernels=kernels, **kwargs
             )
         else:
-            model = AutoModelForCausalLM.from_pretrained(source.path, dtype=device.dtype, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(
+                source.path, dtype=device.dtype, use_kernels=kernels, **kwargs
+            )
     except (OSError, ValueError) as exc:
         raise UserError(f"could not load model {source.requested!r}: {exc}") from exc
     if tokenizer.chat_template is None:
@@ -284,5 +291,6 @@ def _load(source: ModelSource, head: str = "lm") -> LoadedModel:
     if head == "score":  # the score is read at the last token that is not padding
         model.config.pad_token_id = tokenizer.pad_token_id
     model.to(device.name)
+    fetch_training_kernels(model)
     model.eval()
     return LoadedModel(source, model, tokenizer, device)
