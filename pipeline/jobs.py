@@ -8,6 +8,7 @@ current step; a later start with `resume=True` carries on from the last checkpoi
 
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
 import time
@@ -99,7 +100,14 @@ class TrainingRunner:
                 out=str(train_kwargs.get("out")),
                 message="Loading the model and the data…",
             )
-        self._thread = threading.Thread(target=self._run, kwargs=train_kwargs, daemon=True)
+        # The run carries the context of the call that started it: on a ZeroGPU Space,
+        # `spaces.GPU` finds whose quota a chunk is charged to in the Gradio request held in
+        # a context variable, and a new thread would start with an empty context (every chunk
+        # then the Space's anonymous quota, whoever started the run).
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._run,), kwargs=train_kwargs, daemon=True
+        )
         self._thread.start()
 
     def start_run(self, runs: str | Path, write_data: Callable[[Path], Any], **train_kwargs):
@@ -190,10 +198,11 @@ class TrainingRunner:
         )
 
     def _run_chunks(self, chunk_steps, **train_kwargs):
-        from pipeline.zerogpu import train_in_chunks
+        from pipeline.zerogpu import train_in_chunks, whose_quota
 
         began = time.time()
         self._log("training in GPU chunks, each resuming the last one's checkpoint")
+        self._log(whose_quota())
 
         def on_chunk(result) -> None:
             self._update(

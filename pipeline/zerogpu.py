@@ -132,6 +132,27 @@ class JudgeOnGpu(PairwiseJudge):
         ]
 
 
+def gpu_request():
+    """The Gradio request a GPU call made now is scheduled under, as `spaces.GPU` reads it
+    (None: no request, so on a Space the anonymous quota)."""
+    from spaces.utils import gradio_request_var
+
+    return gradio_request_var().get(None)
+
+
+def whose_quota() -> str:
+    """Whom ZeroGPU charges a GPU call made now to, in one line for the run's log."""
+    request = gpu_request()
+    if request is None:
+        return "GPU calls carry no Gradio request: on a Space, the anonymous quota"
+    if request.headers.get(IP_TOKEN_HEADER) is None:
+        return "GPU calls carry the request that started the run (no ZeroGPU token in it)"
+    return "GPU calls are charged to the person who started the run (their ZeroGPU token)"
+
+
+IP_TOKEN_HEADER = "x-ip-token"  # what a Space's proxy adds to a visitor's request for ZeroGPU
+
+
 def chunk_seconds(steps: int, seconds_per_step: float | None) -> int:
     pace = seconds_per_step or FIRST_CHUNK_SECONDS_PER_STEP
     return math.ceil(STARTUP_SECONDS + 1.5 * steps * pace)

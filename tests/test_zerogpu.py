@@ -113,3 +113,53 @@ def test_round_generation_and_judging_ask_for_time_by_the_work(tiny_model_dir, m
     judge = zerogpu.JudgeOnGpu(str(tiny_model_dir))
     assert judge.prefer_many(pairs) == chat_judge(str(tiny_model_dir)).prefer_many(pairs)
     assert judge.prefer(*pairs[0]) in ("A", "B", "tie")
+
+
+def test_every_gpu_call_of_a_run_carries_the_request_that_started_it(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """On a Space, `spaces.GPU` charges a call to the person whose Gradio request it finds in
+    a context variable. A run's chunks go on in the runner's thread, after the click that
+    started them has returned: each must still see that click's request."""
+    import time
+
+    from gradio_client import Client
+
+    import app
+    from app_process import free_port
+
+    seen = []
+
+    def watched(entry_point):
+        def call(*args, **kwargs):
+            request = zerogpu.gpu_request()  # what spaces.GPU reads at this very moment
+            seen.append((entry_point.__name__, request and request.headers.get("x-ip-token")))
+            return entry_point(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(app, "ON_ZEROGPU", True)  # the app trains in GPU chunks, as on a Space
+    monkeypatch.setattr(zerogpu, "FIRST_CHUNK_SECONDS_PER_STEP", 100.0)  # a first chunk of 1 step
+    monkeypatch.setattr(zerogpu, "train_chunk", watched(zerogpu.train_chunk))
+    monkeypatch.setattr(zerogpu, "score_on_gpu", watched(zerogpu.score_on_gpu))
+    blocks = app.build_app(str(tiny_model_dir), str(tmp_path / "data"))
+    port = free_port()
+    app.serve(blocks, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True)
+    try:
+        alice = Client(f"http://127.0.0.1:{port}/", verbose=False, headers={"X-IP-Token": "alice"})
+        fields = ["The tutorial's 1,140 labelled pairs", 1, "", str(tiny_model_dir)]
+        fields += ["tutorial", 3, 0.1, 1e-6, 8, False, 16, 32, 3]  # the form, 3 steps at most
+        alice.predict(*fields, api_name="/train_start")
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            progress, *_, log = alice.predict(api_name="/train_status")
+            if not progress.startswith(("**running**", "**stopping**")):
+                break
+            time.sleep(0.3)
+    finally:
+        blocks.close()
+    assert progress.startswith("**done**"), progress
+    assert "charged to the person who started the run" in log
+    chunks = [token for name, token in seen if name == "train_chunk"]
+    assert len(chunks) >= 2, seen  # a run of several chunks, the later ones after the click
+    assert seen == [*(("train_chunk", "alice") for _ in chunks), ("score_on_gpu", "alice")]
