@@ -1,0 +1,657 @@
+"""The project's training and generation on a GPU, with no Hub: where the time goes, and how far
+each part is from what the hardware could do.
+
+    python bench/gpu.py [--tiny] [--out DIR] [--only ROW,...] [--limit-scale X]
+                        [--tokenizer DIR] [--write-rates FILE]
+    python bench/gpu.py --kit DIR      # what a GPU machine needs: config + tokenizer, 3.5 MB
+
+Models are random weights with the real shapes: SmolLM2-135M (its config and tokenizer from the
+offline model folder) and Qwen2.5-0.5B (hidden 896, 24 layers, 151,936-token vocabulary; token
+ids from the SmolLM2 tokenizer, which fit). Random weights train and generate at the real
+models' speed; their titles run to the token limit, as a real model's rarely do.
+
+Each row runs the project's own code (`train_run` with a shipped recipe, `generate_titles`)
+under its own time limit: a run cut at its limit reports what it measured so far. A row is
+printed as it finishes, and appended to OUT/gpu-bench.jsonl, so a run cut short keeps its
+rows. Columns:
+- `s/step`: the median optimizer step of the loop (the first two left out: warm-up), measured
+  with the device synchronised at each step's end;
+- `bound`: the step's FLOP divided by the peak this machine reached on a large matmul in the
+  same run (`peak`); `x bound` is s/step over that. FLOP: 6 x N x tokens for a full
+  fine-tune, 4 x N x tokens with LoRA (frozen weights get no gradient), +2 x N x tokens for a
+  reference forward each step; N counts the matmul weights (LM head included), tokens count
+  each pair's prompt once (what the step needs, not what TRL's layout computes); attention
+  scores are left out (under 2% at these lengths). Generation is bounded by memory, not FLOP:
+  its `x bound` says how far decoding is from compute, not what it could reach.
+- DPO rows also give the whole run (load, SFT stage, reference pass, training, save), the SFT
+  stage's s/step and the reference pass (`_precompute_ref_logps`, TRL's, timed from outside).
+
+`--tiny` runs the same rows on the CPU with small models and a few steps (CI runs it): it
+proves the code paths, and its figures are not GPU figures. `--write-rates FILE` keeps the
+measured rates for the ZeroGPU durations (`pipeline/gpu_rates.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+# No Hub and no trackio where this runs, and no progress bars; set before the libraries read
+# them. The libraries' own printing goes to stderr (`main`): stdout is the table.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TITLE_DPO_TRACKING", "0")
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+
+import torch
+from transformers import TrainerCallback
+
+# --- what is measured --------------------------------------------------------------------------
+
+QWEN_05B = {  # Qwen/Qwen2.5-0.5B-Instruct's config.json, the parts that set its speed
+    "model_type": "qwen2",
+    "vocab_size": 151936,
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 32768,
+    "rope_theta": 1000000.0,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": True,
+}
+TINY = {  # --tiny: every shape shrunk to this (the vocabulary too: the tokenizer's)
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
+SHAPES = ("qwen2.5-0.5b", "smollm2-135m")
+
+# (row, shape, time limit in seconds): most wanted first; about 5 minutes on an H100/H200
+PLAN = [
+    ("dpo:fast", "qwen2.5-0.5b", 100),
+    ("dpo:tutorial", "qwen2.5-0.5b", 80),
+    ("generate", "qwen2.5-0.5b", 25),
+    ("reward:fast", "smollm2-135m", 20),
+    ("rl:fast", "smollm2-135m", 30),
+    ("dpo:fast", "smollm2-135m", 40),
+]
+# --tiny: the same rows on one small shape, a few steps each
+TINY_PLAN = [(row, "smollm2-135m", limit) for row, _, limit in PLAN[:5]]
+TINY_STEPS = {"dpo": 2, "reward": 2, "rl": 2}
+# Peak FLOP/s of dense bf16 matmuls as the makers state them, shown beside the measured peak.
+SPEC_PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+# --- the machine --------------------------------------------------------------------------------
+
+
+def device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def measured_peak(tiny: bool) -> float:
+    """FLOP/s of a large matmul in the training dtype (bf16 on a GPU), best of a few."""
+    size, dtype = (512, torch.float32) if tiny or device() == "cpu" else (8192, torch.bfloat16)
+    a = torch.randn(size, size, device=device(), dtype=dtype)
+    b = torch.randn(size, size, device=device(), dtype=dtype)
+    best = float("inf")
+    for _ in range(3):
+        sync()
+        started = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        sync()
+        best = min(best, (time.perf_counter() - started) / 10)
+    return 2 * size**3 / best
+
+
+def spec_peak() -> float | None:
+    name = device_name()
+    return next((peak for key, peak in SPEC_PEAKS.items() if key in name), None)
+
+
+# --- models and data ----------------------------------------------------------------------------
+
+
+def tokenizer_folder(given: Path | None) -> Path:
+    """A folder with the SmolLM2 config.json and tokenizer (the offline model folder, or a kit
+    made by --kit)."""
+    if given is not None:
+        return given
+    from pipeline.models import offline_model_dir, prepare_offline_model
+
+    folder = offline_model_dir()
+    return folder if (folder / "tokenizer.json").is_file() else prepare_offline_model()
+
+
+def make_kit(out: Path) -> None:
+    """config.json and the tokenizer files of the offline SmolLM2, without its weights."""
+    source = tokenizer_folder(None)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        if path.is_file() and path.suffix in (".json", ".txt", ".jinja"):
+            shutil.copy2(path, out / path.name)
+    print(f"kit: {out} ({sum(p.stat().st_size for p in out.iterdir()) / 1e6:.1f} MB)")
+
+
+def build_model(shape: str, tokenizer_dir: Path, out: Path, tiny: bool) -> Path:
+    """A random-weight model of `shape` saved with the tokenizer, as a model folder the
+    pipeline loads like any other."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if shape == "smollm2-135m":
+        values = AutoConfig.from_pretrained(tokenizer_dir).to_dict()
+    else:
+        values = dict(QWEN_05B)
+    if tiny:  # derived fields (per-layer types, head size) follow from the new sizes
+        values = {k: v for k, v in values.items() if k not in ("layer_types", "head_dim")}
+        values.update(TINY, vocab_size=len(tokenizer))
+    config = AutoConfig.for_model(values.pop("model_type"), **values)
+    config.eos_token_id, config.pad_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    folder = out / f"{shape}{'-tiny' if tiny else ''}"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def lm_head_params(folder: Path) -> int:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(folder)
+    return config.vocab_size * config.hidden_size
+
+
+def build_data(out: Path, tiny: bool) -> Path:
+    """The tutorial's pairs split by idea (1,020 train, 120 held out); --tiny: 4 ideas."""
+    from pipeline import datasets as ds
+
+    prefs = ds.seed_preferences()
+    if tiny:
+        ideas = sorted({p.idea for p in prefs})[:5]
+        prefs = [p for p in prefs if p.idea in ideas]
+    splits = ds.split_by_idea(prefs)
+    folder = out / "data"
+    ds.save_dataset(ds.build_dataset(splits), folder, ds.summarize(splits, "seed", "idea"))
+    return folder
+
+
+@dataclasses.dataclass(frozen=True)
+class Tokens:
+    """Mean tokens of a pair's parts, as the chat template lays them out."""
+
+    prompt: float
+    chosen: float
+    rejected: float
+
+    @classmethod
+    def of(cls, data: Path, tokenizer) -> Tokens:
+        from pipeline.datasets import load_preference_dataset
+
+        rows = list(load_preference_dataset(data)["train"])
+
+        def mean(lengths) -> float:
+            return sum(lengths) / len(lengths)
+
+        def count(text: str) -> int:
+            return len(tokenizer(text, add_special_tokens=False).input_ids)
+
+        def prompt(row) -> int:
+            return count(
+                tokenizer.apply_chat_template(
+                    row["prompt"], add_generation_prompt=True, tokenize=False
+                )
+            )
+
+        def completion(row, side: str) -> int:
+            return count(row[side][0]["content"]) + 1  # and its end-of-turn token
+
+        return cls(
+            mean([prompt(r) for r in rows]),
+            mean([completion(r, "chosen") for r in rows]),
+            mean([completion(r, "rejected") for r in rows]),
+        )
+
+
+# --- timing --------------------------------------------------------------------------------------
+
+
+class RowTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def hard_limit(seconds: float):
+    """Raise RowTimeout in this (main) thread after `seconds`: the backstop behind each row's
+    own, gentler limit."""
+
+    def expire(signum, frame):
+        raise RowTimeout(f"hard limit of {seconds:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class StageClock(TrainerCallback):
+    """Each training stage's start, end and step times (synchronised), and a stop at the
+    row's deadline (the trainer then saves what it has, as a stopped run does)."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.stages: dict[str, dict[str, Any]] = {}
+        self._stage = ""
+        self._step_began = 0.0
+        self.cut = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from pipeline.jobs import STAGES
+
+        self._stage = STAGES.get(type(args).__name__, "train")
+        sync()
+        self.stages[self._stage] = {"began": time.perf_counter(), "steps": [], "ended": None}
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        sync()
+        self._step_began = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        sync()
+        now = time.perf_counter()
+        self.stages[self._stage]["steps"].append(now - self._step_began)
+        if now > self.deadline:
+            self.cut = True
+            control.should_training_stop = True
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        sync()
+        self.stages[self._stage]["ended"] = time.perf_counter()
+
+    def step_seconds(self, stage: str) -> float | None:
+        steps = self.stages.get(stage, {}).get("steps", [])
+        steady = steps[2:] if len(steps) > 4 else steps
+        return statistics.median(steady) if steady else None
+
+    def steps(self, stage: str) -> int:
+        return len(self.stages.get(stage, {}).get("steps", []))
+
+    def seconds(self, stage: str) -> float | None:
+        times = self.stages.get(stage)
+        if not times or times["ended"] is None:
+            return None
+        return times["ended"] - times["began"]
+
+
+@contextlib.contextmanager
+def reference_pass_clock():
+    """Total seconds in TRL's reference log-prob precompute (a private method, so timed only
+    where it still exists under that name)."""
+    from trl import DPOTrainer
+
+    spent = {"seconds": 0.0}
+    original = getattr(DPOTrainer, "_precompute_ref_logps", None)
+    if original is None:
+        yield spent
+        return
+
+    def timed(self, *args, **kwargs):
+        sync()
+        started = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            sync()
+            spent["seconds"] += time.perf_counter() - started
+
+    DPOTrainer._precompute_ref_logps = timed
+    try:
+        yield spent
+    finally:
+        DPOTrainer._precompute_ref_logps = original
+
+
+# --- the rows ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Bench:
+    out: Path
+    data: Path
+    models: dict[str, Path]
+    params: dict[str, int]
+    head_params: dict[str, int]  # the LM head's weights, in N
+    tokens: Tokens
+    peak: float
+    tiny: bool
+    reward_runs: dict[str, Path] = dataclasses.field(default_factory=dict)
+
+    def bound(self, flop: float) -> float:
+        return flop / self.peak
+
+
+def train_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, Any]:
+    """A whole run of a shipped recipe (DPO, reward or RL) through `train_run`."""
+    from pipeline.recipes import RewardRecipe, RLRecipe, get_recipe
+    from pipeline.training import train_run
+
+    kind, name = row.split(":")
+    recipe_class = {"reward": RewardRecipe, "rl": RLRecipe}.get(kind)
+    recipe = get_recipe(name, recipe_class) if recipe_class else get_recipe(name)
+    out = bench.out / "runs" / f"{row.replace(':', '-')}-{shape}"
+    shutil.rmtree(out, ignore_errors=True)
+    extra: dict[str, Any] = {}
+    if kind == "rl":
+        if shape in bench.reward_runs:  # the reward model the reward row trained
+            extra["reward_model"] = str(bench.reward_runs[shape])
+        else:  # none of this shape measured here: the rule terms alone
+            recipe = dataclasses.replace(recipe, reward_weight=0.0)
+    if bench.tiny:
+        extra["max_steps"] = TINY_STEPS[kind]
+        if kind == "rl":
+            recipe = dataclasses.replace(recipe, max_new_tokens=8)
+    clock = StageClock(time.perf_counter() + limit)
+    result, status = None, "done"
+    started = time.perf_counter()
+    with reference_pass_clock() as reference:
+        try:
+            with hard_limit(limit * 1.5 + 30):
+                result = train_run(
+                    bench.data,
+                    out,
+                    str(bench.models[shape]),
+                    recipe,
+                    callbacks=[clock],
+                    **extra,
+                )
+        except RowTimeout as exc:
+            status = f"cut: {exc}"
+        except Exception as exc:  # a failing row is a finding; the others still run
+            status = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    wall = time.perf_counter() - started
+    if clock.cut:  # stopped at the limit (in an SFT stage, that is an error of the run's)
+        status = f"cut at its {limit:.0f} s limit"
+    if kind == "reward" and result is not None:
+        bench.reward_runs[shape] = out
+    loop = {"dpo": "dpo", "reward": "reward", "rl": recipe.method if kind == "rl" else ""}[kind]
+    step = clock.step_seconds(loop)
+    flop = step_flop(bench, kind, recipe, shape, out)
+    return {
+        "row": row,
+        "shape": shape,
+        "status": status,
+        "whole_s": round(wall, 2),
+        "steps": clock.steps(loop),
+        "s_per_step": step,
+        "flop_per_step": flop,
+        "bound_s": bench.bound(flop) if flop else None,
+        "x_bound": step / bench.bound(flop) if step and flop else None,
+        "sft_s": clock.seconds("sft"),
+        "sft_steps": clock.steps("sft"),
+        "sft_s_per_step": clock.step_seconds("sft"),
+        "reference_pass_s": round(reference["seconds"], 2) if reference["seconds"] else None,
+        "loop_s": clock.seconds(loop),
+    }
+
+
+def step_flop(bench: Bench, kind: str, recipe, shape: str, out: Path) -> float | None:
+    """What one optimizer step of this kind needs, by the rules in the module's docstring."""
+    n, t, batch = bench.params[shape], bench.tokens, recipe.batch_size
+    scorer = n - bench.head_params[shape]  # a reward model: a one-output head, no LM head
+    train = 4 if recipe.lora_r else 6
+    if kind == "dpo":
+        reference = 0 if recipe.precompute_ref_log_probs else 2
+        return (train + reference) * n * batch * (t.prompt + t.chosen + t.rejected)
+    if kind == "reward":  # each side scored as a sequence of its own
+        return train * scorer * batch * (2 * t.prompt + t.chosen + t.rejected)
+    # RL: generate the batch's titles, score them, one training pass (+ the KL reference)
+    from pipeline.metrics import read_metrics
+
+    lengths = [m["completions/mean_length"] for m in read_metrics(out / "metrics.jsonl")
+               if "completions/mean_length" in m]  # fmt: skip
+    if not lengths:
+        return None
+    sequence = t.prompt + statistics.mean(lengths)
+    reference = 2 if recipe.beta else 0
+    scoring = 2 * scorer if recipe.reward_weight else 0
+    return ((2 + train + reference) * n + scoring) * batch * sequence
+
+
+def generate_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, Any]:
+    """Tokens/s: the project's batched `generate_titles` (16 ideas x 5 titles, 48 new tokens),
+    then the tutorial's way, one `text-generation` pipeline call per title, for what is left
+    of the limit (at most the same titles)."""
+    from transformers import pipeline
+
+    from pipeline.generation import GenerationSettings, generate_titles
+    from pipeline.models import load_model
+    from pipeline.pairs import read_ideas_csv
+    from pipeline.prompts import title_messages
+    from pipeline.records import SEED_DIR
+
+    loaded = load_model(str(bench.models[shape]), fresh=True)
+    tokenizer = loaded.tokenizer
+    ideas = read_ideas_csv(SEED_DIR / "ideas.csv")[: 4 if bench.tiny else 16]
+    settings = GenerationSettings(n=5, max_new_tokens=8 if bench.tiny else 48, seed=0)
+    generate_titles(loaded, ideas[:1], dataclasses.replace(settings, n=2, max_new_tokens=4))
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False).input_ids)
+
+    sync()
+    started = time.perf_counter()
+    titles = [t for group in generate_titles(loaded, ideas, settings) for t in group]
+    sync()
+    batched_s = time.perf_counter() - started
+    batched_tokens = sum(count(t.raw) for t in titles)
+
+    generator = pipeline("text-generation", model=loaded.model, tokenizer=tokenizer)
+    one_by_one, one_tokens, deadline = 0, 0, time.perf_counter() + limit
+    sync()
+    started = time.perf_counter()
+    for idea in ideas:
+        for _ in range(settings.n):
+            if time.perf_counter() > deadline:
+                break
+            answer = generator(
+                title_messages(idea),
+                max_new_tokens=settings.max_new_tokens,
+                do_sample=True,
+                temperature=settings.temperature,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            one_tokens += count(answer[0]["generated_text"][-1]["content"])
+            one_by_one += 1
+    sync()
+    tutorial_s = time.perf_counter() - started
+    prompt = bench.tokens.prompt
+    flop = 2 * bench.params[shape] * len(titles) * (prompt + batched_tokens / len(titles))
+    return {
+        "row": row,
+        "shape": shape,
+        "status": "done",
+        "titles": len(titles),
+        "batched_tokens_per_s": batched_tokens / batched_s,
+        "tutorial_titles": one_by_one,
+        "tutorial_tokens_per_s": one_tokens / tutorial_s if one_by_one else None,
+        "batched_s": round(batched_s, 2),
+        "bound_s": bench.bound(flop),
+        "x_bound": batched_s / bench.bound(flop),
+        "decode_step_s": batched_s / settings.max_new_tokens,
+    }
+
+
+# --- printing ------------------------------------------------------------------------------------
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def line(result: dict[str, Any]) -> str:
+    """One printed row."""
+    head = f"{result['row']:<13} {result['shape']:<13}"
+    if result["row"] == "generate":
+        tutorial = result["tutorial_tokens_per_s"]
+        ratio = f" ({result['batched_tokens_per_s'] / tutorial:.1f}x)" if tutorial else ""
+        return (
+            f"{head} batched {result['batched_tokens_per_s']:.0f} tok/s, one title per call "
+            f"{tutorial or 0:.0f} tok/s{ratio}; bound {seconds(result['bound_s'])} for "
+            f"{result['titles']} titles, x{result['x_bound']:.0f}"
+        )
+    x = result["x_bound"]
+    parts = [
+        f"whole {seconds(result['whole_s'])}",
+        f"{result['steps']} steps at {seconds(result['s_per_step'])}/step",
+        f"bound {seconds(result['bound_s'])}" + (f" (x{x:.1f})" if x else ""),
+    ]
+    if result["sft_steps"]:
+        parts.append(
+            f"SFT stage {seconds(result['sft_s'])}, {result['sft_steps']} steps at "
+            f"{seconds(result['sft_s_per_step'])}/step"
+        )
+    if result["reference_pass_s"]:
+        parts.append(f"reference pass {seconds(result['reference_pass_s'])}")
+    return f"{head} {'; '.join(parts)} [{result['status']}]"
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="small models, a few steps (CPU, CI)")
+    parser.add_argument("--out", type=Path, default=None, help="default: a new temp folder")
+    parser.add_argument("--only", default=None, help="rows to run, e.g. dpo:fast,generate")
+    parser.add_argument("--limit-scale", type=float, default=1.0, help="scale every time limit")
+    parser.add_argument("--tokenizer", type=Path, default=None, help="a --kit folder")
+    parser.add_argument("--write-rates", type=Path, default=None, help="measured rates, as JSON")
+    parser.add_argument("--kit", type=Path, default=None, help="write the kit folder and stop")
+    args = parser.parse_args(argv)
+    if args.kit:
+        make_kit(args.kit)
+        return 0
+
+    out = args.out or Path(tempfile.mkdtemp(prefix="gpu-bench-"))
+    out.mkdir(parents=True, exist_ok=True)
+    results_file = out / "gpu-bench.jsonl"
+    plan = [
+        p
+        for p in (TINY_PLAN if args.tiny else PLAN)
+        if not args.only or p[0] in args.only.split(",")
+    ]
+    began = time.perf_counter()
+
+    # the machine, and the models and data every row shares
+    peak = measured_peak(args.tiny)
+    stated = spec_peak()
+    print(
+        f"device: {device_name()}; torch {torch.__version__}; measured matmul peak "
+        f"{peak / 1e12:.1f} TFLOP/s" + (f" (stated {stated / 1e12:.0f})" if stated else ""),
+        flush=True,
+    )
+    from transformers import AutoConfig, AutoTokenizer
+
+    from pipeline.gpu_rates import matmul_params, rates_from_bench
+    from pipeline.hub_kernels import use_hub_kernels
+
+    use_hub_kernels()  # off unless TITLE_DPO_HUB_KERNELS=1: the project's default, measured
+    with contextlib.redirect_stdout(sys.stderr):
+        tokenizer_dir = tokenizer_folder(args.tokenizer)
+        shapes = sorted({shape for _, shape, _ in plan})
+        models = {
+            shape: build_model(shape, tokenizer_dir, out / "models", args.tiny) for shape in shapes
+        }
+        data = build_data(out, args.tiny)
+    bench = Bench(
+        out=out,
+        data=data,
+        models=models,
+        params={
+            shape: matmul_params(AutoConfig.from_pretrained(folder))
+            for shape, folder in models.items()
+        },
+        head_params={shape: lm_head_params(folder) for shape, folder in models.items()},
+        tokens=Tokens.of(data, AutoTokenizer.from_pretrained(tokenizer_dir)),
+        peak=peak,
+        tiny=args.tiny,
+    )
+    for shape, n in bench.params.items():
+        print(f"{shape}: N = {n / 1e6:.1f} M matmul weights", flush=True)
+    print(
+        f"data: 1 pair = {bench.tokens.prompt:.0f} prompt + {bench.tokens.chosen:.0f} chosen + "
+        f"{bench.tokens.rejected:.0f} rejected tokens; setup {time.perf_counter() - began:.0f} s",
+        flush=True,
+    )
+
+    results = []
+    for row, shape, limit in plan:
+        limit = limit * args.limit_scale
+        run = generate_row if row == "generate" else train_row
+        try:
+            with (
+                hard_limit(limit * 2 + 60) if row == "generate" else contextlib.nullcontext(),
+                contextlib.redirect_stdout(sys.stderr),
+            ):
+                result = run(bench, row, shape, limit)
+        except RowTimeout as exc:
+            result = {"row": row, "shape": shape, "status": f"cut: {exc}"}
+        result.update(
+            device=device_name(),
+            peak_flops=peak,
+            tiny=args.tiny,
+            params=bench.params[shape],
+            measured=time.strftime("%Y-%m-%d"),
+        )
+        results.append(result)
+        with results_file.open("a") as f:
+            f.write(json.dumps(result) + "\n")
+        print(line(result) if "x_bound" in result else f"{row} {shape}: {result['status']}",
+              flush=True)  # fmt: skip
+    print(f"total {time.perf_counter() - began:.0f} s; rows in {results_file}", flush=True)
+
+    if args.write_rates:
+        args.write_rates.write_text(json.dumps(rates_from_bench(results), indent=2) + "\n")
+        print(f"rates: {args.write_rates}")
+    failed = [r for r in results if r["status"].startswith("failed")]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

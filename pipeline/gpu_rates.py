@@ -1,0 +1,123 @@
+"""GPU rates measured by `bench/gpu.py`, and what a ZeroGPU call should ask for from them.
+
+`bench/gpu.py --write-rates configs/gpu-rates.json` on a GPU writes, per model shape, the
+seconds of a training step of each shipped recipe, of the SFT stage and of the reference pass,
+and of one decoding step of a batch of titles. `pipeline.zerogpu` sizes its calls from them:
+a model is matched to the measured shape with the nearest number of matmul weights at or above
+its own (a larger model's times scaled up by the ratio; never scaled down, since small models
+on a GPU are bound by kernel launches, not FLOP). Where nothing was measured, the caller's
+pessimistic estimate stands, and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+RATES_FILE = Path(__file__).resolve().parent.parent / "configs" / "gpu-rates.json"
+RATES_SETTING = "TITLE_DPO_GPU_RATES"  # another rates file (a test's, a new GPU's)
+# per-row fields kept from a bench row, and the name each has in the rates file
+KEPT = {
+    "s_per_step": "step_s",
+    "sft_s": "sft_s",
+    "sft_s_per_step": "sft_step_s",
+    "reference_pass_s": "reference_pass_s",
+    "whole_s": "whole_s",
+    "decode_step_s": "decode_step_s",
+}
+
+
+def matmul_params(config) -> int:
+    """N: the weights of every matmul a token goes through (the LM head included, the input
+    embedding lookup not), counted on a model built without memory from its config."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def rates_from_bench(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rates file's content from `bench/gpu.py`'s rows (finished or cut: a cut row's step
+    times are still measured)."""
+    shapes: dict[str, dict[str, Any]] = {}
+    for row in results:
+        if row["status"].startswith("failed") or "params" not in row:
+            continue
+        shape = shapes.setdefault(row["shape"], {"params": row["params"], "rows": {}})
+        kept = {new: row[old] for old, new in KEPT.items() if row.get(old) is not None}
+        shape["rows"][row["row"]] = kept
+    first = results[0] if results else {}
+    return {
+        "device": first.get("device"),
+        "tiny": first.get("tiny", False),
+        "measured": first.get("measured"),
+        "shapes": shapes,
+    }
+
+
+@dataclass(frozen=True)
+class GpuRates:
+    device: str
+    measured: str | None
+    shapes: dict[str, dict[str, Any]]
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> GpuRates | None:
+        """The rates file (RATES_SETTING, else the shipped one); None when there is none."""
+        path = Path(path or os.environ.get(RATES_SETTING) or RATES_FILE)
+        if not path.is_file():
+            return None
+        values = json.loads(path.read_text())
+        if values.get("tiny"):
+            log.warning("%s holds --tiny rates (a CPU check), not GPU figures", path)
+        return cls(values.get("device") or "?", values.get("measured"), values["shapes"])
+
+    def describe(self) -> str:
+        return f"measured on {self.device}" + (f" ({self.measured})" if self.measured else "")
+
+    def _shape_for(self, params: int) -> tuple[dict[str, Any], float] | None:
+        """The measured shape for a model of `params` weights, and the factor to scale by."""
+        if not self.shapes:
+            return None
+        ordered = sorted(self.shapes.values(), key=lambda s: s["params"])
+        at_or_above = [s for s in ordered if s["params"] >= params]
+        shape = at_or_above[0] if at_or_above else ordered[-1]
+        return shape, max(1.0, params / shape["params"])
+
+    def seconds(self, params: int, row: str, field: str) -> float | None:
+        """`field` of the bench row `row` (e.g. "dpo:fast", "step_s") for a model of `params`
+        weights; for a recipe not measured (a custom one), the slowest row of its kind."""
+        found = self._shape_for(params)
+        if found is None:
+            return None
+        shape, scale = found
+        rows = shape["rows"]
+        if row in rows and field in rows[row]:
+            return rows[row][field] * scale
+        kind = row.split(":")[0]
+        same_kind = [r[field] for name, r in rows.items() if name.startswith(kind) and field in r]
+        return max(same_kind) * scale if same_kind else None
+
+
+def model_params(model_name: str | None) -> int | None:
+    """N of the model `model_name` names, from its config alone (no weights read); None when
+    its config cannot be found without downloading."""
+    from transformers import AutoConfig
+
+    from pipeline.errors import UserError
+    from pipeline.models import resolve_model
+
+    try:
+        source = resolve_model(model_name)
+        config = AutoConfig.from_pretrained(source.path, local_files_only=True)
+    except (UserError, OSError, ValueError):
+        return None
+    return matmul_params(config)
