@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,3 +122,82 @@ def model_params(model_name: str | None) -> int | None:
     except (UserError, OSError, ValueError):
         return None
     return matmul_params(config)
+
+
+# --- what a run's GPU calls ask for ------------------------------------------------------------
+
+# Where nothing was measured: deliberately pessimistic for a 0.5B model on a ZeroGPU slice.
+ESTIMATED_SECONDS_PER_STEP = 3.0
+STARTUP_SECONDS = 15  # a call's weights onto the GPU and its data loading (not measured)
+BENCH_TRAIN_PAIRS = 1020  # bench/gpu.py's data: the tutorial's pairs split by idea (+120 held out)
+MARGIN = 1.5  # steps are asked for at 1.5x their pace: a call cut short loses its steps
+
+
+@dataclass(frozen=True)
+class Pace:
+    """What one chunk of a run costs: per step, per call, and once (the SFT stage, which runs
+    whole in the first call), with where the figures come from."""
+
+    step_s: float
+    call_s: float  # every call: start-up, and the reference pass of a recipe that makes one
+    once_s: float  # the first call: the SFT stage
+    source: str
+
+    def chunk_seconds(self, steps: int, first: bool) -> int:
+        """The GPU time to ask for: a chunk of `steps` steps."""
+        once = self.once_s if first else 0.0
+        return math.ceil(self.call_s + once + MARGIN * steps * self.step_s)
+
+    def chunk_steps(self, budget: float, first: bool) -> int:
+        """How many steps fit in one call of `budget` seconds (at least one: a first chunk
+        whose SFT stage alone overruns the budget still has to run it)."""
+        once = self.once_s if first else 0.0
+        return max(1, int((budget - self.call_s - once) / (MARGIN * self.step_s)))
+
+    def measured(self, step_s: float) -> Pace:
+        """This pace with the step time a finished chunk measured."""
+        return Pace(step_s, self.call_s, self.once_s, f"{self.source}; steps as measured")
+
+    def run_seconds(self, total_steps: int, budget: float) -> list[int]:
+        """The seconds each call of a whole run asks for, chunked to fit `budget`."""
+        asked, done = [], 0
+        while done < total_steps:
+            steps = min(total_steps - done, self.chunk_steps(budget, not asked))
+            asked.append(self.chunk_seconds(steps, not asked))
+            done += steps
+        return asked
+
+
+def shipped_row(recipe) -> str:
+    """The bench row of `recipe`: its own when it is a shipped recipe as shipped, else its
+    kind alone (the slowest measured row of that kind)."""
+    from pipeline.recipes import SHIPPED
+
+    shipped = SHIPPED[type(recipe)].get(recipe.name)
+    return f"{recipe.KIND}:{recipe.name}" if shipped == recipe else f"{recipe.KIND}:"
+
+
+def plan_pace(params: int | None, recipe, train_pairs: int, rates: GpuRates | None) -> Pace:
+    """The pace of a run of `recipe` on `train_pairs` pairs for a model of `params` weights:
+    from the measured rates where they cover it, else the pessimistic estimate."""
+    sft_steps = (
+        math.ceil(train_pairs * getattr(recipe, "sft_epochs", 0) / recipe.batch_size)
+        if getattr(recipe, "sft_epochs", 0)
+        else 0
+    )
+    row = shipped_row(recipe)
+    step = rates.seconds(params, row, "step_s") if rates and params else None
+    if step is None:
+        estimate = ESTIMATED_SECONDS_PER_STEP
+        return Pace(
+            estimate,
+            STARTUP_SECONDS,
+            sft_steps * estimate,
+            "not measured on a GPU (configs/gpu-rates.json): a pessimistic estimate",
+        )
+    reference = 0.0
+    if getattr(recipe, "precompute_ref_log_probs", False):  # the bench's data, scaled to this
+        measured = rates.seconds(params, row, "reference_pass_s") or 0.0
+        reference = measured * train_pairs / BENCH_TRAIN_PAIRS
+    sft_step = rates.seconds(params, row, "sft_step_s") or step
+    return Pace(step, STARTUP_SECONDS + reference, sft_steps * sft_step, rates.describe())

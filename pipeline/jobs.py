@@ -198,11 +198,15 @@ class TrainingRunner:
         )
 
     def _run_chunks(self, chunk_steps, **train_kwargs):
-        from pipeline.zerogpu import train_in_chunks, whose_quota
+        from pipeline.zerogpu import chunk_pace, train_in_chunks, whose_quota
 
         began = time.time()
         self._log("training in GPU chunks, each resuming the last one's checkpoint")
         self._log(whose_quota())
+        pace = chunk_pace(
+            train_kwargs["data"], train_kwargs.get("model_name"), train_kwargs.get("recipe")
+        )
+        self._log(f"GPU time asked for each chunk: {pace.source}")
 
         def on_chunk(result) -> None:
             self._update(
@@ -220,6 +224,7 @@ class TrainingRunner:
             train_kwargs.pop("model_name", None),
             train_kwargs.pop("recipe", None),
             chunk_steps=chunk_steps,
+            pace=pace,
             should_stop=self._stop.is_set,
             on_chunk=on_chunk,
             **train_kwargs,

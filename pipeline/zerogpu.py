@@ -23,6 +23,7 @@ from pathlib import Path
 import spaces
 
 from pipeline.generation import GenerationSettings, Title, generate_for_idea
+from pipeline.gpu_rates import STARTUP_SECONDS, GpuRates, Pace, model_params, plan_pace
 from pipeline.judges import PairwiseJudge, make_judge
 from pipeline.models import load_model
 from pipeline.recipes import Recipe
@@ -42,10 +43,8 @@ ON_ZEROGPU = bool(os.environ.get("SPACES_ZERO_GPU"))
 # What one GPU call may take: staff advice is "a couple of minutes"; the quota is per day.
 MAX_CALL_SECONDS = 120
 # Estimates, not measured on a Space (none can be reached from here): deliberately pessimistic
-# for a 0.5B model, and the training pace is replaced by the one each chunk measures.
-FIRST_CHUNK_SECONDS_PER_STEP = 3.0
+# for a 0.5B model. Training is planned from measured rates (`pipeline.gpu_rates`) instead.
 SECONDS_PER_NEW_TOKEN = 0.03  # one decoding step of a batch of up to 16 titles
-STARTUP_SECONDS = 15  # weights onto the GPU; a chunk's data loading and reference log-probs
 JUDGE_SECONDS_PER_BATCH = 0.5  # one forward of 16 judge prompts (~150 tokens each)
 # Ranking the held-out pairs loads up to three models and scores ~100 pairs with each.
 SCORING_SECONDS = 60
@@ -153,24 +152,26 @@ def whose_quota() -> str:
 IP_TOKEN_HEADER = "x-ip-token"  # what a Space's proxy adds to a visitor's request for ZeroGPU
 
 
-def chunk_seconds(steps: int, seconds_per_step: float | None) -> int:
-    pace = seconds_per_step or FIRST_CHUNK_SECONDS_PER_STEP
-    return math.ceil(STARTUP_SECONDS + 1.5 * steps * pace)
+def chunk_pace(data: str | Path, model_name: str | None, recipe: Recipe | None) -> Pace:
+    """The pace a run's first chunk is planned at: the rates `bench/gpu.py` measured for this
+    model's size and recipe, else a pessimistic estimate (`pipeline.gpu_rates`)."""
+    from pipeline.datasets import load_preference_dataset
+    from pipeline.recipes import get_recipe
+
+    recipe = recipe or get_recipe()
+    rates = GpuRates.load()
+    params = model_params(model_name) if rates else None
+    train_pairs = len(load_preference_dataset(data)["train"])
+    return plan_pace(params, recipe, train_pairs, rates)
 
 
-def chunk_steps_for(seconds_per_step: float | None, budget: int = MAX_CALL_SECONDS) -> int:
-    """How many steps fit in one GPU call at the measured pace (with a 1.5x margin)."""
-    pace = seconds_per_step or FIRST_CHUNK_SECONDS_PER_STEP
-    return max(1, int((budget - STARTUP_SECONDS) / (1.5 * pace)))
-
-
-def _chunk_duration(
-    data, out, model_name, recipe, max_steps, steps, seconds_per_step, resume, reward_model=None
+def _asked_seconds(
+    data, out, model_name, recipe, max_steps, steps, gpu_seconds, resume, reward_model=None
 ) -> int:
-    return chunk_seconds(steps, seconds_per_step)
+    return gpu_seconds
 
 
-@spaces.GPU(duration=_chunk_duration)
+@spaces.GPU(duration=_asked_seconds)
 def train_chunk(
     data: str | Path,
     out: str | Path,
@@ -178,13 +179,12 @@ def train_chunk(
     recipe: Recipe | None,
     max_steps: int | None,
     steps: int,
-    seconds_per_step: float | None,
+    gpu_seconds: int,
     resume: bool,
     reward_model: str | None = None,
 ) -> TrainResult:
-    """One GPU call: `steps` more steps of the run in `out` (of the recipe's kind: DPO, a
-    reward model or RL), ending with a checkpoint. (`seconds_per_step` is only read by the
-    duration estimate.)"""
+    """One GPU call of `gpu_seconds`: `steps` more steps of the run in `out` (of the recipe's
+    kind: DPO, a reward model or RL), ending with a checkpoint."""
     return train_run(
         data,
         out,
@@ -207,26 +207,29 @@ def train_in_chunks(
     max_steps: int | None = None,
     chunk_steps: int | None = None,
     resume: bool = False,
+    pace: Pace | None = None,
     should_stop=lambda: False,
     on_chunk=lambda result: None,
 ) -> TrainResult:
     """Run the whole training as chunks of `chunk_steps` steps (None: as many as fit in one GPU
-    call at the pace the last chunk measured). `should_stop()` is asked between chunks;
-    `on_chunk(result)` hears after each one."""
-    pace = None
+    call, planned at `pace`, default `chunk_pace(...)`, then at the pace the last chunk
+    measured). `should_stop()` is asked between chunks; `on_chunk(result)` hears after each."""
+    pace = pace or chunk_pace(data, model_name, recipe)
+    first = not resume
     while True:
         checkpoint = latest_checkpoint(out) if resume else None
         before = checkpoint_step(checkpoint) if checkpoint else 0
-        steps = chunk_steps or chunk_steps_for(pace)
+        steps = chunk_steps or pace.chunk_steps(MAX_CALL_SECONDS, first)
+        seconds = pace.chunk_seconds(steps, first)
         result = train_chunk(
-            data, out, model_name, recipe, max_steps, steps, pace, resume, reward_model
+            data, out, model_name, recipe, max_steps, steps, seconds, resume, reward_model
         )
         on_chunk(result)
         if result.finished or should_stop():
             return result
         if result.steps > before:
-            pace = result.seconds / (result.steps - before)
-        resume = True
+            pace = pace.measured(result.seconds / (result.steps - before))
+        resume, first = True, False
 
 
 @spaces.GPU(duration=SCORING_SECONDS)

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from pipeline import zerogpu
 from pipeline.generation import GenerationSettings
+from pipeline.gpu_rates import Pace
 from pipeline.recipes import RECIPES
 from pipeline.training import latest_checkpoint, train_dpo
 
@@ -84,12 +85,19 @@ def test_gpu_durations_follow_the_work():
     few = zerogpu.generation_seconds("m", "idea", GenerationSettings(n=2, max_new_tokens=16))
     many = zerogpu.generation_seconds("m", "idea", GenerationSettings(n=20, max_new_tokens=48))
     assert 0 < few < many <= zerogpu.MAX_CALL_SECONDS
-    # a chunk's duration grows with its steps and the measured pace; the steps that fit
-    # in one call shrink as the pace slows
-    assert zerogpu.chunk_seconds(10, 1.0) < zerogpu.chunk_seconds(20, 1.0)
-    assert zerogpu.chunk_seconds(10, 1.0) < zerogpu.chunk_seconds(10, 2.0)
-    assert zerogpu.chunk_steps_for(0.5) > zerogpu.chunk_steps_for(2.0) >= 1
-    assert zerogpu.chunk_seconds(zerogpu.chunk_steps_for(2.0), 2.0) <= zerogpu.MAX_CALL_SECONDS
+    # a chunk's duration grows with its steps and the pace; the steps that fit in one call
+    # shrink as the pace slows; the first chunk also carries the SFT stage
+    slow, fast = Pace(2.0, 15, 30, "test"), Pace(0.5, 15, 30, "test")
+    assert slow.chunk_seconds(10, first=False) < slow.chunk_seconds(20, first=False)
+    assert fast.chunk_seconds(10, first=False) < slow.chunk_seconds(10, first=False)
+    assert slow.chunk_seconds(10, first=True) == slow.chunk_seconds(10, first=False) + 30
+    budget = zerogpu.MAX_CALL_SECONDS
+    assert fast.chunk_steps(budget, False) > slow.chunk_steps(budget, False) >= 1
+    assert slow.chunk_steps(budget, True) < slow.chunk_steps(budget, False)
+    for first in (True, False):
+        assert slow.chunk_seconds(slow.chunk_steps(budget, first), first) <= budget
+    # an SFT stage longer than a call still runs, in a first chunk of one step
+    assert Pace(2.0, 15, 500, "test").chunk_steps(budget, True) == 1
 
 
 def test_generation_entry_point_takes_a_model_name(tiny_model_dir):
@@ -139,7 +147,11 @@ def test_every_gpu_call_of_a_run_carries_the_request_that_started_it(
         return call
 
     monkeypatch.setattr(app, "ON_ZEROGPU", True)  # the app trains in GPU chunks, as on a Space
-    monkeypatch.setattr(zerogpu, "FIRST_CHUNK_SECONDS_PER_STEP", 100.0)  # a first chunk of 1 step
+    # rates that make a step take 100 s: a first chunk of 1 step, then the measured pace
+    rates = {"device": "test", "shapes": {"any": {"params": 10**9, "rows": {
+        "dpo:tutorial": {"step_s": 100.0}}}}}  # fmt: skip
+    (tmp_path / "rates.json").write_text(json.dumps(rates))
+    monkeypatch.setenv("TITLE_DPO_GPU_RATES", str(tmp_path / "rates.json"))
     monkeypatch.setattr(zerogpu, "train_chunk", watched(zerogpu.train_chunk))
     monkeypatch.setattr(zerogpu, "score_on_gpu", watched(zerogpu.score_on_gpu))
     blocks = app.build_app(str(tiny_model_dir), str(tmp_path / "data"))
@@ -160,6 +172,7 @@ def test_every_gpu_call_of_a_run_carries_the_request_that_started_it(
         blocks.close()
     assert progress.startswith("**done**"), progress
     assert "charged to the person who started the run" in log
+    assert "GPU time asked for each chunk: measured on test" in log
     chunks = [token for name, token in seen if name == "train_chunk"]
     assert len(chunks) >= 2, seen  # a run of several chunks, the later ones after the click
     assert seen == [*(("train_chunk", "alice") for _ in chunks), ("score_on_gpu", "alice")]

@@ -1,0 +1,79 @@
+"""`bench/gpu.py --tiny`: the GPU bench's every row runs on the CPU (the same code as on a GPU,
+small models), and the rates it writes size the ZeroGPU chunks (pipeline/gpu_rates.py).
+Its figures here are CPU figures: what is checked is that each row measured something."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+ROWS = ["dpo:fast", "dpo:tutorial", "generate", "reward:fast", "rl:fast"]
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory, offline_cache) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path_factory.mktemp("gpu-bench")
+    command = [sys.executable, "bench/gpu.py", "--tiny", "--out", str(out / "run")]
+    command += ["--write-rates", str(out / "rates.json")]
+    env = {**os.environ, "TITLE_DPO_CACHE": str(offline_cache)}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    return result, out
+
+
+def test_every_row_runs_and_measures(bench_run):
+    result, out = bench_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = result.stdout.splitlines()
+    assert printed[0].startswith("device: CPU") and "measured matmul peak" in printed[0]
+    rows = [json.loads(line) for line in (out / "run" / "gpu-bench.jsonl").read_text().splitlines()]
+    assert [r["row"] for r in rows] == ROWS
+    for row in rows:
+        assert row["status"] == "done", row
+        assert row["x_bound"] > 0 and row["bound_s"] > 0 and row["tiny"] is True
+        assert any(line.startswith(row["row"]) for line in printed)  # printed as it finished
+    training = [r for r in rows if r["row"] != "generate"]
+    assert all(r["steps"] == 2 and r["s_per_step"] > 0 for r in training)
+    fast = rows[0]
+    assert fast["sft_steps"] > 0 and fast["sft_s_per_step"] > 0  # the SFT stage, timed
+    assert fast["reference_pass_s"] > 0  # the recipe precomputes the reference log-probs
+    assert rows[1]["reference_pass_s"] is None  # the tutorial's does not
+    generate = rows[2]
+    assert generate["batched_tokens_per_s"] > 0 and generate["tutorial_tokens_per_s"] > 0
+    assert generate["tutorial_titles"] > 0
+
+
+def test_the_rates_it_writes_size_the_chunks(bench_run, small_data, tiny_model_dir, monkeypatch):
+    from pipeline import zerogpu
+    from pipeline.recipes import get_recipe
+
+    _, out = bench_run
+    rates = json.loads((out / "rates.json").read_text())
+    (shape,) = rates["shapes"].values()
+    measured = shape["rows"]["dpo:fast"]
+    monkeypatch.setenv("TITLE_DPO_GPU_RATES", str(out / "rates.json"))
+
+    fast = get_recipe("fast")
+    pace = zerogpu.chunk_pace(small_data, str(tiny_model_dir), fast)
+    assert pace.source.startswith("measured on CPU")
+    assert pace.step_s == pytest.approx(measured["step_s"])  # the tiny model is smaller
+    assert pace.once_s == pytest.approx(2 * measured["sft_step_s"])  # 16 pairs, batch 8
+    assert pace.call_s > zerogpu.STARTUP_SECONDS  # its reference pass, in every call
+    # a changed recipe is planned at its kind's slowest measured row
+    custom = dataclasses.replace(fast, lora_r=None)
+    tutorial = shape["rows"]["dpo:tutorial"]["step_s"]
+    assert zerogpu.chunk_pace(small_data, str(tiny_model_dir), custom).step_s == pytest.approx(
+        max(tutorial, measured["step_s"])
+    )
+    # without rates, the pessimistic estimate, saying so
+    monkeypatch.setenv("TITLE_DPO_GPU_RATES", str(out / "none.json"))
+    monkeypatch.setattr("pipeline.gpu_rates.RATES_FILE", out / "none.json")
+    guess = zerogpu.chunk_pace(small_data, str(tiny_model_dir), fast)
+    assert guess.source.startswith("not measured on a GPU")
