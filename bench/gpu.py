@@ -269,13 +269,22 @@ def hard_limit(seconds: float):
 
 class StageClock(TrainerCallback):
     """Each training stage's start, end and step times (synchronised), and a stop at the
-    row's deadline (the trainer then saves what it has, as a stopped run does)."""
+    row's deadline (the trainer then saves what it has, as a stopped run does). With
+    `profile_to`, the `profiled` steps of each stage (1-based: first and last) run under
+    torch.profiler (and are left out of the step times): the top ops by time go to
+    PROFILE_TO-STAGE.txt, and the share of their wall time the device was busy, to `busy`."""
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(
+        self, deadline: float, profile_to: Path | None = None, profiled: tuple[int, int] = (3, 4)
+    ) -> None:
         self.deadline = deadline
+        self.profile_to = profile_to
+        self.profiled = profiled
         self.stages: dict[str, dict[str, Any]] = {}
+        self.busy: dict[str, float] = {}
         self._stage = ""
         self._step_began = 0.0
+        self._profiler = None
         self.cut = False
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -285,25 +294,58 @@ class StageClock(TrainerCallback):
         sync()
         self.stages[self._stage] = {"began": time.perf_counter(), "steps": [], "ended": None}
 
+    def _step(self) -> int:  # 1-based, of the step now running
+        return len(self.stages[self._stage]["steps"]) + 1
+
     def on_step_begin(self, args, state, control, **kwargs):
+        if self.profile_to and self._step() == self.profiled[0]:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if torch.cuda.is_available():
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            self._profiler = torch.profiler.profile(activities=activities)
+            self._profiler.__enter__()
+            self._profiled_from = time.perf_counter()
         sync()
         self._step_began = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
         sync()
         now = time.perf_counter()
-        self.stages[self._stage]["steps"].append(now - self._step_began)
+        step = self._step()
+        profiled = self._profiler is not None and self.profiled[0] <= step <= self.profiled[-1]
+        self.stages[self._stage]["steps"].append(None if profiled else now - self._step_began)
+        if self._profiler is not None and step == self.profiled[-1]:
+            self._write_profile(now - self._profiled_from)
         if now > self.deadline:
             self.cut = True
             control.should_training_stop = True
         return control
 
+    def _write_profile(self, wall: float) -> None:
+        profiler, self._profiler = self._profiler, None
+        profiler.__exit__(None, None, None)
+        cuda = torch.cuda.is_available()
+        sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+        averages = profiler.key_averages()
+        path = Path(f"{self.profile_to}-{self._stage}.txt")
+        path.write_text(averages.table(sort_by=sort, row_limit=40) + "\n")
+        if cuda:  # kernels' time over the wall time of the two steps
+            kernel_us = sum(
+                e.self_device_time_total for e in averages if e.device_type.name == "CUDA"
+            )
+            self.busy[self._stage] = kernel_us / 1e6 / wall
+
     def on_train_end(self, args, state, control, **kwargs):
+        if self._profiler is not None:  # a stage of fewer steps than profiled
+            self._write_profile(time.perf_counter() - self._profiled_from)
         sync()
         self.stages[self._stage]["ended"] = time.perf_counter()
 
+    def _timed(self, stage: str) -> list[float]:
+        return [t for t in self.stages.get(stage, {}).get("steps", []) if t is not None]
+
     def step_seconds(self, stage: str) -> float | None:
-        steps = self.stages.get(stage, {}).get("steps", [])
+        steps = self._timed(stage)
         steady = steps[2:] if len(steps) > 4 else steps
         return statistics.median(steady) if steady else None
 
@@ -358,6 +400,7 @@ class Bench:
     tokens: Tokens
     peak: float
     tiny: bool
+    profile: bool = False
     reward_runs: dict[str, Path] = dataclasses.field(default_factory=dict)
 
     def bound(self, flop: float) -> float:
@@ -366,13 +409,14 @@ class Bench:
 
 def train_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, Any]:
     """A whole run of a shipped recipe (DPO, reward or RL) through `train_run`."""
-    from pipeline.recipes import RewardRecipe, RLRecipe, get_recipe
+    from pipeline.recipes import DPORecipe, RewardRecipe, RLRecipe, get_recipe
     from pipeline.training import train_run
 
     kind, name = row.split(":")
-    recipe_class = {"reward": RewardRecipe, "rl": RLRecipe}.get(kind)
-    recipe = get_recipe(name, recipe_class) if recipe_class else get_recipe(name)
-    out = bench.out / "runs" / f"{row.replace(':', '-')}-{shape}"
+    name, *changes = name.split("+")
+    recipe_class = {"reward": RewardRecipe, "rl": RLRecipe}.get(kind, DPORecipe)
+    recipe = recipe_variant(get_recipe(name, recipe_class), changes)
+    out = bench.out / "runs" / f"{row.replace(':', '-').replace('+', '_')}-{shape}"
     shutil.rmtree(out, ignore_errors=True)
     extra: dict[str, Any] = {}
     if kind == "rl":
@@ -384,7 +428,10 @@ def train_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, Any
         extra["max_steps"] = TINY_STEPS[kind]
         if kind == "rl":
             recipe = dataclasses.replace(recipe, max_new_tokens=8)
-    clock = StageClock(time.perf_counter() + limit)
+    profile = bench.out / "profile" / out.name if bench.profile else None
+    if profile:
+        profile.parent.mkdir(parents=True, exist_ok=True)
+    clock = StageClock(time.perf_counter() + limit, profile, (1, 2) if bench.tiny else (3, 4))
     result, status = None, "done"
     started = time.perf_counter()
     with reference_pass_clock() as reference:
@@ -425,7 +472,24 @@ def train_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, Any
         "sft_s_per_step": clock.step_seconds("sft"),
         "reference_pass_s": round(reference["seconds"], 2) if reference["seconds"] else None,
         "loop_s": clock.seconds(loop),
+        "busy": clock.busy or None,  # --profile on a GPU: the device's busy share by stage
     }
+
+
+def recipe_variant(recipe, changes: list[str]):
+    """`recipe` with KNOB=VALUE changes (a row like dpo:fast+shared_prompt=false+lora_r=none),
+    each checked as a recipe file's key is."""
+    import yaml
+
+    from pipeline.recipes import recipe_from_mapping
+
+    if not changes:
+        return recipe
+    values = dataclasses.asdict(recipe)
+    for change in changes:
+        key, _, value = change.partition("=")
+        values[key] = None if value.lower() == "none" else yaml.safe_load(value)
+    return recipe_from_mapping(values, "+".join([recipe.name, *changes]), "row", type(recipe))
 
 
 def step_flop(bench: Bench, kind: str, recipe, shape: str, out: Path) -> float | None:
@@ -548,10 +612,34 @@ def line(result: dict[str, Any]) -> str:
         )
     if result["reference_pass_s"]:
         parts.append(f"reference pass {seconds(result['reference_pass_s'])}")
+    if result.get("busy"):
+        busy = ", ".join(f"{stage} {share:.0%}" for stage, share in result["busy"].items())
+        parts.append(f"GPU busy {busy}")
     return f"{head} {'; '.join(parts)} [{result['status']}]"
 
 
 # --- the run -------------------------------------------------------------------------------------
+
+
+def parse_row(text: str) -> tuple[str, str, float]:
+    """ROW@SHAPE=SECONDS (SHAPE and SECONDS optional) as a plan entry."""
+    from pipeline.errors import UserError
+    from pipeline.recipes import DPORecipe, RewardRecipe, RLRecipe, get_recipe
+
+    row, _, rest = text.partition("@")
+    shape, _, limit = (rest or SHAPES[0]).partition("=")
+    if shape not in SHAPES:
+        raise UserError(f"shape {shape!r} is one of {', '.join(SHAPES)}")
+    if row != "generate":  # the recipe and its changes are checked before anything runs
+        kind, _, name = row.partition(":")
+        if kind not in ("dpo", "reward", "rl"):
+            raise UserError(
+                f"row {row!r}: a row is generate, dpo:RECIPE, reward:RECIPE or rl:RECIPE"
+            )
+        name, *changes = name.split("+")
+        recipe_class = {"reward": RewardRecipe, "rl": RLRecipe}.get(kind, DPORecipe)
+        recipe_variant(get_recipe(name, recipe_class), changes)
+    return row, shape, float(limit or 60)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -563,6 +651,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", type=Path, default=None, help="a --kit folder")
     parser.add_argument("--write-rates", type=Path, default=None, help="measured rates, as JSON")
     parser.add_argument("--kit", type=Path, default=None, help="write the kit folder and stop")
+    parser.add_argument(
+        "--row",
+        action="append",
+        default=[],
+        metavar="ROW@SHAPE=SECONDS",
+        help="run these rows instead of the plan, e.g. dpo:fast+shared_prompt=false@"
+        "qwen2.5-0.5b=60 (recipe knobs changed with +KNOB=VALUE; repeatable)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile steps 3-4 of each training stage: OUT/profile/*.txt, and the share of "
+        "the time the GPU was busy",
+    )
     args = parser.parse_args(argv)
     if args.kit:
         make_kit(args.kit)
@@ -571,7 +673,13 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="gpu-bench-"))
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "gpu-bench.jsonl"
-    plan = [
+    from pipeline.errors import UserError
+
+    try:
+        chosen = [parse_row(text) for text in args.row]
+    except UserError as exc:
+        parser.error(str(exc))
+    plan = chosen or [
         p
         for p in (TINY_PLAN if args.tiny else PLAN)
         if not args.only or p[0] in args.only.split(",")
@@ -611,6 +719,7 @@ def main(argv: list[str] | None = None) -> int:
         tokens=Tokens.of(data, AutoTokenizer.from_pretrained(tokenizer_dir)),
         peak=peak,
         tiny=args.tiny,
+        profile=args.profile,
     )
     for shape, n in bench.params.items():
         print(f"{shape}: N = {n / 1e6:.1f} M matmul weights", flush=True)

@@ -77,3 +77,25 @@ def test_the_rates_it_writes_size_the_chunks(bench_run, small_data, tiny_model_d
     monkeypatch.setattr("pipeline.gpu_rates.RATES_FILE", out / "none.json")
     guess = zerogpu.chunk_pace(small_data, str(tiny_model_dir), fast)
     assert guess.source.startswith("not measured on a GPU")
+
+
+def test_a_chosen_row_with_changed_knobs_and_a_profile(tmp_path, offline_cache):
+    out = tmp_path / "run"
+    command = [sys.executable, "bench/gpu.py", "--tiny", "--out", str(out), "--profile"]
+    command += ["--row", "reward:fast+lora_r=none+learning_rate=2e-4@smollm2-135m=20"]
+    env = {**os.environ, "TITLE_DPO_CACHE": str(offline_cache)}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = [json.loads(line) for line in (out / "gpu-bench.jsonl").read_text().splitlines()]
+    assert row["row"] == "reward:fast+lora_r=none+learning_rate=2e-4" and row["status"] == "done"
+    summary = json.loads((out / "runs" / "reward-fast_lora_r=none_learning_rate=2e-4-smollm2-135m"
+                          / "train_summary.json").read_text())  # fmt: skip
+    assert summary["recipe"]["lora_r"] is None and summary["recipe"]["learning_rate"] == 2e-4
+    profile = out / "profile" / "reward-fast_lora_r=none_learning_rate=2e-4-smollm2-135m-reward.txt"
+    assert "Self CPU" in profile.read_text()  # the profiler's table of the profiled steps
+    bad = subprocess.run(
+        [*command[:-1], "reward:fast+no_such_knob=1"], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "unknown recipe key(s) no_such_knob" in bad.stderr
+    assert "Traceback" not in bad.stderr and not bad.stdout  # refused before anything ran
