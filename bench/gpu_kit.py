@@ -27,9 +27,7 @@ WANTED += ["pyyaml", "spaces"]  # recipes; pipeline.zerogpu's decorator (a no-op
 ON_THE_MACHINE = {
     "torch", "numpy", "pandas", "pyarrow", "psutil", "jinja2", "markupsafe", "sympy", "mpmath",
     "networkx", "triton", "setuptools", "python-dateutil", "pytz", "tzdata", "six",
-    "typing-extensions", "filelock", "matplotlib", "pillow", "gradio", "requests", "pydantic",
-    "pydantic-core", "annotated-types", "typing-inspection", "urllib3", "certifi",
-    "charset-normalizer", "httpx", "httpcore",
+    "typing-extensions", "filelock", "matplotlib", "pillow", "gradio",
 }  # fmt: skip
 
 
