@@ -66,8 +66,9 @@ def test_every_kind_of_run_loads_its_models_without_hub_kernels(
 
     classes = {name for name, _ in kernel_choices}
     assert {"Qwen2ForCausalLM", "Qwen2ForSequenceClassification"} <= classes
-    # the policy, its SFT stage's reload, the scoring loads, the reward model, RL's own copy
-    assert len(kernel_choices) >= 8, kernel_choices
+    # at least the loads no process cache can spare: DPO's policy and its reload after the
+    # SFT stage, the reward model, RL's policy and the reference copy TRL loads by path
+    assert len(kernel_choices) >= 5, kernel_choices
     assert not any(on for _, on in kernel_choices), kernel_choices
     assert reward.finished
     import os
