@@ -1275,6 +1275,10 @@ def serve(app: gr.Blocks, **launch_kwargs):
     """Launch with the queue and the voting keyboard shortcuts (Gradio 6 takes `head` here)."""
     # Gradio's upload route is open to every visitor; the app's only upload is a pairs CSV.
     launch_kwargs.setdefault("max_file_size", "20mb")
+    # uvicorn would replace a loopback client's address with whatever its X-Forwarded-For
+    # claims (a local script, or anyone through the --share tunnel): the app reads that header
+    # itself, trusting only the proxies it is told of (`pipeline.access`).
+    os.environ["FORWARDED_ALLOW_IPS"] = ""
     return app.queue().launch(head=KEYBOARD_JS, **launch_kwargs)
 
 

@@ -14,6 +14,14 @@ Voters are held to what a person can do: their ids are issued by the server and 
 (HMAC), so a client cannot invent one; votes per voter and per address, and new voter ids
 per address, are rate-limited. All of it is in memory except the signing secret, which is
 `TITLE_DPO_SECRET` or a file the app keeps in its data folder.
+
+Which address counts (`Gatekeeper.address`): the connection's own peer, unless proxies the
+owner trusts stand in front of the app (`TITLE_DPO_TRUSTED_PROXIES`, 1 on a Space). Each proxy
+appends the address it saw to X-Forwarded-For, so the entry that many places from the right
+is the visitor as the outermost trusted proxy saw it; anything left of it is the client's own
+say and is never read. Under `--share` every visitor arrives through the share tunnel from
+this machine: the address says nothing about who is who, so the per-address limits are off
+there and the signed voter ids and per-voter limits carry the weight.
 """
 
 from __future__ import annotations
@@ -42,6 +50,9 @@ SECRET_FILE = "secret.key"
 VOTER_PREFIX = "v-"
 SIGNED_IN_PREFIX = "hf:"
 OWNER_PASS_HOURS = 12  # how long a browser stays the owner's after the password
+# A Space's front proxy connects to the app and appends the visitor's address to
+# X-Forwarded-For (the app's peer is an internal address): one trusted hop.
+SPACE_PROXIES = 1
 
 
 class Refused(UserError):
@@ -63,6 +74,8 @@ class AccessSettings:
     address_votes_per_minute: int = 600  # per client address (a classroom shares one)
     new_voters_per_hour: int = 60  # new voter ids per client address
     sign_ins_per_hour: int = 10  # owner password attempts per client address
+    # proxies in front of the app that each append the address they saw to X-Forwarded-For
+    trusted_proxies: int = 0
 
     @classmethod
     def from_env(cls, shared: bool = False, environ: Mapping[str, str] | None = None):
@@ -94,11 +107,22 @@ class AccessSettings:
             new_voters_per_hour=_limit(
                 env, "TITLE_DPO_NEW_VOTERS_PER_HOUR", cls.new_voters_per_hour
             ),
+            trusted_proxies=_limit(
+                env,
+                "TITLE_DPO_TRUSTED_PROXIES",
+                SPACE_PROXIES if space_id else 0,
+                least=0,
+            ),
         )
 
     @property
     def password_required(self) -> bool:
         return self.shared or self.owner_password is not None
+
+    @property
+    def addresses_tell_voters_apart(self) -> bool:
+        """False under --share with no trusted proxy: every visitor is the tunnel's address."""
+        return not (self.shared and self.trusted_proxies == 0)
 
     @property
     def loopback_is_owner(self) -> bool:
@@ -117,7 +141,16 @@ class AccessSettings:
         if self.on_space and self.owner_password:
             how += ", or whoever enters the owner password"
         voters = "signed-in Hugging Face users" if self.voters_signed_in else "anyone"
-        return f"Owner: {how}. Voters: {voters}."
+        if self.trusted_proxies:
+            counted = (
+                f"X-Forwarded-For, entry {self.trusted_proxies} from the right "
+                f"({self.trusted_proxies} trusted prox{'ies' if self.trusted_proxies > 1 else 'y'})"
+            )
+        elif self.shared:
+            counted = "none: every visitor arrives through the share tunnel, per-address limits off"
+        else:
+            counted = "the connection's own"
+        return f"Owner: {how}. Voters: {voters}. Client address: {counted}."
 
 
 @dataclass(frozen=True)
@@ -182,11 +215,13 @@ class Gatekeeper:
         return Caller(VOTER, address, name)
 
     def address(self, facts: RequestFacts) -> str:
-        """The address limits count against. On a Space every request comes through its
-        proxy, which puts the visitor's address first in X-Forwarded-For; elsewhere that
-        header is whatever the client wrote, so the connection's own address counts."""
-        if self.settings.on_space and facts.forwarded_for:
-            return facts.forwarded_for.split(",")[0].strip() or "unknown"
+        """The address limits count against (the module's docstring says which). A request
+        with fewer X-Forwarded-For entries than trusted proxies did not come through them
+        all: its connection's address counts."""
+        hops = self.settings.trusted_proxies
+        seen = [entry.strip() for entry in (facts.forwarded_for or "").split(",")]
+        if hops and len(seen) >= hops and seen[-hops]:
+            return seen[-hops]
         return facts.client_host or "unknown"
 
     def allows(self, caller: Caller, role: str) -> bool:
@@ -270,7 +305,11 @@ class Gatekeeper:
                 return token, self.voter_id(token)
             except Refused:
                 pass  # an id from before a secret change, or tampered: start afresh
-        if not caller.is_owner and not self._new_voters.admit(caller.address):
+        if (
+            not caller.is_owner
+            and self.settings.addresses_tell_voters_apart
+            and not self._new_voters.admit(caller.address)
+        ):
             raise Refused(
                 "too many new voters from your address this hour: come back later (your "
                 "votes so far are kept)"
@@ -303,7 +342,9 @@ class Gatekeeper:
             return
         if not self._votes.admit(voter, now):
             raise Refused("you are voting faster than anyone can read: wait a minute, then go on")
-        if not self._address_votes.admit(caller.address, now):
+        if self.settings.addresses_tell_voters_apart and not self._address_votes.admit(
+            caller.address, now
+        ):
             raise Refused("too many votes from your address this minute: wait, then go on")
 
 
@@ -379,7 +420,7 @@ def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _limit(env: Mapping[str, str], name: str, default: int) -> int:
+def _limit(env: Mapping[str, str], name: str, default: int, least: int = 1) -> int:
     value = env.get(name)
     if not value:
         return default
@@ -387,6 +428,6 @@ def _limit(env: Mapping[str, str], name: str, default: int) -> int:
         number = int(value)
     except ValueError:
         raise UserError(f"{name} must be a whole number, not {value!r}") from None
-    if number < 1:
-        raise UserError(f"{name} must be at least 1, not {number}")
+    if number < least:
+        raise UserError(f"{name} must be at least {least}, not {number}")
     return number

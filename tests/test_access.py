@@ -128,17 +128,63 @@ def test_new_voter_ids_per_address_are_limited():
     assert len({keeper.voter_for_page(owner, None)[1] for _ in range(5)}) == 5  # not limited
 
 
-def test_on_a_space_limits_count_the_forwarded_address():
-    keeper = gate(on_space=True, space_owner="alice", new_voters_per_hour=1)
-    via_proxy = [RequestFacts("10.0.0.1", forwarded_for=f"198.51.100.{i}, 10.0.0.2")
+def test_behind_trusted_proxies_the_address_they_saw_counts():
+    # a Space: its proxy appends the address it saw; what the client wrote before is not read
+    keeper = gate(on_space=True, space_owner="alice", trusted_proxies=1, new_voters_per_hour=1)
+    via_proxy = [RequestFacts("10.0.0.1", forwarded_for=f"1.2.3.4, 198.51.100.{i}")
                  for i in range(3)]  # fmt: skip
     assert [keeper.caller(f).address for f in via_proxy] == [f"198.51.100.{i}" for i in range(3)]
-    for facts in via_proxy:  # three visitors behind one proxy: one new id each
+    for facts in via_proxy:  # three visitors: one new id each
         keeper.voter_for_page(keeper.caller(facts), None)
-    local = gate(new_voters_per_hour=1)  # off a Space the header is the client's own word
-    assert local.caller(RequestFacts("203.0.113.9", forwarded_for="1.2.3.4")).address == (
-        "203.0.113.9"
+    claiming_another = RequestFacts("10.0.0.1", forwarded_for="203.0.113.50, 198.51.100.0")
+    with pytest.raises(Refused, match="too many new voters"):  # claims change nothing
+        keeper.voter_for_page(keeper.caller(claiming_another), None)
+    # two proxies (say a CDN in front of the Space's): the entry two from the right
+    two = gate(trusted_proxies=2)
+    assert two.address(RequestFacts("10.0.0.1", forwarded_for="6.6.6.6, 198.51.100.7, "
+                                    "10.0.0.2")) == "198.51.100.7"  # fmt: skip
+    # fewer entries than trusted proxies: it did not come through them, its own address counts
+    assert two.address(RequestFacts("10.0.0.1", forwarded_for="198.51.100.7")) == "10.0.0.1"
+    assert keeper.address(RequestFacts("10.0.0.1")) == "10.0.0.1"
+    # no trusted proxy (a laptop, a LAN): the header is the client's own word, never read
+    local = gate(new_voters_per_hour=1)
+    assert local.address(RequestFacts("203.0.113.9", forwarded_for="1.2.3.4")) == "203.0.113.9"
+
+
+def test_trusted_proxies_from_the_environment():
+    assert AccessSettings.from_env(environ={}).trusted_proxies == 0
+    assert AccessSettings.from_env(environ={"SPACE_ID": "alice/t"}).trusted_proxies == 1
+    assert (
+        "entry 1 from the right" in AccessSettings.from_env(environ={"SPACE_ID": "a/t"}).describe()
     )
+    two = AccessSettings.from_env(environ={"SPACE_ID": "alice/t", "TITLE_DPO_TRUSTED_PROXIES": "2"})
+    assert two.trusted_proxies == 2
+    none = AccessSettings.from_env(
+        environ={"SPACE_ID": "alice/t", "TITLE_DPO_TRUSTED_PROXIES": "0"}
+    )
+    assert none.trusted_proxies == 0
+    for bad in ("-1", "one"):
+        with pytest.raises(UserError, match="TITLE_DPO_TRUSTED_PROXIES"):
+            AccessSettings.from_env(environ={"TITLE_DPO_TRUSTED_PROXIES": bad})
+
+
+def test_under_share_a_classroom_behind_one_tunnel_is_not_locked_out():
+    """Through --share every visitor arrives from this machine: per-address limits would hold
+    a whole class to one person's share. They are off; the per-voter limit still holds."""
+    settings = AccessSettings(shared=True, owner_password="p" * 9, new_voters_per_hour=3,
+                              votes_per_minute=2, address_votes_per_minute=5)  # fmt: skip
+    assert "share tunnel" in settings.describe()
+    keeper = Gatekeeper(settings, SECRET)
+    tunnel = keeper.caller(RequestFacts("127.0.0.1", forwarded_for="1.2.3.4"))
+    assert tunnel.role == VOTER and tunnel.address == "127.0.0.1"
+    class_ids = {keeper.voter_for_page(tunnel, None)[1] for _ in range(40)}
+    assert len(class_ids) == 40
+    for i, voter in enumerate(sorted(class_ids)):  # 40 votes a minute from one address
+        keeper.admit_vote(tunnel, voter, now=100.0 + i)
+    keeper.admit_vote(tunnel, "v-one", now=150.0)
+    keeper.admit_vote(tunnel, "v-one", now=151.0)
+    with pytest.raises(Refused, match="faster than anyone can read"):
+        keeper.admit_vote(tunnel, "v-one", now=152.0)
 
 
 def test_votes_per_voter_and_per_address_are_limited():

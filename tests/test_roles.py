@@ -371,3 +371,57 @@ def test_flagged_votes_and_careless_voters_stay_out_of_the_dataset(tmp_path, tin
     text = dataset_card(summary, "alice/screened")
     assert "3 votes cast less than 1 s after their pair was shown were **left out**" in text
     assert "below 50% were **left out**: 1 voters, 3 votes" in text
+
+
+def test_a_claimed_address_changes_no_limit_and_a_patient_bot_is_held(tmp_path, tiny_model_dir):
+    """A local script writes any X-Forwarded-For it likes: no limit may move for it. Then a
+    patient bot, its voter ids spread, voting one vote a second: held to the per-address rate."""
+    limits = {"TITLE_DPO_OWNER_PASSWORD": PASSWORD, "TITLE_DPO_NEW_VOTERS_PER_HOUR": "3",
+              "TITLE_DPO_ADDRESS_VOTES_PER_MINUTE": "4"}  # fmt: skip
+    process, url = start_app("--model", str(tiny_model_dir), "--data", str(tmp_path / "data"),
+                             log_path=tmp_path / "app.log", env=limits)  # fmt: skip
+    try:
+        bots = []
+        for i in range(4):  # each "from" another address, by its own say
+            c = Client(url, verbose=False, headers={"X-Forwarded-For": f"198.51.100.{i}"})
+            token, *_, pair_id, progress = c.predict(None, api_name="/start")
+            bots.append((c, token, pair_id, progress))
+        assert [t is not None for _, t, _, _ in bots] == [True, True, True, False]
+        assert "too many new voters from your address" in bots[3][3]
+
+        answers = []
+        for turn in range(6):  # round-robin over its three ids, one vote a second
+            c, token, pair_id, _ = bots[turn % 3]
+            try:
+                *_, pair_id, progress = c.predict(token, pair_id, api_name="/vote_left")
+                bots[turn % 3] = (c, token, pair_id, progress)
+                answers.append("saved" if progress.startswith("Vote saved") else progress)
+            except Exception as exc:
+                answers.append(str(exc))
+            time.sleep(1)
+    finally:
+        stop_app(process)
+    assert answers[:4] == ["saved"] * 4
+    assert all("too many votes from your address" in a for a in answers[4:]), answers
+    assert len(VoteStore.open_existing(tmp_path / "data").votes()) == 4
+
+
+def test_behind_a_trusted_proxy_its_entry_counts(tmp_path, tiny_model_dir):
+    """TITLE_DPO_TRUSTED_PROXIES=1 (a Space's default): the entry the proxy appended counts,
+    whatever the client put before it."""
+    limits = {"TITLE_DPO_OWNER_PASSWORD": PASSWORD, "TITLE_DPO_NEW_VOTERS_PER_HOUR": "1",
+              "TITLE_DPO_TRUSTED_PROXIES": "1"}  # fmt: skip
+    process, url = start_app("--model", str(tiny_model_dir), "--data", str(tmp_path / "data"),
+                             log_path=tmp_path / "app.log", env=limits)  # fmt: skip
+    try:
+
+        def mint(chain: str):
+            c = Client(url, verbose=False, headers={"X-Forwarded-For": chain})
+            return c.predict(None, api_name="/start")[0]
+
+        # two visitors the proxy saw at two addresses: one new voter each
+        assert mint("198.51.100.1") and mint("203.0.113.7, 198.51.100.2")
+        # the first again, claiming to be elsewhere: still the first, over its limit
+        assert mint("203.0.113.99, 198.51.100.1") is None
+    finally:
+        stop_app(process)
