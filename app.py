@@ -1293,6 +1293,12 @@ if __name__ == "__main__":
         help=f"let transformers fetch and run its Hub kernels (as {hub_kernels.SETTING}=1 does)",
     )
     args = parser.parse_args()
+    # The project's own lines (who the owner is, which address counts, Hub kernels, the
+    # offline notice) go to stderr, one line each, as the CLI's do; libraries keep theirs.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger("pipeline").addHandler(handler)
+    logging.getLogger("pipeline").setLevel(logging.INFO)
     if args.hub_kernels:
         os.environ[hub_kernels.SETTING] = "1"
     try:

@@ -425,3 +425,6 @@ def test_behind_a_trusted_proxy_its_entry_counts(tmp_path, tiny_model_dir):
         assert mint("203.0.113.99, 198.51.100.1") is None
     finally:
         stop_app(process)
+    said = (tmp_path / "app.log").read_text()
+    assert "Client address: X-Forwarded-For, entry 1 from the right" in said
+    assert "Hub kernels off" in said  # the project's own lines reach the log
