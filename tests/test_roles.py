@@ -270,11 +270,18 @@ def test_on_a_space_the_owner_signs_in_and_pushes_with_their_own_token(
     assert "hf_alice_oauth" not in (tmp_path / "app.log").read_text()
 
 
+def start_limited(tmp_path, model, **limits):
+    """The app behind an owner password (so loopback is a voter) with these limits, e.g.
+    new_voters_per_hour=3 for TITLE_DPO_NEW_VOTERS_PER_HOUR."""
+    env = {"TITLE_DPO_OWNER_PASSWORD": PASSWORD}
+    env.update({f"TITLE_DPO_{name.upper()}": str(value) for name, value in limits.items()})
+    return start_app("--model", str(model), "--data", str(tmp_path / "data"),
+                     log_path=tmp_path / "app.log", env=env)  # fmt: skip
+
+
 def test_ballot_stuffing_is_held_to_the_limits(tmp_path, tiny_model_dir):
-    limits = {"TITLE_DPO_OWNER_PASSWORD": PASSWORD, "TITLE_DPO_NEW_VOTERS_PER_HOUR": "3",
-              "TITLE_DPO_VOTES_PER_MINUTE": "5"}  # fmt: skip
-    process, url = start_app("--model", str(tiny_model_dir), "--data", str(tmp_path / "data"),
-                             log_path=tmp_path / "app.log", env=limits)  # fmt: skip
+    process, url = start_limited(tmp_path, tiny_model_dir, new_voters_per_hour=3,
+                                 votes_per_minute=5)  # fmt: skip
     try:
         minted = []
         for _ in range(6):  # a script minting voters from one address
@@ -376,10 +383,8 @@ def test_flagged_votes_and_careless_voters_stay_out_of_the_dataset(tmp_path, tin
 def test_a_claimed_address_changes_no_limit_and_a_patient_bot_is_held(tmp_path, tiny_model_dir):
     """A local script writes any X-Forwarded-For it likes: no limit may move for it. Then a
     patient bot, its voter ids spread, voting one vote a second: held to the per-address rate."""
-    limits = {"TITLE_DPO_OWNER_PASSWORD": PASSWORD, "TITLE_DPO_NEW_VOTERS_PER_HOUR": "3",
-              "TITLE_DPO_ADDRESS_VOTES_PER_MINUTE": "4"}  # fmt: skip
-    process, url = start_app("--model", str(tiny_model_dir), "--data", str(tmp_path / "data"),
-                             log_path=tmp_path / "app.log", env=limits)  # fmt: skip
+    process, url = start_limited(tmp_path, tiny_model_dir, new_voters_per_hour=3,
+                                 address_votes_per_minute=4)  # fmt: skip
     try:
         bots = []
         for i in range(4):  # each "from" another address, by its own say
@@ -409,10 +414,8 @@ def test_a_claimed_address_changes_no_limit_and_a_patient_bot_is_held(tmp_path, 
 def test_behind_a_trusted_proxy_its_entry_counts(tmp_path, tiny_model_dir):
     """TITLE_DPO_TRUSTED_PROXIES=1 (a Space's default): the entry the proxy appended counts,
     whatever the client put before it."""
-    limits = {"TITLE_DPO_OWNER_PASSWORD": PASSWORD, "TITLE_DPO_NEW_VOTERS_PER_HOUR": "1",
-              "TITLE_DPO_TRUSTED_PROXIES": "1"}  # fmt: skip
-    process, url = start_app("--model", str(tiny_model_dir), "--data", str(tmp_path / "data"),
-                             log_path=tmp_path / "app.log", env=limits)  # fmt: skip
+    process, url = start_limited(tmp_path, tiny_model_dir, new_voters_per_hour=1,
+                                 trusted_proxies=1)  # fmt: skip
     try:
 
         def mint(chain: str):
