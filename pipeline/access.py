@@ -12,8 +12,9 @@ The link the owner shares is public, so every endpoint of the app states a role 
 
 Voters are held to what a person can do: their ids are issued by the server and signed
 (HMAC), so a client cannot invent one; votes per voter and per address, and new voter ids
-per address, are rate-limited. All of it is in memory except the signing secret, which is
-`TITLE_DPO_SECRET` or a file the app keeps in its data folder.
+per address, are rate-limited. The limits' counts are kept in the data folder
+(`pipeline.rate_limits`: a restart does not reset them), and so is the signing secret, unless
+`TITLE_DPO_SECRET` gives it.
 
 Which address counts (`Gatekeeper.address`): the connection's own peer, unless proxies the
 owner trusts stand in front of the app (`TITLE_DPO_TRUSTED_PROXIES`, 1 on a Space). Each proxy
@@ -34,12 +35,12 @@ import os
 import secrets
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import UserError
+from pipeline.rate_limits import LimitLog, RateLimiter
 
 OWNER, VOTER = "owner", "voter"
 # What an endpoint may demand: the owner; anyone who may vote; anyone who may generate
@@ -181,7 +182,10 @@ class RequestFacts:
 class Gatekeeper:
     """Resolves each request's role, checks it, issues and checks voter ids, and rate-limits."""
 
-    def __init__(self, settings: AccessSettings, secret: bytes) -> None:
+    def __init__(
+        self, settings: AccessSettings, secret: bytes, log: LimitLog | None = None
+    ) -> None:
+        """`log`: where the limits' counts are kept across restarts (none: in memory)."""
         if len(secret) < 16:
             raise UserError("the signing secret must be at least 16 bytes")
         self.settings = settings
@@ -189,14 +193,17 @@ class Gatekeeper:
         self._secret = secret
         self._unlocked: set[str] = set()  # sessions that entered the owner password
         self._lock = threading.Lock()
-        self._votes = RateLimiter(settings.votes_per_minute, 60)
-        self._address_votes = RateLimiter(settings.address_votes_per_minute, 60)
-        self._new_voters = RateLimiter(settings.new_voters_per_hour, 3600)
-        self._sign_ins = RateLimiter(settings.sign_ins_per_hour, 3600)
+        self._votes = RateLimiter(settings.votes_per_minute, 60, log, "votes")
+        self._address_votes = RateLimiter(
+            settings.address_votes_per_minute, 60, log, "address_votes"
+        )
+        self._new_voters = RateLimiter(settings.new_voters_per_hour, 3600, log, "new_voters")
+        self._sign_ins = RateLimiter(settings.sign_ins_per_hour, 3600, log, "sign_ins")
 
     @classmethod
     def for_folder(cls, settings: AccessSettings, folder: str | Path) -> Gatekeeper:
-        return cls(settings, load_secret(folder))
+        """The app's gatekeeper: its secret and its limits' counts kept in `folder`."""
+        return cls(settings, load_secret(folder), LimitLog.in_folder(folder))
 
     # -- roles --------------------------------------------------------------------------------
 
@@ -346,31 +353,6 @@ class Gatekeeper:
             caller.address, now
         ):
             raise Refused("too many votes from your address this minute: wait, then go on")
-
-
-class RateLimiter:
-    """At most `limit` events per key in any `window` seconds (a sliding log per key)."""
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit, self.window = limit, window
-        self._events: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-        self._sweep_at = 0.0
-
-    def admit(self, key: str, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            cutoff = now - self.window
-            if now >= self._sweep_at:  # drop idle keys now and then, so memory stays bounded
-                self._events = {k: q for k, q in self._events.items() if q and q[-1] > cutoff}
-                self._sweep_at = now + self.window
-            events = self._events.setdefault(key, deque())
-            while events and events[0] <= cutoff:
-                events.popleft()
-            if len(events) >= self.limit:
-                return False
-            events.append(now)
-            return True
 
 
 def load_secret(folder: str | Path, environ: Mapping[str, str] | None = None) -> bytes:

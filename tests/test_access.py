@@ -2,6 +2,7 @@
 
 import os
 import stat
+import time
 
 import pytest
 
@@ -10,12 +11,12 @@ from pipeline.access import (
     VOTER,
     AccessSettings,
     Gatekeeper,
-    RateLimiter,
     Refused,
     RequestFacts,
     load_secret,
 )
 from pipeline.errors import UserError
+from pipeline.rate_limits import LIMITS_FILE, LimitLog, RateLimiter
 
 SECRET = b"s" * 32
 LOCAL = RequestFacts("127.0.0.1", session="page-1")
@@ -242,3 +243,31 @@ def test_the_secret_is_made_once_and_kept_private(tmp_path):
     (tmp_path / "secret.key").write_text("")
     with pytest.raises(UserError, match="not a signing key"):
         load_secret(tmp_path, environ={})
+
+
+def test_the_limits_counts_survive_a_restart(tmp_path):
+    settings = AccessSettings(new_voters_per_hour=2, votes_per_minute=3)
+    first = Gatekeeper.for_folder(settings, tmp_path)
+    voter = first.caller(REMOTE)
+    ids = [first.voter_for_page(voter, None)[1] for _ in range(2)]
+    for _ in range(3):
+        first.admit_vote(voter, ids[0])
+    assert (tmp_path / LIMITS_FILE).is_file()
+
+    again = Gatekeeper.for_folder(settings, tmp_path)  # the app, started again
+    voter = again.caller(REMOTE)
+    with pytest.raises(Refused, match="too many new voters"):
+        again.voter_for_page(voter, None)
+    with pytest.raises(Refused, match="faster than anyone can read"):
+        again.admit_vote(voter, ids[0])
+    again.admit_vote(voter, ids[1])  # each count is its own key's
+    again.voter_for_page(again.caller(RequestFacts("198.51.100.7")), None)
+
+
+def test_a_restart_reads_back_only_the_window(tmp_path):
+    log = LimitLog.in_folder(tmp_path)
+    old = RateLimiter(1, 10, log, "test")
+    assert old.admit("k", now=time.time() - 20)  # outside the window by the time it restarts
+    assert RateLimiter(1, 10, log, "test").admit("k")
+    assert not RateLimiter(1, 10, log, "test").admit("k")  # that one is inside
+    assert RateLimiter(1, 10, log, "other").admit("k")  # limiters keep apart

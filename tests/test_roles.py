@@ -431,3 +431,15 @@ def test_behind_a_trusted_proxy_its_entry_counts(tmp_path, tiny_model_dir):
     said = (tmp_path / "app.log").read_text()
     assert "Client address: X-Forwarded-For, entry 1 from the right" in said
     assert "Hub kernels off" in said  # the project's own lines reach the log
+
+
+def test_a_restart_keeps_the_counters(tmp_path, tiny_model_dir):
+    """Stopping and starting the app hands a script no fresh allowance of voter ids."""
+    for minted_then in ([True, True, False], [False]):
+        process, url = start_limited(tmp_path, tiny_model_dir, new_voters_per_hour=2)
+        try:
+            tokens = [Client(url, verbose=False).predict(None, api_name="/start")[0]
+                      for _ in minted_then]  # fmt: skip
+        finally:
+            stop_app(process)
+        assert [t is not None for t in tokens] == minted_then
