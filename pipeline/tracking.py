@@ -70,7 +70,8 @@ def run_name(out: str | Path, stage: str) -> str:
     """The name the run of `stage` in `out` has in trackio: the one it was given when it
     started (kept in OUT/trackio_run.json, so a resumed run or a later chunk carries on the
     same run), else its base name."""
-    return _given_name(Path(out), stage) or base_run_name(out, stage)
+    given = _given_names(Path(out))
+    return given.get(stage) or base_run_name(out, stage)
 
 
 def forget_run_name(out: str | Path) -> None:
@@ -83,26 +84,25 @@ def claim_run_name(out: str | Path, stage: str) -> str:
     numbered "#2", "#3"... past the runs trackio already holds, so two folders of the same name
     (or a fresh start in a used folder) never merge their curves into one run."""
     out = Path(out)
-    given = _given_name(out, stage)
-    if given:
-        return given
+    given = _given_names(out)
+    if stage in given:
+        return given[stage]
     base, taken = base_run_name(out, stage), set(_runs_in_trackio())
     name, n = base, 1
     while name in taken:
         n += 1
         name = f"{base} #{n}"
     out.mkdir(parents=True, exist_ok=True)
-    (out / RUN_FILE).write_text(json.dumps({"stage": stage, "name": name}))
+    (out / RUN_FILE).write_text(json.dumps({**given, stage: name}))
     return name
 
 
-def _given_name(out: Path, stage: str) -> str | None:
-    """The name recorded in `out` (one stage runs in a folder: OUT/sft, or OUT)."""
+def _given_names(out: Path) -> dict[str, str]:
     try:
-        record = json.loads((out / RUN_FILE).read_text())
+        names = json.loads((out / RUN_FILE).read_text())
     except (OSError, ValueError):
-        return None
-    return record.get("name") if isinstance(record, dict) and record.get("stage") == stage else None
+        return {}
+    return names if isinstance(names, dict) else {}
 
 
 def _runs_in_trackio(project: str = PROJECT) -> list[str]:
