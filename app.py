@@ -37,6 +37,7 @@ from pipeline.errors import UserError
 from pipeline.generation import MAX_TITLES_PER_IDEA, GenerationSettings
 from pipeline.jobs import TrainingRunner, finished_runs, run_label, run_metrics
 from pipeline.judges import judge_round
+from pipeline.logs import log_to_stderr
 from pipeline.metrics import (
     CHARTS,
     EPOCH_COLUMNS,
@@ -1293,12 +1294,7 @@ if __name__ == "__main__":
         help=f"let transformers fetch and run its Hub kernels (as {hub_kernels.SETTING}=1 does)",
     )
     args = parser.parse_args()
-    # The project's own lines (who the owner is, which address counts, Hub kernels, the
-    # offline notice) go to stderr, one line each, as the CLI's do; libraries keep theirs.
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logging.getLogger("pipeline").addHandler(handler)
-    logging.getLogger("pipeline").setLevel(logging.INFO)
+    log_to_stderr()  # the project's own lines, as the CLI shows them
     if args.hub_kernels:
         os.environ[hub_kernels.SETTING] = "1"
     try:

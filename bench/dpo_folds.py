@@ -41,7 +41,8 @@ from pipeline.evaluation import HeldOutRanking, held_out_ranking, pair_logps, ra
 from pipeline.models import load_model
 from pipeline.recipes import DPORecipe, RewardRecipe, get_recipe
 from pipeline.reward import RewardModel
-from pipeline.training import TrainResult, train_run
+from pipeline.runs import train_run
+from pipeline.training import TrainResult
 
 
 def idea_folds(prefs: list, k: int, seed: int = ds.SPLIT_SEED) -> list[dict[str, list]]:

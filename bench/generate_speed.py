@@ -20,14 +20,15 @@ from pipeline.prompts import title_messages
 from pipeline.records import SEED_DIR
 
 
-def tutorial_way(loaded, ideas: list[str], settings: GenerationSettings) -> int:
+def tutorial_titles(loaded, ideas: list[str], settings: GenerationSettings):
+    """The tutorial's way: a `text-generation` pipeline called once per title; yields each
+    title's text as it is written."""
     from transformers import pipeline
 
     generator = pipeline("text-generation", model=loaded.model, tokenizer=loaded.tokenizer)
-    count = 0
     for idea in ideas:
         for _ in range(settings.n):
-            generator(
+            answer = generator(
                 title_messages(idea),
                 max_new_tokens=settings.max_new_tokens,
                 do_sample=True,
@@ -35,8 +36,11 @@ def tutorial_way(loaded, ideas: list[str], settings: GenerationSettings) -> int:
                 top_p=settings.top_p,
                 pad_token_id=loaded.tokenizer.pad_token_id,
             )
-            count += 1
-    return count
+            yield answer[0]["generated_text"][-1]["content"]
+
+
+def tutorial_way(loaded, ideas: list[str], settings: GenerationSettings) -> int:
+    return sum(1 for _ in tutorial_titles(loaded, ideas, settings))
 
 
 def batched_way(loaded, ideas: list[str], settings: GenerationSettings) -> int:

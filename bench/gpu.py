@@ -410,7 +410,7 @@ class Bench:
 def train_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, Any]:
     """A whole run of a shipped recipe (DPO, reward or RL) through `train_run`."""
     from pipeline.recipes import DPORecipe, RewardRecipe, RLRecipe, get_recipe
-    from pipeline.training import train_run
+    from pipeline.runs import train_run
 
     kind, name = row.split(":")
     name, *changes = name.split("+")
@@ -519,12 +519,11 @@ def generate_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, 
     """Tokens/s: the project's batched `generate_titles` (16 ideas x 5 titles, 48 new tokens),
     then the tutorial's way, one `text-generation` pipeline call per title, for what is left
     of the limit (at most the same titles)."""
-    from transformers import pipeline
+    from generate_speed import tutorial_titles  # beside this script
 
     from pipeline.generation import GenerationSettings, generate_titles
     from pipeline.models import load_model
     from pipeline.pairs import read_ideas_csv
-    from pipeline.prompts import title_messages
     from pipeline.records import SEED_DIR
 
     loaded = load_model(str(bench.models[shape]), fresh=True)
@@ -543,23 +542,14 @@ def generate_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, 
     batched_s = time.perf_counter() - started
     batched_tokens = sum(count(t.raw) for t in titles)
 
-    generator = pipeline("text-generation", model=loaded.model, tokenizer=tokenizer)
     one_by_one, one_tokens, deadline = 0, 0, time.perf_counter() + limit
     sync()
     started = time.perf_counter()
-    for idea in ideas:
-        for _ in range(settings.n):
-            if time.perf_counter() > deadline:
-                break
-            answer = generator(
-                title_messages(idea),
-                max_new_tokens=settings.max_new_tokens,
-                do_sample=True,
-                temperature=settings.temperature,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            one_tokens += count(answer[0]["generated_text"][-1]["content"])
-            one_by_one += 1
+    for text in tutorial_titles(loaded, ideas, settings):
+        one_tokens += count(text)
+        one_by_one += 1
+        if time.perf_counter() > deadline:
+            break
     sync()
     tutorial_s = time.perf_counter() - started
     prompt = bench.tokens.prompt

@@ -20,6 +20,7 @@ from pathlib import Path
 from pipeline import hub_kernels
 from pipeline.appdata import data_dir
 from pipeline.errors import UserError
+from pipeline.logs import log_to_stderr
 from pipeline.recipes import RewardRecipe, RLRecipe, add_recipe_arguments
 from pipeline.tracking import use_tracking_dir
 
@@ -189,7 +190,8 @@ def cmd_dataset(args: argparse.Namespace) -> str:
 
 def cmd_train(args: argparse.Namespace) -> str:
     from pipeline.recipes import recipe_from_args
-    from pipeline.training import describe_held_out, score_held_out, train_dpo
+    from pipeline.runs import describe_held_out
+    from pipeline.training import score_held_out, train_dpo
 
     recipe = recipe_from_args(args)  # checked before the (slow) model load
     use_tracking_dir(data_dir())
@@ -205,7 +207,7 @@ def cmd_train(args: argparse.Namespace) -> str:
 def cmd_reward(args: argparse.Namespace) -> str:
     from pipeline.recipes import RewardRecipe, recipe_from_args
     from pipeline.reward import score_reward_held_out, train_reward
-    from pipeline.training import describe_held_out
+    from pipeline.runs import describe_held_out
 
     recipe = recipe_from_args(args, RewardRecipe)  # checked before the (slow) model load
     if args.beside and not Path(args.beside).is_dir():
@@ -566,11 +568,7 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> i
     args = parser.parse_args(argv)
     if getattr(args, "hub_kernels", False):
         os.environ[hub_kernels.SETTING] = "1"
-    # Our own log lines (such as the offline notice) go to stderr, one line each.
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    log_to_stderr()  # our own log lines (such as the offline notice), one line each
     try:
         # Libraries print progress to stdout (the Trainer's metric dicts); keep stdout for the
         # command's result alone, so `--json` output can be piped.

@@ -68,7 +68,7 @@ class JobStatus:
 
 
 class TrainingRunner:
-    """Starts `pipeline.training.train_run` in a thread; `status()` is safe from any thread."""
+    """Starts `pipeline.runs.train_run` in a thread; `status()` is safe from any thread."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -162,7 +162,7 @@ class TrainingRunner:
             self._status = replace(self._status, log=log)
 
     def _run(self, chunked: bool = False, chunk_steps: int | None = None, **train_kwargs: Any):
-        from pipeline.training import describe_held_out, score_run, train_run
+        from pipeline.runs import describe_held_out, score_run, train_run
         from pipeline.zerogpu import score_on_gpu
 
         callbacks = [_Progress(self), *train_kwargs.pop("callbacks", [])]

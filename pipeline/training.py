@@ -408,56 +408,6 @@ def score_held_out(result: TrainResult) -> TrainResult:
     return scored
 
 
-def describe_held_out(result: TrainResult) -> str | None:
-    """One line on how the run ranks its held-out pairs, or None when it has no figure."""
-    from pipeline.evaluation import HeldOutRanking
-
-    if not result.held_out:
-        return None
-    if result.kind == "reward":
-        from pipeline.reward import RewardHeldOut
-
-        return RewardHeldOut(**result.held_out).describe()
-    return HeldOutRanking(**result.held_out).describe()
-
-
-def train_run(
-    data: str | Path,
-    out: str | Path,
-    model_name: str | None = None,
-    recipe=None,
-    *,
-    reward_model: str | None = None,
-    **kwargs: Any,
-) -> TrainResult:
-    """The run the recipe's kind names (DPO when none is given): `train_dpo`,
-    `reward.train_reward` or `rl.train_rl` (which alone takes `reward_model`). The app's runner
-    and the ZeroGPU chunks start every kind of run through this."""
-    kind = getattr(recipe, "KIND", "dpo")
-    if kind == "reward":
-        from pipeline.reward import train_reward
-
-        return train_reward(data, out, model_name, recipe, **kwargs)
-    if kind == "rl":
-        from pipeline.rl import train_rl
-
-        return train_rl(data, out, model_name, reward_model, recipe, **kwargs)
-    return train_dpo(data, out, model_name, recipe, **kwargs)
-
-
-def score_run(result: TrainResult) -> TrainResult:
-    """A finished run with its held-out pairs ranked, as its kind allows: a DPO run by its
-    implicit reward, a reward model by its scores; an RL run is measured by generating
-    (`evaluate auto`, an evaluation round), not here."""
-    if result.kind == "reward":
-        from pipeline.reward import score_reward_held_out
-
-        return score_reward_held_out(result)
-    if result.kind == "rl":
-        return result
-    return score_held_out(result)
-
-
 def latest_checkpoint(out: str | Path) -> Path | None:
     """The newest `checkpoint-N` folder the Trainer wrote in `out`, if any."""
     return max(Path(out).glob("checkpoint-*"), key=checkpoint_step, default=None)

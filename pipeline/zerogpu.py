@@ -29,13 +29,8 @@ from pipeline.models import load_model
 from pipeline.recipes import Recipe
 from pipeline.reward import ScoredTitle, best_of_n, check_reward_model, load_reward_model
 from pipeline.rounds import generate_with, short_name
-from pipeline.training import (
-    TrainResult,
-    checkpoint_step,
-    latest_checkpoint,
-    score_run,
-    train_run,
-)
+from pipeline.runs import score_run, train_run
+from pipeline.training import TrainResult, checkpoint_step, latest_checkpoint
 
 DEFAULT_SETTINGS = GenerationSettings()
 ON_ZEROGPU = bool(os.environ.get("SPACES_ZERO_GPU"))
@@ -131,6 +126,9 @@ class JudgeOnGpu(PairwiseJudge):
         ]
 
 
+IP_TOKEN_HEADER = "x-ip-token"  # what a Space's proxy adds to a visitor's request for ZeroGPU
+
+
 def gpu_request():
     """The Gradio request a GPU call made now is scheduled under, as `spaces.GPU` reads it
     (None: no request, so on a Space the anonymous quota)."""
@@ -147,9 +145,6 @@ def whose_quota() -> str:
     if request.headers.get(IP_TOKEN_HEADER) is None:
         return "GPU calls carry the request that started the run (no ZeroGPU token in it)"
     return "GPU calls are charged to the person who started the run (their ZeroGPU token)"
-
-
-IP_TOKEN_HEADER = "x-ip-token"  # what a Space's proxy adds to a visitor's request for ZeroGPU
 
 
 def chunk_pace(data: str | Path, model_name: str | None, recipe: Recipe | None) -> Pace:

@@ -42,7 +42,7 @@ def test_every_kind_of_run_loads_its_models_without_hub_kernels(
 ):
     from pipeline.reward import train_reward
     from pipeline.rl import RewardTerm
-    from pipeline.training import score_run, train_run
+    from pipeline.runs import score_run, train_run
 
     tiny = str(tiny_model_dir)
 

@@ -1,0 +1,16 @@
+"""The project's own log lines (the offline notice, who the owner is, which address counts,
+Hub kernels) on stderr, one line each; libraries keep their own logging."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def log_to_stderr() -> None:
+    """Show the `pipeline` loggers' lines from INFO up on stderr (the CLI and the app)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("pipeline")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
