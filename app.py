@@ -48,7 +48,14 @@ from pipeline.metrics import (
 )
 from pipeline.models import DEFAULT_MODEL, ModelChoice
 from pipeline.prompts import MAX_IDEA_CHARS
-from pipeline.ratings import agreement, leaderboard, voter_count, voter_stats, votes_per_idea
+from pipeline.ratings import (
+    Screening,
+    agreement,
+    leaderboard,
+    voter_count,
+    voter_stats,
+    votes_per_idea,
+)
 from pipeline.recipes import (
     DEFAULT_RECIPE,
     SHIPPED,
@@ -315,6 +322,8 @@ class Guard:
         }
         handler.__name__ = getattr(fn, "__name__", "handler")
         handler.role = role
+        taken = [p for p in params if not _injected(p.annotation)]
+        handler.inputs = (sum(p.default is p.empty for p in taken), len(taken))
         return handler
 
     @staticmethod
@@ -330,6 +339,22 @@ class Guard:
         ]
         if unguarded:
             raise RuntimeError(f"events without a role (wire them through Guard): {unguarded}")
+        # Gradio hands the inputs over by position and the request by its parameter: one input
+        # too many lands in the request's place, and the caller is no longer who they are.
+        miscounted = [
+            f"{block_fn.api_name or block_fn.name} ({len(block_fn.inputs)} inputs)"
+            for block_fn in app.fns.values()
+            if hasattr(block_fn.fn, "inputs")
+            and not block_fn.fn.inputs[0] <= len(block_fn.inputs) <= block_fn.fn.inputs[1]
+        ]
+        if miscounted:
+            raise RuntimeError(f"events whose handler takes other inputs: {miscounted}")
+
+
+def _injected(annotation: object) -> bool:
+    """Whether Gradio fills a parameter so typed itself (the request, the OAuth sign-in)."""
+    injected = (gr.Request, gr.OAuthProfile, gr.OAuthToken)
+    return any(t in injected for t in (annotation, *typing.get_args(annotation)))
 
 
 def request_facts(request: gr.Request | None, profile: gr.OAuthProfile | None) -> RequestFacts:
@@ -460,21 +485,23 @@ def vote_tab(store: VoteStore, keeper: Gatekeeper, guard: Guard, voter: gr.Brows
 
     def vote_for(side: str) -> Callable:
         def vote(token: str, seen_pair: float | None, state: dict | None, *, caller: Caller):
-            voter_id = keeper.voter_of(caller, token)
-            keeper.admit_vote(caller, voter_id)
+            voter = keeper.voter_of(caller, token)
+            keeper.admit_vote(caller, voter.id)
             current = (
                 Shown(state["pair_id"], state["shown_left"], state["shown_at"]) if state else None
             )
             seen = int(seen_pair) if seen_pair is not None else -1
-            result = vote_on_shown_pair(store, voter_id, seen, side, current, time.time())
+            result = vote_on_shown_pair(
+                store, voter.id, seen, side, current, time.time(), burst=voter.burst
+            )
             if not result.recorded:
                 return {progress: "Already voted on that pair: your first vote stands."}
-            return show_next(voter_id, (state or {}).get("skipped", []), "Vote saved.")
+            return show_next(voter.id, (state or {}).get("skipped", []), "Vote saved.")
 
         return vote
 
     def skip_pair(token: str, state: dict | None, *, caller: Caller) -> dict:
-        voter_id = keeper.voter_of(caller, token)
+        voter_id = keeper.voter_of(caller, token).id
         skipped = list((state or {}).get("skipped", []))
         if state:
             skipped.append(state["pair_id"])
@@ -671,13 +698,15 @@ def leaderboard_tab(store: VoteStore, guard: Guard) -> tuple[Wiring, gr.Accordio
     refresh = gr.Button("Refresh")
     with gr.Accordion("Voters (owner only)", open=False, visible=False) as owner_part:
         gr.Markdown(
-            "Per voter: votes, votes flagged as too fast to have read the titles, and accuracy "
-            "on gold pairs. `--drop-flagged` and `--min-gold-accuracy` leave them out of a "
-            "dataset."
+            "Per voter: votes, votes flagged as too fast to have read the titles, whether the "
+            "voter's id was minted in a burst from one address (a script, or a classroom "
+            "behind one router: look before leaving them out), and accuracy on gold pairs. "
+            "`--drop-fast`, `--drop-burst` and `--min-gold-accuracy` (and the same switches "
+            "on the Train and Hub tabs) leave them out of a dataset."
         )
         voters_table = gr.Dataframe(
-            headers=["Voter", "Votes", "Flagged", "Gold pairs voted", "Gold accuracy"],
-            datatype=["str", "number", "number", "number", "str"],
+            headers=["Voter", "Votes", "Too fast", "Burst", "Gold pairs voted", "Gold accuracy"],
+            datatype=["str", "number", "number", "str", "number", "str"],
             interactive=False,
         )
         refresh_voters = gr.Button("Refresh the voters")
@@ -687,7 +716,8 @@ def leaderboard_tab(store: VoteStore, guard: Guard) -> tuple[Wiring, gr.Accordio
             [
                 s.voter,
                 s.votes,
-                s.flagged,
+                s.fast,
+                "burst" if s.burst else "",
                 s.gold_votes,
                 "n/a" if s.gold_accuracy is None else f"{s.gold_accuracy:.0%}",
             ]
@@ -730,22 +760,29 @@ def leaderboard_tab(store: VoteStore, guard: Guard) -> tuple[Wiring, gr.Accordio
     return Wiring(guard(VOTER, overview), [summary, ideas, pick]), owner_part
 
 
-def vote_screening() -> tuple[gr.Checkbox, gr.Number]:
-    """The two fields that screen votes before they become a dataset (ratings.screen_votes)."""
+def vote_screening() -> tuple[gr.Checkbox, gr.Number, gr.Checkbox]:
+    """The fields that screen votes before they become a dataset (ratings.Screening), in the
+    order the endpoints take them (the burst switch came last, so it is last)."""
     with gr.Row():
-        drop_flagged = gr.Checkbox(False, label="Leave out votes cast too fast to read")
+        drop_fast = gr.Checkbox(False, label="Leave out votes cast too fast to read")
+        drop_burst = gr.Checkbox(
+            False, label="Leave out voters minted in a burst from one address (see Voters)"
+        )
         min_gold = gr.Number(
             0, minimum=0, maximum=1, label="Leave out voters below this gold accuracy (0: none)"
         )
-    return drop_flagged, min_gold
+    return drop_fast, min_gold, drop_burst
 
 
-def screening(drop_flagged: bool | None, min_gold: float | None) -> dict:
+def screening(
+    drop_fast: bool | None, min_gold: float | None, drop_burst: bool | None = False
+) -> Screening:
     """The fields' values as the dataset writers take them (0 or empty: no gold floor)."""
-    return {
-        "drop_flagged": bool(drop_flagged),
-        "min_gold_accuracy": float(min_gold) if min_gold else None,
-    }
+    return Screening(
+        drop_fast=bool(drop_fast),
+        drop_burst=bool(drop_burst),
+        min_gold_accuracy=float(min_gold) if min_gold else None,
+    )
 
 
 # The Data choices on the Train and Hub tabs, and the source each one names.
@@ -830,7 +867,7 @@ def train_tab(
         hub_dataset = gr.Textbox(
             "", label="Hub dataset id", placeholder="shawhin/youtube-titles-dpo"
         )
-    drop_flagged, min_gold = vote_screening()  # for the votes collected here
+    screen_in = list(vote_screening())  # for the votes collected here
     with gr.Row():
         base = gr.Textbox(generator.name, label="Base model (Hub id or folder)")
         max_steps = gr.Number(0, precision=0, minimum=0, label="Stop after steps (0: no limit)")
@@ -902,7 +939,7 @@ def train_tab(
 
     def begin_for(kind: type) -> Callable:
         def begin(data_kind, min_count, hub_id, model, *values):
-            *values, screen_fast, gold_floor = values
+            *values, screen_fast, gold_floor, screen_burst = values
             settings = settings_for(kind, values)
 
             def write_data(out: Path) -> None:
@@ -912,7 +949,7 @@ def train_tab(
                     votes=store.path,
                     hub_id=hub_id,
                     min_votes=int(min_count or 1),
-                    **screening(screen_fast, gold_floor),
+                    screening=screening(screen_fast, gold_floor, screen_burst),
                 )
 
             runner.start_run(runs_dir(folder), write_data, model_name=model, **settings)
@@ -984,8 +1021,8 @@ def train_tab(
             queue=False,
         )
         form["start"].click(
-            guard(OWNER, begin_for(kind), spread=len(knobs_in) + 2),
-            [*data_in, *knobs_in, drop_flagged, min_gold],
+            guard(OWNER, begin_for(kind), spread=len(knobs_in) + len(screen_in)),
+            [*data_in, *knobs_in, *screen_in],
             outputs,
             api_name=start_name,
         )
@@ -1190,7 +1227,7 @@ def hub_tab(
         min_votes = gr.Number(1, precision=0, minimum=1, label="Votes per pair at least")
         dataset_repo = gr.Textbox("youtube-titles-dpo", label="Dataset repo (NAME or OWNER/NAME)")
         dataset_private = gr.Checkbox(False, label="Private")
-    drop_flagged, min_gold = vote_screening()
+    screen_in = list(vote_screening())
     push_data = gr.Button("Push the dataset", variant="primary")
     with gr.Row():
         run = gr.Dropdown([], label="Model (a finished training run)", allow_custom_value=True)
@@ -1217,6 +1254,7 @@ def hub_tab(
         private,
         screen_fast,
         gold_floor,
+        screen_burst,
         oauth_token: gr.OAuthToken | None = None,
     ):
         votes = store.path if kind == VOTES_DATA else None
@@ -1226,7 +1264,7 @@ def hub_tab(
             min_votes=int(min_count or 1),
             private=bool(private),
             token=token_of(oauth_token),
-            **screening(screen_fast, gold_floor),
+            screening=screening(screen_fast, gold_floor, screen_burst),
         )
         return pushed.describe(markdown=True)
 
@@ -1258,7 +1296,7 @@ def hub_tab(
 
     push_data.click(
         guard(OWNER, send_dataset),
-        [data_source, min_votes, dataset_repo, dataset_private, drop_flagged, min_gold],
+        [data_source, min_votes, dataset_repo, dataset_private, *screen_in],
         result,
         api_name="hub_push_dataset",
     )

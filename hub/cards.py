@@ -165,12 +165,22 @@ def _left_out_section(left_out: Mapping[str, Any] | None) -> str:
             f"title against a deliberately broken one; {left_out['gold_votes']} votes) measure "
             "voters and make no rows."
         )
-    fast = left_out["flagged_votes"]
+    # (a folder built before votes had two flags names the fast ones 'flagged')
+    fast = left_out.get("fast_votes", left_out.get("flagged_votes", 0))
     fast_rule = f"cast less than {MIN_READ_SECONDS:g} s after their pair was shown"
-    if left_out["drop_flagged"]:
+    if left_out.get("drop_fast", left_out.get("drop_flagged")):
         lines.append(f"{fast} votes {fast_rule} were **left out**.")
     elif fast:
         lines.append(f"{fast} votes {fast_rule} were flagged but **kept**.")
+    burst, burst_voters = left_out.get("burst_votes", 0), left_out.get("burst_voters", 0)
+    burst_rule = (
+        f"from {burst_voters} voters whose ids were minted in a burst from one address (a "
+        "script, or a classroom behind one router)"
+    )
+    if burst and left_out.get("drop_burst"):
+        lines.append(f"{burst} votes {burst_rule} were **left out**.")
+    elif burst:
+        lines.append(f"{burst} votes {burst_rule} were flagged but **kept**.")
     minimum = left_out["min_gold_accuracy"]
     if minimum is not None:
         lines.append(

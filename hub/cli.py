@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline.cli import Parser, add_split, add_vote_screening, run
+from pipeline.cli import Parser, add_split, add_vote_screening, run, vote_screening
 
 
 def _add_push_options(p: argparse.ArgumentParser, what: str) -> None:
@@ -48,14 +48,7 @@ def cmd_push_dataset(args: argparse.Namespace) -> str:
     if args.data:
         plan = dataset_plan(args.data, args.repo, private=args.private, license=args.license)
         return _finish(plan, args)
-    with built_dataset(
-        args.votes,
-        args.split,
-        args.min_votes,
-        args.drop_flagged,
-        args.min_gold_accuracy,
-        args.include_evaluation,
-    ) as folder:
+    with built_dataset(args.votes, args.split, args.min_votes, vote_screening(args)) as folder:
         plan = dataset_plan(folder, args.repo, private=args.private, license=args.license)
         return _finish(plan, args)
 

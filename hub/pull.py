@@ -12,6 +12,7 @@ from typing import Any
 
 from hub.auth import check_repo_id, first_line
 from pipeline.errors import UserError
+from pipeline.ratings import NO_SCREENING, Screening
 
 HELD_OUT_NAMES = ("valid", "validation", "test")
 COLUMNS = ("prompt", "chosen", "rejected")
@@ -26,9 +27,7 @@ def write_training_data(
     votes: str | Path | None = None,
     hub_id: str | None = None,
     min_votes: int = 1,
-    drop_flagged: bool = False,
-    min_gold_accuracy: float | None = None,
-    include_evaluation: bool = False,
+    screening: Screening = NO_SCREENING,
 ) -> dict[str, Any]:
     """A run's dataset folder `out` from the tutorial's pairs, the vote database `votes`
     (screened as `pipeline.datasets.write_dataset_folder` does) or the Hub dataset `hub_id`,
@@ -40,9 +39,7 @@ def write_training_data(
     if source == "votes":
         if votes is None:
             raise UserError("no vote database given")
-        return write_dataset_folder(
-            out, votes, "idea", min_votes, drop_flagged, min_gold_accuracy, include_evaluation
-        )
+        return write_dataset_folder(out, votes, "idea", min_votes, screening)
     if source == "tutorial":
         return write_dataset_folder(out, None, "idea")
     raise UserError(f"unknown data source {source!r}: one of {', '.join(TRAINING_SOURCES)}")

@@ -31,6 +31,7 @@ from hub.auth import (
 from hub.cards import TUTORIAL_DATASET, dataset_card, model_card
 from pipeline.errors import UserError
 from pipeline.metrics import read_metrics
+from pipeline.ratings import NO_SCREENING, Screening
 from pipeline.tracking import RUN_FILE
 
 # Files of a saved model folder that describe the model; anything else there (checkpoints,
@@ -393,17 +394,13 @@ def publish_dataset(
     private: bool = False,
     token: str | None = None,
     split: str = "idea",
-    drop_flagged: bool = False,
-    min_gold_accuracy: float | None = None,
-    include_evaluation: bool = False,
+    screening: Screening = NO_SCREENING,
 ) -> PushResult:
     """Build the dataset (the tutorial's pairs, or `votes`: a vote database, screened as
     `pipeline.ratings.screen_votes` says) and push it. The token and namespace are checked
     first, so a refusal costs nothing."""
     target = authorize(repo_id, token)
-    with built_dataset(
-        votes, split, min_votes, drop_flagged, min_gold_accuracy, include_evaluation
-    ) as folder:
+    with built_dataset(votes, split, min_votes, screening) as folder:
         return push(dataset_plan(folder, target.repo_id, private=private), target)
 
 
@@ -412,9 +409,7 @@ def built_dataset(
     votes: str | Path | None,
     split: str = "idea",
     min_votes: int = 1,
-    drop_flagged: bool = False,
-    min_gold_accuracy: float | None = None,
-    include_evaluation: bool = False,
+    screening: Screening = NO_SCREENING,
 ) -> Iterator[Path]:
     """The dataset folder (`pipeline.datasets.write_dataset_folder`) in a temporary folder
     that is gone afterwards: what a push of a freshly built dataset plans from."""
@@ -422,9 +417,7 @@ def built_dataset(
 
     with tempfile.TemporaryDirectory(prefix="title-dpo-push-") as tmp:
         folder = Path(tmp) / "dataset"
-        write_dataset_folder(
-            folder, votes, split, min_votes, drop_flagged, min_gold_accuracy, include_evaluation
-        )
+        write_dataset_folder(folder, votes, split, min_votes, screening)
         yield folder
 
 

@@ -12,7 +12,10 @@ The link the owner shares is public, so every endpoint of the app states a role 
 
 Voters are held to what a person can do: their ids are issued by the server and signed
 (HMAC), so a client cannot invent one; votes per voter and per address, and new voter ids
-per address, are rate-limited. The limits' counts are kept in the data folder
+per address, are rate-limited. An id minted while its address has already had
+`burst_voters_per_minute` new ids in the last minute is marked 'burst' inside its signature
+(a script minting voters, or a classroom behind one router): its votes are kept and flagged,
+and the owner can see and leave them out. The limits' counts are kept in the data folder
 (`pipeline.rate_limits`: a restart does not reset them), and so is the signing secret, unless
 `TITLE_DPO_SECRET` gives it.
 
@@ -50,6 +53,7 @@ OWNER_ONLY = "owner only: this action is for the person who runs the app"
 SECRET_FILE = "secret.key"
 VOTER_PREFIX = "v-"
 SIGNED_IN_PREFIX = "hf:"
+BURST_MARK = "burst"  # in a voter token: minted in a burst from one address
 OWNER_PASS_HOURS = 12  # how long a browser stays the owner's after the password
 # A Space's front proxy connects to the app and appends the visitor's address to
 # X-Forwarded-For (the app's peer is an internal address): one trusted hop.
@@ -74,6 +78,7 @@ class AccessSettings:
     votes_per_minute: int = 30  # per voter
     address_votes_per_minute: int = 600  # per client address (a classroom shares one)
     new_voters_per_hour: int = 60  # new voter ids per client address
+    burst_voters_per_minute: int = 10  # new ids per address a minute before they are marked
     sign_ins_per_hour: int = 10  # owner password attempts per client address
     # proxies in front of the app that each append the address they saw to X-Forwarded-For
     trusted_proxies: int = 0
@@ -107,6 +112,9 @@ class AccessSettings:
             ),
             new_voters_per_hour=_limit(
                 env, "TITLE_DPO_NEW_VOTERS_PER_HOUR", cls.new_voters_per_hour
+            ),
+            burst_voters_per_minute=_limit(
+                env, "TITLE_DPO_BURST_VOTERS_PER_MINUTE", cls.burst_voters_per_minute
             ),
             trusted_proxies=_limit(
                 env,
@@ -169,6 +177,14 @@ class Caller:
 
 
 @dataclass(frozen=True)
+class Voter:
+    """Whom a vote is from, as the server's own signature says."""
+
+    id: str
+    burst: bool = False  # minted in a burst from one address: its votes are flagged 'burst'
+
+
+@dataclass(frozen=True)
 class RequestFacts:
     """What a request says about its sender: no web framework types past this point."""
 
@@ -198,6 +214,9 @@ class Gatekeeper:
             settings.address_votes_per_minute, 60, log, "address_votes"
         )
         self._new_voters = RateLimiter(settings.new_voters_per_hour, 3600, log, "new_voters")
+        self._unmarked_voters = RateLimiter(
+            settings.burst_voters_per_minute, 60, log, "unmarked_voters"
+        )
         self._sign_ins = RateLimiter(settings.sign_ins_per_hour, 3600, log, "sign_ins")
 
     @classmethod
@@ -304,7 +323,8 @@ class Gatekeeper:
     def voter_for_page(self, caller: Caller, token: str | None) -> tuple[str, str]:
         """(the token the browser keeps, the voter id votes are stored under) for a page that
         opens. A signed-in voter is their username; a valid token is kept; anything else
-        (none yet, or one this app did not sign) gets a new id, within the per-address limit."""
+        (none yet, or one this app did not sign) gets a new id, within the per-address limit,
+        marked 'burst' past `burst_voters_per_minute` new ids from its address in a minute."""
         if self.settings.voters_signed_in:
             return "", self.signed_in_voter(caller)
         if token:
@@ -312,35 +332,47 @@ class Gatekeeper:
                 return token, self.voter_id(token)
             except Refused:
                 pass  # an id from before a secret change, or tampered: start afresh
-        if (
-            not caller.is_owner
-            and self.settings.addresses_tell_voters_apart
-            and not self._new_voters.admit(caller.address)
-        ):
+        limited = not caller.is_owner and self.settings.addresses_tell_voters_apart
+        if limited and not self._new_voters.admit(caller.address):
             raise Refused(
                 "too many new voters from your address this hour: come back later (your "
                 "votes so far are kept)"
             )
+        burst = limited and not self._unmarked_voters.admit(caller.address)
         voter = VOTER_PREFIX + secrets.token_hex(8)
+        if burst:
+            return f"{voter}.{BURST_MARK}.{self._mac(f'voter:{voter}:{BURST_MARK}')}", voter
         return f"{voter}.{self._mac(f'voter:{voter}')}", voter
 
     def voter_id(self, token: str | None) -> str:
         """The voter id inside a signed token; a forged or tampered token is refused."""
-        voter, _, signature = (token or "").partition(".")
-        if not voter.startswith(VOTER_PREFIX) or not _same(signature, self._mac(f"voter:{voter}")):
+        return self.read_token(token).id
+
+    def read_token(self, token: str | None) -> Voter:
+        """The voter a signed token names, with its mark: `id.signature`, or for a voter
+        minted in a burst `id.burst.signature` (the mark is signed too, so it cannot be
+        dropped). A forged or tampered token is refused."""
+        voter, _, rest = (token or "").partition(".")
+        mark, _, signature = rest.rpartition(".")
+        message = f"voter:{voter}:{mark}" if mark else f"voter:{voter}"
+        if (
+            not voter.startswith(VOTER_PREFIX)
+            or mark not in ("", BURST_MARK)
+            or not _same(signature, self._mac(message))
+        ):
             raise Refused("this voter id was not issued by this app: reload the page to get one")
-        return voter
+        return Voter(voter, burst=bool(mark))
 
     def signed_in_voter(self, caller: Caller) -> str:
         if not caller.username:
             raise Refused("sign in with Hugging Face to vote (one vote per person per pair)")
         return SIGNED_IN_PREFIX + caller.username
 
-    def voter_of(self, caller: Caller, token: str | None) -> str:
-        """Who a vote is from: the signed-in username, or the voter id in a signed token."""
+    def voter_of(self, caller: Caller, token: str | None) -> Voter:
+        """Who a vote is from: the signed-in username, or the voter in a signed token."""
         if self.settings.voters_signed_in:
-            return self.signed_in_voter(caller)
-        return self.voter_id(token)
+            return Voter(self.signed_in_voter(caller))
+        return self.read_token(token)
 
     def admit_vote(self, caller: Caller, voter: str, now: float | None = None) -> None:
         """Count a vote against its voter's and its address's limits; over either, refused.

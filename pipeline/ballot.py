@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.errors import UserError
-from pipeline.records import check_voter
+from pipeline.records import check_voter, joined_flags
 from pipeline.votes import VoteResult, VoteStore
 
 SIDE_CHOICES = ("left", "right", "tie", "both_bad")
@@ -43,13 +43,20 @@ def side_to_choice(side: str, shown_left: str) -> str:
 
 
 def vote_on_shown_pair(
-    store: VoteStore, voter: str, pair_id: int, side: str, shown: Shown | None, now: float
+    store: VoteStore,
+    voter: str,
+    pair_id: int,
+    side: str,
+    shown: Shown | None,
+    now: float,
+    burst: bool = False,
 ) -> VoteResult:
     """A vote from a screen that showed `pair_id`; only the pair actually shown can be voted on.
 
     A second click on a pair already voted on (a double click, a reload, a second tab) is
     answered "already voted" and changes nothing. A vote cast within MIN_READ_SECONDS of the
-    pair being shown is stored with the flag 'fast'.
+    pair being shown is stored with the flag 'fast'; one from a voter minted in a burst
+    (`burst`, as the voter's signed id says) with the flag 'burst'.
     """
     voter, side = check_voter(voter), check_side(side)
     if not store.pair_exists(pair_id):
@@ -60,5 +67,7 @@ def vote_on_shown_pair(
         raise UserError("that pair is not the one on your screen: load the next pair")
     choice = side_to_choice(side, shown.shown_left)
     seconds = now - shown.shown_at
-    flag = "fast" if seconds < MIN_READ_SECONDS else None
-    return store.record_vote(voter, pair_id, choice, shown.shown_left, seconds, flag)
+    flags = {"fast"} if seconds < MIN_READ_SECONDS else set()
+    if burst:
+        flags.add("burst")
+    return store.record_vote(voter, pair_id, choice, shown.shown_left, seconds, joined_flags(flags))

@@ -48,11 +48,20 @@ def _add_model(p: argparse.ArgumentParser) -> None:
 
 
 def add_vote_screening(p: argparse.ArgumentParser) -> None:
-    """--drop-flagged and --min-gold-accuracy, for commands that build a dataset from votes."""
+    """--drop-fast, --drop-burst, --min-gold-accuracy and --include-evaluation, for commands
+    that build a dataset from votes (`vote_screening` reads them back)."""
     p.add_argument(
-        "--drop-flagged",
+        "--drop-fast",
+        "--drop-flagged",  # its name before votes had more than one flag
+        dest="drop_fast",
         action="store_true",
         help="with a vote database: leave out votes cast too fast to have read the titles",
+    )
+    p.add_argument(
+        "--drop-burst",
+        action="store_true",
+        help="with a vote database: leave out the votes of voters whose ids were minted in a "
+        "burst from one address (a script; or a classroom behind one router, so look first)",
     )
     p.add_argument(
         "--min-gold-accuracy",
@@ -169,6 +178,18 @@ def cmd_pairs(args: argparse.Namespace) -> str:
     return f"wrote {count} pairs for {len(ideas)} ideas to {args.out} (raw titles: {raw_path})"
 
 
+def vote_screening(args: argparse.Namespace):
+    """The `pipeline.ratings.Screening` the flags of `add_vote_screening` ask for."""
+    from pipeline.ratings import Screening
+
+    return Screening(
+        drop_fast=args.drop_fast,
+        drop_burst=args.drop_burst,
+        min_gold_accuracy=args.min_gold_accuracy,
+        include_evaluation=args.include_evaluation,
+    )
+
+
 def cmd_dataset(args: argparse.Namespace) -> str:
     from pipeline.datasets import write_dataset_folder
 
@@ -178,9 +199,7 @@ def cmd_dataset(args: argparse.Namespace) -> str:
         votes,
         args.split,
         args.min_votes,
-        args.drop_flagged,
-        args.min_gold_accuracy,
-        args.include_evaluation,
+        vote_screening(args),
     )
     if args.json:
         return json.dumps(summary, ensure_ascii=False)

@@ -20,7 +20,14 @@ from typing import Any
 from pipeline.errors import UserError
 from pipeline.pairs import read_csv_rows
 from pipeline.prompts import title_messages
-from pipeline.ratings import agreement, majority_preferences, screen_votes, voter_count
+from pipeline.ratings import (
+    NO_SCREENING,
+    Screening,
+    agreement,
+    majority_preferences,
+    screen_votes,
+    voter_count,
+)
 from pipeline.records import SEED_LABELS, Preference
 from pipeline.votes import VoteStore
 
@@ -149,22 +156,18 @@ def write_dataset_folder(
     votes: str | Path | None = None,
     split: str = "idea",
     min_votes: int = 1,
-    drop_flagged: bool = False,
-    min_gold_accuracy: float | None = None,
-    include_evaluation: bool = False,
+    screening: Screening = NO_SCREENING,
 ) -> dict[str, Any]:
     """Build and save the dataset from the seed pairs (`votes=None`), a vote database or a
-    labelled CSV; return its summary. `drop_flagged`, `min_gold_accuracy` and
-    `include_evaluation` screen the votes of a vote database (`pipeline.ratings.screen_votes`)."""
+    labelled CSV; return its summary. `screening` says which votes of a vote database are left
+    out (`pipeline.ratings.screen_votes`)."""
     facts: dict[str, Any] = {}
     if votes is None:
         prefs, source = seed_preferences(), "seed"
     elif Path(votes).suffix.lower() == ".csv":
         prefs, source = read_labelled_csv(votes), str(votes)
     else:
-        prefs, facts = preferences_from_store(
-            votes, min_votes, drop_flagged, min_gold_accuracy, include_evaluation
-        )
+        prefs, facts = preferences_from_store(votes, min_votes, screening)
         source = str(votes)
     splits = split_preferences(prefs, split)
     summary = {**summarize(splits, source, split), **facts}
@@ -175,14 +178,12 @@ def write_dataset_folder(
 def preferences_from_store(
     path,
     min_votes: int = 1,
-    drop_flagged: bool = False,
-    min_gold_accuracy: float | None = None,
-    include_evaluation: bool = False,
+    screening: Screening = NO_SCREENING,
 ) -> tuple[list[Preference], dict]:
     """Majority preferences from a vote database (screened by `screen_votes`), and what a
     dataset card should say of them."""
     every_vote = VoteStore.open_existing(path).votes()
-    votes, left_out = screen_votes(every_vote, drop_flagged, min_gold_accuracy, include_evaluation)
+    votes, left_out = screen_votes(every_vote, screening)
     prefs = majority_preferences(votes, min_votes)
     agree = agreement(votes)
     facts = {
@@ -199,7 +200,7 @@ def preferences_from_store(
         "left_out": left_out,
     }
     if not prefs:
-        kept_apart = left_out["evaluation_votes"] if not include_evaluation else 0
+        kept_apart = left_out["evaluation_votes"] if not screening.include_evaluation else 0
         why = (
             f"; {kept_apart} votes on evaluation rounds are kept out (--include-evaluation "
             "uses them)"

@@ -4,9 +4,10 @@
   `b_better`; ties, "both bad" and equal splits make no preference row.
 - Agreement, over pairs with two or more votes: the share that are unanimous, and
   Krippendorff's alpha for nominal data over the four choices.
-- Voter quality: per voter, votes cast, votes flagged (cast too fast to have read the titles)
-  and accuracy on gold pairs (checks with a known answer); `screen_votes` leaves out flagged
-  votes and voters below a gold accuracy before the majority is taken.
+- Voter quality: per voter, votes cast, votes flagged 'fast' (cast too fast to have read the
+  titles), whether the voter was minted in a burst from one address ('burst'), and accuracy on
+  gold pairs (checks with a known answer); `screen_votes` leaves out what a `Screening` says
+  before the majority is taken.
 - Scores: Bradley–Terry strengths of an idea's titles from its decisive votes, on an Elo-like
   scale (1000 = the idea's average title, +400 = ten times the odds), with bootstrap 95%
   intervals, as Chatbot Arena reports models.
@@ -78,12 +79,14 @@ def voter_count(votes: Sequence[VoteRow]) -> int:
 
 @dataclass(frozen=True)
 class VoterStats:
-    """One voter's record: how much they voted, how much of it was too fast to be read, and
-    how often they picked the known better title of a gold pair."""
+    """One voter's record: how much they voted, how much of it was too fast to be read, how
+    much of it was flagged 'burst' (all or none: the mark is the voter's), and how often they
+    picked the known better title of a gold pair."""
 
     voter: str
     votes: int
-    flagged: int
+    fast: int
+    burst: int
     gold_votes: int
     gold_correct: int
 
@@ -99,32 +102,59 @@ def voter_stats(votes: Sequence[VoteRow]) -> list[VoterStats]:
     for v in votes:
         c = counts[v.voter]
         c["votes"] += 1
-        c["flagged"] += v.flag is not None
+        c["fast"] += "fast" in v.flags
+        c["burst"] += "burst" in v.flags
         if v.gold is not None:
             c["gold_votes"] += 1
             c["gold_correct"] += v.choice == f"{v.gold}_better"
     stats = [
-        VoterStats(voter, c["votes"], c["flagged"], c["gold_votes"], c["gold_correct"])
+        VoterStats(voter, c["votes"], c["fast"], c["burst"], c["gold_votes"], c["gold_correct"])
         for voter, c in counts.items()
     ]
     return sorted(stats, key=lambda s: (-s.votes, s.voter))
 
 
-def screen_votes(
-    votes: Sequence[VoteRow],
-    drop_flagged: bool = False,
-    min_gold_accuracy: float | None = None,
-    include_evaluation: bool = False,
-) -> tuple[list[VoteRow], dict]:
-    """The votes a dataset is built from, and what was left out (for its card).
+@dataclass(frozen=True)
+class Screening:
+    """Which votes a dataset leaves out, besides gold pairs' (checks, never rows).
 
     Gold pairs are checks, not data: their votes never make rows. Votes on evaluation rounds'
     pairs measure models; they make rows only with `include_evaluation`. With `min_gold_accuracy`,
     every vote of a voter whose gold accuracy is below it is left out; voters who met no gold
-    pair are kept (and counted). With `drop_flagged`, votes flagged as too fast are left out.
+    pair are kept (and counted). With `drop_fast`, votes flagged as too fast to read are left
+    out; with `drop_burst`, votes of voters minted in a burst from one address (a script, or a
+    classroom behind one router: the owner decides, so it is its own switch).
     """
-    if min_gold_accuracy is not None and not 0 <= min_gold_accuracy <= 1:
-        raise UserError(f"min gold accuracy must be between 0 and 1, not {min_gold_accuracy}")
+
+    drop_fast: bool = False
+    drop_burst: bool = False
+    min_gold_accuracy: float | None = None
+    include_evaluation: bool = False
+
+    def __post_init__(self) -> None:
+        floor = self.min_gold_accuracy
+        if floor is not None and not 0 <= floor <= 1:
+            raise UserError(f"min gold accuracy must be between 0 and 1, not {floor}")
+
+    def drops(self, vote: VoteRow) -> bool:
+        """Whether `vote`'s own flags or round leave it out (gold accuracy is the voter's)."""
+        flags = vote.flags
+        return (
+            (self.drop_fast and "fast" in flags)
+            or (self.drop_burst and "burst" in flags)
+            or (not self.include_evaluation and vote.evaluation is not None)
+        )
+
+
+NO_SCREENING = Screening()  # gold pairs and evaluation rounds apart, every vote counts
+
+
+def screen_votes(
+    votes: Sequence[VoteRow], screening: Screening = NO_SCREENING
+) -> tuple[list[VoteRow], dict]:
+    """The votes a dataset is built from, as `screening` says, and what was left out (for
+    its card)."""
+    min_gold_accuracy = screening.min_gold_accuracy
     stats = voter_stats(votes)
     below = {
         s.voter
@@ -133,26 +163,21 @@ def screen_votes(
         and s.gold_accuracy is not None
         and s.gold_accuracy < min_gold_accuracy
     }
-    kept = [
-        v
-        for v in votes
-        if v.gold is None
-        and v.voter not in below
-        and not (drop_flagged and v.flag)
-        and (include_evaluation or v.evaluation is None)
-    ]
+    counted = [v for v in votes if v.gold is None and v.voter not in below]
+    kept = [v for v in counted if not screening.drops(v)]
     left_out = {
         "gold_pairs": len({v.pair_id for v in votes if v.gold is not None}),
         "gold_votes": sum(v.gold is not None for v in votes),
-        "drop_flagged": drop_flagged,
-        "flagged_votes": sum(
-            bool(v.flag) for v in votes if v.gold is None and v.voter not in below
-        ),
+        "drop_fast": screening.drop_fast,
+        "fast_votes": sum("fast" in v.flags for v in counted),
+        "drop_burst": screening.drop_burst,
+        "burst_votes": sum("burst" in v.flags for v in counted),
+        "burst_voters": len({v.voter for v in counted if "burst" in v.flags}),
         "min_gold_accuracy": min_gold_accuracy,
         "voters_below_gold": len(below),
         "votes_of_voters_below_gold": sum(v.voter in below for v in votes if v.gold is None),
         "voters_without_gold": sum(s.gold_votes == 0 for s in stats),
-        "include_evaluation": include_evaluation,
+        "include_evaluation": screening.include_evaluation,
         "evaluation_votes": sum(v.evaluation is not None for v in votes if v.gold is None),
         "evaluation_rounds": sorted({v.evaluation for v in votes if v.evaluation}),
     }

@@ -20,7 +20,10 @@ SEED_PAIRS = SEED_DIR / "idea-title_pairs.csv"
 
 CHOICES = ("a_better", "b_better", "tie", "both_bad")
 SIDES = ("a", "b")
-FLAGS = (None, "fast")  # why a vote is doubtful ('fast': cast before a person could read it)
+# Why a vote is doubtful, stored comma-joined in its `flag` (None: no doubt). 'fast': cast
+# before a person could read the titles. 'burst': its voter id was one of many minted from one
+# address within a minute (a script, or a classroom behind one router: kept, and shown).
+FLAGS = ("burst", "fast")
 MAX_VOTER_CHARS = 128
 MAX_TITLE_CHARS = 1000
 VOTER_PATTERN = re.compile(r"^[\w.@:+-]+$")
@@ -47,13 +50,30 @@ class VoteRow:
     shown_left: str
     created_at: float
     seconds_taken: float | None
-    flag: str | None = None  # 'fast': cast before a person could read the titles
+    flag: str | None = None  # the FLAGS that apply, comma-joined
+
+    @property
+    def flags(self) -> frozenset[str]:
+        return flags_of(self.flag)
+
     gold: str | None = None  # the pair is a check whose better title is this side
     # the evaluation round the pair belongs to: such votes measure models, and stay out of
     # training data unless asked for
     evaluation: str | None = None
     model_a: str | None = None  # in a round: the label of the model that wrote title_a
     model_b: str | None = None
+
+
+def joined_flags(flags: set[str] | frozenset[str]) -> str | None:
+    """How a vote's flags are stored: the known ones, sorted and comma-joined; none: None."""
+    unknown = set(flags) - set(FLAGS)
+    if unknown:
+        raise UserError(f"unknown vote flag {sorted(unknown)[0]!r}: one of {', '.join(FLAGS)}")
+    return ",".join(sorted(flags)) or None
+
+
+def flags_of(flag: str | None) -> frozenset[str]:
+    return frozenset(flag.split(",")) if flag else frozenset()
 
 
 def check_voter(voter: str | None) -> str:
@@ -123,7 +143,11 @@ def checked_record(record: Any) -> dict[str, Any]:
         raise UserError(f"not a vote id: {str(record['vote_id'])[:80]}")
     pair = checked_pair(Pair(record["idea"], record["title_a"], record["title_b"]))
     check_choice(record["choice"], record["shown_left"])
-    if record.get("flag") not in FLAGS or record.get("gold") not in (None, *SIDES):
+    flag = record.get("flag")
+    if (
+        flag is not None
+        and (not isinstance(flag, str) or joined_flags(flags_of(flag) & set(FLAGS)) != flag)
+    ) or record.get("gold") not in (None, *SIDES):
         raise UserError(f"vote {record['vote_id']}: unknown flag or gold side")
     round_fields = [record.get(f) for f in ("evaluation", "model_a", "model_b")]
     if any(round_fields) and not all(isinstance(f, str) and f for f in round_fields):

@@ -13,6 +13,7 @@ from pipeline.access import (
     Gatekeeper,
     Refused,
     RequestFacts,
+    Voter,
     load_secret,
 )
 from pipeline.errors import UserError
@@ -116,6 +117,32 @@ def test_voter_ids_are_issued_signed_and_checked():
     assert fresh_id != voter_id and keeper.voter_id(fresh) == fresh_id
 
 
+def test_voters_minted_in_a_burst_from_one_address_are_marked():
+    keeper = gate(burst_voters_per_minute=2)
+    voter = keeper.caller(REMOTE)
+    tokens = [keeper.voter_for_page(voter, None)[0] for _ in range(4)]
+    assert [keeper.voter_of(voter, t).burst for t in tokens] == [False, False, True, True]
+    marked = tokens[2]
+    assert marked.split(".")[1] == "burst"
+    # the mark is signed with the id: dropping it, or adding it to another, is a forgery
+    voter_id, _, signature = marked.split(".")
+    for forged in (f"{voter_id}.{signature}", f"{tokens[0].split('.')[0]}.burst.{signature}",
+                   f"{voter_id}.fast.{signature}"):  # fmt: skip
+        with pytest.raises(Refused, match="not issued by this app"):
+            keeper.voter_of(voter, forged)
+    assert keeper.voter_for_page(voter, marked) == (marked, voter_id)  # a reload keeps it
+    # another address, and the owner, mint unmarked; so does --share, where all look alike
+    assert not keeper.voter_of(voter, keeper.voter_for_page(keeper.caller(
+        RequestFacts("198.51.100.7")), None)[0]).burst  # fmt: skip
+    owner = keeper.caller(LOCAL)
+    assert not any(keeper.voter_of(owner, keeper.voter_for_page(owner, None)[0]).burst
+                   for _ in range(4))  # fmt: skip
+    shared = gate(shared=True, owner_password="pw", burst_voters_per_minute=2)
+    tunnel = shared.caller(LOCAL)
+    assert not any(shared.voter_of(tunnel, shared.voter_for_page(tunnel, None)[0]).burst
+                   for _ in range(4))  # fmt: skip
+
+
 def test_new_voter_ids_per_address_are_limited():
     keeper = gate(new_voters_per_hour=3)
     voter = keeper.caller(REMOTE)
@@ -211,7 +238,7 @@ def test_signed_in_voting_uses_the_username():
         keeper.voter_for_page(anonymous, None)
     bob = keeper.caller(RequestFacts("10.0.0.1", username="bob"))
     assert keeper.voter_for_page(bob, "v-whatever.sig") == ("", "hf:bob")
-    assert keeper.voter_of(bob, "anything the client sends") == "hf:bob"
+    assert keeper.voter_of(bob, "anything the client sends") == Voter("hf:bob")
 
 
 def test_generate_is_the_owners_switch():

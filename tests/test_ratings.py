@@ -129,6 +129,9 @@ def screened_votes():
         cast("careless", 2, "b_better", a="C", b="D"),
         cast("hasty", 3, "a_better", a="E", b="F", flag="fast"),
         cast("newcomer", 4, "b_better", a="H", b="I"),
+        # minted in a burst from one address: every vote of theirs carries the mark
+        cast("minted", 5, "a_better", a="J", b="K", flag="burst"),
+        cast("minted", 6, "a_better", a="L", b="M", flag="burst,fast"),
     ]
 
 
@@ -138,22 +141,32 @@ def test_voter_stats_count_flags_and_gold_accuracy():
     stats = {s.voter: s for s in voter_stats(screened_votes())}
     assert (stats["careless"].votes, stats["careless"].gold_accuracy) == (3, 0.0)
     assert (stats["careful"].gold_votes, stats["careful"].gold_accuracy) == (1, 1.0)
-    assert (stats["hasty"].flagged, stats["newcomer"].gold_accuracy) == (2, None)
+    assert (stats["hasty"].fast, stats["newcomer"].gold_accuracy) == (2, None)
+    assert (stats["minted"].burst, stats["minted"].fast, stats["hasty"].burst) == (2, 1, 0)
 
 
 def test_screening_leaves_out_gold_pairs_flagged_votes_and_careless_voters():
-    from pipeline.ratings import screen_votes
+    from pipeline.ratings import Screening, screen_votes
 
     votes = screened_votes()
     kept, left_out = screen_votes(votes)
-    assert all(v.gold is None for v in kept) and len(kept) == 5
+    assert all(v.gold is None for v in kept) and len(kept) == 7
     assert left_out["gold_pairs"] == 1 and left_out["gold_votes"] == 3
-    assert left_out["flagged_votes"] == 1 and not left_out["drop_flagged"]
+    assert left_out["fast_votes"] == 2 and not left_out["drop_fast"]
+    assert (left_out["burst_votes"], left_out["burst_voters"]) == (2, 1)
 
-    kept, left_out = screen_votes(votes, drop_flagged=True, min_gold_accuracy=0.5)
-    assert sorted((v.voter, v.pair_id) for v in kept) == [("careful", 1), ("newcomer", 4)]
+    screening = Screening(drop_fast=True, min_gold_accuracy=0.5)
+    kept, left_out = screen_votes(votes, screening)
+    assert sorted((v.voter, v.pair_id) for v in kept) == [
+        ("careful", 1), ("minted", 5), ("newcomer", 4),
+    ]  # fmt: skip  # dropping the fast votes keeps the burst voter's slow one
     assert left_out["voters_below_gold"] == 1 and left_out["votes_of_voters_below_gold"] == 2
-    assert left_out["voters_without_gold"] == 1  # the newcomer met no gold pair: kept
+    assert left_out["voters_without_gold"] == 2  # the newcomer met no gold pair: kept
+    kept, _ = screen_votes(votes, Screening(drop_burst=True, min_gold_accuracy=0.5))
+    assert sorted((v.voter, v.pair_id) for v in kept) == [
+        ("careful", 1), ("hasty", 3), ("newcomer", 4),
+    ]  # fmt: skip  # and dropping the burst leaves the fast votes of others alone
+    kept, _ = screen_votes(votes, Screening(True, True, 0.5))
     assert majority_preferences(kept) == [Preference(IDEA, "A", "B"), Preference(IDEA, "I", "H")]
     with pytest.raises(UserError, match="between 0 and 1"):
-        screen_votes(votes, min_gold_accuracy=80)
+        Screening(min_gold_accuracy=80)

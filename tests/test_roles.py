@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import time
+import warnings
 
 import pytest
 from gradio_client import Client, handle_file
@@ -346,7 +347,8 @@ def test_flagged_votes_and_careless_voters_stay_out_of_the_dataset(tmp_path, tin
         owner = Client(url, verbose=False)
         owner.predict(PASSWORD, api_name="/owner_sign_in")
         owner.predict("The votes collected here", 1, "", str(tiny_model_dir), "fast", 1, 0.5,
-                      5e-5, 8, True, 16, 32, 1, True, 0.5, api_name="/train_start")  # fmt: skip
+                      5e-5, 8, True, 16, 32, 1, True, 0.5, False,
+                      api_name="/train_start")  # fmt: skip
         (run,) = (data / "runs").glob("run-*")
         trained_on = json.loads((run / "data" / "summary.json").read_text())
         assert trained_on["votes_used"] == 3 and trained_on["left_out"]["voters_below_gold"] == 1
@@ -356,13 +358,14 @@ def test_flagged_votes_and_careless_voters_stay_out_of_the_dataset(tmp_path, tin
     assert flags == {(careful, None), (careless, None), (hasty, "fast")}
 
     out = tmp_path / "screened"
-    done = run_cli("dataset", "--from-votes", str(data), "--out", str(out), "--drop-flagged",
-                   "--min-gold-accuracy", "0.5", "--json")  # fmt: skip
+    done = run_cli("dataset", "--from-votes", str(data), "--out", str(out), "--drop-fast",
+                   "--drop-burst", "--min-gold-accuracy", "0.5", "--json")  # fmt: skip
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     left_out = summary["left_out"]
     assert (left_out["voters_below_gold"], left_out["votes_of_voters_below_gold"]) == (1, 3)
-    assert (left_out["flagged_votes"], left_out["gold_pairs"]) == (3, 1)
+    assert (left_out["fast_votes"], left_out["gold_pairs"]) == (3, 1)
+    assert left_out["burst_votes"] == 0  # three voters in a minute: under the burst mark
     assert summary["votes"] == 12 and summary["votes_used"] == 3 and summary["voters"] == 1
     from datasets import load_from_disk
 
@@ -382,9 +385,10 @@ def test_flagged_votes_and_careless_voters_stay_out_of_the_dataset(tmp_path, tin
 
 def test_a_claimed_address_changes_no_limit_and_a_patient_bot_is_held(tmp_path, tiny_model_dir):
     """A local script writes any X-Forwarded-For it likes: no limit may move for it. Then a
-    patient bot, its voter ids spread, voting one vote a second: held to the per-address rate."""
+    patient bot, its voter ids spread, voting one vote a second: held to the per-address rate.
+    The ids it minted past the burst mark are marked, and the owner sees them."""
     process, url = start_limited(tmp_path, tiny_model_dir, new_voters_per_hour=3,
-                                 address_votes_per_minute=4)  # fmt: skip
+                                 address_votes_per_minute=4, burst_voters_per_minute=2)  # fmt: skip
     try:
         bots = []
         for i in range(4):  # each "from" another address, by its own say
@@ -404,11 +408,22 @@ def test_a_claimed_address_changes_no_limit_and_a_patient_bot_is_held(tmp_path, 
             except Exception as exc:
                 answers.append(str(exc))
             time.sleep(1)
+        owner = Client(url, verbose=False)
+        owner.predict(PASSWORD, api_name="/owner_sign_in")
+        table = owner.predict(api_name="/voter_quality")
     finally:
         stop_app(process)
     assert answers[:4] == ["saved"] * 4
     assert all("too many votes from your address" in a for a in answers[4:]), answers
-    assert len(VoteStore.open_existing(tmp_path / "data").votes()) == 4
+    votes = VoteStore.open_existing(tmp_path / "data").votes()
+    ids = [token.split(".")[0] for _, token, _, _ in bots[:3]]
+    assert len(votes) == 4 and {v.voter for v in votes} == set(ids)
+    # the third id came past the burst mark (2 a minute): its vote is flagged, the others not
+    marked = {v.voter: "burst" in v.flags for v in votes}
+    assert marked == dict(zip(ids, [False, False, True], strict=True))
+    headers = table["headers"]
+    marks = {row[0]: row[headers.index("Burst")] for row in table["data"]}
+    assert marks == dict(zip(ids, ["", "", "burst"], strict=True))
 
 
 def test_behind_a_trusted_proxy_its_entry_counts(tmp_path, tiny_model_dir):
@@ -443,3 +458,31 @@ def test_a_restart_keeps_the_counters(tmp_path, tiny_model_dir):
         finally:
             stop_app(process)
         assert [t is not None for t in tokens] == minted_then
+
+
+def test_every_event_states_a_role_and_takes_the_inputs_it_is_given():
+    """An app is refused at build time when an event has no role, or hands its handler more
+    inputs than it takes (the spare one would land where the request belongs)."""
+    import gradio as gr
+
+    from pipeline.access import VOTER, AccessSettings, Gatekeeper
+
+    guard = Guard(Gatekeeper(AccessSettings(), b"s" * 32))
+
+    def echo(*texts):
+        return texts[0]
+
+    def app_with(handler, inputs: int) -> gr.Blocks:
+        with gr.Blocks() as blocks:
+            boxes = [gr.Textbox() for _ in range(inputs)]
+            boxes[0].submit(handler, boxes, boxes[0])
+        return blocks
+
+    Guard.check_every_event(app_with(guard(VOTER, echo, spread=2), 2))
+    with pytest.raises(RuntimeError, match="without a role"):
+        Guard.check_every_event(app_with(echo, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Gradio's own warning, when it gives one, says less
+        miscounted = app_with(guard(VOTER, echo, spread=2), 3)
+    with pytest.raises(RuntimeError, match="takes other inputs"):
+        Guard.check_every_event(miscounted)

@@ -265,6 +265,25 @@ def test_a_vote_faster_than_reading_is_stored_but_flagged(store):
     assert flags == {1: "fast", 2: None}
 
 
+def test_a_burst_voters_votes_carry_both_marks_and_only_known_flags_are_stored(store):
+    now = time.time()
+    burst = dict(burst=True)
+    assert vote_on_shown_pair(store, "bot", 1, "left", Shown(1, "a", now - 0.3), now, **burst)
+    assert vote_on_shown_pair(store, "bot", 2, "left", Shown(2, "a", now - 2.0), now, **burst)
+    assert {v.pair_id: v.flags for v in store.votes()} == {
+        1: {"burst", "fast"}, 2: {"burst"},
+    }  # fmt: skip
+    for bad in ("slow", "fast,burst", "fast,fast", ""):
+        with pytest.raises(UserError, match="flag"):
+            store.record_vote("ann", 1, "a_better", "a", flag=bad)
+    records = [vote_record(v) for v in store.votes()]
+    assert {r["flag"] for r in records} == {"burst,fast", "burst"}
+    forged = {**records[0], "vote_id": "x1", "voter": "eve", "flag": "trusted"}
+    assert VoteStore.in_folder(store.path.parent / "copy").restore_votes([*records, forged]) == (
+        2, 1,
+    )  # fmt: skip
+
+
 def test_gold_pairs_know_their_answer_and_survive_a_restore(tmp_path):
     store = VoteStore.in_folder(tmp_path / "a")
     store.add_pairs([Pair("idea", "Broken TITLE!!!", "A good title")], "p", "test")
