@@ -157,7 +157,7 @@ def build_app(
         log.error("Votes are NOT mirrored to the Hub: %s", exc)
         mirror = f"Votes are **not** mirrored to the Hub: {exc}"
 
-    with gr.Blocks(title="YouTube title DPO") as app:
+    with RoleFirstBlocks(guard, title="YouTube title DPO") as app:
         gr.Markdown("# YouTube titles, tuned on human preferences")
         with gr.Row():
             role_line = gr.Markdown(elem_id="role-line")
@@ -326,6 +326,18 @@ class Guard:
         handler.inputs = (sum(p.default is p.empty for p in taken), len(taken))
         return handler
 
+    def refuse_early(self, handler: Callable | None, request: gr.Request) -> None:
+        """Refuse the request before its inputs are read if `handler` (a guarded event's)
+        demands a role the caller lacks (`RoleFirstBlocks`)."""
+        role = getattr(handler, "role", None)
+        if role is None:
+            return
+        caller = self.keeper.caller(request_facts(request, signed_in_profile(request)))
+        try:
+            self.keeper.require(caller, role)
+        except UserError as exc:
+            raise gr.Error(str(exc)) from None
+
     @staticmethod
     def check_every_event(app: gr.Blocks) -> None:
         """Refuse an app with an event that states no role: a forgotten endpoint would be
@@ -349,6 +361,45 @@ class Guard:
         ]
         if miscounted:
             raise RuntimeError(f"events whose handler takes other inputs: {miscounted}")
+
+
+class RoleFirstBlocks(gr.Blocks):
+    """gr.Blocks whose events check the caller's role before Gradio reads their inputs.
+
+    Gradio checks and converts an event's inputs (their number, a file's payload, a choice
+    among a dropdown's) before it calls the handler, and a failure there answers a caller
+    with a generic "the upstream app has raised an exception", or with an error listing the
+    dropdown's choices: a voter probing an owner endpoint with bad inputs would hear that
+    rather than the refusal. So the role is checked first, from the same request. This only
+    ever refuses sooner: the handler's own check (`Guard`) stays the lock, and where Gradio
+    calls without a request (examples, internal calls) or no longer names it, nothing changes.
+    """
+
+    def __init__(self, guard: Guard, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.guard = guard
+
+    async def process_api(self, block_fn: Any, inputs: list[Any], *args: Any, **kwargs: Any):
+        fn = self.fns.get(block_fn) if isinstance(block_fn, int) else block_fn
+        request = kwargs.get("request")
+        if isinstance(request, gr.Request):  # a list of requests: a batch, not ours
+            self.guard.refuse_early(getattr(fn, "fn", None), request)
+        return await super().process_api(block_fn, inputs, *args, **kwargs)
+
+
+def signed_in_profile(request: gr.Request) -> gr.OAuthProfile | None:
+    """The Hugging Face profile Gradio will hand a handler for this request: the session's
+    sign-in, unless it has expired (read as Gradio reads it, for `RoleFirstBlocks`)."""
+    underlying = getattr(request, "request", None) or request
+    scope = getattr(underlying, "scope", None)
+    session = scope.get("session") if isinstance(scope, dict) else None
+    info = (session or {}).get("oauth_info")
+    if not isinstance(info, dict) or not isinstance(info.get("userinfo"), dict):
+        return None
+    expires = info.get("expires_at")
+    if expires is not None and expires < time.time():
+        return None
+    return gr.OAuthProfile(info["userinfo"])
 
 
 def _injected(annotation: object) -> bool:

@@ -77,9 +77,22 @@ def snapshot(hub, data) -> dict:
     }  # fmt: skip
 
 
+def raw_call(client: Client, name: str, data: list) -> str:
+    """Call endpoint `name` over plain HTTP with exactly `data` as its inputs (gradio_client
+    insists on the right number of them): the text of the answer's event stream."""
+    import httpx
+
+    base = f"{client.src.rstrip('/')}/gradio_api/call/{name.lstrip('/')}"
+    with httpx.Client(headers=client.headers, timeout=60) as http:
+        event = http.post(base, json={"data": data}).json()["event_id"]
+        return http.get(f"{base}/{event}").text
+
+
 def assert_voter_refused_everywhere(client, hub, data, csv_path) -> set[str]:
-    """Call every non-voter endpoint as this client; each must refuse with the one message
-    and leave everything as it was. Returns the endpoints tried."""
+    """Call every non-voter endpoint as this client, with plausible inputs, with inputs of
+    the wrong kind (a number where a file, a list or a choice belongs) and with none at all;
+    each must refuse with the one message, before Gradio reads the inputs, and leave
+    everything as it was. Returns the endpoints tried."""
     before = snapshot(hub, data)
     owner_endpoints = {name: info for name, info in endpoints(client).items()
                        if name not in VOTER_ENDPOINTS}  # fmt: skip
@@ -90,8 +103,12 @@ def assert_voter_refused_everywhere(client, hub, data, csv_path) -> set[str]:
             "/best_of_n", "/reward_models"} <= set(owner_endpoints)  # fmt: skip
     for name, info in owner_endpoints.items():
         expected = "Generate is for the owner" if name == "/generate" else "owner only"
-        with pytest.raises(Exception, match=expected):
-            client.predict(*example_args(info, csv_path), api_name=name)
+        wrong_kind = [12345] * len(info["parameters"])
+        for args in (example_args(info, csv_path), wrong_kind):
+            with pytest.raises(Exception, match=expected):
+                client.predict(*args, api_name=name)
+        if info["parameters"]:
+            assert expected in raw_call(client, name, []), name
     # the switch was refused too: Generate is still closed to voters
     with pytest.raises(Exception, match="Generate is for the owner"):
         client.predict("an idea", 2, 0.7, api_name="/generate")
