@@ -352,7 +352,9 @@ class Gatekeeper:
         """The voter a signed token names, with its mark: `id.signature`, or for a voter
         minted in a burst `id.burst.signature` (the mark is signed too, so it cannot be
         dropped). A forged or tampered token is refused."""
-        voter, _, rest = (token or "").partition(".")
+        if not isinstance(token, str):  # the vote events hand it over as the page sent it
+            token = ""
+        voter, _, rest = token.partition(".")
         mark, _, signature = rest.rpartition(".")
         message = f"voter:{voter}:{mark}" if mark else f"voter:{voter}"
         if (

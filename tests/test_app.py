@@ -130,7 +130,8 @@ def test_a_voter_sees_a_pair_votes_and_moves_on(client):
     assert message.startswith("Already voted")
 
 
-@pytest.mark.parametrize("voter", ["", "x" * 200, "a b", "v-0123456789abcdef", "v-0.AAAA"])
+@pytest.mark.parametrize("voter", ["", "x" * 200, "a b", "v-0123456789abcdef", "v-0.AAAA", 12345,
+                                   ["v-0.AAAA"], {"id": "v-0"}])  # fmt: skip
 def test_voter_ids_the_app_did_not_issue_are_refused(client, voter):
     with pytest.raises(Exception, match="not issued by this app"):
         client.predict(voter, 1, api_name="/vote_left")
@@ -144,6 +145,11 @@ def test_a_pair_not_on_screen_or_unknown_is_refused(app_url):
         other.predict(voter, 1, api_name="/vote_tie")
     with pytest.raises(Exception, match="unknown pair id"):
         other.predict(voter, 10**9, api_name="/vote_tie")
+    # the vote events take the page's values raw: anything but a whole number is refused
+    for bad in ("1", 1.5, True, [1], {"pair": 1}):
+        with pytest.raises(Exception, match="a pair id is a whole number"):
+            c.predict(voter, bad, api_name="/vote_left")
+    assert "voted on **0** pairs" in c.predict(voter, api_name="/skip")[-1]  # nothing stored
 
 
 def test_leaderboard_reports_votes_agreement_and_scores(app_url):
