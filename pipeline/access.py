@@ -95,6 +95,12 @@ class AccessSettings:
                 "TITLE_DPO_VOTERS=signed-in needs a Space: signing in with Hugging Face only "
                 "works there"
             )
+        if shared and not env.get("TITLE_DPO_OWNER_PASSWORD"):
+            # Through the share tunnel every visitor arrives on loopback, like the owner.
+            raise UserError(
+                "--share makes the app public: set TITLE_DPO_OWNER_PASSWORD first (owner "
+                "actions will ask for it; voters need nothing)"
+            )
         owner = env.get("SPACE_AUTHOR_NAME") or (space_id.split("/")[0] if space_id else None)
         return cls(
             on_space=bool(space_id),

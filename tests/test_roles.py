@@ -13,11 +13,11 @@ import warnings
 import pytest
 from gradio_client import Client, handle_file
 
-from app import Guard
 from app_process import start_app, stop_app
 from hub_server import DEFAULT_TOKENS, hub_env
 from pipeline.ballot import MIN_READ_SECONDS
 from pipeline.votes import VoteStore
+from ui.guard import Guard
 
 PASSWORD = "correct horse battery staple"
 OAUTH_SECRET = "oauth-client-secret-of-the-space"

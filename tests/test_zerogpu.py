@@ -135,6 +135,7 @@ def test_every_gpu_call_of_a_run_carries_the_request_that_started_it(
 
     import app
     from app_process import free_port
+    from ui.tabs import train as train_tab
 
     seen = []
 
@@ -146,7 +147,7 @@ def test_every_gpu_call_of_a_run_carries_the_request_that_started_it(
 
         return call
 
-    monkeypatch.setattr(app, "ON_ZEROGPU", True)  # the app trains in GPU chunks, as on a Space
+    monkeypatch.setattr(train_tab, "ON_ZEROGPU", True)  # it trains in GPU chunks, as on a Space
     # rates that make a step take 100 s: a first chunk of 1 step, then the measured pace
     rates = {"device": "test", "shapes": {"any": {"params": 10**9, "rows": {
         "dpo:tutorial": {"step_s": 100.0}}}}}  # fmt: skip

@@ -1,0 +1,55 @@
+"""What the shell gives every tab (`Context`), and what a tab gives back (`TabParts`): the
+only contract between `ui.shell` and `ui/tabs/`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from hub.sync import VoteMirror
+from pipeline.access import AccessSettings, Gatekeeper
+from pipeline.jobs import TrainingRunner
+from pipeline.models import ModelChoice
+from pipeline.votes import VoteStore
+from ui.guard import Guard
+
+
+@dataclass(frozen=True)
+class Context:
+    """The app's parts, made once by the shell and shared by its tabs."""
+
+    store: VoteStore
+    keeper: Gatekeeper
+    guard: Guard
+    settings: AccessSettings
+    folder: Path  # the data folder: votes, runs, limits
+    generator: ModelChoice  # the model Generate uses; the Train tab can change it
+    runner: TrainingRunner
+    mirror: VoteMirror | str | None  # the votes' Hub mirror, or why there is none, or None
+    status: gr.Markdown  # the model line at the top of the page
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """A guarded handler and what it reads and writes, for an event the shell wires (a page
+    load, a tab being opened, the caller's role becoming known)."""
+
+    fn: Callable
+    outputs: Sequence[Any]
+    inputs: Sequence[Any] | None = None
+    api_name: str | None = None  # None: not part of the app's API
+
+
+@dataclass(frozen=True)
+class TabParts:
+    """What a tab's `build(ctx)` hands the shell."""
+
+    owner_parts: Sequence[Any] = ()  # parts of a tab open to voters that only the owner sees
+    on_open: Wiring | None = None  # run when the tab is opened
+    on_load: Wiring | None = None  # run when the page loads
+    on_role: Wiring | None = None  # run once the caller's role is known (page load, sign-in)
+    poll: gr.Timer | None = None  # ticks only while the tab is open

@@ -1,0 +1,180 @@
+"""The lock on every event: `Guard` wraps each handler with the role it demands and is the
+only place where an error becomes the `gr.Error` a page shows; `RoleFirstBlocks` checks the
+role before Gradio even reads an event's inputs."""
+
+from __future__ import annotations
+
+import inspect
+import time
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+
+from pipeline.access import Gatekeeper, RequestFacts
+from pipeline.errors import UserError
+
+
+class Guard:
+    """Event handlers that run only for callers with their role.
+
+    `guard(role, fn)` is fn as Gradio should call it: Gradio injects the request and the
+    OAuth profile (both server-side facts, never the client's say), the Gatekeeper resolves
+    the caller and refuses one without the role, and a `UserError` from fn becomes the one
+    message the page shows. fn may take keyword-only `caller` and `facts` to receive them.
+    """
+
+    EXTRA = (("request", gr.Request), ("profile", gr.OAuthProfile | None))
+    # Gradio's own events that only update the page and change nothing on the server:
+    # gr.Examples filling the idea box, gr.LoginButton showing who is signed in.
+    HARMLESS = frozenset({"load_example", "_check_login_status"})
+
+    def __init__(self, keeper: Gatekeeper) -> None:
+        self.keeper = keeper
+
+    def __call__(self, role: str, fn: Callable, spread: int = 0) -> Callable:
+        """`spread`: for an fn with `*values`, how many inputs those are (Gradio passes each
+        input as a parameter of its own)."""
+        keeper = self.keeper
+        signature = inspect.signature(fn)
+        wants = [name for name in ("caller", "facts") if name in signature.parameters]
+        try:
+            hints = typing.get_type_hints(fn)
+        except (NameError, TypeError):
+            hints = {}
+        params = []
+        for p in signature.parameters.values():
+            if p.kind is p.VAR_POSITIONAL:
+                if not spread:
+                    raise TypeError(f"{fn.__name__}(*{p.name}): say how many inputs (spread=)")
+                params += [
+                    inspect.Parameter(f"{p.name}_{i}", p.POSITIONAL_OR_KEYWORD)
+                    for i in range(spread)
+                ]
+            elif p.name not in wants:
+                params.append(p.replace(annotation=hints.get(p.name, inspect.Parameter.empty)))
+        extra = [
+            inspect.Parameter(
+                name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=hint
+            )
+            for name, hint in self.EXTRA
+        ]
+
+        def handler(*args):
+            *args, request, profile = args
+            facts = request_facts(request, profile)
+            caller = keeper.caller(facts)
+            given = {"caller": caller, "facts": facts}
+            try:
+                keeper.require(caller, role)
+                return fn(*args, **{name: given[name] for name in wants})
+            except UserError as exc:
+                raise gr.Error(str(exc)) from None
+
+        handler.__signature__ = signature.replace(parameters=[*params, *extra])
+        handler.__annotations__ = {
+            p.name: p.annotation
+            for p in [*params, *extra]
+            if p.annotation is not inspect.Parameter.empty
+        }
+        handler.__name__ = getattr(fn, "__name__", "handler")
+        handler.role = role
+        taken = [p for p in params if not _injected(p.annotation)]
+        handler.inputs = (sum(p.default is p.empty for p in taken), len(taken))
+        return handler
+
+    def refuse_early(self, handler: Callable | None, request: gr.Request) -> None:
+        """Refuse the request before its inputs are read if `handler` (a guarded event's)
+        demands a role the caller lacks (`RoleFirstBlocks`)."""
+        role = getattr(handler, "role", None)
+        if role is None:
+            return
+        caller = self.keeper.caller(request_facts(request, signed_in_profile(request)))
+        try:
+            self.keeper.require(caller, role)
+        except UserError as exc:
+            raise gr.Error(str(exc)) from None
+
+    @staticmethod
+    def check_every_event(app: gr.Blocks) -> None:
+        """Refuse an app with an event that states no role: a forgotten endpoint would be
+        open to anyone with the link."""
+        unguarded = [
+            f"{block_fn.api_name or block_fn.name}"
+            for block_fn in app.fns.values()
+            if block_fn.fn is not None
+            and not hasattr(block_fn.fn, "role")
+            and block_fn.api_name not in Guard.HARMLESS
+        ]
+        if unguarded:
+            raise RuntimeError(f"events without a role (wire them through Guard): {unguarded}")
+        # Gradio hands the inputs over by position and the request by its parameter: one input
+        # too many lands in the request's place, and the caller is no longer who they are.
+        miscounted = [
+            f"{block_fn.api_name or block_fn.name} ({len(block_fn.inputs)} inputs)"
+            for block_fn in app.fns.values()
+            if hasattr(block_fn.fn, "inputs")
+            and not block_fn.fn.inputs[0] <= len(block_fn.inputs) <= block_fn.fn.inputs[1]
+        ]
+        if miscounted:
+            raise RuntimeError(f"events whose handler takes other inputs: {miscounted}")
+
+
+class RoleFirstBlocks(gr.Blocks):
+    """gr.Blocks whose events check the caller's role before Gradio reads their inputs.
+
+    Gradio checks and converts an event's inputs (their number, a file's payload, a choice
+    among a dropdown's) before it calls the handler, and a failure there answers a caller
+    with a generic "the upstream app has raised an exception", or with an error listing the
+    dropdown's choices: a voter probing an owner endpoint with bad inputs would hear that
+    rather than the refusal. So the role is checked first, from the same request. This only
+    ever refuses sooner: the handler's own check (`Guard`) stays the lock, and where Gradio
+    calls without a request (examples, internal calls) or no longer names it, nothing changes.
+    """
+
+    def __init__(self, guard: Guard, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.guard = guard
+
+    async def process_api(self, block_fn: Any, inputs: list[Any], *args: Any, **kwargs: Any):
+        fn = self.fns.get(block_fn) if isinstance(block_fn, int) else block_fn
+        request = kwargs.get("request")
+        if isinstance(request, gr.Request):  # a list of requests: a batch, not ours
+            self.guard.refuse_early(getattr(fn, "fn", None), request)
+        return await super().process_api(block_fn, inputs, *args, **kwargs)
+
+
+def signed_in_profile(request: gr.Request) -> gr.OAuthProfile | None:
+    """The Hugging Face profile Gradio will hand a handler for this request: the session's
+    sign-in, unless it has expired (read as Gradio reads it, for `RoleFirstBlocks`)."""
+    underlying = getattr(request, "request", None) or request
+    scope = getattr(underlying, "scope", None)
+    session = scope.get("session") if isinstance(scope, dict) else None
+    info = (session or {}).get("oauth_info")
+    if not isinstance(info, dict) or not isinstance(info.get("userinfo"), dict):
+        return None
+    expires = info.get("expires_at")
+    if expires is not None and expires < time.time():
+        return None
+    return gr.OAuthProfile(info["userinfo"])
+
+
+def _injected(annotation: object) -> bool:
+    """Whether Gradio fills a parameter so typed itself (the request, the OAuth sign-in)."""
+    injected = (gr.Request, gr.OAuthProfile, gr.OAuthToken)
+    return any(t in injected for t in (annotation, *typing.get_args(annotation)))
+
+
+def request_facts(request: gr.Request | None, profile: gr.OAuthProfile | None) -> RequestFacts:
+    """What the server knows of a request's sender, in the library's terms."""
+    if request is None:  # called from Python, not over HTTP
+        return RequestFacts(None)
+    orgs = (profile or {}).get("orgs") or []
+    return RequestFacts(
+        client_host=request.client.host if request.client else None,
+        forwarded_for=request.headers.get("x-forwarded-for"),
+        session=request.session_hash,
+        username=profile.username if profile is not None else None,
+        orgs=tuple(o["preferred_username"] for o in orgs if o.get("preferred_username")),
+    )

@@ -1,0 +1,152 @@
+"""The app's frame: the parts every tab shares, the tabs themselves, what each visitor may see,
+and `serve`. A new tab is a module in `ui/tabs/` and one entry in `TABS`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from types import ModuleType
+
+import gradio as gr
+
+from hub.sync import mirror_from_env
+from pipeline import hub_kernels
+from pipeline.access import AccessSettings, Caller, Gatekeeper, RequestFacts
+from pipeline.appdata import data_dir
+from pipeline.errors import UserError
+from pipeline.jobs import TrainingRunner
+from pipeline.models import DEFAULT_MODEL, ModelChoice
+from pipeline.tracking import use_tracking_dir
+from pipeline.votes import VoteStore
+from ui.context import Context, TabParts
+from ui.guard import Guard, RoleFirstBlocks
+from ui.sign_in import OwnerSignIn, describe_caller
+from ui.tabs import evaluate, generate, hub, leaderboard, train, vote
+
+# The project's own log lines go to the `pipeline` loggers (pipeline.logs).
+log = logging.getLogger("pipeline.app")
+
+TABS: tuple[ModuleType, ...] = (vote, generate, leaderboard, train, evaluate, hub)
+
+
+def build_app(
+    model_name: str | None = None, data: str | None = None, access: AccessSettings | None = None
+) -> gr.Blocks:
+    """The app. `access` says who is the owner and how voters are held (default: from the
+    environment, as `AccessSettings.from_env` reads it)."""
+    ctx_parts = open_parts(model_name, data, access)
+    guard = ctx_parts["guard"]
+    with RoleFirstBlocks(guard, title="YouTube title DPO") as app:
+        gr.Markdown("# YouTube titles, tuned on human preferences")
+        with gr.Row():
+            role_line = gr.Markdown(elem_id="role-line")
+            if ctx_parts["settings"].on_space:  # Gradio's sign-in needs a Space
+                gr.LoginButton()
+        sign_in = OwnerSignIn(ctx_parts["keeper"], guard)
+        ctx = Context(**ctx_parts, status=gr.Markdown("", elem_id="model-status"))
+        owner_pass = gr.BrowserState(None, storage_key="title-dpo-owner")  # after the password
+        pages: list[tuple[gr.Tab, ModuleType, TabParts]] = []
+        for module in TABS:
+            with gr.Tab(module.TITLE, visible=module.SHOWN_TO == "anyone") as page:
+                pages.append((page, module, module.build(ctx)))
+        wire_pages(app, ctx, pages, role_line, sign_in, owner_pass)
+    guard.check_every_event(app)
+    return app
+
+
+def open_parts(model_name: str | None, data: str | None, access: AccessSettings | None) -> dict:
+    """The app's shared parts (all of `Context` but the page's own components), with the
+    start-up work done: the data folder, the gatekeeper, the first pool, the vote mirror."""
+    folder = Path(data or data_dir())
+    use_tracking_dir(folder)  # every training run's trackio database: DATA/trackio
+    store = VoteStore.in_folder(folder)
+    settings = access or AccessSettings.from_env()
+    keeper = Gatekeeper.for_folder(settings, folder)
+    log.info("%s", settings.describe())
+    hub_kernels.use_hub_kernels()  # decided and logged once, before any model loads
+    if settings.on_space and not os.environ.get("TITLE_DPO_SECRET"):
+        log.warning("TITLE_DPO_SECRET is not set: voter ids will not survive a Space restart")
+    if added := store.seed_if_empty():
+        log.info("Empty vote store: loaded the tutorial's %d pairs as the first pool", added)
+    # On a Space the disk is wiped on restart: the votes come back from their Hub mirror.
+    try:
+        mirror = mirror_from_env(store, folder)
+    except UserError as exc:  # misconfigured: serve anyway, and say so on the Hub tab
+        log.error("Votes are NOT mirrored to the Hub: %s", exc)
+        mirror = f"Votes are **not** mirrored to the Hub: {exc}"
+    return {
+        "store": store,
+        "keeper": keeper,
+        "guard": Guard(keeper),
+        "settings": settings,
+        "folder": folder,
+        # the model the Generate tab uses; the Train tab's "use this model" changes it
+        "generator": ModelChoice(model_name or os.environ.get("TITLE_DPO_MODEL") or DEFAULT_MODEL),
+        "runner": TrainingRunner(),
+        "mirror": mirror,
+    }
+
+
+def wire_pages(
+    app: gr.Blocks,
+    ctx: Context,
+    pages: list[tuple[gr.Tab, ModuleType, TabParts]],
+    role_line: gr.Markdown,
+    sign_in: OwnerSignIn,
+    owner_pass: gr.BrowserState,
+) -> None:
+    """What each visitor sees (the server decides; hiding is a courtesy, not the lock), what
+    runs when the page loads, and what runs when a tab is opened."""
+    keeper, guard, settings = ctx.keeper, ctx.guard, ctx.settings
+    guarded_pages = [(page, module.SHOWN_TO) for page, module, _ in pages
+                     if module.SHOWN_TO != "anyone"]  # fmt: skip
+    owner_parts = [part for _, _, parts in pages for part in parts.owner_parts]
+
+    def show_role(*, caller: Caller) -> dict:
+        can_sign_in = settings.owner_password is not None
+        return {
+            role_line: describe_caller(caller, settings),
+            sign_in.box: gr.Accordion(visible=can_sign_in and not caller.is_owner),
+            **{page: gr.Tab(visible=keeper.allows(caller, role)) for page, role in guarded_pages},
+            **{part: gr.update(visible=caller.is_owner) for part in owner_parts},
+        }
+
+    def open_page(kept_pass: str | None, *, facts: RequestFacts) -> dict:
+        return show_role(caller=keeper.resume(facts, kept_pass))
+
+    role_outputs = [role_line, sign_in.box, *(page for page, _ in guarded_pages), *owner_parts]
+    after_role = [parts.on_role for _, _, parts in pages if parts.on_role]
+    # What follows the role waits for it: an owner pass may make this page the owner's.
+    event = app.load(guard("anyone", open_page), owner_pass, role_outputs, api_name="my_role")
+    for wiring in after_role:
+        event = event.then(wiring.fn, None, wiring.outputs, api_name=wiring.api_name)
+    for _, _, parts in pages:
+        if parts.on_load:
+            w = parts.on_load
+            app.load(w.fn, w.inputs, w.outputs, api_name=w.api_name)
+    sign_in.wire(show_role, role_outputs, after_role, owner_pass)
+    polls = [parts.poll for _, _, parts in pages if parts.poll]
+    for page, _, parts in pages:
+        # Only a page showing a polling tab polls.
+        page.select(
+            guard("anyone", lambda mine=parts.poll: {p: gr.Timer(active=p is mine) for p in polls}),
+            None,
+            polls,
+            queue=False,
+            api_visibility="private",
+        )
+        if parts.on_open:
+            w = parts.on_open
+            page.select(w.fn, w.inputs, w.outputs, api_visibility="private")
+
+
+def serve(app: gr.Blocks, **launch_kwargs):
+    """Launch with the queue and the voting keyboard shortcuts (Gradio 6 takes `head` here)."""
+    # Gradio's upload route is open to every visitor; the app's only upload is a pairs CSV.
+    launch_kwargs.setdefault("max_file_size", "20mb")
+    # uvicorn would replace a loopback client's address with whatever its X-Forwarded-For
+    # claims (a local script, or anyone through the --share tunnel): the app reads that header
+    # itself, trusting only the proxies it is told of (`pipeline.access`).
+    os.environ["FORWARDED_ALLOW_IPS"] = ""
+    return app.queue().launch(head=vote.KEYBOARD_JS, **launch_kwargs)

@@ -1,0 +1,149 @@
+"""The Evaluate tab, the owner's: rounds of models' titles put to voters blind, and what the
+votes (or a judge model) say about the models."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from pipeline.access import OWNER
+from pipeline.appdata import runs_dir
+from pipeline.errors import UserError
+from pipeline.jobs import finished_runs
+from pipeline.judges import judge_round
+from pipeline.rounds import (
+    MAX_K,
+    create_round,
+    fresh_ideas,
+    ideas_from_file,
+    ideas_from_text,
+    plan_round,
+)
+from pipeline.winrates import ARENA_COLUMNS, COMPARISON_COLUMNS, DETAIL_COLUMNS, round_report
+from pipeline.winrates import chart as round_chart
+from pipeline.zerogpu import JudgeOnGpu, generate_round_on_gpu
+from ui.context import Context, TabParts, Wiring
+
+TITLE = "Evaluate"
+SHOWN_TO = OWNER
+
+# Where an evaluation round's ideas come from (pipeline.rounds).
+FRESH_IDEAS = "The shipped fresh ideas (none is in the tutorial's data)"
+HELD_OUT_IDEAS = "The held-out ideas of the chosen runs"
+TYPED_IDEAS = "Typed below, one per line"
+FILE_IDEAS = "A file, one idea per line"
+IDEA_SOURCES = [FRESH_IDEAS, HELD_OUT_IDEAS, TYPED_IDEAS, FILE_IDEAS]
+
+
+def build(ctx: Context) -> TabParts:
+    store, folder, generator, guard = ctx.store, ctx.folder, ctx.generator, ctx.guard
+    gr.Markdown(
+        "A round: each model writes titles for the same ideas, and every two models' titles "
+        "for an idea become a pair in the voting pool. Voters see them like any pair: blind, "
+        "sides at random. A finished run brings its base model and its SFT stage, so the "
+        "round shows what the preference step adds beyond the format fix. Votes on a round "
+        "stay out of training data (`dataset --include-evaluation` puts them in)."
+    )
+    with gr.Row():
+        runs = gr.CheckboxGroup([], label="Finished runs")
+        others = gr.Textbox(
+            generator.name,
+            label="Other models (Hub ids or folders, one per line)",
+            lines=2,
+        )
+    with gr.Row():
+        stages = gr.Checkbox(True, label="A run brings its base model and its SFT stage")
+        k = gr.Number(1, precision=0, minimum=1, maximum=MAX_K, label="Titles per model per idea")
+        name = gr.Textbox("", label="Round name (empty: round-DATE-TIME)")
+    with gr.Row():
+        source = gr.Radio(IDEA_SOURCES, value=FRESH_IDEAS, label="Ideas")
+        typed = gr.Textbox("", label="Ideas (one per line)", lines=4)
+        ideas_file = gr.File(label="Ideas file", file_types=[".txt", ".csv"])
+    with gr.Row():
+        create = gr.Button("Create the round", variant="primary")
+        refresh = gr.Button("Refresh the runs and rounds")
+    created = gr.Markdown()
+    gr.Markdown("### Results")
+    with gr.Row():
+        pick = gr.Dropdown([], label="Round", allow_custom_value=True)
+        judge = gr.Textbox("", label="Judge model (optional: judge the pairs with it)")
+    with gr.Row():
+        show = gr.Button("Show the people's verdict")
+        judged = gr.Button("Judge the round with the model")
+    summary = gr.Markdown()
+    chart = gr.Plot(label="Win rates (Wilson 95%) and arena scores (bootstrap 95%)")
+    comparisons = gr.Dataframe(
+        headers=COMPARISON_COLUMNS, interactive=False, label="Head to head", wrap=True
+    )
+    ranking = gr.Dataframe(headers=ARENA_COLUMNS, interactive=False, label="Arena (Bradley–Terry)")
+    detail = gr.Dataframe(headers=DETAIL_COLUMNS, interactive=False, label="Per pair", wrap=True)
+
+    def choices():
+        finished = [str(p) for p in finished_runs(runs_dir(folder))]
+        rounds = [r.name for r in store.rounds()]
+        return gr.CheckboxGroup(choices=finished), gr.Dropdown(
+            choices=rounds, value=rounds[0] if rounds else None
+        )
+
+    def make_round(chosen, other_text, with_stages, count, round_name, where, text, path):
+        names = [*(chosen or []), *(line.strip() for line in (other_text or "").splitlines())]
+        ideas, ideas_from = {
+            FRESH_IDEAS: lambda: (fresh_ideas(), "the shipped fresh ideas"),
+            HELD_OUT_IDEAS: lambda: (None, None),
+            TYPED_IDEAS: lambda: (ideas_from_text(text or ""), "typed ideas"),
+            FILE_IDEAS: lambda: (ideas_from_file(path) if path else [], "an ideas file"),
+        }[where]()
+        plan = plan_round(
+            [n for n in names if n],
+            ideas,
+            ideas_from,
+            int(count or 1),
+            round_name or None,
+            stages=bool(with_stages),
+        )
+        info = create_round(store, plan, generate=generate_round_on_gpu)
+        rounds = [r.name for r in store.rounds()]
+        message = f"{plan.describe()}. **{info.pairs} pairs** are in the voting pool now."
+        return message, gr.Dropdown(choices=rounds, value=info.name)
+
+    def report(round_name, judge_name=None):
+        if not round_name:
+            raise UserError("no round chosen: create one first")
+        if judge_name:
+            model_judge = JudgeOnGpu(judge_name)
+            verdicts = judge_round(store, round_name, model_judge)
+            result = round_report(store, round_name, verdicts, model_judge.name)
+        else:
+            result = round_report(store, round_name)
+        tables = result.tables()
+        return (
+            result.describe().replace("\n", "  \n"),
+            round_chart(result),
+            tables["comparisons"],
+            tables["arena"],
+            tables["detail"],
+        )
+
+    def judge_report(round_name, judge_name):
+        if not (judge_name or "").strip():
+            raise UserError("name a judge model (a Hub id or a folder) first")
+        return report(round_name, judge_name.strip())
+
+    outputs = [summary, chart, comparisons, ranking, detail]
+    create.click(
+        guard(OWNER, make_round),
+        [runs, others, stages, k, name, source, typed, ideas_file],
+        [created, pick],
+        api_name="evaluate_create",
+        concurrency_limit=1,  # the models share one GPU
+    )
+    show.click(guard(OWNER, report), pick, outputs, api_name="evaluate_report")
+    pick.input(guard(OWNER, report), pick, outputs, api_visibility="private")
+    judged.click(
+        guard(OWNER, judge_report),
+        [pick, judge],
+        outputs,
+        api_name="evaluate_judge",
+        concurrency_limit=1,
+    )
+    refresh.click(guard(OWNER, choices), None, [runs, pick], api_name="evaluate_choices")
+    return TabParts(on_open=Wiring(guard(OWNER, choices), [runs, pick]))

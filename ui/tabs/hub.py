@@ -1,0 +1,121 @@
+"""The Hub tab, the owner's: the preference dataset and a tuned model pushed to the owner's
+namespace with their cards, and how the votes' Hub mirror is doing."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from hub.push import publish_dataset, publish_model
+from hub.sync import VoteMirror
+from pipeline.access import OWNER
+from pipeline.appdata import runs_dir
+from pipeline.errors import UserError
+from pipeline.jobs import finished_runs
+from ui.context import Context, TabParts, Wiring
+from ui.widgets import TUTORIAL_DATA, VOTES_DATA, screening, vote_screening
+
+TITLE = "Hub"
+SHOWN_TO = OWNER
+
+
+def build(ctx: Context) -> TabParts:
+    """On a Space a push uses the signed-in owner's own token; locally, HF_TOKEN. The app's
+    HF_TOKEN on a Space is the vote mirror's, and nobody's else."""
+    store, folder, mirror, settings, guard = (
+        ctx.store, ctx.folder, ctx.mirror, ctx.settings, ctx.guard
+    )  # fmt: skip
+    how = (
+        "Sign in with Hugging Face (the button at the top): pushes use your own token."
+        if settings.on_space
+        else "The app pushes with `HF_TOKEN` (a token with write access)."
+    )
+    gr.Markdown(
+        "Publish the preference dataset and a tuned model to your Hugging Face namespace, with "
+        f"their cards. {how}"
+    )
+    with gr.Row():
+        data_source = gr.Radio([VOTES_DATA, TUTORIAL_DATA], value=VOTES_DATA, label="Dataset")
+        min_votes = gr.Number(1, precision=0, minimum=1, label="Votes per pair at least")
+        dataset_repo = gr.Textbox("youtube-titles-dpo", label="Dataset repo (NAME or OWNER/NAME)")
+        dataset_private = gr.Checkbox(False, label="Private")
+    screen_in = list(vote_screening())
+    push_data = gr.Button("Push the dataset", variant="primary")
+    with gr.Row():
+        run = gr.Dropdown([], label="Model (a finished training run)", allow_custom_value=True)
+        model_repo = gr.Textbox("youtube-titles-dpo-model", label="Model repo (NAME or OWNER/NAME)")
+        base_model = gr.Textbox("", label="Base model id (if the run started from a folder)")
+        adapter_only = gr.Checkbox(False, label="LoRA adapter only")
+        model_private = gr.Checkbox(False, label="Private")
+    push_run = gr.Button("Push the model", variant="primary")
+    result = gr.Markdown()
+    sync_line = gr.Markdown()
+
+    def token_of(oauth_token: gr.OAuthToken | None) -> str | None:
+        """The owner's token: their sign-in on a Space; locally None, which is HF_TOKEN."""
+        if oauth_token is not None:
+            return oauth_token.token
+        if settings.on_space:  # the Space's HF_TOKEN belongs to the vote mirror, not visitors
+            raise UserError("sign in with Hugging Face (the button at the top) to push")
+        return None
+
+    def send_dataset(
+        kind,
+        min_count,
+        repo,
+        private,
+        screen_fast,
+        gold_floor,
+        screen_burst,
+        oauth_token: gr.OAuthToken | None = None,
+    ):
+        votes = store.path if kind == VOTES_DATA else None
+        pushed = publish_dataset(
+            repo,
+            votes=votes,
+            min_votes=int(min_count or 1),
+            private=bool(private),
+            token=token_of(oauth_token),
+            screening=screening(screen_fast, gold_floor, screen_burst),
+        )
+        return pushed.describe(markdown=True)
+
+    def send_model(
+        folder_path, repo, base, adapter, private, oauth_token: gr.OAuthToken | None = None
+    ):
+        if not folder_path:
+            raise UserError("no finished training run to push: train a model first")
+        pushed = publish_model(
+            folder_path,
+            repo,
+            adapter_only=bool(adapter),
+            base_model=base or None,
+            private=bool(private),
+            token=token_of(oauth_token),
+        )
+        return pushed.describe(markdown=True)
+
+    def refresh():
+        runs = [str(p) for p in finished_runs(runs_dir(folder))]
+        if isinstance(mirror, VoteMirror):
+            line = mirror.status().describe()
+        else:
+            line = mirror or (
+                "Votes are not mirrored to the Hub (set TITLE_DPO_VOTES_REPO and HF_TOKEN to "
+                "keep them safe on a Space)."
+            )
+        return gr.Dropdown(choices=runs, value=runs[0] if runs else None), line
+
+    push_data.click(
+        guard(OWNER, send_dataset),
+        [data_source, min_votes, dataset_repo, dataset_private, *screen_in],
+        result,
+        api_name="hub_push_dataset",
+    )
+    push_run.click(
+        guard(OWNER, send_model),
+        [run, model_repo, base_model, adapter_only, model_private],
+        result,
+        api_name="hub_push_model",
+    )
+    gr.Button("Refresh").click(guard(OWNER, refresh), None, [run, sync_line], api_name="hub_status")
+    return TabParts(on_open=Wiring(guard(OWNER, refresh), [run, sync_line]))

@@ -1,0 +1,97 @@
+"""The Leaderboard tab: votes per idea, agreement between voters and each idea's titles
+scored; the owner also sees each voter's record."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from pipeline.access import OWNER, VOTER
+from pipeline.ratings import agreement, leaderboard, voter_count, voter_stats, votes_per_idea
+from ui.context import Context, TabParts, Wiring
+
+TITLE = "Leaderboard"
+SHOWN_TO = "anyone"
+
+
+def build(ctx: Context) -> TabParts:
+    """The tab, and its owner-only part: each voter's record."""
+    store, guard = ctx.store, ctx.guard
+    summary = gr.Markdown()
+    ideas = gr.Dataframe(
+        headers=["Idea", "Votes", "Pairs voted on"],
+        datatype=["str", "number", "number"],
+        interactive=False,
+        label="Votes per idea",
+    )
+    pick = gr.Dropdown(label="Idea", choices=[], interactive=True)
+    scores = gr.Dataframe(
+        headers=["Title", "Score", "95% interval", "Wins", "Losses", "Ties / both bad"],
+        datatype=["str", "number", "str", "number", "number", "number"],
+        interactive=False,
+        wrap=True,
+        label="Bradley–Terry scores (1000 = the idea's average title)",
+    )
+    refresh = gr.Button("Refresh")
+    with gr.Accordion("Voters (owner only)", open=False, visible=False) as owner_part:
+        gr.Markdown(
+            "Per voter: votes, votes flagged as too fast to have read the titles, whether the "
+            "voter's id was minted in a burst from one address (a script, or a classroom "
+            "behind one router: look before leaving them out), and accuracy on gold pairs. "
+            "`--drop-fast`, `--drop-burst` and `--min-gold-accuracy` (and the same switches "
+            "on the Train and Hub tabs) leave them out of a dataset."
+        )
+        voters_table = gr.Dataframe(
+            headers=["Voter", "Votes", "Too fast", "Burst", "Gold pairs voted", "Gold accuracy"],
+            datatype=["str", "number", "number", "str", "number", "str"],
+            interactive=False,
+        )
+        refresh_voters = gr.Button("Refresh the voters")
+
+    def voters() -> list[list]:
+        return [
+            [
+                s.voter,
+                s.votes,
+                s.fast,
+                "burst" if s.burst else "",
+                s.gold_votes,
+                "n/a" if s.gold_accuracy is None else f"{s.gold_accuracy:.0%}",
+            ]
+            for s in voter_stats(store.votes())
+        ]
+
+    def overview():
+        votes = store.votes()
+        agree = agreement(votes)
+        rows = [list(row) for row in votes_per_idea(votes)]
+        alpha = "n/a" if agree.alpha is None else f"{agree.alpha:.2f}"
+        unanimous = "n/a" if agree.unanimous is None else f"{agree.unanimous:.0%}"
+        text = (
+            f"**{len(votes)}** votes from **{voter_count(votes)}** voters. "
+            f"Agreement over the {agree.pairs} pairs with 2+ votes: {unanimous} unanimous, "
+            f"Krippendorff's alpha {alpha}."
+        )
+        choices = [r[0] for r in rows]
+        return text, rows, gr.Dropdown(choices=choices, value=choices[0] if choices else None)
+
+    def idea_scores(idea: str | None):
+        if not idea:
+            return []
+        boards = leaderboard([v for v in store.votes() if v.idea == idea])
+        return [
+            [s.title, round(s.score), f"{s.low:.0f} – {s.high:.0f}", s.wins, s.losses, s.ties]
+            for board in boards
+            for s in board.titles
+        ]
+
+    refresh.click(guard(VOTER, overview), None, [summary, ideas, pick], api_name="leaderboard")
+    pick.change(guard(VOTER, idea_scores), pick, scores, api_name="idea_scores")
+    gr.on(
+        [owner_part.expand, refresh_voters.click],
+        guard(OWNER, voters),
+        None,
+        voters_table,
+        api_name="voter_quality",
+    )
+    refresh_board = Wiring(guard(VOTER, overview), [summary, ideas, pick])
+    return TabParts(owner_parts=[owner_part], on_open=refresh_board)

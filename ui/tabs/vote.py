@@ -1,0 +1,180 @@
+"""The Vote tab: a voter sees two titles for one idea, blind, and picks; the server keeps
+which pair it showed and where, and the vote is the fastest path in the app."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import gradio as gr
+
+from pipeline.access import VOTER, Caller, Refused
+from pipeline.ballot import Shown, vote_on_shown_pair
+from pipeline.errors import UserError
+from ui.context import Context, TabParts, Wiring
+
+TITLE = "Vote"
+SHOWN_TO = "anyone"
+
+# Buttons, their keys, and what they send. The keys are bound in KEYBOARD_JS.
+VOTE_BUTTONS = [
+    ("left", "A is better  [A]"),
+    ("right", "B is better  [B]"),
+    ("tie", "Tie  [T]"),
+    ("both_bad", "Both bad  [X]"),
+]
+KEYBOARD_JS = """
+<script>
+document.addEventListener("keydown", (event) => {
+  const target = event.target;
+  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  const typing = target && ["INPUT", "TEXTAREA"].includes(target.tagName) && !target.readOnly;
+  if (typing) return;
+  const ids = {a: "vote-left", b: "vote-right", t: "vote-tie", x: "vote-both_bad", s: "vote-skip"};
+  const id = ids[event.key.toLowerCase()];
+  const button = id && document.getElementById(id);
+  if (button && !button.disabled) { event.preventDefault(); button.click(); }
+});
+</script>
+"""
+LOCK_BUTTONS_JS = """(...args) => {
+  document.querySelectorAll("#vote-buttons button").forEach((b) => (b.disabled = true));
+  return args;
+}"""
+UNLOCK_BUTTONS_JS = """() => {
+  const progress = document.getElementById("vote-progress");
+  if (progress && progress.innerText.includes("Nothing left")) return;
+  document.querySelectorAll("#vote-buttons button").forEach((b) => (b.disabled = false));
+}"""
+
+
+def shown_pair_id(value: object) -> int:
+    """The pair id a voter's page says it shows, as sent (the vote events take raw values):
+    a whole number, or -1 for none."""
+    if value is None:
+        return -1
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"a pair id is a whole number, not {str(value)[:40]!r}")
+    return value
+
+
+def build(ctx: Context) -> TabParts:
+    store, keeper, guard = ctx.store, ctx.keeper, ctx.guard
+    # The browser keeps the voter token the server signed; votes are stored under its id.
+    voter = gr.BrowserState(None, storage_key="title-dpo-voter")
+    gr.Markdown("Which title would make you click? The titles' source is hidden until you vote.")
+    idea = gr.Textbox(label="Video idea", interactive=False)
+    with gr.Row(equal_height=True):
+        left = gr.Textbox(label="Title A", interactive=False, lines=2)
+        right = gr.Textbox(label="Title B", interactive=False, lines=2)
+    pair_id = gr.Number(visible=False, precision=0)
+    with gr.Row(elem_id="vote-buttons"):
+        buttons = {
+            side: gr.Button(label, elem_id=f"vote-{side}", interactive=False)
+            for side, label in VOTE_BUTTONS
+        }
+        skip = gr.Button("Skip  [S]", elem_id="vote-skip", variant="secondary", interactive=False)
+    progress = gr.Markdown(elem_id="vote-progress")
+    shown = gr.State(None)  # {"pair_id", "shown_left", "shown_at", "skipped"}: server side only
+    all_buttons = [*buttons.values(), skip]
+    screen = [idea, left, right, pair_id, progress, shown]
+    # Buttons are enabled once the first pair arrives (`start`) and disabled when nothing is
+    # left; in between, a click disables them in the browser at once and the end of the vote
+    # enables them again, with no extra round trip and no button updates on the hot path.
+
+    def blank(message: str) -> dict:
+        return {idea: "", left: "", right: "", pair_id: None, shown: None, progress: message}
+
+    def show_next(voter_id: str, skipped: list[int], message: str = "") -> dict:
+        view = store.next_pair(voter_id, skip=skipped)
+        done, remaining = store.voter_progress(voter_id)
+        counter = (
+            f"You have voted on **{done}** pairs · **{remaining - len(skipped)}** left for you"
+        )
+        if view is None:
+            return blank(f"{message} {counter}. Nothing left to judge: thank you!".strip())
+        state = {
+            "pair_id": view.pair_id,
+            "shown_left": view.shown_left,
+            "shown_at": time.time(),
+            "skipped": skipped,
+        }
+        return {
+            idea: view.idea,
+            left: view.left,
+            right: view.right,
+            pair_id: view.pair_id,
+            shown: state,
+            progress: f"{message} {counter}".strip(),
+        }
+
+    def start(token: str | None, *, caller: Caller):
+        try:
+            token, voter_id = keeper.voter_for_page(caller, token)
+        except Refused as exc:  # not signed in where that is required, or too many new ids
+            return {
+                voter: token,
+                **blank(str(exc)),
+                **{b: gr.update(interactive=False) for b in all_buttons},
+            }
+        screen_now = show_next(voter_id, [])
+        enabled = screen_now[shown] is not None
+        return {
+            voter: token,
+            **screen_now,
+            **{b: gr.update(interactive=enabled) for b in all_buttons},
+        }
+
+    def vote_for(side: str) -> Callable:
+        def vote(token: str, seen_pair: float | None, state: dict | None, *, caller: Caller):
+            voter = keeper.voter_of(caller, token)
+            keeper.admit_vote(caller, voter.id)
+            current = (
+                Shown(state["pair_id"], state["shown_left"], state["shown_at"]) if state else None
+            )
+            seen = shown_pair_id(seen_pair)
+            result = vote_on_shown_pair(
+                store, voter.id, seen, side, current, time.time(), burst=voter.burst
+            )
+            if not result.recorded:
+                return {progress: "Already voted on that pair: your first vote stands."}
+            return show_next(voter.id, (state or {}).get("skipped", []), "Vote saved.")
+
+        return vote
+
+    def skip_pair(token: str, state: dict | None, *, caller: Caller) -> dict:
+        voter_id = keeper.voter_of(caller, token).id
+        skipped = list((state or {}).get("skipped", []))
+        if state:
+            skipped.append(state["pair_id"])
+        return show_next(voter_id, skipped, "Skipped.")
+
+    # Unqueued: a vote is a few milliseconds of SQLite, and the queue's bookkeeping costs more.
+    # Raw: Gradio's conversion of each input and output takes a trip through its thread pool;
+    # the handlers read the values as the page sends them (checked there) and return them as
+    # the page shows them (plain text, a whole number). bench/votes.py: about a third more
+    # votes per second.
+    hot_path = {"queue": False, "preprocess": False, "postprocess": False}
+    for side, button in buttons.items():
+        button.click(
+            guard(VOTER, vote_for(side)),
+            [voter, pair_id, shown],
+            screen,
+            api_name=f"vote_{side}",
+            js=LOCK_BUTTONS_JS,
+            **hot_path,
+        ).then(None, js=UNLOCK_BUTTONS_JS)
+    skip.click(
+        guard(VOTER, skip_pair),
+        [voter, shown],
+        screen,
+        api_name="skip",
+        js=LOCK_BUTTONS_JS,
+        **hot_path,
+    ).then(None, js=UNLOCK_BUTTONS_JS)
+    start_voting = Wiring(
+        guard(VOTER, start), [voter, *screen, *all_buttons], inputs=[voter], api_name="start"
+    )
+    return TabParts(on_load=start_voting)
