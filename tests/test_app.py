@@ -295,6 +295,11 @@ def test_train_tab_runs_reports_and_hands_the_model_to_generate(app_url, tiny_mo
     assert table["headers"][:3] == ["Epoch", "Training loss", "Validation loss"]
     assert len(table["data"]) == 1  # one evaluation, at the end of the (cut short) epoch
     assert "training: 12 steps" in log
+    # the charts are the run's, titles and series alike: choosing another Method shows no
+    # DPO series under RL's titles
+    rl = "Online RL against a reward model (RLHF step 2: GRPO / RLOO)"
+    *_, first, second, _ = c.predict(rl, api_name="/train_method")
+    assert (first["label"], second["label"]) == ("Losses", "Rewards")
     status = c.predict(api_name="/use_trained_model")
     assert status.startswith("Generate now uses") and status.endswith("/model")
     trained = status.removeprefix("Generate now uses ")
@@ -310,6 +315,10 @@ def test_train_tab_refuses_votes_that_make_no_rows(tmp_path, tiny_model_dir):
     try:
         c = _client(app.local_url)
         base = str(tiny_model_dir)
+        # with no run yet, the charts take the chosen Method's titles
+        rl = "Online RL against a reward model (RLHF step 2: GRPO / RLOO)"
+        *_, first, second, _ = c.predict(rl, api_name="/train_method")
+        assert (first["label"], second["label"]) == ("Reward", "KL to the starting model")
         with pytest.raises(Exception, match="give no preference rows"):
             _start(c, kind="The votes collected here", model=base, step_limit=2)
         with pytest.raises(Exception, match="no earlier run"):

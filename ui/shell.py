@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -136,8 +137,8 @@ def wire_pages(
             queue=False,
             api_visibility="private",
         )
-        if parts.on_open:
-            w = parts.on_open
+        opened = parts.on_open if isinstance(parts.on_open, Sequence) else (parts.on_open,)
+        for w in opened:
             page.select(w.fn, w.inputs, w.outputs, api_visibility="private")
 
 

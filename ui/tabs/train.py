@@ -28,7 +28,7 @@ from pipeline.reward import check_reward_model
 from pipeline.rl import SAMPLE_COLUMNS, read_samples, sample_rows
 from pipeline.zerogpu import ON_ZEROGPU
 from ui import compare_runs
-from ui.context import Context, TabParts
+from ui.context import Context, TabParts, Wiring
 from ui.widgets import DATA_SOURCES, TUTORIAL_DATA, recipe_form, screening, vote_screening
 
 TITLE = "Train"
@@ -176,17 +176,17 @@ def build(ctx: Context) -> TabParts:
         return show()
 
     def show():
+        """The run's progress, and its series on the charts (`chart_titles` names them)."""
         import pandas as pd
 
         job = runner.status()
         kind = job.kind if job.kind in CHARTS else "dpo"
-        # the charts' titles follow the Method choice (`pick_method`)
         plots = [
             pd.DataFrame(chart_rows(job.metrics, keys), columns=["step", "value", "metric"])
             for _, keys in CHARTS[kind]
         ]
         table = pd.DataFrame(epoch_table(job.metrics), columns=list(EPOCH_COLUMNS))
-        written = read_samples(job.out, 24)[::-1] if job.out and kind == "rl" else []
+        written = read_samples(job.out, 24)[::-1] if job.out and job.kind == "rl" else []
         return (
             job.describe(),
             *plots,
@@ -204,8 +204,15 @@ def build(ctx: Context) -> TabParts:
         return [
             *(gr.Group(visible=kind is chosen) for kind in forms),
             gr.Dropdown(choices=reward_runs, value=reward_runs[0] if reward_runs else None),
-            *(gr.LinePlot(label=title or " ") for title, _ in CHARTS[chosen.KIND]),
+            *chart_titles(label),
         ]
+
+    def chart_titles(label: str) -> list:
+        """The charts show the app's run, so they carry its method's titles; with no run
+        yet, the chosen Method's."""
+        job = runner.status()
+        charted = METHODS[label].KIND if job.state == "idle" else job.kind
+        return [gr.LinePlot(label=title or " ") for title, _ in CHARTS[charted]]
 
     outputs = [progress, *charts, epochs_table, samples, log_tail]
     data_in = [source, min_votes, hub_dataset, base]
@@ -231,14 +238,15 @@ def build(ctx: Context) -> TabParts:
             [*data_in, *knobs_in, *screen_in],
             outputs,
             api_name=start_name,
-        )
+        ).then(guard(OWNER, chart_titles), method, charts, api_visibility="private")
         form["resume"].click(
             guard(OWNER, carry_on_for(kind), spread=len(knobs_in)),
             [base, *knobs_in],
             outputs,
             api_name=resume_name,
-        )
+        ).then(guard(OWNER, chart_titles), method, charts, api_visibility="private")
     stop.click(guard(OWNER, halt), None, outputs, api_name="train_stop", queue=False)
     timer.tick(guard(OWNER, show), None, outputs, api_name="train_status", queue=False)
     use.click(guard(OWNER, use_trained), None, status_line, api_name="use_trained_model")
-    return TabParts(on_open=compare_view, poll=timer)
+    titles = Wiring(guard(OWNER, chart_titles), charts, inputs=[method])
+    return TabParts(on_open=(compare_view, titles), poll=timer)
