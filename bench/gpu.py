@@ -288,7 +288,7 @@ class StageClock(TrainerCallback):
         self.cut = False
 
     def on_train_begin(self, args, state, control, **kwargs):
-        from pipeline.jobs import STAGES
+        from pipeline.runner import STAGES
 
         self._stage = STAGES.get(type(args).__name__, "train")
         sync()

@@ -12,8 +12,8 @@ import gradio as gr
 
 from hub.sync import VoteMirror
 from pipeline.access import AccessSettings, Gatekeeper
-from pipeline.jobs import TrainingRunner
 from pipeline.models import ModelChoice
+from pipeline.runner import TrainingRunner
 from pipeline.votes import VoteStore
 from ui.guard import Guard
 

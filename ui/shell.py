@@ -16,8 +16,8 @@ from pipeline import hub_kernels
 from pipeline.access import AccessSettings, Caller, Gatekeeper, RequestFacts
 from pipeline.appdata import data_dir
 from pipeline.errors import UserError
-from pipeline.jobs import TrainingRunner
 from pipeline.models import DEFAULT_MODEL, ModelChoice
+from pipeline.runner import TrainingRunner
 from pipeline.tracking import use_tracking_dir
 from pipeline.votes import VoteStore
 from ui.context import Context, TabParts

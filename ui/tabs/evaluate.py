@@ -8,7 +8,6 @@ import gradio as gr
 from pipeline.access import OWNER
 from pipeline.appdata import runs_dir
 from pipeline.errors import UserError
-from pipeline.jobs import finished_runs
 from pipeline.judges import judge_round
 from pipeline.rounds import (
     MAX_K,
@@ -18,6 +17,7 @@ from pipeline.rounds import (
     ideas_from_text,
     plan_round,
 )
+from pipeline.runner import finished_runs
 from pipeline.winrates import ARENA_COLUMNS, COMPARISON_COLUMNS, DETAIL_COLUMNS, round_report
 from pipeline.winrates import chart as round_chart
 from pipeline.zerogpu import JudgeOnGpu, generate_round_on_gpu

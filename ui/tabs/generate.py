@@ -9,8 +9,8 @@ from pipeline.access import OWNER, Caller
 from pipeline.appdata import runs_dir
 from pipeline.errors import UserError
 from pipeline.generation import MAX_TITLES_PER_IDEA, GenerationSettings
-from pipeline.jobs import finished_runs
 from pipeline.prompts import MAX_IDEA_CHARS
+from pipeline.runner import finished_runs
 from pipeline.zerogpu import best_of_n_on_gpu, generate_on_gpu
 from ui.context import Context, TabParts, Wiring
 

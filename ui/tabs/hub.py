@@ -10,7 +10,7 @@ from hub.sync import VoteMirror
 from pipeline.access import OWNER
 from pipeline.appdata import runs_dir
 from pipeline.errors import UserError
-from pipeline.jobs import finished_runs
+from pipeline.runner import finished_runs
 from ui.context import Context, TabParts, Wiring
 from ui.widgets import TUTORIAL_DATA, VOTES_DATA, screening, vote_screening
 

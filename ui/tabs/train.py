@@ -14,7 +14,6 @@ from hub.pull import write_training_data
 from pipeline.access import OWNER
 from pipeline.appdata import runs_dir
 from pipeline.errors import UserError
-from pipeline.jobs import finished_runs
 from pipeline.metrics import CHARTS, EPOCH_COLUMNS, chart_rows, epoch_table
 from pipeline.recipes import (
     DPORecipe,
@@ -26,6 +25,7 @@ from pipeline.recipes import (
 )
 from pipeline.reward import check_reward_model
 from pipeline.rl import SAMPLE_COLUMNS, read_samples, sample_rows
+from pipeline.runner import finished_runs
 from pipeline.zerogpu import ON_ZEROGPU
 from ui import compare_runs
 from ui.context import Context, TabParts, Wiring

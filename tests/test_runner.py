@@ -10,8 +10,8 @@ from transformers import TrainerCallback
 from pipeline import datasets as ds
 from pipeline.errors import UserError
 from pipeline.evaluation import HeldOutRanking
-from pipeline.jobs import TrainingRunner, finished_runs, latest_run
 from pipeline.recipes import get_recipe
+from pipeline.runner import TrainingRunner, finished_runs, latest_run
 from pipeline.training import latest_checkpoint
 
 
