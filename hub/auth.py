@@ -66,6 +66,17 @@ def find_token(token: str | None = None) -> str:
     return token
 
 
+def visitor_token(signed_in_token: str | None, on_space: bool) -> str | None:
+    """The token a push from the app uses: the visitor's own sign-in; locally None, which
+    `find_token` reads as HF_TOKEN. On a Space the app's HF_TOKEN belongs to its vote mirror,
+    so a visitor who has not signed in has no token there."""
+    if signed_in_token is not None:
+        return signed_in_token
+    if on_space:
+        raise UserError("sign in with Hugging Face (the button at the top) to push")
+    return None
+
+
 def whoami(token: str) -> Identity:
     """Ask the Hub whose `token` is; a refused token or an unreachable Hub is a UserError."""
     from huggingface_hub import HfApi

@@ -34,6 +34,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import logging
 import os
 import secrets
 import threading
@@ -44,6 +45,8 @@ from pathlib import Path
 
 from pipeline.errors import UserError
 from pipeline.rate_limits import LimitLog, RateLimiter
+
+log = logging.getLogger(__name__)
 
 OWNER, VOTER = "owner", "voter"
 # What an endpoint may demand: the owner; anyone who may vote; anyone who may generate
@@ -228,6 +231,8 @@ class Gatekeeper:
     @classmethod
     def for_folder(cls, settings: AccessSettings, folder: str | Path) -> Gatekeeper:
         """The app's gatekeeper: its secret and its limits' counts kept in `folder`."""
+        if settings.on_space and not os.environ.get("TITLE_DPO_SECRET"):
+            log.warning("TITLE_DPO_SECRET is not set: voter ids will not survive a Space restart")
         return cls(settings, load_secret(folder), LimitLog.in_folder(folder))
 
     # -- roles --------------------------------------------------------------------------------

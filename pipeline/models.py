@@ -116,6 +116,11 @@ class ModelChoice:
         self.name = name
         return f"Generate now uses {name}"
 
+    @classmethod
+    def for_app(cls, name: str | None = None) -> ModelChoice:
+        """The app's starting model: `name` (--model), else TITLE_DPO_MODEL, else the default."""
+        return cls(name or os.environ.get("TITLE_DPO_MODEL") or DEFAULT_MODEL)
+
 
 def cache_dir() -> Path:
     """Where the dequantized offline model lives. Read at call time so tests can point it away."""

@@ -76,19 +76,31 @@ def length_score(prompts, completions) -> list[float]:
     return scores
 
 
+def checked_reward_model(recipe: RLRecipe, reward_model: str | None) -> str | None:
+    """The reward model a run of `recipe` is trained against, checked before anything loads:
+    one is needed unless the recipe's reward_weight is 0."""
+    from pipeline.reward import check_reward_model
+
+    if reward_model:
+        return check_reward_model(reward_model)
+    if recipe.reward_weight:
+        raise UserError(
+            "choose the reward model the policy is trained against (`--reward RM_DIR` on the "
+            "command line): an RL run needs a reward model unless its reward_weight is 0"
+        )
+    return None
+
+
 def reward_terms(recipe: RLRecipe, reward_model: str | None) -> list[RewardTerm]:
     """The recipe's reward: the reward model's score (when its weight is not 0), the format
     rule and the length penalty. Terms of weight 0 are still computed and logged, so the
     format share can be watched in a run that does not reward it."""
     terms = []
-    if recipe.reward_weight:
-        if reward_model is None:
-            raise UserError(
-                "an RL run needs a reward model (--reward RM_DIR), unless its reward_weight is 0"
-            )
-        from pipeline.reward import check_reward_model, load_reward_model
+    checked = checked_reward_model(recipe, reward_model)
+    if recipe.reward_weight and checked:
+        from pipeline.reward import load_reward_model
 
-        scorer = load_reward_model(check_reward_model(reward_model))
+        scorer = load_reward_model(checked)
         terms.append(RewardTerm("model", recipe.reward_weight, scorer.score))
     terms.append(RewardTerm("format", recipe.format_weight, format_score))
     terms.append(RewardTerm("length", recipe.length_weight, length_score))

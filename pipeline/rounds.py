@@ -109,6 +109,27 @@ def fresh_ideas() -> list[str]:
     return ideas_from_file(FRESH_IDEAS)
 
 
+# Where a round's ideas come from: the shipped fresh ideas, the chosen runs' held-out split,
+# typed text, or a file.
+IDEA_SOURCES = ("fresh", "held-out", "typed", "file")
+
+
+def round_ideas(
+    source: str, text: str = "", path: str | Path | None = None
+) -> tuple[list[str] | None, str | None]:
+    """(the ideas, where they came from) for `source`, one of IDEA_SOURCES; (None, None) for
+    the held-out split, which `plan_round` finds in the runs themselves."""
+    if source == "fresh":
+        return fresh_ideas(), "the shipped fresh ideas"
+    if source == "held-out":
+        return None, None
+    if source == "typed":
+        return ideas_from_text(text or ""), "typed ideas"
+    if source == "file":
+        return (ideas_from_file(path) if path else []), "an ideas file"
+    raise UserError(f"unknown source of ideas {source!r}: one of {', '.join(IDEA_SOURCES)}")
+
+
 # --- runs: their stages and their data -------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from conftest import MARKER, run_cli
 from pipeline import datasets as ds
 from pipeline.errors import UserError
 from pipeline.judges import PairwiseJudge, judge_round
+from pipeline.ratings import Screening
 from pipeline.records import vote_record
 from pipeline.rounds import (
     RoundPlan,
@@ -155,7 +156,8 @@ def test_a_round_adds_pairs_tagged_and_its_votes_stay_out_of_datasets(tmp_path):
     # the round's votes make no rows; a flag puts them in, and the summary says so
     with pytest.raises(UserError, match="4 votes on evaluation rounds are kept out"):
         ds.preferences_from_store(store.path)
-    prefs, facts = ds.preferences_from_store(store.path, include_evaluation=True)
+    with_rounds = Screening(include_evaluation=True)
+    prefs, facts = ds.preferences_from_store(store.path, screening=with_rounds)
     assert len(prefs) == 2 and all(MARKER in p.chosen for p in prefs)
     assert facts["left_out"]["evaluation_votes"] == 4
     assert facts["left_out"]["evaluation_rounds"] == ["r1"]
@@ -173,7 +175,7 @@ def test_the_dataset_card_says_whether_evaluation_votes_are_in(tmp_path):
         store.record_vote("someone", p.pair_id, "a_better", "a")
     left = ds.write_dataset_folder(tmp_path / "without", store.path, split="seed")
     both = ds.write_dataset_folder(
-        tmp_path / "with", store.path, split="seed", include_evaluation=True
+        tmp_path / "with", store.path, split="seed", screening=Screening(include_evaluation=True)
     )
     assert sum(left["rows"].values()) == 2 and sum(both["rows"].values()) == 4
     assert "make no rows" in dataset_card(left, "alice/t") and "r1" in dataset_card(left, "alice/t")

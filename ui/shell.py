@@ -16,7 +16,7 @@ from pipeline import hub_kernels
 from pipeline.access import AccessSettings, Caller, Gatekeeper, RequestFacts
 from pipeline.appdata import data_dir
 from pipeline.errors import UserError
-from pipeline.models import DEFAULT_MODEL, ModelChoice
+from pipeline.models import ModelChoice
 from pipeline.runner import TrainingRunner
 from pipeline.tracking import use_tracking_dir
 from pipeline.votes import VoteStore
@@ -66,8 +66,6 @@ def open_parts(model_name: str | None, data: str | None, access: AccessSettings 
     keeper = Gatekeeper.for_folder(settings, folder)
     log.info("%s", settings.describe())
     hub_kernels.use_hub_kernels()  # decided and logged once, before any model loads
-    if settings.on_space and not os.environ.get("TITLE_DPO_SECRET"):
-        log.warning("TITLE_DPO_SECRET is not set: voter ids will not survive a Space restart")
     if added := store.seed_if_empty():
         log.info("Empty vote store: loaded the tutorial's %d pairs as the first pool", added)
     # On a Space the disk is wiped on restart: the votes come back from their Hub mirror.
@@ -83,7 +81,7 @@ def open_parts(model_name: str | None, data: str | None, access: AccessSettings 
         "settings": settings,
         "folder": folder,
         # the model the Generate tab uses; the Train tab's "use this model" changes it
-        "generator": ModelChoice(model_name or os.environ.get("TITLE_DPO_MODEL") or DEFAULT_MODEL),
+        "generator": ModelChoice.for_app(model_name),
         "runner": TrainingRunner(),
         "mirror": mirror,
     }

@@ -12,10 +12,8 @@ from pipeline.judges import judge_round
 from pipeline.rounds import (
     MAX_K,
     create_round,
-    fresh_ideas,
-    ideas_from_file,
-    ideas_from_text,
     plan_round,
+    round_ideas,
 )
 from pipeline.runner import finished_runs
 from pipeline.winrates import ARENA_COLUMNS, COMPARISON_COLUMNS, DETAIL_COLUMNS, round_report
@@ -26,12 +24,14 @@ from ui.context import Context, TabParts, Wiring
 TITLE = "Evaluate"
 SHOWN_TO = OWNER
 
-# Where an evaluation round's ideas come from (pipeline.rounds).
+# Where an evaluation round's ideas come from, as the tab says it (pipeline.rounds.round_ideas).
 FRESH_IDEAS = "The shipped fresh ideas (none is in the tutorial's data)"
-HELD_OUT_IDEAS = "The held-out ideas of the chosen runs"
-TYPED_IDEAS = "Typed below, one per line"
-FILE_IDEAS = "A file, one idea per line"
-IDEA_SOURCES = [FRESH_IDEAS, HELD_OUT_IDEAS, TYPED_IDEAS, FILE_IDEAS]
+IDEA_SOURCES = {
+    FRESH_IDEAS: "fresh",
+    "The held-out ideas of the chosen runs": "held-out",
+    "Typed below, one per line": "typed",
+    "A file, one idea per line": "file",
+}
 
 
 def build(ctx: Context) -> TabParts:
@@ -55,7 +55,7 @@ def build(ctx: Context) -> TabParts:
         k = gr.Number(1, precision=0, minimum=1, maximum=MAX_K, label="Titles per model per idea")
         name = gr.Textbox("", label="Round name (empty: round-DATE-TIME)")
     with gr.Row():
-        source = gr.Radio(IDEA_SOURCES, value=FRESH_IDEAS, label="Ideas")
+        source = gr.Radio(list(IDEA_SOURCES), value=FRESH_IDEAS, label="Ideas")
         typed = gr.Textbox("", label="Ideas (one per line)", lines=4)
         ideas_file = gr.File(label="Ideas file", file_types=[".txt", ".csv"])
     with gr.Row():
@@ -86,12 +86,7 @@ def build(ctx: Context) -> TabParts:
 
     def make_round(chosen, other_text, with_stages, count, round_name, where, text, path):
         names = [*(chosen or []), *(line.strip() for line in (other_text or "").splitlines())]
-        ideas, ideas_from = {
-            FRESH_IDEAS: lambda: (fresh_ideas(), "the shipped fresh ideas"),
-            HELD_OUT_IDEAS: lambda: (None, None),
-            TYPED_IDEAS: lambda: (ideas_from_text(text or ""), "typed ideas"),
-            FILE_IDEAS: lambda: (ideas_from_file(path) if path else [], "an ideas file"),
-        }[where]()
+        ideas, ideas_from = round_ideas(IDEA_SOURCES[where], text, path)
         plan = plan_round(
             [n for n in names if n],
             ideas,

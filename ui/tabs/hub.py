@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from hub.auth import visitor_token
 from hub.push import publish_dataset, publish_model
 from hub.sync import VoteMirror
 from pipeline.access import OWNER
@@ -51,12 +52,7 @@ def build(ctx: Context) -> TabParts:
     sync_line = gr.Markdown()
 
     def token_of(oauth_token: gr.OAuthToken | None) -> str | None:
-        """The owner's token: their sign-in on a Space; locally None, which is HF_TOKEN."""
-        if oauth_token is not None:
-            return oauth_token.token
-        if settings.on_space:  # the Space's HF_TOKEN belongs to the vote mirror, not visitors
-            raise UserError("sign in with Hugging Face (the button at the top) to push")
-        return None
+        return visitor_token(oauth_token.token if oauth_token else None, settings.on_space)
 
     def send_dataset(
         kind,

@@ -7,6 +7,7 @@ import gradio as gr
 
 from pipeline.access import OWNER, VOTER
 from pipeline.ratings import agreement, leaderboard, voter_count, voter_stats, votes_per_idea
+from pipeline.votes import VoteStore
 from ui.context import Context, TabParts, Wiring
 
 TITLE = "Leaderboard"
@@ -15,7 +16,7 @@ SHOWN_TO = "anyone"
 
 def build(ctx: Context) -> TabParts:
     """The tab, and its owner-only part: each voter's record."""
-    store, guard = ctx.store, ctx.guard
+    guard = ctx.guard
     summary = gr.Markdown()
     ideas = gr.Dataframe(
         headers=["Idea", "Votes", "Pairs voted on"],
@@ -47,7 +48,29 @@ def build(ctx: Context) -> TabParts:
         )
         refresh_voters = gr.Button("Refresh the voters")
 
-    def voters() -> list[list]:
+    board = Board(ctx.store)
+    refresh.click(
+        guard(VOTER, board.overview), None, [summary, ideas, pick], api_name="leaderboard"
+    )
+    pick.change(guard(VOTER, board.idea_scores), pick, scores, api_name="idea_scores")
+    gr.on(
+        [owner_part.expand, refresh_voters.click],
+        guard(OWNER, board.voters),
+        None,
+        voters_table,
+        api_name="voter_quality",
+    )
+    refresh_board = Wiring(guard(VOTER, board.overview), [summary, ideas, pick])
+    return TabParts(owner_parts=[owner_part], on_open=refresh_board)
+
+
+class Board:
+    """The tab's handlers, each one reading of the votes."""
+
+    def __init__(self, store: VoteStore) -> None:
+        self.store = store
+
+    def voters(self) -> list[list]:
         return [
             [
                 s.voter,
@@ -57,11 +80,11 @@ def build(ctx: Context) -> TabParts:
                 s.gold_votes,
                 "n/a" if s.gold_accuracy is None else f"{s.gold_accuracy:.0%}",
             ]
-            for s in voter_stats(store.votes())
+            for s in voter_stats(self.store.votes())
         ]
 
-    def overview():
-        votes = store.votes()
+    def overview(self):
+        votes = self.store.votes()
         agree = agreement(votes)
         rows = [list(row) for row in votes_per_idea(votes)]
         alpha = "n/a" if agree.alpha is None else f"{agree.alpha:.2f}"
@@ -74,24 +97,12 @@ def build(ctx: Context) -> TabParts:
         choices = [r[0] for r in rows]
         return text, rows, gr.Dropdown(choices=choices, value=choices[0] if choices else None)
 
-    def idea_scores(idea: str | None):
+    def idea_scores(self, idea: str | None):
         if not idea:
             return []
-        boards = leaderboard([v for v in store.votes() if v.idea == idea])
+        boards = leaderboard([v for v in self.store.votes() if v.idea == idea])
         return [
             [s.title, round(s.score), f"{s.low:.0f} – {s.high:.0f}", s.wins, s.losses, s.ties]
             for board in boards
             for s in board.titles
         ]
-
-    refresh.click(guard(VOTER, overview), None, [summary, ideas, pick], api_name="leaderboard")
-    pick.change(guard(VOTER, idea_scores), pick, scores, api_name="idea_scores")
-    gr.on(
-        [owner_part.expand, refresh_voters.click],
-        guard(OWNER, voters),
-        None,
-        voters_table,
-        api_name="voter_quality",
-    )
-    refresh_board = Wiring(guard(VOTER, overview), [summary, ideas, pick])
-    return TabParts(owner_parts=[owner_part], on_open=refresh_board)

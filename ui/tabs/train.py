@@ -13,7 +13,6 @@ import gradio as gr
 from hub.pull import write_training_data
 from pipeline.access import OWNER
 from pipeline.appdata import runs_dir
-from pipeline.errors import UserError
 from pipeline.metrics import CHARTS, EPOCH_COLUMNS, chart_rows, epoch_table
 from pipeline.recipes import (
     DPORecipe,
@@ -23,8 +22,7 @@ from pipeline.recipes import (
     get_recipe,
     recipe_from_form,
 )
-from pipeline.reward import check_reward_model
-from pipeline.rl import SAMPLE_COLUMNS, read_samples, sample_rows
+from pipeline.rl import SAMPLE_COLUMNS, checked_reward_model, read_samples, sample_rows
 from pipeline.runner import finished_runs
 from pipeline.zerogpu import ON_ZEROGPU
 from ui import compare_runs
@@ -137,10 +135,7 @@ def build(ctx: Context) -> TabParts:
             return run_settings(kind, *values)
         chosen, *values = values
         settings = run_settings(kind, *values)
-        if chosen:
-            settings["reward_model"] = check_reward_model(chosen)
-        elif settings["recipe"].reward_weight:
-            raise UserError("choose the reward model the policy is trained against")
+        settings["reward_model"] = checked_reward_model(settings["recipe"], chosen or None)
         return settings
 
     def begin_for(kind: type) -> Callable:

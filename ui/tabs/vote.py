@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import gradio as gr
 
@@ -60,9 +61,31 @@ def shown_pair_id(value: object) -> int:
     return value
 
 
-def build(ctx: Context) -> TabParts:
-    store, keeper, guard = ctx.store, ctx.keeper, ctx.guard
-    # The browser keeps the voter token the server signed; votes are stored under its id.
+@dataclass(frozen=True)
+class Screen:
+    """The tab's components."""
+
+    voter: gr.BrowserState  # the voter token the server signed, kept by the browser
+    idea: gr.Textbox
+    left: gr.Textbox
+    right: gr.Textbox
+    pair_id: gr.Number
+    buttons: dict[str, gr.Button]
+    skip: gr.Button
+    progress: gr.Markdown
+    shown: gr.State  # {"pair_id", "shown_left", "shown_at", "skipped"}: server side only
+
+    @property
+    def outputs(self) -> list:
+        """What every vote, skip and page start sets."""
+        return [self.idea, self.left, self.right, self.pair_id, self.progress, self.shown]
+
+    @property
+    def all_buttons(self) -> list[gr.Button]:
+        return [*self.buttons.values(), self.skip]
+
+
+def layout() -> Screen:
     voter = gr.BrowserState(None, storage_key="title-dpo-voter")
     gr.Markdown("Which title would make you click? The titles' source is hidden until you vote.")
     idea = gr.Textbox(label="Video idea", interactive=False)
@@ -77,24 +100,31 @@ def build(ctx: Context) -> TabParts:
         }
         skip = gr.Button("Skip  [S]", elem_id="vote-skip", variant="secondary", interactive=False)
     progress = gr.Markdown(elem_id="vote-progress")
-    shown = gr.State(None)  # {"pair_id", "shown_left", "shown_at", "skipped"}: server side only
-    all_buttons = [*buttons.values(), skip]
-    screen = [idea, left, right, pair_id, progress, shown]
-    # Buttons are enabled once the first pair arrives (`start`) and disabled when nothing is
-    # left; in between, a click disables them in the browser at once and the end of the vote
-    # enables them again, with no extra round trip and no button updates on the hot path.
+    shown = gr.State(None)
+    return Screen(voter, idea, left, right, pair_id, buttons, skip, progress, shown)
 
-    def blank(message: str) -> dict:
-        return {idea: "", left: "", right: "", pair_id: None, shown: None, progress: message}
 
-    def show_next(voter_id: str, skipped: list[int], message: str = "") -> dict:
+class Ballot:
+    """The tab's handlers: each turns what a page sent into a call into the library, and
+    answers with the next pair to show."""
+
+    def __init__(self, ctx: Context, screen: Screen) -> None:
+        self.store, self.keeper, self.screen = ctx.store, ctx.keeper, screen
+
+    def blank(self, message: str) -> dict:
+        s = self.screen
+        return {s.idea: "", s.left: "", s.right: "", s.pair_id: None, s.shown: None,
+                s.progress: message}  # fmt: skip
+
+    def show_next(self, voter_id: str, skipped: list[int], message: str = "") -> dict:
+        s, store = self.screen, self.store
         view = store.next_pair(voter_id, skip=skipped)
         done, remaining = store.voter_progress(voter_id)
         counter = (
             f"You have voted on **{done}** pairs · **{remaining - len(skipped)}** left for you"
         )
         if view is None:
-            return blank(f"{message} {counter}. Nothing left to judge: thank you!".strip())
+            return self.blank(f"{message} {counter}. Nothing left to judge: thank you!".strip())
         state = {
             "pair_id": view.pair_id,
             "shown_left": view.shown_left,
@@ -102,32 +132,31 @@ def build(ctx: Context) -> TabParts:
             "skipped": skipped,
         }
         return {
-            idea: view.idea,
-            left: view.left,
-            right: view.right,
-            pair_id: view.pair_id,
-            shown: state,
-            progress: f"{message} {counter}".strip(),
+            s.idea: view.idea,
+            s.left: view.left,
+            s.right: view.right,
+            s.pair_id: view.pair_id,
+            s.shown: state,
+            s.progress: f"{message} {counter}".strip(),
         }
 
-    def start(token: str | None, *, caller: Caller):
+    def start(self, token: str | None, *, caller: Caller) -> dict:
+        """A page opens: its voter (kept, or a new id) and their first pair. Buttons are
+        enabled once a pair arrives and stay off when there is none."""
+        s = self.screen
         try:
-            token, voter_id = keeper.voter_for_page(caller, token)
+            token, voter_id = self.keeper.voter_for_page(caller, token)
         except Refused as exc:  # not signed in where that is required, or too many new ids
-            return {
-                voter: token,
-                **blank(str(exc)),
-                **{b: gr.update(interactive=False) for b in all_buttons},
-            }
-        screen_now = show_next(voter_id, [])
-        enabled = screen_now[shown] is not None
-        return {
-            voter: token,
-            **screen_now,
-            **{b: gr.update(interactive=enabled) for b in all_buttons},
-        }
+            return {s.voter: token, **self.blank(str(exc)),
+                    **{b: gr.update(interactive=False) for b in s.all_buttons}}  # fmt: skip
+        screen_now = self.show_next(voter_id, [])
+        enabled = screen_now[s.shown] is not None
+        return {s.voter: token, **screen_now,
+                **{b: gr.update(interactive=enabled) for b in s.all_buttons}}  # fmt: skip
 
-    def vote_for(side: str) -> Callable:
+    def vote_for(self, side: str) -> Callable:
+        keeper, store, progress = self.keeper, self.store, self.screen.progress
+
         def vote(token: str, seen_pair: float | None, state: dict | None, *, caller: Caller):
             voter = keeper.voter_of(caller, token)
             keeper.admit_vote(caller, voter.id)
@@ -140,41 +169,45 @@ def build(ctx: Context) -> TabParts:
             )
             if not result.recorded:
                 return {progress: "Already voted on that pair: your first vote stands."}
-            return show_next(voter.id, (state or {}).get("skipped", []), "Vote saved.")
+            return self.show_next(voter.id, (state or {}).get("skipped", []), "Vote saved.")
 
         return vote
 
-    def skip_pair(token: str, state: dict | None, *, caller: Caller) -> dict:
-        voter_id = keeper.voter_of(caller, token).id
+    def skip_pair(self, token: str, state: dict | None, *, caller: Caller) -> dict:
+        voter_id = self.keeper.voter_of(caller, token).id
         skipped = list((state or {}).get("skipped", []))
         if state:
             skipped.append(state["pair_id"])
-        return show_next(voter_id, skipped, "Skipped.")
+        return self.show_next(voter_id, skipped, "Skipped.")
 
+
+def build(ctx: Context) -> TabParts:
+    screen, guard = layout(), ctx.guard
+    ballot = Ballot(ctx, screen)
     # Unqueued: a vote is a few milliseconds of SQLite, and the queue's bookkeeping costs more.
     # Raw: Gradio's conversion of each input and output takes a trip through its thread pool;
     # the handlers read the values as the page sends them (checked there) and return them as
     # the page shows them (plain text, a whole number). bench/votes.py: about a third more
-    # votes per second.
+    # votes per second. A click disables the buttons in the browser at once, and the end of
+    # the vote enables them again: no extra round trip, no button updates on the hot path.
     hot_path = {"queue": False, "preprocess": False, "postprocess": False}
-    for side, button in buttons.items():
+    for side, button in screen.buttons.items():
         button.click(
-            guard(VOTER, vote_for(side)),
-            [voter, pair_id, shown],
-            screen,
+            guard(VOTER, ballot.vote_for(side)),
+            [screen.voter, screen.pair_id, screen.shown],
+            screen.outputs,
             api_name=f"vote_{side}",
             js=LOCK_BUTTONS_JS,
             **hot_path,
         ).then(None, js=UNLOCK_BUTTONS_JS)
-    skip.click(
-        guard(VOTER, skip_pair),
-        [voter, shown],
-        screen,
+    screen.skip.click(
+        guard(VOTER, ballot.skip_pair),
+        [screen.voter, screen.shown],
+        screen.outputs,
         api_name="skip",
         js=LOCK_BUTTONS_JS,
         **hot_path,
     ).then(None, js=UNLOCK_BUTTONS_JS)
-    start_voting = Wiring(
-        guard(VOTER, start), [voter, *screen, *all_buttons], inputs=[voter], api_name="start"
-    )
-    return TabParts(on_load=start_voting)
+    outputs = [screen.voter, *screen.outputs, *screen.all_buttons]
+    start = Wiring(guard(VOTER, ballot.start), outputs, inputs=[screen.voter], api_name="start")
+    return TabParts(on_load=start)
