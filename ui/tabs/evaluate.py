@@ -35,7 +35,8 @@ IDEA_SOURCES = {
 
 
 def build(ctx: Context) -> TabParts:
-    store, folder, generator, guard = ctx.store, ctx.folder, ctx.generator, ctx.guard
+    # Over 60 lines: the tab's layout, top to bottom as the page shows it, then its wiring.
+    generator, guard = ctx.generator, ctx.guard
     gr.Markdown(
         "A round: each model writes titles for the same ideas, and every two models' titles "
         "for an idea become a pair in the voting pool. Voters see them like any pair: blind, "
@@ -77,14 +78,43 @@ def build(ctx: Context) -> TabParts:
     ranking = gr.Dataframe(headers=ARENA_COLUMNS, interactive=False, label="Arena (Bradley–Terry)")
     detail = gr.Dataframe(headers=DETAIL_COLUMNS, interactive=False, label="Per pair", wrap=True)
 
-    def choices():
-        finished = [str(p) for p in finished_runs(runs_dir(folder))]
-        rounds = [r.name for r in store.rounds()]
+    rounds = Rounds(ctx)
+    outputs = [summary, chart, comparisons, ranking, detail]
+    create.click(
+        guard(OWNER, rounds.make_round),
+        [runs, others, stages, k, name, source, typed, ideas_file],
+        [created, pick],
+        api_name="evaluate_create",
+        concurrency_limit=1,  # the models share one GPU
+    )
+    show.click(guard(OWNER, rounds.report), pick, outputs, api_name="evaluate_report")
+    pick.input(guard(OWNER, rounds.report), pick, outputs, api_visibility="private")
+    judged.click(
+        guard(OWNER, rounds.judge_report),
+        [pick, judge],
+        outputs,
+        api_name="evaluate_judge",
+        concurrency_limit=1,
+    )
+    refresh.click(guard(OWNER, rounds.choices), None, [runs, pick], api_name="evaluate_choices")
+    return TabParts(on_open=Wiring(guard(OWNER, rounds.choices), [runs, pick]))
+
+
+class Rounds:
+    """The tab's handlers: a round made and put to the voters, and what its votes (or a judge
+    model) say."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.store, self.folder = ctx.store, ctx.folder
+
+    def choices(self):
+        finished = [str(p) for p in finished_runs(runs_dir(self.folder))]
+        rounds = [r.name for r in self.store.rounds()]
         return gr.CheckboxGroup(choices=finished), gr.Dropdown(
             choices=rounds, value=rounds[0] if rounds else None
         )
 
-    def make_round(chosen, other_text, with_stages, count, round_name, where, text, path):
+    def make_round(self, chosen, other_text, with_stages, count, round_name, where, text, path):
         names = [*(chosen or []), *(line.strip() for line in (other_text or "").splitlines())]
         ideas, ideas_from = round_ideas(IDEA_SOURCES[where], text, path)
         plan = plan_round(
@@ -95,20 +125,20 @@ def build(ctx: Context) -> TabParts:
             round_name or None,
             stages=bool(with_stages),
         )
-        info = create_round(store, plan, generate=generate_round_on_gpu)
-        rounds = [r.name for r in store.rounds()]
+        info = create_round(self.store, plan, generate=generate_round_on_gpu)
+        rounds = [r.name for r in self.store.rounds()]
         message = f"{plan.describe()}. **{info.pairs} pairs** are in the voting pool now."
         return message, gr.Dropdown(choices=rounds, value=info.name)
 
-    def report(round_name, judge_name=None):
+    def report(self, round_name, judge_name=None):
         if not round_name:
             raise UserError("no round chosen: create one first")
         if judge_name:
             model_judge = JudgeOnGpu(judge_name)
-            verdicts = judge_round(store, round_name, model_judge)
-            result = round_report(store, round_name, verdicts, model_judge.name)
+            verdicts = judge_round(self.store, round_name, model_judge)
+            result = round_report(self.store, round_name, verdicts, model_judge.name)
         else:
-            result = round_report(store, round_name)
+            result = round_report(self.store, round_name)
         tables = result.tables()
         return (
             result.describe().replace("\n", "  \n"),
@@ -118,27 +148,7 @@ def build(ctx: Context) -> TabParts:
             tables["detail"],
         )
 
-    def judge_report(round_name, judge_name):
+    def judge_report(self, round_name, judge_name):
         if not (judge_name or "").strip():
             raise UserError("name a judge model (a Hub id or a folder) first")
-        return report(round_name, judge_name.strip())
-
-    outputs = [summary, chart, comparisons, ranking, detail]
-    create.click(
-        guard(OWNER, make_round),
-        [runs, others, stages, k, name, source, typed, ideas_file],
-        [created, pick],
-        api_name="evaluate_create",
-        concurrency_limit=1,  # the models share one GPU
-    )
-    show.click(guard(OWNER, report), pick, outputs, api_name="evaluate_report")
-    pick.input(guard(OWNER, report), pick, outputs, api_visibility="private")
-    judged.click(
-        guard(OWNER, judge_report),
-        [pick, judge],
-        outputs,
-        api_name="evaluate_judge",
-        concurrency_limit=1,
-    )
-    refresh.click(guard(OWNER, choices), None, [runs, pick], api_name="evaluate_choices")
-    return TabParts(on_open=Wiring(guard(OWNER, choices), [runs, pick]))
+        return self.report(round_name, judge_name.strip())

@@ -22,12 +22,10 @@ SHOWN_TO = OWNER
 def build(ctx: Context) -> TabParts:
     """On a Space a push uses the signed-in owner's own token; locally, HF_TOKEN. The app's
     HF_TOKEN on a Space is the vote mirror's, and nobody's else."""
-    store, folder, mirror, settings, guard = (
-        ctx.store, ctx.folder, ctx.mirror, ctx.settings, ctx.guard
-    )  # fmt: skip
+    guard = ctx.guard
     how = (
         "Sign in with Hugging Face (the button at the top): pushes use your own token."
-        if settings.on_space
+        if ctx.settings.on_space
         else "The app pushes with `HF_TOKEN` (a token with write access)."
     )
     gr.Markdown(
@@ -51,10 +49,38 @@ def build(ctx: Context) -> TabParts:
     result = gr.Markdown()
     sync_line = gr.Markdown()
 
-    def token_of(oauth_token: gr.OAuthToken | None) -> str | None:
-        return visitor_token(oauth_token.token if oauth_token else None, settings.on_space)
+    publisher = Publisher(ctx)
+    push_data.click(
+        guard(OWNER, publisher.send_dataset),
+        [data_source, min_votes, dataset_repo, dataset_private, *screen_in],
+        result,
+        api_name="hub_push_dataset",
+    )
+    push_run.click(
+        guard(OWNER, publisher.send_model),
+        [run, model_repo, base_model, adapter_only, model_private],
+        result,
+        api_name="hub_push_model",
+    )
+    gr.Button("Refresh").click(
+        guard(OWNER, publisher.refresh), None, [run, sync_line], api_name="hub_status"
+    )
+    return TabParts(on_open=Wiring(guard(OWNER, publisher.refresh), [run, sync_line]))
+
+
+class Publisher:
+    """The tab's handlers: a push of the dataset or of a run's model with the owner's token,
+    and the runs and the mirror's state for the page."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.store, self.folder, self.mirror = ctx.store, ctx.folder, ctx.mirror
+        self.on_space = ctx.settings.on_space
+
+    def token_of(self, oauth_token: gr.OAuthToken | None) -> str | None:
+        return visitor_token(oauth_token.token if oauth_token else None, self.on_space)
 
     def send_dataset(
+        self,
         kind,
         min_count,
         repo,
@@ -64,19 +90,19 @@ def build(ctx: Context) -> TabParts:
         screen_burst,
         oauth_token: gr.OAuthToken | None = None,
     ):
-        votes = store.path if kind == VOTES_DATA else None
+        votes = self.store.path if kind == VOTES_DATA else None
         pushed = publish_dataset(
             repo,
             votes=votes,
             min_votes=int(min_count or 1),
             private=bool(private),
-            token=token_of(oauth_token),
+            token=self.token_of(oauth_token),
             screening=screening(screen_fast, gold_floor, screen_burst),
         )
         return pushed.describe(markdown=True)
 
     def send_model(
-        folder_path, repo, base, adapter, private, oauth_token: gr.OAuthToken | None = None
+        self, folder_path, repo, base, adapter, private, oauth_token: gr.OAuthToken | None = None
     ):
         if not folder_path:
             raise UserError("no finished training run to push: train a model first")
@@ -86,32 +112,17 @@ def build(ctx: Context) -> TabParts:
             adapter_only=bool(adapter),
             base_model=base or None,
             private=bool(private),
-            token=token_of(oauth_token),
+            token=self.token_of(oauth_token),
         )
         return pushed.describe(markdown=True)
 
-    def refresh():
-        runs = [str(p) for p in finished_runs(runs_dir(folder))]
-        if isinstance(mirror, VoteMirror):
-            line = mirror.status().describe()
+    def refresh(self):
+        runs = [str(p) for p in finished_runs(runs_dir(self.folder))]
+        if isinstance(self.mirror, VoteMirror):
+            line = self.mirror.status().describe()
         else:
-            line = mirror or (
+            line = self.mirror or (
                 "Votes are not mirrored to the Hub (set TITLE_DPO_VOTES_REPO and HF_TOKEN to "
                 "keep them safe on a Space)."
             )
         return gr.Dropdown(choices=runs, value=runs[0] if runs else None), line
-
-    push_data.click(
-        guard(OWNER, send_dataset),
-        [data_source, min_votes, dataset_repo, dataset_private, *screen_in],
-        result,
-        api_name="hub_push_dataset",
-    )
-    push_run.click(
-        guard(OWNER, send_model),
-        [run, model_repo, base_model, adapter_only, model_private],
-        result,
-        api_name="hub_push_model",
-    )
-    gr.Button("Refresh").click(guard(OWNER, refresh), None, [run, sync_line], api_name="hub_status")
-    return TabParts(on_open=Wiring(guard(OWNER, refresh), [run, sync_line]))
