@@ -52,6 +52,7 @@ OWNER, VOTER = "owner", "voter"
 # What an endpoint may demand: the owner; anyone who may vote; anyone who may generate
 # (the owner, and voters when the owner allows it); or anyone at all (page set-up, sign-in).
 ROLES = (OWNER, VOTER, "generate", "anyone")
+OPEN_ROLES = (VOTER, "anyone")  # every caller has these
 OWNER_ONLY = "owner only: this action is for the person who runs the app"
 SECRET_FILE = "secret.key"
 VOTER_PREFIX = "v-"
@@ -264,7 +265,7 @@ class Gatekeeper:
     def allows(self, caller: Caller, role: str) -> bool:
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}")
-        if caller.is_owner or role in ("anyone", VOTER):
+        if caller.is_owner or role in OPEN_ROLES:
             return True
         return role == "generate" and self.voters_may_generate
 

@@ -302,16 +302,16 @@ def _model_list(text: str) -> list[str]:
     return names
 
 
-def _round_ideas(args: argparse.Namespace) -> tuple[list[str] | None, str]:
+def _round_ideas(args: argparse.Namespace) -> tuple[list[str] | None, str | None]:
     """The ideas the flags name: a file, the shipped fresh ideas, or None for a run's held-out
     split."""
-    from pipeline.rounds import FRESH_IDEAS, fresh_ideas, ideas_from_file
+    from pipeline.rounds import round_ideas
 
     if getattr(args, "held_out_of", None):
-        return None, "held out"
+        return round_ideas("held-out")
     if args.ideas:
-        return ideas_from_file(args.ideas), str(args.ideas)
-    return fresh_ideas(), f"the shipped fresh ideas ({FRESH_IDEAS.name})"
+        return round_ideas("file", path=args.ideas)
+    return round_ideas("fresh")
 
 
 def _store(args: argparse.Namespace):

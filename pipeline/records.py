@@ -51,17 +51,16 @@ class VoteRow:
     created_at: float
     seconds_taken: float | None
     flag: str | None = None  # the FLAGS that apply, comma-joined
-
-    @property
-    def flags(self) -> frozenset[str]:
-        return flags_of(self.flag)
-
     gold: str | None = None  # the pair is a check whose better title is this side
     # the evaluation round the pair belongs to: such votes measure models, and stay out of
     # training data unless asked for
     evaluation: str | None = None
     model_a: str | None = None  # in a round: the label of the model that wrote title_a
     model_b: str | None = None
+
+    @property
+    def flags(self) -> frozenset[str]:
+        return flags_of(self.flag)
 
 
 def joined_flags(flags: set[str] | frozenset[str]) -> str | None:
@@ -74,6 +73,19 @@ def joined_flags(flags: set[str] | frozenset[str]) -> str | None:
 
 def flags_of(flag: str | None) -> frozenset[str]:
     return frozenset(flag.split(",")) if flag else frozenset()
+
+
+def check_flag(flag: object) -> str | None:
+    """`flag` if it is a vote's flags as stored (`joined_flags`), else UserError."""
+    if flag is None:
+        return None
+    if (
+        not isinstance(flag, str)
+        or not flag
+        or ",".join(sorted(set(flag.split(",")) & set(FLAGS))) != flag
+    ):
+        raise UserError(f"a vote's flags are some of {', '.join(FLAGS)}, sorted, not {flag!r}")
+    return flag
 
 
 def check_voter(voter: str | None) -> str:
@@ -143,12 +155,12 @@ def checked_record(record: Any) -> dict[str, Any]:
         raise UserError(f"not a vote id: {str(record['vote_id'])[:80]}")
     pair = checked_pair(Pair(record["idea"], record["title_a"], record["title_b"]))
     check_choice(record["choice"], record["shown_left"])
-    flag = record.get("flag")
-    if (
-        flag is not None
-        and (not isinstance(flag, str) or joined_flags(flags_of(flag) & set(FLAGS)) != flag)
-    ) or record.get("gold") not in (None, *SIDES):
-        raise UserError(f"vote {record['vote_id']}: unknown flag or gold side")
+    try:
+        check_flag(record.get("flag"))
+    except UserError:
+        raise UserError(f"vote {record['vote_id']}: unknown flag") from None
+    if record.get("gold") not in (None, *SIDES):
+        raise UserError(f"vote {record['vote_id']}: unknown gold side")
     round_fields = [record.get(f) for f in ("evaluation", "model_a", "model_b")]
     if any(round_fields) and not all(isinstance(f, str) and f for f in round_fields):
         raise UserError(f"vote {record['vote_id']}: a round vote needs its round and models")

@@ -120,13 +120,13 @@ def round_ideas(
     """(the ideas, where they came from) for `source`, one of IDEA_SOURCES; (None, None) for
     the held-out split, which `plan_round` finds in the runs themselves."""
     if source == "fresh":
-        return fresh_ideas(), "the shipped fresh ideas"
+        return fresh_ideas(), f"the shipped fresh ideas ({FRESH_IDEAS.name})"
     if source == "held-out":
         return None, None
     if source == "typed":
         return ideas_from_text(text or ""), "typed ideas"
     if source == "file":
-        return (ideas_from_file(path) if path else []), "an ideas file"
+        return (ideas_from_file(path) if path else []), f"the ideas file {Path(path or '').name}"
     raise UserError(f"unknown source of ideas {source!r}: one of {', '.join(IDEA_SOURCES)}")
 
 

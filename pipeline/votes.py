@@ -25,15 +25,13 @@ from pipeline.errors import UserError
 from pipeline.pairs import Pair, pairs_for_idea, read_pairs_csv
 from pipeline.prompts import check_idea
 from pipeline.records import (
-    FLAGS,
     SEED_PAIRS,
     VoteRow,
     check_choice,
+    check_flag,
     check_voter,
     checked_pair,
     checked_record,
-    flags_of,
-    joined_flags,
 )
 
 DB_NAME = "votes.db"
@@ -409,8 +407,7 @@ class VoteStore:
         check_choice(choice, shown_left)
         if not isinstance(pair_id, int) or isinstance(pair_id, bool):
             raise UserError(f"pair id must be a whole number, not {pair_id!r}")
-        if flag is not None and joined_flags(flags_of(flag)) != flag:
-            raise UserError(f"a vote's flags are some of {', '.join(FLAGS)}, not {flag!r}")
+        check_flag(flag)
         if seconds_taken is not None and not 0 <= seconds_taken < 7 * 86400:
             seconds_taken = None  # a clock jump is not worth refusing a vote over
         vote_id = uuid.uuid4().hex

@@ -49,7 +49,7 @@ class TabParts:
     """What a tab's `build(ctx)` hands the shell."""
 
     owner_parts: Sequence[Any] = ()  # parts of a tab open to voters that only the owner sees
-    on_open: Sequence[Wiring] | Wiring = ()  # run when the tab is opened
+    on_open: Sequence[Wiring] = ()  # run when the tab is opened
     on_load: Wiring | None = None  # run when the page loads
     on_role: Wiring | None = None  # run once the caller's role is known (page load, sign-in)
     poll: gr.Timer | None = None  # ticks only while the tab is open

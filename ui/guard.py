@@ -12,7 +12,7 @@ from typing import Any
 
 import gradio as gr
 
-from pipeline.access import Gatekeeper, RequestFacts
+from pipeline.access import OPEN_ROLES, Gatekeeper, RequestFacts
 from pipeline.errors import UserError
 
 
@@ -88,7 +88,7 @@ class Guard:
         """Refuse the request before its inputs are read if `handler` (a guarded event's)
         demands a role the caller lacks (`RoleFirstBlocks`)."""
         role = getattr(handler, "role", None)
-        if role is None:
+        if role is None or role in OPEN_ROLES:  # nobody to refuse: spare the vote path
             return
         caller = self.keeper.caller(request_facts(request, signed_in_profile(request)))
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -135,8 +134,7 @@ def wire_pages(
             queue=False,
             api_visibility="private",
         )
-        opened = parts.on_open if isinstance(parts.on_open, Sequence) else (parts.on_open,)
-        for w in opened:
+        for w in parts.on_open:
             page.select(w.fn, w.inputs, w.outputs, api_visibility="private")
 
 

@@ -97,7 +97,7 @@ def build(ctx: Context) -> TabParts:
         concurrency_limit=1,
     )
     refresh.click(guard(OWNER, rounds.choices), None, [runs, pick], api_name="evaluate_choices")
-    return TabParts(on_open=Wiring(guard(OWNER, rounds.choices), [runs, pick]))
+    return TabParts(on_open=(Wiring(guard(OWNER, rounds.choices), [runs, pick]),))
 
 
 class Rounds:

@@ -65,7 +65,7 @@ def build(ctx: Context) -> TabParts:
     gr.Button("Refresh").click(
         guard(OWNER, publisher.refresh), None, [run, sync_line], api_name="hub_status"
     )
-    return TabParts(on_open=Wiring(guard(OWNER, publisher.refresh), [run, sync_line]))
+    return TabParts(on_open=(Wiring(guard(OWNER, publisher.refresh), [run, sync_line]),))
 
 
 class Publisher:

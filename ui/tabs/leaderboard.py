@@ -61,7 +61,7 @@ def build(ctx: Context) -> TabParts:
         api_name="voter_quality",
     )
     refresh_board = Wiring(guard(VOTER, board.overview), [summary, ideas, pick])
-    return TabParts(owner_parts=[owner_part], on_open=refresh_board)
+    return TabParts(owner_parts=[owner_part], on_open=(refresh_board,))
 
 
 class Board:
