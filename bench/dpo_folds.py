@@ -38,10 +38,10 @@ from pathlib import Path
 
 from pipeline import datasets as ds
 from pipeline.evaluation import HeldOutRanking, held_out_ranking, pair_logps, ranking_accuracy
+from pipeline.methods import train_run
 from pipeline.models import load_model
 from pipeline.recipes import DPORecipe, RewardRecipe, get_recipe
 from pipeline.reward import RewardModel
-from pipeline.runs import train_run
 from pipeline.training import TrainResult
 
 

@@ -409,8 +409,8 @@ class Bench:
 
 def train_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, Any]:
     """A whole run of a shipped recipe (DPO, reward or RL) through `train_run`."""
+    from pipeline.methods import train_run
     from pipeline.recipes import DPORecipe, RewardRecipe, RLRecipe, get_recipe
-    from pipeline.runs import train_run
 
     kind, name = row.split(":")
     name, *changes = name.split("+")

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.errors import UserError
 from pipeline.prompts import TITLE_PROMPT
 
 TUTORIAL = "https://github.com/ShawhinT/YouTube-Blog/tree/main/LLMs/dpo"
@@ -231,12 +232,16 @@ def model_card(
     license: str | None = None,
     evaluations: Mapping[str, Any] | None = None,
 ) -> str:
-    """The card of a DPO checkpoint from `pipeline.training.train_dpo` (`train_summary.json`)."""
+    """The card of a finished run that writes titles (its `train_summary.json`, `metrics`)."""
+    from pipeline.methods import method_of
     from pipeline.metrics import epoch_table
 
     recipe = run["recipe"]
-    online = run.get("kind") == "rl"  # an online RL run (pipeline/rl.py), else DPO
-    tags = ["trl", recipe["method"] if online else "dpo", *PROJECT_TAGS[1:]]
+    card = method_of(run).card
+    if card is None:
+        raise UserError(f"a {run.get('kind')} run has no model card: it writes no titles")
+    tag, stages = card(recipe)  # its method's tag, and how it was trained in words
+    tags = ["trl", tag, *PROJECT_TAGS[1:]]
     if recipe.get("lora_r"):
         tags.append("lora")
     metadata: dict[str, Any] = {}
@@ -262,14 +267,6 @@ def model_card(
         if dataset_id
         else "a YouTube-title preference dataset"
     )
-    stages = "an SFT stage on the preferred titles, then DPO" if recipe.get("sft_epochs") else "DPO"
-    if online:
-        stages = (
-            f"online RL ({recipe['method'].upper()}) against a reward model trained on the same "
-            "preferences"
-        )
-        if recipe.get("sft_epochs"):
-            stages = f"an SFT stage on the preferred titles, then {stages}"
     what = f"A LoRA adapter for {base_text}" if adapter_only else f"{base_text}, fine-tuned"
     what = what[0].upper() + what[1:]
     offline_note = (

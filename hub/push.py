@@ -30,6 +30,7 @@ from hub.auth import (
 )
 from hub.cards import TUTORIAL_DATASET, dataset_card, model_card
 from pipeline.errors import UserError
+from pipeline.methods import refuse_reward_model
 from pipeline.metrics import read_metrics
 from pipeline.ratings import NO_SCREENING, Screening
 from pipeline.tracking import RUN_FILE
@@ -158,11 +159,11 @@ def model_plan(
     if not summary_file.is_file():
         raise UserError(f"{run} holds no finished training run (no train_summary.json)")
     summary = json.loads(summary_file.read_text())
-    if summary.get("kind") == "reward":
-        raise UserError(
-            f"{run} is a reward model: it scores titles and writes none; pushing one (with a "
-            "card of its own) is not supported yet, push the policy it trained instead"
-        )
+    refuse_reward_model(
+        summary,
+        str(run),
+        "pushing one, with a card of its own, is not supported yet: push the policy it trained",
+    )
     base_model = base_model or summary.get("base_model")
     if base_model:
         base_model = check_repo_id(base_model, "base model")

@@ -21,7 +21,8 @@ from pipeline import hub_kernels
 from pipeline.appdata import data_dir
 from pipeline.errors import UserError
 from pipeline.logs import log_to_stderr
-from pipeline.recipes import RewardRecipe, RLRecipe, add_recipe_arguments
+from pipeline.methods import METHODS, Method
+from pipeline.recipes import add_recipe_arguments
 from pipeline.tracking import use_tracking_dir
 
 log = logging.getLogger("pipeline")
@@ -136,8 +137,9 @@ def cmd_generate(args: argparse.Namespace) -> str:
 
 def best_of_n_text(args: argparse.Namespace, idea: str, settings) -> str:
     """`generate --reward RM`: the n titles scored by the reward model, best first."""
+    from pipeline.methods import check_reward_model
     from pipeline.models import load_model
-    from pipeline.reward import best_of_n, check_reward_model, load_reward_model
+    from pipeline.reward import best_of_n, load_reward_model
 
     reward = load_reward_model(check_reward_model(args.reward))
     loaded = load_model(args.model)
@@ -207,61 +209,25 @@ def cmd_dataset(args: argparse.Namespace) -> str:
     return f"wrote {args.out}: {counts} rows (split by {args.split})"
 
 
-def cmd_train(args: argparse.Namespace) -> str:
+def cmd_run(args: argparse.Namespace) -> str:
+    """`train`, `reward` or `rl`: the method `add_run_command` made the command for."""
+    from pipeline.methods import describe_run, score_run, train_run
     from pipeline.recipes import recipe_from_args
-    from pipeline.runs import describe_held_out
-    from pipeline.training import score_held_out, train_dpo
 
-    recipe = recipe_from_args(args)  # checked before the (slow) model load
+    method = args.trains  # not `method`: the RL recipe has a --method flag
+    # every check before the (slow) model load
+    recipe = recipe_from_args(args, method.recipe)
+    reward_model = method.check_reward_model(recipe, getattr(args, "reward", None))
+    beside = getattr(args, "beside", None)
+    if beside and not Path(beside).is_dir():
+        raise UserError(f"--beside {beside}: no such run folder")
     use_tracking_dir(data_dir())
-    result = train_dpo(args.data, args.out, args.model, recipe, max_steps=args.max_steps)
-    result = score_held_out(result)
-    if args.json:
-        return json.dumps(asdict(result))
-    ranking = describe_held_out(result)
-    line = f"trained {result.steps} steps in {result.seconds:.0f} s; model saved to {result.out}"
-    return f"{line}\n{ranking}" if ranking else line
-
-
-def cmd_reward(args: argparse.Namespace) -> str:
-    from pipeline.recipes import RewardRecipe, recipe_from_args
-    from pipeline.reward import score_reward_held_out, train_reward
-    from pipeline.runs import describe_held_out
-
-    recipe = recipe_from_args(args, RewardRecipe)  # checked before the (slow) model load
-    if args.beside and not Path(args.beside).is_dir():
-        raise UserError(f"--beside {args.beside}: no such run folder")
-    use_tracking_dir(data_dir())
-    result = train_reward(args.data, args.out, args.model, recipe, max_steps=args.max_steps)
-    result = score_reward_held_out(result, args.beside)
-    if args.json:
-        return json.dumps(asdict(result))
-    ranking = describe_held_out(result)
-    line = f"trained {result.steps} steps in {result.seconds:.0f} s; reward model in {result.out}"
-    return f"{line}\n{ranking}" if ranking else line
-
-
-def cmd_rl(args: argparse.Namespace) -> str:
-    from pipeline.metrics import read_metrics
-    from pipeline.recipes import RLRecipe, recipe_from_args
-    from pipeline.rl import read_samples, train_rl
-
-    recipe = recipe_from_args(args, RLRecipe)  # checked before the (slow) model loads
-    use_tracking_dir(data_dir())
-    result = train_rl(
-        args.data, args.out, args.model, args.reward, recipe, max_steps=args.max_steps
-    )
-    if args.json:
-        return json.dumps(asdict(result))
-    logged = [m for m in read_metrics(result.metrics_file) if "reward" in m]
-    lines = [f"trained {result.steps} steps in {result.seconds:.0f} s; policy in {result.out}"]
-    if logged:
-        first, last = logged[0], logged[-1]
-        for key in ("reward", "reward/model", "reward/format", "reward/length", "kl"):
-            if key in last:
-                lines.append(f"{key}: {first.get(key, float('nan')):.3f} -> {last[key]:.3f}")
-    lines += [f"  [{s['reward']:+.2f}] {s['title'].strip()}" for s in read_samples(args.out, 4)]
-    return "\n".join(lines)
+    result = train_run(
+        args.data, args.out, args.model, recipe, reward_model=reward_model,
+        max_steps=args.max_steps,
+    )  # fmt: skip
+    result = score_run(result, beside)
+    return json.dumps(asdict(result)) if args.json else describe_run(result)
 
 
 def cmd_score(args: argparse.Namespace) -> str:
@@ -464,6 +430,33 @@ def add_evaluate(sub) -> None:
     p.set_defaults(run=cmd_evaluate_auto)
 
 
+def add_run_command(sub, method: Method) -> None:
+    """The command that trains one method (`pipeline.methods`), with its recipe's flags."""
+    p = sub.add_parser(method.command, help=method.command_help)
+    p.add_argument("--data", required=True, type=Path, help="folder from `dataset`")
+    if method.takes_reward_model:
+        p.add_argument(
+            "--reward",
+            default=None,
+            metavar="RM",
+            help="the reward model: a `reward` run's folder (needed unless --reward-weight 0)",
+        )
+    p.add_argument("--out", required=True, type=Path, help=f"where the {method.makes} goes")
+    _add_model(p)
+    add_recipe_arguments(p, method.recipe)
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    if method.scored_beside:
+        p.add_argument(
+            "--beside",
+            default=None,
+            metavar="RUN",
+            help="a DPO run's model folder: its implicit-reward accuracy on the same held-out "
+            "pairs is reported beside the reward model's",
+        )
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.set_defaults(run=cmd_run, trains=method)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -511,53 +504,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a summary: rows and ideas per split")
     p.set_defaults(run=cmd_dataset)
 
-    p = sub.add_parser("train", help="DPO on a dataset folder")
-    p.add_argument("--data", required=True, type=Path, help="folder from `dataset`")
-    p.add_argument("--out", required=True, type=Path, help="where the tuned model goes")
-    _add_model(p)
-    add_recipe_arguments(p)
-    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
-    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
-    p.set_defaults(run=cmd_train)
-
-    p = sub.add_parser(
-        "reward",
-        help="a reward model on a dataset folder (TRL's RewardTrainer: the chat model with a "
-        "score head)",
-    )
-    p.add_argument("--data", required=True, type=Path, help="folder from `dataset`")
-    p.add_argument("--out", required=True, type=Path, help="where the reward model goes")
-    _add_model(p)
-    add_recipe_arguments(p, RewardRecipe)
-    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
-    p.add_argument(
-        "--beside",
-        default=None,
-        metavar="RUN",
-        help="a DPO run's model folder: its implicit-reward accuracy on the same held-out "
-        "pairs is reported beside the reward model's",
-    )
-    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
-    p.set_defaults(run=cmd_reward)
-
-    p = sub.add_parser(
-        "rl",
-        help="online RL (GRPO or RLOO) of a policy against a reward model, on a dataset "
-        "folder's ideas",
-    )
-    p.add_argument("--data", required=True, type=Path, help="folder from `dataset`")
-    p.add_argument(
-        "--reward",
-        default=None,
-        metavar="RM",
-        help="the reward model: a `reward` run's folder (needed unless --reward-weight 0)",
-    )
-    p.add_argument("--out", required=True, type=Path, help="where the policy goes")
-    _add_model(p)
-    add_recipe_arguments(p, RLRecipe)
-    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
-    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
-    p.set_defaults(run=cmd_rl)
+    for method in METHODS.values():
+        add_run_command(sub, method)
 
     p = sub.add_parser("score", help="how often a model ranks labelled pairs as people did")
     p.add_argument("--data", required=True, type=Path, help="folder from `dataset`")

@@ -91,7 +91,7 @@ def labelled_ranking(model_name: str, rows: Sequence[dict[str, Any]]) -> tuple[f
     """How `model_name` ranks labelled pairs, and by what: a finished run's model by its
     implicit reward against the reference its summary names, any other by its likelihood."""
     from pipeline.models import load_model
-    from pipeline.rounds import run_summary
+    from pipeline.runs import run_summary
 
     reference = (run_summary(model_name) or {}).get("reference")
     policy = pair_logps(load_model(model_name), rows)

@@ -131,7 +131,8 @@ class RewardJudge:
 
 
 def reward_judge(name: str) -> RewardJudge:
-    from pipeline.reward import check_reward_model, load_reward_model
+    from pipeline.methods import check_reward_model
+    from pipeline.reward import load_reward_model
 
     return RewardJudge(load_reward_model(check_reward_model(name)))
 
@@ -145,9 +146,11 @@ def chat_judge(name: str) -> ChatJudge:
 def make_judge(name: str) -> ChatJudge | RewardJudge:
     """The judge `name` names: a reward run's folder judges by its scores, any other model
     (a Hub id or a folder) as a chat judge."""
-    from pipeline.rounds import run_summary
+    from pipeline.methods import method_of
+    from pipeline.runs import run_summary
 
-    if (run_summary(name) or {}).get("kind") == "reward":
+    summary = run_summary(name)
+    if summary is not None and not method_of(summary).writes_titles:
         return reward_judge(name)
     return chat_judge(name)
 

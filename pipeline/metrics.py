@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-# A run's folder: what it logged, and its summary (pipeline.training.TrainResult as JSON).
+# A run's folder (`pipeline.runs`): what it logged, and its summary (`stages.TrainResult`).
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "train_summary.json"
 
@@ -51,24 +51,6 @@ REWARD_KEYS = (
     "rewards/accuracies",
     "eval_rewards/accuracies",
 )
-
-
-# The Train tab's three charts for each kind of run: (title, logged keys); an empty slot stays
-# blank. A DPO run: its losses and rewards; a reward model: its losses and pairwise accuracy;
-# RL: its reward (and each term), its distance from the start, and its titles' length.
-CHARTS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
-    "dpo": (("Losses", LOSS_KEYS), ("Rewards", REWARD_KEYS), ("", ())),
-    "reward": (
-        ("Losses", LOSS_KEYS),
-        ("Accuracy", ("accuracy", "eval_accuracy")),
-        ("Margin", ("margin", "eval_margin")),
-    ),
-    "rl": (
-        ("Reward", ("reward", "reward/model", "reward/format", "reward/length")),
-        ("KL to the starting model", ("kl",)),
-        ("Completion length (tokens)", ("completions/mean_length",)),
-    ),
-}
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -2,9 +2,10 @@
 trains on, split by idea the same way) teach a model to give a title a score, such that the
 chosen title of a pair scores higher than the rejected one.
 
-`train_reward` reads top to bottom as the stages of a run, like `training.train_dpo`:
+`train_reward` reads top to bottom as the stages of a run, like `dpo.train_dpo`:
 
-    data -> model (the chat model + a one-output score head) -> RewardTrainer -> train -> save
+    open the run (data, the chat model + a one-output score head) -> RewardTrainer -> train
+    -> save -> summary
 
 A LoRA run trains the adapter and, in full, the new score head, then merges both into a plain
 sequence-classification model in OUT. Its uses, through `RewardModel.score`:
@@ -27,17 +28,16 @@ from pipeline.metrics import METRICS_FILE
 from pipeline.models import LoadedModel, load_model
 from pipeline.prompts import title_messages
 from pipeline.recipes import RewardRecipe, get_recipe
-from pipeline.training import (
+from pipeline.runs import write_summary
+from pipeline.stages import (
     MetricsFile,
-    StopAfterSteps,
     TrainResult,
-    checkpoint_to_resume,
     common_args,
     loop_args,
     lora_config,
+    open_run,
     train_and_save,
-    training_splits,
-    write_summary,
+    watched,
 )
 
 
@@ -53,48 +53,34 @@ def train_reward(
     stop_after: int | None = None,
 ) -> TrainResult:
     """Train a reward model on the dataset folder `data`, write it to `out`, return a summary
-    (also OUT/train_summary.json, `kind="reward"`). `resume` and `stop_after` work as for
+    (also OUT/train_summary.json). `resume` and `stop_after` work as for
     `train_dpo`: a stopped run carries on from its last checkpoint, a chunk ends with one."""
     from trl import RewardConfig, RewardTrainer
 
     recipe = recipe or get_recipe(kind=RewardRecipe)
-    if max_steps is not None and max_steps <= 0:
-        raise UserError(f"max-steps must be positive, not {max_steps}")
-    out = Path(out)
-
-    # data: checked before any model is loaded
-    train_split, eval_split = training_splits(data, recipe)
-
-    # model: the chat model with a new one-output head (the head is what the score is read from)
-    scorer = load_model(model_name, fresh=True, head="score")
-    start = scorer.source
-
-    # trainer: evaluated and saved every epoch, the best held-out loss kept
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = checkpoint_to_resume(out, resume)
+    # the model: the chat model with a new one-output head (the head is what the score is
+    # read from); a reward recipe has no SFT stage
+    run = open_run(data, out, model_name, recipe, max_steps=max_steps, resume=resume, head="score")
     config = RewardConfig(
-        output_dir=str(out),
+        output_dir=str(run.out),
         per_device_eval_batch_size=recipe.batch_size,
         center_rewards_coefficient=recipe.center_rewards or None,
-        **loop_args(recipe, max_steps, eval_split is not None),
-        **common_args(recipe, scorer, out, "reward", max_steps),
+        **loop_args(recipe, max_steps, run.eval_split is not None),
+        **common_args(recipe, run.policy, run.out, recipe.KIND, max_steps),
     )
     trainer = RewardTrainer(
-        model=scorer.model,
+        model=run.policy.model,
         args=config,
-        train_dataset=train_split,
-        eval_dataset=eval_split,
-        processing_class=scorer.tokenizer,
+        train_dataset=run.train_split,
+        eval_dataset=run.eval_split,
+        processing_class=run.policy.tokenizer,
         peft_config=lora_config(recipe, task="SEQ_CLS"),
-        callbacks=[MetricsFile(out / METRICS_FILE), *(callbacks or [])],
+        callbacks=[MetricsFile(run.out / METRICS_FILE), *(callbacks or [])],
     )
-    if stop_after is not None:
-        trainer.add_callback(StopAfterSteps(stop_after))
-
     # train, save (merged into a plain sequence-classification model), summary
     return train_and_save(
-        trainer, checkpoint, scorer.tokenizer, recipe, out, data, start,
-        stop_after=stop_after, kind="reward",
+        watched(trainer, stop_after), run.checkpoint, run.policy.tokenizer, recipe, run.out,
+        data, run.start, stop_after=stop_after, kind=recipe.KIND,
     )  # fmt: skip
 
 
@@ -170,21 +156,6 @@ def load_reward_model(name: str) -> RewardModel:
     if getattr(loaded.model.config, "num_labels", None) != 1:
         raise UserError(f"{name!r} is not a reward model (a one-output score head)")
     return RewardModel(loaded)
-
-
-def check_reward_model(name: str) -> str:
-    """`name` if it is a reward run's folder; refused otherwise, before anything is loaded."""
-    from pipeline.rounds import run_summary
-
-    folder = Path(name)
-    if folder.is_dir():
-        summary = run_summary(name)
-        if summary is None or summary.get("kind") != "reward":
-            raise UserError(
-                f"{name!r} is not a finished reward model run: train one with "
-                "`python -m pipeline reward --data DIR --out DIR`"
-            )
-    return name
 
 
 @dataclass(frozen=True)

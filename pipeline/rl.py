@@ -6,10 +6,10 @@ penalty. TRL 1.16 has no PPO trainer: `method="grpo"` is GRPO (PPO's clipped obj
 the mean reward of the group of titles written for the same idea in place of a learned value
 function), `method="rloo"` is RLOO (a leave-one-out baseline over the same group).
 
-`train_rl` reads top to bottom like `training.train_dpo`:
+`train_rl` reads top to bottom like `dpo.train_dpo`:
 
-    data (the ideas) -> policy (after an optional SFT stage) -> reward -> trainer -> train
-    -> save -> summary
+    data (the ideas) -> reward -> open the run (policy, optional SFT stage) -> trainer
+    -> train -> save -> summary
 
 The reward is a weighted sum of terms (`reward_terms`): the reward model's score, the format
 rule (`evaluation.follows_prompt`) and a length penalty. Each term's mean is logged on its own
@@ -29,21 +29,19 @@ from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.evaluation import MAX_CHARS, MIN_CHARS, follows_prompt
-from pipeline.metrics import METRICS_FILE
-from pipeline.models import load_model
+from pipeline.metrics import METRICS_FILE, read_metrics
 from pipeline.prompts import display_title, idea_in_prompt
 from pipeline.recipes import RLRecipe, get_recipe
-from pipeline.training import (
+from pipeline.stages import (
     MetricsFile,
-    StopAfterSteps,
     TrainResult,
-    checkpoint_to_resume,
     common_args,
     loop_args,
     lora_config,
-    sft_stage,
+    open_run,
     train_and_save,
     training_splits,
+    watched,
 )
 
 SAMPLES_FILE = "samples.jsonl"
@@ -77,12 +75,11 @@ def length_score(prompts, completions) -> list[float]:
 
 
 def checked_reward_model(recipe: RLRecipe, reward_model: str | None) -> str | None:
-    """The reward model a run of `recipe` is trained against, checked before anything loads:
-    one is needed unless the recipe's reward_weight is 0."""
-    from pipeline.reward import check_reward_model
-
+    """The reward model a run of `recipe` is trained against: one is needed unless the
+    recipe's reward_weight is 0. (That it is a reward run is `methods.check_reward_model`'s
+    question, asked first by every caller that starts a run through the registry.)"""
     if reward_model:
-        return check_reward_model(reward_model)
+        return reward_model
     if recipe.reward_weight:
         raise UserError(
             "choose the reward model the policy is trained against (`--reward RM_DIR` on the "
@@ -207,60 +204,53 @@ def train_rl(
 ) -> TrainResult:
     """Optimise the policy `model_name` against `reward_model` (a `reward` run's folder) plus
     the recipe's rule terms, on the training ideas of the dataset folder `data`; write it to
-    `out` and return a summary (OUT/train_summary.json, `kind="rl"`). `terms` replaces the
+    `out` and return a summary (OUT/train_summary.json). `terms` replaces the
     recipe's reward (a planted reward in tests). `resume` and `stop_after` work as for DPO."""
     from datasets import Dataset
 
     recipe = recipe or get_recipe(kind=RLRecipe)
-    if max_steps is not None and max_steps <= 0:
-        raise UserError(f"max-steps must be positive, not {max_steps}")
-    out = Path(out)
 
-    # data: the training split's ideas (checked before any model is loaded)
-    train_split, _ = training_splits(data, recipe)
-    prompts = Dataset.from_list(prompt_rows(train_split))
+    # data: the training split's ideas, and the reward (refused when there is no reward
+    # model, or it is not a reward run), both checked before the policy loads
+    splits = training_splits(data, recipe)
+    prompts = Dataset.from_list(prompt_rows(splits[0]))
     if len(prompts) * recipe.generations < recipe.batch_size:
         raise UserError(
             f"{data}: {len(prompts)} ideas x {recipe.generations} titles is less than one batch "
             f"of {recipe.batch_size}"
         )
+    reward = TitleReward(terms or reward_terms(recipe, reward_model), Path(out) / SAMPLES_FILE)
 
-    # reward: refused (no reward model, not a reward run) before the policy loads
-    reward = TitleReward(terms or reward_terms(recipe, reward_model), out / SAMPLES_FILE)
-
-    # policy: the model (after the SFT stage, if any); the KL is taken against that start
-    policy = load_model(model_name, fresh=True)
-    start = policy.source
-    reference_from = str(out / "sft") if recipe.sft_epochs else start.requested
-    if recipe.sft_epochs:
-        policy = sft_stage(policy, train_split, out / "sft", recipe, callbacks)
-    policy.tokenizer.padding_side = "left"  # generation pads on the left
-
-    # trainer
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = checkpoint_to_resume(out, resume)
+    # policy (after the SFT stage, if any): the KL is taken against that start
+    run = open_run(
+        data, out, model_name, recipe, max_steps=max_steps, resume=resume, callbacks=callbacks,
+        splits=splits,
+    )  # fmt: skip
+    run.policy.tokenizer.padding_side = "left"  # generation pads on the left
     if not resume:
-        (out / SAMPLES_FILE).unlink(missing_ok=True)
+        (run.out / SAMPLES_FILE).unlink(missing_ok=True)
     trainer = rl_trainer(
-        policy, recipe, out, prompts, reward, max_steps=max_steps, callbacks=callbacks
+        run.policy, recipe, run.out, prompts, reward, max_steps=max_steps, callbacks=callbacks
     )
-    if stop_after is not None:
-        trainer.add_callback(StopAfterSteps(stop_after))
-
-    # train, save, summary
     return train_and_save(
-        trainer,
-        checkpoint,
-        policy.tokenizer,
-        recipe,
-        out,
-        data,
-        start,
-        stop_after=stop_after,
-        kind="rl",
-        reference=reference_from,
+        watched(trainer, stop_after), run.checkpoint, run.policy.tokenizer, recipe, run.out,
+        data, run.start, stop_after=stop_after, kind=recipe.KIND, reference=run.reference_from,
         reward_model=str(reward_model) if reward_model and recipe.reward_weight else None,
-    )
+    )  # fmt: skip
+
+
+def rl_report(result: TrainResult) -> list[str]:
+    """How a finished run's reward terms and KL moved (first -> last logged), and the last
+    few titles it wrote with their rewards."""
+    logged = [m for m in read_metrics(result.metrics_file) if "reward" in m]
+    lines = []
+    if logged:
+        first, last = logged[0], logged[-1]
+        for key in ("reward", "reward/model", "reward/format", "reward/length", "kl"):
+            if key in last:
+                lines.append(f"{key}: {first.get(key, float('nan')):.3f} -> {last[key]:.3f}")
+    samples = read_samples(result.out, 4)
+    return lines + [f"  [{s['reward']:+.2f}] {s['title'].strip()}" for s in samples]
 
 
 def rl_trainer(

@@ -15,18 +15,20 @@ for this project, none of them among the tutorial's 114).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pipeline.datasets import idea_key
 from pipeline.errors import UserError
 from pipeline.generation import GenerationSettings, Title, generate_titles
-from pipeline.metrics import SUMMARY_FILE
-from pipeline.prompts import check_idea, idea_in_prompt
+from pipeline.methods import refuse_reward_model
+from pipeline.prompts import check_idea
+
+# run_summary, run_ideas and run_model_folder moved to pipeline.runs; this module still
+# answers for them (tests and the CLI import them from here): drop them from here in 0.2
+from pipeline.runs import run_ideas, run_model_folder, run_name, run_summary
 from pipeline.votes import RoundInfo, RoundTitle, VoteStore, check_round_name
 
 FRESH_IDEAS = Path(__file__).resolve().parent.parent / "data" / "fresh-ideas" / "ideas.txt"
@@ -133,34 +135,6 @@ def round_ideas(
 # --- runs: their stages and their data -------------------------------------------------------
 
 
-def run_summary(model: str | Path) -> dict[str, Any] | None:
-    """A finished run's summary (its model folder's train_summary.json), or None."""
-    path = Path(model).expanduser() / SUMMARY_FILE
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())
-
-
-def run_ideas(model: str | Path, split: str) -> list[str]:
-    """The ideas of a finished run's dataset split ('train' or 'valid'), as written."""
-    summary = run_summary(model)
-    data = Path(summary["data"]) if summary and summary.get("data") else None
-    if data is None or not data.is_dir():
-        raise UserError(f"{model}: not a finished run whose dataset folder is still here")
-    described = data / "summary.json"
-    if described.is_file():
-        ideas = json.loads(described.read_text()).get("ideas", {})
-        if split in ideas:
-            return list(ideas[split])
-    from pipeline.datasets import load_preference_dataset
-
-    dataset = load_preference_dataset(data)
-    if split not in dataset:
-        return []
-    found = (idea_in_prompt(row["prompt"]) for row in dataset[split])
-    return sorted({idea for idea in found if idea})
-
-
 def held_out_ideas(
     models: Sequence[RoundModel], trained: set[str], runs: Sequence[str] = ()
 ) -> list[str]:
@@ -202,12 +176,8 @@ def round_models(names: Sequence[str], stages: bool = True) -> list[RoundModel]:
         if summary is None:
             add(short_name(name), name)
             continue
-        if summary.get("kind") == "reward":
-            raise UserError(
-                f"{name} is a reward model: it scores titles and writes none (use it as the "
-                "round's judge)"
-            )
-        run = _run_label(name)
+        refuse_reward_model(summary, name, "use it as the round's judge")
+        run = run_name(name)
         if stages and summary.get("started_from"):
             add(f"base: {summary['started_from']}", summary["started_from"])
         sft = Path(name) / "sft"
@@ -225,21 +195,6 @@ def round_models(names: Sequence[str], stages: bool = True) -> list[RoundModel]:
 def short_name(model: str) -> str:
     """How a report calls a model: a Hub id by its id, a folder by its name."""
     return Path(model).name if Path(model).expanduser().is_dir() else model
-
-
-def run_model_folder(run: str | Path) -> str:
-    """A finished run's model folder, from it or from the run folder above it."""
-    path = Path(run).expanduser()
-    for folder in (path, path / "model"):
-        if run_summary(folder):
-            return str(folder)
-    raise UserError(f"{run}: not a finished training run (no {SUMMARY_FILE} in it or its model/)")
-
-
-def _run_label(model: str) -> str:
-    """`runs/run-20261203-1201/model` → `run-20261203-1201`; any other folder: its name."""
-    path = Path(model).expanduser().resolve()
-    return path.parent.name if path.name == "model" else path.name
 
 
 # --- planning and creating -------------------------------------------------------------------
@@ -269,7 +224,7 @@ def plan_round(
     if ideas is None:
         runs = [run_model_folder(held_out_of)] if held_out_of else []
         ideas = held_out_ideas(models, trained, runs)
-        ideas_from = f"held-out ideas of {_run_label(runs[0]) if runs else 'the round runs'}"
+        ideas_from = f"held-out ideas of {run_name(runs[0]) if runs else 'the round runs'}"
     else:
         ideas = unique_ideas(ideas, ideas_from or "the ideas")
     return RoundPlan(

@@ -9,7 +9,6 @@ current step; a later start with `resume=True` carries on from the last checkpoi
 from __future__ import annotations
 
 import contextvars
-import json
 import threading
 import time
 import traceback
@@ -21,7 +20,18 @@ from typing import Any
 from transformers import TrainerCallback
 
 from pipeline.errors import UserError
-from pipeline.metrics import METRICS_FILE, SUMMARY_FILE, read_metrics
+from pipeline.methods import method_for, method_of
+from pipeline.metrics import read_metrics
+
+# moved to pipeline.runs; re-exported for one release (tests import them from here)
+from pipeline.runs import (  # noqa: F401
+    finished_runs,
+    latest_run,
+    new_run_folder,
+    run_kind,
+    run_label,
+    run_metrics,
+)
 
 MAX_LOG_LINES = 200
 
@@ -29,9 +39,8 @@ MAX_LOG_LINES = 200
 @dataclass(frozen=True)
 class JobStatus:
     state: str = "idle"  # idle, running, stopping, done, stopped, failed
-    # "sft" while a recipe's SFT stage runs, then the run's own: "dpo", "reward", "grpo", "rloo"
-    stage: str = "dpo"
-    kind: str = "dpo"  # the run's kind: "dpo", "reward" or "rl" (its recipe's KIND)
+    stage: str = ""  # "sft" while a recipe's SFT stage runs, then its method's stage
+    kind: str = ""  # the run's method (its recipe's KIND); "" before the first run
     step: int = 0
     total: int = 0
     started_at: float | None = None
@@ -68,13 +77,14 @@ class JobStatus:
 
 
 class TrainingRunner:
-    """Starts `pipeline.runs.train_run` in a thread; `status()` is safe from any thread."""
+    """Starts `pipeline.methods.train_run` in a thread; `status()` is safe from any thread."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._status = JobStatus()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._run_stage = ""  # the stage of the run's own loop, after any SFT stage
 
     def status(self) -> JobStatus:
         with self._lock:
@@ -91,11 +101,13 @@ class TrainingRunner:
             if self._status.running:
                 raise UserError("a training run is already going: stop it or wait for it")
             self._stop.clear()
-            kind = getattr(train_kwargs.get("recipe"), "KIND", "dpo")
+            recipe = train_kwargs.get("recipe")
+            method = method_for(recipe)
+            self._run_stage = method.stage(recipe or method.recipe())
             self._status = JobStatus(
                 state="running",
-                kind=kind,
-                stage=kind if kind != "rl" else train_kwargs["recipe"].method,
+                kind=method.kind,
+                stage=self._run_stage,
                 started_at=time.time(),
                 out=str(train_kwargs.get("out")),
                 message="Loading the model and the data…",
@@ -116,7 +128,7 @@ class TrainingRunner:
         is going."""
         if self.status().running:
             raise UserError("a training run is already going: stop it or wait for it")
-        run = Path(runs) / time.strftime("run-%Y%m%d-%H%M%S")
+        run = new_run_folder(runs)
         write_data(run / "data")
         self.start(data=run / "data", out=run / "model", **train_kwargs)
         return run
@@ -134,7 +146,7 @@ class TrainingRunner:
         job = self.status()
         if job.state != "done" or not job.out:
             raise UserError("no finished run yet: train a model first")
-        if job.kind == "reward":
+        if not method_of(job.kind).writes_titles:
             raise UserError(
                 "the last run trained a reward model, which scores titles and writes none: use "
                 "it for best of n on the Generate tab, as a judge, or for online RL"
@@ -162,7 +174,7 @@ class TrainingRunner:
             self._status = replace(self._status, log=log)
 
     def _run(self, chunked: bool = False, chunk_steps: int | None = None, **train_kwargs: Any):
-        from pipeline.runs import describe_held_out, score_run, train_run
+        from pipeline.methods import describe_held_out, score_run, train_run
         from pipeline.zerogpu import score_on_gpu
 
         callbacks = [_Progress(self), *train_kwargs.pop("callbacks", [])]
@@ -171,7 +183,8 @@ class TrainingRunner:
                 result = self._run_chunks(chunk_steps, **train_kwargs)
             else:
                 result = train_run(**train_kwargs, callbacks=callbacks)
-            if not self._stop.is_set() and result.kind != "rl":  # Stop stays quick
+            scored = method_of(result.kind).held_out is not None
+            if scored and not self._stop.is_set():  # Stop stays quick
                 self._update(message="Ranking the held-out pairs…")
                 result = (score_on_gpu if chunked else score_run)(result)
         except UserError as exc:
@@ -231,16 +244,6 @@ class TrainingRunner:
         )
 
 
-# The stage each TRL config trains (its name in the status line and the charts).
-STAGES = {
-    "SFTConfig": "sft",
-    "DPOConfig": "dpo",
-    "RewardConfig": "reward",
-    "GRPOConfig": "grpo",
-    "RLOOConfig": "rloo",
-}
-
-
 class _Progress(TrainerCallback):
     def __init__(self, runner: TrainingRunner) -> None:
         self.runner = runner
@@ -260,7 +263,7 @@ class _Progress(TrainerCallback):
             self.runner._log(f"SFT stage: {state.max_steps} steps")
             return
         self.runner._update(
-            stage=STAGES.get(type(args).__name__, "dpo"),
+            stage=self.runner._run_stage,
             total=state.max_steps,
             step=state.global_step,
             loop_started=(time.time(), state.global_step),
@@ -292,34 +295,3 @@ class _Progress(TrainerCallback):
             self.runner._status = replace(status, metrics=(*status.metrics, record))
         shown = ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if isinstance(v, int | float))
         self.runner._log(f"step {state.global_step}: {shown}")
-
-
-def latest_run(runs: str | Path) -> Path | None:
-    """The newest run folder (`RUNS/run-*`), finished or not."""
-    return max(Path(runs).glob("run-*"), default=None)
-
-
-def finished_runs(runs: str | Path, kind: str | None = None) -> list[Path]:
-    """The model folders of the app's finished runs (`RUNS/run-*/model`), newest first; with
-    `kind`, only those of that kind ("dpo", "reward" or "rl")."""
-    found = (p / "model" for p in Path(runs).glob("run-*"))
-    done = sorted((m for m in found if (m / SUMMARY_FILE).is_file()), reverse=True)
-    return [m for m in done if kind is None or run_kind(m) == kind]
-
-
-def run_kind(model: str | Path) -> str:
-    """What a finished run trained: its summary's kind ("dpo" for runs from before kinds)."""
-    summary = json.loads((Path(model) / SUMMARY_FILE).read_text())
-    return summary.get("kind", "dpo")
-
-
-def run_label(model: str | Path) -> str:
-    """A finished run as the compare view names it: its folder and kind."""
-    model = Path(model)
-    folder = model.parent.name if model.name == "model" else model.name
-    return f"{folder} ({run_kind(model)})"
-
-
-def run_metrics(model: str | Path) -> list[dict[str, Any]]:
-    """What a run logged (finished or not): its OUT/metrics.jsonl."""
-    return read_metrics(Path(model) / METRICS_FILE)

@@ -1,85 +1,125 @@
-"""Every kind of training run behind one entry point: the registry of methods.
+"""The run folder: where a training run lives, what it is called, and what it leaves behind.
 
-A recipe's KIND names its method: how it trains, how its held-out pairs are scored once it is
-finished, and what that score reads as. A new method is one module and one entry in METHODS.
-The app's runner, the ZeroGPU chunks, the CLI and the benches start and score runs here; the
-methods' own modules (`training`, `reward`, `rl`) never import this one, so none of them
-imports another's dispatch.
+A run of the app is RUNS/run-DATE-TIME/ with its dataset in data/ and its model in model/; any
+run's model folder holds its summary (train_summary.json), what it logged (metrics.jsonl) and
+its checkpoints (checkpoint-N/). Plain files, no model libraries.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import json
+import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pipeline.evaluation import HeldOutRanking
-from pipeline.reward import RewardHeldOut, score_reward_held_out, train_reward
-from pipeline.rl import train_rl
-from pipeline.training import TrainResult, score_held_out, train_dpo
+from pipeline.errors import UserError
+from pipeline.metrics import METRICS_FILE, SUMMARY_FILE, read_metrics
+from pipeline.prompts import idea_in_prompt
+from pipeline.recipes import DPORecipe
+
+RUN_PREFIX = "run-"
 
 
-@dataclass(frozen=True)
-class Method:
-    train: Callable[..., TrainResult]  # (data, out, model_name, recipe, reward_model, **kw)
-    score: Callable[[TrainResult], TrainResult]  # the finished run, its held-out pairs ranked
-    held_out: type | None  # the record of its held-out figure (None: it has none)
+# --- naming ----------------------------------------------------------------------------------
 
 
-def _unscored(result: TrainResult) -> TrainResult:
-    # an RL run is measured by generating (`evaluate auto`, an evaluation round), not here
-    return result
+def new_run_folder(runs: str | Path) -> Path:
+    """A new run's folder in `runs`: RUNS/run-DATE-TIME (not created here)."""
+    return Path(runs) / time.strftime(f"{RUN_PREFIX}%Y%m%d-%H%M%S")
 
 
-METHODS: dict[str, Method] = {
-    "dpo": Method(
-        lambda data, out, model, recipe, reward_model, **kw: train_dpo(
-            data, out, model, recipe, **kw
-        ),
-        score_held_out,
-        HeldOutRanking,
-    ),
-    "reward": Method(
-        lambda data, out, model, recipe, reward_model, **kw: train_reward(
-            data, out, model, recipe, **kw
-        ),
-        score_reward_held_out,
-        RewardHeldOut,
-    ),
-    "rl": Method(
-        lambda data, out, model, recipe, reward_model, **kw: train_rl(
-            data, out, model, reward_model, recipe, **kw
-        ),
-        _unscored,
-        None,
-    ),
-}
+def latest_run(runs: str | Path) -> Path | None:
+    """The newest run folder (`RUNS/run-*`), finished or not."""
+    return max(Path(runs).glob(f"{RUN_PREFIX}*"), default=None)
 
 
-def train_run(
-    data: str | Path,
-    out: str | Path,
-    model_name: str | None = None,
-    recipe=None,
-    *,
-    reward_model: str | None = None,
-    **kwargs: Any,
-) -> TrainResult:
-    """The run the recipe's kind names (DPO when none is given); only RL reads
-    `reward_model`."""
-    method = METHODS[getattr(recipe, "KIND", "dpo")]
-    return method.train(data, out, model_name, recipe, reward_model, **kwargs)
+def run_name(model: str | Path) -> str:
+    """`runs/run-20261203-1201/model` → `run-20261203-1201`; any other folder: its name."""
+    path = Path(model).expanduser().resolve()
+    return path.parent.name if path.name == "model" else path.name
 
 
-def score_run(result: TrainResult) -> TrainResult:
-    """A finished run with its held-out pairs ranked, as its kind allows."""
-    return METHODS[result.kind].score(result)
+# --- what a finished run left ----------------------------------------------------------------
 
 
-def describe_held_out(result: TrainResult) -> str | None:
-    """One line on how the run ranks its held-out pairs, or None when it has no figure."""
-    record = METHODS[result.kind].held_out
-    if not result.held_out or record is None:
+def run_summary(model: str | Path) -> dict[str, Any] | None:
+    """A finished run's summary (its model folder's train_summary.json), or None."""
+    path = Path(model).expanduser() / SUMMARY_FILE
+    if not path.is_file():
         return None
-    return record(**result.held_out).describe()
+    return json.loads(path.read_text())
+
+
+def write_summary(result) -> Path:
+    """`result` (a `stages.TrainResult`) as its run's summary file."""
+    path = Path(result.out) / SUMMARY_FILE
+    path.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    return path
+
+
+def run_kind(model: str | Path) -> str:
+    """What a finished run trained: its summary's kind (DPO for runs from before kinds)."""
+    return (run_summary(model) or {}).get("kind", DPORecipe.KIND)
+
+
+def finished_runs(runs: str | Path, kind: str | None = None) -> list[Path]:
+    """The model folders of the app's finished runs (`RUNS/run-*/model`), newest first; with
+    `kind` (a recipe's KIND), only those of that kind."""
+    found = (p / "model" for p in Path(runs).glob(f"{RUN_PREFIX}*"))
+    done = sorted((m for m in found if (m / SUMMARY_FILE).is_file()), reverse=True)
+    return [m for m in done if kind is None or run_kind(m) == kind]
+
+
+def run_label(model: str | Path) -> str:
+    """A finished run as the compare view names it: its folder and kind."""
+    model = Path(model)
+    folder = model.parent.name if model.name == "model" else model.name
+    return f"{folder} ({run_kind(model)})"
+
+
+def run_metrics(model: str | Path) -> list[dict[str, Any]]:
+    """What a run logged (finished or not): its OUT/metrics.jsonl."""
+    return read_metrics(Path(model) / METRICS_FILE)
+
+
+def run_model_folder(run: str | Path) -> str:
+    """A finished run's model folder, from it or from the run folder above it."""
+    path = Path(run).expanduser()
+    for folder in (path, path / "model"):
+        if run_summary(folder):
+            return str(folder)
+    raise UserError(f"{run}: not a finished training run (no {SUMMARY_FILE} in it or its model/)")
+
+
+def run_ideas(model: str | Path, split: str) -> list[str]:
+    """The ideas of a finished run's dataset split ('train' or 'valid'), as written."""
+    summary = run_summary(model)
+    data = Path(summary["data"]) if summary and summary.get("data") else None
+    if data is None or not data.is_dir():
+        raise UserError(f"{model}: not a finished run whose dataset folder is still here")
+    described = data / "summary.json"
+    if described.is_file():
+        ideas = json.loads(described.read_text()).get("ideas", {})
+        if split in ideas:
+            return list(ideas[split])
+    from pipeline.datasets import load_preference_dataset
+
+    dataset = load_preference_dataset(data)
+    if split not in dataset:
+        return []
+    found = (idea_in_prompt(row["prompt"]) for row in dataset[split])
+    return sorted({idea for idea in found if idea})
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+
+def latest_checkpoint(out: str | Path) -> Path | None:
+    """The newest `checkpoint-N` folder the Trainer wrote in `out`, if any."""
+    return max(Path(out).glob("checkpoint-*"), key=checkpoint_step, default=None)
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """N of a `checkpoint-N` folder: the optimizer step it was saved at."""
+    return int(Path(path).name.rsplit("-", 1)[-1])

@@ -25,12 +25,13 @@ import spaces
 from pipeline.generation import GenerationSettings, Title, generate_for_idea
 from pipeline.gpu_rates import STARTUP_SECONDS, GpuRates, Pace, model_params, plan_pace
 from pipeline.judges import PairwiseJudge, make_judge
+from pipeline.methods import check_reward_model, score_run, train_run
 from pipeline.models import load_model
 from pipeline.recipes import Recipe
-from pipeline.reward import ScoredTitle, best_of_n, check_reward_model, load_reward_model
+from pipeline.reward import ScoredTitle, best_of_n, load_reward_model
 from pipeline.rounds import generate_with, short_name
-from pipeline.runs import score_run, train_run
-from pipeline.training import TrainResult, checkpoint_step, latest_checkpoint
+from pipeline.runs import checkpoint_step, latest_checkpoint
+from pipeline.stages import TrainResult
 
 DEFAULT_SETTINGS = GenerationSettings()
 ON_ZEROGPU = bool(os.environ.get("SPACES_ZERO_GPU"))

@@ -40,9 +40,9 @@ def kernel_choices(monkeypatch) -> list[tuple[str, bool]]:
 def test_every_kind_of_run_loads_its_models_without_hub_kernels(
     kernel_choices, small_data, tiny_model_dir, tmp_path, monkeypatch
 ):
+    from pipeline.methods import score_run, train_run
     from pipeline.reward import train_reward
     from pipeline.rl import RewardTerm
-    from pipeline.runs import score_run, train_run
 
     tiny = str(tiny_model_dir)
 

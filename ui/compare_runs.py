@@ -9,7 +9,7 @@ from pipeline.access import OWNER
 from pipeline.appdata import runs_dir
 from pipeline.errors import UserError
 from pipeline.metrics import compare_rows, numeric_keys
-from pipeline.runner import finished_runs, run_label, run_metrics
+from pipeline.runs import finished_runs, run_label, run_metrics
 from pipeline.tracking import tracking_dir
 from ui.context import Context, Wiring
 

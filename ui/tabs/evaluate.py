@@ -15,7 +15,7 @@ from pipeline.rounds import (
     plan_round,
     round_ideas,
 )
-from pipeline.runner import finished_runs
+from pipeline.runs import finished_runs
 from pipeline.winrates import ARENA_COLUMNS, COMPARISON_COLUMNS, DETAIL_COLUMNS, round_report
 from pipeline.winrates import chart as round_chart
 from pipeline.zerogpu import JudgeOnGpu, generate_round_on_gpu

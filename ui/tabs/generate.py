@@ -11,8 +11,8 @@ from pipeline.access import OWNER, Caller
 from pipeline.appdata import runs_dir
 from pipeline.errors import UserError
 from pipeline.generation import MAX_TITLES_PER_IDEA, GenerationSettings
+from pipeline.methods import reward_model_runs
 from pipeline.prompts import MAX_IDEA_CHARS
-from pipeline.runner import finished_runs
 from pipeline.zerogpu import best_of_n_on_gpu, generate_on_gpu
 from ui.context import Context, TabParts, Wiring
 
@@ -115,7 +115,7 @@ class Titles:
         return table, [t.raw for t in result], loaded.describe(), result, ""
 
     def reward_models(self):
-        found = [str(m) for m in finished_runs(runs_dir(self.folder), "reward")]
+        found = [str(m) for m in reward_model_runs(runs_dir(self.folder))]
         return gr.Dropdown(choices=found, value=found[0] if found else None)
 
     def generate_ranked(self, idea_text: str, count: float, temp: float, reward_name: str | None):

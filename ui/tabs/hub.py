@@ -11,7 +11,7 @@ from hub.sync import VoteMirror
 from pipeline.access import OWNER
 from pipeline.appdata import runs_dir
 from pipeline.errors import UserError
-from pipeline.runner import finished_runs
+from pipeline.runs import finished_runs
 from ui.context import Context, TabParts, Wiring
 from ui.widgets import TUTORIAL_DATA, VOTES_DATA, screening, vote_screening
 

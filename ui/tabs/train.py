@@ -4,7 +4,7 @@ put to use on the Generate tab."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +13,10 @@ import gradio as gr
 from hub.pull import write_training_data
 from pipeline.access import OWNER
 from pipeline.appdata import runs_dir
-from pipeline.metrics import CHARTS, EPOCH_COLUMNS, chart_rows, epoch_table
-from pipeline.recipes import (
-    DPORecipe,
-    RewardRecipe,
-    RLRecipe,
-    form_values,
-    get_recipe,
-    recipe_from_form,
-)
-from pipeline.rl import SAMPLE_COLUMNS, checked_reward_model, read_samples, sample_rows
-from pipeline.runner import finished_runs
+from pipeline.methods import DEFAULT, METHODS, Method, method_of, reward_model_runs
+from pipeline.metrics import EPOCH_COLUMNS, chart_rows, epoch_table
+from pipeline.recipes import form_values, get_recipe, recipe_from_form
+from pipeline.rl import SAMPLE_COLUMNS, read_samples, sample_rows
 from pipeline.zerogpu import ON_ZEROGPU
 from ui import compare_runs
 from ui.context import Context, TabParts, Wiring
@@ -32,31 +25,48 @@ from ui.widgets import DATA_SOURCES, TUTORIAL_DATA, recipe_form, screening, vote
 TITLE = "Train"
 SHOWN_TO = OWNER
 
+BY_LABEL = {method.label: method for method in METHODS.values()}  # the Method choice
 
-# The methods of the Train tab, and the recipe kind each one trains.
-METHODS = {
-    "DPO": DPORecipe,
-    "Reward model (RLHF step 1)": RewardRecipe,
-    "Online RL against a reward model (RLHF step 2: GRPO / RLOO)": RLRecipe,
-}
-START_LABELS = {
-    DPORecipe: "Start training",
-    RewardRecipe: "Start training the reward model",
-    RLRecipe: "Start online RL",
-}
-# Each method's endpoints: DPO keeps the names it had before the RLHF half came.
-ENDPOINTS = {
-    DPORecipe: ("train_start", "train_resume", "recipe_settings"),
-    RewardRecipe: ("reward_start", "reward_resume", "reward_recipe_settings"),
-    RLRecipe: ("rl_start", "rl_resume", "rl_recipe_settings"),
-}
+
+@dataclass(frozen=True)
+class MethodForm:
+    """One method's part of the tab: its recipe form and its Start and Resume."""
+
+    method: Method
+    group: gr.Group
+    recipe: gr.Dropdown
+    fields: list[Any]
+    start: gr.Button
+    resume: gr.Button
+    reward_model: gr.Dropdown | None  # for a method trained against a reward model
+
+    @property
+    def knobs(self) -> list[Any]:
+        """What Start and Resume read from the form, in the API's order."""
+        extra = [self.reward_model] if self.reward_model is not None else []
+        return [*extra, self.recipe, *self.fields]
+
+
+def method_form(method: Method) -> MethodForm:
+    with gr.Group(visible=method is DEFAULT) as group:
+        reward_model = None
+        if method.takes_reward_model:
+            reward_model = gr.Dropdown(
+                [],
+                value=None,
+                allow_custom_value=True,
+                label="Reward model (a finished reward-model run, or a folder)",
+            )
+        recipe, fields = recipe_form(method.recipe)
+        with gr.Row():
+            start = gr.Button(method.start_label, variant="primary")
+            resume = gr.Button("Resume the last run")
+    return MethodForm(method, group, recipe, fields, start, resume, reward_model)
 
 
 def build(ctx: Context) -> TabParts:
-    """Every event on the tab is the owner's (GPU time, disk, the Generate model). One runner
-    serves the three methods; each has its recipe form and its Start/Resume."""
-    runner, store, folder, generator = ctx.runner, ctx.store, ctx.folder, ctx.generator
-    status_line, guard = ctx.status, ctx.guard
+    # Over 60 lines: the tab's layout, top to bottom as the page shows it, then its wiring.
+    guard = ctx.guard
     gr.Markdown(
         "**DPO** learns from the preference pairs directly. **RLHF** takes two steps on the "
         "same pairs: a *reward model* learns to score titles as people chose, then *online "
@@ -73,32 +83,10 @@ def build(ctx: Context) -> TabParts:
         )
     screen_in = list(vote_screening())  # for the votes collected here
     with gr.Row():
-        base = gr.Textbox(generator.name, label="Base model (Hub id or folder)")
+        base = gr.Textbox(ctx.generator.name, label="Base model (Hub id or folder)")
         max_steps = gr.Number(0, precision=0, minimum=0, label="Stop after steps (0: no limit)")
-    method = gr.Radio(list(METHODS), value="DPO", label="Method")
-    forms: dict[type, dict[str, Any]] = {}
-    for kind in METHODS.values():
-        with gr.Group(visible=kind is DPORecipe) as group:
-            reward_model = None
-            if kind is RLRecipe:
-                reward_model = gr.Dropdown(
-                    [],
-                    value=None,
-                    allow_custom_value=True,
-                    label="Reward model (a finished reward-model run, or a folder)",
-                )
-            recipe, fields = recipe_form(kind)
-            with gr.Row():
-                start = gr.Button(START_LABELS[kind], variant="primary")
-                resume = gr.Button("Resume the last run")
-        forms[kind] = {
-            "group": group,
-            "recipe": recipe,
-            "fields": fields,
-            "start": start,
-            "resume": resume,
-            "reward_model": reward_model,
-        }
+    method = gr.Radio(list(BY_LABEL), value=DEFAULT.label, label="Method")
+    forms = [method_form(m) for m in METHODS.values()]
     with gr.Row():
         stop = gr.Button("Stop", variant="stop")
         use = gr.Button("Use this model for Generate")
@@ -106,7 +94,7 @@ def build(ctx: Context) -> TabParts:
     with gr.Row():
         charts = [
             gr.LinePlot(x="step", y="value", color="metric", label=title)
-            for title, _ in CHARTS["dpo"]
+            for title, _ in DEFAULT.charts
         ]
     epochs_table = gr.Dataframe(label="Per evaluation", interactive=False)
     samples = gr.Dataframe(
@@ -119,69 +107,110 @@ def build(ctx: Context) -> TabParts:
     compare_view = compare_runs.build(ctx)
     timer = gr.Timer(1.0, active=False)  # ticks only while the Train tab is open
 
-    def run_settings(kind: type, name: str, *values) -> dict:
-        """What `runner.start` takes from a form (a step limit of 0 or empty: none)."""
-        *fields, step_limit = values
+    trainer = Trainer(ctx)
+    outputs = [progress, *charts, epochs_table, samples, log_tail]
+    data_in = [source, min_votes, hub_dataset, base]
+    reward_pick = next(f.reward_model for f in forms if f.reward_model is not None)
+    method.change(
+        guard(OWNER, trainer.pick_method),
+        method,
+        [*(f.group for f in forms), reward_pick, *charts],
+        api_name="train_method",
+    )
+    for form in forms:
+        start_name, resume_name, settings_name = form.method.endpoints
+        knobs_in = [*form.knobs, max_steps]
+        form.recipe.change(
+            guard(OWNER, lambda name, kind=form.method.recipe: form_values(get_recipe(name, kind))),
+            form.recipe,
+            form.fields,
+            api_name=settings_name,
+            queue=False,
+        )
+        form.start.click(
+            guard(OWNER, trainer.begin_for(form.method), spread=len(knobs_in) + len(screen_in)),
+            [*data_in, *knobs_in, *screen_in],
+            outputs,
+            api_name=start_name,
+        ).then(guard(OWNER, trainer.chart_titles), method, charts, api_visibility="private")
+        form.resume.click(
+            guard(OWNER, trainer.carry_on_for(form.method), spread=len(knobs_in)),
+            [base, *knobs_in],
+            outputs,
+            api_name=resume_name,
+        ).then(guard(OWNER, trainer.chart_titles), method, charts, api_visibility="private")
+    stop.click(guard(OWNER, trainer.halt), None, outputs, api_name="train_stop", queue=False)
+    timer.tick(guard(OWNER, trainer.show), None, outputs, api_name="train_status", queue=False)
+    use.click(guard(OWNER, trainer.use_trained), None, ctx.status, api_name="use_trained_model")
+    titles = Wiring(guard(OWNER, trainer.chart_titles), charts, inputs=[method])
+    return TabParts(on_open=(compare_view, titles), poll=timer)
+
+
+class Trainer:
+    """The tab's handlers: one runner serves every method; a run is started from a method's
+    form, watched, stopped, resumed, and its model put to use on the Generate tab."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.runner, self.store, self.generator = ctx.runner, ctx.store, ctx.generator
+        self.runs = runs_dir(ctx.folder)
+
+    def settings(self, method: Method, values: list) -> dict:
+        """What `runner.start` takes from a form: the recipe, the step limit (0 or empty:
+        none) and, for a method trained against one, the reward model, checked (bad settings
+        are refused before any download)."""
+        chosen = values.pop(0) if method.takes_reward_model else None
+        name, *fields, step_limit = values
+        recipe = recipe_from_form(name, fields, method.recipe)
         return {
-            "recipe": recipe_from_form(name, fields, kind),
+            "recipe": recipe,
             "max_steps": int(step_limit) if step_limit else None,
             "chunked": ON_ZEROGPU,
+            "reward_model": method.check_reward_model(recipe, chosen or None),
         }
 
-    def settings_for(kind: type, values: list) -> dict:
-        """What `runner.start` takes from a form; an RL form's first value is its reward model,
-        checked (bad settings are refused before any download)."""
-        if kind is not RLRecipe:
-            return run_settings(kind, *values)
-        chosen, *values = values
-        settings = run_settings(kind, *values)
-        settings["reward_model"] = checked_reward_model(settings["recipe"], chosen or None)
-        return settings
-
-    def begin_for(kind: type) -> Callable:
+    def begin_for(self, method: Method):
         def begin(data_kind, min_count, hub_id, model, *values):
-            *values, screen_fast, gold_floor, screen_burst = values
-            settings = settings_for(kind, values)
+            *values, screen_fast, gold_floor, burst = values
+            settings = self.settings(method, values)
 
             def write_data(out: Path) -> None:
                 write_training_data(
                     DATA_SOURCES[data_kind],
                     out,
-                    votes=store.path,
+                    votes=self.store.path,
                     hub_id=hub_id,
                     min_votes=int(min_count or 1),
-                    screening=screening(screen_fast, gold_floor, screen_burst),
+                    screening=screening(screen_fast, gold_floor, burst),
                 )
 
-            runner.start_run(runs_dir(folder), write_data, model_name=model, **settings)
-            return show()
+            self.runner.start_run(self.runs, write_data, model_name=model, **settings)
+            return self.show()
 
         return begin
 
-    def carry_on_for(kind: type) -> Callable:
+    def carry_on_for(self, method: Method):
         def carry_on(model, *values):
-            settings = settings_for(kind, list(values))
-            runner.resume_latest(runs_dir(folder), model_name=model, **settings)
-            return show()
+            settings = self.settings(method, list(values))
+            self.runner.resume_latest(self.runs, model_name=model, **settings)
+            return self.show()
 
         return carry_on
 
-    def halt():
-        runner.stop()
-        return show()
+    def halt(self):
+        self.runner.stop()
+        return self.show()
 
-    def show():
-        """The run's progress, and its series on the charts (`chart_titles` names them)."""
+    def show(self):
+        """The run's progress, and its series on its method's charts."""
         import pandas as pd
 
-        job = runner.status()
-        kind = job.kind if job.kind in CHARTS else "dpo"
+        job = self.runner.status()
         plots = [
             pd.DataFrame(chart_rows(job.metrics, keys), columns=["step", "value", "metric"])
-            for _, keys in CHARTS[kind]
+            for _, keys in method_of(job.kind or None).charts
         ]
         table = pd.DataFrame(epoch_table(job.metrics), columns=list(EPOCH_COLUMNS))
-        written = read_samples(job.out, 24)[::-1] if job.out and job.kind == "rl" else []
+        written = read_samples(job.out, 24)[::-1] if job.out else []
         return (
             job.describe(),
             *plots,
@@ -190,58 +219,21 @@ def build(ctx: Context) -> TabParts:
             "\n".join(job.log[-40:]),
         )
 
-    def use_trained():
-        return generator.use(runner.finished_model())
+    def use_trained(self):
+        return self.generator.use(self.runner.finished_model())
 
-    def pick_method(label: str):
-        chosen = METHODS[label]
-        reward_runs = [str(m) for m in finished_runs(runs_dir(folder), "reward")]
+    def pick_method(self, label: str):
+        chosen = BY_LABEL[label]
+        reward_runs = [str(m) for m in reward_model_runs(self.runs)]
         return [
-            *(gr.Group(visible=kind is chosen) for kind in forms),
+            *(gr.Group(visible=method is chosen) for method in METHODS.values()),
             gr.Dropdown(choices=reward_runs, value=reward_runs[0] if reward_runs else None),
-            *chart_titles(label),
+            *self.chart_titles(label),
         ]
 
-    def chart_titles(label: str) -> list:
+    def chart_titles(self, label: str) -> list:
         """The charts show the app's run, so they carry its method's titles; with no run
         yet, the chosen Method's."""
-        job = runner.status()
-        charted = METHODS[label].KIND if job.state == "idle" else job.kind
-        return [gr.LinePlot(label=title or " ") for title, _ in CHARTS[charted]]
-
-    outputs = [progress, *charts, epochs_table, samples, log_tail]
-    data_in = [source, min_votes, hub_dataset, base]
-    method.change(
-        guard(OWNER, pick_method),
-        method,
-        [*(f["group"] for f in forms.values()), forms[RLRecipe]["reward_model"], *charts],
-        api_name="train_method",
-    )
-    for kind, form in forms.items():
-        start_name, resume_name, settings_name = ENDPOINTS[kind]
-        extra = [form["reward_model"]] if form["reward_model"] is not None else []
-        knobs_in = [*extra, form["recipe"], *form["fields"], max_steps]  # the API's order
-        form["recipe"].change(
-            guard(OWNER, lambda name, kind=kind: form_values(get_recipe(name, kind))),
-            form["recipe"],
-            form["fields"],
-            api_name=settings_name,
-            queue=False,
-        )
-        form["start"].click(
-            guard(OWNER, begin_for(kind), spread=len(knobs_in) + len(screen_in)),
-            [*data_in, *knobs_in, *screen_in],
-            outputs,
-            api_name=start_name,
-        ).then(guard(OWNER, chart_titles), method, charts, api_visibility="private")
-        form["resume"].click(
-            guard(OWNER, carry_on_for(kind), spread=len(knobs_in)),
-            [base, *knobs_in],
-            outputs,
-            api_name=resume_name,
-        ).then(guard(OWNER, chart_titles), method, charts, api_visibility="private")
-    stop.click(guard(OWNER, halt), None, outputs, api_name="train_stop", queue=False)
-    timer.tick(guard(OWNER, show), None, outputs, api_name="train_status", queue=False)
-    use.click(guard(OWNER, use_trained), None, status_line, api_name="use_trained_model")
-    titles = Wiring(guard(OWNER, chart_titles), charts, inputs=[method])
-    return TabParts(on_open=(compare_view, titles), poll=timer)
+        job = self.runner.status()
+        charted = BY_LABEL[label] if job.state == "idle" else method_of(job.kind)
+        return [gr.LinePlot(label=title or " ") for title, _ in charted.charts]

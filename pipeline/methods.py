@@ -1,0 +1,276 @@
+"""Every training method in one registry: what each is called, trains, scores and shows.
+
+A recipe's KIND names its method. A new method is one module (its trainer) and one entry in
+METHODS; the app's runner and Train tab, the ZeroGPU chunks, the CLI's run commands, model
+cards and pushes, judges and rounds ask this module about a run's method and never check its
+name. The trainers load lazily, so a model card or `--help` does not load transformers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+from pipeline.metrics import LOSS_KEYS, REWARD_KEYS
+from pipeline.recipes import DPORecipe, RewardRecipe, RLRecipe
+from pipeline.runs import finished_runs, run_kind, run_summary
+
+Chart = tuple[str, tuple[str, ...]]  # a Train tab chart: its title, the logged keys it draws
+
+
+@dataclass(frozen=True)
+class Method:
+    recipe: type  # its recipe class (`pipeline.recipes`); recipe.KIND is the method's name
+    label: str  # the Train tab's choice
+    start_label: str  # the Train tab's Start button
+    endpoints: tuple[str, str, str]  # the app's API names: start, resume, recipe settings
+    command: str  # `python -m pipeline COMMAND`
+    command_help: str
+    makes: str  # what a run makes: "where the {makes} goes"
+    saved_as: str  # "... steps in N s; {saved_as} OUT"
+    charts: tuple[Chart, Chart, Chart]  # the Train tab's three charts (an empty title: blank)
+    train: Callable[..., Any]  # (data, out, model_name, recipe, reward_model, **kw) -> result
+    score: Callable[..., Any]  # (result, beside) -> the result, its held-out pairs ranked
+    held_out: Callable[[Mapping[str, Any]], str] | None  # its held-out figure, in words
+    writes_titles: bool = True  # False: it makes a reward model, which scores titles
+    takes_reward_model: bool = False  # trained against a reward model (`--reward`)
+    scored_beside: bool = False  # its held-out figure can stand beside a DPO run's (`--beside`)
+    stage: Callable[[Any], str] = lambda recipe: recipe.KIND  # its name in the status line
+    report: Callable[[Any], list[str]] = lambda result: []  # more lines on a finished run
+    # a model card's tag and training ("fine-tuned with {it}") from its recipe; None: not
+    # pushed as a model that writes titles
+    card: Callable[[Mapping[str, Any]], tuple[str, str]] | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.recipe.KIND
+
+    def check_reward_model(self, recipe, reward_model: str | None) -> str | None:
+        """The reward model a run is trained against, refused early when it is missing or not
+        a reward run (before anything loads); None for a method that takes none."""
+        if not self.takes_reward_model:
+            return None
+        from pipeline.rl import checked_reward_model
+
+        return checked_reward_model(recipe, reward_model and check_reward_model(reward_model))
+
+
+# --- each method's own parts -----------------------------------------------------------------
+
+
+def _train_dpo(data, out, model_name, recipe, reward_model=None, **kwargs):
+    from pipeline.dpo import train_dpo
+
+    return train_dpo(data, out, model_name, recipe, **kwargs)
+
+
+def _score_dpo(result, beside: str | None = None):
+    from pipeline.dpo import score_held_out
+
+    return score_held_out(result)
+
+
+def _dpo_held_out(held_out: Mapping[str, Any]) -> str:
+    from pipeline.evaluation import HeldOutRanking
+
+    return HeldOutRanking(**held_out).describe()
+
+
+def _dpo_card(recipe: Mapping[str, Any]) -> tuple[str, str]:
+    sft = recipe.get("sft_epochs")
+    return "dpo", "an SFT stage on the preferred titles, then DPO" if sft else "DPO"
+
+
+def _train_reward(data, out, model_name, recipe, reward_model=None, **kwargs):
+    from pipeline.reward import train_reward
+
+    return train_reward(data, out, model_name, recipe, **kwargs)
+
+
+def _score_reward(result, beside: str | None = None):
+    from pipeline.reward import score_reward_held_out
+
+    return score_reward_held_out(result, beside)
+
+
+def _reward_held_out(held_out: Mapping[str, Any]) -> str:
+    from pipeline.reward import RewardHeldOut
+
+    return RewardHeldOut(**held_out).describe()
+
+
+def _train_rl(data, out, model_name, recipe, reward_model=None, **kwargs):
+    from pipeline.rl import train_rl
+
+    return train_rl(data, out, model_name, reward_model, recipe, **kwargs)
+
+
+def _score_rl(result, beside: str | None = None):
+    # an RL run is measured by generating (`evaluate auto`, an evaluation round), not here
+    return result
+
+
+def _report_rl(result) -> list[str]:
+    from pipeline.rl import rl_report
+
+    return rl_report(result)
+
+
+def _rl_card(recipe: Mapping[str, Any]) -> tuple[str, str]:
+    online = (
+        f"online RL ({recipe['method'].upper()}) against a reward model trained on the same "
+        "preferences"
+    )
+    if recipe.get("sft_epochs"):
+        online = f"an SFT stage on the preferred titles, then {online}"
+    return recipe["method"], online
+
+
+METHODS: dict[str, Method] = {
+    DPORecipe.KIND: Method(
+        recipe=DPORecipe,
+        label="DPO",
+        start_label="Start training",
+        # DPO keeps the API names it had before the RLHF half came
+        endpoints=("train_start", "train_resume", "recipe_settings"),
+        command="train",
+        command_help="DPO on a dataset folder",
+        makes="tuned model",
+        saved_as="model saved to",
+        charts=(("Losses", LOSS_KEYS), ("Rewards", REWARD_KEYS), ("", ())),
+        train=_train_dpo,
+        score=_score_dpo,
+        held_out=_dpo_held_out,
+        card=_dpo_card,
+    ),
+    RewardRecipe.KIND: Method(
+        recipe=RewardRecipe,
+        label="Reward model (RLHF step 1)",
+        start_label="Start training the reward model",
+        endpoints=("reward_start", "reward_resume", "reward_recipe_settings"),
+        command="reward",
+        command_help="a reward model on a dataset folder (TRL's RewardTrainer: the chat model "
+        "with a score head)",
+        makes="reward model",
+        saved_as="reward model in",
+        charts=(
+            ("Losses", LOSS_KEYS),
+            ("Accuracy", ("accuracy", "eval_accuracy")),
+            ("Margin", ("margin", "eval_margin")),
+        ),
+        train=_train_reward,
+        score=_score_reward,
+        held_out=_reward_held_out,
+        writes_titles=False,
+        scored_beside=True,
+    ),
+    RLRecipe.KIND: Method(
+        recipe=RLRecipe,
+        label="Online RL against a reward model (RLHF step 2: GRPO / RLOO)",
+        start_label="Start online RL",
+        endpoints=("rl_start", "rl_resume", "rl_recipe_settings"),
+        command="rl",
+        command_help="online RL (GRPO or RLOO) of a policy against a reward model, on a dataset "
+        "folder's ideas",
+        makes="policy",
+        saved_as="policy in",
+        charts=(
+            ("Reward", ("reward", "reward/model", "reward/format", "reward/length")),
+            ("KL to the starting model", ("kl",)),
+            ("Completion length (tokens)", ("completions/mean_length",)),
+        ),
+        train=_train_rl,
+        score=_score_rl,
+        held_out=None,
+        report=_report_rl,
+        takes_reward_model=True,
+        stage=lambda recipe: recipe.method,  # "grpo" or "rloo"
+        card=_rl_card,
+    ),
+}
+DEFAULT = METHODS[DPORecipe.KIND]
+
+
+# --- asking about a method -------------------------------------------------------------------
+
+
+def method_for(recipe) -> Method:
+    """The method a recipe trains (DPO when there is no recipe)."""
+    return METHODS[getattr(recipe, "KIND", DEFAULT.kind)]
+
+
+def method_of(run: Mapping[str, Any] | str | Path | None) -> Method:
+    """The method of a run: its summary (a dict), its model folder, or its kind's name."""
+    if isinstance(run, Mapping):
+        kind = run.get("kind", DEFAULT.kind)
+    elif isinstance(run, Path) or (isinstance(run, str) and run not in METHODS):
+        kind = run_kind(run)
+    else:
+        kind = run or DEFAULT.kind
+    if kind not in METHODS:
+        raise UserError(f"a run of an unknown method {kind!r}: one of {', '.join(METHODS)}")
+    return METHODS[kind]
+
+
+def check_reward_model(name: str) -> str:
+    """`name` if it is a finished reward-model run's folder (a Hub id passes: it is checked
+    when it loads); refused otherwise, before anything is loaded."""
+    if Path(name).is_dir():
+        summary = run_summary(name)
+        if summary is None or method_of(summary).writes_titles:
+            raise UserError(
+                f"{name!r} is not a finished reward model run: train one with "
+                "`python -m pipeline reward --data DIR --out DIR`"
+            )
+    return name
+
+
+def reward_model_runs(runs: str | Path) -> list[Path]:
+    """The app's finished runs that made a reward model, newest first."""
+    return [m for m in finished_runs(runs) if not method_of(m).writes_titles]
+
+
+def refuse_reward_model(summary: Mapping[str, Any] | None, name: str, use: str) -> None:
+    """Refused when the run `summary` made a reward model, which scores titles and writes
+    none; `use` says what to do with one instead."""
+    if summary is not None and not method_of(summary).writes_titles:
+        raise UserError(f"{name} is a reward model: it scores titles and writes none ({use})")
+
+
+# --- starting and scoring a run --------------------------------------------------------------
+
+
+def train_run(
+    data: str | Path,
+    out: str | Path,
+    model_name: str | None = None,
+    recipe=None,
+    *,
+    reward_model: str | None = None,
+    **kwargs: Any,
+):
+    """The run the recipe's method names (DPO when none is given); only a method that takes
+    a reward model reads `reward_model`."""
+    return method_for(recipe).train(data, out, model_name, recipe, reward_model, **kwargs)
+
+
+def score_run(result, beside: str | None = None):
+    """A finished run with its held-out pairs ranked, as its method allows."""
+    return method_of(result.kind).score(result, beside)
+
+
+def describe_held_out(result) -> str | None:
+    """One line on how the run ranks its held-out pairs, or None when it has no figure."""
+    described = method_of(result.kind).held_out
+    return described(result.held_out) if result.held_out and described else None
+
+
+def describe_run(result) -> str:
+    """A finished run in a few lines: its steps and time, where it went, what it showed."""
+    method = method_of(result.kind)
+    line = f"trained {result.steps} steps in {result.seconds:.0f} s; {method.saved_as} {result.out}"
+    held_out = describe_held_out(result)
+    return "\n".join([line, *([held_out] if held_out else []), *method.report(result)])

@@ -1,0 +1,355 @@
+"""The stages every training method shares, and the one way a run opens.
+
+`open_run` is how DPO (`pipeline/dpo.py`), a reward model (`pipeline/reward.py`) and online RL
+(`pipeline/rl.py`) all begin: the step check, the data splits, the model, the SFT stage (when
+the recipe has one) and the checkpoint to resume; `train_and_save` is how they all end: train,
+save, summary. Each stage is a short function in the alignment-handbook style.
+
+A LoRA run is merged into the base weights when saved, so the output loads like any model, and
+the adapter alone is kept in OUT/adapter. bf16 follows the device (TRL 1.16 defaults to bf16,
+which fails without a GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from pipeline.errors import UserError
+from pipeline.metrics import METRICS_FILE
+from pipeline.models import LoadedModel, ModelSource, load_model
+from pipeline.recipes import DPORecipe
+from pipeline.runs import latest_checkpoint, write_summary
+from pipeline.tracking import forget_run_name, tracking_args
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out: str
+    model: str
+    recipe: dict[str, Any]
+    steps: int
+    train_loss: float | None
+    eval_loss: float | None
+    best_checkpoint: str | None
+    seconds: float
+    metrics_file: str
+    finished: bool = True  # False: a chunk (`stop_after`) that ended before the last step
+    max_steps: int = 0  # the whole run's steps
+    base_model: str | None = None  # the Hub id of the starting model, where known
+    data: str | None = None  # the dataset folder trained on
+    # what its implicit reward log(pi/pi_ref) is measured against: the SFT stage's model, else
+    # the model it started from (`python -m pipeline score --reference`)
+    reference: str | None = None
+    # pipeline.evaluation.HeldOutRanking as a dict: the valid split ranked by the saved model
+    # and by the untrained one (None: not scored, or no valid split; see `score_held_out`)
+    held_out: dict[str, Any] | None = None
+    started_from: str | None = None  # the model name the run was given (a Hub id or folder)
+    kind: str = DPORecipe.KIND  # its recipe's KIND: the method (`pipeline.methods`)
+    reward_model: str | None = None  # an RL run's reward model folder
+
+
+@dataclass(frozen=True)
+class OpenedRun:
+    """A run ready for its trainer: what `open_run` checked, loaded and found."""
+
+    out: Path
+    train_split: Any
+    eval_split: Any
+    policy: LoadedModel  # after the SFT stage, when the recipe has one
+    start: ModelSource  # what the run started from, before any SFT stage
+    reference_from: str  # what its policy is measured against: the SFT stage, else the start
+    checkpoint: Path | None  # the checkpoint a resumed run carries on from
+
+
+def open_run(
+    data: str | Path,
+    out: str | Path,
+    model_name: str | None,
+    recipe,
+    *,
+    max_steps: int | None = None,
+    resume: bool = False,
+    callbacks: list | None = None,
+    head: str = "lm",
+    splits: tuple[Any, Any] | None = None,
+) -> OpenedRun:
+    """How every run begins, in order: the step limit and the data checked before any model
+    loads (`splits` when the caller has read them already), the model (with a score `head`
+    for a reward model), the recipe's SFT stage, and the checkpoint a resumed run needs."""
+    if max_steps is not None and max_steps <= 0:
+        raise UserError(f"max-steps must be positive, not {max_steps}")
+    out = Path(out)
+    train_split, eval_split = splits or training_splits(data, recipe)
+    policy = load_model(model_name, fresh=True, head=head)
+    start = policy.source
+    sft_epochs = getattr(recipe, "sft_epochs", 0)
+    reference_from = str(out / "sft") if sft_epochs else start.requested
+    if sft_epochs:
+        policy = sft_stage(policy, train_split, out / "sft", recipe, callbacks)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = checkpoint_to_resume(out, resume)
+    return OpenedRun(out, train_split, eval_split, policy, start, reference_from, checkpoint)
+
+
+def watched(trainer, stop_after: int | None):
+    """`trainer` with a chunk's stop (`stop_after` more steps, then a checkpoint), if asked."""
+    if stop_after is not None:
+        trainer.add_callback(StopAfterSteps(stop_after))
+    return trainer
+
+
+# --- the stages ------------------------------------------------------------------------------
+
+
+def train_and_save(
+    trainer,
+    checkpoint: Path | None,
+    tokenizer,
+    recipe,
+    out: Path,
+    data: str | Path,
+    start,
+    *,
+    stop_after: int | None,
+    kind: str,
+    **summary: Any,
+) -> TrainResult:
+    """The stages every kind of run ends with: train (from `checkpoint` when resuming), save
+    (a run stopped from outside keeps what it has; a chunk that ends before the last step
+    leaves its checkpoint only, for the next chunk), and the summary (OUT/train_summary.json;
+    `summary` adds the kind's own fields)."""
+    started = time.monotonic()
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    seconds = time.monotonic() - started
+    state = trainer.state
+    finished = state.global_step >= state.max_steps
+    saved = finished or stop_after is None
+    if saved:
+        save_policy(trainer, tokenizer, out, merge=recipe.lora_r is not None)
+    eval_losses = [e["eval_loss"] for e in state.log_history if "eval_loss" in e]
+    result = TrainResult(
+        out=str(out),
+        model=start.label,
+        recipe=asdict(recipe),
+        steps=state.global_step,
+        train_loss=output.training_loss if saved else None,
+        eval_loss=min(eval_losses) if saved and eval_losses else None,
+        best_checkpoint=state.best_model_checkpoint,
+        seconds=round(seconds, 2),
+        metrics_file=str(out / METRICS_FILE),
+        finished=finished,
+        max_steps=state.max_steps,
+        base_model=start.hub_id,
+        data=str(data),
+        started_from=start.requested,
+        kind=kind,
+        **summary,
+    )
+    if saved and trainer.is_world_process_zero():
+        write_summary(result)
+    return result
+
+
+def loop_args(recipe, max_steps: int | None, has_eval: bool) -> dict[str, Any]:
+    """The TrainingArguments of a run's main loop: its length and rate, a checkpoint each
+    epoch and, with a held-out split, an evaluation each epoch and the best `eval_loss` kept."""
+    return {
+        "num_train_epochs": recipe.epochs,
+        "max_steps": max_steps or -1,
+        "learning_rate": recipe.learning_rate,
+        "save_strategy": "epoch",
+        "save_total_limit": recipe.save_total_limit,
+        "eval_strategy": "epoch" if has_eval else "no",
+        "load_best_model_at_end": has_eval,
+        "metric_for_best_model": "eval_loss" if has_eval else None,
+        "greater_is_better": False if has_eval else None,
+    }
+
+
+def training_splits(data: str | Path, recipe):
+    """The train split and the held-out one (None when the folder has none or it is empty),
+    ordered as the recipe wants them; refused when train is smaller than one batch."""
+    from pipeline.datasets import load_preference_dataset
+
+    dataset = load_preference_dataset(data)
+    train_split, eval_split = dataset["train"], dataset.get("valid")
+    if eval_split is not None and len(eval_split) == 0:
+        eval_split = None
+    if getattr(recipe, "shared_prompt", False) and recipe.prompt_chunk:
+        # Rows of one prompt side by side: the reference pass and evaluation (which batch in
+        # order) then compute each prompt once. Training order is the sampler's, not this.
+        train_split, eval_split = by_prompt(train_split), by_prompt(eval_split)
+    if len(train_split) < recipe.batch_size:
+        raise UserError(
+            f"{data}: {len(train_split)} training pairs, fewer than one batch of "
+            f"{recipe.batch_size}: collect more votes first"
+        )
+    return train_split, eval_split
+
+
+def by_prompt(split):
+    """`split` with the rows of one prompt side by side (None stays None)."""
+    if split is None:
+        return None
+    keys = [json.dumps(prompt, sort_keys=True) for prompt in split["prompt"]]
+    # flattened: TRL joins the cached reference log-probs to the table row by row, and a
+    # `select` view's rows are not the table's
+    return split.select(sorted(range(len(keys)), key=keys.__getitem__)).flatten_indices()
+
+
+def lora_config(recipe, task: str = "CAUSAL_LM"):
+    """The recipe's LoRA adapter on every linear layer, or None for a full fine-tune. A reward
+    model's (`task="SEQ_CLS"`) new score head is trained in full beside the adapter."""
+    if not recipe.lora_r:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=recipe.lora_r,
+        lora_alpha=recipe.lora_alpha,
+        target_modules="all-linear",
+        task_type=task,
+        modules_to_save=["score"] if task == "SEQ_CLS" else None,
+    )
+
+
+def common_args(
+    recipe, policy: LoadedModel, out: Path, stage: str, max_steps: int | None = None
+) -> dict[str, Any]:
+    """The TrainingArguments every stage shares: batch, logging (at least once in a run cut
+    to `max_steps`) and its report to trackio (`pipeline.tracking`), seed and device flags."""
+    return {
+        "per_device_train_batch_size": recipe.batch_size,
+        "logging_steps": min(recipe.logging_steps, max_steps or recipe.logging_steps),
+        "seed": recipe.seed,
+        **tracking_args(out, stage),
+        "gradient_checkpointing": recipe.gradient_checkpointing,
+        "bf16": policy.device.name == "cuda",
+        "use_cpu": policy.device.name == "cpu",  # so processes under a launcher join with gloo
+    }
+
+
+def trainer_class(recipe, plain: type, shared: type) -> tuple[type, dict[str, Any]]:
+    """TRL's trainer, or its shared-prompt variant with its extra keyword, per the recipe."""
+    if getattr(recipe, "shared_prompt", False):
+        return shared, {"prompt_chunk": recipe.prompt_chunk}
+    return plain, {}
+
+
+def sft_stage(policy, train_split, out: Path, recipe, callbacks: list | None = None):
+    """Fine-tune on each distinct (prompt, chosen) of the training split, once, and return the
+    policy with those weights merged in: DPO then starts from, and is measured against, a model
+    that already answers in the asked format. Kept in `out` so a resumed run reuses it."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from pipeline.shared_prompt import SharedPromptSFTTrainer
+
+    if (out / "config.json").is_file():
+        return load_model(str(out), fresh=True)
+    forget_run_name(out)  # an SFT stage that runs always runs from its start
+    seen, rows = set(), []
+    sides = ("chosen", "rejected") if recipe.sft_titles == "both" else ("chosen",)
+    for row in train_split:
+        for side in sides:
+            key = json.dumps([row["prompt"], row[side]])
+            if key not in seen:
+                seen.add(key)
+                rows.append({"prompt": row["prompt"], "completion": row[side]})
+    config = SFTConfig(
+        output_dir=str(out.parent / "sft-checkpoints"),
+        num_train_epochs=recipe.sft_epochs,
+        learning_rate=recipe.sft_learning_rate,
+        save_strategy="no",
+        **common_args(recipe, policy, out, "sft"),
+    )
+    cls, extra = trainer_class(recipe, SFTTrainer, SharedPromptSFTTrainer)
+    trainer = cls(
+        **extra,
+        model=policy.model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=policy.tokenizer,
+        peft_config=lora_config(recipe),
+        callbacks=callbacks,
+    )
+    trainer.train()
+    if trainer.state.global_step < trainer.state.max_steps:  # stopped from outside
+        raise UserError("stopped during the SFT stage, before DPO began: start again to redo it")
+    # the adapter is kept so that an adapter-only push can add it to the DPO one (hub/push.py)
+    save_policy(trainer, policy.tokenizer, out, merge=recipe.lora_r is not None)
+    # DPO starts from the saved model, loaded afresh: exactly what a resumed run starts from,
+    # and free of the forward patches the SFT trainer put on this one.
+    return load_model(str(out), fresh=True)
+
+
+def checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
+    """The checkpoint a resumed run carries on from; a fresh run starts a new metrics file."""
+    if not resume:
+        (out / METRICS_FILE).unlink(missing_ok=True)
+        forget_run_name(out)
+        return None
+    checkpoint = latest_checkpoint(out)
+    if checkpoint is None:
+        raise UserError(f"{out} has no checkpoint to resume from")
+    return checkpoint
+
+
+def save_policy(trainer, tokenizer, out: Path, merge: bool) -> None:
+    """The trained model in `out` (a LoRA run merged into its base, the adapter alone in
+    OUT/adapter), with its tokenizer. Under `accelerate launch` one process writes."""
+    if trainer.is_world_process_zero():
+        if merge:
+            trainer.model.save_pretrained(str(out / "adapter"))
+            trainer.model.merge_and_unload().save_pretrained(str(out))
+        else:
+            trainer.save_model(str(out))
+        tokenizer.save_pretrained(str(out))
+    trainer.accelerator.wait_for_everyone()
+
+
+class StopAfterSteps(TrainerCallback):
+    """Ends training, with a checkpoint, once `steps` more optimizer steps are done."""
+
+    def __init__(self, steps: int) -> None:
+        if steps < 1:
+            raise UserError(f"a chunk must be at least one step, not {steps}")
+        self.steps = steps
+        self.first_step: int | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.first_step = state.global_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        done = state.global_step - (self.first_step or 0)
+        if done >= self.steps and state.global_step < state.max_steps:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        # Stopping mid-epoch ends the epoch loop, and an epoch's end means an evaluation: one
+        # that a straight run never makes, and that could then win the best-model choice.
+        stopped_mid_epoch = control.should_training_stop and state.epoch % 1 > 1e-6
+        if stopped_mid_epoch and state.global_step < state.max_steps:
+            control.should_evaluate = False
+        return control
+
+
+class MetricsFile(TrainerCallback):
+    """Appends every logged metrics dict, with step and epoch, as one JSON line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and state.is_world_process_zero:
+            record = {"step": state.global_step, "epoch": state.epoch, **logs}
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
