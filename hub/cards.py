@@ -234,31 +234,14 @@ def model_card(
 ) -> str:
     """The card of a finished run that writes titles (its `train_summary.json`, `metrics`)."""
     from pipeline.methods import method_of
-    from pipeline.metrics import epoch_table
 
     recipe = run["recipe"]
     card = method_of(run).card
     if card is None:
         raise UserError(f"a {run.get('kind')} run has no model card: it writes no titles")
     tag, stages = card(recipe)  # its method's tag, and how it was trained in words
-    tags = ["trl", tag, *PROJECT_TAGS[1:]]
-    if recipe.get("lora_r"):
-        tags.append("lora")
-    metadata: dict[str, Any] = {}
-    if base_model:
-        metadata["base_model"] = base_model
-    if dataset_id:
-        metadata["datasets"] = [dataset_id]
-    if license:
-        metadata["license"] = license
-    metadata.update(
-        {
-            "language": ["en"],
-            "library_name": "peft" if adapter_only else "transformers",
-            "pipeline_tag": "text-generation",
-            "tags": tags,
-        }
-    )
+    tags = ["trl", tag, *PROJECT_TAGS[1:], *(["lora"] if recipe.get("lora_r") else [])]
+    metadata = _model_metadata(tags, base_model, dataset_id, license, adapter_only)
     base_text = (
         f"[`{base_model}`](https://huggingface.co/{base_model})" if base_model else "a chat model"
     )
@@ -290,20 +273,51 @@ def model_card(
         + (f"; final training loss {run['train_loss']:.4f}" if run.get("train_loss") else "")
         + ".\n",
     ]
-    table = epoch_table(list(metrics))
-    if table:
-        header = list(table[0])
-        parts += [
-            "## Evaluation\n",
-            "On the held-out split, at each epoch (rewards are DPO's implicit rewards, "
-            "against the reference model):\n",
-            _table(header, [[_fmt(row[h]) for h in header] for row in table]) + "\n",
-        ]
-        if run.get("best_checkpoint") and len(table) > 1:
-            parts.append("The weights here are the epoch with the lowest validation loss.\n")
-    for name, value in (evaluations or {}).items():
-        parts.append(f"- {name}: {value}\n")
+    parts += _evaluation_section(run, metrics)
+    parts += [f"- {name}: {value}\n" for name, value in (evaluations or {}).items()]
     return "\n".join(parts)
+
+
+def _model_metadata(
+    tags: list[str],
+    base_model: str | None,
+    dataset_id: str | None,
+    license: str | None,
+    adapter_only: bool,
+) -> dict[str, Any]:
+    """A model card's YAML front matter: what the Hub indexes and filters by."""
+    metadata: dict[str, Any] = {}
+    if base_model:
+        metadata["base_model"] = base_model
+    if dataset_id:
+        metadata["datasets"] = [dataset_id]
+    if license:
+        metadata["license"] = license
+    return metadata | {
+        "language": ["en"],
+        "library_name": "peft" if adapter_only else "transformers",
+        "pipeline_tag": "text-generation",
+        "tags": tags,
+    }
+
+
+def _evaluation_section(run: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]]) -> list:
+    """The held-out evaluations the run logged, one row per epoch (none: no section)."""
+    from pipeline.metrics import epoch_table
+
+    table = epoch_table(list(metrics))
+    if not table:
+        return []
+    header = list(table[0])
+    parts = [
+        "## Evaluation\n",
+        "On the held-out split, at each epoch (rewards are DPO's implicit rewards, "
+        "against the reference model):\n",
+        _table(header, [[_fmt(row[h]) for h in header] for row in table]) + "\n",
+    ]
+    if run.get("best_checkpoint") and len(table) > 1:
+        parts.append("The weights here are the epoch with the lowest validation loss.\n")
+    return parts
 
 
 def _recipe_rows(recipe: Mapping[str, Any]) -> list[list[Any]]:

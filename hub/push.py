@@ -30,7 +30,7 @@ from hub.auth import (
 )
 from hub.cards import TUTORIAL_DATASET, dataset_card, model_card
 from pipeline.errors import UserError
-from pipeline.methods import refuse_reward_model
+from pipeline.methods import method_of, refuse_reward_model
 from pipeline.metrics import read_metrics
 from pipeline.ratings import NO_SCREENING, Screening
 from pipeline.tracking import RUN_FILE
@@ -148,7 +148,8 @@ def model_plan(
     dataset_id: str | None = None,
     license: str | None = None,
 ) -> PushPlan:
-    """A finished DPO run folder (`pipeline.training.train_dpo`'s `out`) as a Hub model repo.
+    """A finished run's model folder (DPO or online RL: a model that writes titles) as a Hub
+    model repo.
 
     By default the merged model (a LoRA run is saved merged); `adapter_only` sends the LoRA
     adapter instead, with `base_model` as its base (a run with an SFT stage has its SFT
@@ -170,20 +171,8 @@ def model_plan(
     dataset_id = dataset_id or _dataset_id(summary.get("data"))
     if dataset_id:
         dataset_id = check_repo_id(dataset_id, "dataset")
-    metrics_file = run / "metrics.jsonl"
-    metrics = read_metrics(metrics_file)
-
-    files = [Upload(p.name, p) for p in _model_files(run) if not p.name.startswith("adapter_")]
-    if adapter_only:
-        files = [u for u in files if not _is_weights(u.path_in_repo)]
-        files += _adapter_uploads(run, summary, base_model)
-    if not any(_is_weights(u.path_in_repo) for u in files):
-        raise UserError(f"{run} has no saved model weights: is the run finished?")
-    # Local paths (the run, its data, checkpoints, a base model folder) stay home.
-    public_summary = {key: summary.get(key) for key in PUBLIC_SUMMARY} | {"base_model": base_model}
-    files.append(Upload("training_summary.json", _json_bytes(public_summary)))
-    if metrics:
-        files.append(Upload("metrics.jsonl", metrics_file))
+    metrics = read_metrics(run / "metrics.jsonl")
+    files = _run_uploads(run, summary, base_model, adapter_only, metrics)
 
     def card(full_id: str) -> str:
         return model_card(
@@ -197,15 +186,36 @@ def model_plan(
         )
 
     kind = "LoRA adapter" if adapter_only else "model"
+    trained_with = method_of(summary).card(summary["recipe"])[0].upper()  # DPO, GRPO, RLOO
+    recipe_name = summary["recipe"]["name"]
     return PushPlan(
         repo_id=repo_id,
         repo_type="model",
         files=tuple(files),
         card=card,
-        message=f"DPO {kind}: {summary['recipe']['name']} recipe, {summary['steps']} steps",
+        message=f"{trained_with} {kind}: {recipe_name} recipe, {summary['steps']} steps",
         private=private,
         owns=lambda path: "/" not in path and _is_weights(path),
     )
+
+
+def _run_uploads(
+    run: Path, summary: dict[str, Any], base_model: str | None, adapter_only: bool, metrics
+) -> list[Upload]:
+    """What a model repo gets from the run: the weights (merged, or the adapter alone), the
+    tokenizer and config, the public part of its summary, and what it logged."""
+    files = [Upload(p.name, p) for p in _model_files(run) if not p.name.startswith("adapter_")]
+    if adapter_only:
+        files = [u for u in files if not _is_weights(u.path_in_repo)]
+        files += _adapter_uploads(run, summary, base_model)
+    if not any(_is_weights(u.path_in_repo) for u in files):
+        raise UserError(f"{run} has no saved model weights: is the run finished?")
+    # Local paths (the run, its data, checkpoints, a base model folder) stay home.
+    public_summary = {key: summary.get(key) for key in PUBLIC_SUMMARY} | {"base_model": base_model}
+    files.append(Upload("training_summary.json", _json_bytes(public_summary)))
+    if metrics:
+        files.append(Upload("metrics.jsonl", run / "metrics.jsonl"))
+    return files
 
 
 def _model_files(run: Path) -> list[Path]:

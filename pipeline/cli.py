@@ -362,6 +362,7 @@ def cmd_evaluate_auto(args: argparse.Namespace) -> str:
 def add_evaluate(sub) -> None:
     """`evaluate create | report | auto`: rounds of blind votes on models, and the measures
     that need no people."""
+    # Over 60 lines: three steps' flags, each read top to bottom in its --help order.
     evaluate = sub.add_parser("evaluate", help="compare models: blind rounds, automatic measures")
     steps = evaluate.add_subparsers(dest="step", required=True, parser_class=Parser)
     data_help = "the app's data folder, holding votes.db (default: TITLE_DPO_DATA or ./app-data)"
@@ -458,6 +459,7 @@ def add_run_command(sub, method: Method) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    # Over 60 lines: every command's flags in one place, in the order `--help` lists them.
     parser = Parser(prog="python -m pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 

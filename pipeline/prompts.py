@@ -1,4 +1,5 @@
-"""The tutorial's title prompt, idea validation, and the display clean-up of a completion."""
+"""The tutorial's title prompt, idea validation, and the display clean-up of a completion:
+what every model is asked, and how its answer is shown (generation, training, evaluation)."""
 
 from __future__ import annotations
 

@@ -16,8 +16,8 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import astuple, dataclass, field
 
 from pipeline.errors import UserError
 from pipeline.records import Preference, VoteRow
@@ -255,10 +255,65 @@ class IdeaBoard:
     titles: list[TitleScore]
 
 
+@dataclass(frozen=True)
+class Standing:
+    """One entrant's place on a Bradley–Terry board: a title among an idea's titles, or a
+    model in an evaluation round's arena."""
+
+    name: str
+    score: float  # Elo-like: 1000 = the board's average, +400 = ten times the odds
+    low: float  # bootstrap 2.5th percentile
+    high: float  # bootstrap 97.5th percentile
+    wins: int
+    losses: int
+    ties: int  # games with no winner (a tie, or both bad)
+
+
+def bradley_terry_board(
+    names: Sequence[str],
+    games: Iterable[tuple[str, str, str | None]],
+    rounds: int,
+    rng,
+) -> list[Standing]:
+    """The one Bradley–Terry board: entrants ranked by Elo-scaled strength fitted to their
+    decisive games (a, b, winner; winner None for none), with bootstrap 95% intervals from
+    `rounds` resamplings of those games (drawn from the numpy Generator `rng`), and each one's
+    record; best first."""
+    import numpy as np
+
+    index = {name: i for i, name in enumerate(names)}
+    record: dict[str, Counter] = {name: Counter() for name in names}
+    battles = []
+    for a, b, winner in games:
+        if winner is None:
+            record[a]["ties"] += 1
+            record[b]["ties"] += 1
+            continue
+        loser = b if winner == a else a
+        battles.append([index[winner], index[loser]])
+        record[winner]["wins"] += 1
+        record[loser]["losses"] += 1
+    rows = np.array(battles, dtype=int).reshape(-1, 2)
+    scores, low, high = scores_with_intervals(rows, len(names), rounds, rng)
+    board = [
+        Standing(
+            name,
+            float(scores[i]),
+            float(low[i]),
+            float(high[i]),
+            record[name]["wins"],
+            record[name]["losses"],
+            record[name]["ties"],
+        )
+        for name, i in index.items()
+    ]
+    return sorted(board, key=lambda s: (-s.score, s.name))
+
+
 def bradley_terry(
     items: Sequence[str], battles: Sequence[tuple[str, str]], prior: float = 0.5
 ) -> dict[str, float]:
-    """Elo-scaled strengths from (winner, loser) battles."""
+    """Elo-scaled strengths from (winner, loser) battles (the board's scores alone)."""
     import numpy as np
 
     index = {item: i for i, item in enumerate(items)}
@@ -310,36 +365,10 @@ def leaderboard(votes: Sequence[VoteRow], rounds: int = 500, seed: int = 0) -> l
         by_idea[v.idea].append(v)
     boards = []
     for idea, rows in sorted(by_idea.items(), key=lambda kv: (-len(kv[1]), kv[0])):
-        items = sorted({t for v in rows for t in (v.title_a, v.title_b)})
-        index = {t: i for i, t in enumerate(items)}
-        battles = np.array(
-            [[index[w], index[lo]] for w, lo in (_battle(v) for v in rows if _decisive(v))],
-            dtype=int,
-        ).reshape(-1, 2)
-        scores, low, high = scores_with_intervals(battles, len(items), rounds, rng)
-        record: dict[str, Counter] = {t: Counter() for t in items}
-        for v in rows:
-            if _decisive(v):
-                winner, loser = _battle(v)
-                record[winner]["wins"] += 1
-                record[loser]["losses"] += 1
-            else:
-                record[v.title_a]["ties"] += 1
-                record[v.title_b]["ties"] += 1
-        titles = [
-            TitleScore(
-                t,
-                float(scores[i]),
-                float(low[i]),
-                float(high[i]),
-                record[t]["wins"],
-                record[t]["losses"],
-                record[t]["ties"],
-            )
-            for t, i in index.items()
-        ]
-        titles.sort(key=lambda s: (-s.score, s.title))
-        boards.append(IdeaBoard(idea, len(rows), titles))
+        titles = sorted({t for v in rows for t in (v.title_a, v.title_b)})
+        games = [(v.title_a, v.title_b, _battle(v)[0] if _decisive(v) else None) for v in rows]
+        board = bradley_terry_board(titles, games, rounds, rng)
+        boards.append(IdeaBoard(idea, len(rows), [TitleScore(*astuple(s)) for s in board]))
     return boards
 
 

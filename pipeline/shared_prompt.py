@@ -173,10 +173,18 @@ def plan_prompt_batch(
 
 def shared_prompt_logprobs(model, input_ids: torch.Tensor, plan: PromptBatch, outputs: tuple):
     """Per-token fields for the completion tokens of every TRL row, scattered into `(rows, L-1)`
-    as TRL's fused head lays them out."""
-    device = input_ids.device
+    as TRL's fused head lays them out: the prompts run once, then each row's completion on its
+    prompt's cache, then only the completion tokens are scored."""
     backbone = getattr(model, model.base_model_prefix)
-    count, shared, group = plan.prompts, plan.shared, plan.rows_per_prompt
+    cache, prompt_mask, last_hidden = _run_prompts(model, backbone, input_ids, plan)
+    completions = _run_completions(backbone, input_ids, plan, cache, prompt_mask, last_hidden)
+    return _score_completions(model, input_ids, plan, *completions, outputs)
+
+
+def _run_prompts(model, backbone, input_ids: torch.Tensor, plan: PromptBatch):
+    """Steps 1 and 2: the cache of every distinct prompt, its attention mask, and the hidden
+    state of each prompt's last token (which predicts completion token 0)."""
+    device, shared = input_ids.device, plan.shared
 
     # 1. The shared prefix, once.
     distinct = len(plan.distinct)
@@ -203,10 +211,14 @@ def shared_prompt_logprobs(model, input_ids: torch.Tensor, plan: PromptBatch, ou
         cache=cache,
         use_cache=True,
     )
-    last_prompt_hidden = prompt_out.last_hidden_state[:, -1:]  # predicts completion token 0
+    return cache, prompt_mask, prompt_out.last_hidden_state[:, -1:]
 
-    # 3. The completions of each prompt on that prompt's cache; rows grouped by prompt
-    #    (for DPO: chosen, rejected, chosen, rejected, ...).
+
+def _run_completions(backbone, input_ids, plan: PromptBatch, cache, prompt_mask, last_hidden):
+    """Step 3: the completions of each prompt on that prompt's cache, rows grouped by prompt
+    (for DPO: chosen, rejected, chosen, rejected, ...); the hidden states that predict each
+    completion token, with the completions' ids, mask and TRL row numbers."""
+    device, count, group = input_ids.device, plan.prompts, plan.rows_per_prompt
     trl_rows = [row for i in range(count) for row in plan.rows_of(i)]
     cache_of_row = torch.tensor(
         [plan.distinct_of[i] for i in range(count) for _ in range(group)], device=device
@@ -227,12 +239,14 @@ def shared_prompt_logprobs(model, input_ids: torch.Tensor, plan: PromptBatch, ou
         cache=cache,
         use_cache=True,
     )
-    hidden = torch.cat(
-        [last_prompt_hidden[cache_of_row], comp_out.last_hidden_state[:, :-1]], dim=1
-    )
+    hidden = torch.cat([last_hidden[cache_of_row], comp_out.last_hidden_state[:, :-1]], dim=1)
+    return hidden, comp_ids, comp_mask, trl_rows
 
-    # Score only the completion tokens, then put them where TRL's layout has them:
-    # row `row`, column `start - 1 + j` (the position whose next token is completion token j).
+
+def _score_completions(model, input_ids, plan, hidden, comp_ids, comp_mask, trl_rows, outputs):
+    """Score only the completion tokens, then put them where TRL's layout has them: row
+    `row`, column `start - 1 + j` (the position whose next token is completion token j)."""
+    device, width = input_ids.device, comp_ids.size(1)
     valid = comp_mask.bool()
     lm_head = model.get_output_embeddings()
     weight, bias = lm_head.weight, lm_head.bias

@@ -18,14 +18,14 @@ import math
 import textwrap
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, astuple, dataclass, field, replace
 from typing import Any
 
 from pipeline.ratings import (
     Agreement,
     agreement,
+    bradley_terry_board,
     majority_side,
-    scores_with_intervals,
     voter_count,
 )
 from pipeline.records import VoteRow
@@ -240,38 +240,12 @@ def arena(
     outcomes: Sequence[Outcome], models: Sequence[str], rounds: int = 1000, seed: int = 0
 ) -> list[ArenaScore]:
     """The models ranked by Bradley–Terry score from the decisive judgements, with bootstrap
-    95% intervals (judgements resampled), best first."""
+    95% intervals (judgements resampled), best first: `ratings.bradley_terry_board`."""
     import numpy as np
 
-    index = {m: i for i, m in enumerate(models)}
-    record: dict[str, Counter] = {m: Counter() for m in models}
-    battles = []
-    for o in outcomes:
-        winner = o.winner()
-        if winner is None:
-            record[o.model_a]["ties"] += 1
-            record[o.model_b]["ties"] += 1
-            continue
-        loser = o.model_b if winner == o.model_a else o.model_a
-        battles.append([index[winner], index[loser]])
-        record[winner]["wins"] += 1
-        record[loser]["losses"] += 1
-    rows = np.array(battles, dtype=int).reshape(-1, 2)
-    rng = np.random.default_rng(seed)
-    scores, low, high = scores_with_intervals(rows, len(models), rounds, rng)
-    board = [
-        ArenaScore(
-            m,
-            float(scores[i]),
-            float(low[i]),
-            float(high[i]),
-            record[m]["wins"],
-            record[m]["losses"],
-            record[m]["ties"],
-        )
-        for m, i in index.items()
-    ]
-    return sorted(board, key=lambda s: (-s.score, s.model))
+    games = [(o.model_a, o.model_b, o.winner()) for o in outcomes]
+    board = bradley_terry_board(models, games, rounds, np.random.default_rng(seed))
+    return [ArenaScore(*astuple(s)) for s in board]
 
 
 @dataclass(frozen=True)

@@ -74,3 +74,68 @@ def test_app_py_is_only_the_entry():
     assert len(text.splitlines()) < 120
     body = ast.parse(text).body
     assert [n.name for n in body if isinstance(n, ast.FunctionDef | ast.ClassDef)] == ["main"]
+
+
+def functions_of(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            yield node
+
+
+def test_long_functions_say_why():
+    """No function over 100 lines; one over 60 opens with a comment saying why."""
+    for name, path in project_modules().items():
+        lines = path.read_text().splitlines()
+        for fn in functions_of(path):
+            length = fn.end_lineno - fn.lineno + 1
+            assert length <= 100, f"{name}.{fn.name}: {length} lines"
+            if length > 60:
+                head = "\n".join(lines[fn.lineno : fn.lineno + 12])
+                assert "# Over 60 lines:" in head, f"{name}.{fn.name}: {length} lines, no why"
+
+
+def mentions_kind(node: ast.AST) -> bool:
+    """Whether an expression reads a run's kind: a name, attribute or key called `kind`."""
+    for part in ast.walk(node):
+        if isinstance(part, ast.Name) and "kind" in part.id.lower():
+            return True
+        if isinstance(part, ast.Attribute) and "kind" in part.attr.lower():
+            return True
+        if isinstance(part, ast.Constant) and part.value == "kind":
+            return True
+    return False
+
+
+def test_only_the_registry_checks_a_method_name():
+    """A method's name (a recipe's KIND) is compared with, or looked up by, in
+    pipeline/methods.py only: everything else asks the registry about the method."""
+    from pipeline.methods import METHODS
+
+    names = set(METHODS)
+    found = []
+    for name, path in project_modules().items():
+        if name == "pipeline.methods":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            literals = [
+                part
+                for part in ast.walk(node)
+                if isinstance(part, ast.Constant) and part.value in names
+            ]
+            if not literals:
+                continue
+            if isinstance(node, ast.Compare) and mentions_kind(node):
+                found.append(f"{name}:{node.lineno}")
+            # a table keyed by method (METHODS["dpo"], CHARTS["rl"]); a record's own keys
+            # (sample["reward"]) are data, not a method
+            table = node.value if isinstance(node, ast.Subscript) else None
+            if isinstance(table, ast.Name) and table.id.isupper():
+                if isinstance(node.slice, ast.Constant) and node.slice.value in names:
+                    found.append(f"{name}:{node.lineno}")
+    assert not found, f"a method's name checked outside pipeline/methods.py: {found}"
+
+
+def test_every_module_says_what_it_is_for():
+    for name, path in project_modules().items():
+        doc = ast.get_docstring(ast.parse(path.read_text()))
+        assert doc and len(doc.splitlines()) >= 2, f"{name}: no two-line docstring"
