@@ -42,7 +42,7 @@ from pipeline.methods import train_run
 from pipeline.models import load_model
 from pipeline.recipes import DPORecipe, RewardRecipe, get_recipe
 from pipeline.reward import RewardModel
-from pipeline.training import TrainResult
+from pipeline.stages import TrainResult
 
 
 def idea_folds(prefs: list, k: int, seed: int = ds.SPLIT_SEED) -> list[dict[str, list]]:

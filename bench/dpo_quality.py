@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 from pipeline import datasets as ds
+from pipeline.dpo import score_held_out, train_dpo
 from pipeline.evaluation import auto_measures
 from pipeline.models import load_model
 from pipeline.recipes import add_recipe_arguments, recipe_from_args
-from pipeline.training import score_held_out, train_dpo
 
 
 def main() -> None:

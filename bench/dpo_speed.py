@@ -21,8 +21,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline import datasets as ds
+from pipeline.dpo import score_held_out, train_dpo
 from pipeline.recipes import get_recipe
-from pipeline.training import score_held_out, train_dpo
 
 
 def held_out_accuracy(metrics_file: str) -> float:

@@ -288,9 +288,8 @@ class StageClock(TrainerCallback):
         self.cut = False
 
     def on_train_begin(self, args, state, control, **kwargs):
-        from pipeline.runner import STAGES
-
-        self._stage = STAGES.get(type(args).__name__, "train")
+        # the stage is named by its TRL config: SFTConfig -> sft, DPOConfig -> dpo, ...
+        self._stage = type(args).__name__.removesuffix("Config").lower() or "train"
         sync()
         self.stages[self._stage] = {"began": time.perf_counter(), "steps": [], "ended": None}
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from pipeline import datasets as ds
+from pipeline.dpo import score_held_out, train_dpo
 from pipeline.evaluation import auto_measures, labelled_ranking
 from pipeline.generation import GenerationSettings, generate_titles
 from pipeline.judges import ChatJudge, RewardJudge
@@ -38,7 +39,7 @@ from pipeline.recipes import RECIPES, REWARD_RECIPES, RL_RECIPES
 from pipeline.reward import load_reward_model, score_reward_held_out, train_reward
 from pipeline.rl import read_samples, train_rl
 from pipeline.rounds import fresh_ideas
-from pipeline.training import TrainResult, score_held_out, train_dpo
+from pipeline.stages import TrainResult
 from pipeline.winrates import wilson
 
 

@@ -226,6 +226,16 @@ def _read_shard(path: Path) -> tuple[list[dict], int]:
     return records, bad
 
 
+def mirror_for_app(store: VoteStore, folder: str | Path) -> VoteMirror | str | None:
+    """`mirror_from_env`, for an app that serves either way: a misconfigured mirror is logged
+    and comes back as the sentence the Hub tab shows instead of a mirror."""
+    try:
+        return mirror_from_env(store, folder)
+    except UserError as exc:
+        log.error("Votes are NOT mirrored to the Hub: %s", exc)
+        return f"Votes are **not** mirrored to the Hub: {exc}"
+
+
 def mirror_from_env(store: VoteStore, folder: str | Path) -> VoteMirror | None:
     """The app's mirror when TITLE_DPO_VOTES_REPO names a dataset repo (as on a Space, with
     HF_TOKEN a secret): restored now, synced every TITLE_DPO_SYNC_MINUTES (default 5) and at

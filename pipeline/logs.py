@@ -8,9 +8,11 @@ import sys
 
 
 def log_to_stderr() -> None:
-    """Show the `pipeline` loggers' lines from INFO up on stderr (the CLI and the app)."""
+    """Show the `pipeline` and `hub` loggers' lines from INFO up on stderr (the CLIs and the
+    app)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    logger = logging.getLogger("pipeline")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    for name in ("pipeline", "hub"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)

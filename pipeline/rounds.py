@@ -27,7 +27,7 @@ from pipeline.methods import refuse_reward_model
 from pipeline.prompts import check_idea
 
 # run_summary, run_ideas and run_model_folder moved to pipeline.runs; this module still
-# answers for them (tests and the CLI import them from here): drop them from here in 0.2
+# answers for them (tests import them from here): drop them from here in 0.2
 from pipeline.runs import run_ideas, run_model_folder, run_name, run_summary
 from pipeline.votes import RoundInfo, RoundTitle, VoteStore, check_round_name
 

@@ -23,7 +23,7 @@ from pipeline.errors import UserError
 from pipeline.methods import method_for, method_of
 from pipeline.metrics import read_metrics
 
-# moved to pipeline.runs; re-exported for one release (tests import them from here)
+# moved to pipeline.runs; re-exported here for tests that import them from here: drop in 0.2
 from pipeline.runs import (  # noqa: F401
     finished_runs,
     latest_run,

@@ -1,7 +1,7 @@
 """Where DPO and the shared training stages lived before they had modules of their own.
 
 Re-exports for one release (tests, benches and outside scripts import these names from here):
-drop this module in the release after 0.3. DPO is `pipeline.dpo`, the stages every method
+drop this module in 0.2 (the project is at 0.1). DPO is `pipeline.dpo`, the stages every method
 shares are `pipeline.stages`, the run folder is `pipeline.runs`.
 """
 

@@ -129,9 +129,9 @@ def test_only_the_registry_checks_a_method_name():
             # a table keyed by method (METHODS["dpo"], CHARTS["rl"]); a record's own keys
             # (sample["reward"]) are data, not a method
             table = node.value if isinstance(node, ast.Subscript) else None
-            if isinstance(table, ast.Name) and table.id.isupper():
-                if isinstance(node.slice, ast.Constant) and node.slice.value in names:
-                    found.append(f"{name}:{node.lineno}")
+            keyed = isinstance(table, ast.Name) and table.id.isupper()
+            if keyed and isinstance(node.slice, ast.Constant) and node.slice.value in names:
+                found.append(f"{name}:{node.lineno}")
     assert not found, f"a method's name checked outside pipeline/methods.py: {found}"
 
 

@@ -4,7 +4,7 @@ only contract between `ui.shell` and `ui/tabs/`."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,8 @@ from ui.guard import Guard
 
 
 @dataclass(frozen=True)
-class Context:
-    """The app's parts, made once by the shell and shared by its tabs."""
+class AppParts:
+    """The app's parts that are not on the page, made once at start-up (`shell.open_parts`)."""
 
     store: VoteStore
     keeper: Gatekeeper
@@ -30,7 +30,17 @@ class Context:
     generator: ModelChoice  # the model Generate uses; the Train tab can change it
     runner: TrainingRunner
     mirror: VoteMirror | str | None  # the votes' Hub mirror, or why there is none, or None
+
+
+@dataclass(frozen=True)
+class Context(AppParts):
+    """What every tab's `build` is given: the app's parts, and the page's shared components."""
+
     status: gr.Markdown  # the model line at the top of the page
+
+    @classmethod
+    def on_page(cls, parts: AppParts, status: gr.Markdown) -> Context:
+        return cls(**{f.name: getattr(parts, f.name) for f in fields(AppParts)}, status=status)
 
 
 @dataclass(frozen=True)

@@ -10,16 +10,15 @@ from types import ModuleType
 
 import gradio as gr
 
-from hub.sync import mirror_from_env
+from hub.sync import mirror_for_app
 from pipeline import hub_kernels
 from pipeline.access import AccessSettings, Caller, Gatekeeper, RequestFacts
 from pipeline.appdata import data_dir
-from pipeline.errors import UserError
 from pipeline.models import ModelChoice
 from pipeline.runner import TrainingRunner
 from pipeline.tracking import use_tracking_dir
 from pipeline.votes import VoteStore
-from ui.context import Context, TabParts
+from ui.context import AppParts, Context, TabParts
 from ui.guard import Guard, RoleFirstBlocks
 from ui.sign_in import OwnerSignIn, describe_caller
 from ui.tabs import evaluate, generate, hub, leaderboard, train, vote
@@ -35,16 +34,16 @@ def build_app(
 ) -> gr.Blocks:
     """The app. `access` says who is the owner and how voters are held (default: from the
     environment, as `AccessSettings.from_env` reads it)."""
-    ctx_parts = open_parts(model_name, data, access)
-    guard = ctx_parts["guard"]
+    parts = open_parts(model_name, data, access)
+    guard = parts.guard
     with RoleFirstBlocks(guard, title="YouTube title DPO") as app:
         gr.Markdown("# YouTube titles, tuned on human preferences")
         with gr.Row():
             role_line = gr.Markdown(elem_id="role-line")
-            if ctx_parts["settings"].on_space:  # Gradio's sign-in needs a Space
+            if parts.settings.on_space:  # Gradio's sign-in needs a Space
                 gr.LoginButton()
-        sign_in = OwnerSignIn(ctx_parts["keeper"], guard)
-        ctx = Context(**ctx_parts, status=gr.Markdown("", elem_id="model-status"))
+        sign_in = OwnerSignIn(parts.keeper, guard)
+        ctx = Context.on_page(parts, gr.Markdown("", elem_id="model-status"))
         owner_pass = gr.BrowserState(None, storage_key="title-dpo-owner")  # after the password
         pages: list[tuple[gr.Tab, ModuleType, TabParts]] = []
         for module in TABS:
@@ -55,7 +54,7 @@ def build_app(
     return app
 
 
-def open_parts(model_name: str | None, data: str | None, access: AccessSettings | None) -> dict:
+def open_parts(model_name: str | None, data: str | None, access: AccessSettings | None) -> AppParts:
     """The app's shared parts (all of `Context` but the page's own components), with the
     start-up work done: the data folder, the gatekeeper, the first pool, the vote mirror."""
     folder = Path(data or data_dir())
@@ -67,23 +66,19 @@ def open_parts(model_name: str | None, data: str | None, access: AccessSettings 
     hub_kernels.use_hub_kernels()  # decided and logged once, before any model loads
     if added := store.seed_if_empty():
         log.info("Empty vote store: loaded the tutorial's %d pairs as the first pool", added)
-    # On a Space the disk is wiped on restart: the votes come back from their Hub mirror.
-    try:
-        mirror = mirror_from_env(store, folder)
-    except UserError as exc:  # misconfigured: serve anyway, and say so on the Hub tab
-        log.error("Votes are NOT mirrored to the Hub: %s", exc)
-        mirror = f"Votes are **not** mirrored to the Hub: {exc}"
-    return {
-        "store": store,
-        "keeper": keeper,
-        "guard": Guard(keeper),
-        "settings": settings,
-        "folder": folder,
+    return AppParts(
+        store=store,
+        keeper=keeper,
+        guard=Guard(keeper),
+        settings=settings,
+        folder=folder,
         # the model the Generate tab uses; the Train tab's "use this model" changes it
-        "generator": ModelChoice.for_app(model_name),
-        "runner": TrainingRunner(),
-        "mirror": mirror,
-    }
+        generator=ModelChoice.for_app(model_name),
+        runner=TrainingRunner(),
+        # On a Space the disk is wiped on restart: the votes come back from their Hub mirror
+        # (misconfigured: the app serves anyway, and says so on the Hub tab).
+        mirror=mirror_for_app(store, folder),
+    )
 
 
 def wire_pages(
