@@ -401,6 +401,13 @@ class Gatekeeper:
             raise Refused("too many votes from your address this minute: wait, then go on")
 
 
+def keep_server_from_trusting_forwarded_headers() -> None:
+    """Before the server starts: uvicorn would replace a loopback client's address with
+    whatever its X-Forwarded-For claims (a local script, or anyone through the --share
+    tunnel). The app reads that header itself, trusting only the proxies it is told of."""
+    os.environ["FORWARDED_ALLOW_IPS"] = ""
+
+
 def load_secret(folder: str | Path, environ: Mapping[str, str] | None = None) -> bytes:
     """TITLE_DPO_SECRET, else the app's own key in `folder/secret.key` (made on first use,
     readable by its owner only)."""

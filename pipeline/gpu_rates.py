@@ -171,9 +171,9 @@ class Pace:
 def shipped_row(recipe) -> str:
     """The bench row of `recipe`: its own when it is a shipped recipe as shipped, else its
     kind alone (the slowest measured row of that kind)."""
-    from pipeline.recipes import SHIPPED
+    from pipeline.recipes import shipped_recipes
 
-    shipped = SHIPPED[type(recipe)].get(recipe.name)
+    shipped = shipped_recipes(type(recipe)).get(recipe.name)
     return f"{recipe.KIND}:{recipe.name}" if shipped == recipe else f"{recipe.KIND}:"
 
 

@@ -455,23 +455,21 @@ def load_recipe_file(path: str | Path, kind: type = DPORecipe) -> Recipe:
     return recipe_from_mapping(values, path.stem, str(path), kind)
 
 
-def _shipped_recipes(kind: type) -> dict[str, Any]:
+@functools.cache
+def shipped_recipes(kind: type) -> dict[str, Any]:
+    """The recipes shipped for a recipe class: each YAML file in its FOLDER, by name. Read
+    once; a new method's recipe class needs no list here, only its folder."""
     return {p.stem: load_recipe_file(p, kind) for p in sorted(kind.FOLDER.glob("*.yaml"))}
 
 
-RECIPES: dict[str, DPORecipe] = _shipped_recipes(DPORecipe)
-REWARD_RECIPES: dict[str, RewardRecipe] = _shipped_recipes(RewardRecipe)
-RL_RECIPES: dict[str, RLRecipe] = _shipped_recipes(RLRecipe)
-SHIPPED: dict[type, dict[str, Any]] = {
-    DPORecipe: RECIPES,
-    RewardRecipe: REWARD_RECIPES,
-    RLRecipe: RL_RECIPES,
-}
+RECIPES: dict[str, DPORecipe] = shipped_recipes(DPORecipe)
+REWARD_RECIPES: dict[str, RewardRecipe] = shipped_recipes(RewardRecipe)
+RL_RECIPES: dict[str, RLRecipe] = shipped_recipes(RLRecipe)
 
 
 def get_recipe(name: str | None = None, kind: type = DPORecipe) -> Any:
     """A shipped recipe of `kind` by name (default: `fast`), or a recipe file by path."""
-    name, shipped = name or DEFAULT_RECIPE, SHIPPED[kind]
+    name, shipped = name or DEFAULT_RECIPE, shipped_recipes(kind)
     if name in shipped:
         return shipped[name]
     if name.endswith((".yaml", ".yml")) or Path(name).is_file():
@@ -488,7 +486,7 @@ def get_recipe(name: str | None = None, kind: type = DPORecipe) -> Any:
 
 def add_recipe_arguments(parser: argparse.ArgumentParser, kind: type = DPORecipe) -> None:
     """`--recipe NAME|FILE` and one flag per recipe field (default: the recipe's value)."""
-    recipes = SHIPPED[kind]
+    recipes = shipped_recipes(kind)
     shipped = "; ".join(f"{n}: {describe_recipe(r)}" for n, r in recipes.items())
     parser.add_argument(
         "--recipe",

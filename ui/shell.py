@@ -4,7 +4,6 @@ and `serve`. A new tab is a module in `ui/tabs/` and one entry in `TABS`."""
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from types import ModuleType
 
@@ -12,7 +11,13 @@ import gradio as gr
 
 from hub.sync import mirror_for_app
 from pipeline import hub_kernels
-from pipeline.access import AccessSettings, Caller, Gatekeeper, RequestFacts
+from pipeline.access import (
+    AccessSettings,
+    Caller,
+    Gatekeeper,
+    RequestFacts,
+    keep_server_from_trusting_forwarded_headers,
+)
 from pipeline.appdata import data_dir
 from pipeline.models import ModelChoice
 from pipeline.runner import TrainingRunner
@@ -137,8 +142,5 @@ def serve(app: gr.Blocks, **launch_kwargs):
     """Launch with the queue and the voting keyboard shortcuts (Gradio 6 takes `head` here)."""
     # Gradio's upload route is open to every visitor; the app's only upload is a pairs CSV.
     launch_kwargs.setdefault("max_file_size", "20mb")
-    # uvicorn would replace a loopback client's address with whatever its X-Forwarded-For
-    # claims (a local script, or anyone through the --share tunnel): the app reads that header
-    # itself, trusting only the proxies it is told of (`pipeline.access`).
-    os.environ["FORWARDED_ALLOW_IPS"] = ""
+    keep_server_from_trusting_forwarded_headers()
     return app.queue().launch(head=vote.KEYBOARD_JS, **launch_kwargs)

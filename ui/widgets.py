@@ -6,7 +6,14 @@ from __future__ import annotations
 import gradio as gr
 
 from pipeline.ratings import Screening
-from pipeline.recipes import DEFAULT_RECIPE, SHIPPED, DPORecipe, form_values, get_recipe, knobs
+from pipeline.recipes import (
+    DEFAULT_RECIPE,
+    DPORecipe,
+    form_values,
+    get_recipe,
+    knobs,
+    shipped_recipes,
+)
 
 
 def vote_screening() -> tuple[gr.Checkbox, gr.Number, gr.Checkbox]:
@@ -46,7 +53,7 @@ def recipe_form(kind: type = DPORecipe) -> tuple[gr.Dropdown, list[gr.components
     a switch and a number; a knob with choices: a dropdown), made from the recipe's own
     fields, in `form_values` order."""
     default = get_recipe(DEFAULT_RECIPE, kind)
-    recipe = gr.Dropdown(list(SHIPPED[kind]), value=DEFAULT_RECIPE, label="Recipe")
+    recipe = gr.Dropdown(list(shipped_recipes(kind)), value=DEFAULT_RECIPE, label="Recipe")
     values = iter(form_values(default))
     fields: list[gr.components.Component] = []
     with gr.Row():
