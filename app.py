@@ -1,6 +1,6 @@
 """The app's entry: flags and settings, then `ui.shell` builds and serves it.
 
-    python app.py [--model M] [--data DIR] [--share] [--hub-kernels]
+    python app.py [--model M] [--data DIR] [--share] [--no-tutorial-pool] [--hub-kernels]
 
 Serves on 127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override, as on a Space).
 Votes go to DIR/votes.db (default: TITLE_DPO_DATA, else ./app-data). A Space runs this file.
@@ -29,6 +29,12 @@ def main() -> None:
     parser.add_argument("--data", default=None, help="data folder for votes (default ./app-data)")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     parser.add_argument(
+        "--no-tutorial-pool",
+        action="store_true",
+        help="a fresh data folder starts without the tutorial's 1,140 pairs "
+        "(as TITLE_DPO_TUTORIAL_POOL=0 does)",
+    )
+    parser.add_argument(
         "--hub-kernels",
         action="store_true",
         help=f"let transformers fetch and run its Hub kernels (as {hub_kernels.SETTING}=1 does)",
@@ -45,7 +51,8 @@ def main() -> None:
     # A Space (or `kill`) stops the app with SIGTERM: let it close like Ctrl-C, so the exit
     # hooks run (the last vote sync to the Hub).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    serve(build_app(args.model, args.data, access), share=args.share)
+    tutorial_pool = False if args.no_tutorial_pool else None  # None: the environment decides
+    serve(build_app(args.model, args.data, access, tutorial_pool), share=args.share)
 
 
 if __name__ == "__main__":

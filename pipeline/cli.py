@@ -287,6 +287,19 @@ def _store(args: argparse.Namespace):
     return VoteStore.in_folder(args.data or data_dir())
 
 
+def cmd_pools(args: argparse.Namespace) -> str:
+    store = _store(args)
+    if args.set:
+        retired = True if args.retire else False if args.serve else None
+        store.set_pool(args.set, priority=args.priority, retired=retired)
+    elif args.priority is not None or args.retire or args.serve:
+        raise UserError("--priority, --retire and --serve change the pool named by --set NAME")
+    found = store.pools()
+    if args.json:
+        return json.dumps([asdict(p) for p in found], ensure_ascii=False)
+    return "\n".join(p.describe() for p in found) or "no pools yet"
+
+
 def cmd_evaluate_create(args: argparse.Namespace) -> str:
     from pipeline.rounds import create_round, plan_round
 
@@ -458,6 +471,26 @@ def add_run_command(sub, method: Method) -> None:
     p.set_defaults(run=cmd_run, trains=method)
 
 
+def add_pools(sub) -> None:
+    """`pools`: the vote pools, and how each is served."""
+    p = sub.add_parser(
+        "pools", help="the vote pools and how each is served (priority: higher first; retired)"
+    )
+    p.add_argument("--set", metavar="POOL", help="the pool to change (as listed, e.g. round:NAME)")
+    p.add_argument("--priority", type=int, help="with --set: higher is served first (default 0)")
+    served = p.add_mutually_exclusive_group()
+    served.add_argument("--retire", action="store_true", help="with --set: no longer serve it")
+    served.add_argument("--serve", action="store_true", help="with --set: serve it again")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="the app's data folder, holding votes.db (default: TITLE_DPO_DATA or ./app-data)",
+    )
+    p.add_argument("--json", action="store_true", help="print the pools as JSON")
+    p.set_defaults(run=cmd_pools)
+
+
 def make_parser() -> argparse.ArgumentParser:
     # Over 60 lines: every command's flags in one place, in the order `--help` lists them.
     parser = Parser(prog="python -m pipeline", description=__doc__.splitlines()[0])
@@ -523,6 +556,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print {accuracy, pairs, split, ...}")
     p.set_defaults(run=cmd_score)
 
+    add_pools(sub)
     add_evaluate(sub)
     return parser
 

@@ -145,6 +145,29 @@ def m003_evaluation_rounds(db: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m004_pool_settings(db: sqlite3.Connection) -> None:
+    db.executescript(
+        """
+        -- what the owner decided about a pool; a pool with no row: priority 0, served
+        CREATE TABLE pools (
+            name TEXT PRIMARY KEY,
+            priority INTEGER NOT NULL DEFAULT 0,  -- higher is served first
+            retired INTEGER NOT NULL DEFAULT 0 CHECK (retired IN (0, 1)),  -- 1: not served
+            updated_at REAL NOT NULL
+        );
+        """
+    )
+
+
+# The pairs a voter may be served: those of pools not retired, with their pool's priority.
+SERVED_PAIRS = """
+    SELECT p.id, p.vote_count, coalesce(s.priority, 0) AS priority FROM pairs p
+    LEFT JOIN pools s ON s.name = p.pool
+    WHERE coalesce(s.retired, 0) = 0
+"""
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply the migrations this database has not had; return their names."""
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
@@ -209,6 +232,22 @@ class RoundPair:
     model_b: str
     title_a: str
     title_b: str
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    """A pool as the owner sees it: how big, how voted, and how it is served."""
+
+    name: str
+    pairs: int
+    votes: int
+    unvoted: int  # pairs without a vote yet
+    priority: int  # higher is served first
+    retired: bool  # no longer served; its votes are kept
+
+    def describe(self) -> str:
+        state = "retired" if self.retired else f"priority {self.priority}"
+        return f"{self.name}: {self.pairs} pairs, {self.votes} votes ({state})"
 
 
 @dataclass(frozen=True)
@@ -350,12 +389,52 @@ class VoteStore:
         """A store without pairs gets the tutorial's as its first pool; how many were added."""
         return self.import_tutorial_pool() if self.counts()["pairs"] == 0 else 0
 
+    def pools(self) -> list[PoolInfo]:
+        """Every pool with pairs in it, served first at the top (retired ones last)."""
+        rows = self.connection().execute(
+            """
+            SELECT p.pool, count(*), sum(p.vote_count), sum(p.vote_count = 0),
+                   coalesce(s.priority, 0), coalesce(s.retired, 0)
+            FROM pairs p LEFT JOIN pools s ON s.name = p.pool
+            GROUP BY p.pool
+            """
+        )
+        found = [PoolInfo(n, c, v, u, pr, bool(r)) for n, c, v, u, pr, r in rows.fetchall()]
+        return sorted(found, key=lambda p: (p.retired, -p.priority, p.name))
+
+    def set_pool(self, name: str, priority: int | None = None, retired: bool | None = None):
+        """Change how the pool `name` is served: its priority (higher first) and whether it is
+        retired (no longer served; its pairs and votes stay). Refused for a pool with no pairs."""
+        known = {p.name: p for p in self.pools()}
+        if name not in known:
+            raise UserError(f"no pool {name!r}: pools are {', '.join(known) or 'none yet'}")
+        whole = priority is None or (float(priority).is_integer() and abs(priority) <= 1000)
+        if not whole:
+            raise UserError(f"a pool's priority is a whole number, -1000 to 1000, not {priority}")
+        now = known[name]
+        changed = (
+            now.priority if priority is None else int(priority),
+            now.retired if retired is None else bool(retired),
+        )
+
+        def upsert(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO pools (name, priority, retired, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET priority = excluded.priority,"
+                " retired = excluded.retired, updated_at = excluded.updated_at",
+                (name, changed[0], int(changed[1]), time.time()),
+            )
+
+        self._write(upsert)
+        return next(p for p in self.pools() if p.name == name)
+
     # -- voting -------------------------------------------------------------------------------
 
     def next_pair(
         self, voter: str, skip: Iterable[int] = (), rng: random.Random | None = None
     ) -> PairView | None:
-        """A pair this voter has not judged (nor skipped), fewest votes first, sides at random.
+        """A pair this voter has not judged (nor skipped), from the served pools of the
+        highest priority that has one left, fewest votes first, sides at random.
 
         `rng` decides the sides (tests pass a seeded one); the pair is drawn by SQLite.
         """
@@ -365,13 +444,15 @@ class VoteStore:
         db = self.connection()
         # Pick the pair in SQL (only its id leaves SQLite), then read its texts.
         picked = db.execute(
-            """
-            WITH open AS (
-                SELECT id, vote_count FROM pairs
+            f"""
+            WITH served AS ({SERVED_PAIRS}),
+            open AS (
+                SELECT id, vote_count, priority FROM served
                 WHERE id NOT IN (SELECT pair_id FROM votes WHERE voter = :voter)
                 AND id NOT IN (SELECT value FROM json_each(:skipped))
-            )
-            SELECT id FROM open WHERE vote_count = (SELECT min(vote_count) FROM open)
+            ),
+            first AS (SELECT * FROM open WHERE priority = (SELECT max(priority) FROM open))
+            SELECT id FROM first WHERE vote_count = (SELECT min(vote_count) FROM first)
             ORDER BY random() LIMIT 1
             """,
             {"voter": voter, "skipped": skipped},
@@ -629,12 +710,19 @@ class VoteStore:
     # -- reading ------------------------------------------------------------------------------
 
     def voter_progress(self, voter: str) -> tuple[int, int]:
-        """(votes this voter has cast, pairs still open to them)."""
+        """(votes this voter has cast, served pairs still open to them)."""
         voter = check_voter(voter)
         db = self.connection()
         done = db.execute("SELECT count(*) FROM votes WHERE voter = ?", (voter,)).fetchone()[0]
-        total = db.execute("SELECT count(*) FROM pairs").fetchone()[0]
-        return done, total - done
+        remaining = db.execute(
+            f"""
+            WITH served AS ({SERVED_PAIRS})
+            SELECT count(*) FROM served
+            WHERE id NOT IN (SELECT pair_id FROM votes WHERE voter = ?)
+            """,
+            (voter,),
+        ).fetchone()[0]
+        return done, remaining
 
     def counts(self) -> dict[str, int]:
         db = self.connection()

@@ -100,7 +100,8 @@ def assert_voter_refused_everywhere(client, hub, data, csv_path) -> set[str]:
             "/add_gold_pair", "/voters_may_generate", "/evaluate_create", "/evaluate_report",
             "/evaluate_judge", "/evaluate_choices", "/reward_start", "/reward_resume",
             "/rl_start", "/rl_resume", "/train_method", "/compare_runs", "/compare_choices",
-            "/best_of_n", "/reward_models"} <= set(owner_endpoints)  # fmt: skip
+            "/best_of_n", "/reward_models", "/pools",
+            "/pool_set"} <= set(owner_endpoints)  # fmt: skip
     for name, info in owner_endpoints.items():
         expected = "Generate is for the owner" if name == "/generate" else "owner only"
         wrong_kind = [12345] * len(info["parameters"])

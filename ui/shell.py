@@ -18,7 +18,7 @@ from pipeline.access import (
     RequestFacts,
     keep_server_from_trusting_forwarded_headers,
 )
-from pipeline.appdata import data_dir
+from pipeline.appdata import data_dir, tutorial_pool_wanted
 from pipeline.models import ModelChoice
 from pipeline.runner import TrainingRunner
 from pipeline.tracking import use_tracking_dir
@@ -26,20 +26,24 @@ from pipeline.votes import VoteStore
 from ui.context import AppParts, Context, TabParts
 from ui.guard import Guard, RoleFirstBlocks
 from ui.sign_in import OwnerSignIn, describe_caller
-from ui.tabs import evaluate, generate, hub, leaderboard, train, vote
+from ui.tabs import evaluate, generate, hub, leaderboard, pools, train, vote
 
 # The project's own log lines go to the `pipeline` loggers (pipeline.logs).
 log = logging.getLogger("pipeline.app")
 
-TABS: tuple[ModuleType, ...] = (vote, generate, leaderboard, train, evaluate, hub)
+TABS: tuple[ModuleType, ...] = (vote, generate, leaderboard, train, evaluate, pools, hub)
 
 
 def build_app(
-    model_name: str | None = None, data: str | None = None, access: AccessSettings | None = None
+    model_name: str | None = None,
+    data: str | None = None,
+    access: AccessSettings | None = None,
+    tutorial_pool: bool | None = None,
 ) -> gr.Blocks:
     """The app. `access` says who is the owner and how voters are held (default: from the
-    environment, as `AccessSettings.from_env` reads it)."""
-    parts = open_parts(model_name, data, access)
+    environment, as `AccessSettings.from_env` reads it); `tutorial_pool` whether an empty
+    store gets the tutorial's pairs (default: `appdata.tutorial_pool_wanted`)."""
+    parts = open_parts(model_name, data, access, tutorial_pool)
     guard = parts.guard
     with RoleFirstBlocks(guard, title="YouTube title DPO") as app:
         gr.Markdown("# YouTube titles, tuned on human preferences")
@@ -59,7 +63,12 @@ def build_app(
     return app
 
 
-def open_parts(model_name: str | None, data: str | None, access: AccessSettings | None) -> AppParts:
+def open_parts(
+    model_name: str | None,
+    data: str | None,
+    access: AccessSettings | None,
+    tutorial_pool: bool | None = None,
+) -> AppParts:
     """The app's shared parts (all of `Context` but the page's own components), with the
     start-up work done: the data folder, the gatekeeper, the first pool, the vote mirror."""
     folder = Path(data or data_dir())
@@ -69,7 +78,9 @@ def open_parts(model_name: str | None, data: str | None, access: AccessSettings 
     keeper = Gatekeeper.for_folder(settings, folder)
     log.info("%s", settings.describe())
     hub_kernels.use_hub_kernels()  # decided and logged once, before any model loads
-    if added := store.seed_if_empty():
+    if tutorial_pool is None:
+        tutorial_pool = tutorial_pool_wanted()
+    if tutorial_pool and (added := store.seed_if_empty()):
         log.info("Empty vote store: loaded the tutorial's %d pairs as the first pool", added)
     return AppParts(
         store=store,
