@@ -23,7 +23,9 @@ from pipeline.runs import write_summary
 from pipeline.stages import (
     MetricsFile,
     TrainResult,
+    bounded_rows,
     common_args,
+    first_rows,
     loop_args,
     lora_config,
     open_run,
@@ -66,7 +68,7 @@ def train_dpo(
     return train_and_save(
         watched(trainer, stop_after), run.checkpoint, run.policy.tokenizer, recipe,
         run.out, data, run.start, stop_after=stop_after, kind=recipe.KIND,
-        reference=run.reference_from,
+        reference=run.reference_from, rows_limit=bounded_rows(recipe, max_steps),
     )  # fmt: skip
 
 
@@ -122,7 +124,7 @@ def score_held_out(result: TrainResult) -> TrainResult:
 
     if not result.finished or os.environ.get("RANK", "0") != "0" or result.data is None:
         return result
-    valid = load_preference_dataset(result.data).get("valid")
+    valid = first_rows(load_preference_dataset(result.data).get("valid"), result.rows_limit)
     if valid is None or len(valid) == 0:
         return result
     started_from = result.started_from or result.base_model

@@ -32,7 +32,9 @@ from pipeline.runs import write_summary
 from pipeline.stages import (
     MetricsFile,
     TrainResult,
+    bounded_rows,
     common_args,
+    first_rows,
     loop_args,
     lora_config,
     open_run,
@@ -81,6 +83,7 @@ def train_reward(
     return train_and_save(
         watched(trainer, stop_after), run.checkpoint, run.policy.tokenizer, recipe, run.out,
         data, run.start, stop_after=stop_after, kind=recipe.KIND,
+        rows_limit=bounded_rows(recipe, max_steps),
     )  # fmt: skip
 
 
@@ -208,7 +211,7 @@ def score_reward_held_out(result: TrainResult, dpo_run: str | None = None) -> Tr
 
     if not result.finished or result.data is None:
         return result
-    valid = load_preference_dataset(result.data).get("valid")
+    valid = first_rows(load_preference_dataset(result.data).get("valid"), result.rows_limit)
     if valid is None or len(valid) == 0:
         return result
     rows = list(valid)

@@ -13,6 +13,7 @@ which fails without a GPU).
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,6 +51,9 @@ class TrainResult:
     # and by the untrained one (None: not scored, or no valid split; see `score_held_out`)
     held_out: dict[str, Any] | None = None
     started_from: str | None = None  # the model name the run was given (a Hub id or folder)
+    # a step-limited run's bound on the pairs of each split it read (its reference pass, its
+    # evaluations, its held-out figure); None: every pair (`bounded_rows`)
+    rows_limit: int | None = None
     kind: str = DPORecipe.KIND  # its recipe's KIND: the method (`pipeline.methods`)
     reward_model: str | None = None  # an RL run's reward model folder
 
@@ -81,17 +85,19 @@ def open_run(
 ) -> OpenedRun:
     """How every run begins, in order: the step limit and the data checked before any model
     loads (`splits` when the caller has read them already), the model (with a score `head`
-    for a reward model), the recipe's SFT stage, and the checkpoint a resumed run needs."""
+    for a reward model), the recipe's SFT stage, and the checkpoint a resumed run needs.
+    A step limit bounds the whole run: the SFT stage takes at most that many steps too, and
+    the splits only the pairs those steps can use (`bounded_rows`)."""
     if max_steps is not None and max_steps <= 0:
         raise UserError(f"max-steps must be positive, not {max_steps}")
     out = Path(out)
-    train_split, eval_split = splits or training_splits(data, recipe)
+    train_split, eval_split = splits or training_splits(data, recipe, max_steps)
     policy = load_model(model_name, fresh=True, head=head)
     start = policy.source
     sft_epochs = getattr(recipe, "sft_epochs", 0)
     reference_from = str(out / "sft") if sft_epochs else start.requested
     if sft_epochs:
-        policy = sft_stage(policy, train_split, out / "sft", recipe, callbacks)
+        policy = sft_stage(policy, train_split, out / "sft", recipe, callbacks, max_steps)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = checkpoint_to_resume(out, resume)
     return OpenedRun(out, train_split, eval_split, policy, start, reference_from, checkpoint)
@@ -118,6 +124,7 @@ def train_and_save(
     *,
     stop_after: int | None,
     kind: str,
+    rows_limit: int | None = None,
     **summary: Any,
 ) -> TrainResult:
     """The stages every kind of run ends with: train (from `checkpoint` when resuming), save
@@ -149,6 +156,7 @@ def train_and_save(
         data=str(data),
         started_from=start.requested,
         kind=kind,
+        rows_limit=rows_limit,
         **summary,
     )
     if saved and trainer.is_world_process_zero():
@@ -172,13 +180,33 @@ def loop_args(recipe, max_steps: int | None, has_eval: bool) -> dict[str, Any]:
     }
 
 
-def training_splits(data: str | Path, recipe):
+def bounded_rows(recipe, max_steps: int | None) -> int | None:
+    """How many pairs of each split a run of `max_steps` steps reads: the pairs those steps
+    train on (steps x batch x processes); None without a step limit. A quick run then makes
+    its reference pass, its evaluations and its held-out figure on that many pairs only."""
+    if max_steps is None:
+        return None
+    return max_steps * recipe.batch_size * int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def first_rows(split, rows: int | None):
+    """The first `rows` rows of `split` (all of it when rows is None or it is shorter),
+    flattened: TRL joins cached reference log-probs to the table row by row."""
+    if split is None or rows is None or len(split) <= rows:
+        return split
+    return split.select(range(rows)).flatten_indices()
+
+
+def training_splits(data: str | Path, recipe, max_steps: int | None = None):
     """The train split and the held-out one (None when the folder has none or it is empty),
-    ordered as the recipe wants them; refused when train is smaller than one batch."""
+    each cut to what `max_steps` steps can use (`bounded_rows`), ordered as the recipe wants
+    them; refused when train is smaller than one batch."""
     from pipeline.datasets import load_preference_dataset
 
     dataset = load_preference_dataset(data)
-    train_split, eval_split = dataset["train"], dataset.get("valid")
+    rows = bounded_rows(recipe, max_steps)
+    train_split, eval_split = first_rows(dataset["train"], rows), dataset.get("valid")
+    eval_split = first_rows(eval_split, rows)
     if eval_split is not None and len(eval_split) == 0:
         eval_split = None
     if getattr(recipe, "shared_prompt", False) and recipe.prompt_chunk:
@@ -242,10 +270,18 @@ def trainer_class(recipe, plain: type, shared: type) -> tuple[type, dict[str, An
     return plain, {}
 
 
-def sft_stage(policy, train_split, out: Path, recipe, callbacks: list | None = None):
-    """Fine-tune on each distinct (prompt, chosen) of the training split, once, and return the
-    policy with those weights merged in: DPO then starts from, and is measured against, a model
-    that already answers in the asked format. Kept in `out` so a resumed run reuses it."""
+def sft_stage(
+    policy,
+    train_split,
+    out: Path,
+    recipe,
+    callbacks: list | None = None,
+    max_steps: int | None = None,
+):
+    """Fine-tune on each distinct (prompt, chosen) of the training split, once (at most
+    `max_steps` steps), and return the policy with those weights merged in: DPO then starts
+    from, and is measured against, a model that already answers in the asked format. Kept in
+    `out` so a resumed run reuses it."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -265,9 +301,10 @@ def sft_stage(policy, train_split, out: Path, recipe, callbacks: list | None = N
     config = SFTConfig(
         output_dir=str(out.parent / "sft-checkpoints"),
         num_train_epochs=recipe.sft_epochs,
+        max_steps=max_steps or -1,
         learning_rate=recipe.sft_learning_rate,
         save_strategy="no",
-        **common_args(recipe, policy, out, "sft"),
+        **common_args(recipe, policy, out, "sft", max_steps),
     )
     cls, extra = trainer_class(recipe, SFTTrainer, SharedPromptSFTTrainer)
     trainer = cls(

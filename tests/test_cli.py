@@ -131,7 +131,9 @@ def test_train_two_steps_and_reload(tiny_model_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["steps"] == 2 and summary["out"] == str(out)
-    assert summary["held_out"]["pairs"] == 120  # the 12 valid ideas' pairs, scored at the end
+    # a step limit bounds the whole run: 2 steps of 8 pairs read 16 pairs of each split (of
+    # the 120 valid ones), for the reference pass, the evaluation and the held-out figure
+    assert summary["rows_limit"] == 16 and summary["held_out"]["pairs"] == 16
     assert 0 <= summary["held_out"]["tuned"] <= 1 and 0 <= summary["held_out"]["untrained"] <= 1
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -6,7 +6,7 @@ import pytest
 from pipeline import datasets as ds
 from pipeline.errors import UserError
 from pipeline.recipes import RECIPES, get_recipe
-from pipeline.training import train_dpo
+from pipeline.training import score_held_out, train_dpo
 
 
 def test_small_data_is_16_train_8_valid_pairs_of_unseen_ideas(small_data):
@@ -138,3 +138,34 @@ def test_full_fine_tune_with_an_sft_stage_uses_the_sft_model_as_reference(
     rewards = [r["rewards/chosen"] for r in map(json.loads, lines) if "rewards/chosen" in r]
     assert rewards and abs(rewards[0]) < 1e-4, rewards
     assert (tmp_path / "dpo" / "sft" / "config.json").is_file()
+
+
+def test_a_step_limit_bounds_the_whole_run(small_data, tiny_model_dir, tmp_path):
+    """--max-steps 1 is a quick run: the SFT stage takes one step too, and the reference pass,
+    the evaluation and the held-out figure read one batch of pairs, not the whole splits."""
+    from dataclasses import replace
+
+    from transformers import TrainerCallback
+
+    from pipeline.datasets import load_preference_dataset
+    from pipeline.methods import describe_run
+
+    class Stages(TrainerCallback):
+        seen: list = []
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.seen.append((type(args).__name__, state.max_steps))
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            self.seen.append(("evaluated", kwargs["eval_dataloader"].dataset.num_rows))
+
+    recipe = replace(get_recipe("tutorial"), sft_epochs=2, batch_size=2)
+    splits = load_preference_dataset(small_data)
+    assert len(splits["train"]) > 2 and len(splits["valid"]) > 2  # so that the bound shows
+    result = train_dpo(small_data, tmp_path / "quick", str(tiny_model_dir), recipe,
+                       max_steps=1, callbacks=[Stages()])  # fmt: skip
+    assert Stages.seen == [("SFTConfig", 1), ("DPOConfig", 1), ("evaluated", 2)]
+    assert result.rows_limit == 2
+    scored = score_held_out(result)
+    assert scored.held_out["pairs"] == 2
+    assert "a step-limited run" in describe_run(scored)
