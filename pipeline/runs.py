@@ -35,7 +35,7 @@ def latest_run(runs: str | Path) -> Path | None:
 
 
 def run_name(model: str | Path) -> str:
-    """`runs/run-20261203-1201/model` → `run-20261203-1201`; any other folder: its name."""
+    """`runs/run-20261203-120105/model` → `run-20261203-120105`; any other folder: its name."""
     path = Path(model).expanduser().resolve()
     return path.parent.name if path.name == "model" else path.name
 

@@ -13,7 +13,21 @@ from app_process import start_app, stop_app
 from pipeline.votes import VoteStore
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "runs" / "screenshots"
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = ROOT / "runs" / "screenshots"
+# The README's pictures: written again by `UPDATE_DOCS_IMAGES=1 pytest tests/test_browser.py`.
+DOCS_IMAGES = {"vote-tab.png", "train-tab.png"}
+
+
+def screenshot(page, name: str) -> None:
+    """The whole page in runs/screenshots/NAME; with UPDATE_DOCS_IMAGES=1, the README's
+    pictures (what the window shows) in docs/images/ too."""
+    import os
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+    if name in DOCS_IMAGES and os.environ.get("UPDATE_DOCS_IMAGES") == "1":
+        page.screenshot(path=str(ROOT / "docs" / "images" / name))
 
 
 @pytest.fixture
@@ -87,8 +101,7 @@ def test_vote_three_times_by_click_and_keyboard(browser, tiny_model_dir, tmp_pat
         page.locator("body").click(position={"x": 5, "y": 5})  # focus off any text field
         vote_with(lambda: page.keyboard.press("b"), 3)
 
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "vote-tab.png"), full_page=True)
+        screenshot(page, "vote-tab.png")
 
         votes = VoteStore.open_existing(data).votes()
         assert len({v.voter for v in votes}) == 1 and votes[0].voter.startswith("v-")
@@ -141,14 +154,13 @@ def test_train_tab_shows_live_progress_until_done(browser, tiny_model_dir, tmp_p
         page.get_by_text(re.compile(r"\*?\*?running|step \d+/6")).first.wait_for(timeout=60_000)
         page.get_by_text(re.compile(r"Done: 6 steps")).wait_for(timeout=120_000)
         assert "training: 6 steps" in page.get_by_label("Log").input_value()
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "train-tab.png"), full_page=True)
+        screenshot(page, "train-tab.png")
         # the RLHF half beside DPO: the Method choice swaps in its form and its Start
         page.get_by_role("radio", name=re.compile("Online RL against a reward model")).check()
         page.get_by_role("button", name="Start online RL").wait_for(timeout=10_000)
         page.get_by_label(re.compile("Reward model \\(a finished")).wait_for()
         assert not page.get_by_role("button", name="Start training", exact=True).is_visible()
-        page.screenshot(path=str(SCREENSHOTS / "train-tab-rl.png"), full_page=True)
+        screenshot(page, "train-tab-rl.png")
     finally:
         stop_app(process)
 
@@ -172,8 +184,7 @@ def test_hub_tab_pushes_the_dataset_and_links_it(browser, hub, tiny_model_dir, t
         link = page.get_by_role("link", name="alice/browser-titles")
         link.wait_for(timeout=60_000)
         assert link.get_attribute("href").endswith("/datasets/alice/browser-titles")
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "hub-tab.png"), full_page=True)
+        screenshot(page, "hub-tab.png")
     finally:
         stop_app(process)
     assert "README.md" in hub.repo_files("dataset", "alice/browser-titles")
@@ -199,8 +210,7 @@ def test_a_voter_sees_vote_and_leaderboard_the_owner_every_tab(browser, tiny_mod
         page.get_by_role("tab", name="Leaderboard").click()
         page.get_by_text("Bradley–Terry scores").first.wait_for()
         assert not page.get_by_text("Voters (owner only)").is_visible()
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "voter-view.png"), full_page=True)
+        screenshot(page, "voter-view.png")
 
         page.get_by_text("Owner sign-in").click()
         box = page.get_by_label("Owner password")
@@ -218,7 +228,7 @@ def test_a_voter_sees_vote_and_leaderboard_the_owner_every_tab(browser, tiny_mod
         assert page.get_by_text("Voters (owner only)").is_visible()
         page.get_by_role("tab", name="Train").click()
         page.get_by_role("button", name="Start training").wait_for()
-        page.screenshot(path=str(SCREENSHOTS / "owner-view.png"), full_page=True)
+        screenshot(page, "owner-view.png")
         page.reload()  # the browser stays the owner's: no password again
         page.get_by_text("every tab is yours").wait_for()
         page.get_by_role("tab", name="Hub").wait_for()
@@ -277,8 +287,7 @@ def test_the_owner_creates_a_round_a_voter_votes_on_it_and_the_owner_reads_it(
 
         owner.get_by_role("button", name="Show the people's verdict").click()
         owner.get_by_text(re.compile(r"beats .* in 2 of 2 decisive votes")).wait_for()
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        owner.screenshot(path=str(SCREENSHOTS / "evaluate-tab.png"), full_page=True)
+        screenshot(owner, "evaluate-tab.png")
     finally:
         stop_app(process)
     store = VoteStore.open_existing(data)

@@ -48,7 +48,6 @@ def test_readme_front_matter_configures_the_space():
 
 def test_the_project_declares_requirements_txts_dependencies_and_its_commands():
     import importlib.metadata
-
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]

@@ -151,7 +151,8 @@ def test_a_step_limit_bounds_the_whole_run(small_data, tiny_model_dir, tmp_path)
     from pipeline.methods import describe_run
 
     class Stages(TrainerCallback):
-        seen: list = []
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, int]] = []
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.seen.append((type(args).__name__, state.max_steps))
@@ -162,9 +163,10 @@ def test_a_step_limit_bounds_the_whole_run(small_data, tiny_model_dir, tmp_path)
     recipe = replace(get_recipe("tutorial"), sft_epochs=2, batch_size=2)
     splits = load_preference_dataset(small_data)
     assert len(splits["train"]) > 2 and len(splits["valid"]) > 2  # so that the bound shows
+    stages = Stages()
     result = train_dpo(small_data, tmp_path / "quick", str(tiny_model_dir), recipe,
-                       max_steps=1, callbacks=[Stages()])  # fmt: skip
-    assert Stages.seen == [("SFTConfig", 1), ("DPOConfig", 1), ("evaluated", 2)]
+                       max_steps=1, callbacks=[stages])  # fmt: skip
+    assert stages.seen == [("SFTConfig", 1), ("DPOConfig", 1), ("evaluated", 2)]
     assert result.rows_limit == 2
     scored = score_held_out(result)
     assert scored.held_out["pairs"] == 2
