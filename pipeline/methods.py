@@ -274,9 +274,13 @@ def describe_run(result) -> str:
     line = f"trained {result.steps} steps in {result.seconds:.0f} s; {method.saved_as} {result.out}"
     held_out = describe_held_out(result)
     quick = (
-        [f"a step-limited run: its SFT stage took at most {result.max_steps} steps, and it read "
+        [f"a step-limited run: its SFT stage took at most {_steps(result.max_steps)}, and it read "
          f"at most {result.rows_limit} pairs of each split (reference pass, evaluation, held-out "
          "figure); without --max-steps it reads them all"]
         if result.rows_limit else []
     )  # fmt: skip
     return "\n".join([line, *quick, *([held_out] if held_out else []), *method.report(result)])
+
+
+def _steps(count: int) -> str:
+    return f"{count} step" if count == 1 else f"{count} steps"
