@@ -300,6 +300,49 @@ def cmd_pools(args: argparse.Namespace) -> str:
     return "\n".join(p.describe() for p in found) or "no pools yet"
 
 
+def cmd_iterate_start(args: argparse.Namespace) -> str:
+    from pipeline.iterations import plan_iteration, start_iteration
+
+    ideas, where = _round_ideas(args)
+    store = _store(args)
+    plan = plan_iteration(
+        store, args.model, ideas, where, name=args.name, k=args.n, target_votes=args.target
+    )  # every check before the policy loads
+    info = start_iteration(store, plan, _settings(args))
+    if args.json:
+        return json.dumps(asdict(info), ensure_ascii=False)
+    skipped = f"; {plan.left_out} ideas left out (trained on or asked before)" * bool(plan.left_out)
+    return (
+        f"iteration {info.name!r}: {info.policy} wrote {info.k} titles for {len(plan.ideas)} "
+        f"ideas of {where}{skipped}; their pairs are served first (pool {info.pool})"
+    )
+
+
+def cmd_iterate_status(args: argparse.Namespace) -> str:
+    from pipeline.iterations import iteration_status
+
+    store = _store(args)
+    names = [args.name] if args.name else [i.name for i in store.iterations()]
+    found = [iteration_status(store, n) for n in names]
+    if args.json:
+        return json.dumps([{**asdict(f), "ready": f.ready} for f in found], ensure_ascii=False)
+    return "\n".join(f.describe() for f in found) or "no iterations yet"
+
+
+def cmd_iterate_train(args: argparse.Namespace) -> str:
+    from pipeline.iterations import train_iteration
+    from pipeline.methods import describe_run
+    from pipeline.recipes import recipe_from_args
+
+    recipe = recipe_from_args(args)  # checked before the (slow) model load
+    use_tracking_dir(data_dir())
+    result = train_iteration(
+        _store(args), args.name, args.out, recipe, min_votes=args.min_votes,
+        screening=vote_screening(args), earlier=args.with_earlier, max_steps=args.max_steps,
+    )  # fmt: skip
+    return json.dumps(asdict(result)) if args.json else describe_run(result)
+
+
 def cmd_evaluate_create(args: argparse.Namespace) -> str:
     from pipeline.rounds import create_round, plan_round
 
@@ -471,6 +514,51 @@ def add_run_command(sub, method: Method) -> None:
     p.set_defaults(run=cmd_run, trains=method)
 
 
+def add_iterate(sub) -> None:
+    """`iterate start | status | train`: on-policy iterations (`pipeline.iterations`)."""
+    # Over 60 lines: three steps' flags, each read top to bottom in its --help order.
+    iterate = sub.add_parser(
+        "iterate", help="on-policy iterations: a policy's own titles voted on, then trained on"
+    )
+    steps = iterate.add_subparsers(dest="step", required=True, parser_class=Parser)
+    data_help = "the app's data folder, holding votes.db (default: TITLE_DPO_DATA or ./app-data)"
+
+    p = steps.add_parser("start", help="the policy writes titles; their pairs are served first")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="the policy: a Hub id, folder or finished run (default: the last iteration's "
+        "trained policy)",
+    )
+    ideas = p.add_mutually_exclusive_group(required=True)
+    ideas.add_argument("--ideas", type=Path, help="a file with one idea per line (or a CSV)")
+    ideas.add_argument("--fresh-ideas", action="store_true", help="the shipped 60 fresh ideas")
+    p.add_argument("--target", type=int, default=2, help="votes per pair to aim for (default 2)")
+    p.add_argument("--name", default=None, help="its name (default: iteration-DATE-TIME)")
+    _add_sampling(p)  # --n: titles per idea (5 make 10 pairs)
+    p.add_argument("--data", type=Path, default=None, help=data_help)
+    p.add_argument("--json", action="store_true", help="print the iteration as JSON")
+    p.set_defaults(run=cmd_iterate_start)
+
+    p = steps.add_parser("status", help="votes per pair against the target")
+    p.add_argument("name", nargs="?", default=None, help="one iteration (default: every one)")
+    p.add_argument("--data", type=Path, default=None, help=data_help)
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.set_defaults(run=cmd_iterate_status)
+
+    p = steps.add_parser("train", help="the next policy: DPO on the iteration's votes")
+    p.add_argument("name", help="the iteration")
+    p.add_argument("--out", required=True, type=Path, help="OUT/data and the policy in OUT/model")
+    p.add_argument("--min-votes", type=int, default=1, help="votes a pair needs (default 1)")
+    p.add_argument("--with-earlier", action="store_true", help="the earlier iterations' votes too")
+    add_vote_screening(p)
+    add_recipe_arguments(p)
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    p.add_argument("--data", type=Path, default=None, help=data_help)
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.set_defaults(run=cmd_iterate_train)
+
+
 def add_pools(sub) -> None:
     """`pools`: the vote pools, and how each is served."""
     p = sub.add_parser(
@@ -557,6 +645,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_score)
 
     add_pools(sub)
+    add_iterate(sub)
     add_evaluate(sub)
     return parser
 

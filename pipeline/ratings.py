@@ -130,6 +130,9 @@ class Screening:
     drop_burst: bool = False
     min_gold_accuracy: float | None = None
     include_evaluation: bool = False
+    # only votes on these pools (an on-policy iteration's own, `pipeline.iterations`); empty:
+    # every pool
+    pools: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         floor = self.min_gold_accuracy
@@ -143,6 +146,7 @@ class Screening:
             (self.drop_fast and "fast" in flags)
             or (self.drop_burst and "burst" in flags)
             or (not self.include_evaluation and vote.evaluation is not None)
+            or (bool(self.pools) and vote.pool not in self.pools)
         )
 
 

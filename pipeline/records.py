@@ -57,6 +57,7 @@ class VoteRow:
     evaluation: str | None = None
     model_a: str | None = None  # in a round: the label of the model that wrote title_a
     model_b: str | None = None
+    pool: str | None = None  # the pool its pair was served from
 
     @property
     def flags(self) -> frozenset[str]:

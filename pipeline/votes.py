@@ -160,6 +160,29 @@ def m004_pool_settings(db: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m005_iterations(db: sqlite3.Connection) -> None:
+    db.executescript(
+        """
+        -- an iteration of on-policy training: a policy's own titles put to the voters (pool
+        -- `iteration:NAME`), then the next policy trained on their votes
+        CREATE TABLE iterations (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            policy TEXT NOT NULL,     -- the model that wrote the titles (a Hub id or folder)
+            parent TEXT,              -- the iteration whose trained policy this one starts from
+            k INTEGER NOT NULL,       -- titles per idea
+            ideas_from TEXT,          -- where the ideas came from, for people
+            target_votes INTEGER NOT NULL,  -- votes per pair the owner aims for
+            settings TEXT,            -- JSON of the sampling settings
+            created_at REAL NOT NULL,
+            trained TEXT,             -- the next policy's model folder, once trained
+            trained_at REAL
+        );
+        """
+    )
+
+
 # The pairs a voter may be served: those of pools not retired, with their pool's priority.
 SERVED_PAIRS = """
     SELECT p.id, p.vote_count, coalesce(s.priority, 0) AS priority FROM pairs p
@@ -248,6 +271,26 @@ class PoolInfo:
     def describe(self) -> str:
         state = "retired" if self.retired else f"priority {self.priority}"
         return f"{self.name}: {self.pairs} pairs, {self.votes} votes ({state})"
+
+
+@dataclass(frozen=True)
+class IterationInfo:
+    """An on-policy iteration as the owner sees it (`pipeline.iterations`)."""
+
+    name: str
+    policy: str
+    parent: str | None
+    k: int
+    ideas_from: str | None
+    target_votes: int
+    settings: dict[str, Any] | None
+    created_at: float
+    trained: str | None
+    trained_at: float | None
+
+    @property
+    def pool(self) -> str:
+        return f"iteration:{self.name}"
 
 
 @dataclass(frozen=True)
@@ -427,6 +470,80 @@ class VoteStore:
 
         self._write(upsert)
         return next(p for p in self.pools() if p.name == name)
+
+    # -- iterations ---------------------------------------------------------------------------
+
+    def add_iteration(
+        self,
+        name: str,
+        policy: str,
+        titles: Sequence[Any],
+        *,
+        parent: str | None,
+        k: int,
+        ideas_from: str | None,
+        target_votes: int,
+        settings: dict[str, Any] | None = None,
+        priority: int = 10,
+    ) -> IterationInfo:
+        """An iteration in one transaction: the policy's titles (pipeline.generation.Title),
+        each idea's pairs in pool `iteration:NAME`, served at `priority`."""
+        name = check_round_name(name, "iteration")
+        if name in {i.name for i in self.iterations()}:
+            raise UserError(f"there is already an iteration called {name!r}")
+        by_idea: dict[str, list[Any]] = {}
+        for t in titles:
+            if t.text.strip():  # a completion that was all whitespace is no title
+                by_idea.setdefault(t.idea, []).append(t)
+        pool = f"iteration:{name}"
+        added = 0
+        for group in by_idea.values():
+            texts = {t.text for t in group}
+            if len(texts) > 1:
+                added += self.add_titles(group, pool=pool)
+        if not added:
+            raise UserError("the policy wrote the same title for every idea: no pairs to vote on")
+
+        def insert(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO iterations (name, policy, parent, k, ideas_from, target_votes,"
+                " settings, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, policy, parent, k, ideas_from, target_votes, json.dumps(settings),
+                 time.time()),
+            )  # fmt: skip
+
+        self._write(insert)
+        self.set_pool(pool, priority=priority)
+        return self.iteration_info(name)
+
+    def iterations(self) -> list[IterationInfo]:
+        """Every iteration, oldest first."""
+        rows = self.connection().execute(
+            "SELECT name, policy, parent, k, ideas_from, target_votes, settings, created_at,"
+            " trained, trained_at FROM iterations ORDER BY id"
+        )
+        return [
+            IterationInfo(*row[:6], json.loads(row[6]) if row[6] else None, *row[7:])
+            for row in rows.fetchall()
+        ]
+
+    def iteration_info(self, name: str) -> IterationInfo:
+        found = {i.name: i for i in self.iterations()}
+        if name not in found:
+            known = ", ".join(found) or "none yet"
+            raise UserError(f"no iteration {name!r}: iterations are {known}")
+        return found[name]
+
+    def set_iteration_trained(self, name: str, model: str) -> IterationInfo:
+        """Record the next policy trained on the iteration's votes."""
+        self.iteration_info(name)
+        self._write(
+            lambda db: db.execute(
+                "UPDATE iterations SET trained = ?, trained_at = ? WHERE name = ?",
+                (str(model), time.time(), name),
+            )
+        )
+        return self.iteration_info(name)
 
     # -- voting -------------------------------------------------------------------------------
 
@@ -737,7 +854,8 @@ class VoteStore:
             .execute(
                 """
             SELECT v.id, v.voter, v.pair_id, i.text, ta.text, tb.text, v.choice, v.shown_left,
-                   v.created_at, v.seconds_taken, v.flag, p.gold, r.name, rp.model_a, rp.model_b
+                   v.created_at, v.seconds_taken, v.flag, p.gold, r.name, rp.model_a, rp.model_b,
+                   p.pool
             FROM votes v
             JOIN pairs p ON p.id = v.pair_id
             JOIN ideas i ON i.id = p.idea_id
@@ -764,11 +882,12 @@ class VoteStore:
 ROUND_NAME = re.compile(r"^[\w][\w .:+-]{0,63}$")
 
 
-def check_round_name(name: str | None) -> str:
+def check_round_name(name: str | None, what: str = "round") -> str:
+    """A round's (or an iteration's) name, checked: it becomes part of a pool's name."""
     name = (name or "").strip()
     if not ROUND_NAME.match(name):
         raise UserError(
-            f"round name {name!r}: 1-64 letters, digits, spaces and . _ : + -, "
+            f"{what} name {name!r}: 1-64 letters, digits, spaces and . _ : + -, "
             "starting with a letter or digit"
         )
     return name
