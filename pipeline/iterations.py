@@ -233,3 +233,37 @@ def train_iteration(
     if result.finished:
         store.set_iteration_trained(name, result.out)
     return result
+
+
+def train_iteration_in_app(
+    runner,
+    store: VoteStore,
+    name: str,
+    runs: str | Path,
+    recipe: DPORecipe | None = None,
+    *,
+    min_votes: int = 1,
+    screening: Screening = NO_SCREENING,
+    earlier: bool = False,
+    max_steps: int | None = None,
+    chunked: bool = False,
+) -> Path:
+    """`train_iteration` through the app's runner (`pipeline.runner.TrainingRunner`: a run
+    folder in `runs`, Stop and Resume, ZeroGPU chunks): the next policy is recorded as the
+    iteration's when the run finishes. Returns the run folder."""
+    info = store.iteration_info(name)
+
+    def write_data(out: Path) -> None:
+        write_iteration_data(
+            store, name, out, min_votes=min_votes, screening=screening, earlier=earlier
+        )
+
+    return runner.start_run(
+        runs,
+        write_data,
+        model_name=info.policy,
+        recipe=iteration_recipe(recipe),
+        max_steps=max_steps,
+        chunked=chunked,
+        on_done=lambda result: store.set_iteration_trained(name, result.out),
+    )

@@ -93,6 +93,7 @@ class TrainingRunner:
     def start(self, **train_kwargs: Any) -> None:
         """Begin a run with `train_run(**train_kwargs)`; refused while one is running.
 
+        `on_done(result)` is called once a run has finished (not when stopped or failed).
         `chunked=True` runs it as ZeroGPU chunks (`pipeline.zerogpu.train_in_chunks`, with an
         optional `chunk_steps`): progress then moves a chunk at a time, read from the run's
         metrics file, since a chunk may run in another process.
@@ -178,6 +179,7 @@ class TrainingRunner:
         from pipeline.zerogpu import score_on_gpu
 
         callbacks = [_Progress(self), *train_kwargs.pop("callbacks", [])]
+        on_done = train_kwargs.pop("on_done", None)  # told of the finished run, if any
         try:
             if chunked:
                 result = self._run_chunks(chunk_steps, **train_kwargs)
@@ -196,6 +198,11 @@ class TrainingRunner:
             self._log(traceback.format_exc())
             return
         stopped = self._stop.is_set()
+        if on_done is not None and result.finished and not stopped:
+            try:
+                on_done(result)
+            except UserError as exc:
+                self._log(f"error: {exc}")
         ranking = describe_held_out(result)
         if ranking and not stopped:
             self._log(ranking)

@@ -157,3 +157,37 @@ def test_iterate_from_the_command_line(tiny_model_dir, tmp_path):
     assert untrained.returncode == 2 and "give no preference rows" in untrained.stderr
     unknown = run_cli("iterate", "status", "nope", "--data", str(data))
     assert unknown.returncode == 2 and "no iteration 'nope'" in unknown.stderr
+
+
+def test_an_iteration_through_the_app(voting_app, tiny_model_dir, tmp_path):
+    """The owner starts an iteration and trains on it from the Iterations tab's endpoints;
+    voters with the planted taste vote in between; a voter may do neither."""
+    import time
+
+    url, store = voting_app
+    visitor = Client(url, verbose=False)
+    with pytest.raises(Exception, match="owner only"):
+        visitor.predict(api_name="/iterations")
+    owner = Client(url, verbose=False)
+    owner.predict(PASSWORD, api_name="/owner_sign_in")
+    message, table, _ = owner.predict(str(tiny_model_dir), "Typed below, one per line",
+                                      "\n".join(ROUND_ONE), None, 4, 1, "app-one",
+                                      api_name="/iteration_start")  # fmt: skip
+    assert message.startswith("**app-one**") and "served to voters first" in message
+    pairs = {p.name: p.pairs for p in store.pools()}["iteration:app-one"]
+    cast = vote_by_taste(url, random.Random(1), budget=pairs)
+    table, _ = owner.predict(api_name="/iterations")
+    assert table["data"][0][:5] == ["app-one", str(tiny_model_dir), pairs, cast, 1]
+
+    said = owner.predict("app-one", 1, False, 2, False, 0, False, api_name="/iteration_train")
+    assert "Training the model after **app-one**" in said
+    for _ in range(240):  # the Train tab's runner; a tiny model trains in seconds
+        status = owner.predict(api_name="/train_status")[0]
+        if status.startswith(("**done**", "**failed**")):
+            break
+        time.sleep(0.5)
+    assert status.startswith("**done**"), status
+    trained = store.iteration_info("app-one").trained
+    assert trained and trained.endswith("/model") and (tmp_path / "data" / "runs").is_dir()
+    table, _ = owner.predict(api_name="/iterations")
+    assert table["data"][0][-1] == trained

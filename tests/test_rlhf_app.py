@@ -43,7 +43,8 @@ def test_reward_model_best_of_n_rl_and_compare_through_the_app(rlhf_app, tiny_mo
     c.predict(*DATA, base, *REWARD_FORM, 6, *SCREENING, api_name="/reward_start")
     progress, _losses, accuracy, _table, log, _steps = _wait_for_training(c)
     assert progress.startswith("**done**") and "step 6/6" in progress, progress
-    assert "reward model" in progress and "of 120" in progress  # held-out pairs, pair by pair
+    # held-out pairs, pair by pair: the 48 that 6 steps of 8 pairs read (of 120)
+    assert "reward model" in progress and "of 48" in progress
     assert {"accuracy (train)", "accuracy (eval)"} <= {row[2] for row in accuracy["data"]}
     assert "training: 6 steps" in log
     with pytest.raises(Exception, match="scores titles and writes none"):

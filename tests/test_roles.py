@@ -101,7 +101,8 @@ def assert_voter_refused_everywhere(client, hub, data, csv_path) -> set[str]:
             "/evaluate_judge", "/evaluate_choices", "/reward_start", "/reward_resume",
             "/rl_start", "/rl_resume", "/train_method", "/compare_runs", "/compare_choices",
             "/best_of_n", "/reward_models", "/pools",
-            "/pool_set"} <= set(owner_endpoints)  # fmt: skip
+            "/pool_set", "/iterations", "/iteration_start",
+            "/iteration_train"} <= set(owner_endpoints)  # fmt: skip
     for name, info in owner_endpoints.items():
         expected = "Generate is for the owner" if name == "/generate" else "owner only"
         wrong_kind = [12345] * len(info["parameters"])

@@ -150,7 +150,8 @@ def test_an_sft_stage_shows_as_such_and_can_be_stopped(data, tiny_model_dir, tmp
     assert status.stage == "dpo" and (status.step, status.total) == (2, 2)
     assert all(m["step"] <= 2 for m in status.metrics)  # the charts carry DPO's metrics only
 
-    runner.start(out=tmp_path / "stopped", **kwargs, callbacks=[SlowSteps()])
+    # no step limit here: a limit bounds the SFT stage too, and 2 steps leave no time to stop
+    runner.start(out=tmp_path / "stopped", **{**kwargs, "max_steps": None}, callbacks=[SlowSteps()])
     deadline = time.monotonic() + 60
     while runner.status().stage != "sft" or runner.status().step < 1:
         assert time.monotonic() < deadline and runner.status().running, runner.status()

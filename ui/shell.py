@@ -26,12 +26,21 @@ from pipeline.votes import VoteStore
 from ui.context import AppParts, Context, TabParts
 from ui.guard import Guard, RoleFirstBlocks
 from ui.sign_in import OwnerSignIn, describe_caller
-from ui.tabs import evaluate, generate, hub, leaderboard, pools, train, vote
+from ui.tabs import evaluate, generate, hub, iterations, leaderboard, pools, train, vote
 
 # The project's own log lines go to the `pipeline` loggers (pipeline.logs).
 log = logging.getLogger("pipeline.app")
 
-TABS: tuple[ModuleType, ...] = (vote, generate, leaderboard, train, evaluate, pools, hub)
+TABS: tuple[ModuleType, ...] = (
+    vote,
+    generate,
+    leaderboard,
+    train,
+    evaluate,
+    iterations,
+    pools,
+    hub,
+)
 
 
 def build_app(
