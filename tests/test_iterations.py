@@ -85,6 +85,14 @@ def vote_by_taste(url: str, rng: random.Random, budget: int, noise: float = 0.2)
     return cast
 
 
+def vote_together(url: str, rngs: list[random.Random], budget: int) -> int:
+    """One simulated voter per rng, voting at the same time (as a class does); votes cast."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(rngs)) as pool:
+        return sum(pool.map(lambda rng: vote_by_taste(url, rng, budget), rngs))
+
+
 @pytest.fixture
 def voting_app(tiny_model_dir, tmp_path):
     """The app without the tutorial pool, with an owner password (loopback clients vote)."""
@@ -126,7 +134,7 @@ def test_two_iterations_learn_the_voters_planted_taste(voting_app, tiny_model_di
         assert info.policy == (policies[-1] if policies else str(tiny_model_dir))
         pairs = {p.name: p.pairs for p in store.pools()}[info.pool]
         # served first, before the last iteration's pairs: the voters' first votes are its
-        cast = sum(vote_by_taste(url, rng, budget=pairs) for _ in range(3))
+        cast = vote_together(url, [random.Random(rng.random()) for _ in range(3)], pairs)
         status = iteration_status(store, info.name)
         assert status.votes == cast and status.voters == 3 and status.ready
         result = train_iteration(store, info.name, tmp_path / f"it{number}", recipe)
