@@ -311,7 +311,8 @@ def cmd_iterate_start(args: argparse.Namespace) -> str:
     info = start_iteration(store, plan, _settings(args))
     if args.json:
         return json.dumps(asdict(info), ensure_ascii=False)
-    skipped = f"; {plan.left_out} ideas left out (trained on or asked before)" * bool(plan.left_out)
+    left_out = plan.left_out
+    skipped = f"; {left_out} ideas left out (trained on or asked before)" if left_out else ""
     return (
         f"iteration {info.name!r}: {info.policy} wrote {info.k} titles for {len(plan.ideas)} "
         f"ideas of {where}{skipped}; their pairs are served first (pool {info.pool})"
@@ -319,11 +320,10 @@ def cmd_iterate_start(args: argparse.Namespace) -> str:
 
 
 def cmd_iterate_status(args: argparse.Namespace) -> str:
-    from pipeline.iterations import iteration_status
+    from pipeline.iterations import iteration_statuses
 
     store = _store(args)
-    names = [args.name] if args.name else [i.name for i in store.iterations()]
-    found = [iteration_status(store, n) for n in names]
+    found = iteration_statuses(store, [store.iteration_info(args.name)] if args.name else None)
     if args.json:
         return json.dumps([{**asdict(f), "ready": f.ready} for f in found], ensure_ascii=False)
     return "\n".join(f.describe() for f in found) or "no iterations yet"

@@ -21,7 +21,7 @@ from pathlib import Path
 from pipeline.datasets import idea_key, write_dataset_folder
 from pipeline.errors import UserError
 from pipeline.generation import GenerationSettings
-from pipeline.ratings import NO_SCREENING, Screening, agreement
+from pipeline.ratings import NO_SCREENING, Screening, agreement, tally
 from pipeline.recipes import DPORecipe, get_recipe
 from pipeline.rounds import Generate, generate_with, unique_ideas
 from pipeline.runs import run_ideas, run_summary
@@ -53,6 +53,7 @@ class IterationStatus:
     """How far an iteration's voting has come."""
 
     name: str
+    policy: str  # the model that wrote its titles
     pairs: int
     votes: int
     voters: int
@@ -101,34 +102,19 @@ def plan_iteration(
     if target_votes < 1:
         raise UserError(f"the target is at least 1 vote per pair, not {target_votes}")
     seen = _ideas_seen(store, policy, earlier)
-    fresh = [i for i in unique_ideas(ideas, ideas_from) if idea_key(i) not in seen]
+    asked = unique_ideas(ideas, ideas_from)
+    fresh = [i for i in asked if idea_key(i) not in seen]
     if not fresh:
         raise UserError(f"every idea of {ideas_from} was trained on or asked about already")
     name = name or time.strftime("iteration-%Y%m%d-%H%M%S")
-    left_out = len(unique_ideas(ideas, ideas_from)) - len(fresh)
+    left_out = len(asked) - len(fresh)
     return IterationPlan(name, policy, parent, fresh, ideas_from, k, target_votes, left_out)
 
 
 def _ideas_seen(store: VoteStore, policy: str, earlier: list[IterationInfo]) -> set[str]:
     """The ideas (keys) the policy trained on (a finished run's) and earlier iterations'."""
     seen = {idea_key(i) for i in run_ideas(policy, "train")} if run_summary(policy) else set()
-    pools = {i.pool for i in earlier}
-    for view in _pairs_of(store, pools):
-        seen.add(idea_key(view))
-    return seen
-
-
-def _pairs_of(store: VoteStore, pools: set[str]) -> list[str]:
-    """The ideas of the pairs in `pools`."""
-    if not pools:
-        return []
-    marks = ", ".join("?" for _ in pools)
-    rows = store.connection().execute(
-        f"SELECT DISTINCT i.text FROM pairs p JOIN ideas i ON i.id = p.idea_id "
-        f"WHERE p.pool IN ({marks})",
-        tuple(pools),
-    )
-    return [row[0] for row in rows.fetchall()]
+    return seen | {idea_key(i) for i in store.pool_ideas([i.pool for i in earlier])}
 
 
 def start_iteration(
@@ -155,23 +141,34 @@ def start_iteration(
 
 
 def iteration_status(store: VoteStore, name: str) -> IterationStatus:
-    info = store.iteration_info(name)
-    counts = {p.name: p for p in store.pools()}.get(info.pool)
-    votes = [v for v in store.votes() if v.pool == info.pool]
-    per_pair: dict[int, int] = {}
-    for v in votes:
-        per_pair[v.pair_id] = per_pair.get(v.pair_id, 0) + 1
-    at_target = sum(n >= info.target_votes for n in per_pair.values())
-    return IterationStatus(
-        name,
-        counts.pairs if counts else 0,
-        len(votes),
-        len({v.voter for v in votes}),
-        at_target,
-        info.target_votes,
-        agreement(votes).unanimous,
-        info.trained,
-    )
+    return iteration_statuses(store, [store.iteration_info(name)])[0]
+
+
+def iteration_statuses(
+    store: VoteStore, iterations: list[IterationInfo] | None = None
+) -> list[IterationStatus]:
+    """The status of each iteration (default: every one), from one reading of the votes."""
+    iterations = store.iterations() if iterations is None else iterations
+    pairs = {p.name: p.pairs for p in store.pools()}
+    every_vote = store.votes()
+    found = []
+    for info in iterations:
+        votes = [v for v in every_vote if v.pool == info.pool]
+        at_target = sum(t.total >= info.target_votes for t in tally(votes))
+        found.append(
+            IterationStatus(
+                info.name,
+                info.policy,
+                pairs.get(info.pool, 0),
+                len(votes),
+                len({v.voter for v in votes}),
+                at_target,
+                info.target_votes,
+                agreement(votes).unanimous,
+                info.trained,
+            )
+        )
+    return found
 
 
 def iteration_screening(

@@ -486,8 +486,10 @@ class VoteStore:
         settings: dict[str, Any] | None = None,
         priority: int = 10,
     ) -> IterationInfo:
-        """An iteration in one transaction: the policy's titles (pipeline.generation.Title),
-        each idea's pairs in pool `iteration:NAME`, served at `priority`."""
+        """An iteration: the policy's titles (pipeline.generation.Title) as each idea's pairs
+        in pool `iteration:NAME`, served at `priority`, then its record. Not one transaction:
+        pairs added before a failure stay in their pool, and a retry under the same name
+        reuses them."""
         name = check_round_name(name, "iteration")
         if name in {i.name for i in self.iterations()}:
             raise UserError(f"there is already an iteration called {name!r}")
@@ -515,6 +517,18 @@ class VoteStore:
         self._write(insert)
         self.set_pool(pool, priority=priority)
         return self.iteration_info(name)
+
+    def pool_ideas(self, pools: Sequence[str]) -> list[str]:
+        """The ideas of the pairs in `pools`."""
+        if not pools:
+            return []
+        marks = ", ".join("?" for _ in pools)
+        rows = self.connection().execute(
+            "SELECT DISTINCT i.text FROM pairs p JOIN ideas i ON i.id = p.idea_id"
+            f" WHERE p.pool IN ({marks})",
+            tuple(pools),
+        )
+        return [row[0] for row in rows.fetchall()]
 
     def iterations(self) -> list[IterationInfo]:
         """Every iteration, oldest first."""

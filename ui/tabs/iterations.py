@@ -11,7 +11,7 @@ from pipeline.errors import UserError
 from pipeline.iterations import (
     DEFAULT_K,
     DEFAULT_TARGET,
-    iteration_status,
+    iteration_statuses,
     plan_iteration,
     start_iteration,
     train_iteration_in_app,
@@ -93,10 +93,9 @@ class Iterations:
         self.store, self.runner, self.runs = ctx.store, ctx.runner, runs_dir(ctx.folder)
 
     def listing(self):
-        found = [iteration_status(self.store, i.name) for i in self.store.iterations()]
-        policies = {i.name: i.policy for i in self.store.iterations()}
+        found = iteration_statuses(self.store)
         rows = [
-            [s.name, policies[s.name], s.pairs, s.votes, s.voters,
+            [s.name, s.policy, s.pairs, s.votes, s.voters,
              f"{s.pairs_at_target} of {s.pairs} ({s.target_votes}+ votes)",
              "" if s.unanimous is None else f"{s.unanimous:.0%}", s.trained or ""]
             for s in found
