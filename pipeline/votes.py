@@ -845,15 +845,15 @@ class VoteStore:
         voter = check_voter(voter)
         db = self.connection()
         done = db.execute("SELECT count(*) FROM votes WHERE voter = ?", (voter,)).fetchone()[0]
-        remaining = db.execute(
-            f"""
-            WITH served AS ({SERVED_PAIRS})
-            SELECT count(*) FROM served
-            WHERE id NOT IN (SELECT pair_id FROM votes WHERE voter = ?)
-            """,
+        # served pairs, less those this voter judged: two counts, no scan of pairs per voter
+        retired = "SELECT name FROM pools WHERE retired = 1"
+        served = db.execute(f"SELECT count(*) FROM pairs WHERE pool NOT IN ({retired})")
+        judged = db.execute(
+            f"SELECT count(*) FROM votes v JOIN pairs p ON p.id = v.pair_id"
+            f" WHERE v.voter = ? AND p.pool NOT IN ({retired})",
             (voter,),
-        ).fetchone()[0]
-        return done, remaining
+        )
+        return done, served.fetchone()[0] - judged.fetchone()[0]
 
     def counts(self) -> dict[str, int]:
         db = self.connection()
