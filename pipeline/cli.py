@@ -305,17 +305,23 @@ def cmd_iterate_start(args: argparse.Namespace) -> str:
 
     ideas, where = _round_ideas(args)
     store = _store(args)
+    # every check is done before the policy loads
     plan = plan_iteration(
-        store, args.model, ideas, where, name=args.name, k=args.n, target_votes=args.target
-    )  # every check before the policy loads
+        store,
+        args.model,
+        ideas,
+        where,
+        name=args.name,
+        k=args.n,
+        target_votes=args.target,
+        max_ideas=args.max_ideas,
+    )  # fmt: skip
     info = start_iteration(store, plan, _settings(args))
     if args.json:
         return json.dumps(asdict(info), ensure_ascii=False)
-    left_out = plan.left_out
-    skipped = f"; {left_out} ideas left out (trained on or asked before)" if left_out else ""
     return (
-        f"iteration {info.name!r}: {info.policy} wrote {info.k} titles for {len(plan.ideas)} "
-        f"ideas of {where}{skipped}; their pairs are served first (pool {info.pool})"
+        f"iteration {info.name!r}: {info.policy} wrote {info.k} titles for "
+        f"{plan.describe_ideas()} of {where}; their pairs are served first (pool {info.pool})"
     )
 
 
@@ -330,17 +336,52 @@ def cmd_iterate_status(args: argparse.Namespace) -> str:
 
 
 def cmd_iterate_train(args: argparse.Namespace) -> str:
-    from pipeline.iterations import train_iteration
+    from pipeline.iterations import train_iteration, wait_for_votes
     from pipeline.methods import describe_run
     from pipeline.recipes import recipe_from_args
 
     recipe = recipe_from_args(args)  # checked before the (slow) model load
+    store = _store(args)
+    if args.wait:
+        wait_for_votes(store, args.name, every=args.wait_seconds)
     use_tracking_dir(data_dir())
     result = train_iteration(
-        _store(args), args.name, args.out, recipe, min_votes=args.min_votes,
+        store, args.name, args.out, recipe, min_votes=args.min_votes,
         screening=vote_screening(args), earlier=args.with_earlier, max_steps=args.max_steps,
+        judge=not args.no_judge,
     )  # fmt: skip
-    return json.dumps(asdict(result)) if args.json else describe_run(result)
+    if args.json:
+        return json.dumps(asdict(result))
+    judged = store.iteration_info(args.name).judge_round
+    return describe_run(result) + (
+        f"\njudging round {judged!r} is served to voters" if judged else ""
+    )
+
+
+def cmd_iterate_judge(args: argparse.Namespace) -> str:
+    from pipeline.iterations import judge_iteration
+    from pipeline.rounds import ideas_from_file
+
+    store = _store(args)
+    ideas = ideas_from_file(args.ideas) if args.ideas else None
+    info = judge_iteration(store, args.name, ideas=ideas, k=args.k)
+    return (
+        f"round {info.name!r}: {', '.join(info.labels)}; {info.pairs} pairs served to voters "
+        f"(report: python -m pipeline iterate report)"
+    )
+
+
+def cmd_iterate_report(args: argparse.Namespace) -> str:
+    from pipeline.iteration_report import iteration_report, report_chart
+
+    found = iteration_report(_store(args))
+    if args.chart:
+        if not found:
+            raise UserError("no iterations yet: nothing to chart")
+        report_chart(found).savefig(args.chart, dpi=120)
+    if args.json:
+        return json.dumps([r.as_dict() for r in found], ensure_ascii=False)
+    return "\n".join(r.describe() for r in found) or "no iterations yet"
 
 
 def cmd_evaluate_create(args: argparse.Namespace) -> str:
@@ -515,8 +556,8 @@ def add_run_command(sub, method: Method) -> None:
 
 
 def add_iterate(sub) -> None:
-    """`iterate start | status | train`: on-policy iterations (`pipeline.iterations`)."""
-    # Over 60 lines: three steps' flags, each read top to bottom in its --help order.
+    """`iterate start | status | train | judge | report`: on-policy iterations."""
+    # Over 60 lines: five steps' flags, each read top to bottom in its --help order.
     iterate = sub.add_parser(
         "iterate", help="on-policy iterations: a policy's own titles voted on, then trained on"
     )
@@ -534,6 +575,9 @@ def add_iterate(sub) -> None:
     ideas.add_argument("--ideas", type=Path, help="a file with one idea per line (or a CSV)")
     ideas.add_argument("--fresh-ideas", action="store_true", help="the shipped 60 fresh ideas")
     p.add_argument("--target", type=int, default=2, help="votes per pair to aim for (default 2)")
+    p.add_argument(
+        "--max-ideas", type=int, default=16, help="new ideas it asks about, at most (default 16)"
+    )
     p.add_argument("--name", default=None, help="its name (default: iteration-DATE-TIME)")
     _add_sampling(p)  # --n: titles per idea (5 make 10 pairs)
     p.add_argument("--data", type=Path, default=None, help=data_help)
@@ -551,12 +595,36 @@ def add_iterate(sub) -> None:
     p.add_argument("--out", required=True, type=Path, help="OUT/data and the policy in OUT/model")
     p.add_argument("--min-votes", type=int, default=1, help="votes a pair needs (default 1)")
     p.add_argument("--with-earlier", action="store_true", help="the earlier iterations' votes too")
+    p.add_argument(
+        "--wait", action="store_true", help="first wait until every pair has its target votes"
+    )
+    p.add_argument("--wait-seconds", type=float, default=30, help="--wait looks this often")
+    p.add_argument(
+        "--no-judge", action="store_true", help="no judging round for the trained policy"
+    )
     add_vote_screening(p)
     add_recipe_arguments(p)
     p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
     p.add_argument("--data", type=Path, default=None, help=data_help)
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(run=cmd_iterate_train)
+
+    p = steps.add_parser(
+        "judge", help="a judging round: the trained policy against the one before and the start"
+    )
+    p.add_argument("name", help="the iteration (trained)")
+    p.add_argument(
+        "--ideas", type=Path, default=None, help="a file of ideas (default: those kept for judging)"
+    )
+    p.add_argument("--k", type=int, default=2, help="titles per model per idea (default 2)")
+    p.add_argument("--data", type=Path, default=None, help=data_help)
+    p.set_defaults(run=cmd_iterate_judge)
+
+    p = steps.add_parser("report", help="every iteration: votes, titles, judged win rates")
+    p.add_argument("--chart", type=Path, default=None, help="also save the chart (PNG) here")
+    p.add_argument("--data", type=Path, default=None, help=data_help)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=cmd_iterate_report)
 
 
 def add_pools(sub) -> None:

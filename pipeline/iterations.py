@@ -5,32 +5,56 @@ One iteration, top to bottom:
 
     start: the policy writes K titles for new ideas -> their pairs join the vote pool
            (`iteration:NAME`, served first) -> collect: votes per pair against a target
-    -> train: DPO on those votes from the policy, measured against itself (iterative DPO)
-    -> the trained policy starts the next iteration
+    -> train: DPO on those votes from the policy, measured against itself (iterative DPO),
+       by hand or once every pair has its target votes (`due_for_training`)
+    -> judge: an evaluation round, the trained policy against the policy before it and the
+       first iteration's, on ideas kept for judging (`judge_ideas`), in the same link
+    -> the trained policy starts the next iteration; `pipeline.iteration_report` follows them
 
-Its whole state is in the vote store (the `iterations` table, its pool and the votes) and in
-the run folder of its training.
+Its whole state is in the vote store (the `iterations` table, its pool, its judging round and
+the votes) and in the run folder of its training.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from pipeline.datasets import idea_key, write_dataset_folder
 from pipeline.errors import UserError
 from pipeline.generation import GenerationSettings
 from pipeline.ratings import NO_SCREENING, Screening, agreement, tally
 from pipeline.recipes import DPORecipe, get_recipe
-from pipeline.rounds import Generate, generate_with, unique_ideas
+from pipeline.rounds import (
+    Generate,
+    RoundModel,
+    RoundPlan,
+    create_round,
+    fresh_ideas,
+    generate_with,
+    short_name,
+    trained_on,
+    unique_ideas,
+)
 from pipeline.runs import run_ideas, run_summary
-from pipeline.votes import IterationInfo, VoteStore
+from pipeline.votes import IterationInfo, RoundInfo, VoteStore, check_round_name
+
+log = logging.getLogger(__name__)
 
 DEFAULT_K = 5  # titles per idea: 10 pairs per idea
 DEFAULT_TARGET = 2  # votes per pair the owner aims for
-# An iteration's pool is served before the tutorial's (0) and a round's (say 1), and each
-# iteration before the earlier ones, which keep collecting votes after it.
+DEFAULT_IDEAS = 16  # new ideas per iteration: the shipped ones last three iterations
+JUDGE_K = 2  # titles per model per idea in a judging round
+# Every fourth shipped fresh idea is kept for judging: no iteration asks about it, so every
+# judging round measures every policy on the same ideas, none of which it trained on.
+JUDGE_EVERY = 4
+# An iteration's pool is served before the tutorial's (0) and a plain round's (0), and each
+# newer iteration or judging round before the ones already there, which keep collecting.
 PRIORITY = 10
 
 
@@ -46,6 +70,18 @@ class IterationPlan:
     k: int
     target_votes: int
     left_out: int  # ideas dropped because the policy (or an earlier iteration) had them
+    for_judging: int = 0  # ideas dropped because they are kept for judging
+    later: int = 0  # new ideas past `max_ideas`, left for the next iterations
+
+    def describe_ideas(self) -> str:
+        """How many ideas it asks about, and why any were left out."""
+        why = [
+            f"{self.left_out} trained on or asked before" if self.left_out else "",
+            f"{self.for_judging} kept for judging" if self.for_judging else "",
+            f"{self.later} left for later iterations" if self.later else "",
+        ]
+        why = [w for w in why if w]
+        return f"{len(self.ideas)} ideas" + (f" ({'; '.join(why)})" if why else "")
 
 
 @dataclass(frozen=True)
@@ -86,9 +122,11 @@ def plan_iteration(
     name: str | None = None,
     k: int = DEFAULT_K,
     target_votes: int = DEFAULT_TARGET,
+    max_ideas: int = DEFAULT_IDEAS,
 ) -> IterationPlan:
     """The next iteration: from `policy`, or (None) from the last iteration's trained policy.
-    Ideas the policy trained on, or an earlier iteration already asked about, are left out."""
+    Ideas the policy trained on, an earlier iteration asked about, or kept for judging are
+    left out; of the rest, the first `max_ideas`."""
     earlier = store.iterations()
     parent = earlier[-1].name if earlier and policy is None else None
     if policy is None:
@@ -101,14 +139,35 @@ def plan_iteration(
         raise UserError(f"an iteration's titles per idea are 2 to 10, not {k}")
     if target_votes < 1:
         raise UserError(f"the target is at least 1 vote per pair, not {target_votes}")
+    if max_ideas < 1:
+        raise UserError(f"an iteration asks about 1 idea at least, not {max_ideas}")
     seen = _ideas_seen(store, policy, earlier)
+    judging = {idea_key(i) for i in judge_ideas()}
     asked = unique_ideas(ideas, ideas_from)
-    fresh = [i for i in asked if idea_key(i) not in seen]
+    unseen = [i for i in asked if idea_key(i) not in seen]
+    fresh = [i for i in unseen if idea_key(i) not in judging]
     if not fresh:
-        raise UserError(f"every idea of {ideas_from} was trained on or asked about already")
+        raise UserError(
+            f"every idea of {ideas_from} was trained on, asked about already or is kept for "
+            "judging: type new ones, or give a file of them"
+        )
     name = name or time.strftime("iteration-%Y%m%d-%H%M%S")
-    left_out = len(asked) - len(fresh)
-    return IterationPlan(name, policy, parent, fresh, ideas_from, k, target_votes, left_out)
+    return IterationPlan(
+        name, policy, parent, fresh[:max_ideas], ideas_from, k, target_votes,
+        left_out=len(asked) - len(unseen), for_judging=len(unseen) - len(fresh),
+        later=max(0, len(fresh) - max_ideas),
+    )  # fmt: skip
+
+
+def judge_ideas() -> list[str]:
+    """The shipped fresh ideas kept for judging rounds (every JUDGE_EVERY-th one)."""
+    return fresh_ideas()[JUDGE_EVERY - 1 :: JUDGE_EVERY]
+
+
+def _next_priority(store: VoteStore) -> int:
+    """Above every iteration's and judging round's pool so far: the newest is served first."""
+    ours = [p.priority for p in store.pools() if p.name.startswith(("iteration:", "round:judge-"))]
+    return max([PRIORITY - 1, *ours]) + 1
 
 
 def _ideas_seen(store: VoteStore, policy: str, earlier: list[IterationInfo]) -> set[str]:
@@ -136,7 +195,7 @@ def start_iteration(
         ideas_from=plan.ideas_from,
         target_votes=plan.target_votes,
         settings=asdict(settings),
-        priority=PRIORITY + len(store.iterations()),
+        priority=_next_priority(store),
     )
 
 
@@ -212,10 +271,12 @@ def train_iteration(
     screening: Screening = NO_SCREENING,
     earlier: bool = False,
     max_steps: int | None = None,
+    judge: bool = True,
+    generate: Generate = generate_with,
 ):
     """The next policy: the iteration's votes in OUT/data, DPO from its policy in OUT/model
     (`iteration_recipe`), its held-out pairs scored; recorded as the iteration's trained
-    policy, which the next iteration starts from."""
+    policy, which the next iteration starts from; then, with `judge`, its judging round."""
     from pipeline.methods import score_run, train_run
 
     info = store.iteration_info(name)
@@ -228,8 +289,107 @@ def train_iteration(
     )
     result = score_run(result)
     if result.finished:
-        store.set_iteration_trained(name, result.out)
+        trained(store, name, result.out, judge, generate)
     return result
+
+
+def trained(
+    store: VoteStore, name: str, model: str, judge: bool = True, generate: Generate = generate_with
+) -> RoundInfo | None:
+    """What follows a finished training: the model recorded as the iteration's next policy,
+    then (`judge`) its judging round created."""
+    store.set_iteration_trained(name, model)
+    return judge_iteration(store, name, generate) if judge else None
+
+
+# --- judging ---------------------------------------------------------------------------------
+
+
+def judging_plan(
+    store: VoteStore, name: str, ideas: list[str] | None = None, k: int = JUDGE_K
+) -> RoundPlan:
+    """The round that judges an iteration's trained policy: against the policy it started
+    from and against the first iteration's (when that is another model), on `ideas`
+    (default: `judge_ideas`) less any a model in it trained on or an iteration asked about."""
+    info = store.iteration_info(name)
+    if not info.trained:
+        raise UserError(f"iteration {name!r} has no trained policy to judge yet: train it first")
+    chain = _chain(store, info)
+    models = [RoundModel(f"after {name}", info.trained), RoundModel(f"before {name}", info.policy)]
+    if chain[0].policy != info.policy:
+        models.append(RoundModel(f"start: {short_name(chain[0].policy)}", chain[0].policy))
+    asked = {idea_key(i) for i in store.pool_ideas([i.pool for i in store.iterations()])}
+    seen = trained_on(models) | asked
+    chosen = [i for i in unique_ideas(ideas or judge_ideas(), "the judging ideas")
+              if idea_key(i) not in seen]  # fmt: skip
+    if not chosen:
+        raise UserError("every judging idea was trained on or asked about: give other ideas")
+    taken = {r.name for r in store.rounds()}
+    round_name = next(
+        n
+        for n in (f"judge-{name}"[:60] + (f"-{i}" if i > 1 else "") for i in range(1, 99))
+        if n not in taken
+    )  # a second judging of the same iteration (other ideas, say) gets its own round
+    round_name = check_round_name(round_name)
+    from_where = "ideas kept for judging" if ideas is None else "the ideas given"
+    settings = GenerationSettings(n=k, seed=0)
+    return RoundPlan(round_name, models, chosen, from_where, k, settings)
+
+
+def judge_iteration(
+    store: VoteStore,
+    name: str,
+    generate: Generate = generate_with,
+    ideas: list[str] | None = None,
+    k: int = JUDGE_K,
+) -> RoundInfo:
+    """The judging round (`judging_plan`) created and served to voters before anything else
+    of the iterations so far; recorded as the iteration's."""
+    plan = judging_plan(store, name, ideas, k)
+    info = create_round(store, plan, generate)
+    # No pool of its own: every pair was there already (an earlier judging of the same
+    # titles) or the models wrote the very same titles; the report says so.
+    if f"round:{info.name}" in {p.name for p in store.pools()}:
+        store.set_pool(f"round:{info.name}", priority=_next_priority(store))
+    store.set_iteration_judge(name, info.name)
+    return info
+
+
+def _chain(store: VoteStore, info: IterationInfo) -> list[IterationInfo]:
+    """The iterations that led to `info`, first one first (following `parent`)."""
+    by_name = {i.name: i for i in store.iterations()}
+    chain = [info]
+    while chain[0].parent in by_name and len(chain) <= len(by_name):
+        chain.insert(0, by_name[chain[0].parent])
+    return chain
+
+
+# --- training when the votes are in ----------------------------------------------------------
+
+
+def wait_for_votes(
+    store: VoteStore, name: str, every: float = 30.0, say: Callable[[str], Any] = log.info
+) -> IterationStatus:
+    """Return once every pair of the iteration has its target votes (looking every `every`
+    seconds, saying how far it is when that changes)."""
+    last = None
+    while not (status := iteration_status(store, name)).ready:
+        if status.votes != last:
+            say(status.describe())
+            last = status.votes
+        time.sleep(every)
+    return status
+
+
+def due_for_training(store: VoteStore) -> list[IterationInfo]:
+    """Iterations the owner asked to train at target, whose every pair has its target votes,
+    not trained and not started yet."""
+    waiting = [i for i in store.iterations() if i.auto_train and "run" not in i.auto_train]
+    waiting = [i for i in waiting if not i.trained]
+    if not waiting:
+        return []
+    ready = {s.name for s in iteration_statuses(store, waiting) if s.ready}
+    return [i for i in waiting if i.name in ready]
 
 
 def train_iteration_in_app(
@@ -244,10 +404,13 @@ def train_iteration_in_app(
     earlier: bool = False,
     max_steps: int | None = None,
     chunked: bool = False,
+    judge: bool = True,
+    generate: Generate = generate_with,
 ) -> Path:
     """`train_iteration` through the app's runner (`pipeline.runner.TrainingRunner`: a run
-    folder in `runs`, Stop and Resume, ZeroGPU chunks): the next policy is recorded as the
-    iteration's when the run finishes. Returns the run folder."""
+    folder in `runs`, Stop and Resume, ZeroGPU chunks): when the run finishes, the next
+    policy is recorded as the iteration's and (`judge`) its judging round is created with
+    `generate` (the app's: a GPU call). Returns the run folder."""
     info = store.iteration_info(name)
 
     def write_data(out: Path) -> None:
@@ -262,5 +425,57 @@ def train_iteration_in_app(
         recipe=iteration_recipe(recipe),
         max_steps=max_steps,
         chunked=chunked,
-        on_done=lambda result: store.set_iteration_trained(name, result.out),
+        on_done=lambda result: trained(store, name, result.out, judge, generate),
     )
+
+
+class AutoTrainer:
+    """Starts the training of each iteration the owner asked to train at target, once its
+    votes are in (`due_for_training`), through `start(iteration) -> run folder`. A watcher
+    thread checks every `every` seconds while such an iteration waits; `check` is one look."""
+
+    def __init__(
+        self, store: VoteStore, start: Callable[[IterationInfo], Path], every: float = 10.0
+    ) -> None:
+        self.store, self.start, self.every = store, start, every
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def check(self) -> list[str]:
+        """Start what is due; the names started. A run going already: next time."""
+        started = []
+        with self._lock:
+            for info in due_for_training(self.store):
+                try:
+                    run = self.start(info)
+                except UserError as exc:
+                    log.info("iteration %s waits to train: %s", info.name, exc)
+                    break
+                options = {**(info.auto_train or {}), "run": str(run)}
+                self.store.set_iteration_auto_train(info.name, options)
+                log.info("iteration %s has its votes: training in %s", info.name, run)
+                started.append(info.name)
+        return started
+
+    def waiting(self) -> bool:
+        """Some iteration is to be trained at target and has not started."""
+        return any(
+            i.auto_train and "run" not in i.auto_train and not i.trained
+            for i in self.store.iterations()
+        )
+
+    def watch(self) -> None:
+        """Keep checking while something waits (a thread; started again when needed)."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._thread = threading.Thread(target=self._loop, name="auto-train", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while self.waiting():
+            time.sleep(self.every)
+            try:
+                self.check()
+            except Exception:  # keep watching: a broken store shows in the owner's listing
+                log.exception("checking the iterations to train failed")

@@ -199,10 +199,13 @@ class TrainingRunner:
             return
         stopped = self._stop.is_set()
         if on_done is not None and result.finished and not stopped:
+            self._update(message="The run is done; finishing what follows it…")
             try:
                 on_done(result)
             except UserError as exc:
                 self._log(f"error: {exc}")
+            except Exception as exc:  # the model is saved: the run stays done, the log says
+                self._log(f"error after the run: {exc}\n{traceback.format_exc()}")
         ranking = describe_held_out(result)
         if ranking and not stopped:
             self._log(ranking)

@@ -183,6 +183,20 @@ def m005_iterations(db: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m006_iteration_judging(db: sqlite3.Connection) -> None:
+    db.executescript(
+        """
+        -- the evaluation round that judges an iteration's trained policy (against the
+        -- policy it started from, and the first iteration's), once created
+        ALTER TABLE iterations ADD COLUMN judge_round TEXT;
+        -- JSON of the training options when the owner asked for training once every pair
+        -- has its target votes; it gains "run" (the run folder) once that training starts
+        ALTER TABLE iterations ADD COLUMN auto_train TEXT;
+        """
+    )
+
+
 # The pairs a voter may be served: those of pools not retired, with their pool's priority.
 SERVED_PAIRS = """
     SELECT p.id, p.vote_count, coalesce(s.priority, 0) AS priority FROM pairs p
@@ -287,6 +301,8 @@ class IterationInfo:
     created_at: float
     trained: str | None
     trained_at: float | None
+    judge_round: str | None = None  # the round judging its trained policy
+    auto_train: dict[str, Any] | None = None  # train at target, with these options
 
     @property
     def pool(self) -> str:
@@ -530,14 +546,23 @@ class VoteStore:
         )
         return [row[0] for row in rows.fetchall()]
 
+    def pool_titles(self, pool: str) -> list[tuple[str, str, str | None]]:
+        """(idea, title, the completion as written) of every title in a pool's pairs."""
+        rows = self.connection().execute(
+            "SELECT DISTINCT i.text, t.text, t.raw FROM pairs p JOIN ideas i ON i.id = p.idea_id"
+            " JOIN titles t ON t.id IN (p.title_a, p.title_b) WHERE p.pool = ? ORDER BY t.id",
+            (pool,),
+        )
+        return [tuple(row) for row in rows.fetchall()]
+
     def iterations(self) -> list[IterationInfo]:
         """Every iteration, oldest first."""
         rows = self.connection().execute(
             "SELECT name, policy, parent, k, ideas_from, target_votes, settings, created_at,"
-            " trained, trained_at FROM iterations ORDER BY id"
+            " trained, trained_at, judge_round, auto_train FROM iterations ORDER BY id"
         )
         return [
-            IterationInfo(*row[:6], json.loads(row[6]) if row[6] else None, *row[7:])
+            IterationInfo(*row[:6], _json_or_none(row[6]), *row[7:11], _json_or_none(row[11]))
             for row in rows.fetchall()
         ]
 
@@ -555,6 +580,25 @@ class VoteStore:
             lambda db: db.execute(
                 "UPDATE iterations SET trained = ?, trained_at = ? WHERE name = ?",
                 (str(model), time.time(), name),
+            )
+        )
+        return self.iteration_info(name)
+
+    def set_iteration_judge(self, name: str, round_name: str) -> IterationInfo:
+        """Record the evaluation round that judges the iteration's trained policy."""
+        return self._set_iteration(name, "judge_round", round_name)
+
+    def set_iteration_auto_train(self, name: str, options: dict[str, Any] | None) -> IterationInfo:
+        """Train once every pair has its target votes, with `options` (None: not on its own)."""
+        return self._set_iteration(
+            name, "auto_train", None if options is None else json.dumps(options)
+        )
+
+    def _set_iteration(self, name: str, column: str, value: Any) -> IterationInfo:
+        self.iteration_info(name)
+        self._write(
+            lambda db: db.execute(
+                f"UPDATE iterations SET {column} = ? WHERE name = ?", (value, name)
             )
         )
         return self.iteration_info(name)
@@ -905,6 +949,10 @@ def check_round_name(name: str | None, what: str = "round") -> str:
             "starting with a letter or digit"
         )
     return name
+
+
+def _json_or_none(text: str | None) -> Any:
+    return json.loads(text) if text else None
 
 
 def _upsert_idea(db: sqlite3.Connection, text: str, now: float) -> int:

@@ -7,6 +7,7 @@ rebuilds on load (NFC, the Qwen2 split regex, byte-level), so token ids survive 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -186,3 +187,23 @@ def marked_models(tiny_model_dir, tmp_path_factory) -> tuple[Path, Path]:
             setattr(config, key, value)
         config.save_pretrained(path)
     return plain, marked
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture
+def browser():
+    """Debian's chromium, headless, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run",
+            ],
+        )  # fmt: skip
+        yield browser
+        browser.close()

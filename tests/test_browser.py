@@ -1,49 +1,14 @@
 """A real browser (Debian's chromium, driven by Playwright) votes in the app."""
 
 import re
-import shutil
 import sqlite3
 import threading
-from pathlib import Path
 
 import httpx
-import pytest
 
 from app_process import start_app, stop_app
 from pipeline.votes import VoteStore
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parent.parent
-SCREENSHOTS = ROOT / "runs" / "screenshots"
-# The README's pictures: written again by `UPDATE_DOCS_IMAGES=1 pytest tests/test_browser.py`.
-DOCS_IMAGES = {"vote-tab.png", "train-tab.png"}
-
-
-def screenshot(page, name: str) -> None:
-    """The whole page in runs/screenshots/NAME; with UPDATE_DOCS_IMAGES=1, the README's
-    pictures (what the window shows) in docs/images/ too."""
-    import os
-
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
-    if name in DOCS_IMAGES and os.environ.get("UPDATE_DOCS_IMAGES") == "1":
-        page.screenshot(path=str(ROOT / "docs" / "images" / name))
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run",
-            ],
-        )  # fmt: skip
-        yield browser
-        browser.close()
+from screens import screenshot
 
 
 def test_vote_three_times_by_click_and_keyboard(browser, tiny_model_dir, tmp_path):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+from pathlib import Path
 
 import pytest
 from gradio_client import Client
@@ -16,6 +18,7 @@ from conftest import run_cli
 from pipeline.errors import UserError
 from pipeline.generation import GenerationSettings
 from pipeline.votes import VoteStore
+from screens import screenshot
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -69,6 +72,25 @@ def test_an_iteration_is_served_first_and_refuses_what_it_cannot_do(tiny_model_d
     assert (status.pairs, status.votes, status.ready) == (pool.pairs, 0, False)
 
 
+def test_an_iteration_asks_about_a_batch_of_new_ideas_and_never_the_judging_ones(tmp_path):
+    from pipeline.iterations import judge_ideas, plan_iteration
+    from pipeline.rounds import fresh_ideas
+
+    store = VoteStore.in_folder(tmp_path)
+    shipped, judging = fresh_ideas(), judge_ideas()
+    assert len(judging) == len(shipped) // 4 and set(judging) < set(shipped)
+    plan = plan_iteration(store, "some/model", shipped, "fresh", max_ideas=16)
+    assert len(plan.ideas) == 16 and not set(plan.ideas) & set(judging)
+    assert (plan.for_judging, plan.later) == (len(judging), len(shipped) - len(judging) - 16)
+    assert plan.describe_ideas() == (
+        f"16 ideas ({len(judging)} kept for judging; {plan.later} left for later iterations)"
+    )
+    with pytest.raises(UserError, match="kept for judging"):
+        plan_iteration(store, "some/model", judging, "the judging ideas")
+    with pytest.raises(UserError, match="1 idea at least"):
+        plan_iteration(store, "some/model", shipped, "fresh", max_ideas=0)
+
+
 def vote_by_taste(url: str, rng: random.Random, budget: int, noise: float = 0.2) -> int:
     """A simulated voter through the app: prefers the title with more of the planted letter
     (a random side a fifth of the time, a tie when equal), for `budget` votes at most."""
@@ -94,15 +116,21 @@ def vote_together(url: str, rngs: list[random.Random], budget: int) -> int:
 
 
 @pytest.fixture
-def voting_app(tiny_model_dir, tmp_path):
-    """The app without the tutorial pool, with an owner password (loopback clients vote)."""
+def voting_app(tiny_model_dir, tmp_path, monkeypatch):
+    """The app without the tutorial pool, with an owner password (loopback clients vote),
+    looking for iterations to train at target twice a second."""
     from app import build_app, serve
     from pipeline.access import AccessSettings
+    from ui.tabs.iterations import AUTO_TRAIN_SETTING
+
+    monkeypatch.setenv(AUTO_TRAIN_SETTING, "0.5")
 
     data = tmp_path / "data"
     store = VoteStore.in_folder(data)
     # simulated voters vote as fast as a script can: the per-voter limit is a person's
-    access = AccessSettings(owner_password=PASSWORD, votes_per_minute=1000)
+    access = AccessSettings(
+        owner_password=PASSWORD, votes_per_minute=1000, address_votes_per_minute=5000
+    )
     app = build_app(str(tiny_model_dir), str(data), access, tutorial_pool=False)
     port = free_port()
     serve(app, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True)
@@ -110,7 +138,9 @@ def voting_app(tiny_model_dir, tmp_path):
     app.close()
 
 
-def test_two_iterations_learn_the_voters_planted_taste(voting_app, tiny_model_dir, tmp_path):
+def test_two_iterations_learn_the_voters_planted_taste(
+    voting_app, tiny_model_dir, tmp_path, browser
+):
     from pipeline.iterations import (
         iteration_status,
         plan_iteration,
@@ -145,8 +175,59 @@ def test_two_iterations_learn_the_voters_planted_taste(voting_app, tiny_model_di
         assert result.recipe["sft_epochs"] == 0 and result.reference == info.policy
         policies.append(result.out)
         shares.append(planted_share(result.out))
+        # its judging round: the trained policy against the one before (and the start)
+        judging = store.round_info(store.iteration_info(info.name).judge_round)
+        labels = [f"after it{number}", f"before it{number}"]
+        assert judging.labels == labels + ([f"start: {tiny_model_dir.name}"] if number > 1 else [])
     # each iteration moves the policy towards the taste (seen: 0.088, 0.122, 0.160)
     assert shares[0] < shares[1] < shares[2] and shares[2] > shares[0] + 0.03, shares
+
+    # the judging rounds' pairs are served, the newest first; three more voters judge
+    from pipeline.iteration_report import iteration_report
+
+    vote_together(url, [random.Random(rng.random()) for _ in range(3)], 200)
+    reports = iteration_report(store)
+    assert [r.name for r in reports] == ["it1", "it2"] and reports[1].policy_label == (
+        "trained after it1"
+    )
+    pools = {p.name: p.votes for p in store.pools()}
+    for report in reports:
+        assert report.votes == pools[f"iteration:{report.name}"] and report.voters == 6
+        # (a judging round may reuse an earlier one's pair: the same two titles)
+        assert report.judge_votes >= pools[f"round:judge-{report.name}"] > 0
+        assert report.over_before.total > 0
+        assert report.trained_titles.titles == 2 * len(judging_ideas_left(store))
+    assert reports[0].over_start is None and reports[1].over_start.total > 0
+    show_the_iterations_tab(browser, url, reports)
+
+
+def show_the_iterations_tab(browser, url: str, reports) -> None:
+    """The owner's Iterations tab in a real browser: the report's rows and the chart."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    page.goto(url)
+    page.get_by_text("Owner sign-in").click()
+    page.get_by_label("Owner password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in as the owner").click()
+    page.get_by_text("every tab is yours").wait_for()
+    page.get_by_role("tab", name="Iterations").click()
+    for report in reports:  # each row says how the trained policy fared, by pair
+        page.locator(f"text={_by_pair_text(report.over_before)} >> visible=true").first.wait_for()
+    page.get_by_text("Across iterations").wait_for()
+    page.locator("img[src^='data:image']").first.wait_for()  # the chart (webp)
+    screenshot(page, "iterations-tab.png")
+
+
+def _by_pair_text(h) -> str:
+    decided = h.pairs_won + h.pairs_lost
+    return f"{h.pairs_won} of {decided} pairs" if decided else "no pair decided yet"
+
+
+def judging_ideas_left(store: VoteStore) -> list[str]:
+    """The judging ideas no iteration asked about (the ones a judging round uses)."""
+    from pipeline.iterations import judge_ideas
+
+    asked = set(store.pool_ideas([i.pool for i in store.iterations()]))
+    return [i for i in judge_ideas() if i not in asked]
 
 
 def test_iterate_from_the_command_line(tiny_model_dir, tmp_path):
@@ -165,37 +246,72 @@ def test_iterate_from_the_command_line(tiny_model_dir, tmp_path):
     assert untrained.returncode == 2 and "give no preference rows" in untrained.stderr
     unknown = run_cli("iterate", "status", "nope", "--data", str(data))
     assert unknown.returncode == 2 and "no iteration 'nope'" in unknown.stderr
+    unjudged = run_cli("iterate", "judge", "cli-one", "--data", str(data))
+    assert unjudged.returncode == 2 and "no trained policy to judge yet" in unjudged.stderr
+    chart = tmp_path / "iterations.png"
+    report = run_cli("iterate", "report", "--chart", str(chart), "--data", str(data), "--json")
+    assert report.returncode == 0, report.stderr
+    (found,) = json.loads(report.stdout)
+    assert (found["name"], found["votes"], found["trained"]) == ("cli-one", 0, None)
+    assert found["policy_titles"]["titles"] >= 2 and chart.stat().st_size > 10_000
 
 
 def test_an_iteration_through_the_app(voting_app, tiny_model_dir, tmp_path):
-    """The owner starts an iteration and trains on it from the Iterations tab's endpoints;
-    voters with the planted taste vote in between; a voter may do neither."""
+    """The owner starts an iteration to be trained once its votes are in, from the Iterations
+    tab's endpoints; a voter with the planted taste votes; the app trains on its own, puts
+    the judging round to the voters, and the report shows what they said. A voter may do
+    none of the owner's part."""
     import time
 
     url, store = voting_app
     visitor = Client(url, verbose=False)
+    for endpoint in ("/iterations", "/iteration_report"):
+        with pytest.raises(Exception, match="owner only"):
+            visitor.predict(api_name=endpoint)
     with pytest.raises(Exception, match="owner only"):
-        visitor.predict(api_name="/iterations")
+        visitor.predict("app-one", api_name="/iteration_judge")
     owner = Client(url, verbose=False)
     owner.predict(PASSWORD, api_name="/owner_sign_in")
+    training = [1, False, 2, False, 0, False]  # votes per pair, earlier, steps, screening
     message, table, _ = owner.predict(str(tiny_model_dir), "Typed below, one per line",
-                                      "\n".join(ROUND_ONE), None, 4, 1, "app-one",
-                                      api_name="/iteration_start")  # fmt: skip
+                                      "\n".join(ROUND_ONE), None, 4, 1, "app-one", 16, True,
+                                      *training, api_name="/iteration_start")  # fmt: skip
     assert message.startswith("**app-one**") and "served to voters first" in message
+    assert "trains once every pair has 1 votes" in message
+    assert store.iteration_info("app-one").auto_train["max_steps"] == 2
     pairs = {p.name: p.pairs for p in store.pools()}["iteration:app-one"]
-    cast = vote_by_taste(url, random.Random(1), budget=pairs)
+    cast = vote_by_taste(url, random.Random(1), budget=pairs - 1)
     table, _ = owner.predict(api_name="/iterations")
     assert table["data"][0][:5] == ["app-one", str(tiny_model_dir), pairs, cast, 1]
+    time.sleep(1.5)  # three looks by the watcher: one pair short of the target, no training
+    assert "run" not in store.iteration_info("app-one").auto_train
 
-    said = owner.predict("app-one", 1, False, 2, False, 0, False, api_name="/iteration_train")
-    assert "Training the model after **app-one**" in said
-    for _ in range(240):  # the Train tab's runner; a tiny model trains in seconds
+    vote_by_taste(url, random.Random(2), budget=1)  # a second voter: the last pair's vote
+    for _ in range(240):  # the watcher starts the Train tab's runner; a tiny model is quick
         status = owner.predict(api_name="/train_status")[0]
-        if status.startswith(("**done**", "**failed**")):
+        if store.iteration_info("app-one").judge_round or status.startswith("**failed**"):
             break
         time.sleep(0.5)
-    assert status.startswith("**done**"), status
-    trained = store.iteration_info("app-one").trained
-    assert trained and trained.endswith("/model") and (tmp_path / "data" / "runs").is_dir()
+    info = store.iteration_info("app-one")
+    assert info.trained and info.trained.endswith("/model"), status
+    assert info.auto_train["run"] == str(Path(info.trained).parent)
+    assert info.judge_round == "judge-app-one"
     table, _ = owner.predict(api_name="/iterations")
-    assert table["data"][0][-1] == trained
+    assert table["data"][0][-1] == info.trained
+
+    # the judging round's pairs come first now: a voter judges them
+    judging = store.round_info("judge-app-one")
+    judged = vote_by_taste(url, random.Random(3), budget=judging.pairs)
+    assert judged == judging.pairs
+    rows, chart = owner.predict(api_name="/iteration_report")
+    (row,) = rows["data"]
+    assert row[:2] == ["app-one", f"{cast + 1} (2)"] and row[4] == judged
+    # by pair: each of the voter's judgements decides its pair (one vote each), or a tie
+    assert re.fullmatch(r"\d+% \(\d+%–\d+%\), \d+ of \d+ pairs|no pair decided yet.*", row[5])
+    assert chart is not None
+
+    # judged again (the owner may, say after more training): a second round, which the
+    # iteration now points to
+    said, rows, _ = owner.predict("app-one", api_name="/iteration_judge")
+    assert said.startswith("Round **judge-app-one-2**")
+    assert store.iteration_info("app-one").judge_round == "judge-app-one-2"

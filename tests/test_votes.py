@@ -29,7 +29,7 @@ def test_migrations_apply_once_and_are_recorded(tmp_path):
     assert migrate(db) == []
     names = [r[0] for r in db.execute("SELECT name FROM _migrations")]
     assert names == ["m001_initial", "m002_flags_and_gold", "m003_evaluation_rounds",
-                     "m004_pool_settings", "m005_iterations"]  # fmt: skip
+                     "m004_pool_settings", "m005_iterations", "m006_iteration_judging"]  # fmt: skip
 
 
 def test_a_database_from_before_flags_upgrades_with_its_votes(tmp_path):

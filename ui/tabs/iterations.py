@@ -1,17 +1,25 @@
-"""The Iterations tab, the owner's: the model's own titles go to the voters first, and the
-next model learns from their votes (`pipeline.iterations`); each iteration's votes so far."""
+"""The Iterations tab, the owner's: the model's own titles go to the voters first, the next
+model learns from their votes, and a judging round says whether it got better
+(`pipeline.iterations`, `pipeline.iteration_report`)."""
 
 from __future__ import annotations
+
+import os
 
 import gradio as gr
 
 from pipeline.access import OWNER
 from pipeline.appdata import runs_dir
 from pipeline.errors import UserError
+from pipeline.iteration_report import iteration_report, report_chart
 from pipeline.iterations import (
+    DEFAULT_IDEAS,
     DEFAULT_K,
     DEFAULT_TARGET,
+    AutoTrainer,
+    IterationInfo,
     iteration_statuses,
+    judge_iteration,
     plan_iteration,
     start_iteration,
     train_iteration_in_app,
@@ -29,9 +37,13 @@ SHOWN_TO = OWNER
 FRESH_IDEAS = "The shipped fresh ideas"
 IDEA_SOURCES = {FRESH_IDEAS: "fresh", "Typed below, one per line": "typed",
                 "A file, one idea per line": "file"}  # fmt: skip
-LAST_TRAINED = ""  # an empty model box: the last iteration's trained policy
 STATUS_COLUMNS = ["Iteration", "Policy", "Pairs", "Votes", "Voters", "Pairs at target",
                   "Unanimous", "Trained policy"]  # fmt: skip
+REPORT_COLUMNS = ["Iteration", "Votes (voters)", "Policy's titles in format", "Mean length",
+                  "Judging votes", "Trained beats the one before (by pair)",
+                  "Trained beats the start (by pair)", "Trained titles in format"]  # fmt: skip
+# How often the app looks whether an iteration to be trained at target has its votes.
+AUTO_TRAIN_SETTING, AUTO_TRAIN_SECONDS = "TITLE_DPO_AUTO_TRAIN_SECONDS", 10.0
 
 
 def build(ctx: Context) -> TabParts:
@@ -40,9 +52,10 @@ def build(ctx: Context) -> TabParts:
     gr.Markdown(
         "An iteration: the model writes K titles for new ideas, their pairs are served to "
         "voters before anything else, and once they have votes the next model is trained on "
-        "them, by DPO from the model itself. Leave the model empty to carry on from the last "
-        "iteration's trained model. Ideas a model trained on, or an earlier iteration asked "
-        "about, are left out. Training runs on the Train tab's runner: follow it there."
+        "them, by DPO from the model itself. A judging round then puts the trained model "
+        "against the one before and the start, blind, on ideas kept for judging. Leave the "
+        "model empty to carry on from the last trained one. Training runs on the Train tab's "
+        "runner: follow it there."
     )
     with gr.Row():
         policy = gr.Textbox(ctx.generator.name, label="Model (empty: the last trained one)")
@@ -53,44 +66,64 @@ def build(ctx: Context) -> TabParts:
         source = gr.Radio(list(IDEA_SOURCES), value=FRESH_IDEAS, label="Ideas")
         typed = gr.Textbox("", label="Ideas (one per line)", lines=3)
         ideas_file = gr.File(label="Ideas file", file_types=[".txt", ".csv"])
+        max_ideas = gr.Number(DEFAULT_IDEAS, precision=0, minimum=1, label="New ideas, at most")
+    auto = gr.Checkbox(False, label="Train on its own once every pair has its target votes")
     start = gr.Button("Start the iteration", variant="primary")
     started = gr.Markdown()
     table = gr.Dataframe(headers=STATUS_COLUMNS, interactive=False, label="Iterations", wrap=True)
     with gr.Row():
-        pick = gr.Dropdown([], label="Iteration to train on", allow_custom_value=True)
+        pick = gr.Dropdown([], label="Iteration to train or judge", allow_custom_value=True)
         min_votes = gr.Number(1, precision=0, minimum=1, label="Votes per pair at least")
         earlier = gr.Checkbox(False, label="With the earlier iterations' votes")
         max_steps = gr.Number(0, precision=0, minimum=0, label="Stop after steps (0: no limit)")
     screen_in = list(vote_screening())
     with gr.Row():
         train = gr.Button("Train the next model", variant="primary")
+        judge = gr.Button("Judge its trained model again")
         refresh = gr.Button("Refresh")
     trained = gr.Markdown()
+    report = gr.Dataframe(headers=REPORT_COLUMNS, interactive=False, label="Did it get better?",
+                          wrap=True)  # fmt: skip
+    chart = gr.Plot(label="Across iterations")
 
     iterations = Iterations(ctx)
-    listing = [table, pick]
+    listing, reporting = [table, pick], [report, chart]
+    training_options = [min_votes, earlier, max_steps, *screen_in]
     start.click(
-        guard(OWNER, iterations.start),
-        [policy, source, typed, ideas_file, k, target, name],
+        guard(OWNER, iterations.start, spread=len(training_options)),
+        [policy, source, typed, ideas_file, k, target, name, max_ideas, auto, *training_options],
         [started, *listing],
         api_name="iteration_start",
         concurrency_limit=1,  # one model on the GPU at a time
     )
     train.click(
-        guard(OWNER, iterations.train),
-        [pick, min_votes, earlier, max_steps, *screen_in],
+        guard(OWNER, iterations.train, spread=len(training_options)),
+        [pick, *training_options],
         trained,
         api_name="iteration_train",
     )
+    judge.click(guard(OWNER, iterations.judge), pick, [trained, *reporting],
+                api_name="iteration_judge", concurrency_limit=1)  # fmt: skip
     refresh.click(guard(OWNER, iterations.listing), None, listing, api_name="iterations")
-    return TabParts(on_open=(Wiring(guard(OWNER, iterations.listing), listing),))
+    refresh.click(guard(OWNER, iterations.report), None, reporting, api_name="iteration_report")
+    on_open = (
+        Wiring(guard(OWNER, iterations.listing), listing),
+        Wiring(guard(OWNER, iterations.report), reporting),
+    )
+    return TabParts(on_open=on_open)
 
 
 class Iterations:
-    """The tab's handlers: an iteration started, the iterations' votes, the next model."""
+    """The tab's handlers: an iteration started, the iterations' votes, the next model, its
+    judging, and the report across iterations."""
 
     def __init__(self, ctx: Context) -> None:
         self.store, self.runner, self.runs = ctx.store, ctx.runner, runs_dir(ctx.folder)
+        # trains what the owner asked to train at target, also after a restart
+        every = float(os.environ.get(AUTO_TRAIN_SETTING) or AUTO_TRAIN_SECONDS)
+        self.auto = AutoTrainer(self.store, self._train_due, every)
+        if self.auto.waiting():
+            self.auto.watch()
 
     def listing(self):
         found = iteration_statuses(self.store)
@@ -103,7 +136,13 @@ class Iterations:
         names = [s.name for s in found]
         return rows, gr.Dropdown(choices=names, value=names[-1] if names else None)
 
-    def start(self, policy, where, text, path, count, target, iteration_name):
+    def report(self):
+        found = iteration_report(self.store)
+        rows = [r.row() for r in found]
+        return rows, (report_chart(found) if found else None)
+
+    def start(self, policy, where, text, path, count, target, iteration_name, most, auto,
+              *options):  # fmt: skip
         ideas, ideas_from = round_ideas(IDEA_SOURCES[where], text, path)
         plan = plan_iteration(
             self.store,
@@ -113,32 +152,65 @@ class Iterations:
             name=(iteration_name or "").strip() or None,
             k=int(count or DEFAULT_K),
             target_votes=int(target or DEFAULT_TARGET),
+            max_ideas=int(most or DEFAULT_IDEAS),
         )
         info = start_iteration(self.store, plan, generate=generate_round_on_gpu)
         pool = {p.name: p for p in self.store.pools()}[info.pool]
-        left_out = f" ({plan.left_out} ideas left out: seen before)" if plan.left_out else ""
         message = (
-            f"**{info.name}**: {info.policy} wrote {info.k} titles for {len(plan.ideas)} ideas"
-            f"{left_out}; **{pool.pairs} pairs** are served to voters first."
+            f"**{info.name}**: {info.policy} wrote {info.k} titles for {plan.describe_ideas()}; "
+            f"**{pool.pairs} pairs** are served to voters first."
         )
+        if auto:
+            self.store.set_iteration_auto_train(info.name, options_of(*options))
+            self.auto.watch()
+            message += f" The next model trains once every pair has {info.target_votes} votes."
         return message, *self.listing()
 
-    def train(self, name, min_count, with_earlier, step_limit, fast, gold_floor, burst):
+    def train(self, name, *options):
         if not name:
             raise UserError("no iteration chosen: start one first")
-        run = train_iteration_in_app(
-            self.runner,
-            self.store,
-            name,
-            self.runs,
-            get_recipe(),
-            min_votes=int(min_count or 1),
-            screening=screening(fast, gold_floor, burst),
-            earlier=bool(with_earlier),
-            max_steps=int(step_limit) if step_limit else None,
-            chunked=ON_ZEROGPU,
-        )
+        run = self._train(self.store.iteration_info(name), options_of(*options))
         return (
             f"Training the model after **{name}** in `{run}`: follow it on the Train tab. "
-            "The next iteration starts from it once it is done."
+            "Its judging round is served to voters once it is done, and the next iteration "
+            "starts from it."
         )
+
+    def judge(self, name):
+        if not name:
+            raise UserError("no iteration chosen: start one first")
+        info = judge_iteration(self.store, name, generate=generate_round_on_gpu)
+        said = f"Round **{info.name}**: {', '.join(info.labels)}; {info.pairs} pairs served."
+        return said, *self.report()
+
+    def _train_due(self, info: IterationInfo):
+        return self._train(info, info.auto_train or {})
+
+    def _train(self, info: IterationInfo, options: dict):
+        return train_iteration_in_app(
+            self.runner,
+            self.store,
+            info.name,
+            self.runs,
+            get_recipe(),
+            min_votes=options.get("min_votes", 1),
+            screening=screening(
+                options.get("drop_fast"), options.get("min_gold"), options.get("drop_burst")
+            ),
+            earlier=options.get("earlier", False),
+            max_steps=options.get("max_steps"),
+            chunked=ON_ZEROGPU,
+            generate=generate_round_on_gpu,
+        )
+
+
+def options_of(min_count, with_earlier, step_limit, fast, gold_floor, burst) -> dict:
+    """The training fields' values, as stored for a training at target."""
+    return {
+        "min_votes": int(min_count or 1),
+        "earlier": bool(with_earlier),
+        "max_steps": int(step_limit) if step_limit else None,
+        "drop_fast": bool(fast),
+        "min_gold": float(gold_floor) if gold_floor else None,
+        "drop_burst": bool(burst),
+    }
