@@ -9,7 +9,10 @@ A Space's disk is wiped on restart, so the app mirrors its votes to a dataset re
   more at shutdown; a failed upload is retried at the next sync (the lines are already in the
   local shard);
 - at start-up every shard is read back and its votes restored, deduplicated by vote id; if
-  the Hub cannot be reached then, each sync tries again first, and sends nothing before.
+  the Hub cannot be reached then, each sync tries again first, and sends nothing before;
+- the on-policy iterations (`pipeline.iterations`: each one's record and its pool's pairs)
+  go the same way, as `iterations/{shard}.json`, uploaded when they change and restored
+  before the votes, so that an iteration's votes count for it again.
 
 `status()` says when the last sync succeeded, for the UI.
 """
@@ -24,6 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hub.auth import TRANSPORT_ERRORS, check_repo_id, hub_failure
 from pipeline.errors import UserError
@@ -47,8 +51,10 @@ Append-only JSON-lines shards under `votes/`, one per app process. Each line is 
 vote: `vote_id`, `voter`, `idea`, `title_a`, `title_b`, `choice` (`a_better`, `b_better`, `tie`,
 `both_bad`), `shown_left` (which title was on the left), `created_at` (Unix time),
 `seconds_taken`. The app restores them at start-up; `python -m hub push-dataset --votes ...`
-turns them into a preference dataset.
+turns them into a preference dataset. `iterations/` holds the on-policy iterations (their
+pairs, the policy that wrote them and what it was trained into), restored with the votes.
 """
+ITERATIONS_FOLDER = "iterations"
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,8 @@ class VoteMirror:
         self._token = token
         self.shard = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
         self.local_shard = Path(folder) / "hub-sync" / f"{self.shard}.jsonl"
+        self.local_iterations = self.local_shard.with_suffix(".iterations.json")
+        self._iterations_sent: str | None = None  # the iterations as last uploaded
         self._known: set[str] = set()  # vote ids already in some shard (ours or restored)
         self._lock = threading.Lock()  # one sync at a time
         self._stop = threading.Event()
@@ -110,16 +118,24 @@ class VoteMirror:
                 files = api.list_repo_files(self.repo_id, repo_type="dataset")
             except RepositoryNotFoundError:
                 files = []  # nothing mirrored yet: the first sync creates the repo
-            records, bad = [], 0
+            records, bad, iterations = [], 0, []
             for name in sorted(f for f in files if f.startswith(f"{SHARD_FOLDER}/")):
                 path = hf_hub_download(self.repo_id, name, repo_type="dataset", token=self._token)
                 shard_records, shard_bad = _read_shard(Path(path))
                 records += shard_records
                 bad += shard_bad
+            for name in sorted(f for f in files if f.startswith(f"{ITERATIONS_FOLDER}/")):
+                path = hf_hub_download(self.repo_id, name, repo_type="dataset", token=self._token)
+                found, unreadable = _read_iterations(Path(path))
+                iterations += found
+                bad += unreadable
         except (HfHubHTTPError, *TRANSPORT_ERRORS) as exc:
             self._error = hub_failure(exc, f"restore votes from {self.repo_id}", self._token)
             raise UserError(self._error) from None
+        # the iterations first: a vote on an iteration's pair then lands in its pool
+        _, rejected_iterations = self.store.restore_iterations(iterations)
         added, rejected = self.store.restore_votes(records)
+        rejected += rejected_iterations
         if bad or rejected:
             log.warning(
                 "restoring votes from %s: left out %d unreadable lines and %d invalid records",
@@ -159,10 +175,17 @@ class VoteMirror:
                     shard.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in new)
                     shard.flush()
                 self._known.update(r["vote_id"] for r in new)
-            if not self.local_shard.exists() or (not new and self._error is None):
+            iterations = json.dumps(self.store.iteration_records(), ensure_ascii=False)
+            changed = iterations != self._iterations_sent and iterations != "[]"
+            if changed:
+                self.local_iterations.parent.mkdir(parents=True, exist_ok=True)
+                self.local_iterations.write_text(iterations, encoding="utf-8")
+            nothing_new = not new and not changed and self._error is None
+            if nothing_new or not (self.local_shard.exists() or changed):
                 return True  # nothing new since the last successful upload
             try:
                 self._upload()
+                self._iterations_sent = iterations if changed else self._iterations_sent
             except (HfHubHTTPError, *TRANSPORT_ERRORS) as exc:
                 self._error = hub_failure(exc, f"sync votes to {self.repo_id}", self._token)
                 return False
@@ -179,14 +202,23 @@ class VoteMirror:
                 repo_id=self.repo_id,
                 repo_type="dataset",
             )
-        count = sum(1 for _ in self.local_shard.open(encoding="utf-8"))
-        api.upload_file(
-            path_or_fileobj=str(self.local_shard),
-            path_in_repo=f"{SHARD_FOLDER}/{self.shard}.jsonl",
-            repo_id=self.repo_id,
-            repo_type="dataset",
-            commit_message=f"Votes: shard {self.shard} now holds {count}",
-        )
+        if self.local_shard.exists():
+            count = sum(1 for _ in self.local_shard.open(encoding="utf-8"))
+            api.upload_file(
+                path_or_fileobj=str(self.local_shard),
+                path_in_repo=f"{SHARD_FOLDER}/{self.shard}.jsonl",
+                repo_id=self.repo_id,
+                repo_type="dataset",
+                commit_message=f"Votes: shard {self.shard} now holds {count}",
+            )
+        if self.local_iterations.exists():
+            api.upload_file(
+                path_or_fileobj=str(self.local_iterations),
+                path_in_repo=f"{ITERATIONS_FOLDER}/{self.shard}.json",
+                repo_id=self.repo_id,
+                repo_type="dataset",
+                commit_message=f"Iterations, as shard {self.shard} knows them",
+            )
 
     # -- schedule ----------------------------------------------------------------------------
 
@@ -224,6 +256,15 @@ def _read_shard(path: Path) -> tuple[list[dict], int]:
             except json.JSONDecodeError:
                 bad += 1
     return records, bad
+
+
+def _read_iterations(path: Path) -> tuple[list[Any], int]:
+    """(the iteration records, 1 if the file is unreadable) of one mirrored iterations file."""
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return [], 1
+    return (found, 0) if isinstance(found, list) else ([], 1)
 
 
 def mirror_for_app(store: VoteStore, folder: str | Path) -> VoteMirror | str | None:

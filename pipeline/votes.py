@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -546,6 +546,63 @@ class VoteStore:
         )
         return [row[0] for row in rows.fetchall()]
 
+    def iteration_records(self) -> list[dict[str, Any]]:
+        """Every iteration as a record that stands on its own, for a mirror: its fields, its
+        pool's pairs spelled out (each title with its completion and model) and how the pool
+        is served. `restore_iterations` reads them back."""
+        db = self.connection()
+        served = {p.name: p for p in self.pools()}
+        records = []
+        for info in self.iterations():
+            rows = db.execute(
+                "SELECT i.text, ta.text, ta.raw, ta.model, tb.text, tb.raw, tb.model FROM pairs p"
+                " JOIN ideas i ON i.id = p.idea_id JOIN titles ta ON ta.id = p.title_a"
+                " JOIN titles tb ON tb.id = p.title_b WHERE p.pool = ? ORDER BY p.id",
+                (info.pool,),
+            ).fetchall()
+            pool = served.get(info.pool)
+            records.append(
+                {
+                    **asdict(info),
+                    "priority": pool.priority if pool else None,
+                    "retired": pool.retired if pool else False,
+                    "pairs": [dict(zip(PAIR_RECORD, row, strict=True)) for row in rows],
+                }
+            )
+        return records
+
+    def restore_iterations(self, records: Iterable[Any]) -> tuple[int, int]:
+        """Put back iterations saved by `iteration_records` (e.g. mirrored to the Hub): each
+        one this store lacks, with its pairs (a pair restored earlier with its votes moves to
+        the iteration's pool) and its pool's serving; one it has gains the trained policy,
+        judging round and training-at-target it lacks. Returns (added, records left out)."""
+        known = {i.name: i for i in self.iterations()}
+        added = rejected = 0
+        for record in records:
+            try:
+                name, pairs, meta = _checked_iteration(record)
+            except (UserError, TypeError, ValueError, KeyError, AttributeError):
+                rejected += 1
+                continue
+            if name in known:
+                self._fill_iteration(known[name], record)
+                continue
+            self._write(lambda db, n=name, r=record, ps=pairs, m=meta: _insert_iteration(
+                db, n, r, ps, m))  # fmt: skip
+            if record.get("priority") is not None or record.get("retired"):
+                self.set_pool(f"iteration:{name}", record.get("priority"), record.get("retired"))
+            known[name] = self.iteration_info(name)
+            added += 1
+        return added, rejected
+
+    def _fill_iteration(self, info: IterationInfo, record: dict[str, Any]) -> None:
+        if not info.trained and isinstance(record.get("trained"), str):
+            self._set_iteration(info.name, "trained", record["trained"])
+        if not info.judge_round and isinstance(record.get("judge_round"), str):
+            self.set_iteration_judge(info.name, record["judge_round"])
+        if not info.auto_train and isinstance(record.get("auto_train"), dict):
+            self.set_iteration_auto_train(info.name, record["auto_train"])
+
     def pool_titles(self, pool: str) -> list[tuple[str, str, str | None]]:
         """(idea, title, the completion as written) of every title in a pool's pairs."""
         rows = self.connection().execute(
@@ -949,6 +1006,63 @@ def check_round_name(name: str | None, what: str = "round") -> str:
             "starting with a letter or digit"
         )
     return name
+
+
+# A pair in an iteration's record: the idea, then each title with its completion and model.
+PAIR_RECORD = ("idea", "title_a", "raw_a", "model_a", "title_b", "raw_b", "model_b")
+ITERATION_COLUMNS = (
+    "policy", "parent", "k", "ideas_from", "target_votes", "settings", "created_at",
+    "trained", "trained_at", "judge_round", "auto_train",
+)  # fmt: skip
+
+
+def _checked_iteration(record: Any) -> tuple[str, list[Pair], dict[tuple[str, str], dict]]:
+    """(name, pairs, title meta) of an iteration record, checked; else an error."""
+    name = check_round_name(record["name"], "iteration")
+    if not isinstance(record["policy"], str) or not record["policy"]:
+        raise UserError(f"iteration {name}: no policy")
+    for whole in ("k", "target_votes"):
+        if not isinstance(record[whole], int) or record[whole] < 1:
+            raise UserError(f"iteration {name}: {whole} is not a whole number")
+    pairs, meta = [], {}
+    for row in record["pairs"]:
+        pair = checked_pair(Pair(row["idea"], row["title_a"], row["title_b"]))
+        pairs.append(pair)
+        for side in ("a", "b"):
+            meta[(pair.idea, row[f"title_{side}"])] = {
+                "raw": row.get(f"raw_{side}"),
+                "model": row.get(f"model_{side}"),
+            }
+    if not pairs:
+        raise UserError(f"iteration {name}: no pairs")
+    return name, pairs, meta
+
+
+def _insert_iteration(
+    db: sqlite3.Connection, name: str, record: dict, pairs: list[Pair], meta: dict
+) -> None:
+    """One restored iteration: its pairs in its pool, then its row, in one transaction."""
+    now, pool = time.time(), f"iteration:{name}"
+    for pair in pairs:
+        idea_id = _upsert_idea(db, pair.idea, now)
+        a = _upsert_title(
+            db, idea_id, pair.title_a, "generated", meta.get((pair.idea, pair.title_a)), now
+        )
+        b = _upsert_title(
+            db, idea_id, pair.title_b, "generated", meta.get((pair.idea, pair.title_b)), now
+        )
+        pair_id, _ = _upsert_pair(db, idea_id, a, b, pool, now)
+        db.execute("UPDATE pairs SET pool = ? WHERE id = ? AND pool = 'restored'", (pool, pair_id))
+    values = [record.get(c) for c in ITERATION_COLUMNS]
+    for i, column in enumerate(ITERATION_COLUMNS):
+        if column in ("settings", "auto_train") and values[i] is not None:
+            values[i] = json.dumps(values[i])
+    values[ITERATION_COLUMNS.index("created_at")] = float(record.get("created_at") or now)
+    marks = ", ".join("?" for _ in ITERATION_COLUMNS)
+    db.execute(
+        f"INSERT INTO iterations (name, {', '.join(ITERATION_COLUMNS)}) VALUES (?, {marks})",
+        (name, *values),
+    )
 
 
 def _json_or_none(text: str | None) -> Any:

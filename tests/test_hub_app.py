@@ -17,10 +17,10 @@ WRITE = "hf_alice_write"
 VOTES_REPO = "alice/app-votes"
 
 
-def launch(hub, tmp_path, data, token=WRITE, **extra):
+def launch(hub, tmp_path, data, token=WRITE, args=(), **extra):
     env = {**hub_env(hub, token, cache_dir=tmp_path / "app-cache"), "HF_HUB_OFFLINE": "0",
            **extra}  # fmt: skip
-    return start_app("--data", str(data), log_path=tmp_path / "app.log", env=env)
+    return start_app("--data", str(data), *args, log_path=tmp_path / "app.log", env=env)
 
 
 def shard_lines(hub) -> dict[str, list[dict]]:
@@ -197,5 +197,53 @@ def test_a_mirror_that_cannot_work_yet_never_stops_the_app(hub, tmp_path):
         hub.start()
         wait_for(lambda: sum(len(v) for v in shard_lines(hub).values()) == 1)
         wait_for(lambda: "Last attempt failed" not in c.predict(api_name="/hub_status")[1])
+    finally:
+        stop_app(process)
+
+
+def test_an_iteration_comes_back_after_a_restart_with_its_pairs_and_votes(
+    hub, tmp_path, tiny_model_dir
+):
+    """The Iterations tab's state is mirrored with the votes: a Space restarted on an empty
+    disk lists the iteration, serves its pairs first, and counts its votes for it."""
+    password = "mirror owner password"
+    often = {"TITLE_DPO_VOTES_REPO": VOTES_REPO, "TITLE_DPO_SYNC_MINUTES": "0.02",
+             "TITLE_DPO_SECRET": "a-space-secret-of-32-characters!",
+             "TITLE_DPO_OWNER_PASSWORD": password, "TITLE_DPO_TUTORIAL_POOL": "0"}  # fmt: skip
+    model = ("--model", str(tiny_model_dir))
+    process, url = launch(hub, tmp_path, tmp_path / "disk-1", **often, args=model)
+    try:
+        owner = Client(url, verbose=False)
+        owner.predict(password, api_name="/owner_sign_in")
+        training = [1, False, 0, False, 0, False]
+        owner.predict(str(tiny_model_dir), "Typed below, one per line",
+                      "mirrored idea one\nmirrored idea two", None, 3, 1, "mirrored", 16, True,
+                      *training, api_name="/iteration_start")  # fmt: skip
+        voter_client = Client(url, verbose=False)
+        voter, *_, pair_id, _ = voter_client.predict(None, api_name="/start")
+        for _ in range(2):
+            *_, pair_id, _ = voter_client.predict(voter, pair_id, api_name="/vote_left")
+        wait_for(lambda: sum(len(v) for v in shard_lines(hub).values()) == 2)
+        wait_for(lambda: "iterations/" in " ".join(hub.repo_files("dataset", VOTES_REPO)))
+        before, _ = owner.predict(api_name="/iterations")
+    finally:
+        stop_app(process)
+    files = hub.repo_files("dataset", VOTES_REPO)
+    (mirrored,) = [
+        json.loads(text) for path, text in files.items() if path.startswith("iterations/")
+    ]
+    assert [i["name"] for i in mirrored] == ["mirrored"] and mirrored[0]["auto_train"]
+
+    process, url = launch(hub, tmp_path, tmp_path / "disk-2", **often, args=model)
+    try:
+        owner = Client(url, verbose=False)
+        owner.predict(password, api_name="/owner_sign_in")
+        after, _ = owner.predict(api_name="/iterations")
+        assert after["data"] == before["data"]  # the same pairs, votes and voters
+        pairs = len(mirrored[0]["pairs"])
+        assert after["data"][0][:5] == ["mirrored", str(tiny_model_dir), pairs, 2, 1]
+        # the same voter is served the iteration's pairs not yet judged, first
+        _, idea, *_ = Client(url, verbose=False).predict(voter, api_name="/start")
+        assert idea.startswith("mirrored idea")
     finally:
         stop_app(process)
