@@ -336,7 +336,7 @@ def cmd_iterate_status(args: argparse.Namespace) -> str:
 
 
 def cmd_iterate_train(args: argparse.Namespace) -> str:
-    from pipeline.iterations import train_iteration, wait_for_votes
+    from pipeline.iterations import train_iteration, train_iteration_rlhf, wait_for_votes
     from pipeline.methods import describe_run
     from pipeline.recipes import recipe_from_args
 
@@ -345,11 +345,14 @@ def cmd_iterate_train(args: argparse.Namespace) -> str:
     if args.wait:
         wait_for_votes(store, args.name, every=args.wait_seconds)
     use_tracking_dir(data_dir())
-    result = train_iteration(
-        store, args.name, args.out, recipe, min_votes=args.min_votes,
-        screening=vote_screening(args), earlier=args.with_earlier, max_steps=args.max_steps,
-        judge=not args.no_judge,
-    )  # fmt: skip
+    common = {"min_votes": args.min_votes, "screening": vote_screening(args),
+              "max_steps": args.max_steps, "judge": not args.no_judge}  # fmt: skip
+    if args.rlhf:  # the reward and RL recipes are the shipped fast ones
+        result = train_iteration_rlhf(store, args.name, args.out, **common)
+    else:
+        result = train_iteration(
+            store, args.name, args.out, recipe, earlier=args.with_earlier, **common
+        )
     if args.json:
         return json.dumps(asdict(result))
     judged = store.iteration_info(args.name).judge_round
@@ -601,6 +604,12 @@ def add_iterate(sub) -> None:
     p.add_argument("--wait-seconds", type=float, default=30, help="--wait looks this often")
     p.add_argument(
         "--no-judge", action="store_true", help="no judging round for the trained policy"
+    )
+    p.add_argument(
+        "--rlhf",
+        action="store_true",
+        help="the RLHF way: a reward model on every iteration's votes so far (OUT/reward), then "
+        "online RL against it (OUT/model), with the fast reward and RL recipes",
     )
     add_vote_screening(p)
     add_recipe_arguments(p)

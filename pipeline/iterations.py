@@ -29,7 +29,7 @@ from pipeline.datasets import idea_key, write_dataset_folder
 from pipeline.errors import UserError
 from pipeline.generation import GenerationSettings
 from pipeline.ratings import NO_SCREENING, Screening, agreement, tally
-from pipeline.recipes import DPORecipe, get_recipe
+from pipeline.recipes import DPORecipe, RewardRecipe, RLRecipe, get_recipe
 from pipeline.rounds import (
     Generate,
     RoundModel,
@@ -53,6 +53,12 @@ JUDGE_K = 2  # titles per model per idea in a judging round
 # Every fourth shipped fresh idea is kept for judging: no iteration asks about it, so every
 # judging round measures every policy on the same ideas, none of which it trained on.
 JUDGE_EVERY = 4
+# How the next policy learns from an iteration's votes.
+ITERATIVE_DPO, RLHF = "iterative-dpo", "rlhf"
+WAYS = {
+    ITERATIVE_DPO: "DPO on the iteration's votes, from the policy and against it",
+    RLHF: "a reward model on every iteration's votes so far, then online RL against it",
+}
 # An iteration's pool is served before the tutorial's (0) and a plain round's (0), and each
 # newer iteration or judging round before the ones already there, which keep collecting.
 PRIORITY = 10
@@ -293,6 +299,44 @@ def train_iteration(
     return result
 
 
+def train_iteration_rlhf(
+    store: VoteStore,
+    name: str,
+    out: str | Path,
+    reward_recipe: RewardRecipe | None = None,
+    rl_recipe: RLRecipe | None = None,
+    *,
+    min_votes: int = 1,
+    screening: Screening = NO_SCREENING,
+    max_steps: int | None = None,
+    judge: bool = True,
+    generate: Generate = generate_with,
+):
+    """The next policy the RLHF way: every iteration's votes so far in OUT/data, a reward
+    model retrained on them from the policy (OUT/reward), then online RL of the policy
+    against it (OUT/model); recorded and judged as `train_iteration` does. Returns the RL
+    run (or the reward run, when that did not finish)."""
+    from pipeline.methods import score_run, train_run
+
+    info = store.iteration_info(name)
+    out = Path(out)
+    write_iteration_data(
+        store, name, out / "data", min_votes=min_votes, screening=screening, earlier=True
+    )
+    reward_recipe = reward_recipe or get_recipe(kind=RewardRecipe)
+    reward = score_run(
+        train_run(out / "data", out / "reward", info.policy, reward_recipe, max_steps=max_steps)
+    )
+    if not reward.finished:
+        return reward
+    rl_recipe = rl_recipe or get_recipe(kind=RLRecipe)
+    result = train_run(out / "data", out / "model", info.policy, rl_recipe,
+                       reward_model=reward.out, max_steps=max_steps)  # fmt: skip
+    if result.finished:
+        trained(store, name, result.out, judge, generate)
+    return result
+
+
 def trained(
     store: VoteStore, name: str, model: str, judge: bool = True, generate: Generate = generate_with
 ) -> RoundInfo | None:
@@ -399,6 +443,7 @@ def train_iteration_in_app(
     runs: str | Path,
     recipe: DPORecipe | None = None,
     *,
+    way: str = ITERATIVE_DPO,
     min_votes: int = 1,
     screening: Screening = NO_SCREENING,
     earlier: bool = False,
@@ -407,26 +452,47 @@ def train_iteration_in_app(
     judge: bool = True,
     generate: Generate = generate_with,
 ) -> Path:
-    """`train_iteration` through the app's runner (`pipeline.runner.TrainingRunner`: a run
-    folder in `runs`, Stop and Resume, ZeroGPU chunks): when the run finishes, the next
-    policy is recorded as the iteration's and (`judge`) its judging round is created with
-    `generate` (the app's: a GPU call). Returns the run folder."""
+    """`train_iteration` (or, `way` RLHF, `train_iteration_rlhf`) through the app's runner
+    (`pipeline.runner.TrainingRunner`: run folders in `runs`, Stop and Resume, ZeroGPU
+    chunks): when the run finishes, the next policy is recorded as the iteration's and
+    (`judge`) its judging round is created with `generate` (the app's: a GPU call). The RLHF
+    way is two runs, the reward model's and then the RL one, which starts once the first is
+    done. Returns the (first) run folder."""
+    if way not in WAYS:
+        raise UserError(f"unknown way to train an iteration {way!r}: one of {', '.join(WAYS)}")
     info = store.iteration_info(name)
 
     def write_data(out: Path) -> None:
         write_iteration_data(
-            store, name, out, min_votes=min_votes, screening=screening, earlier=earlier
+            store, name, out, min_votes=min_votes, screening=screening,
+            earlier=earlier or way == RLHF,
+        )  # fmt: skip
+
+    def done(result) -> None:
+        trained(store, name, result.out, judge, generate)
+
+    common = {"max_steps": max_steps, "chunked": chunked, "model_name": info.policy}
+    if way == ITERATIVE_DPO:
+        return runner.start_run(
+            runs, write_data, recipe=iteration_recipe(recipe), on_done=done, **common
         )
 
-    return runner.start_run(
-        runs,
-        write_data,
-        model_name=info.policy,
-        recipe=iteration_recipe(recipe),
-        max_steps=max_steps,
-        chunked=chunked,
-        on_done=lambda result: trained(store, name, result.out, judge, generate),
-    )
+    def then_rl(reward) -> None:
+        """Once the reward run is done (the runner is free), RL against its model."""
+
+        def start_rl() -> None:
+            runner.wait()
+            try:
+                runner.start_run(runs, write_data, recipe=get_recipe(kind=RLRecipe),
+                                 reward_model=reward.out, on_done=done, **common)  # fmt: skip
+            except UserError as exc:  # another run took the runner meanwhile
+                log.warning("iteration %s: RL did not start after its reward model: %s",
+                            name, exc)  # fmt: skip
+
+        threading.Thread(target=start_rl, name="iteration-rl", daemon=True).start()
+
+    reward_recipe = get_recipe(kind=RewardRecipe)
+    return runner.start_run(runs, write_data, recipe=reward_recipe, on_done=then_rl, **common)
 
 
 class AutoTrainer:

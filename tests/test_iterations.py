@@ -23,6 +23,8 @@ from screens import screenshot
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 PASSWORD = "iterations owner password"
+DPO_WAY = "DPO from the model itself (iterative DPO)"  # the Iterations tab's choices
+RLHF_WAY = "RLHF: a reward model on every iteration's votes so far, then online RL"
 PLANTED = "e"  # the voters' taste: the title with the larger share of this letter
 SHORT = GenerationSettings(max_new_tokens=12, seed=0)
 ROUND_ONE = [f"iteration one idea {i}" for i in range(6)]
@@ -272,7 +274,8 @@ def test_an_iteration_through_the_app(voting_app, tiny_model_dir, tmp_path):
         visitor.predict("app-one", api_name="/iteration_judge")
     owner = Client(url, verbose=False)
     owner.predict(PASSWORD, api_name="/owner_sign_in")
-    training = [1, False, 2, False, 0, False]  # votes per pair, earlier, steps, screening
+    # how it learns, votes per pair, earlier iterations, steps, screening
+    training = [DPO_WAY, 1, False, 2, False, 0, False]
     message, table, _ = owner.predict(str(tiny_model_dir), "Typed below, one per line",
                                       "\n".join(ROUND_ONE), None, 4, 1, "app-one", 16, True,
                                       *training, api_name="/iteration_start")  # fmt: skip
@@ -315,3 +318,40 @@ def test_an_iteration_through_the_app(voting_app, tiny_model_dir, tmp_path):
     said, rows, _ = owner.predict("app-one", api_name="/iteration_judge")
     assert said.startswith("Round **judge-app-one-2**")
     assert store.iteration_info("app-one").judge_round == "judge-app-one-2"
+
+
+def test_the_rlhf_way_through_the_app_and_the_command_line(voting_app, tiny_model_dir, tmp_path):
+    """The other way to learn from an iteration's votes: a reward model on every iteration's
+    votes so far, then online RL against it; two runs on the Train tab's runner, the second
+    starting once the first is done; the same from the command line."""
+    import time
+
+    url, store = voting_app
+    owner = Client(url, verbose=False)
+    owner.predict(PASSWORD, api_name="/owner_sign_in")
+    training = [RLHF_WAY, 1, False, 2, False, 0, False]
+    owner.predict(str(tiny_model_dir), "Typed below, one per line", "\n".join(ROUND_ONE), None,
+                  4, 1, "rl-one", 16, False, *training, api_name="/iteration_start")  # fmt: skip
+    pairs = {p.name: p.pairs for p in store.pools()}["iteration:rl-one"]
+    assert vote_by_taste(url, random.Random(4), budget=pairs) == pairs
+    said = owner.predict("rl-one", *training, api_name="/iteration_train")
+    assert "Training the model after **rl-one**" in said
+    for _ in range(480):
+        if store.iteration_info("rl-one").judge_round:
+            break
+        time.sleep(0.5)
+    info = store.iteration_info("rl-one")
+    assert info.trained and info.judge_round == "judge-rl-one", owner.predict(
+        api_name="/train_status"
+    )
+    runs = sorted((tmp_path / "data" / "runs").iterdir())
+    summaries = [json.loads((r / "model" / "train_summary.json").read_text()) for r in runs]
+    assert [s["kind"] for s in summaries] == ["reward", "rl"]
+    assert summaries[1]["reward_model"] == str(runs[0] / "model")
+    assert info.trained == str(runs[1] / "model")
+
+    cli = run_cli("iterate", "train", "rl-one", "--rlhf", "--out", str(tmp_path / "cli-rl"),
+                  "--max-steps", "2", "--no-judge", "--data", str(tmp_path / "data"))  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert (tmp_path / "cli-rl" / "reward" / "train_summary.json").is_file()
+    assert store.iteration_info("rl-one").trained == str(tmp_path / "cli-rl" / "model")

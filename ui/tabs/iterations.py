@@ -16,6 +16,8 @@ from pipeline.iterations import (
     DEFAULT_IDEAS,
     DEFAULT_K,
     DEFAULT_TARGET,
+    ITERATIVE_DPO,
+    RLHF,
     AutoTrainer,
     IterationInfo,
     iteration_statuses,
@@ -42,6 +44,11 @@ STATUS_COLUMNS = ["Iteration", "Policy", "Pairs", "Votes", "Voters", "Pairs at t
 REPORT_COLUMNS = ["Iteration", "Votes (voters)", "Policy's titles in format", "Mean length",
                   "Judging votes", "Trained beats the one before (by pair)",
                   "Trained beats the start (by pair)", "Trained titles in format"]  # fmt: skip
+# How the next model learns, as the tab says it (pipeline.iterations.WAYS).
+WAY_LABELS = {
+    "DPO from the model itself (iterative DPO)": ITERATIVE_DPO,
+    "RLHF: a reward model on every iteration's votes so far, then online RL": RLHF,
+}
 # How often the app looks whether an iteration to be trained at target has its votes.
 AUTO_TRAIN_SETTING, AUTO_TRAIN_SECONDS = "TITLE_DPO_AUTO_TRAIN_SECONDS", 10.0
 
@@ -71,6 +78,7 @@ def build(ctx: Context) -> TabParts:
     start = gr.Button("Start the iteration", variant="primary")
     started = gr.Markdown()
     table = gr.Dataframe(headers=STATUS_COLUMNS, interactive=False, label="Iterations", wrap=True)
+    way = gr.Radio(list(WAY_LABELS), value=next(iter(WAY_LABELS)), label="The next model learns by")
     with gr.Row():
         pick = gr.Dropdown([], label="Iteration to train or judge", allow_custom_value=True)
         min_votes = gr.Number(1, precision=0, minimum=1, label="Votes per pair at least")
@@ -88,7 +96,7 @@ def build(ctx: Context) -> TabParts:
 
     iterations = Iterations(ctx)
     listing, reporting = [table, pick], [report, chart]
-    training_options = [min_votes, earlier, max_steps, *screen_in]
+    training_options = [way, min_votes, earlier, max_steps, *screen_in]
     start.click(
         guard(OWNER, iterations.start, spread=len(training_options)),
         [policy, source, typed, ideas_file, k, target, name, max_ideas, auto, *training_options],
@@ -193,6 +201,7 @@ class Iterations:
             info.name,
             self.runs,
             get_recipe(),
+            way=options.get("way", ITERATIVE_DPO),
             min_votes=options.get("min_votes", 1),
             screening=screening(
                 options.get("drop_fast"), options.get("min_gold"), options.get("drop_burst")
@@ -204,9 +213,10 @@ class Iterations:
         )
 
 
-def options_of(min_count, with_earlier, step_limit, fast, gold_floor, burst) -> dict:
+def options_of(way, min_count, with_earlier, step_limit, fast, gold_floor, burst) -> dict:
     """The training fields' values, as stored for a training at target."""
     return {
+        "way": WAY_LABELS.get(way, ITERATIVE_DPO),
         "min_votes": int(min_count or 1),
         "earlier": bool(with_earlier),
         "max_steps": int(step_limit) if step_limit else None,
