@@ -216,6 +216,8 @@ def show_the_iterations_tab(browser, url: str, reports) -> None:
         page.locator(f"text={_by_pair_text(report.over_before)} >> visible=true").first.wait_for()
     page.get_by_text("Across iterations").wait_for()
     page.locator("img[src^='data:image']").first.wait_for()  # the chart (webp)
+    # the window on the report and the chart (the docs' picture)
+    page.evaluate("document.querySelector('#iteration-report').scrollIntoView()")
     screenshot(page, "iterations-tab.png")
 
 

@@ -91,7 +91,7 @@ def build(ctx: Context) -> TabParts:
         refresh = gr.Button("Refresh")
     trained = gr.Markdown()
     report = gr.Dataframe(headers=REPORT_COLUMNS, interactive=False, label="Did it get better?",
-                          wrap=True)  # fmt: skip
+                          wrap=True, elem_id="iteration-report")  # fmt: skip
     chart = gr.Plot(label="Across iterations")
 
     iterations = Iterations(ctx)
