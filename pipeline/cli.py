@@ -336,7 +336,12 @@ def cmd_iterate_status(args: argparse.Namespace) -> str:
 
 
 def cmd_iterate_train(args: argparse.Namespace) -> str:
-    from pipeline.iterations import train_iteration, train_iteration_rlhf, wait_for_votes
+    from pipeline.iterations import (
+        IterationData,
+        train_iteration,
+        train_iteration_rlhf,
+        wait_for_votes,
+    )
     from pipeline.methods import describe_run
     from pipeline.recipes import recipe_from_args
 
@@ -345,14 +350,14 @@ def cmd_iterate_train(args: argparse.Namespace) -> str:
     if args.wait:
         wait_for_votes(store, args.name, every=args.wait_seconds)
     use_tracking_dir(data_dir())
-    common = {"min_votes": args.min_votes, "screening": vote_screening(args),
-              "max_steps": args.max_steps, "judge": not args.no_judge}  # fmt: skip
+    data = IterationData(
+        args.min_votes, vote_screening(args), args.with_earlier, args.with_tutorial
+    )
+    common = {"data": data, "max_steps": args.max_steps, "judge": not args.no_judge}
     if args.rlhf:  # the reward and RL recipes are the shipped fast ones
         result = train_iteration_rlhf(store, args.name, args.out, **common)
     else:
-        result = train_iteration(
-            store, args.name, args.out, recipe, earlier=args.with_earlier, **common
-        )
+        result = train_iteration(store, args.name, args.out, recipe, **common)
     if args.json:
         return json.dumps(asdict(result))
     judged = store.iteration_info(args.name).judge_round
@@ -598,6 +603,9 @@ def add_iterate(sub) -> None:
     p.add_argument("--out", required=True, type=Path, help="OUT/data and the policy in OUT/model")
     p.add_argument("--min-votes", type=int, default=1, help="votes a pair needs (default 1)")
     p.add_argument("--with-earlier", action="store_true", help="the earlier iterations' votes too")
+    p.add_argument(
+        "--with-tutorial", action="store_true", help="the tutorial's 1,140 labelled pairs too"
+    )
     p.add_argument(
         "--wait", action="store_true", help="first wait until every pair has its target votes"
     )

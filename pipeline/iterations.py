@@ -246,19 +246,34 @@ def iteration_screening(
     return replace(screening, pools=tuple(f"iteration:{n}" for n in chosen))
 
 
+@dataclass(frozen=True)
+class IterationData:
+    """Which votes the next policy learns from: the iteration's (a pair's majority, at least
+    `min_votes`, screened), with `earlier` the earlier iterations' too, and with `tutorial`
+    the tutorial's 1,140 labelled pairs beside them."""
+
+    min_votes: int = 1
+    screening: Screening = NO_SCREENING
+    earlier: bool = False
+    tutorial: bool = False
+
+
 def write_iteration_data(
-    store: VoteStore,
-    name: str,
-    out: str | Path,
-    *,
-    min_votes: int = 1,
-    screening: Screening = NO_SCREENING,
-    earlier: bool = False,
+    store: VoteStore, name: str, out: str | Path, data: IterationData = IterationData()
 ) -> dict:
-    """The iteration's votes (majority per pair, screened) as a dataset folder, split by
-    idea; with `earlier`, the earlier iterations' votes too."""
-    chosen = iteration_screening(store, name, screening, earlier)
-    return write_dataset_folder(out, store.path, "idea", min_votes, chosen)
+    """The votes `data` names as a dataset folder, split by idea; its summary."""
+    from pipeline import datasets as ds
+
+    chosen = iteration_screening(store, name, data.screening, data.earlier)
+    if not data.tutorial:
+        return write_dataset_folder(out, store.path, "idea", data.min_votes, chosen)
+    prefs, facts = ds.preferences_from_store(store.path, data.min_votes, chosen)
+    tutorial = ds.seed_preferences()
+    splits = ds.split_preferences([*prefs, *tutorial], "idea")
+    source = f"{store.path} and the tutorial's labelled pairs"
+    summary = {**ds.summarize(splits, source, "idea"), **facts, "tutorial_pairs": len(tutorial)}
+    ds.save_dataset(ds.build_dataset(splits), out, summary)
+    return summary
 
 
 def iteration_recipe(recipe: DPORecipe | None = None) -> DPORecipe:
@@ -273,23 +288,19 @@ def train_iteration(
     out: str | Path,
     recipe: DPORecipe | None = None,
     *,
-    min_votes: int = 1,
-    screening: Screening = NO_SCREENING,
-    earlier: bool = False,
+    data: IterationData = IterationData(),
     max_steps: int | None = None,
     judge: bool = True,
     generate: Generate = generate_with,
 ):
-    """The next policy: the iteration's votes in OUT/data, DPO from its policy in OUT/model
+    """The next policy: the iteration's votes (`data`) in OUT/data, DPO from its policy in OUT/model
     (`iteration_recipe`), its held-out pairs scored; recorded as the iteration's trained
     policy, which the next iteration starts from; then, with `judge`, its judging round."""
     from pipeline.methods import score_run, train_run
 
     info = store.iteration_info(name)
     out = Path(out)
-    write_iteration_data(
-        store, name, out / "data", min_votes=min_votes, screening=screening, earlier=earlier
-    )
+    write_iteration_data(store, name, out / "data", data)
     result = train_run(
         out / "data", out / "model", info.policy, iteration_recipe(recipe), max_steps=max_steps
     )
@@ -306,13 +317,13 @@ def train_iteration_rlhf(
     reward_recipe: RewardRecipe | None = None,
     rl_recipe: RLRecipe | None = None,
     *,
-    min_votes: int = 1,
-    screening: Screening = NO_SCREENING,
+    data: IterationData = IterationData(),
     max_steps: int | None = None,
     judge: bool = True,
     generate: Generate = generate_with,
 ):
-    """The next policy the RLHF way: every iteration's votes so far in OUT/data, a reward
+    """The next policy the RLHF way: every iteration's votes so far (`data`, always with the
+    earlier iterations') in OUT/data, a reward
     model retrained on them from the policy (OUT/reward), then online RL of the policy
     against it (OUT/model); recorded and judged as `train_iteration` does. Returns the RL
     run (or the reward run, when that did not finish)."""
@@ -320,9 +331,7 @@ def train_iteration_rlhf(
 
     info = store.iteration_info(name)
     out = Path(out)
-    write_iteration_data(
-        store, name, out / "data", min_votes=min_votes, screening=screening, earlier=True
-    )
+    write_iteration_data(store, name, out / "data", replace(data, earlier=True))
     reward_recipe = reward_recipe or get_recipe(kind=RewardRecipe)
     reward = score_run(
         train_run(out / "data", out / "reward", info.policy, reward_recipe, max_steps=max_steps)
@@ -444,9 +453,7 @@ def train_iteration_in_app(
     recipe: DPORecipe | None = None,
     *,
     way: str = ITERATIVE_DPO,
-    min_votes: int = 1,
-    screening: Screening = NO_SCREENING,
-    earlier: bool = False,
+    data: IterationData = IterationData(),
     max_steps: int | None = None,
     chunked: bool = False,
     judge: bool = True,
@@ -462,11 +469,11 @@ def train_iteration_in_app(
         raise UserError(f"unknown way to train an iteration {way!r}: one of {', '.join(WAYS)}")
     info = store.iteration_info(name)
 
+    if way == RLHF:  # the reward model learns from every iteration's votes so far
+        data = replace(data, earlier=True)
+
     def write_data(out: Path) -> None:
-        write_iteration_data(
-            store, name, out, min_votes=min_votes, screening=screening,
-            earlier=earlier or way == RLHF,
-        )  # fmt: skip
+        write_iteration_data(store, name, out, data)
 
     def done(result) -> None:
         trained(store, name, result.out, judge, generate)

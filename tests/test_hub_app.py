@@ -215,7 +215,16 @@ def test_an_iteration_comes_back_after_a_restart_with_its_pairs_and_votes(
     try:
         owner = Client(url, verbose=False)
         owner.predict(password, api_name="/owner_sign_in")
-        training = ["DPO from the model itself (iterative DPO)", 1, False, 0, False, 0, False]
+        training = [
+            "DPO from the model itself (iterative DPO)",
+            1,
+            False,
+            False,
+            0,
+            False,
+            0,
+            False,
+        ]
         owner.predict(str(tiny_model_dir), "Typed below, one per line",
                       "mirrored idea one\nmirrored idea two", None, 3, 1, "mirrored", 16, True,
                       *training, api_name="/iteration_start")  # fmt: skip

@@ -276,8 +276,8 @@ def test_an_iteration_through_the_app(voting_app, tiny_model_dir, tmp_path):
         visitor.predict("app-one", api_name="/iteration_judge")
     owner = Client(url, verbose=False)
     owner.predict(PASSWORD, api_name="/owner_sign_in")
-    # how it learns, votes per pair, earlier iterations, steps, screening
-    training = [DPO_WAY, 1, False, 2, False, 0, False]
+    # how it learns, votes per pair, earlier iterations, the tutorial's pairs, steps, screening
+    training = [DPO_WAY, 1, False, False, 2, False, 0, False]
     message, table, _ = owner.predict(str(tiny_model_dir), "Typed below, one per line",
                                       "\n".join(ROUND_ONE), None, 4, 1, "app-one", 16, True,
                                       *training, api_name="/iteration_start")  # fmt: skip
@@ -331,7 +331,7 @@ def test_the_rlhf_way_through_the_app_and_the_command_line(voting_app, tiny_mode
     url, store = voting_app
     owner = Client(url, verbose=False)
     owner.predict(PASSWORD, api_name="/owner_sign_in")
-    training = [RLHF_WAY, 1, False, 2, False, 0, False]
+    training = [RLHF_WAY, 1, True, True, 2, False, 0, False]  # with the tutorial's pairs
     owner.predict(str(tiny_model_dir), "Typed below, one per line", "\n".join(ROUND_ONE), None,
                   4, 1, "rl-one", 16, False, *training, api_name="/iteration_start")  # fmt: skip
     pairs = {p.name: p.pairs for p in store.pools()}["iteration:rl-one"]
@@ -350,6 +350,8 @@ def test_the_rlhf_way_through_the_app_and_the_command_line(voting_app, tiny_mode
     summaries = [json.loads((r / "model" / "train_summary.json").read_text()) for r in runs]
     assert [s["kind"] for s in summaries] == ["reward", "rl"]
     assert summaries[1]["reward_model"] == str(runs[0] / "model")
+    data = json.loads((runs[0] / "data" / "summary.json").read_text())
+    assert data["tutorial_pairs"] == 1140 and data["votes_used"] == pairs
     assert info.trained == str(runs[1] / "model")
 
     cli = run_cli("iterate", "train", "rl-one", "--rlhf", "--out", str(tmp_path / "cli-rl"),

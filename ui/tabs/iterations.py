@@ -19,6 +19,7 @@ from pipeline.iterations import (
     ITERATIVE_DPO,
     RLHF,
     AutoTrainer,
+    IterationData,
     IterationInfo,
     iteration_statuses,
     judge_iteration,
@@ -83,6 +84,7 @@ def build(ctx: Context) -> TabParts:
         pick = gr.Dropdown([], label="Iteration to train or judge", allow_custom_value=True)
         min_votes = gr.Number(1, precision=0, minimum=1, label="Votes per pair at least")
         earlier = gr.Checkbox(False, label="With the earlier iterations' votes")
+        tutorial = gr.Checkbox(False, label="With the tutorial's labelled pairs")
         max_steps = gr.Number(0, precision=0, minimum=0, label="Stop after steps (0: no limit)")
     screen_in = list(vote_screening())
     with gr.Row():
@@ -96,7 +98,7 @@ def build(ctx: Context) -> TabParts:
 
     iterations = Iterations(ctx)
     listing, reporting = [table, pick], [report, chart]
-    training_options = [way, min_votes, earlier, max_steps, *screen_in]
+    training_options = [way, min_votes, earlier, tutorial, max_steps, *screen_in]
     start.click(
         guard(OWNER, iterations.start, spread=len(training_options)),
         [policy, source, typed, ideas_file, k, target, name, max_ideas, auto, *training_options],
@@ -195,6 +197,11 @@ class Iterations:
         return self._train(info, info.auto_train or {})
 
     def _train(self, info: IterationInfo, options: dict):
+        get = options.get
+        screened = screening(get("drop_fast"), get("min_gold"), get("drop_burst"))
+        data = IterationData(
+            get("min_votes", 1), screened, bool(get("earlier")), bool(get("tutorial"))
+        )
         return train_iteration_in_app(
             self.runner,
             self.store,
@@ -202,23 +209,22 @@ class Iterations:
             self.runs,
             get_recipe(),
             way=options.get("way", ITERATIVE_DPO),
-            min_votes=options.get("min_votes", 1),
-            screening=screening(
-                options.get("drop_fast"), options.get("min_gold"), options.get("drop_burst")
-            ),
-            earlier=options.get("earlier", False),
+            data=data,
             max_steps=options.get("max_steps"),
             chunked=ON_ZEROGPU,
             generate=generate_round_on_gpu,
         )
 
 
-def options_of(way, min_count, with_earlier, step_limit, fast, gold_floor, burst) -> dict:
+def options_of(
+    way, min_count, with_earlier, with_tutorial, step_limit, fast, gold_floor, burst
+) -> dict:
     """The training fields' values, as stored for a training at target."""
     return {
         "way": WAY_LABELS.get(way, ITERATIVE_DPO),
         "min_votes": int(min_count or 1),
         "earlier": bool(with_earlier),
+        "tutorial": bool(with_tutorial),
         "max_steps": int(step_limit) if step_limit else None,
         "drop_fast": bool(fast),
         "min_gold": float(gold_floor) if gold_floor else None,
