@@ -436,13 +436,35 @@ def wait_for_votes(
 
 def due_for_training(store: VoteStore) -> list[IterationInfo]:
     """Iterations the owner asked to train at target, whose every pair has its target votes,
-    not trained and not started yet."""
-    waiting = [i for i in store.iterations() if i.auto_train and "run" not in i.auto_train]
-    waiting = [i for i in waiting if not i.trained]
+    not trained and not begun."""
+    waiting = [i for i in store.iterations() if _waits(i)]
     if not waiting:
         return []
     ready = {s.name for s in iteration_statuses(store, waiting) if s.ready}
     return [i for i in waiting if i.name in ready]
+
+
+def _waits(info: IterationInfo) -> bool:
+    training = info.training or {}
+    return bool(training.get("at_target")) and not training.get("runs") and not info.trained
+
+
+def record_finished_runs(store: VoteStore) -> list[str]:
+    """Iterations whose last run finished a policy without recording it (resumed from the
+    Train tab, or the app stopped before it could), recorded as trained now; their names.
+    Their judging round is left to the owner (Judge, or `iterate judge`)."""
+    from pipeline.methods import method_of
+
+    found = []
+    for info in store.iterations():
+        runs = (info.training or {}).get("runs") or []
+        if info.trained or not runs:
+            continue
+        summary = run_summary(Path(runs[-1]) / "model")
+        if summary and summary.get("finished") and method_of(summary).writes_titles:
+            store.set_iteration_trained(info.name, str(Path(runs[-1]) / "model"))
+            found.append(info.name)
+    return found
 
 
 def train_iteration_in_app(
@@ -480,9 +502,11 @@ def train_iteration_in_app(
 
     common = {"max_steps": max_steps, "chunked": chunked, "model_name": info.policy}
     if way == ITERATIVE_DPO:
-        return runner.start_run(
+        run = runner.start_run(
             runs, write_data, recipe=iteration_recipe(recipe), on_done=done, **common
         )
+        store.add_iteration_run(name, run)  # a Resume on the Train tab is recognised
+        return run
 
     def then_rl(reward) -> None:
         """Once the reward run is done (the runner is free), RL against its model."""
@@ -490,8 +514,9 @@ def train_iteration_in_app(
         def start_rl() -> None:
             runner.wait()
             try:
-                runner.start_run(runs, write_data, recipe=get_recipe(kind=RLRecipe),
-                                 reward_model=reward.out, on_done=done, **common)  # fmt: skip
+                run = runner.start_run(runs, write_data, recipe=get_recipe(kind=RLRecipe),
+                                       reward_model=reward.out, on_done=done, **common)  # fmt: skip
+                store.add_iteration_run(name, run)
             except UserError as exc:  # another run took the runner meanwhile
                 log.warning("iteration %s: RL did not start after its reward model: %s",
                             name, exc)  # fmt: skip
@@ -499,7 +524,9 @@ def train_iteration_in_app(
         threading.Thread(target=start_rl, name="iteration-rl", daemon=True).start()
 
     reward_recipe = get_recipe(kind=RewardRecipe)
-    return runner.start_run(runs, write_data, recipe=reward_recipe, on_done=then_rl, **common)
+    run = runner.start_run(runs, write_data, recipe=reward_recipe, on_done=then_rl, **common)
+    store.add_iteration_run(name, run)
+    return run
 
 
 class AutoTrainer:
@@ -520,22 +547,17 @@ class AutoTrainer:
         with self._lock:
             for info in due_for_training(self.store):
                 try:
-                    run = self.start(info)
+                    run = self.start(info)  # records its run folder (`train_iteration_in_app`)
                 except UserError as exc:
                     log.info("iteration %s waits to train: %s", info.name, exc)
                     break
-                options = {**(info.auto_train or {}), "run": str(run)}
-                self.store.set_iteration_auto_train(info.name, options)
                 log.info("iteration %s has its votes: training in %s", info.name, run)
                 started.append(info.name)
         return started
 
     def waiting(self) -> bool:
         """Some iteration is to be trained at target and has not started."""
-        return any(
-            i.auto_train and "run" not in i.auto_train and not i.trained
-            for i in self.store.iterations()
-        )
+        return any(_waits(i) for i in self.store.iterations())
 
     def watch(self) -> None:
         """Keep checking while something waits (a thread; started again when needed)."""

@@ -190,9 +190,9 @@ def m006_iteration_judging(db: sqlite3.Connection) -> None:
         -- the evaluation round that judges an iteration's trained policy (against the
         -- policy it started from, and the first iteration's), once created
         ALTER TABLE iterations ADD COLUMN judge_round TEXT;
-        -- JSON of the training options when the owner asked for training once every pair
-        -- has its target votes; it gains "run" (the run folder) once that training starts
-        ALTER TABLE iterations ADD COLUMN auto_train TEXT;
+        -- JSON of its training: the options ("at_target": true when the owner asked for it
+        -- once every pair has its target votes) and "runs", the app's run folders once begun
+        ALTER TABLE iterations ADD COLUMN training TEXT;
         """
     )
 
@@ -302,7 +302,9 @@ class IterationInfo:
     trained: str | None
     trained_at: float | None
     judge_round: str | None = None  # the round judging its trained policy
-    auto_train: dict[str, Any] | None = None  # train at target, with these options
+    # its training: the options ("at_target": to start once every pair has its votes) and
+    # "runs", the app's run folders, once begun
+    training: dict[str, Any] | None = None
 
     @property
     def pool(self) -> str:
@@ -600,8 +602,8 @@ class VoteStore:
             self._set_iteration(info.name, "trained", record["trained"])
         if not info.judge_round and isinstance(record.get("judge_round"), str):
             self.set_iteration_judge(info.name, record["judge_round"])
-        if not info.auto_train and isinstance(record.get("auto_train"), dict):
-            self.set_iteration_auto_train(info.name, record["auto_train"])
+        if not info.training and isinstance(record.get("training"), dict):
+            self.set_iteration_training(info.name, record["training"])
 
     def pool_titles(self, pool: str) -> list[tuple[str, str, str | None]]:
         """(idea, title, the completion as written) of every title in a pool's pairs."""
@@ -616,7 +618,7 @@ class VoteStore:
         """Every iteration, oldest first."""
         rows = self.connection().execute(
             "SELECT name, policy, parent, k, ideas_from, target_votes, settings, created_at,"
-            " trained, trained_at, judge_round, auto_train FROM iterations ORDER BY id"
+            " trained, trained_at, judge_round, training FROM iterations ORDER BY id"
         )
         return [
             IterationInfo(*row[:6], _json_or_none(row[6]), *row[7:11], _json_or_none(row[11]))
@@ -645,11 +647,29 @@ class VoteStore:
         """Record the evaluation round that judges the iteration's trained policy."""
         return self._set_iteration(name, "judge_round", round_name)
 
-    def set_iteration_auto_train(self, name: str, options: dict[str, Any] | None) -> IterationInfo:
-        """Train once every pair has its target votes, with `options` (None: not on its own)."""
+    def set_iteration_training(self, name: str, options: dict[str, Any] | None) -> IterationInfo:
+        """How the iteration trains (`IterationInfo.training`; None: nothing said yet)."""
         return self._set_iteration(
-            name, "auto_train", None if options is None else json.dumps(options)
+            name, "training", None if options is None else json.dumps(options)
         )
+
+    def add_iteration_run(self, name: str, run: str | Path) -> IterationInfo:
+        """A run folder of the iteration's training, added to its `training["runs"]` in one
+        transaction (the watcher, a handler and the RLHF way's second run may add at once)."""
+        self.iteration_info(name)
+
+        def add(db: sqlite3.Connection) -> None:
+            (text,) = db.execute(
+                "SELECT training FROM iterations WHERE name = ?", (name,)
+            ).fetchone()
+            training = _json_or_none(text) or {}
+            training["runs"] = [*training.get("runs", []), str(run)]
+            db.execute(
+                "UPDATE iterations SET training = ? WHERE name = ?", (json.dumps(training), name)
+            )
+
+        self._write(add)
+        return self.iteration_info(name)
 
     def _set_iteration(self, name: str, column: str, value: Any) -> IterationInfo:
         self.iteration_info(name)
@@ -1012,7 +1032,7 @@ def check_round_name(name: str | None, what: str = "round") -> str:
 PAIR_RECORD = ("idea", "title_a", "raw_a", "model_a", "title_b", "raw_b", "model_b")
 ITERATION_COLUMNS = (
     "policy", "parent", "k", "ideas_from", "target_votes", "settings", "created_at",
-    "trained", "trained_at", "judge_round", "auto_train",
+    "trained", "trained_at", "judge_round", "training",
 )  # fmt: skip
 
 
@@ -1055,7 +1075,7 @@ def _insert_iteration(
         db.execute("UPDATE pairs SET pool = ? WHERE id = ? AND pool = 'restored'", (pool, pair_id))
     values = [record.get(c) for c in ITERATION_COLUMNS]
     for i, column in enumerate(ITERATION_COLUMNS):
-        if column in ("settings", "auto_train") and values[i] is not None:
+        if column in ("settings", "training") and values[i] is not None:
             values[i] = json.dumps(values[i])
     values[ITERATION_COLUMNS.index("created_at")] = float(record.get("created_at") or now)
     marks = ", ".join("?" for _ in ITERATION_COLUMNS)

@@ -241,7 +241,7 @@ def test_an_iteration_comes_back_after_a_restart_with_its_pairs_and_votes(
     (mirrored,) = [
         json.loads(text) for path, text in files.items() if path.startswith("iterations/")
     ]
-    assert [i["name"] for i in mirrored] == ["mirrored"] and mirrored[0]["auto_train"]
+    assert [i["name"] for i in mirrored] == ["mirrored"] and mirrored[0]["training"]["at_target"]
 
     process, url = launch(hub, tmp_path, tmp_path / "disk-2", **often, args=model)
     try:

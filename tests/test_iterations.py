@@ -283,13 +283,13 @@ def test_an_iteration_through_the_app(voting_app, tiny_model_dir, tmp_path):
                                       *training, api_name="/iteration_start")  # fmt: skip
     assert message.startswith("**app-one**") and "served to voters first" in message
     assert "trains once every pair has 1 votes" in message
-    assert store.iteration_info("app-one").auto_train["max_steps"] == 2
+    assert store.iteration_info("app-one").training["max_steps"] == 2
     pairs = {p.name: p.pairs for p in store.pools()}["iteration:app-one"]
     cast = vote_by_taste(url, random.Random(1), budget=pairs - 1)
     table, _ = owner.predict(api_name="/iterations")
     assert table["data"][0][:5] == ["app-one", str(tiny_model_dir), pairs, cast, 1]
     time.sleep(1.5)  # three looks by the watcher: one pair short of the target, no training
-    assert "run" not in store.iteration_info("app-one").auto_train
+    assert "runs" not in store.iteration_info("app-one").training
 
     vote_by_taste(url, random.Random(2), budget=1)  # a second voter: the last pair's vote
     for _ in range(240):  # the watcher starts the Train tab's runner; a tiny model is quick
@@ -299,7 +299,7 @@ def test_an_iteration_through_the_app(voting_app, tiny_model_dir, tmp_path):
         time.sleep(0.5)
     info = store.iteration_info("app-one")
     assert info.trained and info.trained.endswith("/model"), status
-    assert info.auto_train["run"] == str(Path(info.trained).parent)
+    assert info.training["runs"] == [str(Path(info.trained).parent)]
     assert info.judge_round == "judge-app-one"
     table, _ = owner.predict(api_name="/iterations")
     assert table["data"][0][-1] == info.trained
@@ -359,3 +359,37 @@ def test_the_rlhf_way_through_the_app_and_the_command_line(voting_app, tiny_mode
     assert cli.returncode == 0, cli.stderr
     assert (tmp_path / "cli-rl" / "reward" / "train_summary.json").is_file()
     assert store.iteration_info("rl-one").trained == str(tmp_path / "cli-rl" / "model")
+
+
+def test_a_run_that_finished_without_recording_its_iteration_is_recorded_when_listed(
+    voting_app, tiny_model_dir, tmp_path
+):
+    """A Resume on the Train tab finishes an iteration's run with no word to the iteration
+    (nor does a run that outlived an app restart): the Iterations listing records it."""
+    from pipeline.iterations import iteration_recipe, write_iteration_data
+    from pipeline.runner import TrainingRunner
+
+    url, store = voting_app
+    plan = plan_iteration_for(store, tiny_model_dir, "resumed")
+    pairs = {p.name: p.pairs for p in store.pools()}[f"iteration:{plan}"]
+    assert vote_by_taste(url, random.Random(5), budget=pairs) == pairs
+    runner = TrainingRunner()
+    # no on_done: as a resumed run
+    run = runner.start_run(tmp_path / "runs", lambda out: write_iteration_data(store, plan, out),
+                           model_name=str(tiny_model_dir), recipe=iteration_recipe(),
+                           max_steps=2)  # fmt: skip
+    store.add_iteration_run(plan, run)
+    assert runner.wait(timeout=300).state == "done"
+    assert store.iteration_info(plan).trained is None
+    owner = Client(url, verbose=False)
+    owner.predict(PASSWORD, api_name="/owner_sign_in")
+    table, _ = owner.predict(api_name="/iterations")
+    assert table["data"][0][-1] == str(run / "model") == store.iteration_info(plan).trained
+
+
+def plan_iteration_for(store: VoteStore, model, name: str) -> str:
+    """An iteration of the tiny model on ROUND_TWO's ideas, 4 titles each; its name."""
+    from pipeline.iterations import plan_iteration, start_iteration
+
+    plan = plan_iteration(store, str(model), ROUND_TWO, "typed ideas", name=name, k=4)
+    return start_iteration(store, plan, SHORT).name

@@ -24,6 +24,7 @@ from pipeline.iterations import (
     iteration_statuses,
     judge_iteration,
     plan_iteration,
+    record_finished_runs,
     start_iteration,
     train_iteration_in_app,
 )
@@ -136,6 +137,7 @@ class Iterations:
             self.auto.watch()
 
     def listing(self):
+        record_finished_runs(self.store)  # a run resumed on the Train tab and finished there
         found = iteration_statuses(self.store)
         rows = [
             [s.name, s.policy, s.pairs, s.votes, s.voters,
@@ -171,7 +173,9 @@ class Iterations:
             f"**{pool.pairs} pairs** are served to voters first."
         )
         if auto:
-            self.store.set_iteration_auto_train(info.name, options_of(*options))
+            self.store.set_iteration_training(
+                info.name, {**options_of(*options), "at_target": True}
+            )
             self.auto.watch()
             message += f" The next model trains once every pair has {info.target_votes} votes."
         return message, *self.listing()
@@ -194,7 +198,7 @@ class Iterations:
         return said, *self.report()
 
     def _train_due(self, info: IterationInfo):
-        return self._train(info, info.auto_train or {})
+        return self._train(info, info.training or {})
 
     def _train(self, info: IterationInfo, options: dict):
         get = options.get
