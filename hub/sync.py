@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -55,6 +56,8 @@ turns them into a preference dataset. `iterations/` holds the on-policy iteratio
 pairs, the policy that wrote them and what it was trained into), restored with the votes.
 """
 ITERATIONS_FOLDER = "iterations"
+POLICIES_FOLDER = "policies"  # each trained iteration policy's loadable files, by iteration
+POLICY_SUFFIXES = {".json", ".safetensors", ".jinja", ".txt", ".model"}
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ class VoteMirror:
         self.local_shard = Path(folder) / "hub-sync" / f"{self.shard}.jsonl"
         self.local_iterations = self.local_shard.with_suffix(".iterations.json")
         self._iterations_sent: str | None = None  # the iterations as last uploaded
+        self._policies_sent: set[str] = set()  # iterations whose trained policy is there
+        self._folder = Path(folder)
         self._known: set[str] = set()  # vote ids already in some shard (ours or restored)
         self._lock = threading.Lock()  # one sync at a time
         self._stop = threading.Event()
@@ -132,6 +137,8 @@ class VoteMirror:
         except (HfHubHTTPError, *TRANSPORT_ERRORS) as exc:
             self._error = hub_failure(exc, f"restore votes from {self.repo_id}", self._token)
             raise UserError(self._error) from None
+        policies = self._restore_policies(files)
+        iterations = _with_local_policies(iterations, policies)
         # the iterations first: a vote on an iteration's pair then lands in its pool
         _, rejected_iterations = self.store.restore_iterations(iterations)
         added, rejected = self.store.restore_votes(records)
@@ -154,6 +161,45 @@ class VoteMirror:
             self._last_success = time.time()
             self._error = None
         return added
+
+    def _restore_policies(self, files: list[str]) -> dict[str, Path]:
+        """The mirrored trained policies this disk lacks, each downloaded into
+        DATA/policies/NAME: {iteration name: its folder}."""
+        from huggingface_hub import hf_hub_download
+
+        by_name: dict[str, list[str]] = {}
+        for path in files:
+            parts = path.split("/")
+            if len(parts) == 3 and parts[0] == POLICIES_FOLDER:
+                by_name.setdefault(parts[1], []).append(path)
+        here = {i.name for i in self.store.iterations() if i.trained and Path(i.trained).is_dir()}
+        self._policies_sent.update(by_name)
+        found = {}
+        for name, paths in by_name.items():
+            if name in here:  # this disk kept it: nothing to download
+                continue
+            target = self._folder / POLICIES_FOLDER / name
+            for path in paths:
+                if not (target / Path(path).name).is_file():
+                    cached = hf_hub_download(self.repo_id, path, repo_type="dataset",
+                                             token=self._token)  # fmt: skip
+                    target.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(cached, target / Path(path).name)
+            found[name] = target
+        return found
+
+    def _unsent_policies(self) -> list[tuple[str, list[Path]]]:
+        """(iteration, the files to send) of each trained policy not mirrored yet."""
+        unsent = []
+        for info in self.store.iterations():
+            folder = Path(info.trained) if info.trained else None
+            if folder is None or info.name in self._policies_sent or not folder.is_dir():
+                continue
+            files = [p for p in sorted(folder.iterdir())
+                     if p.is_file() and p.suffix in POLICY_SUFFIXES]  # fmt: skip
+            if any(p.suffix == ".safetensors" for p in files):
+                unsent.append((info.name, files))
+        return unsent
 
     def sync(self) -> bool:
         """Append the votes no shard has yet, then upload this process's shard. Never raises
@@ -180,12 +226,14 @@ class VoteMirror:
             if changed:
                 self.local_iterations.parent.mkdir(parents=True, exist_ok=True)
                 self.local_iterations.write_text(iterations, encoding="utf-8")
-            nothing_new = not new and not changed and self._error is None
-            if nothing_new or not (self.local_shard.exists() or changed):
+            policies = self._unsent_policies()
+            nothing_new = not new and not changed and not policies and self._error is None
+            if nothing_new or not (self.local_shard.exists() or changed or policies):
                 return True  # nothing new since the last successful upload
             try:
                 self._upload()
                 self._iterations_sent = iterations if changed else self._iterations_sent
+                self._upload_policies(policies)
             except (HfHubHTTPError, *TRANSPORT_ERRORS) as exc:
                 self._error = hub_failure(exc, f"sync votes to {self.repo_id}", self._token)
                 return False
@@ -219,6 +267,19 @@ class VoteMirror:
                 repo_type="dataset",
                 commit_message=f"Iterations, as shard {self.shard} knows them",
             )
+
+    def _upload_policies(self, policies: list[tuple[str, list[Path]]]) -> None:
+        """Each trained policy as one commit under policies/NAME/ (once: the weights are big)."""
+        from huggingface_hub import CommitOperationAdd
+
+        api = self._api()
+        for name, files in policies:
+            operations = [
+                CommitOperationAdd(f"{POLICIES_FOLDER}/{name}/{p.name}", str(p)) for p in files
+            ]
+            api.create_commit(self.repo_id, operations, repo_type="dataset",
+                              commit_message=f"Iteration {name}: its trained policy")  # fmt: skip
+            self._policies_sent.add(name)
 
     # -- schedule ----------------------------------------------------------------------------
 
@@ -256,6 +317,22 @@ def _read_shard(path: Path) -> tuple[list[dict], int]:
             except json.JSONDecodeError:
                 bad += 1
     return records, bad
+
+
+def _with_local_policies(records: list[Any], policies: dict[str, Path]) -> list[Any]:
+    """The iteration records with each trained policy, and each policy an iteration started
+    from that an earlier one trained, pointing at its restored copy in this data folder (the
+    original folder was on a disk that is gone, or is another app's)."""
+    moved = {}
+    for r in records:
+        trained = r.get("trained") if isinstance(r, dict) else None
+        if isinstance(trained, str) and r.get("name") in policies:
+            moved[trained] = str(policies[r["name"]])
+    return [
+        {**r, **{k: moved[r[k]] for k in ("trained", "policy") if r.get(k) in moved}}
+        if isinstance(r, dict) else r
+        for r in records
+    ]  # fmt: skip
 
 
 def _read_iterations(path: Path) -> tuple[list[Any], int]:

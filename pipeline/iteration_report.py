@@ -155,6 +155,7 @@ def _by_pair(h: HeadToHead) -> str:
 def iteration_report(store: VoteStore) -> list[IterationReport]:
     """Every iteration, oldest first (`IterationReport`), from one reading of the votes."""
     every_vote = store.votes()
+    rounds = {r.name for r in store.rounds()}
     found = []
     trained_after = {}  # a policy an earlier iteration trained, by that iteration's name
     for info in store.iterations():
@@ -173,7 +174,7 @@ def iteration_report(store: VoteStore) -> list[IterationReport]:
         )
         if info.trained:
             trained_after[info.trained] = f"trained after {info.name}"
-        if info.judge_round:
+        if info.judge_round in rounds:  # (a round not restored after a restart: not judged)
             report = _judged(store, report, every_vote)
         found.append(report)
     return found

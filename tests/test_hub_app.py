@@ -215,26 +215,24 @@ def test_an_iteration_comes_back_after_a_restart_with_its_pairs_and_votes(
     try:
         owner = Client(url, verbose=False)
         owner.predict(password, api_name="/owner_sign_in")
-        training = [
-            "DPO from the model itself (iterative DPO)",
-            1,
-            False,
-            False,
-            0,
-            False,
-            0,
-            False,
-        ]
-        owner.predict(str(tiny_model_dir), "Typed below, one per line",
-                      "mirrored idea one\nmirrored idea two", None, 3, 1, "mirrored", 16, True,
-                      *training, api_name="/iteration_start")  # fmt: skip
+        # how it learns, votes per pair, earlier, the tutorial's, steps, screening (3 fields)
+        training = ["DPO from the model itself (iterative DPO)", 1, False, False, 1]
+        training += [False, 0, False]
+        ideas = "mirrored idea one\nmirrored idea two\nmirrored idea three"
+        owner.predict(str(tiny_model_dir), "Typed below, one per line", ideas, None, 4, 1,
+                      "mirrored", 16, True, *training, api_name="/iteration_start")  # fmt: skip
         voter_client = Client(url, verbose=False)
         voter, *_, pair_id, _ = voter_client.predict(None, api_name="/start")
-        for _ in range(2):
+        cast = 0
+        while pair_id is not None:  # every pair: then the app trains on its own (one step)
             *_, pair_id, _ = voter_client.predict(voter, pair_id, api_name="/vote_left")
-        wait_for(lambda: sum(len(v) for v in shard_lines(hub).values()) == 2)
-        wait_for(lambda: "iterations/" in " ".join(hub.repo_files("dataset", VOTES_REPO)))
-        before, _ = owner.predict(api_name="/iterations")
+            cast += 1
+        # the votes, the iteration and, once trained, its policy go to the mirror
+        policy = "policies/mirrored/model.safetensors"
+        wait_for(lambda: policy in hub.repo_files("dataset", VOTES_REPO), timeout=180)
+        wait_for(lambda: sum(len(v) for v in shard_lines(hub).values()) == cast)
+        trained, _ = owner.predict(api_name="/iterations")
+        assert trained["data"][0][-1].startswith(str(tmp_path / "disk-1" / "runs"))
     finally:
         stop_app(process)
     files = hub.repo_files("dataset", VOTES_REPO)
@@ -242,17 +240,26 @@ def test_an_iteration_comes_back_after_a_restart_with_its_pairs_and_votes(
         json.loads(text) for path, text in files.items() if path.startswith("iterations/")
     ]
     assert [i["name"] for i in mirrored] == ["mirrored"] and mirrored[0]["training"]["at_target"]
+    assert mirrored[0]["trained"] == trained["data"][0][-1]
 
     process, url = launch(hub, tmp_path, tmp_path / "disk-2", **often, args=model)
     try:
         owner = Client(url, verbose=False)
         owner.predict(password, api_name="/owner_sign_in")
         after, _ = owner.predict(api_name="/iterations")
-        assert after["data"] == before["data"]  # the same pairs, votes and voters
+        # the same pairs, votes and voters; the trained policy is the restored copy
+        restored = tmp_path / "disk-2" / "policies" / "mirrored"
+        assert after["data"][0][:-1] == trained["data"][0][:-1]
+        assert after["data"][0][-1] == str(restored) and (restored / "config.json").is_file()
         pairs = len(mirrored[0]["pairs"])
-        assert after["data"][0][:5] == ["mirrored", str(tiny_model_dir), pairs, 2, 1]
-        # the same voter is served the iteration's pairs not yet judged, first
-        _, idea, *_ = Client(url, verbose=False).predict(voter, api_name="/start")
-        assert idea.startswith("mirrored idea")
+        assert after["data"][0][:5] == ["mirrored", str(tiny_model_dir), pairs, cast, 1]
+        # the same voter has judged every pair of it: nothing is served again
+        *_, pair_id, progress = Client(url, verbose=False).predict(voter, api_name="/start")
+        assert pair_id is None and f"voted on **{cast}** pairs" in progress
+        # and the next iteration starts from the restored policy
+        said, table, _ = owner.predict("", "Typed below, one per line", "after the restart",
+                                       None, 3, 1, "next", 16, False, *training,
+                                       api_name="/iteration_start")  # fmt: skip
+        assert said.startswith("**next**") and table["data"][1][1] == str(restored)
     finally:
         stop_app(process)
