@@ -250,22 +250,21 @@ class VoteMirror:
                 repo_id=self.repo_id,
                 repo_type="dataset",
             )
+        uploads = []
         if self.local_shard.exists():
             count = sum(1 for _ in self.local_shard.open(encoding="utf-8"))
-            api.upload_file(
-                path_or_fileobj=str(self.local_shard),
-                path_in_repo=f"{SHARD_FOLDER}/{self.shard}.jsonl",
-                repo_id=self.repo_id,
-                repo_type="dataset",
-                commit_message=f"Votes: shard {self.shard} now holds {count}",
-            )
+            uploads.append((self.local_shard, f"{SHARD_FOLDER}/{self.shard}.jsonl",
+                            f"Votes: shard {self.shard} now holds {count}"))  # fmt: skip
         if self.local_iterations.exists():
+            uploads.append((self.local_iterations, f"{ITERATIONS_FOLDER}/{self.shard}.json",
+                            f"Iterations, as shard {self.shard} knows them"))  # fmt: skip
+        for local, path_in_repo, message in uploads:
             api.upload_file(
-                path_or_fileobj=str(self.local_iterations),
-                path_in_repo=f"{ITERATIONS_FOLDER}/{self.shard}.json",
+                path_or_fileobj=str(local),
+                path_in_repo=path_in_repo,
                 repo_id=self.repo_id,
                 repo_type="dataset",
-                commit_message=f"Iterations, as shard {self.shard} knows them",
+                commit_message=message,
             )
 
     def _upload_policies(self, policies: list[tuple[str, list[Path]]]) -> None:

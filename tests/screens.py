@@ -1,5 +1,5 @@
-"""Screenshots from the browser tests (the `browser` fixture is conftest's): every one in
-runs/screenshots/, and the docs' pictures in docs/images/ when asked."""
+"""What the browser tests share (the `browser` fixture is conftest's): the owner's page, and
+screenshots, every one in runs/screenshots/ and the docs' pictures in docs/images/ when asked."""
 
 from __future__ import annotations
 
@@ -20,3 +20,14 @@ def screenshot(page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
     if name in DOCS_IMAGES and os.environ.get("UPDATE_DOCS_IMAGES") == "1":
         page.screenshot(path=str(ROOT / "docs" / "images" / name))
+
+
+def owner_page(browser, url: str, password: str, width: int = 1200, height: int = 1400):
+    """A new page on the app, signed in as the owner with the password."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(url)
+    page.get_by_text("Owner sign-in").click()
+    page.get_by_label("Owner password").fill(password)
+    page.get_by_role("button", name="Sign in as the owner").click()
+    page.get_by_text("every tab is yours").wait_for()
+    return page

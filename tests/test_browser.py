@@ -8,7 +8,7 @@ import httpx
 
 from app_process import start_app, stop_app
 from pipeline.votes import VoteStore
-from screens import screenshot
+from screens import owner_page, screenshot
 
 
 def test_vote_three_times_by_click_and_keyboard(browser, tiny_model_dir, tmp_path):
@@ -223,12 +223,7 @@ def test_the_owner_creates_a_round_a_voter_votes_on_it_and_the_owner_reads_it(
         env={"TITLE_DPO_OWNER_PASSWORD": password},
     )  # fmt: skip
     try:
-        owner = browser.new_page(viewport={"width": 1200, "height": 1400})
-        owner.goto(url)
-        owner.get_by_text("Owner sign-in").click()
-        owner.get_by_label("Owner password").fill(password)
-        owner.get_by_role("button", name="Sign in as the owner").click()
-        owner.get_by_text("every tab is yours").wait_for()
+        owner = owner_page(browser, url, password)
         owner.get_by_role("tab", name="Evaluate").click()
         owner.get_by_label("Other models (Hub ids or folders, one per line)").fill(
             f"{plain}\n{marked}"

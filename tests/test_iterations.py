@@ -18,7 +18,7 @@ from conftest import run_cli
 from pipeline.errors import UserError
 from pipeline.generation import GenerationSettings
 from pipeline.votes import VoteStore
-from screens import screenshot
+from screens import owner_page, screenshot
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -205,12 +205,7 @@ def test_two_iterations_learn_the_voters_planted_taste(
 
 def show_the_iterations_tab(browser, url: str, reports) -> None:
     """The owner's Iterations tab in a real browser: the report's rows and the chart."""
-    page = browser.new_page(viewport={"width": 1280, "height": 1100})
-    page.goto(url)
-    page.get_by_text("Owner sign-in").click()
-    page.get_by_label("Owner password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in as the owner").click()
-    page.get_by_text("every tab is yours").wait_for()
+    page = owner_page(browser, url, PASSWORD, width=1280, height=1100)
     page.get_by_role("tab", name="Iterations").click()
     for report in reports:  # each row says how the trained policy fared, by pair
         page.locator(f"text={_by_pair_text(report.over_before)} >> visible=true").first.wait_for()
