@@ -18,7 +18,8 @@ app's endpoints (`python app.py` in its own process, `gradio_client`), as a brow
    idea, one vote per pair, DPO from the last policy on its own iteration's votes.
 4. Every policy writes 8 titles for each idea kept for judging (none of them asked about or
    trained on); the table gives the share with a number and the share in the prompt's format,
-   each with its Wilson 95% interval, and the votes spent to get there.
+   each with its Wilson 95% interval, and the votes spent to get there (and how many of them
+   were on pairs whose titles differ on the rule: only those carry the taste).
 
 The question: do on-policy iterations learn the voters' taste with fewer votes than
 off-policy labels? The baseline (the start, and off-policy DPO at equal votes) is measured in
@@ -85,6 +86,13 @@ def class_votes(url: str, voters: int, budget: int, noise: float, seed: int) -> 
     shares = [budget // voters + (i < budget % voters) for i in range(voters)]
     with ThreadPoolExecutor(voters) as pool:
         return sum(pool.map(lambda i: vote(url, seed * 100 + i, shares[i], noise), range(voters)))
+
+
+def telling_votes(store: VoteStore, pools: set[str]) -> tuple[int, int]:
+    """(votes on pairs whose titles differ on the rule, all votes) in `pools`: only those
+    votes carry the taste; the rest are coin flips."""
+    votes = [v for v in store.votes() if v.pool in pools]
+    return sum(has_number(v.title_a) != has_number(v.title_b) for v in votes), len(votes)
 
 
 def measure(model: str, ideas: list[str]) -> dict:
@@ -184,39 +192,43 @@ def main() -> None:
             budgets.append(votes + (budgets[-1] if budgets else 0))
             result = train_iteration(store, info.name, args.out / info.name, recipe, judge=False)
             policy = result.out
+            telling, _ = telling_votes(store, {i.pool for i in store.iterations()})
             rows.append({"policy": f"on-policy, iteration {number}", "votes": budgets[-1],
-                         **measure(policy, judging)})  # fmt: skip
+                         "telling": telling, **measure(policy, judging)})  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
         # off-policy: only the tutorial's pairs are served now; the same kind of voters label
         # as many as the first iteration got, then as many as all of them
         for info in store.iterations():
             store.set_pool(info.pool, retired=True)
-        snapshots = {}
+        snapshots, telling = {}, {}
         for votes in sorted({budgets[0], budgets[-1]}):
             done = sum(v.pool == "tutorial" for v in store.votes())
             class_votes(url, args.voters, votes - done, args.noise, seed=votes)
             snapshots[votes] = labelled_so_far(store, args.out / f"off-policy-{votes}" / "data")
+            telling[votes] = telling_votes(store, {"tutorial"})[0]
     finally:
         stop_app(process)
     from pipeline.methods import train_run
 
-    for data in snapshots.values():
+    for votes, data in snapshots.items():
         used = json.loads((data / "summary.json").read_text())["votes_used"]
         model = train_run(data, data.parent / "model", start, recipe).out
         rows.append({"policy": "off-policy (tutorial pairs)", "votes": used,
-                     **measure(model, judging)})  # fmt: skip
+                     "telling": telling[votes], **measure(model, judging)})  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
 
     print(f"\nHeld-out: {len(judging)} ideas kept for judging, {SAMPLES} titles each; voters "
           f"prefer a number, {args.noise:.0%} random; {args.voters} voters")  # fmt: skip
-    print("| policy | votes | titles with a number (95% CI) | in format (95% CI) | length |")
+    print("| policy | votes (on pairs that differ on the rule) | titles with a number (95% CI) "
+          "| in format (95% CI) | length |")  # fmt: skip
     print("|---|---:|---|---|---:|")
     for r in rows:
         n_low, n_high = r["number_ci"]
         f_low, f_high = r["format_ci"]
         number = f"{r['number']:.0%} ({n_low:.0%}–{n_high:.0%})"
         in_format = f"{r['format']:.0%} ({f_low:.0%}–{f_high:.0%})"
-        print(f"| {r['policy']} | {r['votes']} | {number} | {in_format} | {r['mean_length']:.0f} |")
+        votes = f"{r['votes']} ({r['telling']})" if "telling" in r else str(r["votes"])
+        print(f"| {r['policy']} | {votes} | {number} | {in_format} | {r['mean_length']:.0f} |")
     result = {"rows": rows, "seconds": round(time.time() - began), "args": vars(args)}
     (args.out / "result.json").write_text(json.dumps(result, default=str, indent=1))
     print(json.dumps(result, default=str))
