@@ -38,7 +38,6 @@ from pipeline.rounds import (
     fresh_ideas,
     generate_with,
     short_name,
-    trained_on,
     unique_ideas,
 )
 from pipeline.runs import run_ideas, run_summary
@@ -177,9 +176,24 @@ def _next_priority(store: VoteStore) -> int:
 
 
 def _ideas_seen(store: VoteStore, policy: str, earlier: list[IterationInfo]) -> set[str]:
-    """The ideas (keys) the policy trained on (a finished run's) and earlier iterations'."""
-    seen = {idea_key(i) for i in run_ideas(policy, "train")} if run_summary(policy) else set()
-    return seen | {idea_key(i) for i in store.pool_ideas([i.pool for i in earlier])}
+    """The ideas (keys) the policy trained on and those earlier iterations asked about."""
+    asked = {idea_key(i) for i in store.pool_ideas([i.pool for i in earlier])}
+    return asked | _trained_ideas(policy)
+
+
+def _trained_ideas(model: str) -> set[str]:
+    """The ideas (keys) of a finished run's training split; for a run's SFT stage (its
+    model/sft folder), the run's. A Hub model's are unknown, and so are those of a run whose
+    data is not on this disk (a policy restored from the mirror): the iterations' own ideas,
+    which are asked about once, stand for them."""
+    folder = Path(model).expanduser()
+    run = next((f for f in (folder, folder.parent) if run_summary(f)), None)
+    if run is None or (run != folder and folder.name != "sft"):
+        return set()
+    try:
+        return {idea_key(i) for i in run_ideas(run, "train")}
+    except UserError:
+        return set()
 
 
 def start_iteration(
@@ -372,7 +386,7 @@ def judging_plan(
     if chain[0].policy != info.policy:
         models.append(RoundModel(f"start: {short_name(chain[0].policy)}", chain[0].policy))
     asked = {idea_key(i) for i in store.pool_ideas([i.pool for i in store.iterations()])}
-    seen = trained_on(models) | asked
+    seen = asked.union(*(_trained_ideas(m.name) for m in models))
     chosen = [i for i in unique_ideas(ideas or judge_ideas(), "the judging ideas")
               if idea_key(i) not in seen]  # fmt: skip
     if not chosen:

@@ -554,6 +554,7 @@ class VoteStore:
         is served. `restore_iterations` reads them back."""
         db = self.connection()
         served = {p.name: p for p in self.pools()}
+        rounds = {r.name: r for r in self.rounds()}
         records = []
         for info in self.iterations():
             rows = db.execute(
@@ -569,9 +570,36 @@ class VoteStore:
                     "priority": pool.priority if pool else None,
                     "retired": pool.retired if pool else False,
                     "pairs": [dict(zip(PAIR_RECORD, row, strict=True)) for row in rows],
+                    "judge": self._judge_record(rounds.get(info.judge_round), served),
                 }
             )
         return records
+
+    def _judge_record(self, judging: RoundInfo | None, served: dict[str, PoolInfo]) -> Any:
+        """An iteration's judging round as `add_round` takes it (None: none, or not here)."""
+        if judging is None:
+            return None
+        pool = served.get(f"round:{judging.name}")
+        return {
+            "name": judging.name,
+            "models": judging.models,
+            "k": judging.k,
+            "ideas_from": judging.ideas_from,
+            "settings": judging.settings,
+            "titles": [asdict(t) for t in self.round_titles(judging.round_id)],
+            "priority": pool.priority if pool else None,
+        }
+
+    def _restore_judge(self, record: Any) -> None:
+        """An iteration's judging round from its record, unless this store has it."""
+        if not isinstance(record, dict) or record.get("name") in {r.name for r in self.rounds()}:
+            return
+        titles = [RoundTitle(**t) for t in record["titles"]]
+        info = self.add_round(record["name"], record["models"], titles, record["k"],
+                              record["ideas_from"], record.get("settings"))  # fmt: skip
+        pool = f"round:{info.name}"
+        if record.get("priority") is not None and pool in {p.name for p in self.pools()}:
+            self.set_pool(pool, priority=record["priority"])
 
     def restore_iterations(self, records: Iterable[Any]) -> tuple[int, int]:
         """Put back iterations saved by `iteration_records` (e.g. mirrored to the Hub): each
@@ -586,6 +614,10 @@ class VoteStore:
             except (UserError, TypeError, ValueError, KeyError, AttributeError):
                 rejected += 1
                 continue
+            try:
+                self._restore_judge(record.get("judge"))
+            except (UserError, TypeError, KeyError):
+                rejected += 1  # the iteration still comes back; judge it again
             if name in known:
                 self._fill_iteration(known[name], record)
                 continue

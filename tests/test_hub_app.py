@@ -32,6 +32,14 @@ def shard_lines(hub) -> dict[str, list[dict]]:
     }
 
 
+def mirrored_iterations(hub) -> list[dict]:
+    """The iteration records in the mirror's one iterations file ([] before there is one)."""
+    files = hub.repo_files("dataset", VOTES_REPO) if hub.repo_exists("dataset", VOTES_REPO) else {}
+    found = [json.loads(text) for path, text in files.items() if path.startswith("iterations/")]
+    assert len(found) <= 1
+    return found[0] if found else []
+
+
 def wait_for(condition, timeout=60.0):
     deadline = time.monotonic() + timeout
     while not condition():
@@ -230,15 +238,13 @@ def test_an_iteration_comes_back_after_a_restart_with_its_pairs_and_votes(
         # the votes, the iteration and, once trained, its policy go to the mirror
         policy = "policies/mirrored/model.safetensors"
         wait_for(lambda: policy in hub.repo_files("dataset", VOTES_REPO), timeout=180)
+        wait_for(lambda: (mirrored_iterations(hub) or [{}])[0].get("judge"))
         wait_for(lambda: sum(len(v) for v in shard_lines(hub).values()) == cast)
         trained, _ = owner.predict(api_name="/iterations")
         assert trained["data"][0][-1].startswith(str(tmp_path / "disk-1" / "runs"))
     finally:
         stop_app(process)
-    files = hub.repo_files("dataset", VOTES_REPO)
-    (mirrored,) = [
-        json.loads(text) for path, text in files.items() if path.startswith("iterations/")
-    ]
+    mirrored = mirrored_iterations(hub)
     assert [i["name"] for i in mirrored] == ["mirrored"] and mirrored[0]["training"]["at_target"]
     assert mirrored[0]["trained"] == trained["data"][0][-1]
 
@@ -253,9 +259,15 @@ def test_an_iteration_comes_back_after_a_restart_with_its_pairs_and_votes(
         assert after["data"][0][-1] == str(restored) and (restored / "config.json").is_file()
         pairs = len(mirrored[0]["pairs"])
         assert after["data"][0][:5] == ["mirrored", str(tiny_model_dir), pairs, cast, 1]
-        # the same voter has judged every pair of it: nothing is served again
-        *_, pair_id, progress = Client(url, verbose=False).predict(voter, api_name="/start")
-        assert pair_id is None and f"voted on **{cast}** pairs" in progress
+        # its judging round came back too, nobody's votes on it yet
+        rows, _ = owner.predict(api_name="/iteration_report")
+        assert rows["data"][0][4] == 0 and mirrored[0]["judge"]["name"] == "judge-mirrored"
+        # the same voter has judged every pair of the iteration: the judging pairs come next
+        _, idea, *_, pair_id, progress = Client(url, verbose=False).predict(
+            voter, api_name="/start"
+        )
+        judging_ideas = {t["idea"] for t in mirrored[0]["judge"]["titles"]}
+        assert f"voted on **{cast}** pairs" in progress and idea in judging_ideas
         # and the next iteration starts from the restored policy
         said, table, _ = owner.predict("", "Typed below, one per line", "after the restart",
                                        None, 3, 1, "next", 16, False, *training,

@@ -388,3 +388,28 @@ def plan_iteration_for(store: VoteStore, model, name: str) -> str:
 
     plan = plan_iteration(store, str(model), ROUND_TWO, "typed ideas", name=name, k=4)
     return start_iteration(store, plan, SHORT).name
+
+
+def test_an_iteration_from_a_runs_sft_stage_leaves_out_the_runs_training_ideas(
+    tmp_path, tiny_model_dir, small_data
+):
+    """The policy may be a finished run's SFT stage (model/sft): the run's training ideas are
+    its too. A run whose data is not on this disk (a policy restored from the mirror) still
+    plans, on the iterations' own ideas."""
+    import shutil
+
+    from pipeline.iterations import plan_iteration
+
+    model = tmp_path / "run" / "model"
+    shutil.copytree(tiny_model_dir, model / "sft")
+    summary = {"started_from": str(tiny_model_dir), "data": str(small_data)}
+    (model / "train_summary.json").write_text(json.dumps(summary))
+    ideas = json.loads((small_data / "summary.json").read_text())["ideas"]
+    store = VoteStore.in_folder(tmp_path / "data")
+    asked = [*ideas["train"][:2], *ideas["valid"][:1], "a brand new idea"]
+    for policy in (model, model / "sft"):
+        plan = plan_iteration(store, str(policy), asked, "typed ideas")
+        assert plan.ideas == [ideas["valid"][0], "a brand new idea"] and plan.left_out == 2
+    summary["data"] = str(tmp_path / "gone")
+    (model / "train_summary.json").write_text(json.dumps(summary))
+    assert plan_iteration(store, str(model), asked, "typed ideas").ideas == asked
