@@ -184,17 +184,24 @@ def test_two_iterations_learn_the_voters_planted_taste(
     # each iteration moves the policy towards the taste (seen: 0.088, 0.122, 0.160)
     assert shares[0] < shares[1] < shares[2] and shares[2] > shares[0] + 0.03, shares
 
-    # the judging rounds' pairs are served, the newest first; three more voters judge
+    # three more voters judge; the owner retires the iterations' pools (Pools tab), so only
+    # the judging rounds' pairs are served, the newest first
     from pipeline.iteration_report import iteration_report
 
-    vote_together(url, [random.Random(rng.random()) for _ in range(3)], 200)
+    for name in ("it1", "it2"):
+        store.set_pool(f"iteration:{name}", retired=True)
+    judging_pairs = sum(p.pairs for p in store.pools() if p.name.startswith("round:judge-"))
+    # each judges every pair: a voter is served the newest round's pairs before the older's
+    judged = vote_together(url, [random.Random(rng.random()) for _ in range(3)], judging_pairs)
     reports = iteration_report(store)
     assert [r.name for r in reports] == ["it1", "it2"] and reports[1].policy_label == (
         "trained after it1"
     )
     pools = {p.name: p.votes for p in store.pools()}
+    assert sum(v for name, v in pools.items() if name.startswith("round:")) == judged
+    assert judged == 3 * judging_pairs
     for report in reports:
-        assert report.votes == pools[f"iteration:{report.name}"] and report.voters == 6
+        assert report.votes == pools[f"iteration:{report.name}"] and report.voters == 3
         # (a judging round may reuse an earlier one's pair: the same two titles)
         assert report.judge_votes >= pools[f"round:judge-{report.name}"] > 0
         assert report.over_before.total > 0
