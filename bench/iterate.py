@@ -121,8 +121,7 @@ def sft_start(model: str, out: Path) -> str:
         return str(target)
     data = out / "tutorial-data"
     if not (data / "dataset_dict.json").is_file():
-        splits = ds.split_preferences(ds.seed_preferences(), "idea")
-        ds.save_dataset(ds.build_dataset(splits), data, ds.summarize(splits, "seed", "idea"))
+        ds.write_dataset_folder(data)  # the tutorial's pairs, split by idea
     recipe = get_recipe("fast")
     train_split, _ = training_splits(data, recipe)
     sft_stage(load_model(model, fresh=True), train_split, target, recipe)

@@ -315,7 +315,7 @@ def cmd_iterate_start(args: argparse.Namespace) -> str:
         k=args.n,
         target_votes=args.target,
         max_ideas=args.max_ideas,
-    )  # fmt: skip
+    )
     info = start_iteration(store, plan, _settings(args))
     if args.json:
         return json.dumps(asdict(info), ensure_ascii=False)

@@ -157,10 +157,12 @@ def write_dataset_folder(
     split: str = "idea",
     min_votes: int = 1,
     screening: Screening = NO_SCREENING,
+    with_tutorial: bool = False,
 ) -> dict[str, Any]:
     """Build and save the dataset from the seed pairs (`votes=None`), a vote database or a
     labelled CSV; return its summary. `screening` says which votes of a vote database are left
-    out (`pipeline.ratings.screen_votes`)."""
+    out (`pipeline.ratings.screen_votes`); `with_tutorial` adds the tutorial's labelled pairs
+    to a vote database's or a CSV's."""
     facts: dict[str, Any] = {}
     if votes is None:
         prefs, source = seed_preferences(), "seed"
@@ -169,6 +171,11 @@ def write_dataset_folder(
     else:
         prefs, facts = preferences_from_store(votes, min_votes, screening)
         source = str(votes)
+    if with_tutorial and votes is not None:
+        tutorial = seed_preferences()
+        prefs = [*prefs, *tutorial]
+        source = f"{source} and the tutorial's labelled pairs"
+        facts = {**facts, "tutorial_pairs": len(tutorial)}
     splits = split_preferences(prefs, split)
     summary = {**summarize(splits, source, split), **facts}
     save_dataset(build_dataset(splits), out, summary)

@@ -13,7 +13,7 @@ from typing import Any
 
 from pipeline.ratings import Agreement, agreement
 from pipeline.rounds import short_name
-from pipeline.votes import VoteStore
+from pipeline.votes import RoundInfo, VoteStore
 from pipeline.winrates import HeadToHead, head_to_head, round_outcomes, wilson
 
 
@@ -115,11 +115,7 @@ class IterationReport:
 def _measures(m: TitleMeasures) -> str:
     if not m.titles:
         return "no titles"
-    low, high = m.format_interval
-    return (
-        f"{m.format_share:.0%} of {m.titles} titles in format (95% CI {low:.0%}–{high:.0%}), "
-        f"{m.mean_length:.0f} characters on average"
-    )
+    return f"{_share(m)} titles in format, {m.mean_length:.0f} characters on average"
 
 
 def _share(m: TitleMeasures) -> str:
@@ -143,19 +139,14 @@ def _by_pair_short(h: HeadToHead) -> str:
 
 def _by_pair(h: HeadToHead) -> str:
     decided = h.pairs_won + h.pairs_lost
-    if not decided:
-        return f"no pair decided yet ({h.total} votes)"
-    low, high = h.pair_interval
-    return (
-        f"{h.pairs_won} of {decided} pairs ({h.pairs_won / decided:.0%}, 95% CI "
-        f"{low:.0%}–{high:.0%}); {h.wins} of {h.decisive} decisive votes"
-    )
+    votes = f"; {h.wins} of {h.decisive} decisive votes" if decided else ""
+    return _by_pair_short(h) + votes
 
 
 def iteration_report(store: VoteStore) -> list[IterationReport]:
     """Every iteration, oldest first (`IterationReport`), from one reading of the votes."""
     every_vote = store.votes()
-    rounds = {r.name for r in store.rounds()}
+    rounds = {r.name: r for r in store.rounds()}
     found = []
     trained_after = {}  # a policy an earlier iteration trained, by that iteration's name
     for info in store.iterations():
@@ -175,14 +166,15 @@ def iteration_report(store: VoteStore) -> list[IterationReport]:
         if info.trained:
             trained_after[info.trained] = f"trained after {info.name}"
         if info.judge_round in rounds:  # (a round not restored after a restart: not judged)
-            report = _judged(store, report, every_vote)
+            report = _judged(store, report, rounds[info.judge_round], every_vote)
         found.append(report)
     return found
 
 
-def _judged(store: VoteStore, report: IterationReport, every_vote) -> IterationReport:
+def _judged(
+    store: VoteStore, report: IterationReport, judging: RoundInfo, every_vote
+) -> IterationReport:
     """The report with its judging round's figures."""
-    judging = store.round_info(report.judge_round)
     pairs = store.round_pairs(judging.round_id)
     in_round = {p.pair_id for p in pairs}
     outcomes = round_outcomes([v for v in every_vote if v.pair_id in in_round], pairs)

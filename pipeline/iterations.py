@@ -171,8 +171,9 @@ def judge_ideas() -> list[str]:
 
 def _next_priority(store: VoteStore) -> int:
     """Above every iteration's and judging round's pool so far: the newest is served first."""
-    ours = [p.priority for p in store.pools() if p.name.startswith(("iteration:", "round:judge-"))]
-    return max([PRIORITY - 1, *ours]) + 1
+    iterations = store.iterations()
+    ours = {i.pool for i in iterations} | {f"round:{i.judge_round}" for i in iterations}
+    return max([PRIORITY - 1, *(p.priority for p in store.pools() if p.name in ours)]) + 1
 
 
 def _ideas_seen(store: VoteStore, policy: str, earlier: list[IterationInfo]) -> set[str]:
@@ -276,18 +277,10 @@ def write_iteration_data(
     store: VoteStore, name: str, out: str | Path, data: IterationData = IterationData()
 ) -> dict:
     """The votes `data` names as a dataset folder, split by idea; its summary."""
-    from pipeline import datasets as ds
-
     chosen = iteration_screening(store, name, data.screening, data.earlier)
-    if not data.tutorial:
-        return write_dataset_folder(out, store.path, "idea", data.min_votes, chosen)
-    prefs, facts = ds.preferences_from_store(store.path, data.min_votes, chosen)
-    tutorial = ds.seed_preferences()
-    splits = ds.split_preferences([*prefs, *tutorial], "idea")
-    source = f"{store.path} and the tutorial's labelled pairs"
-    summary = {**ds.summarize(splits, source, "idea"), **facts, "tutorial_pairs": len(tutorial)}
-    ds.save_dataset(ds.build_dataset(splits), out, summary)
-    return summary
+    return write_dataset_folder(
+        out, store.path, "idea", data.min_votes, chosen, with_tutorial=data.tutorial
+    )
 
 
 def iteration_recipe(recipe: DPORecipe | None = None) -> DPORecipe:
@@ -337,10 +330,9 @@ def train_iteration_rlhf(
     generate: Generate = generate_with,
 ):
     """The next policy the RLHF way: every iteration's votes so far (`data`, always with the
-    earlier iterations') in OUT/data, a reward
-    model retrained on them from the policy (OUT/reward), then online RL of the policy
-    against it (OUT/model); recorded and judged as `train_iteration` does. Returns the RL
-    run (or the reward run, when that did not finish)."""
+    earlier iterations') in OUT/data, a reward model retrained on them from the policy
+    (OUT/reward), then online RL of the policy against it (OUT/model); recorded and judged as
+    `train_iteration` does. Returns the RL run (or the reward run, when that did not finish)."""
     from pipeline.methods import score_run, train_run
 
     info = store.iteration_info(name)
