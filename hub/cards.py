@@ -238,7 +238,9 @@ def model_card(
     recipe = run["recipe"]
     card = method_of(run).card
     if card is None:
-        raise UserError(f"a {run.get('kind')} run has no model card: it writes no titles")
+        if adapter_only:
+            raise UserError("a reward model is pushed whole (its score head is not an adapter)")
+        return reward_model_card(run, metrics, repo_id, base_model, dataset_id, license)
     tag, stages = card(recipe)  # its method's tag, and how it was trained in words
     tags = ["trl", tag, *PROJECT_TAGS[1:], *(["lora"] if recipe.get("lora_r") else [])]
     metadata = _model_metadata(tags, base_model, dataset_id, license, adapter_only)
@@ -275,6 +277,53 @@ def model_card(
     ]
     parts += _evaluation_section(run, metrics)
     parts += [f"- {name}: {value}\n" for name, value in (evaluations or {}).items()]
+    return "\n".join(parts)
+
+
+def reward_model_card(
+    run: Mapping[str, Any],
+    metrics: Sequence[Mapping[str, Any]],
+    repo_id: str,
+    base_model: str | None,
+    dataset_id: str | None,
+    license: str | None = None,
+) -> str:
+    """The card of a reward model (RLHF step 1): it scores titles and writes none."""
+    recipe = run["recipe"]
+    tags = ["trl", "reward-model", *PROJECT_TAGS[1:], *(["lora"] if recipe.get("lora_r") else [])]
+    metadata = _model_metadata(tags, base_model, dataset_id, license, False)
+    metadata["pipeline_tag"] = "text-classification"
+    base_text = (
+        f"[`{base_model}`](https://huggingface.co/{base_model})" if base_model else "a chat model"
+    )
+    data_text = (
+        f"[`{dataset_id}`](https://huggingface.co/datasets/{dataset_id})"
+        if dataset_id
+        else "a YouTube-title preference dataset"
+    )
+    held_out = run.get("held_out") or {}
+    accuracy = held_out.get("reward_model")
+    parts = [
+        _front_matter(metadata),
+        f"# {repo_id.split('/')[-1]}\n",
+        f"A reward model: {base_text} with a one-output score head, trained with TRL's "
+        f"RewardTrainer on {data_text} to score how much people would prefer a YouTube title "
+        "for a video idea (step 1 of RLHF; step 2 trains a policy against it with online "
+        "RL). It writes no titles.\n",
+        "## Usage\n",
+        "```python\n"
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n\n"
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")\n'
+        f'model = AutoModelForSequenceClassification.from_pretrained("{repo_id}")\n'
+        "```\n\n"
+        "Or as the reward model of an online RL run of this project: "
+        f"`python -m pipeline rl --reward {repo_id} ...`.\n",
+        "## Training\n",
+        _table(["setting", "value"], _recipe_rows(recipe)) + "\n",
+        f"{run['steps']} optimizer steps in {run['seconds']:.0f} s"
+        + (f"; it ranks {accuracy:.0%} of the held-out pairs right" if accuracy else "")
+        + ".\n",
+    ]
     return "\n".join(parts)
 
 

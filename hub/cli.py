@@ -3,6 +3,8 @@
     python -m hub push-dataset --repo NAME [--votes app-data] [--private] [--dry-run]
     python -m hub push-model FOLDER --repo NAME [--adapter-only] [--private] [--dry-run]
     python -m hub pull-dataset ID --out FOLDER
+    python -m hub train-on-jobs --data ID --push-to REPO [--method M] [--flavor F] [--dry-run]
+    python -m hub jobs status|logs|cancel JOB;  python -m hub jobs flavors
 
 The token comes from HF_TOKEN or a saved `hf auth login`, never from the command line (where
 shell history would keep it). A bare repo NAME goes to the token owner's namespace.
@@ -12,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.cli import Parser, add_split, add_vote_screening, run, vote_screening
+from pipeline.errors import UserError
 
 
 def _add_push_options(p: argparse.ArgumentParser, what: str) -> None:
@@ -76,6 +80,146 @@ def cmd_pull_dataset(args: argparse.Namespace) -> str:
     return f"wrote {args.out}: {counts} rows from {args.repo}"
 
 
+def _job_request(args: argparse.Namespace):
+    from hub.jobs import JobRequest
+
+    return JobRequest(
+        data=args.data,
+        push_to=args.push_to,
+        method=args.method,
+        recipe=args.recipe,
+        model=args.model,
+        flavor=args.flavor,
+        timeout=args.timeout,
+        reward=args.reward,
+        max_steps=args.max_steps,
+        private=args.private,
+        image=args.image,
+    )
+
+
+def cmd_train_on_jobs(args: argparse.Namespace) -> str:
+    from hub.jobs import dry_run, submit
+
+    request = _job_request(args)
+    if args.dry_run:
+        return dry_run(request)
+    submitted = submit(request)
+    if args.follow:
+        print(submitted.describe(), file=sys.__stdout__, flush=True)
+        return _follow(submitted.job_id)
+    return json.dumps(asdict(submitted)) if args.json else submitted.describe()
+
+
+def _follow(job_id: str) -> str:
+    """Print the job's log as it comes; its end in one line (an error when it failed)."""
+    from hub.jobs import job_logs, job_state
+
+    last = None
+    for line in job_logs(job_id, follow=True):
+        print(line, file=sys.__stdout__, flush=True)
+        last = line if line.strip() else last
+    state = job_state(job_id)
+    if state.stage != "COMPLETED":
+        raise UserError(state.describe(last))
+    return state.describe()
+
+
+def cmd_jobs_status(args: argparse.Namespace) -> str:
+    from hub.jobs import job_logs, job_state
+
+    state = job_state(args.job)
+    if args.json:
+        return json.dumps(asdict(state))
+    last = None
+    if state.ended and state.stage != "COMPLETED":
+        last = next(iter(reversed([x for x in job_logs(args.job, tail=20) if x.strip()])), None)
+    return state.describe(last)
+
+
+def cmd_jobs_logs(args: argparse.Namespace) -> str:
+    from hub.jobs import job_logs
+
+    if args.follow:
+        return _follow(args.job)
+    return "\n".join(job_logs(args.job, tail=args.tail))
+
+
+def cmd_jobs_cancel(args: argparse.Namespace) -> str:
+    from hub.jobs import cancel
+
+    return cancel(args.job).describe()
+
+
+def cmd_jobs_flavors(args: argparse.Namespace) -> str:
+    from hub.jobs import flavors, prices_read
+
+    rows = [
+        f"{f.name:16} {f.gpus} GPU  ${f.usd_per_hour:6.2f}/h  {f.label}" for f in flavors().values()
+    ]
+    return "\n".join(
+        [*rows, f"(prices as listed on {prices_read()}: huggingface.co/docs/hub/jobs-pricing)"]
+    )
+
+
+def add_jobs(sub) -> None:
+    from hub.jobs import DEFAULT_FLAVOR, DEFAULT_IMAGE, DEFAULT_TIMEOUT
+    from pipeline.methods import METHODS
+    from pipeline.models import DEFAULT_MODEL
+
+    p = sub.add_parser(
+        "train-on-jobs", help="train on Hugging Face Jobs and push the model (see README)"
+    )
+    p.add_argument("--data", required=True, help="Hub dataset id (prompt / chosen / rejected)")
+    p.add_argument("--push-to", required=True, metavar="REPO", help="model repo for the result")
+    p.add_argument("--method", choices=list(METHODS), default="dpo", help="(default: dpo)")
+    p.add_argument(
+        "--recipe", default=None, help="a shipped recipe of the method (default: its default)"
+    )
+    p.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"Hub id of the model (default: {DEFAULT_MODEL})"
+    )
+    p.add_argument(
+        "--reward", default=None, metavar="REPO", help="--method rl: the reward model's Hub id"
+    )
+    p.add_argument(
+        "--flavor",
+        default=DEFAULT_FLAVOR,
+        help=f"Jobs hardware (default: {DEFAULT_FLAVOR}; `jobs flavors` lists them)",
+    )
+    p.add_argument(
+        "--timeout", default=DEFAULT_TIMEOUT, help=f"e.g. 90m, 2h (default: {DEFAULT_TIMEOUT})"
+    )
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    p.add_argument("--private", action="store_true", help="create the model repo private")
+    p.add_argument(
+        "--image", default=DEFAULT_IMAGE, help=f"Docker image with torch (default: {DEFAULT_IMAGE})"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the job and its cost; submit nothing"
+    )
+    p.add_argument("--follow", action="store_true", help="print its log until it ends")
+    p.add_argument("--json", action="store_true", help="print the submitted job as JSON")
+    p.set_defaults(run=cmd_train_on_jobs)
+
+    jobs = sub.add_parser("jobs", help="follow or stop a job: status, logs, cancel; flavors")
+    steps = jobs.add_subparsers(dest="step", required=True, parser_class=Parser)
+    p = steps.add_parser("status", help="where the job is; how it ended")
+    p.add_argument("job", help="the job id")
+    p.add_argument("--json", action="store_true", help="print the state as JSON")
+    p.set_defaults(run=cmd_jobs_status)
+    p = steps.add_parser("logs", help="the job's log")
+    p.add_argument("job", help="the job id")
+    p.add_argument("--tail", type=int, default=None, help="only the last N lines")
+    p.add_argument("--follow", action="store_true", help="go on until the job ends")
+    p.set_defaults(run=cmd_jobs_logs)
+    p = steps.add_parser("cancel", help="stop the job (nothing is pushed)")
+    p.add_argument("job", help="the job id")
+    p.set_defaults(run=cmd_jobs_cancel)
+    p = steps.add_parser("flavors", help="the hardware a job can run on, with prices")
+    p.set_defaults(run=cmd_jobs_flavors)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m hub", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -123,6 +267,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--revision", default=None, help="branch, tag or commit")
     p.set_defaults(run=cmd_pull_dataset)
+    add_jobs(sub)
     return parser
 
 

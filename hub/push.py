@@ -30,7 +30,7 @@ from hub.auth import (
 )
 from hub.cards import TUTORIAL_DATASET, dataset_card, model_card
 from pipeline.errors import UserError
-from pipeline.methods import method_of, refuse_reward_model
+from pipeline.methods import method_of
 from pipeline.metrics import read_metrics
 from pipeline.ratings import NO_SCREENING, Screening
 from pipeline.tracking import RUN_FILE
@@ -148,8 +148,8 @@ def model_plan(
     dataset_id: str | None = None,
     license: str | None = None,
 ) -> PushPlan:
-    """A finished run's model folder (DPO or online RL: a model that writes titles) as a Hub
-    model repo.
+    """A finished run's model folder (DPO or online RL: a model that writes titles; or a
+    reward model, with a card of its own) as a Hub model repo.
 
     By default the merged model (a LoRA run is saved merged); `adapter_only` sends the LoRA
     adapter instead, with `base_model` as its base (a run with an SFT stage has its SFT
@@ -160,11 +160,6 @@ def model_plan(
     if not summary_file.is_file():
         raise UserError(f"{run} holds no finished training run (no train_summary.json)")
     summary = json.loads(summary_file.read_text())
-    refuse_reward_model(
-        summary,
-        str(run),
-        "pushing one, with a card of its own, is not supported yet: push the policy it trained",
-    )
     base_model = base_model or summary.get("base_model")
     if base_model:
         base_model = check_repo_id(base_model, "base model")
@@ -185,8 +180,12 @@ def model_plan(
             license=license,
         )
 
+    method = method_of(summary)
+    if not method.writes_titles and adapter_only:
+        raise UserError(f"{run} is a reward model: it is pushed whole, not as an adapter")
     kind = "LoRA adapter" if adapter_only else "model"
-    trained_with = method_of(summary).card(summary["recipe"])[0].upper()  # DPO, GRPO, RLOO
+    # DPO, GRPO, RLOO; a reward model has no title-writing card
+    trained_with = method.card(summary["recipe"])[0].upper() if method.card else "Reward"
     recipe_name = summary["recipe"]["name"]
     return PushPlan(
         repo_id=repo_id,

@@ -379,6 +379,9 @@ class StopAfterSteps(TrainerCallback):
         return control
 
 
+PRINT_METRICS = "TITLE_DPO_PRINT_METRICS"
+
+
 class MetricsFile(TrainerCallback):
     """Appends every logged metrics dict, with step and epoch, as one JSON line."""
 
@@ -390,3 +393,5 @@ class MetricsFile(TrainerCallback):
             record = {"step": state.global_step, "epoch": state.epoch, **logs}
             with self.path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+            if os.environ.get(PRINT_METRICS):  # a job's log carries its curves (hub/jobs.py)
+                print("metrics " + json.dumps(record), flush=True)

@@ -158,6 +158,7 @@ def hub(tmp_path, hub_tokens):
 
     server = running_hub(tmp_path, hub_tokens)
     yield server
+    server.jobs.stop_all()
     server.stop()
     assert server.errors == []
 

@@ -4,7 +4,8 @@ The real clients (`huggingface_hub`, `datasets`, `transformers`) are pointed at 
 `HF_ENDPOINT=http://127.0.0.1:PORT` (see `hub_env`). It speaks the part of the Hub API those
 clients use (see /work/shared/reference/hub-api.md): whoami, repo create/delete, repo info,
 tree, paths-info, commits, refs, preupload, the basic LFS transfer (batch, PUT, verify),
-ndjson commits, validate-yaml and HEAD/GET `resolve` with ranges.
+ndjson commits, validate-yaml and HEAD/GET `resolve` with ranges; and Hugging Face Jobs
+(tests/hub_jobs.py), whose jobs run as local processes.
 
 Model:
 - users and tokens come from a mapping `token -> (username, role)`, role "write" or "read";
@@ -41,6 +42,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from hub_jobs import JobsError, JobsService
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -286,6 +289,8 @@ class HubServer:
         self.request_log: list[tuple[str, str, bool]] = []
         #: tracebacks of unexpected server errors (answered 500); a test can assert it is empty.
         self.errors: list[str] = []
+        #: Hugging Face Jobs (tests/hub_jobs.py): submitted jobs run here as local processes
+        self.jobs = JobsService(self.storage / "jobs", self._lock)
         state_file = self.storage / "state.json"
         self._state: dict[str, Any] = (
             json.loads(state_file.read_text()) if state_file.exists() else {"repos": {}}
@@ -575,6 +580,12 @@ class HubServer:
     def _handle_api(
         self, method: str, segments: list[str], query: dict, identity, body: bytes
     ) -> _Reply:
+        if segments[:1] == ["jobs"]:
+            try:
+                answer = self.jobs.handle(method, segments[1:], query, identity, body)
+            except JobsError as error:
+                raise HubError(error.status, error.message, error.code) from None
+            return _Reply(*answer)
         if segments == ["whoami-v2"] and method == "GET":
             return self._whoami(identity)
         if segments == ["repos", "create"] and method == "POST":

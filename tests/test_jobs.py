@@ -1,0 +1,230 @@
+"""Training on Hugging Face Jobs (`python -m hub train-on-jobs`, `hub jobs ...`) against the
+loopback Hub, whose Jobs run the submitted script as a local process (tests/hub_jobs.py): the
+job fetches this project's code from the Hub, pulls the dataset, trains the tiny model with the
+same CLI as a local run, and pushes it; `from_pretrained` loads it back. The request is
+checked (flavor, timeout, command, the token as a secret and nowhere else), and every way a
+job can be refused or end badly gives one line."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from hub.jobs import metrics_from_log
+from hub_server import ROOT, hub_env, run_python
+
+WRITE, READ, BOB = "hf_alice_write", "hf_alice_read", "hf_bob_write"
+TOKENS = (WRITE, READ, BOB)
+
+
+def hub_cli(hub, tmp_path, *args: str, token: str | None = WRITE) -> subprocess.CompletedProcess:
+    """`python -m hub ARGS` as the owner runs it, with `token` as HF_TOKEN."""
+    env = hub_env(hub, token, cache_dir=tmp_path / "cli-cache")
+    done = subprocess.run(
+        [sys.executable, "-m", "hub", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    for secret in TOKENS:  # a token never reaches what the owner sees
+        assert secret not in done.stdout + done.stderr
+    return done
+
+
+def error_line(done: subprocess.CompletedProcess) -> str:
+    """The one line a refused command ends with (and no traceback before it)."""
+    assert done.returncode == 2, done.stdout + done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: "), done.stderr[-3000:]
+    return line
+
+
+@pytest.fixture
+def jobs_hub(hub, tmp_path, tiny_model_dir, small_data):
+    """The loopback Hub with alice's tiny chat model and her preference dataset, pushed with
+    the project's own tooling."""
+    files = {p.name: p.read_bytes() for p in tiny_model_dir.iterdir() if p.is_file()}
+    hub.seed_repo("model", "alice/tiny-chat", files)
+    done = hub_cli(hub, tmp_path, "push-dataset", "--data", str(small_data), "--repo", "titles")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return hub
+
+
+TRAIN = ("train-on-jobs", "--data", "alice/titles", "--model", "alice/tiny-chat")
+
+
+def submit(hub, tmp_path, *args: str) -> str:
+    done = hub_cli(hub, tmp_path, *TRAIN, "--json", *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)["job_id"]
+
+
+def log_of(hub, job_id: str) -> list[str]:
+    return [line for _, line in hub.jobs.jobs[job_id].events]
+
+
+def test_a_job_trains_the_model_and_pushes_it_in_one_commit(jobs_hub, tmp_path, tiny_model_dir):
+    hub = jobs_hub
+    job_id = submit(
+        hub, tmp_path, "--push-to", "tuned", "--flavor", "cpu-basic", "--timeout", "20m",
+        "--max-steps", "2",
+    )  # fmt: skip
+    job = hub.jobs.wait(job_id)
+    log = log_of(hub, job_id)
+    assert job.stage == "COMPLETED", "\n".join(log[-40:])
+
+    # what the client asked the Hub for
+    (spec,) = hub.jobs.requests
+    assert spec["flavor"] == "cpu-basic"
+    assert spec["timeoutSeconds"] == 20 * 60
+    assert spec["command"][:2] == ["bash", "-c"]
+    script = spec["command"][2]
+    assert "python -m pipeline train --data ../run/data --out ../run/model" in script
+    assert "accelerate" not in script  # one GPU (here none): no launcher
+    assert spec["secrets"] == {"HF_TOKEN": WRITE}  # the token goes as a secret...
+    shown = json.dumps({k: v for k, v in spec.items() if k != "secrets"})
+    assert not any(token in shown for token in TOKENS)  # ...and nowhere else
+    assert spec["environment"]["TITLE_DPO_PUSH_TO"] == "alice/tuned"
+    assert spec["labels"] == {"app": "title-dpo", "method": "dpo", "name": spec["labels"]["name"]}
+    # the job's code is this project's, uploaded to the owner's private code repo
+    assert hub.is_private("dataset", "alice/title-dpo-job-code")
+
+    # its log: each stage, the training curves, never a token
+    assert not any(token in line for line in log for token in TOKENS)
+    for stage in ("== pulling the dataset", "== training", "== pushing the model", "== done"):
+        assert stage in log
+    assert not any("%|" in line for line in log), "\n".join(log)  # no progress bars
+    metrics = metrics_from_log(log)
+    assert any("loss" in m for m in metrics) and any("eval_loss" in m for m in metrics)
+
+    # the model repo: one commit with the weights and the card, loaded back by transformers
+    commits = hub.commits("model", "alice/tuned")
+    assert len(commits) == 2, [c["title"] for c in commits]  # the repo's creation, the push
+    files = hub.repo_files("model", "alice/tuned")
+    assert {"model.safetensors", "config.json", "README.md"} <= set(files)
+    assert "alice/titles" in files["README.md"].decode()
+    env = hub_env(hub, WRITE, cache_dir=tmp_path / "reader")
+    code = textwrap.dedent("""
+        import json
+        from transformers import AutoModelForCausalLM
+        model = AutoModelForCausalLM.from_pretrained("alice/tuned")
+        print(json.dumps(sum(p.numel() for p in model.parameters())))
+    """)
+    loaded = run_python(code, env, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    from transformers import AutoModelForCausalLM
+
+    tiny = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert json.loads(loaded.stdout) == sum(p.numel() for p in tiny.parameters())
+
+    # following it from the command line
+    status = hub_cli(hub, tmp_path, "jobs", "status", job_id)
+    assert status.returncode == 0, status.stderr[-2000:]
+    assert f"job {job_id} completed" in status.stdout and "alice/tuned" in status.stdout
+    logs = hub_cli(hub, tmp_path, "jobs", "logs", job_id, "--tail", "1")
+    assert logs.stdout.strip() == "== done"
+    followed = hub_cli(hub, tmp_path, "jobs", "logs", job_id, "--follow")
+    assert followed.returncode == 0, followed.stderr[-2000:]
+    lines = followed.stdout.strip().splitlines()
+    assert lines[:1] == log[1:2] and "== done" in lines  # the whole log, then how it ended
+    assert lines[-1].startswith(f"job {job_id} completed")
+
+
+def test_dry_run_shows_the_job_and_its_cost_and_sends_nothing(jobs_hub, tmp_path):
+    from hub.jobs import flavors
+
+    hub = jobs_hub
+    before = len(hub.request_log)
+    done = hub_cli(
+        hub, tmp_path, *TRAIN, "--push-to", "alice/tuned", "--flavor", "a10g-largex2",
+        "--timeout", "90m", "--dry-run",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert len(hub.request_log) == before  # nothing went to the Hub
+    assert hub.jobs.requests == []
+    assert "image:    pytorch/pytorch:" in out
+    assert "flavor:   a10g-largex2" in out and "timeout:  1.5 h" in out
+    assert "secrets:  HF_TOKEN (values are never shown)" in out
+    # two GPUs: the training command runs under accelerate launch, one process per GPU
+    assert "--config_file configs/accelerate/multi_gpu.yaml --num_processes 2" in out
+    price = flavors()["a10g-largex2"].usd_per_hour
+    assert f"at most ${price * 1.5:.2f} (1.5 h on a10g-largex2 at ${price:.2f}/h" in out
+
+
+def test_what_cannot_run_is_refused_before_any_job_starts(jobs_hub, tmp_path):
+    hub = jobs_hub
+    job = (*TRAIN, "--push-to", "tuned", "--timeout", "10m")
+    line = error_line(hub_cli(hub, tmp_path, *job, "--flavor", "h200x8"))
+    assert "refused to run on h200x8" in line and "pick another --flavor" in line
+    line = error_line(hub_cli(hub, tmp_path, *job, "--flavor", "cpu-basic", token="hf_expired"))
+    assert "refused the Hugging Face token" in line
+    line = error_line(hub_cli(hub, tmp_path, *job, "--flavor", "cpu-basic", token=READ))
+    assert "can only read" in line
+    nowhere = (*job[:2], "alice/nothing", *job[3:])
+    line = error_line(hub_cli(hub, tmp_path, *nowhere, "--flavor", "cpu-basic"))
+    assert "no dataset 'alice/nothing'" in line
+    line = error_line(hub_cli(hub, tmp_path, *job, "--flavor", "t4-mega"))
+    assert "unknown Jobs flavor 't4-mega'" in line
+    assert hub.jobs.jobs == {}  # only the refused flavor reached the Jobs API at all
+    assert [r["flavor"] for r in hub.jobs.requests] == ["h200x8"]
+
+
+def _parquet(rows: list[dict]) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buffer)
+    return buffer.getvalue()
+
+
+def test_a_failed_a_timed_out_and_a_cancelled_job_each_end_in_one_line(jobs_hub, tmp_path):
+    hub = jobs_hub
+    # a dataset that is there but holds no preference pairs: the job fails while pulling it
+    rows = [{"prompt": "an idea", "chosen": "A title"}] * 4
+    hub.seed_repo(
+        "dataset", "alice/not-pairs", {"data/train-00000-of-00001.parquet": _parquet(rows)}
+    )
+    failing = ("train-on-jobs", "--data", "alice/not-pairs", "--model", "alice/tiny-chat")
+    done = hub_cli(hub, tmp_path, *failing, "--push-to", "never", "--flavor", "cpu-basic", "--json")
+    failed = json.loads(done.stdout)["job_id"]
+    assert hub.jobs.wait(failed).stage == "ERROR"
+    status = hub_cli(hub, tmp_path, "jobs", "status", failed)
+    assert status.returncode == 0
+    (line,) = status.stdout.strip().splitlines()
+    assert f"job {failed} failed" in line and "is not a preference dataset" in line
+    assert "nothing was pushed to alice/never" in line
+    assert not hub.repo_exists("model", "alice/never")
+
+    # a job past its timeout (the test Hub's clock runs a minute in a second)
+    hub.jobs.timeout_scale = 1 / 60
+    timed_out = submit(
+        hub, tmp_path, "--push-to", "never", "--flavor", "cpu-basic", "--timeout", "1m"
+    )
+    assert hub.jobs.wait(timed_out).stage == "ERROR"
+    line = hub_cli(hub, tmp_path, "jobs", "status", timed_out).stdout.strip()
+    assert "ran past its 1 min timeout" in line and "longer --timeout" in line
+
+    # a job cancelled while it runs
+    hub.jobs.timeout_scale = 1
+    cancelled = submit(hub, tmp_path, "--push-to", "never", "--flavor", "cpu-basic")
+    done = hub_cli(hub, tmp_path, "jobs", "cancel", cancelled)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"job {cancelled} was cancelled" in done.stdout
+    assert hub.jobs.wait(cancelled).stage == "CANCELED"
+    line = error_line(hub_cli(hub, tmp_path, "jobs", "cancel", cancelled))
+    assert "has already ended (canceled)" in line
+    assert not hub.repo_exists("model", "alice/never")
+
+    # someone else's job, or no such job, is not found for alice; bob cannot see alice's
+    line = error_line(hub_cli(hub, tmp_path, "jobs", "status", cancelled, token=BOB))
+    assert f"no job {cancelled!r}" in line
