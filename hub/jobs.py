@@ -628,3 +628,54 @@ def metrics_from_log(lines: Iterable[str]) -> list[dict[str, Any]]:
             except ValueError:
                 continue
     return found
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What the Train tab shows of a job: its state, its log's last lines (the metrics lines
+    left out) and the metrics those carried."""
+
+    state: JobState
+    log: list[str]
+    metrics: list[dict[str, Any]]
+
+    def describe(self) -> str:
+        last = next((line for line in reversed(self.log) if line.strip()), None)
+        return self.state.describe(last if self.state.ended else None)
+
+
+def watch(job_id: str, token: str | None = None, lines: int = 2000) -> JobView:
+    """The job's state and what its log has so far (its last `lines` lines)."""
+    job_id = (job_id or "").strip()
+    if not job_id:
+        raise UserError("no job id: submit a job, or paste the id of one")
+    state = job_state(job_id, token)
+    log = list(job_logs(job_id, token, tail=lines))
+    shown = [line for line in log if METRICS_PREFIX + "{" not in line]
+    return JobView(state, shown, metrics_from_log(log))
+
+
+# The jobs submitted from the app, newest last, so the Train tab can show the latest again.
+JOBS_FILE = "jobs.jsonl"
+
+
+def remember(folder: str | Path, submitted: Submitted) -> None:
+    from dataclasses import asdict
+
+    path = Path(folder) / JOBS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(asdict(submitted)) + "\n")
+
+
+def remembered(folder: str | Path) -> list[Submitted]:
+    path = Path(folder) / JOBS_FILE
+    if not path.is_file():
+        return []
+    found = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            found.append(Submitted(**json.loads(line)))
+        except (ValueError, TypeError):
+            continue  # a line cut short by a crash: the others still count
+    return found

@@ -228,3 +228,55 @@ def test_a_failed_a_timed_out_and_a_cancelled_job_each_end_in_one_line(jobs_hub,
     # someone else's job, or no such job, is not found for alice; bob cannot see alice's
     line = error_line(hub_cli(hub, tmp_path, "jobs", "status", cancelled, token=BOB))
     assert f"no job {cancelled!r}" in line
+
+
+def test_the_train_tab_runs_a_job_follows_it_and_generates_with_its_model(
+    jobs_hub, tmp_path, tiny_model_dir
+):
+    from gradio_client import Client
+
+    from app_process import start_app, stop_app
+
+    hub = jobs_hub
+    env = {**hub_env(hub, WRITE, cache_dir=tmp_path / "app-cache"), "HF_HUB_OFFLINE": "0"}
+    process, url = start_app("--model", str(tiny_model_dir), "--data", str(tmp_path / "data"),
+                             log_path=tmp_path / "app.log", env=env)  # fmt: skip
+    # Method, Base model, step limit; dataset, repo, recipe, hardware, timeout, reward, private
+    job = ["DPO", "alice/tiny-chat", 2, "alice/titles", "ui-tuned", "", "cpu-basic", "20m", "",
+           False]  # fmt: skip
+    try:
+        c = Client(url, verbose=False)
+        shown = c.predict(*job, api_name="/jobs_preview")
+        assert "flavor:   cpu-basic" in shown and "secrets:  HF_TOKEN" in shown
+        assert hub.jobs.requests == []  # showing it sent nothing
+
+        job_id, state, _, _, _ = c.predict(*job, api_name="/jobs_submit")
+        assert job_id in hub.jobs.jobs and job_id in state
+        hub.jobs.wait(job_id)
+        same_id, state, chart, log, _ = c.predict(job_id, api_name="/jobs_status")
+        assert same_id == job_id
+        assert state.startswith(f"job {job_id} completed") and "alice/ui-tuned" in state
+        assert log.splitlines()[-1] == "== done" and "metrics {" not in log
+        assert {row[2] for row in chart["data"]} >= {"train loss", "eval loss"}
+
+        # the pushed model, put to use on the Generate tab, writes titles
+        assert c.predict(job_id, api_name="/jobs_use_model") == "Generate now uses alice/ui-tuned"
+        table, *_ = c.predict("an idea", 2, 0.7, api_name="/generate")
+        assert len(table["data"]) == 2
+        assert c.predict(api_name="/model_status").startswith("Model: alice/ui-tuned")
+
+        # a second job, cancelled from the tab: nothing to use
+        job[4] = "ui-never"
+        second, *_ = c.predict(*job, api_name="/jobs_submit")
+        _, state, *_ = c.predict(second, api_name="/jobs_cancel")
+        assert state.startswith(f"job {second} was cancelled")
+        with pytest.raises(Exception, match="no pushed model yet"):
+            c.predict(second, api_name="/jobs_use_model")
+        job[6] = "h200x8"
+        with pytest.raises(Exception, match="refused to run on h200x8"):
+            c.predict(*job, api_name="/jobs_submit")
+        hub.jobs.wait(second)
+    finally:
+        stop_app(process)
+    assert not hub.repo_exists("model", "alice/ui-never")
+    assert WRITE not in (tmp_path / "app.log").read_text()

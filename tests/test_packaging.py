@@ -69,3 +69,27 @@ def test_the_project_declares_requirements_txts_dependencies_and_its_commands():
 
     assert installed[("title-dpo")].load() is main
     assert installed[("title-dpo-hub")].load() is hub_main
+
+
+def test_a_jobs_runtime_is_the_space_list_without_torch_and_the_web_app():
+    """A job installs requirements-jobs.txt on its image's torch (hub/jobs.py): the same
+    bounds as requirements.txt, the image's torch in the Space's range, and nothing the
+    training commands import is left out."""
+    import subprocess
+    import sys
+
+    from hub.jobs import DEFAULT_IMAGE
+
+    space, jobs = requirements("requirements.txt"), requirements("requirements-jobs.txt")
+    assert {n: str(r) for n, r in jobs.items()} == {n: str(space[n]) for n in jobs}
+    assert set(space) - set(jobs) == {"torch", "gradio", "spaces", "uvloop", "httptools"}
+    image_torch = DEFAULT_IMAGE.split(":")[1].split("-")[0]
+    assert Version(image_torch) in space["torch"].specifier
+    # the job's three commands import without the web app's packages
+    blocked = "import sys; sys.modules.update(dict.fromkeys(['gradio', 'spaces', 'uvloop']))"
+    code = (
+        f"{blocked}; import hub.cli, hub.pull, hub.push, pipeline.cli, pipeline.dpo, "
+        "pipeline.reward, pipeline.rl, pipeline.recipes"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -1,6 +1,6 @@
 """The Train tab, the owner's: DPO, a reward model or online RL on the tutorial's pairs, the
 votes collected here or a Hub dataset; live charts, stop and resume, and the finished model
-put to use on the Generate tab."""
+put to use on the Generate tab; or the same run on Hugging Face Jobs (`ui.jobs_panel`)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pipeline.metrics import EPOCH_COLUMNS, chart_rows, epoch_table
 from pipeline.recipes import form_values, get_recipe, recipe_from_form
 from pipeline.rl import SAMPLE_COLUMNS, read_samples, sample_rows
 from pipeline.zerogpu import ON_ZEROGPU
-from ui import compare_runs
+from ui import compare_runs, jobs_panel
 from ui.context import Context, TabParts, Wiring
 from ui.widgets import DATA_SOURCES, TUTORIAL_DATA, recipe_form, screening, vote_screening
 
@@ -105,6 +105,7 @@ def build(ctx: Context) -> TabParts:
     )
     log_tail = gr.Textbox(label="Log", lines=8, max_lines=8, autoscroll=True, interactive=False)
     compare_view = compare_runs.build(ctx)
+    latest_job = jobs_panel.build(ctx, method, base, max_steps)
     timer = gr.Timer(1.0, active=False)  # ticks only while the Train tab is open
 
     trainer = Trainer(ctx)
@@ -143,7 +144,7 @@ def build(ctx: Context) -> TabParts:
     timer.tick(guard(OWNER, trainer.show), None, outputs, api_name="train_status", queue=False)
     use.click(guard(OWNER, trainer.use_trained), None, ctx.status, api_name="use_trained_model")
     titles = Wiring(guard(OWNER, trainer.chart_titles), charts, inputs=[method])
-    return TabParts(on_open=(compare_view, titles), poll=timer)
+    return TabParts(on_open=(compare_view, titles, latest_job), poll=timer)
 
 
 class Trainer:
