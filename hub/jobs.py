@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -295,6 +296,8 @@ def job_spec(
         "TQDM_DISABLE": "1",
         "TITLE_DPO_PRINT_METRICS": "1",  # each logged step as a `metrics {...}` line
     }
+    if os.environ.get("TRACKIO_SPACE_ID"):  # the owner's trackio Space gets the job's curves
+        env["TRACKIO_SPACE_ID"] = os.environ["TRACKIO_SPACE_ID"]
     endpoint = endpoint or constants.ENDPOINT
     if endpoint.rstrip("/") != constants._HF_DEFAULT_ENDPOINT:
         env["HF_ENDPOINT"] = endpoint

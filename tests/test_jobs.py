@@ -280,3 +280,26 @@ def test_the_train_tab_runs_a_job_follows_it_and_generates_with_its_model(
         stop_app(process)
     assert not hub.repo_exists("model", "alice/ui-never")
     assert WRITE not in (tmp_path / "app.log").read_text()
+
+
+def test_rlhf_on_jobs_a_reward_model_then_online_rl_against_it(jobs_hub, tmp_path):
+    """`--method reward` pushes a reward model with a card of its own; `--method rl --reward
+    REPO` trains a policy against that pushed reward model."""
+    import yaml
+
+    hub = jobs_hub
+    common = ("--flavor", "cpu-basic", "--max-steps", "1")
+    reward = submit(hub, tmp_path, "--method", "reward", "--push-to", "rm", *common)
+    assert hub.jobs.wait(reward).stage == "COMPLETED", "\n".join(log_of(hub, reward)[-40:])
+    card = hub.repo_files("model", "alice/rm")["README.md"].decode()
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert meta["pipeline_tag"] == "text-classification" and "reward-model" in meta["tags"]
+    assert "AutoModelForSequenceClassification" in card and "It writes no titles" in card
+
+    policy = submit(hub, tmp_path, "--method", "rl", "--reward", "alice/rm", "--push-to", "policy",
+                    *common)  # fmt: skip
+    assert hub.jobs.wait(policy).stage == "COMPLETED", "\n".join(log_of(hub, policy)[-40:])
+    script = hub.jobs.requests[-1]["command"][2]
+    assert "python -m pipeline rl --data ../run/data" in script and "--reward alice/rm" in script
+    files = hub.repo_files("model", "alice/policy")
+    assert "model.safetensors" in files and "online RL" in files["README.md"].decode()
