@@ -313,11 +313,13 @@ def job_spec(
     )
 
 
-# The job's first step: the project's archive from the code repo, unpacked into ./title-dpo.
+# The job's first step: the project's archive from the code repo, unpacked into ./title-dpo
+# (with tarfile's safe "data" filter where the image's Python has it: 3.11.4 and later).
 _FETCH_CODE = (
     "import sys, tarfile; from huggingface_hub import hf_hub_download; "
     'path = hf_hub_download(sys.argv[1], sys.argv[2], repo_type="dataset"); '
-    'tarfile.open(path).extractall(sys.argv[3], filter="data")'
+    'safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}; '
+    "tarfile.open(path).extractall(sys.argv[3], **safe)"
 )
 _PIP = "python -m pip install --quiet --disable-pip-version-check --root-user-action=ignore"
 
@@ -515,22 +517,23 @@ class JobState:
     def describe(self, last_line: str | None = None) -> str:
         """One line: the stage, and for an ended job what came of it."""
         ran = f" after {duration(self.running_s)}" if self.running_s else ""
+        repo = self.push_to or "its repo"
         if self.stage == "COMPLETED":
-            return (
-                f"job {self.job_id} completed{ran}: the model is at {self.push_to} "
-                "(generate with it: --model " + f"{self.push_to})"
-            )
+            use = f"generate with it: --model {repo}"
+            if self.method == "reward":
+                use = f"train a policy against it: --method rl --reward {repo}"
+            return f"job {self.job_id} completed{ran}: the model is at {repo} ({use})"
         if self.stage == "CANCELED":
-            return f"job {self.job_id} was cancelled{ran}; nothing was pushed to {self.push_to}"
+            return f"job {self.job_id} was cancelled{ran}; nothing was pushed to {repo}"
         if self.timed_out:
             return (
                 f"job {self.job_id} ran past its {duration(self.timeout_s or 0)} timeout and "
-                f"was stopped; nothing was pushed to {self.push_to}: give it a longer --timeout "
+                f"was stopped; nothing was pushed to {repo}: give it a longer --timeout "
                 "or fewer --max-steps"
             )
         if self.stage in ("ERROR", "DELETED"):
             why = f": {last_line}" if last_line else f" ({self.message})" if self.message else ""
-            return f"job {self.job_id} failed{ran}{why}; nothing was pushed to {self.push_to}"
+            return f"job {self.job_id} failed{ran}{why}; nothing was pushed to {repo}"
         return f"job {self.job_id} is {self.stage.lower()}{ran} on {self.flavor} ({self.url})"
 
 

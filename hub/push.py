@@ -160,6 +160,9 @@ def model_plan(
     if not summary_file.is_file():
         raise UserError(f"{run} holds no finished training run (no train_summary.json)")
     summary = json.loads(summary_file.read_text())
+    method = method_of(summary)
+    if not method.writes_titles and adapter_only:
+        raise UserError(f"{run} is a reward model: it is pushed whole, not as an adapter")
     base_model = base_model or summary.get("base_model")
     if base_model:
         base_model = check_repo_id(base_model, "base model")
@@ -180,9 +183,6 @@ def model_plan(
             license=license,
         )
 
-    method = method_of(summary)
-    if not method.writes_titles and adapter_only:
-        raise UserError(f"{run} is a reward model: it is pushed whole, not as an adapter")
     kind = "LoRA adapter" if adapter_only else "model"
     # DPO, GRPO, RLOO; a reward model has no title-writing card
     trained_with = method.card(summary["recipe"])[0].upper() if method.card else "Reward"

@@ -48,13 +48,20 @@ def error_line(done: subprocess.CompletedProcess) -> str:
 
 
 @pytest.fixture
-def jobs_hub(hub, tmp_path, tiny_model_dir, small_data):
-    """The loopback Hub with alice's tiny chat model and her preference dataset, pushed with
-    the project's own tooling."""
+def jobs_hub(hub, tiny_model_dir, small_data):
+    """The loopback Hub with alice's tiny chat model and her preference dataset: the files
+    `python -m hub push-dataset` would push (its plan), committed straight to the repo."""
+    from hub.push import dataset_plan
+
     files = {p.name: p.read_bytes() for p in tiny_model_dir.iterdir() if p.is_file()}
     hub.seed_repo("model", "alice/tiny-chat", files)
-    done = hub_cli(hub, tmp_path, "push-dataset", "--data", str(small_data), "--repo", "titles")
-    assert done.returncode == 0, done.stderr[-3000:]
+    dataset = {}
+    for upload in dataset_plan(small_data, "alice/titles").uploads("alice/titles"):
+        content = upload.content
+        dataset[upload.path_in_repo] = (
+            content if isinstance(content, bytes) else content.read_bytes()
+        )
+    hub.seed_repo("dataset", "alice/titles", dataset)
     return hub
 
 
@@ -303,3 +310,5 @@ def test_rlhf_on_jobs_a_reward_model_then_online_rl_against_it(jobs_hub, tmp_pat
     assert "python -m pipeline rl --data ../run/data" in script and "--reward alice/rm" in script
     files = hub.repo_files("model", "alice/policy")
     assert "model.safetensors" in files and "online RL" in files["README.md"].decode()
+    # the same code for both jobs: uploaded once (its creation, then one commit)
+    assert len(hub.commits("dataset", "alice/title-dpo-job-code")) == 2

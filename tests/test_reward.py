@@ -223,20 +223,23 @@ def test_reward_cli_and_best_of_n_cli(marker_data, tiny_model_dir, tmp_path):
     assert unknown.returncode == 2 and "unknown reward recipe 'nope'" in unknown.stderr
 
 
-def test_a_reward_model_is_no_round_model_and_is_not_pushed_as_a_policy(reward_run):
+def test_a_reward_model_is_no_round_model_and_is_pushed_with_a_card_of_its_own(reward_run):
     from pipeline.rounds import round_models
 
     with pytest.raises(UserError, match="is a reward model"):
         round_models(["smollm2-offline", reward_run.out])
-    # `python -m hub push-model` refuses it before anything is sent
+    # `python -m hub push-model` shows it as a reward model, whole, never as an adapter
     import subprocess
     import sys
 
     from conftest import ROOT
 
-    done = subprocess.run(
-        [sys.executable, "-m", "hub", "push-model", reward_run.out, "--repo", "alice/rm",
-         "--dry-run"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 2 and "is a reward model" in done.stderr
+    push = [sys.executable, "-m", "hub", "push-model", reward_run.out, "--repo", "alice/rm",
+            "--dry-run"]  # fmt: skip
+    done = subprocess.run(push, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "pipeline_tag: text-classification" in done.stdout
+    assert "AutoModelForSequenceClassification" in done.stdout and "reward-model" in done.stdout
+    refused = subprocess.run([*push, "--adapter-only"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=120)  # fmt: skip
+    assert refused.returncode == 2 and "is a reward model" in refused.stderr

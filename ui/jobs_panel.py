@@ -82,7 +82,7 @@ def build(ctx: Context, method: gr.Radio, base: gr.Textbox, max_steps: gr.Number
     preview.click(guard(OWNER, panel.preview), request_in, state, api_name="jobs_preview")
     send.click(guard(OWNER, panel.send), request_in, view, api_name="jobs_submit")
     look.click(guard(OWNER, panel.look), job_id, view, api_name="jobs_status")
-    timer.tick(guard(OWNER, panel.look), job_id, view, api_visibility="private")
+    timer.tick(guard(OWNER, panel.tick), job_id, view, api_visibility="private")
     stop.click(guard(OWNER, panel.stop), job_id, view, api_name="jobs_cancel")
     use.click(guard(OWNER, panel.use), job_id, ctx.status, api_name="jobs_use_model")
     return Wiring(guard(OWNER, panel.latest), [job_id])
@@ -180,6 +180,20 @@ class JobsPanel:
             "\n".join(seen.log[-40:]),
             gr.Timer(active=not seen.state.ended),
         )
+
+    def tick(self, job_id, oauth_token: gr.OAuthToken | None = None):
+        """The timer's look: a Hub that does not answer for a moment is said on the page,
+        and the next tick tries again (an error box every few seconds would bury it)."""
+        try:
+            return self.look(job_id, oauth_token)
+        except UserError as exc:
+            return (
+                job_id,
+                f"Could not read the job just now: {exc}",
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+            )
 
     def stop(self, job_id, oauth_token: gr.OAuthToken | None = None):
         cancel((job_id or "").strip(), self.token_of(oauth_token))

@@ -4,6 +4,7 @@ and `serve`. A new tab is a module in `ui/tabs/` and one entry in `TABS`."""
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -158,9 +159,19 @@ def wire_pages(
             page.select(w.fn, w.inputs, w.outputs, api_visibility="private")
 
 
-def serve(app: gr.Blocks, **launch_kwargs):
-    """Launch with the queue and the voting keyboard shortcuts (Gradio 6 takes `head` here)."""
+def serve(app: gr.Blocks, **launch_kwargs) -> None:
+    """Launch with the queue and the voting keyboard shortcuts (Gradio 6 takes `head` here),
+    and serve until stopped (Ctrl-C, or the SIGTERM a Space sends)."""
     # Gradio's upload route is open to every visitor; the app's only upload is a pairs CSV.
     launch_kwargs.setdefault("max_file_size", "20mb")
     keep_server_from_trusting_forwarded_headers()
-    return app.queue().launch(head=vote.KEYBOARD_JS, **launch_kwargs)
+    app.queue().launch(head=vote.KEYBOARD_JS, prevent_thread_lock=True, **launch_kwargs)
+    try:
+        while app.is_running:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        # `close` ends the open pages' heartbeat streams, then stops the server. Gradio's own
+        # wait (`launch` without prevent_thread_lock) stops the server alone, which then
+        # waits 5 s on those streams before the exit hooks (the last vote sync) can run.
+        print("Stopping: closing the server.", flush=True)
+        app.close()
