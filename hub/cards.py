@@ -244,14 +244,7 @@ def model_card(
     tag, stages = card(recipe)  # its method's tag, and how it was trained in words
     tags = ["trl", tag, *PROJECT_TAGS[1:], *(["lora"] if recipe.get("lora_r") else [])]
     metadata = _model_metadata(tags, base_model, dataset_id, license, adapter_only)
-    base_text = (
-        f"[`{base_model}`](https://huggingface.co/{base_model})" if base_model else "a chat model"
-    )
-    data_text = (
-        f"[`{dataset_id}`](https://huggingface.co/datasets/{dataset_id})"
-        if dataset_id
-        else "a YouTube-title preference dataset"
-    )
+    base_text, data_text = _links(base_model, dataset_id)
     what = f"A LoRA adapter for {base_text}" if adapter_only else f"{base_text}, fine-tuned"
     what = what[0].upper() + what[1:]
     offline_note = (
@@ -293,14 +286,7 @@ def reward_model_card(
     tags = ["trl", "reward-model", *PROJECT_TAGS[1:], *(["lora"] if recipe.get("lora_r") else [])]
     metadata = _model_metadata(tags, base_model, dataset_id, license, False)
     metadata["pipeline_tag"] = "text-classification"
-    base_text = (
-        f"[`{base_model}`](https://huggingface.co/{base_model})" if base_model else "a chat model"
-    )
-    data_text = (
-        f"[`{dataset_id}`](https://huggingface.co/datasets/{dataset_id})"
-        if dataset_id
-        else "a YouTube-title preference dataset"
-    )
+    base_text, data_text = _links(base_model, dataset_id)
     held_out = run.get("held_out") or {}
     accuracy = held_out.get("reward_model")
     parts = [
@@ -325,6 +311,19 @@ def reward_model_card(
         + ".\n",
     ]
     return "\n".join(parts)
+
+
+def _links(base_model: str | None, dataset_id: str | None) -> tuple[str, str]:
+    """The base model and the dataset as a card names them: Hub links, or words."""
+    base = (
+        f"[`{base_model}`](https://huggingface.co/{base_model})" if base_model else "a chat model"
+    )
+    data = (
+        f"[`{dataset_id}`](https://huggingface.co/datasets/{dataset_id})"
+        if dataset_id
+        else "a YouTube-title preference dataset"
+    )
+    return base, data
 
 
 def _model_metadata(

@@ -156,12 +156,12 @@ class JobRequest:
         check_repo_id(self.data, "dataset", example="shawhin/youtube-titles-dpo")
         check_repo_id(self.push_to, "model", example="your-name/title-model")
         check_repo_id(self.model, "model", example=DEFAULT_MODEL)
-        recipe = get_recipe(self.recipe, method.recipe)
         if self.recipe and Path(self.recipe).suffix in (".yaml", ".yml"):
             raise UserError(
                 f"--recipe {self.recipe}: a job takes a shipped recipe by name (commit a new "
                 "recipe under configs/recipes/ to use it on Jobs)"
             )
+        recipe = get_recipe(self.recipe, method.recipe)
         if method.takes_reward_model and recipe.reward_weight and not self.reward:
             raise UserError(
                 "--method rl needs --reward REPO: the reward model's Hub id (push one with "
@@ -519,8 +519,10 @@ class JobState:
         ran = f" after {duration(self.running_s)}" if self.running_s else ""
         repo = self.push_to or "its repo"
         if self.stage == "COMPLETED":
+            from pipeline.methods import method_of
+
             use = f"generate with it: --model {repo}"
-            if self.method == "reward":
+            if self.method and not method_of(self.method).writes_titles:
                 use = f"train a policy against it: --method rl --reward {repo}"
             return f"job {self.job_id} completed{ran}: the model is at {repo} ({use})"
         if self.stage == "CANCELED":

@@ -1162,6 +1162,24 @@ def hub_env(
     return env
 
 
+def hub_cli(
+    server: HubServer, cache_dir: str | os.PathLike, *args: str, token: str | None
+) -> subprocess.CompletedProcess:
+    """`python -m hub ARGS` as a user runs it against `server`, with only `token` (as HF_TOKEN);
+    no token the server knows ever reaches what the user sees."""
+    done = subprocess.run(
+        [sys.executable, "-m", "hub", *args],
+        cwd=ROOT,
+        env=hub_env(server, token, cache_dir=cache_dir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    for secret in server._tokens:
+        assert secret not in done.stdout + done.stderr
+    return done
+
+
 def run_python(
     code: str, env: Mapping[str, str], timeout: float = 120
 ) -> subprocess.CompletedProcess:

@@ -10,32 +10,21 @@ from __future__ import annotations
 import io
 import json
 import subprocess
-import sys
 import textwrap
 
 import pytest
 
 from hub.jobs import metrics_from_log
-from hub_server import ROOT, hub_env, run_python
+from hub_server import hub_cli as run_hub_cli
+from hub_server import hub_env, run_python
 
 WRITE, READ, BOB = "hf_alice_write", "hf_alice_read", "hf_bob_write"
 TOKENS = (WRITE, READ, BOB)
 
 
 def hub_cli(hub, tmp_path, *args: str, token: str | None = WRITE) -> subprocess.CompletedProcess:
-    """`python -m hub ARGS` as the owner runs it, with `token` as HF_TOKEN."""
-    env = hub_env(hub, token, cache_dir=tmp_path / "cli-cache")
-    done = subprocess.run(
-        [sys.executable, "-m", "hub", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    for secret in TOKENS:  # a token never reaches what the owner sees
-        assert secret not in done.stdout + done.stderr
-    return done
+    """`python -m hub ARGS` as the user runs it, with `token` as HF_TOKEN."""
+    return run_hub_cli(hub, tmp_path / "cli-cache", *args, token=token)
 
 
 def error_line(done: subprocess.CompletedProcess) -> str:

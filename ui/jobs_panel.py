@@ -66,20 +66,16 @@ def build(ctx: Context, method: gr.Radio, base: gr.Textbox, max_steps: gr.Number
         timer = gr.Timer(POLL_SECONDS, active=False)
 
     panel = JobsPanel(ctx)
-    request_in = [
-        method,
-        base,
-        max_steps,
-        dataset,
-        push_to,
-        recipe,
-        flavor,
-        timeout,
-        reward,
-        private,
-    ]
+    # what `JobsPanel.request` reads, in its order
+    request_in = [method, base, max_steps, dataset, push_to, recipe, flavor, timeout, reward]
+    request_in.append(private)
     view = [job_id, state, chart, log_tail, timer]
-    preview.click(guard(OWNER, panel.preview), request_in, state, api_name="jobs_preview")
+    preview.click(
+        guard(OWNER, panel.preview, spread=len(request_in)),
+        request_in,
+        state,
+        api_name="jobs_preview",
+    )
     send.click(guard(OWNER, panel.send), request_in, view, api_name="jobs_submit")
     look.click(guard(OWNER, panel.look), job_id, view, api_name="jobs_status")
     timer.tick(guard(OWNER, panel.tick), job_id, view, api_visibility="private")
@@ -127,24 +123,9 @@ class JobsPanel:
             private=bool(private),
         )
 
-    def preview(
-        self,
-        label,
-        base,
-        max_steps,
-        dataset,
-        push_to,
-        recipe,
-        flavor,
-        timeout,
-        reward,
-        private,
-        oauth_token: gr.OAuthToken | None = None,
-    ) -> str:
-        request = self.request(
-            label, base, max_steps, dataset, push_to, recipe, flavor, timeout, reward, private
-        )
-        return f"```\n{dry_run(request)}\n```"
+    def preview(self, *fields) -> str:
+        """The job and its cost, from the form's fields (as `request` takes them)."""
+        return f"```\n{dry_run(self.request(*fields))}\n```"
 
     def send(
         self,

@@ -159,13 +159,16 @@ def wire_pages(
             page.select(w.fn, w.inputs, w.outputs, api_visibility="private")
 
 
-def serve(app: gr.Blocks, **launch_kwargs) -> None:
+def serve(app: gr.Blocks, *, prevent_thread_lock: bool = False, **launch_kwargs) -> None:
     """Launch with the queue and the voting keyboard shortcuts (Gradio 6 takes `head` here),
-    and serve until stopped (Ctrl-C, or the SIGTERM a Space sends)."""
+    and serve until stopped (Ctrl-C, or the SIGTERM a Space sends); with
+    `prevent_thread_lock`, return once it serves (an app in a test's own process)."""
     # Gradio's upload route is open to every visitor; the app's only upload is a pairs CSV.
     launch_kwargs.setdefault("max_file_size", "20mb")
     keep_server_from_trusting_forwarded_headers()
     app.queue().launch(head=vote.KEYBOARD_JS, prevent_thread_lock=True, **launch_kwargs)
+    if prevent_thread_lock:
+        return
     try:
         while app.is_running:
             time.sleep(0.2)
