@@ -180,7 +180,7 @@ class JobRequest:
 class ProjectCode:
     """This project's files as the job will get them: one .tar.gz named by what it holds."""
 
-    label: str  # the git commit (COMMIT-changed-STASH with changes), or tree-HASH without git
+    label: str  # the git commit (COMMIT-changed-TREE with changes), or tree-HASH without git
     archive: bytes
     uncommitted: bool  # it holds changes not committed yet
 
@@ -202,8 +202,9 @@ def project_code(root: Path = ROOT) -> ProjectCode:
             capture_output=True,
             check=True,
         ).stdout
-        if changes:
-            return ProjectCode(f"{commit[:12]}-changed-{changes[:12]}", archive, True)
+        if changes:  # named by what the files hold (the stash commit's own id has a time)
+            tree = _git(root, "rev-parse", f"{changes}^{{tree}}").strip()
+            return ProjectCode(f"{commit[:12]}-changed-{tree[:12]}", archive, True)
         return ProjectCode(commit, archive, False)
     except (OSError, subprocess.CalledProcessError):
         archive = _files_archive(root)
@@ -425,13 +426,15 @@ def submit(request: JobRequest, token: str | None = None) -> Submitted:
     code_repo = f"{identity.name}/{CODE_REPO}"
     try:
         api.create_repo(code_repo, repo_type="dataset", private=True, exist_ok=True)
-        api.upload_file(
-            path_or_fileobj=code.archive,
-            path_in_repo=code.filename,
-            repo_id=code_repo,
-            repo_type="dataset",
-            commit_message=f"title-dpo code for Jobs: {code.label}",
-        )
+        # the name says what it holds: code sent before is not sent again
+        if not api.file_exists(code_repo, code.filename, repo_type="dataset"):
+            api.upload_file(
+                path_or_fileobj=code.archive,
+                path_in_repo=code.filename,
+                repo_id=code_repo,
+                repo_type="dataset",
+                commit_message=f"title-dpo code for Jobs: {code.label}",
+            )
     except (HfHubHTTPError, *TRANSPORT_ERRORS) as exc:
         action = f"upload the project's code to {code_repo}"
         raise UserError(hub_failure(exc, action, token)) from None

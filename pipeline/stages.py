@@ -92,6 +92,11 @@ def open_run(
         raise UserError(f"max-steps must be positive, not {max_steps}")
     out = Path(out)
     train_split, eval_split = splits or training_splits(data, recipe, max_steps)
+    # A reward model's score head is drawn as the model loads, before any Trainer seeds:
+    # seeded here, the recipe's seed decides it, not whatever the process drew before.
+    from transformers import set_seed
+
+    set_seed(recipe.seed)
     policy = load_model(model_name, fresh=True, head=head)
     start = policy.source
     sft_epochs = getattr(recipe, "sft_epochs", 0)

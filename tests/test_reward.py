@@ -243,3 +243,23 @@ def test_a_reward_model_is_no_round_model_and_is_pushed_with_a_card_of_its_own(r
     refused = subprocess.run([*push, "--adapter-only"], cwd=ROOT, capture_output=True, text=True,
                              timeout=120)  # fmt: skip
     assert refused.returncode == 2 and "is a reward model" in refused.stderr
+
+
+def test_a_reward_run_depends_on_its_seed_not_on_what_ran_before(marker_data, tiny_model_dir,
+                                                                 tmp_path):  # fmt: skip
+    """The score head is drawn when the model loads: the recipe's seed decides it, so a run
+    is the same whatever the process drew before it (a test before it, the app's sampling)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from pipeline.reward import train_reward
+
+    weights = []
+    for before in (1, 2):
+        torch.manual_seed(before)
+        torch.rand(before)  # whatever ran before drew from the global generator
+        out = tmp_path / f"after-{before}"
+        train_reward(marker_data, out, str(tiny_model_dir), RECIPE, max_steps=1)
+        weights.append(load_file(out / "model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
