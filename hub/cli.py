@@ -126,15 +126,11 @@ def _follow(job_id: str) -> str:
 
 
 def cmd_jobs_status(args: argparse.Namespace) -> str:
-    from hub.jobs import job_logs, job_state
+    from hub.jobs import job_state, watch
 
-    state = job_state(args.job)
     if args.json:
-        return json.dumps(asdict(state))
-    last = None
-    if state.ended and state.stage != "COMPLETED":
-        last = next(iter(reversed([x for x in job_logs(args.job, tail=20) if x.strip()])), None)
-    return state.describe(last)
+        return json.dumps(asdict(job_state(args.job)))
+    return watch(args.job, lines=20).describe()  # an ended job's line names its last log line
 
 
 def cmd_jobs_logs(args: argparse.Namespace) -> str:

@@ -35,9 +35,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from hub.auth import TRANSPORT_ERRORS, check_repo_id, find_token, hub_failure, redact, whoami
+from hub.auth import (
+    TRANSPORT_ERRORS,
+    check_repo_id,
+    find_token,
+    first_line,
+    hub_failure,
+    redact,
+    whoami,
+)
 from hub.auth import writable_repo_id as _writable_repo_id
 from pipeline.errors import UserError
+from pipeline.metrics import PRINT_METRICS, is_metrics_line, metrics_from_lines
 from pipeline.models import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +56,7 @@ MULTI_GPU_CONFIG = "configs/accelerate/multi_gpu.yaml"
 DEFAULT_IMAGE = "pytorch/pytorch:2.9.1-cuda12.8-cudnn9-runtime"
 DEFAULT_FLAVOR = "a10g-small"
 DEFAULT_TIMEOUT = "1h"
+PUBLIC_HUB = "https://huggingface.co"  # a job talks to it unless told otherwise
 CODE_REPO = "title-dpo-job-code"  # a private dataset repo in the owner's namespace
 APP_LABEL = "title-dpo"  # every job this project submits carries the label app=title-dpo
 TOKEN_SECRET = "HF_TOKEN"
@@ -284,23 +294,23 @@ def job_spec(
     `endpoint`: the Hub the job talks to, when it is not the public one (a test's)."""
     from huggingface_hub import constants
 
-    flavor = check_flavor(request.flavor)
+    flavor, timeout = check_flavor(request.flavor), timeout_seconds(request.timeout)
     push_to = request.push_to if "/" in request.push_to else f"{namespace}/{request.push_to}"
     env = {
         ENV_METHOD: request.method,
         ENV_PUSH_TO: push_to,
-        ENV_TIMEOUT: str(timeout_seconds(request.timeout)),
+        ENV_TIMEOUT: str(timeout),
         "PYTHONUNBUFFERED": "1",  # the log shows each line as it is written
         # progress bars would fill the log with redrawn lines
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
         "TQDM_DISABLE": "1",
-        "TITLE_DPO_PRINT_METRICS": "1",  # each logged step as a `metrics {...}` line
+        PRINT_METRICS: "1",  # each logged step as a `metrics {...}` line
     }
     if os.environ.get("TRACKIO_SPACE_ID"):  # the owner's trackio Space gets the job's curves
         env["TRACKIO_SPACE_ID"] = os.environ["TRACKIO_SPACE_ID"]
     endpoint = endpoint or constants.ENDPOINT
-    if endpoint.rstrip("/") != constants._HF_DEFAULT_ENDPOINT:
+    if endpoint.rstrip("/") != PUBLIC_HUB:
         env["HF_ENDPOINT"] = endpoint
     script = job_script(request, code, f"{namespace}/{CODE_REPO}", push_to, flavor.gpus)
     return JobSpec(
@@ -309,7 +319,7 @@ def job_spec(
         env=env,
         secret_names=(TOKEN_SECRET,),
         flavor=flavor,
-        timeout_s=timeout_seconds(request.timeout),
+        timeout_s=timeout,
         labels={"app": APP_LABEL, "method": request.method},
     )
 
@@ -400,7 +410,7 @@ class Submitted:
         )
 
 
-def dry_run(request: JobRequest, token: str | None = None) -> str:
+def dry_run(request: JobRequest) -> str:
     """The job that would be submitted, and what it would cost at most: nothing is sent."""
     request = request.checked()
     namespace = request.push_to.split("/")[0] if "/" in request.push_to else "YOUR-NAME"
@@ -476,9 +486,9 @@ def _refused(exc, flavor: str, token: str) -> str:
     """One line for a job the Hub would not take."""
     response = getattr(exc, "response", None)
     status = response.status_code if response is not None else None
-    reason = (response.headers.get("X-Error-Message") if response is not None else None) or str(
-        exc
-    ).splitlines()[0]
+    reason = (response.headers.get("X-Error-Message") if response is not None else None) or (
+        first_line(exc)
+    )
     if status in (402, 403):
         line = (
             f"Hugging Face Jobs refused to run on {flavor}: {reason} (this account cannot use "
@@ -542,103 +552,91 @@ class JobState:
         return f"job {self.job_id} is {self.stage.lower()}{ran} on {self.flavor} ({self.url})"
 
 
-def _api_call(action: str, call, token: str, job_id: str):
-    from huggingface_hub.errors import HfHubHTTPError
+@dataclass(frozen=True)
+class _Owner:
+    """Whose jobs: the token and the namespace it acts in, asked of the Hub once a call."""
 
-    try:
-        return call()
-    except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else None
-        if status == 404:
-            raise UserError(f"no job {job_id!r} here: check the id (`hub jobs status`)") from None
-        raise UserError(hub_failure(exc, action, token)) from None
-    except TRANSPORT_ERRORS as exc:
-        raise UserError(hub_failure(exc, action, token)) from None
+    token: str
+    namespace: str
+
+    @classmethod
+    def of(cls, token: str | None) -> _Owner:
+        token = find_token(token)
+        return cls(token, whoami(token).name)
+
+    def call(self, action: str, job_id: str, call):
+        """`call(api)`, its failures as one line each."""
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import HfHubHTTPError
+
+        try:
+            return call(HfApi(token=self.token))
+        except HfHubHTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            if status == 404:
+                raise UserError(
+                    f"no job {job_id!r} here: check the id (`hub jobs status`)"
+                ) from None
+            raise UserError(hub_failure(exc, action, self.token)) from None
+        except TRANSPORT_ERRORS as exc:
+            raise UserError(hub_failure(exc, action, self.token)) from None
+
+    def state(self, job_id: str) -> JobState:
+        info = self.call(
+            f"look up job {job_id}",
+            job_id,
+            lambda api: api.inspect_job(job_id=job_id, namespace=self.namespace),
+        )
+        env = info.environment or {}
+        timeout = env.get(ENV_TIMEOUT)
+        return JobState(
+            job_id=info.id,
+            stage=str(getattr(info.status.stage, "value", info.status.stage)),
+            message=info.status.message,
+            flavor=str(getattr(info.flavor, "value", info.flavor)) if info.flavor else None,
+            push_to=env.get(ENV_PUSH_TO),
+            method=env.get(ENV_METHOD),
+            timeout_s=int(timeout) if timeout and timeout.isdigit() else None,
+            running_s=info.durations.running_secs if info.durations else None,
+            url=info.url,
+        )
+
+    def logs(self, job_id: str, tail: int | None, follow: bool) -> Iterable[str]:
+        action = f"read the log of job {job_id}"
+        lines = self.call(
+            action,
+            job_id,
+            lambda api: iter(
+                api.fetch_job_logs(
+                    job_id=job_id, namespace=self.namespace, tail=tail, follow=follow
+                )
+            ),
+        )
+        while (line := self.call(action, job_id, lambda api: next(lines, None))) is not None:
+            yield redact(line, self.token)
 
 
 def job_state(job_id: str, token: str | None = None) -> JobState:
-    from huggingface_hub import HfApi
-
-    token = find_token(token)
-    namespace = whoami(token).name
-    info = _api_call(
-        f"look up job {job_id}",
-        lambda: HfApi(token=token).inspect_job(job_id=job_id, namespace=namespace),
-        token,
-        job_id,
-    )
-    env = info.environment or {}
-    timeout = env.get(ENV_TIMEOUT)
-    return JobState(
-        job_id=info.id,
-        stage=str(getattr(info.status.stage, "value", info.status.stage)),
-        message=info.status.message,
-        flavor=str(getattr(info.flavor, "value", info.flavor)) if info.flavor else None,
-        push_to=env.get(ENV_PUSH_TO),
-        method=env.get(ENV_METHOD),
-        timeout_s=int(timeout) if timeout and timeout.isdigit() else None,
-        running_s=info.durations.running_secs if info.durations else None,
-        url=info.url,
-    )
+    return _Owner.of(token).state(job_id)
 
 
 def job_logs(
     job_id: str, token: str | None = None, *, tail: int | None = None, follow: bool = False
 ) -> Iterable[str]:
     """The job's log lines (the last `tail`; with `follow`, on until it ends)."""
-    from huggingface_hub import HfApi
-
-    token = find_token(token)
-    namespace = whoami(token).name
-    lines = _api_call(
-        f"read the log of job {job_id}",
-        lambda: iter(
-            HfApi(token=token).fetch_job_logs(
-                job_id=job_id, namespace=namespace, tail=tail, follow=follow
-            )
-        ),
-        token,
-        job_id,
-    )
-    while True:
-        line = _api_call(f"read the log of job {job_id}", lambda: next(lines, None), token, job_id)
-        if line is None:
-            return
-        yield redact(line, token)
+    return _Owner.of(token).logs(job_id, tail, follow)
 
 
 def cancel(job_id: str, token: str | None = None) -> JobState:
-    from huggingface_hub import HfApi
-
-    token = find_token(token)
-    namespace = whoami(token).name
-    state = job_state(job_id, token)
-    if state.ended:
+    owner = _Owner.of(token)
+    if (state := owner.state(job_id)).ended:
         raise UserError(f"job {job_id} has already ended ({state.stage.lower()})")
-    _api_call(
+    owner.call(
         f"cancel job {job_id}",
-        lambda: HfApi(token=token).cancel_job(job_id=job_id, namespace=namespace),
-        token,
         job_id,
+        lambda api: api.cancel_job(job_id=job_id, namespace=owner.namespace),
     )
-    return job_state(job_id, token)
-
-
-METRICS_PREFIX = "metrics "  # pipeline.stages.MetricsFile prints each logged step so
-
-
-def metrics_from_log(lines: Iterable[str]) -> list[dict[str, Any]]:
-    """The training metrics a job's log carries (`metrics {...}` lines), oldest first."""
-    found = []
-    for line in lines:
-        # a progress bar's redraw may come before it on the same line
-        at = line.find(METRICS_PREFIX + "{")
-        if at >= 0:
-            try:
-                found.append(json.loads(line[at + len(METRICS_PREFIX) :]))
-            except ValueError:
-                continue
-    return found
+    return owner.state(job_id)
 
 
 @dataclass(frozen=True)
@@ -660,10 +658,11 @@ def watch(job_id: str, token: str | None = None, lines: int = 2000) -> JobView:
     job_id = (job_id or "").strip()
     if not job_id:
         raise UserError("no job id: submit a job, or paste the id of one")
-    state = job_state(job_id, token)
-    log = list(job_logs(job_id, token, tail=lines))
-    shown = [line for line in log if METRICS_PREFIX + "{" not in line]
-    return JobView(state, shown, metrics_from_log(log))
+    owner = _Owner.of(token)
+    state = owner.state(job_id)
+    log = list(owner.logs(job_id, tail=lines, follow=False))
+    metrics = metrics_from_lines(log)
+    return JobView(state, [line for line in log if not is_metrics_line(line)], metrics)
 
 
 # The jobs submitted from the app, newest last, so the Train tab can show the latest again.

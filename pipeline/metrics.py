@@ -11,6 +11,10 @@ from typing import Any
 
 # A run's folder (`pipeline.runs`): what it logged, and its summary (`stages.TrainResult`).
 METRICS_FILE = "metrics.jsonl"
+# With this set (a job on Hugging Face Jobs), each logged step is also printed as a
+# `metrics {...}` line, so the job's log carries its curves.
+PRINT_METRICS = "TITLE_DPO_PRINT_METRICS"
+METRICS_LINE = "metrics "
 SUMMARY_FILE = "train_summary.json"
 
 EPOCH_COLUMNS = {  # column -> logged key
@@ -105,3 +109,24 @@ def numeric_keys(metrics: Iterable[Mapping[str, Any]]) -> list[str]:
             if key not in ("step", "epoch") and isinstance(value, int | float):
                 seen.setdefault(key, None)
     return list(seen)
+
+
+def metrics_line(record: Mapping[str, Any]) -> str:
+    return METRICS_LINE + json.dumps(record)
+
+
+def is_metrics_line(line: str) -> bool:
+    # a progress bar's redraw may come before it on the same line
+    return METRICS_LINE + "{" in line
+
+
+def metrics_from_lines(lines: Iterable[str]) -> list[dict[str, Any]]:
+    """The metrics a log carries as `metrics {...}` lines, oldest first."""
+    found = []
+    for line in filter(is_metrics_line, lines):
+        at = line.index(METRICS_LINE + "{") + len(METRICS_LINE)
+        try:
+            found.append(json.loads(line[at:]))
+        except ValueError:
+            continue  # a line cut short
+    return found

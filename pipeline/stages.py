@@ -22,7 +22,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from pipeline.errors import UserError
-from pipeline.metrics import METRICS_FILE
+from pipeline.metrics import METRICS_FILE, PRINT_METRICS, metrics_line
 from pipeline.models import LoadedModel, ModelSource, load_model
 from pipeline.recipes import DPORecipe
 from pipeline.runs import latest_checkpoint, write_summary
@@ -384,9 +384,6 @@ class StopAfterSteps(TrainerCallback):
         return control
 
 
-PRINT_METRICS = "TITLE_DPO_PRINT_METRICS"
-
-
 class MetricsFile(TrainerCallback):
     """Appends every logged metrics dict, with step and epoch, as one JSON line."""
 
@@ -399,4 +396,4 @@ class MetricsFile(TrainerCallback):
             with self.path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
             if os.environ.get(PRINT_METRICS):  # a job's log carries its curves (hub/jobs.py)
-                print("metrics " + json.dumps(record), flush=True)
+                print(metrics_line(record), flush=True)

@@ -14,9 +14,9 @@ import textwrap
 
 import pytest
 
-from hub.jobs import metrics_from_log
 from hub_server import hub_cli as run_hub_cli
 from hub_server import hub_env, run_python
+from pipeline.metrics import metrics_from_lines
 
 WRITE, READ, BOB = "hf_alice_write", "hf_alice_read", "hf_bob_write"
 TOKENS = (WRITE, READ, BOB)
@@ -98,7 +98,7 @@ def test_a_job_trains_the_model_and_pushes_it_in_one_commit(jobs_hub, tmp_path, 
     for stage in ("== pulling the dataset", "== training", "== pushing the model", "== done"):
         assert stage in log
     assert not any("%|" in line for line in log), "\n".join(log)  # no progress bars
-    metrics = metrics_from_log(log)
+    metrics = metrics_from_lines(log)
     assert any("loss" in m for m in metrics) and any("eval_loss" in m for m in metrics)
 
     # the model repo: one commit with the weights and the card, loaded back by transformers

@@ -16,6 +16,7 @@ from hub.jobs import (
     cancel,
     dry_run,
     flavors,
+    job_state,
     remember,
     remembered,
     submit,
@@ -181,10 +182,10 @@ class JobsPanel:
         return self.look(job_id, oauth_token)
 
     def use(self, job_id, oauth_token: gr.OAuthToken | None = None) -> str:
-        seen = watch(job_id, self.token_of(oauth_token), lines=1)
-        if seen.state.stage != "COMPLETED" or not seen.state.push_to:
-            raise UserError(f"no pushed model yet: {seen.describe()}")
-        return self.generator.use(seen.state.push_to)
+        state = job_state((job_id or "").strip(), self.token_of(oauth_token))
+        if state.stage != "COMPLETED" or not state.push_to:
+            raise UserError(f"no pushed model yet: {state.describe()}")
+        return self.generator.use(state.push_to)
 
     def latest(self):
         jobs = remembered(self.folder)
