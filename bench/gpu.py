@@ -478,17 +478,12 @@ def train_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, Any
 def recipe_variant(recipe, changes: list[str]):
     """`recipe` with KNOB=VALUE changes (a row like dpo:fast+shared_prompt=false+lora_r=none),
     each checked as a recipe file's key is."""
-    import yaml
-
-    from pipeline.recipes import recipe_from_mapping
+    from pipeline.recipes import parse_changes, recipe_changed
 
     if not changes:
         return recipe
-    values = dataclasses.asdict(recipe)
-    for change in changes:
-        key, _, value = change.partition("=")
-        values[key] = None if value.lower() == "none" else yaml.safe_load(value)
-    return recipe_from_mapping(values, "+".join([recipe.name, *changes]), "row", type(recipe))
+    changed = recipe_changed(recipe, parse_changes(changes, "row"), "row")
+    return dataclasses.replace(changed, name="+".join([recipe.name, *changes]))
 
 
 def step_flop(bench: Bench, kind: str, recipe, shape: str, out: Path) -> float | None:

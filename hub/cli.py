@@ -82,12 +82,14 @@ def cmd_pull_dataset(args: argparse.Namespace) -> str:
 
 def _job_request(args: argparse.Namespace):
     from hub.jobs import JobRequest
+    from pipeline.recipes import parse_changes
 
     return JobRequest(
         data=args.data,
         push_to=args.push_to,
         method=args.method,
         recipe=args.recipe,
+        changes=tuple(parse_changes(args.set, "--set").items()),
         model=args.model,
         flavor=args.flavor,
         timeout=args.timeout,
@@ -158,7 +160,7 @@ def cmd_jobs_flavors(args: argparse.Namespace) -> str:
     )
 
 
-def add_jobs(sub) -> None:
+def add_train_on_jobs(sub) -> None:
     from hub.jobs import DEFAULT_FLAVOR, DEFAULT_IMAGE, DEFAULT_TIMEOUT
     from pipeline.methods import METHODS
     from pipeline.models import DEFAULT_MODEL
@@ -171,6 +173,14 @@ def add_jobs(sub) -> None:
     p.add_argument("--method", choices=list(METHODS), default="dpo", help="(default: dpo)")
     p.add_argument(
         "--recipe", default=None, help="a shipped recipe of the method (default: its default)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KNOB=VALUE",
+        help="change one of the recipe's knobs, as `pipeline train --KNOB VALUE` does (e.g. "
+        "--set epochs=2 --set lora_r=none); repeatable",
     )
     p.add_argument(
         "--model", default=DEFAULT_MODEL, help=f"Hub id of the model (default: {DEFAULT_MODEL})"
@@ -198,6 +208,8 @@ def add_jobs(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the submitted job as JSON")
     p.set_defaults(run=cmd_train_on_jobs)
 
+
+def add_jobs(sub) -> None:
     jobs = sub.add_parser("jobs", help="follow or stop a job: status, logs, cancel; flavors")
     steps = jobs.add_subparsers(dest="step", required=True, parser_class=Parser)
     p = steps.add_parser("status", help="where the job is; how it ended")
@@ -263,6 +275,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--revision", default=None, help="branch, tag or commit")
     p.set_defaults(run=cmd_pull_dataset)
+    add_train_on_jobs(sub)
     add_jobs(sub)
     return parser
 

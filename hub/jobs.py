@@ -147,6 +147,9 @@ class JobRequest:
     push_to: str  # the model repo the job pushes to (a bare name: the owner's namespace)
     method: str = "dpo"  # a key of pipeline.methods.METHODS
     recipe: str | None = None  # a shipped recipe's name (default: the method's default)
+    # knobs of that recipe changed, as `pipeline train --KNOB VALUE` would (the Train tab's
+    # form, `--set KNOB=VALUE`): ((knob, value), ...)
+    changes: tuple[tuple[str, Any], ...] = ()
     model: str = DEFAULT_MODEL
     flavor: str = DEFAULT_FLAVOR
     timeout: str = DEFAULT_TIMEOUT
@@ -158,7 +161,6 @@ class JobRequest:
     def checked(self) -> JobRequest:
         """Every check that needs no network, in the order a user would fix them."""
         from pipeline.methods import METHODS
-        from pipeline.recipes import get_recipe
 
         if self.method not in METHODS:
             raise UserError(f"unknown --method {self.method!r}: one of {', '.join(METHODS)}")
@@ -171,7 +173,7 @@ class JobRequest:
                 f"--recipe {self.recipe}: a job takes a shipped recipe by name (commit a new "
                 "recipe under configs/recipes/ to use it on Jobs)"
             )
-        recipe = get_recipe(self.recipe, method.recipe)
+        recipe = self.training_recipe()
         if method.takes_reward_model and recipe.reward_weight and not self.reward:
             raise UserError(
                 "--method rl needs --reward REPO: the reward model's Hub id (push one with "
@@ -184,6 +186,14 @@ class JobRequest:
         check_flavor(self.flavor)
         timeout_seconds(self.timeout)
         return self
+
+    def training_recipe(self):
+        """The recipe the job trains with: the named one, with the changes."""
+        from pipeline.methods import METHODS
+        from pipeline.recipes import get_recipe, recipe_changed
+
+        recipe = get_recipe(self.recipe, METHODS[self.method].recipe)
+        return recipe_changed(recipe, dict(self.changes), "recipe change")
 
 
 @dataclass(frozen=True)
@@ -341,13 +351,14 @@ def training_command(
     """The training step of the job, run from the unpacked project: the CLI a local run
     uses, under `accelerate launch` (one process per GPU) for several."""
     from pipeline.methods import METHODS
-    from pipeline.recipes import get_recipe
+    from pipeline.recipes import get_recipe, recipe_flags
 
     method = METHODS[request.method]
-    recipe = get_recipe(request.recipe, method.recipe)
+    named = get_recipe(request.recipe, method.recipe)
     train = [
         "-m", "pipeline", method.command, "--data", data, "--out", out,
-        "--model", request.model, "--recipe", request.recipe or recipe.name,
+        "--model", request.model, "--recipe", named.name,
+        *recipe_flags(named, request.training_recipe()),
     ]  # fmt: skip
     if request.reward:
         train += ["--reward", request.reward]

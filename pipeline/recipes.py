@@ -521,6 +521,60 @@ def recipe_from_args(args: argparse.Namespace, kind: type = DPORecipe) -> Any:
     return dataclasses.replace(recipe, **changes) if changes else recipe
 
 
+# --- changes to a recipe, as KNOB=VALUE (`hub train-on-jobs --set`, the GPU bench's rows) ----
+
+
+def parse_changes(texts: Sequence[str], where: str) -> dict[str, Any]:
+    """KNOB=VALUE texts as {knob: value}, each value read as YAML ('none': null). Checked
+    against a recipe kind by `recipe_changed`."""
+    import yaml
+
+    changes = {}
+    for text in texts:
+        key, equals, value = text.partition("=")
+        if not equals or not key.strip():
+            raise UserError(f"{where} {text!r}: write KNOB=VALUE, e.g. epochs=2")
+        value = value.strip()
+        changes[key.strip()] = None if value.lower() == "none" else yaml.safe_load(value)
+    return changes
+
+
+def recipe_changed(recipe: Recipe, changes: Mapping[str, Any], where: str) -> Recipe:
+    """`recipe` with `changes` ({knob: value}), each checked as a recipe file's key is; it
+    keeps its name (it is that recipe, changed)."""
+    if not changes:
+        return recipe
+    values = {**dataclasses.asdict(recipe), **changes}
+    return recipe_from_mapping(values, recipe.name, where, type(recipe))
+
+
+def changes_between(base: Recipe, recipe: Recipe) -> dict[str, Any]:
+    """{knob: value} of each knob where `recipe` differs from `base`."""
+    return {
+        k.name: getattr(recipe, k.name)
+        for k in knobs(kind=type(recipe))
+        if getattr(recipe, k.name) != getattr(base, k.name)
+    }
+
+
+def recipe_flags(base: Recipe, recipe: Recipe) -> list[str]:
+    """The command-line flags (`add_recipe_arguments`'s) that turn `base` into `recipe`: what
+    a job's `pipeline train --recipe BASE ...` needs to train `recipe`."""
+    flags: list[str] = []
+    known = {k.name: k for k in knobs(kind=type(recipe))}
+    for name, value in changes_between(base, recipe).items():
+        k = known[name]
+        if k.kind is bool:
+            flags.append(k.flag if value else "--no-" + k.flag[2:])
+        elif value is None:
+            flags += [k.flag, "0"]  # `recipe_from_args`: 0 is an optional knob's none
+        elif k.optional and value == 0:
+            raise UserError(f"{k.name} 0 cannot be given on the command line (0 means none)")
+        else:
+            flags += [k.flag, repr(value) if isinstance(value, float) else str(value)]
+    return flags
+
+
 def _cli_type(k: Knob):
     def parse(text: str):
         try:

@@ -1192,3 +1192,36 @@ def run_python(
         text=True,
         timeout=timeout,
     )
+
+
+# --- a Space's sign-in, as the app sees it ---------------------------------------------------
+
+OAUTH_SECRET = "oauth-client-secret-of-the-space"
+
+
+def session_cookie(username: str, token: str, orgs: tuple[str, ...] = ()) -> str:
+    """The cookie Gradio's SessionMiddleware sets after a Hugging Face sign-in on a Space
+    (gradio.oauth: the key is sha256 of OAUTH_CLIENT_SECRET + "-v4"), holding the userinfo
+    and access token the Hub's OAuth returns. Gradio reads it to inject gr.OAuthProfile and
+    gr.OAuthToken, exactly as after a real sign-in."""
+    import itsdangerous
+
+    userinfo = {"sub": f"id-{username}", "name": username.title(), "preferred_username": username,
+                "profile": f"https://huggingface.co/{username}", "picture": "",
+                "orgs": [{"preferred_username": org, "name": org} for org in orgs]}  # fmt: skip
+    session = {"oauth_info": {"access_token": token, "token_type": "bearer", "scope": "openid "
+               "profile contribute-repos", "expires_at": int(time.time()) + 3600,
+               "userinfo": userinfo}}  # fmt: skip
+    key = hashlib.sha256((OAUTH_SECRET + "-v4").encode()).hexdigest()
+    data = base64.b64encode(json.dumps(session).encode())
+    return "session=" + itsdangerous.TimestampSigner(key).sign(data).decode()
+
+
+def space_env(hub, **extra) -> dict[str, str]:
+    """What a Space sets (SYSTEM=spaces is how Gradio knows it runs on one)."""
+    return {
+        "SYSTEM": "spaces", "SPACE_ID": "alice/title-dpo", "SPACE_AUTHOR_NAME": "alice",
+        "OAUTH_CLIENT_ID": "client-id", "OAUTH_CLIENT_SECRET": OAUTH_SECRET,
+        "OAUTH_SCOPES": "openid profile contribute-repos", "OPENID_PROVIDER_URL": hub.url,
+        "TITLE_DPO_SECRET": "s" * 32, **extra,
+    }  # fmt: skip

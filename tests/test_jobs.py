@@ -7,6 +7,7 @@ job can be refused or end badly gives one line."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import subprocess
@@ -14,12 +15,20 @@ import textwrap
 
 import pytest
 
+from hub_server import DEFAULT_TOKENS, hub_env, run_python, session_cookie, space_env
 from hub_server import hub_cli as run_hub_cli
-from hub_server import hub_env, run_python
+from pipeline.methods import METHODS
 from pipeline.metrics import metrics_from_lines
+from pipeline.recipes import RECIPES, form_values, get_recipe
 
 WRITE, READ, BOB = "hf_alice_write", "hf_alice_read", "hf_bob_write"
-TOKENS = (WRITE, READ, BOB)
+SIGNED_IN = "hf_alice_oauth"  # what alice's sign-in on her Space gives the app
+TOKENS = (WRITE, READ, BOB, SIGNED_IN)
+
+
+@pytest.fixture
+def hub_tokens():  # conftest's `hub` serves these users
+    return {**DEFAULT_TOKENS, SIGNED_IN: ("alice", "write")}
 
 
 def hub_cli(hub, tmp_path, *args: str, token: str | None = WRITE) -> subprocess.CompletedProcess:
@@ -141,10 +150,13 @@ def test_dry_run_shows_the_job_and_its_cost_and_sends_nothing(jobs_hub, tmp_path
     before = len(hub.request_log)
     done = hub_cli(
         hub, tmp_path, *TRAIN, "--push-to", "alice/tuned", "--flavor", "a10g-largex2",
-        "--timeout", "90m", "--dry-run",
+        "--timeout", "90m", "--set", "epochs=2", "--set", "lora_r=none", "--dry-run",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
+    # the recipe's changes travel as the training CLI's own flags
+    assert "pipeline train --data ../run/data" in out
+    assert "--recipe fast --epochs 2.0 --lora-r 0" in out
     assert len(hub.request_log) == before  # nothing went to the Hub
     assert hub.jobs.requests == []
     assert "image:    pytorch/pytorch:" in out
@@ -170,6 +182,8 @@ def test_what_cannot_run_is_refused_before_any_job_starts(jobs_hub, tmp_path):
     assert "no dataset 'alice/nothing'" in line
     line = error_line(hub_cli(hub, tmp_path, *job, "--flavor", "t4-mega"))
     assert "unknown Jobs flavor 't4-mega'" in line
+    line = error_line(hub_cli(hub, tmp_path, *job, "--flavor", "cpu-basic", "--set", "epoch=2"))
+    assert "unknown recipe key(s) epoch" in line
     assert hub.jobs.jobs == {}  # only the refused flavor reached the Jobs API at all
     assert [r["flavor"] for r in hub.jobs.requests] == ["h200x8"]
 
@@ -226,6 +240,17 @@ def test_a_failed_a_timed_out_and_a_cancelled_job_each_end_in_one_line(jobs_hub,
     assert f"no job {cancelled!r}" in line
 
 
+def tab_job(push_to: str) -> list:
+    """What the Train tab sends for a job: Method, Base model, step limit; dataset, repo,
+    hardware, timeout, reward, private; then each method's recipe and form as the tab shows
+    them."""
+    job = ["DPO", "alice/tiny-chat", 2, "alice/titles", push_to, "cpu-basic", "20m", "", False]
+    for method in METHODS.values():
+        recipe = get_recipe(None, method.recipe)
+        job += [recipe.name, *form_values(recipe)]
+    return job
+
+
 def test_the_train_tab_runs_a_job_follows_it_and_generates_with_its_model(
     jobs_hub, tmp_path, tiny_model_dir
 ):
@@ -237,13 +262,15 @@ def test_the_train_tab_runs_a_job_follows_it_and_generates_with_its_model(
     env = {**hub_env(hub, WRITE, cache_dir=tmp_path / "app-cache"), "HF_HUB_OFFLINE": "0"}
     process, url = start_app("--model", str(tiny_model_dir), "--data", str(tmp_path / "data"),
                              log_path=tmp_path / "app.log", env=env)  # fmt: skip
-    # Method, Base model, step limit; dataset, repo, recipe, hardware, timeout, reward, private
-    job = ["DPO", "alice/tiny-chat", 2, "alice/titles", "ui-tuned", "", "cpu-basic", "20m", "",
-           False]  # fmt: skip
+    job = tab_job("ui-tuned")
+    beta = job.index(RECIPES["fast"].beta, 10)  # the DPO form's beta: the first form's second
+    assert beta == 11
+    job[beta] = 0.3
     try:
         c = Client(url, verbose=False)
         shown = c.predict(*job, api_name="/jobs_preview")
         assert "flavor:   cpu-basic" in shown and "secrets:  HF_TOKEN" in shown
+        assert "pipeline train " in shown and " --recipe fast --beta 0.3" in shown
         assert hub.jobs.requests == []  # showing it sent nothing
 
         job_id, state, _, _, _ = c.predict(*job, api_name="/jobs_submit")
@@ -254,6 +281,8 @@ def test_the_train_tab_runs_a_job_follows_it_and_generates_with_its_model(
         assert state.startswith(f"job {job_id} completed") and "alice/ui-tuned" in state
         assert log.splitlines()[-1] == "== done" and "metrics {" not in log
         assert {row[2] for row in chart["data"]} >= {"train loss", "eval loss"}
+        trained = json.loads(hub.repo_files("model", "alice/ui-tuned")["training_summary.json"])
+        assert trained["recipe"] == {**dataclasses.asdict(RECIPES["fast"]), "beta": 0.3}
 
         # the pushed model, put to use on the Generate tab, writes titles
         assert c.predict(job_id, api_name="/jobs_use_model") == "Generate now uses alice/ui-tuned"
@@ -268,7 +297,7 @@ def test_the_train_tab_runs_a_job_follows_it_and_generates_with_its_model(
         assert state.startswith(f"job {second} was cancelled")
         with pytest.raises(Exception, match="no pushed model yet"):
             c.predict(second, api_name="/jobs_use_model")
-        job[6] = "h200x8"
+        job[5] = "h200x8"
         with pytest.raises(Exception, match="refused to run on h200x8"):
             c.predict(*job, api_name="/jobs_submit")
         hub.jobs.wait(second)
@@ -276,6 +305,32 @@ def test_the_train_tab_runs_a_job_follows_it_and_generates_with_its_model(
         stop_app(process)
     assert not hub.repo_exists("model", "alice/ui-never")
     assert WRITE not in (tmp_path / "app.log").read_text()
+
+
+def test_on_a_space_a_job_runs_with_the_signed_in_owner_s_token(jobs_hub, tmp_path):
+    """The Space's own HF_TOKEN (here one that can only read) is not the owner's: a job is
+    sent, and its secret set, with the token of the owner who signed in."""
+    from gradio_client import Client
+
+    from app_process import start_app, stop_app
+
+    hub = jobs_hub
+    env = {**hub_env(hub, READ, cache_dir=tmp_path / "app-cache"), "HF_HUB_OFFLINE": "0",
+           **space_env(hub)}  # fmt: skip
+    process, url = start_app("--data", str(tmp_path / "data"), log_path=tmp_path / "app.log",
+                             env=env)  # fmt: skip
+    try:
+        cookie = {"Cookie": session_cookie("alice", SIGNED_IN)}
+        owner = Client(url, verbose=False, headers=cookie)
+        job_id, state, *_ = owner.predict(*tab_job("space-tuned"), api_name="/jobs_submit")
+        assert job_id in state
+        (sent,) = hub.jobs.requests
+        assert sent["secrets"] == {"HF_TOKEN": SIGNED_IN}
+        _, state, *_ = owner.predict(job_id, api_name="/jobs_cancel")
+        assert state.startswith(f"job {job_id} was cancelled")
+    finally:
+        stop_app(process)
+    assert SIGNED_IN not in (tmp_path / "app.log").read_text()
 
 
 def test_rlhf_on_jobs_a_reward_model_then_online_rl_against_it(jobs_hub, tmp_path):

@@ -13,13 +13,19 @@ from pipeline.recipes import (
     RECIPES,
     RECIPES_DIR,
     DPORecipe,
+    RewardRecipe,
+    RLRecipe,
     add_recipe_arguments,
     form_values,
     get_recipe,
     knobs,
     load_recipe_file,
+    parse_changes,
+    recipe_changed,
+    recipe_flags,
     recipe_from_args,
     recipe_from_form,
+    shipped_recipes,
 )
 
 
@@ -95,6 +101,35 @@ def test_the_cli_refuses_a_bad_flag_in_one_line(tmp_path):
     assert result.returncode == 2
     assert "--batch-size: batch_size must be a whole number, not '2.5'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_changes_become_the_flags_that_make_the_same_recipe():
+    """A job trains `--recipe NAME` plus flags: they must rebuild exactly the recipe asked
+    for, for every kind of recipe and every kind of knob."""
+    import argparse
+
+    cases = [
+        (DPORecipe, "fast", ["epochs=2", "lora_r=none", "shared_prompt=false",
+                             "learning_rate=1e-5", "loss=ipo", "save_total_limit=none"]),
+        (DPORecipe, "tutorial", ["lora_r=8", "gradient_checkpointing=true", "beta=0.25"]),
+        (RewardRecipe, "fast", ["epochs=1.5", "center_rewards=0.01", "lora_r=none"]),
+        (RLRecipe, "fast", ["method=rloo", "reward_weight=0", "temperature=0.7"]),
+    ]  # fmt: skip
+    for kind, name, texts in cases:
+        base = shipped_recipes(kind)[name]
+        changed = recipe_changed(base, parse_changes(texts, "--set"), "--set")
+        assert changed != base and changed.name == base.name
+        parser = argparse.ArgumentParser()
+        add_recipe_arguments(parser, kind)
+        flags = recipe_flags(base, changed)
+        assert recipe_from_args(parser.parse_args(["--recipe", name, *flags]), kind) == changed
+        assert recipe_flags(base, base) == []
+    with pytest.raises(UserError, match="unknown recipe key"):
+        recipe_changed(RECIPES["fast"], parse_changes(["epoch=2"], "--set"), "--set")
+    with pytest.raises(UserError, match="batch_size must be a whole number"):
+        recipe_changed(RECIPES["fast"], parse_changes(["batch_size=2.5"], "--set"), "--set")
+    with pytest.raises(UserError, match="write KNOB=VALUE"):
+        parse_changes(["epochs"], "--set")
 
 
 def test_the_form_round_trips_a_recipe():

@@ -4,8 +4,6 @@ the password under --share, and signed in with Hugging Face on a simulated Space
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import time
 import warnings
@@ -14,13 +12,12 @@ import pytest
 from gradio_client import Client, handle_file
 
 from app_process import start_app, stop_app
-from hub_server import DEFAULT_TOKENS, hub_env
+from hub_server import DEFAULT_TOKENS, hub_env, session_cookie, space_env
 from pipeline.ballot import MIN_READ_SECONDS
 from pipeline.votes import VoteStore
 from ui.guard import Guard
 
 PASSWORD = "correct horse battery staple"
-OAUTH_SECRET = "oauth-client-secret-of-the-space"
 # Endpoints a voter may call; every other endpoint the app exposes must refuse a voter.
 VOTER_ENDPOINTS = {
     "/start", "/vote_left", "/vote_right", "/vote_tie", "/vote_both_bad", "/skip",
@@ -197,34 +194,6 @@ def test_share_without_a_password_does_not_start(tmp_path):
     assert done.stderr.strip().endswith("set TITLE_DPO_OWNER_PASSWORD first (owner actions will "
                                         "ask for it; voters need nothing)")  # fmt: skip
     assert not (tmp_path / "votes.db").exists()
-
-
-def session_cookie(username: str, token: str, orgs: tuple[str, ...] = ()) -> str:
-    """The cookie Gradio's SessionMiddleware sets after a Hugging Face sign-in on a Space
-    (gradio.oauth: the key is sha256 of OAUTH_CLIENT_SECRET + "-v4"), holding the userinfo
-    and access token the Hub's OAuth returns. Gradio reads it to inject gr.OAuthProfile and
-    gr.OAuthToken, exactly as after a real sign-in."""
-    import itsdangerous
-
-    userinfo = {"sub": f"id-{username}", "name": username.title(), "preferred_username": username,
-                "profile": f"https://huggingface.co/{username}", "picture": "",
-                "orgs": [{"preferred_username": org, "name": org} for org in orgs]}  # fmt: skip
-    session = {"oauth_info": {"access_token": token, "token_type": "bearer", "scope": "openid "
-               "profile contribute-repos", "expires_at": int(time.time()) + 3600,
-               "userinfo": userinfo}}  # fmt: skip
-    key = hashlib.sha256((OAUTH_SECRET + "-v4").encode()).hexdigest()
-    data = base64.b64encode(json.dumps(session).encode())
-    return "session=" + itsdangerous.TimestampSigner(key).sign(data).decode()
-
-
-def space_env(hub, **extra) -> dict[str, str]:
-    """What a Space sets (SYSTEM=spaces is how Gradio knows it runs on one)."""
-    return {
-        "SYSTEM": "spaces", "SPACE_ID": "alice/title-dpo", "SPACE_AUTHOR_NAME": "alice",
-        "OAUTH_CLIENT_ID": "client-id", "OAUTH_CLIENT_SECRET": OAUTH_SECRET,
-        "OAUTH_SCOPES": "openid profile contribute-repos", "OPENID_PROVIDER_URL": hub.url,
-        "TITLE_DPO_SECRET": "s" * 32, **extra,
-    }  # fmt: skip
 
 
 def test_signed_in_voting_on_a_space_is_one_vote_per_person(hub, tmp_path, tiny_model_dir):

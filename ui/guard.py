@@ -35,7 +35,8 @@ class Guard:
 
     def __call__(self, role: str, fn: Callable, spread: int = 0) -> Callable:
         """`spread`: for an fn with `*values`, how many inputs those are (Gradio passes each
-        input as a parameter of its own)."""
+        input as a parameter of its own). A keyword-only parameter after them (an OAuth
+        token) is one more input for Gradio, handed to `fn` by its name."""
         keeper = self.keeper
         signature = inspect.signature(fn)
         wants = [name for name in ("caller", "facts") if name in signature.parameters]
@@ -43,7 +44,7 @@ class Guard:
             hints = typing.get_type_hints(fn)
         except (NameError, TypeError):
             hints = {}
-        params = []
+        params, by_name = [], []
         for p in signature.parameters.values():
             if p.kind is p.VAR_POSITIONAL:
                 if not spread:
@@ -53,6 +54,9 @@ class Guard:
                     for i in range(spread)
                 ]
             elif p.name not in wants:
+                if p.kind is p.KEYWORD_ONLY:
+                    by_name.append(p.name)
+                    p = p.replace(kind=p.POSITIONAL_OR_KEYWORD)
                 params.append(p.replace(annotation=hints.get(p.name, inspect.Parameter.empty)))
         extra = [
             inspect.Parameter(
@@ -63,12 +67,14 @@ class Guard:
 
         def handler(*args):
             *args, request, profile = args
+            named = dict(zip(by_name, args[len(args) - len(by_name) :], strict=True))
+            args = args[: len(args) - len(by_name)]
             facts = request_facts(request, profile)
             caller = keeper.caller(facts)
             given = {"caller": caller, "facts": facts}
             try:
                 keeper.require(caller, role)
-                return fn(*args, **{name: given[name] for name in wants})
+                return fn(*args, **named, **{name: given[name] for name in wants})
             except UserError as exc:
                 raise gr.Error(str(exc)) from None
 

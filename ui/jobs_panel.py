@@ -26,21 +26,28 @@ from pipeline.access import OWNER
 from pipeline.errors import UserError
 from pipeline.methods import METHODS, method_of
 from pipeline.metrics import chart_rows
+from pipeline.recipes import changes_between, get_recipe, recipe_from_form
 from ui.context import Context, Wiring
 
 POLL_SECONDS = 5.0  # each look reads the job's state and log from the Hub
 
 
-def build(ctx: Context, method: gr.Radio, base: gr.Textbox, max_steps: gr.Number) -> Wiring:
-    """The panel, reading the tab's Method, Base model and step limit. Returns the look at
-    the latest job, for when the tab is opened."""
+def build(
+    ctx: Context,
+    method: gr.Radio,
+    base: gr.Textbox,
+    max_steps: gr.Number,
+    recipes: dict[str, list],
+) -> Wiring:
+    """The panel, reading the tab's Method, Base model and step limit, and from `recipes`
+    ({method kind: [its recipe choice, *its recipe form's fields]}) the chosen method's recipe
+    as its form has it. Returns the look at the latest job, for when the tab is opened."""
     guard = ctx.guard
     with gr.Accordion("Run on Hugging Face Jobs", open=False):
         gr.Markdown(intro(ctx.settings.on_space))
         with gr.Row():
             dataset = gr.Textbox("", label="Hub dataset id", placeholder="you/youtube-titles-dpo")
             push_to = gr.Textbox("youtube-titles-jobs-model", label="Push the model to")
-            recipe = gr.Textbox("", label="Recipe (a shipped one; empty: the method's default)")
         with gr.Row():
             flavor = gr.Dropdown(
                 [
@@ -66,10 +73,10 @@ def build(ctx: Context, method: gr.Radio, base: gr.Textbox, max_steps: gr.Number
         log_tail = gr.Textbox(label="The job's log", lines=8, max_lines=8, autoscroll=True)
         timer = gr.Timer(POLL_SECONDS, active=False)
 
-    panel = JobsPanel(ctx)
+    panel = JobsPanel(ctx, {kind: len(inputs) for kind, inputs in recipes.items()})
     # what `JobsPanel.request` reads, in its order
-    request_in = [method, base, max_steps, dataset, push_to, recipe, flavor, timeout, reward]
-    request_in.append(private)
+    request_in = [method, base, max_steps, dataset, push_to, flavor, timeout, reward, private]
+    request_in += [field for inputs in recipes.values() for field in inputs]
     view = [job_id, state, chart, log_tail, timer]
     preview.click(
         guard(OWNER, panel.preview, spread=len(request_in)),
@@ -77,7 +84,9 @@ def build(ctx: Context, method: gr.Radio, base: gr.Textbox, max_steps: gr.Number
         state,
         api_name="jobs_preview",
     )
-    send.click(guard(OWNER, panel.send), request_in, view, api_name="jobs_submit")
+    send.click(
+        guard(OWNER, panel.send, spread=len(request_in)), request_in, view, api_name="jobs_submit"
+    )
     look.click(guard(OWNER, panel.look), job_id, view, api_name="jobs_status")
     timer.tick(guard(OWNER, panel.tick), job_id, view, api_visibility="private")
     stop.click(guard(OWNER, panel.stop), job_id, view, api_name="jobs_cancel")
@@ -90,8 +99,10 @@ def intro(on_space: bool) -> str:
     return (
         "Instead of training here, a job on Hugging Face Jobs runs the same training on the "
         "machine you choose, pulls the dataset from the Hub and pushes the model to your repo "
-        f"with its card (its disk is gone when it ends). It uses {token}; Jobs are billed by "
-        "the minute to that account."
+        f"with its card (its disk is gone when it ends). It trains with the method, base "
+        "model, step limit and recipe set above, your changes to the recipe included (the "
+        f"job's script shows them). It uses {token}; Jobs are billed by the minute to that "
+        "account."
     )
 
 
@@ -99,23 +110,33 @@ class JobsPanel:
     """The panel's handlers: each reads its inputs, makes one call into `hub.jobs` with the
     owner's token, and formats what comes back."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, form_sizes: dict[str, int]) -> None:
         self.folder, self.generator = ctx.folder, ctx.generator
         self.on_space = ctx.settings.on_space
+        self.form_sizes = form_sizes  # {method kind: its recipe inputs}, in `request`'s order
 
     def token_of(self, oauth_token: gr.OAuthToken | None) -> str | None:
         return visitor_token(oauth_token.token if oauth_token else None, self.on_space)
 
-    @staticmethod
-    def request(label, base, max_steps, dataset, push_to, recipe, flavor, timeout, reward, private):
+    def request(
+        self, label, base, max_steps, dataset, push_to, flavor, timeout, reward, private, *forms
+    ) -> JobRequest:
+        """The job the panel's fields ask for; `forms`: each method's recipe choice and
+        form, in `form_sizes` order, of which the chosen method's is read."""
         method = next((m for m in METHODS.values() if m.label == label), None)
         if method is None:
             raise UserError(f"unknown method {label!r}")
+        values, start = {}, 0
+        for kind, size in self.form_sizes.items():
+            values[kind], start = forms[start : start + size], start + size
+        name, *fields = values[method.kind]
+        recipe = recipe_from_form(name, fields, method.recipe)
         return JobRequest(
             data=(dataset or "").strip(),
             push_to=(push_to or "").strip(),
             method=method.kind,
-            recipe=(recipe or "").strip() or None,
+            recipe=name,
+            changes=tuple(changes_between(get_recipe(name, method.recipe), recipe).items()),
             model=(base or "").strip(),
             flavor=flavor or DEFAULT_FLAVOR,
             timeout=(timeout or "").strip() or DEFAULT_TIMEOUT,
@@ -125,27 +146,11 @@ class JobsPanel:
         )
 
     def preview(self, *fields) -> str:
-        """The job and its cost, from the form's fields (as `request` takes them)."""
+        """The job and its cost, from the panel's fields (as `request` takes them)."""
         return f"```\n{dry_run(self.request(*fields))}\n```"
 
-    def send(
-        self,
-        label,
-        base,
-        max_steps,
-        dataset,
-        push_to,
-        recipe,
-        flavor,
-        timeout,
-        reward,
-        private,
-        oauth_token: gr.OAuthToken | None = None,
-    ):
-        request = self.request(
-            label, base, max_steps, dataset, push_to, recipe, flavor, timeout, reward, private
-        )
-        submitted = submit(request, self.token_of(oauth_token))
+    def send(self, *fields, oauth_token: gr.OAuthToken | None = None):
+        submitted = submit(self.request(*fields), self.token_of(oauth_token))
         remember(self.folder, submitted)
         return self.look(submitted.job_id, oauth_token)
 

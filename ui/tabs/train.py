@@ -105,7 +105,8 @@ def build(ctx: Context) -> TabParts:
     )
     log_tail = gr.Textbox(label="Log", lines=8, max_lines=8, autoscroll=True, interactive=False)
     compare_view = compare_runs.build(ctx)
-    latest_job = jobs_panel.build(ctx, method, base, max_steps)
+    recipes = {form.method.kind: [form.recipe, *form.fields] for form in forms}
+    latest_job = jobs_panel.build(ctx, method, base, max_steps, recipes)
     timer = gr.Timer(1.0, active=False)  # ticks only while the Train tab is open
 
     trainer = Trainer(ctx)
