@@ -97,6 +97,7 @@ def _job_request(args: argparse.Namespace):
         max_steps=args.max_steps,
         private=args.private,
         image=args.image,
+        namespace=args.namespace,
     )
 
 
@@ -109,7 +110,7 @@ def cmd_train_on_jobs(args: argparse.Namespace) -> str:
     submitted = submit(request)
     if args.follow:
         print(submitted.describe(), file=sys.__stdout__, flush=True)
-        return _follow(submitted.job_id)
+        return _follow(submitted.ref)
     return json.dumps(asdict(submitted)) if args.json else submitted.describe()
 
 
@@ -199,6 +200,13 @@ def add_train_on_jobs(sub) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
     p.add_argument("--private", action="store_true", help="create the model repo private")
     p.add_argument(
+        "--namespace",
+        default=None,
+        metavar="ORG",
+        help="run the job in (and bill it to) an organisation you belong to; its code repo and "
+        "a bare --push-to name go there too (default: your own namespace)",
+    )
+    p.add_argument(
         "--image", default=DEFAULT_IMAGE, help=f"Docker image with torch (default: {DEFAULT_IMAGE})"
     )
     p.add_argument(
@@ -213,16 +221,16 @@ def add_jobs(sub) -> None:
     jobs = sub.add_parser("jobs", help="follow or stop a job: status, logs, cancel; flavors")
     steps = jobs.add_subparsers(dest="step", required=True, parser_class=Parser)
     p = steps.add_parser("status", help="where the job is; how it ended")
-    p.add_argument("job", help="the job id")
+    p.add_argument("job", help="the job id (ORG/ID for an organisation's job)")
     p.add_argument("--json", action="store_true", help="print the state as JSON")
     p.set_defaults(run=cmd_jobs_status)
     p = steps.add_parser("logs", help="the job's log")
-    p.add_argument("job", help="the job id")
+    p.add_argument("job", help="the job id (ORG/ID for an organisation's job)")
     p.add_argument("--tail", type=int, default=None, help="only the last N lines")
     p.add_argument("--follow", action="store_true", help="go on until the job ends")
     p.set_defaults(run=cmd_jobs_logs)
     p = steps.add_parser("cancel", help="stop the job (nothing is pushed)")
-    p.add_argument("job", help="the job id")
+    p.add_argument("job", help="the job id (ORG/ID for an organisation's job)")
     p.set_defaults(run=cmd_jobs_cancel)
     p = steps.add_parser("flavors", help="the hardware a job can run on, with prices")
     p.set_defaults(run=cmd_jobs_flavors)

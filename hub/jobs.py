@@ -58,6 +58,7 @@ DEFAULT_FLAVOR = "a10g-small"
 DEFAULT_TIMEOUT = "1h"
 PUBLIC_HUB = "https://huggingface.co"  # a job talks to it unless told otherwise
 CODE_REPO = "title-dpo-job-code"  # a private dataset repo in the owner's namespace
+_NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")  # a user or organisation name
 APP_LABEL = "title-dpo"  # every job this project submits carries the label app=title-dpo
 TOKEN_SECRET = "HF_TOKEN"
 # What the job's environment says about it (read back by `job_state`); never a secret.
@@ -157,6 +158,8 @@ class JobRequest:
     max_steps: int | None = None
     private: bool = False
     image: str = DEFAULT_IMAGE
+    # where the job runs and is billed: an organisation the user belongs to (None: the user)
+    namespace: str | None = None
 
     def checked(self) -> JobRequest:
         """Every check that needs no network, in the order a user would fix them."""
@@ -185,6 +188,8 @@ class JobRequest:
             raise UserError("--max-steps must be at least 1")
         check_flavor(self.flavor)
         timeout_seconds(self.timeout)
+        if self.namespace is not None and not _NAMESPACE.fullmatch(self.namespace):
+            raise UserError(f"--namespace {self.namespace!r}: a user or organisation name")
         return self
 
     def training_recipe(self):
@@ -412,19 +417,27 @@ class Submitted:
     push_to: str
     flavor: str
     code: str
+    in_org: bool = False  # run in an organisation's namespace, not the user's
+
+    @property
+    def ref(self) -> str:
+        """How `jobs status|logs|cancel` and the Train tab name it: the id, or ORG/ID."""
+        return f"{self.namespace}/{self.job_id}" if self.in_org else self.job_id
 
     def describe(self) -> str:
         return (
-            f"submitted job {self.job_id} on {self.flavor} ({self.url}); it pushes to "
-            f"{self.push_to} when it ends.\nFollow it: python -m hub jobs logs {self.job_id} "
-            f"--follow   Stop it: python -m hub jobs cancel {self.job_id}"
+            f"submitted job {self.ref} on {self.flavor} ({self.url}); it pushes to "
+            f"{self.push_to} when it ends.\nFollow it: python -m hub jobs logs {self.ref} "
+            f"--follow   Stop it: python -m hub jobs cancel {self.ref}"
         )
 
 
 def dry_run(request: JobRequest) -> str:
     """The job that would be submitted, and what it would cost at most: nothing is sent."""
     request = request.checked()
-    namespace = request.push_to.split("/")[0] if "/" in request.push_to else "YOUR-NAME"
+    namespace = request.namespace or (
+        request.push_to.split("/")[0] if "/" in request.push_to else "YOUR-NAME"
+    )
     code = project_code()
     return job_spec(request, code, namespace).describe(code, namespace)
 
@@ -437,14 +450,22 @@ def submit(request: JobRequest, token: str | None = None) -> Submitted:
     request = request.checked()
     token = find_token(token)
     identity = whoami(token)
-    push_to = _writable_repo_id(request.push_to, identity)
+    namespace = request.namespace or identity.name
+    if namespace not in identity.namespaces:
+        raise UserError(
+            f"--namespace {namespace!r}: {identity.name} is not a member of it (theirs: "
+            f"{', '.join(identity.namespaces)})"
+        )
+    bare = "/" not in request.push_to
+    push_to = _writable_repo_id(f"{namespace}/{request.push_to}" if bare else request.push_to,
+                                identity)  # fmt: skip
     _must_exist(request.data, "dataset", token)
     _must_exist(request.model, "model", token)
     if request.reward:
         _must_exist(request.reward, "model", token, what="reward model")
     code = project_code()
     api = HfApi(token=token)
-    code_repo = f"{identity.name}/{CODE_REPO}"
+    code_repo = f"{namespace}/{CODE_REPO}"
     try:
         api.create_repo(code_repo, repo_type="dataset", private=True, exist_ok=True)
         # the name says what it holds: code sent before is not sent again
@@ -459,7 +480,7 @@ def submit(request: JobRequest, token: str | None = None) -> Submitted:
     except (HfHubHTTPError, *TRANSPORT_ERRORS) as exc:
         action = f"upload the project's code to {code_repo}"
         raise UserError(hub_failure(exc, action, token)) from None
-    spec = job_spec(replace(request, push_to=push_to), code, identity.name)
+    spec = job_spec(replace(request, push_to=push_to), code, namespace)
     try:
         job = api.run_job(
             image=spec.image,
@@ -469,13 +490,14 @@ def submit(request: JobRequest, token: str | None = None) -> Submitted:
             flavor=spec.flavor.name,
             timeout=spec.timeout_s,
             labels=spec.labels,
-            namespace=identity.name,
+            namespace=namespace,
         )
     except HfHubHTTPError as exc:
         raise UserError(_refused(exc, spec.flavor.name, token)) from None
     except TRANSPORT_ERRORS as exc:
         raise UserError(hub_failure(exc, "submit the job", token)) from None
-    return Submitted(job.id, job.url, identity.name, push_to, spec.flavor.name, code.label)
+    in_org = namespace != identity.name
+    return Submitted(job.id, job.url, namespace, push_to, spec.flavor.name, code.label, in_org)
 
 
 def _must_exist(repo_id: str, repo_type: str, token: str, what: str | None = None) -> None:
@@ -569,11 +591,20 @@ class _Owner:
 
     token: str
     namespace: str
+    prefix: str = ""  # "ORG/" when the job was named ORG/ID: its state names it so again
 
     @classmethod
-    def of(cls, token: str | None) -> _Owner:
+    def of(cls, token: str | None, job_ref: str) -> tuple[_Owner, str]:
+        """The owner of JOB_REF (an id: the user's job; ORG/ID: an organisation's), and
+        the job's id."""
+        job_ref = (job_ref or "").strip()
+        if not job_ref:
+            raise UserError("no job id: submit a job, or paste the id of one")
+        namespace, _, job_id = job_ref.rpartition("/")
         token = find_token(token)
-        return cls(token, whoami(token).name)
+        if namespace:
+            return cls(token, namespace, f"{namespace}/"), job_id
+        return cls(token, whoami(token).name), job_id
 
     def call(self, action: str, job_id: str, call):
         """`call(api)`, its failures as one line each."""
@@ -586,7 +617,8 @@ class _Owner:
             status = exc.response.status_code if exc.response is not None else None
             if status == 404:
                 raise UserError(
-                    f"no job {job_id!r} here: check the id (`hub jobs status`)"
+                    f"no job {self.prefix + job_id!r} here: check the id (an organisation's "
+                    "job is ORG/ID)"
                 ) from None
             raise UserError(hub_failure(exc, action, self.token)) from None
         except TRANSPORT_ERRORS as exc:
@@ -601,7 +633,7 @@ class _Owner:
         env = info.environment or {}
         timeout = env.get(ENV_TIMEOUT)
         return JobState(
-            job_id=info.id,
+            job_id=self.prefix + info.id,
             stage=str(getattr(info.status.stage, "value", info.status.stage)),
             message=info.status.message,
             flavor=str(getattr(info.flavor, "value", info.flavor)) if info.flavor else None,
@@ -627,21 +659,26 @@ class _Owner:
             yield redact(line, self.token)
 
 
-def job_state(job_id: str, token: str | None = None) -> JobState:
-    return _Owner.of(token).state(job_id)
+# A job is named by its id (the user's own) or ORG/ID (an organisation's): `Submitted.ref`.
+
+
+def job_state(job_ref: str, token: str | None = None) -> JobState:
+    owner, job_id = _Owner.of(token, job_ref)
+    return owner.state(job_id)
 
 
 def job_logs(
-    job_id: str, token: str | None = None, *, tail: int | None = None, follow: bool = False
+    job_ref: str, token: str | None = None, *, tail: int | None = None, follow: bool = False
 ) -> Iterable[str]:
     """The job's log lines (the last `tail`; with `follow`, on until it ends)."""
-    return _Owner.of(token).logs(job_id, tail, follow)
+    owner, job_id = _Owner.of(token, job_ref)
+    return owner.logs(job_id, tail, follow)
 
 
-def cancel(job_id: str, token: str | None = None) -> JobState:
-    owner = _Owner.of(token)
+def cancel(job_ref: str, token: str | None = None) -> JobState:
+    owner, job_id = _Owner.of(token, job_ref)
     if (state := owner.state(job_id)).ended:
-        raise UserError(f"job {job_id} has already ended ({state.stage.lower()})")
+        raise UserError(f"job {state.job_id} has already ended ({state.stage.lower()})")
     owner.call(
         f"cancel job {job_id}",
         job_id,
@@ -664,12 +701,9 @@ class JobView:
         return self.state.describe(last if self.state.ended else None)
 
 
-def watch(job_id: str, token: str | None = None, lines: int = 2000) -> JobView:
+def watch(job_ref: str, token: str | None = None, lines: int = 2000) -> JobView:
     """The job's state and what its log has so far (its last `lines` lines)."""
-    job_id = (job_id or "").strip()
-    if not job_id:
-        raise UserError("no job id: submit a job, or paste the id of one")
-    owner = _Owner.of(token)
+    owner, job_id = _Owner.of(token, job_ref)
     state = owner.state(job_id)
     log = list(owner.logs(job_id, tail=lines, follow=False))
     metrics = metrics_from_lines(log)

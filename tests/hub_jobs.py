@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,9 +92,10 @@ class Job:
 class JobsService:
     """The Jobs part of a loopback Hub: jobs by id, their processes and logs."""
 
-    def __init__(self, folder: Path, lock: threading.RLock):
+    def __init__(self, folder: Path, lock: threading.RLock, member_of: Callable[[str, str], bool]):
         self.folder = folder
         self._lock = lock
+        self._member_of = member_of  # (user, namespace): may the user run jobs there
         self.jobs: dict[str, Job] = {}
         #: every create request's JSON body, in order (a test reads what the client sent)
         self.requests: list[dict[str, Any]] = []
@@ -115,7 +116,7 @@ class JobsService:
         if not segments:
             raise JobsError(404, "Not found")
         namespace, rest = segments[0], segments[1:]
-        if namespace != identity[0]:
+        if not self._member_of(identity[0], namespace):
             raise JobsError(403, f"{identity[0]} cannot use the jobs of {namespace!r}")
         if method == "POST" and not rest:
             return _json(self._create(namespace, identity, json.loads(body or b"{}")))

@@ -289,8 +289,11 @@ class HubServer:
         self.request_log: list[tuple[str, str, bool]] = []
         #: tracebacks of unexpected server errors (answered 500); a test can assert it is empty.
         self.errors: list[str] = []
+        #: organisations, {org: its members}: a member reads and writes (a write token) in
+        #: the org's namespace, and runs jobs there; a test adds its own
+        self.orgs: dict[str, set[str]] = {}
         #: Hugging Face Jobs (tests/hub_jobs.py): submitted jobs run here as local processes
-        self.jobs = JobsService(self.storage / "jobs", self._lock)
+        self.jobs = JobsService(self.storage / "jobs", self._lock, self.member_of)
         state_file = self.storage / "state.json"
         self._state: dict[str, Any] = (
             json.loads(state_file.read_text()) if state_file.exists() else {"repos": {}}
@@ -508,15 +511,19 @@ class HubServer:
             raise HubError(401, "Invalid credentials in Authorization header")
         return identity
 
+    def member_of(self, user: str, namespace: str) -> bool:
+        """Whether `user` acts in `namespace`: their own, or an org they belong to."""
+        return namespace == user or user in self.orgs.get(namespace, ())
+
     def _visible_repo(self, repo_type: str, repo_id: str, identity) -> dict[str, Any]:
         repo = self._state["repos"].get(_key(repo_type, repo_id))
         owner = repo_id.split("/")[0]
-        if repo is None or (repo["private"] and (identity is None or identity[0] != owner)):
+        hidden = identity is None or not self.member_of(identity[0], owner)
+        if repo is None or (repo["private"] and hidden):
             raise HubError(404, "Repository not found", "RepoNotFound")
         return repo
 
-    @staticmethod
-    def _require_writer(identity, namespace: str, what: str) -> None:
+    def _require_writer(self, identity, namespace: str, what: str) -> None:
         if identity is None:
             raise HubError(401, f"You must be authenticated with a 'write' token to {what}")
         user, role = identity
@@ -526,7 +533,7 @@ class HubServer:
                 f"Your token for {user} has the 'read' role: it cannot {what}. "
                 "Use a token with the 'write' role.",
             )
-        if namespace != user:
+        if not self.member_of(user, namespace):
             raise HubError(
                 403, f"You don't have the rights to {what}: {user} cannot write to '{namespace}'"
             )
@@ -635,7 +642,11 @@ class HubServer:
                 "email": f"{user}@example.com",
                 "emailVerified": True,
                 "isPro": False,
-                "orgs": [],
+                "orgs": [
+                    {"type": "org", "name": org, "roleInOrg": "write"}
+                    for org, members in sorted(self.orgs.items())
+                    if user in members
+                ],
                 "auth": {
                     "type": "access_token",
                     "accessToken": {"displayName": f"{user}-{role}", "role": role},

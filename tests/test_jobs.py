@@ -143,6 +143,38 @@ def test_a_job_trains_the_model_and_pushes_it_in_one_commit(jobs_hub, tmp_path, 
     assert lines[-1].startswith(f"job {job_id} completed")
 
 
+def test_a_job_runs_in_and_pushes_to_an_organisation_its_user_belongs_to(jobs_hub, tmp_path):
+    """`--namespace ORG`: the job is the organisation's (billed to it), and so are its code
+    repo and a bare --push-to name; the job is named ORG/ID from then on."""
+    hub = jobs_hub
+    hub.orgs["acme"] = {"alice"}
+    job = (*TRAIN, "--push-to", "org-tuned", "--flavor", "cpu-basic", "--timeout", "20m",
+           "--max-steps", "1", "--namespace", "acme")  # fmt: skip
+    line = error_line(hub_cli(hub, tmp_path, *job, token=BOB))  # bob is not in acme
+    assert "bob is not a member of it" in line
+    assert hub.jobs.requests == []
+
+    done = hub_cli(hub, tmp_path, *job, "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    submitted = json.loads(done.stdout)
+    assert submitted["namespace"] == "acme" and submitted["push_to"] == "acme/org-tuned"
+    job_id = submitted["job_id"]
+    assert hub.jobs.wait(job_id).stage == "COMPLETED", "\n".join(log_of(hub, job_id)[-40:])
+    assert hub.jobs.jobs[job_id].namespace == "acme"
+    assert hub.is_private("dataset", "acme/title-dpo-job-code")
+    assert not hub.repo_exists("dataset", "alice/title-dpo-job-code")
+    assert "model.safetensors" in hub.repo_files("model", "acme/org-tuned")
+
+    status = hub_cli(hub, tmp_path, "jobs", "status", f"acme/{job_id}")
+    assert status.returncode == 0, status.stderr[-2000:]
+    assert status.stdout.startswith(f"job acme/{job_id} completed")
+    assert "acme/org-tuned" in status.stdout
+    line = error_line(hub_cli(hub, tmp_path, "jobs", "status", job_id))  # not alice's own
+    assert f"no job {job_id!r} here" in line and "ORG/ID" in line
+    line = error_line(hub_cli(hub, tmp_path, "jobs", "status", f"acme/{job_id}", token=BOB))
+    assert "bob cannot use the jobs of 'acme'" in line
+
+
 def test_dry_run_shows_the_job_and_its_cost_and_sends_nothing(jobs_hub, tmp_path):
     from hub.jobs import flavors
 
@@ -242,9 +274,10 @@ def test_a_failed_a_timed_out_and_a_cancelled_job_each_end_in_one_line(jobs_hub,
 
 def tab_job(push_to: str) -> list:
     """What the Train tab sends for a job: Method, Base model, step limit; dataset, repo,
-    hardware, timeout, reward, private; then each method's recipe and form as the tab shows
-    them."""
-    job = ["DPO", "alice/tiny-chat", 2, "alice/titles", push_to, "cpu-basic", "20m", "", False]
+    hardware, timeout, reward, private, namespace; then each method's recipe and form as the
+    tab shows them."""
+    job = ["DPO", "alice/tiny-chat", 2, "alice/titles", push_to, "cpu-basic", "20m", "", False,
+           ""]  # fmt: skip
     for method in METHODS.values():
         recipe = get_recipe(None, method.recipe)
         job += [recipe.name, *form_values(recipe)]
@@ -263,8 +296,8 @@ def test_the_train_tab_runs_a_job_follows_it_and_generates_with_its_model(
     process, url = start_app("--model", str(tiny_model_dir), "--data", str(tmp_path / "data"),
                              log_path=tmp_path / "app.log", env=env)  # fmt: skip
     job = tab_job("ui-tuned")
-    beta = job.index(RECIPES["fast"].beta, 10)  # the DPO form's beta: the first form's second
-    assert beta == 11
+    beta = job.index(RECIPES["fast"].beta, 11)  # the DPO form's beta: the first form's second
+    assert beta == 12
     job[beta] = 0.3
     try:
         c = Client(url, verbose=False)
@@ -322,12 +355,18 @@ def test_on_a_space_a_job_runs_with_the_signed_in_owner_s_token(jobs_hub, tmp_pa
     try:
         cookie = {"Cookie": session_cookie("alice", SIGNED_IN)}
         owner = Client(url, verbose=False, headers=cookie)
-        job_id, state, *_ = owner.predict(*tab_job("space-tuned"), api_name="/jobs_submit")
-        assert job_id in state
+        hub.orgs["acme"] = {"alice"}
+        job = tab_job("space-tuned")
+        job[9] = "acme"  # run in alice's organisation: the job is named acme/ID from then on
+        job_ref, state, *_ = owner.predict(*job, api_name="/jobs_submit")
+        namespace, job_id = job_ref.split("/")
+        assert namespace == "acme" and hub.jobs.jobs[job_id].namespace == "acme"
+        assert state.startswith(f"job {job_ref} is")
         (sent,) = hub.jobs.requests
         assert sent["secrets"] == {"HF_TOKEN": SIGNED_IN}
-        _, state, *_ = owner.predict(job_id, api_name="/jobs_cancel")
-        assert state.startswith(f"job {job_id} was cancelled")
+        assert sent["environment"]["TITLE_DPO_PUSH_TO"] == "acme/space-tuned"
+        _, state, *_ = owner.predict(job_ref, api_name="/jobs_cancel")
+        assert state.startswith(f"job {job_ref} was cancelled")
     finally:
         stop_app(process)
     assert SIGNED_IN not in (tmp_path / "app.log").read_text()

@@ -48,15 +48,9 @@ def build(
         with gr.Row():
             dataset = gr.Textbox("", label="Hub dataset id", placeholder="you/youtube-titles-dpo")
             push_to = gr.Textbox("youtube-titles-jobs-model", label="Push the model to")
+            namespace = gr.Textbox("", label="Run in (an organisation of yours; empty: you)")
         with gr.Row():
-            flavor = gr.Dropdown(
-                [
-                    (f"{f.name}: {f.label}, ${f.usd_per_hour:.2f}/h", f.name)
-                    for f in flavors().values()
-                ],
-                value=DEFAULT_FLAVOR,
-                label="Hardware",
-            )
+            flavor = hardware_choice()
             timeout = gr.Textbox(DEFAULT_TIMEOUT, label="Timeout (e.g. 90m, 2h)")
             reward = gr.Textbox("", label="Reward model's Hub id (online RL)")
             private = gr.Checkbox(False, label="Private model repo")
@@ -64,7 +58,9 @@ def build(
             preview = gr.Button("Show the job and its cost")
             send = gr.Button("Run on Hugging Face Jobs", variant="primary")
         with gr.Row():
-            job_id = gr.Textbox("", label="Job id (the latest submitted here, or paste one)")
+            job_id = gr.Textbox(
+                "", label="Job id (the latest submitted here, or paste one; ORG/ID: an org's)"
+            )
             look = gr.Button("Refresh")
             stop = gr.Button("Cancel the job", variant="stop")
             use = gr.Button("Use the pushed model for Generate")
@@ -75,8 +71,9 @@ def build(
 
     panel = JobsPanel(ctx, {kind: len(inputs) for kind, inputs in recipes.items()})
     # what `JobsPanel.request` reads, in its order
-    request_in = [method, base, max_steps, dataset, push_to, flavor, timeout, reward, private]
-    request_in += [field for inputs in recipes.values() for field in inputs]
+    forms = [field for inputs in recipes.values() for field in inputs]
+    request_in = [method, base, max_steps, dataset, push_to, flavor, timeout, reward, private,
+                  namespace, *forms]  # fmt: skip
     view = [job_id, state, chart, log_tail, timer]
     preview.click(
         guard(OWNER, panel.preview, spread=len(request_in)),
@@ -92,6 +89,12 @@ def build(
     stop.click(guard(OWNER, panel.stop), job_id, view, api_name="jobs_cancel")
     use.click(guard(OWNER, panel.use), job_id, ctx.status, api_name="jobs_use_model")
     return Wiring(guard(OWNER, panel.latest), [job_id])
+
+
+def hardware_choice() -> gr.Dropdown:
+    choices = [(f"{f.name}: {f.label}, ${f.usd_per_hour:.2f}/h", f.name)
+               for f in flavors().values()]  # fmt: skip
+    return gr.Dropdown(choices, value=DEFAULT_FLAVOR, label="Hardware")
 
 
 def intro(on_space: bool) -> str:
@@ -119,7 +122,18 @@ class JobsPanel:
         return visitor_token(oauth_token.token if oauth_token else None, self.on_space)
 
     def request(
-        self, label, base, max_steps, dataset, push_to, flavor, timeout, reward, private, *forms
+        self,
+        label,
+        base,
+        max_steps,
+        dataset,
+        push_to,
+        flavor,
+        timeout,
+        reward,
+        private,
+        namespace,
+        *forms,
     ) -> JobRequest:
         """The job the panel's fields ask for; `forms`: each method's recipe choice and
         form, in `form_sizes` order, of which the chosen method's is read."""
@@ -143,6 +157,7 @@ class JobsPanel:
             reward=(reward or "").strip() or None,
             max_steps=int(max_steps) if max_steps else None,
             private=bool(private),
+            namespace=(namespace or "").strip() or None,
         )
 
     def preview(self, *fields) -> str:
@@ -152,7 +167,7 @@ class JobsPanel:
     def send(self, *fields, oauth_token: gr.OAuthToken | None = None):
         submitted = submit(self.request(*fields), self.token_of(oauth_token))
         remember(self.folder, submitted)
-        return self.look(submitted.job_id, oauth_token)
+        return self.look(submitted.ref, oauth_token)
 
     def look(self, job_id, oauth_token: gr.OAuthToken | None = None):
         import pandas as pd
@@ -194,4 +209,4 @@ class JobsPanel:
 
     def latest(self):
         jobs = remembered(self.folder)
-        return jobs[-1].job_id if jobs else ""
+        return jobs[-1].ref if jobs else ""
