@@ -59,6 +59,7 @@ DEFAULT_TIMEOUT = "1h"
 PUBLIC_HUB = "https://huggingface.co"  # a job talks to it unless told otherwise
 CODE_REPO = "title-dpo-job-code"  # a private dataset repo in the owner's namespace
 _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")  # a user or organisation name
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
 APP_LABEL = "title-dpo"  # every job this project submits carries the label app=title-dpo
 TOKEN_SECRET = "HF_TOKEN"
 # What the job's environment says about it (read back by `job_state`); never a secret.
@@ -601,6 +602,8 @@ class _Owner:
         if not job_ref:
             raise UserError("no job id: submit a job, or paste the id of one")
         namespace, _, job_id = job_ref.rpartition("/")
+        if not _JOB_ID.fullmatch(job_id) or (namespace and not _NAMESPACE.fullmatch(namespace)):
+            raise UserError(f"{job_ref!r} is not a job id (ID, or ORG/ID for an organisation's)")
         token = find_token(token)
         if namespace:
             return cls(token, namespace, f"{namespace}/"), job_id

@@ -173,6 +173,8 @@ def test_a_job_runs_in_and_pushes_to_an_organisation_its_user_belongs_to(jobs_hu
     assert f"no job {job_id!r} here" in line and "ORG/ID" in line
     line = error_line(hub_cli(hub, tmp_path, "jobs", "status", f"acme/{job_id}", token=BOB))
     assert "bob cannot use the jobs of 'acme'" in line
+    line = error_line(hub_cli(hub, tmp_path, "jobs", "cancel", f"acme/../alice/{job_id}"))
+    assert "is not a job id (ID, or ORG/ID" in line
 
 
 def test_dry_run_shows_the_job_and_its_cost_and_sends_nothing(jobs_hub, tmp_path):
