@@ -4,7 +4,8 @@
     python -m hub push-model FOLDER --repo NAME [--adapter-only] [--private] [--dry-run]
     python -m hub pull-dataset ID --out FOLDER
     python -m hub train-on-jobs --data ID --push-to REPO [--method M] [--flavor F] [--dry-run]
-    python -m hub jobs status|logs|cancel JOB;  python -m hub jobs flavors
+                                [--set KNOB=VALUE ...] [--namespace ORG]
+    python -m hub jobs status|logs|cancel JOB (ID, or ORG/ID);  python -m hub jobs flavors
 
 The token comes from HF_TOKEN or a saved `hf auth login`, never from the command line (where
 shell history would keep it). A bare repo NAME goes to the token owner's namespace.
