@@ -12,6 +12,7 @@ from typing import Any
 
 from hub.auth import check_repo_id, first_line
 from pipeline.errors import UserError
+from pipeline.models import TRANSPORT_ERRORS
 from pipeline.ratings import NO_SCREENING, Screening
 
 HELD_OUT_NAMES = ("valid", "validation", "test")
@@ -56,14 +57,16 @@ def pull_preference_dataset(
     from pipeline.datasets import save_dataset
 
     repo_id = check_repo_id(repo_id, "dataset", example="shawhin/youtube-titles-dpo")
+    not_there = UserError(
+        f"the Hub has no dataset {repo_id!r} (or it is private and no token with access was "
+        "given: log in or set HF_TOKEN)"
+    )
+    _ask_first(repo_id, revision, token, not_there)
     try:
         loaded = load_dataset(repo_id, revision=revision, token=token)
     except DatasetNotFoundError:
-        raise UserError(
-            f"the Hub has no dataset {repo_id!r} (or it is private and no token with access "
-            "was given: log in or set HF_TOKEN)"
-        ) from None
-    except (HfHubHTTPError, OSError, ConnectionError) as exc:
+        raise not_there from None
+    except (HfHubHTTPError, OSError, *TRANSPORT_ERRORS) as exc:
         reason = first_line(exc)
         raise UserError(f"could not download {repo_id!r} from the Hub: {reason}") from None
     if "train" not in loaded:
@@ -85,3 +88,24 @@ def pull_preference_dataset(
     }
     save_dataset(DatasetDict(splits), out, summary)
     return summary
+
+
+def _ask_first(repo_id: str, revision: str | None, token: str | None, not_there: UserError):
+    """Ask the Hub about the dataset once, with a request its client does not retry: a Hub
+    that does not answer is then said at once, not after the download's retries (~24 s)."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    if constants.HF_HUB_OFFLINE:  # offline, the download reads the cache: nothing to ask
+        return
+    try:
+        HfApi(token=token).dataset_info(repo_id, revision=revision)
+    except RepositoryNotFoundError:
+        raise not_there from None
+    except TRANSPORT_ERRORS as exc:
+        raise UserError(
+            f"could not download {repo_id!r}: the Hub at {constants.ENDPOINT} did not answer "
+            f"({type(exc).__name__}: {first_line(exc)}); try again when it is back"
+        ) from None
+    except HfHubHTTPError:
+        pass  # said as the download meets it (e.g. a missing revision)

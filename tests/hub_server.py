@@ -1205,6 +1205,31 @@ def run_python(
     )
 
 
+class HangUpHub:
+    """A Hub that is down in the way a dropped connection is: it takes each connection and
+    closes it unanswered, counting them (how many tries a client made)."""
+
+    def __init__(self) -> None:
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._hang_up, daemon=True).start()
+
+    def _hang_up(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
 # --- a Space's sign-in, as the app sees it ---------------------------------------------------
 
 OAUTH_SECRET = "oauth-client-secret-of-the-space"

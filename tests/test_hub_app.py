@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import socket
-import threading
 import time
 
 import pytest
 from gradio_client import Client
 
 from app_process import start_app, stop_app
-from hub_server import hub_env
+from hub_server import HangUpHub, hub_env
 
 WRITE = "hf_alice_write"
 VOTES_REPO = "alice/app-votes"
@@ -214,31 +212,16 @@ def test_a_mirror_that_cannot_work_yet_never_stops_the_app(hub, tmp_path):
 def test_a_hub_that_does_not_answer_costs_the_start_up_one_request(hub, tmp_path):
     """The restore at start-up comes before serving: it must not sit in the Hub client's
     retries (five, with backoff: ~23 s) when the Hub is not there."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    connections = []
-
-    def hang_up() -> None:  # a Hub that takes each connection and closes it unanswered
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            connections.append(time.monotonic())
-            conn.close()
-
-    threading.Thread(target=hang_up, daemon=True).start()
-    endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    process, url = launch(hub, tmp_path, tmp_path / "disk", HF_ENDPOINT=endpoint,
+    down = HangUpHub()
+    process, url = launch(hub, tmp_path, tmp_path / "disk", HF_ENDPOINT=down.url,
                           TITLE_DPO_VOTES_REPO=VOTES_REPO, TITLE_DPO_SYNC_MINUTES="60")  # fmt: skip
     try:
-        assert len(connections) == 1
+        assert down.connections == 1
         _, sync_line = Client(url, verbose=False).predict(api_name="/hub_status")
         assert "last sync not yet" in sync_line and "did not answer" in sync_line
     finally:
         stop_app(process)
-        listener.close()
+        down.close()
 
 
 def test_an_iteration_comes_back_after_a_restart_with_its_pairs_and_votes(

@@ -10,7 +10,7 @@ import pytest
 
 from app_process import start_app, stop_app
 from conftest import small_splits
-from hub_server import hub_env, run_python
+from hub_server import HangUpHub, hub_env, run_python
 from pipeline import datasets as ds
 
 WRITE = "hf_alice_write"
@@ -32,7 +32,7 @@ def push(hub, tmp_path, repo_id: str, held_out_name: str = "valid", drop: str | 
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def pull(hub, tmp_path, repo_id: str, token: str | None = None):
+def pull(hub, tmp_path, repo_id: str, token: str | None = None, endpoint: str | None = None):
     out = tmp_path / "pulled"
     code = textwrap.dedent(f"""
         import json, sys
@@ -44,7 +44,8 @@ def pull(hub, tmp_path, repo_id: str, token: str | None = None):
             print("error:", exc)
             sys.exit(2)
     """)
-    done = run_python(code, hub_env(hub, token, cache_dir=tmp_path / "puller"))
+    env = hub_env(hub, token, cache_dir=tmp_path / "puller")
+    done = run_python(code, {**env, "HF_ENDPOINT": endpoint} if endpoint else env)
     return done, out
 
 
@@ -88,9 +89,11 @@ def test_what_cannot_be_pulled_gets_one_clear_error(hub, tmp_path):
     done, _ = pull(hub, tmp_path, "not a repo id")
     assert done.returncode == 2 and "is not a valid Hub dataset id" in done.stdout
 
-    hub.stop()
-    done, _ = pull(hub, tmp_path, "alice/titles")
+    down = HangUpHub()  # a Hub that does not answer is said at once, not after retries
+    done, _ = pull(hub, tmp_path, "alice/titles", endpoint=down.url)
+    down.close()
     assert done.returncode == 2 and "could not download 'alice/titles'" in done.stdout
+    assert "did not answer" in done.stdout and down.connections == 1
     assert "Traceback" not in done.stderr
 
 
