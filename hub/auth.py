@@ -118,17 +118,25 @@ def writable_repo_id(repo_id: str, identity: Identity) -> str:
     return repo_id
 
 
-def hub_failure(exc: BaseException, action: str, token: str | None = None) -> str:
-    """One line for a failed Hub call: what failed, why, and what to do."""
+# What to do when a push meets a Hub that does not answer (a push's commit is all or nothing).
+AGAIN_AFTER_A_PUSH = (
+    "Nothing half-written stays on the Hub (a commit is all or nothing): run the same push "
+    "again when it is back; files already uploaded are not sent twice"
+)
+
+
+def hub_failure(
+    exc: BaseException, action: str, token: str | None = None, again: str | None = None
+) -> str:
+    """One line for a failed Hub call: what failed, why, and what to do (`again`: what to do
+    when the Hub did not answer, if more than trying again)."""
     from huggingface_hub import constants
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
     if isinstance(exc, TRANSPORT_ERRORS):
         line = (
             f"could not {action}: the Hub at {constants.ENDPOINT} did not answer "
-            f"({type(exc).__name__}: {first_line(exc)}). Nothing half-written stays on the Hub "
-            "(a commit is all or nothing): run the same push again when it is back; files "
-            "already uploaded are not sent twice"
+            f"({type(exc).__name__}: {first_line(exc)}). " + (again or "Try again when it is back")
         )
     elif isinstance(exc, RepositoryNotFoundError):
         line = f"could not {action}: the repo does not exist or this token cannot see it"

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.auth import (
+    AGAIN_AFTER_A_PUSH,
     TRANSPORT_ERRORS,
     check_repo_id,
     find_token,
@@ -382,7 +383,7 @@ def push(plan: PushPlan, target: Target | str | None = None) -> PushResult:
             repo_id, operations, commit_message=plan.message, repo_type=plan.repo_type
         )
     except (HfHubHTTPError, *TRANSPORT_ERRORS) as exc:
-        raise UserError(hub_failure(exc, action, token)) from None
+        raise UserError(hub_failure(exc, action, token, again=AGAIN_AFTER_A_PUSH)) from None
     return PushResult(
         repo_id=repo_id,
         repo_type=plan.repo_type,

@@ -39,6 +39,7 @@ log = logging.getLogger("hub.sync")
 
 SHARD_FOLDER = "votes"
 SYNC_MINUTES = 5.0
+SYNC_AGAIN = "The next sync tries again; the votes are kept here meanwhile"
 REPO_README = """---
 license: mit
 tags:
@@ -139,7 +140,8 @@ class VoteMirror:
                 iterations += found
                 bad += unreadable
         except (HfHubHTTPError, *TRANSPORT_ERRORS) as exc:
-            self._error = hub_failure(exc, f"restore votes from {self.repo_id}", self._token)
+            self._error = hub_failure(exc, f"restore votes from {self.repo_id}", self._token,
+                                      again=SYNC_AGAIN)  # fmt: skip
             raise UserError(self._error) from None
         policies = self._restore_policies(files)
         iterations = _with_local_policies(iterations, policies)
@@ -239,7 +241,8 @@ class VoteMirror:
                 self._iterations_sent = iterations if changed else self._iterations_sent
                 self._upload_policies(policies)
             except (HfHubHTTPError, *TRANSPORT_ERRORS) as exc:
-                self._error = hub_failure(exc, f"sync votes to {self.repo_id}", self._token)
+                self._error = hub_failure(exc, f"sync votes to {self.repo_id}", self._token,
+                                          again=SYNC_AGAIN)  # fmt: skip
                 return False
             self._last_success, self._error = time.time(), None
             return True

@@ -219,6 +219,7 @@ def test_a_hub_that_does_not_answer_costs_the_start_up_one_request(hub, tmp_path
         assert down.connections == 1
         _, sync_line = Client(url, verbose=False).predict(api_name="/hub_status")
         assert "last sync not yet" in sync_line and "did not answer" in sync_line
+        assert "The next sync tries again" in sync_line and "push" not in sync_line
     finally:
         stop_app(process)
         down.close()
