@@ -120,6 +120,13 @@ def test_train_tab_shows_live_progress_until_done(browser, tiny_model_dir, tmp_p
         page.get_by_text(re.compile(r"Done: 6 steps")).wait_for(timeout=120_000)
         assert "training: 6 steps" in page.get_by_label("Log").input_value()
         screenshot(page, "train-tab.png")
+        # a job on Hugging Face Jobs trains the recipe as the form above has it
+        page.get_by_label("Epochs", exact=True).first.fill("2")
+        page.get_by_text("Run on Hugging Face Jobs").first.click()
+        page.get_by_label("Hub dataset id").nth(1).fill("alice/titles")
+        page.get_by_label("Base model (Hub id or folder)").fill("alice/tiny-chat")  # a job's
+        page.get_by_role("button", name="Show the job and its cost").click()
+        page.get_by_text(re.compile(r"--recipe fast --epochs 2\.0")).wait_for(timeout=30_000)
         # the RLHF half beside DPO: the Method choice swaps in its form and its Start
         page.get_by_role("radio", name=re.compile("Online RL against a reward model")).check()
         page.get_by_role("button", name="Start online RL").wait_for(timeout=10_000)
