@@ -5,7 +5,7 @@
     python -m hub pull-dataset ID --out FOLDER
     python -m hub train-on-jobs --data ID --push-to REPO [--method M] [--flavor F] [--dry-run]
                                 [--set KNOB=VALUE ...] [--namespace ORG]
-    python -m hub jobs status|logs|cancel JOB (ID, or ORG/ID);  python -m hub jobs flavors
+    python -m hub jobs status|logs|cancel JOB (ID, or ORG/ID);  python -m hub jobs list|flavors
 
 The token comes from HF_TOKEN or a saved `hf auth login`, never from the command line (where
 shell history would keep it). A bare repo NAME goes to the token owner's namespace.
@@ -137,6 +137,15 @@ def cmd_jobs_status(args: argparse.Namespace) -> str:
     return watch(args.job, lines=20).describe()  # an ended job's line names its last log line
 
 
+def cmd_jobs_list(args: argparse.Namespace) -> str:
+    from hub.jobs import list_jobs
+
+    found = list_jobs(namespace=args.namespace)
+    if args.json:
+        return json.dumps([asdict(state) for state in found])
+    return "\n".join(state.describe() for state in found) or "no jobs of this project here yet"
+
+
 def cmd_jobs_logs(args: argparse.Namespace) -> str:
     from hub.jobs import job_logs
 
@@ -219,8 +228,12 @@ def add_train_on_jobs(sub) -> None:
 
 
 def add_jobs(sub) -> None:
-    jobs = sub.add_parser("jobs", help="follow or stop a job: status, logs, cancel; flavors")
+    jobs = sub.add_parser("jobs", help="follow or stop a job: list, status, logs, cancel; flavors")
     steps = jobs.add_subparsers(dest="step", required=True, parser_class=Parser)
+    p = steps.add_parser("list", help="this project's jobs, newest first")
+    p.add_argument("--namespace", default=None, metavar="ORG", help="an organisation's jobs")
+    p.add_argument("--json", action="store_true", help="print them as JSON")
+    p.set_defaults(run=cmd_jobs_list)
     p = steps.add_parser("status", help="where the job is; how it ended")
     p.add_argument("job", help="the job id (ORG/ID for an organisation's job)")
     p.add_argument("--json", action="store_true", help="print the state as JSON")

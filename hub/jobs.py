@@ -604,10 +604,15 @@ class _Owner:
         namespace, _, job_id = job_ref.rpartition("/")
         if not _JOB_ID.fullmatch(job_id) or (namespace and not _NAMESPACE.fullmatch(namespace)):
             raise UserError(f"{job_ref!r} is not a job id (ID, or ORG/ID for an organisation's)")
+        return cls.acting_in(token, namespace or None), job_id
+
+    @classmethod
+    def acting_in(cls, token: str | None, namespace: str | None) -> _Owner:
+        """The token's owner, acting in `namespace` (an organisation) or their own."""
         token = find_token(token)
         if namespace:
-            return cls(token, namespace, f"{namespace}/"), job_id
-        return cls(token, whoami(token).name), job_id
+            return cls(token, namespace, f"{namespace}/")
+        return cls(token, whoami(token).name)
 
     def call(self, action: str, job_id: str, call):
         """`call(api)`, its failures as one line each."""
@@ -633,6 +638,21 @@ class _Owner:
             job_id,
             lambda api: api.inspect_job(job_id=job_id, namespace=self.namespace),
         )
+        return self.state_of(info)
+
+    def jobs(self) -> list[JobState]:
+        """This project's jobs here (labelled app=title-dpo), newest first."""
+        listed = self.call(
+            f"list the jobs of {self.namespace}",
+            "",
+            lambda api: list(api.list_jobs(labels={"app": APP_LABEL}, namespace=self.namespace)),
+        )
+        ours = [info for info in listed if (info.labels or {}).get("app") == APP_LABEL]
+        ours.sort(key=lambda info: info.created_at.timestamp() if info.created_at else 0,
+                  reverse=True)  # fmt: skip
+        return [self.state_of(info) for info in ours]
+
+    def state_of(self, info) -> JobState:
         env = info.environment or {}
         timeout = env.get(ENV_TIMEOUT)
         return JobState(
@@ -668,6 +688,13 @@ class _Owner:
 def job_state(job_ref: str, token: str | None = None) -> JobState:
     owner, job_id = _Owner.of(token, job_ref)
     return owner.state(job_id)
+
+
+def list_jobs(token: str | None = None, namespace: str | None = None) -> list[JobState]:
+    """This project's jobs in the user's namespace (or the organisation's), newest first."""
+    if namespace is not None and not _NAMESPACE.fullmatch(namespace):
+        raise UserError(f"--namespace {namespace!r}: a user or organisation name")
+    return _Owner.acting_in(token, namespace).jobs()
 
 
 def job_logs(

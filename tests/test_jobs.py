@@ -169,6 +169,10 @@ def test_a_job_runs_in_and_pushes_to_an_organisation_its_user_belongs_to(jobs_hu
     assert status.returncode == 0, status.stderr[-2000:]
     assert status.stdout.startswith(f"job acme/{job_id} completed")
     assert "acme/org-tuned" in status.stdout
+    listed = hub_cli(hub, tmp_path, "jobs", "list", "--namespace", "acme")
+    assert listed.stdout.startswith(f"job acme/{job_id} completed"), listed.stderr[-2000:]
+    own = hub_cli(hub, tmp_path, "jobs", "list")
+    assert own.stdout.strip() == "no jobs of this project here yet", own.stderr[-2000:]
     line = error_line(hub_cli(hub, tmp_path, "jobs", "status", job_id))  # not alice's own
     assert f"no job {job_id!r} here" in line and "ORG/ID" in line
     line = error_line(hub_cli(hub, tmp_path, "jobs", "status", f"acme/{job_id}", token=BOB))
