@@ -127,6 +127,7 @@ def test_train_tab_shows_live_progress_until_done(browser, tiny_model_dir, tmp_p
         page.get_by_label("Base model (Hub id or folder)").fill("alice/tiny-chat")  # a job's
         page.get_by_role("button", name="Show the job and its cost").click()
         page.get_by_text(re.compile(r"--recipe fast --epochs 2\.0")).wait_for(timeout=30_000)
+        screenshot(page, "train-tab-jobs.png")
         # the RLHF half beside DPO: the Method choice swaps in its form and its Start
         page.get_by_role("radio", name=re.compile("Online RL against a reward model")).check()
         page.get_by_role("button", name="Start online RL").wait_for(timeout=10_000)

@@ -59,7 +59,9 @@ def build(
             send = gr.Button("Run on Hugging Face Jobs", variant="primary")
         with gr.Row():
             job_id = gr.Textbox(
-                "", label="Job id (the latest submitted here, or paste one; ORG/ID: an org's)"
+                "",
+                label="Job id (the latest submitted here, or paste one; ORG/ID: an org's)",
+                scale=3,
             )
             look = gr.Button("Refresh")
             stop = gr.Button("Cancel the job", variant="stop")
