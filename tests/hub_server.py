@@ -9,6 +9,8 @@ ndjson commits, validate-yaml and HEAD/GET `resolve` with ranges; and Hugging Fa
 
 Model:
 - users and tokens come from a mapping `token -> (username, role)`, role "write" or "read";
+- organisations are `hub.orgs = {org: {members}}`: a member sees the org's private repos,
+  writes there with a write token and runs jobs there (whoami lists the member's orgs);
 - a repo is `(repo_type, "namespace/name")` with a linear history on `main`; every commit is a
   full snapshot of the files and gets a 40-hex sha that is also accepted as a revision;
 - file contents live in `storage/objects` by sha256; the repos and their history in
