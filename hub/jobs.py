@@ -623,7 +623,7 @@ class _Owner:
             return call(HfApi(token=self.token))
         except HfHubHTTPError as exc:
             status = exc.response.status_code if exc.response is not None else None
-            if status == 404:
+            if status == 404 and job_id:
                 raise UserError(
                     f"no job {self.prefix + job_id!r} here: check the id (an organisation's "
                     "job is ORG/ID)"
@@ -647,10 +647,9 @@ class _Owner:
             "",
             lambda api: list(api.list_jobs(labels={"app": APP_LABEL}, namespace=self.namespace)),
         )
-        ours = [info for info in listed if (info.labels or {}).get("app") == APP_LABEL]
-        ours.sort(key=lambda info: info.created_at.timestamp() if info.created_at else 0,
-                  reverse=True)  # fmt: skip
-        return [self.state_of(info) for info in ours]
+        listed.sort(key=lambda info: info.created_at.timestamp() if info.created_at else 0,
+                    reverse=True)  # fmt: skip
+        return [self.state_of(info) for info in listed]
 
     def state_of(self, info) -> JobState:
         env = info.environment or {}

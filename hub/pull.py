@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hub.auth import check_repo_id, first_line
+from hub.auth import check_repo_id, first_line, hub_failure
 from pipeline.errors import UserError
 from pipeline.models import TRANSPORT_ERRORS
 from pipeline.ratings import NO_SCREENING, Screening
@@ -103,9 +103,6 @@ def _ask_first(repo_id: str, revision: str | None, token: str | None, not_there:
     except RepositoryNotFoundError:
         raise not_there from None
     except TRANSPORT_ERRORS as exc:
-        raise UserError(
-            f"could not download {repo_id!r}: the Hub at {constants.ENDPOINT} did not answer "
-            f"({type(exc).__name__}: {first_line(exc)}); try again when it is back"
-        ) from None
+        raise UserError(hub_failure(exc, f"download {repo_id!r}", token)) from None
     except HfHubHTTPError:
         pass  # said as the download meets it (e.g. a missing revision)

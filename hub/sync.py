@@ -121,11 +121,10 @@ class VoteMirror:
         api = self._api()
         try:
             try:
-                # Asked first because the client does not retry it: with the Hub down, the
-                # listing below retries with backoff for ~23 s, and the app would not serve
-                # until then (start-up restores before serving).
-                api.dataset_info(self.repo_id)
-                files = api.list_repo_files(self.repo_id, repo_type="dataset")
+                # The repo's info names its files, in one request the client does not retry:
+                # with the Hub down, a file listing retries with backoff for ~23 s, and the
+                # app would not serve until then (start-up restores before serving).
+                files = [f.rfilename for f in api.dataset_info(self.repo_id).siblings or []]
             except RepositoryNotFoundError:
                 files = []  # nothing mirrored yet: the first sync creates the repo
             records, bad, iterations = [], 0, []

@@ -120,8 +120,14 @@ class JobsService:
             raise JobsError(403, f"{identity[0]} cannot use the jobs of {namespace!r}")
         if method == "POST" and not rest:
             return _json(self._create(namespace, identity, json.loads(body or b"{}")))
-        if method == "GET" and not rest:
-            listed = [j.info() for j in self.jobs.values() if j.namespace == namespace]
+        if method == "GET" and not rest:  # each `label=KEY=VALUE` must match, as the Hub's
+            wanted = [label.split("=", 1) for label in query.get("label", [])]
+            listed = [
+                j.info()
+                for j in self.jobs.values()
+                if j.namespace == namespace
+                and all((j.spec.get("labels") or {}).get(k) == v for k, v in wanted)
+            ]
             return _json(listed)
         job = self.jobs.get(rest[0])
         if job is None or job.namespace != namespace:

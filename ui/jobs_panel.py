@@ -104,7 +104,7 @@ def intro(on_space: bool) -> str:
     return (
         "Instead of training here, a job on Hugging Face Jobs runs the same training on the "
         "machine you choose, pulls the dataset from the Hub and pushes the model to your repo "
-        f"with its card (its disk is gone when it ends). It trains with the method, base "
+        "with its card (its disk is gone when it ends). It trains with the method, base "
         "model, step limit and recipe set above, your changes to the recipe included (the "
         f"job's script shows them). It uses {token}; Jobs are billed by the minute to that "
         "account."
