@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
-from pipeline.metrics import LOSS_KEYS, REWARD_KEYS
+from pipeline.metrics import LOGPS_KEYS, LOSS_KEYS, REWARD_KEYS
 from pipeline.recipes import DPORecipe, RewardRecipe, RLRecipe
 from pipeline.runs import finished_runs, run_kind, run_summary
 
@@ -31,12 +31,13 @@ class Method:
     command_help: str
     makes: str  # what a run makes: "where the {makes} goes"
     saved_as: str  # "... steps in N s; {saved_as} OUT"
-    charts: tuple[Chart, Chart, Chart]  # the Train tab's three charts (an empty title: blank)
+    charts: tuple[Chart, Chart, Chart]  # the Train tab's three charts
     train: Callable[..., Any]  # (data, out, model_name, recipe, reward_model, **kw) -> result
     score: Callable[..., Any]  # (result, beside) -> the result, its held-out pairs ranked
     held_out: Callable[[Mapping[str, Any]], str] | None  # its held-out figure, in words
     writes_titles: bool = True  # False: it makes a reward model, which scores titles
     takes_reward_model: bool = False  # trained against a reward model (`--reward`)
+    samples: bool = False  # it writes titles as it trains (OUT/samples.jsonl), shown live
     scored_beside: bool = False  # its held-out figure can stand beside a DPO run's (`--beside`)
     stage: Callable[[Any], str] = lambda recipe: recipe.KIND  # its name in the status line
     report: Callable[[Any], list[str]] = lambda result: []  # more lines on a finished run
@@ -140,7 +141,11 @@ METHODS: dict[str, Method] = {
         command_help="DPO on a dataset folder",
         makes="tuned model",
         saved_as="model saved to",
-        charts=(("Losses", LOSS_KEYS), ("Rewards", REWARD_KEYS), ("", ())),
+        charts=(
+            ("Losses", LOSS_KEYS),
+            ("Rewards", REWARD_KEYS),
+            ("Log-probability of the chosen and rejected titles", LOGPS_KEYS),
+        ),
         train=_train_dpo,
         score=_score_dpo,
         held_out=_dpo_held_out,
@@ -187,6 +192,7 @@ METHODS: dict[str, Method] = {
         held_out=None,
         report=_report_rl,
         takes_reward_model=True,
+        samples=True,
         stage=lambda recipe: recipe.method,  # "grpo" or "rloo"
         card=_rl_card,
     ),

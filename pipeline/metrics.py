@@ -35,6 +35,10 @@ CHART_METRICS = {  # logged key -> line label
     "eval_rewards/margins": "margin (eval)",
     "rewards/accuracies": "accuracy (train)",
     "eval_rewards/accuracies": "accuracy (eval)",
+    "logps/chosen": "chosen (train)",
+    "logps/rejected": "rejected (train)",
+    "eval_logps/chosen": "chosen (eval)",
+    "eval_logps/rejected": "rejected (eval)",
     # a reward model (TRL's RewardTrainer)
     "accuracy": "accuracy (train)",
     "eval_accuracy": "accuracy (eval)",
@@ -55,6 +59,9 @@ REWARD_KEYS = (
     "rewards/accuracies",
     "eval_rewards/accuracies",
 )
+# DPO raises the margin either way: the chosen title's log-probability up, or both down with the
+# rejected one faster. The second moves the model away from both kinds of title people wrote.
+LOGPS_KEYS = ("logps/chosen", "logps/rejected", "eval_logps/chosen", "eval_logps/rejected")
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -242,7 +242,8 @@ def _wait_for_training(c, until=("done", "stopped", "failed"), timeout=180):
 
     seen_steps, deadline = [], time.monotonic() + timeout
     while time.monotonic() < deadline:
-        # the third chart is a reward model's margin, or RL's title length; the samples are RL's
+        # the third chart is DPO's log-probabilities, a reward model's margin or RL's title
+        # length; the samples are RL's
         progress, losses, rewards, _third, table, _samples, log = c.predict(
             api_name="/train_status"
         )
@@ -296,11 +297,16 @@ def test_train_tab_runs_reports_and_hands_the_model_to_generate(app_url, tiny_mo
     assert table["headers"][:3] == ["Epoch", "Training loss", "Validation loss"]
     assert len(table["data"]) == 1  # one evaluation, at the end of the (cut short) epoch
     assert "training: 12 steps" in log
+    logps = c.predict(api_name="/train_status")[3]
+    assert {row[2] for row in logps["data"]} == {
+        "chosen (train)", "rejected (train)", "chosen (eval)", "rejected (eval)"
+    }  # fmt: skip
     # the charts are the run's, titles and series alike: choosing another Method shows no
-    # DPO series under RL's titles
+    # DPO series under RL's titles, and no empty table of RL's titles
     rl = "Online RL against a reward model (RLHF step 2: GRPO / RLOO)"
-    *_, first, second, _ = c.predict(rl, api_name="/train_method")
+    *_, first, second, third, samples = c.predict(rl, api_name="/train_method")
     assert (first["label"], second["label"]) == ("Losses", "Rewards")
+    assert third["label"].startswith("Log-probability") and samples["visible"] is False
     status = c.predict(api_name="/use_trained_model")
     assert status.startswith("Generate now uses") and status.endswith("/model")
     trained = status.removeprefix("Generate now uses ")
@@ -318,8 +324,9 @@ def test_train_tab_refuses_votes_that_make_no_rows(tmp_path, tiny_model_dir):
         base = str(tiny_model_dir)
         # with no run yet, the charts take the chosen Method's titles
         rl = "Online RL against a reward model (RLHF step 2: GRPO / RLOO)"
-        *_, first, second, _ = c.predict(rl, api_name="/train_method")
+        *_, first, second, third, samples = c.predict(rl, api_name="/train_method")
         assert (first["label"], second["label"]) == ("Reward", "KL to the starting model")
+        assert third["label"] == "Completion length (tokens)" and samples["visible"] is True
         with pytest.raises(Exception, match="give no preference rows"):
             _start(c, kind="The votes collected here", model=base, step_limit=2)
         with pytest.raises(Exception, match="no earlier run"):

@@ -8,7 +8,7 @@ import httpx
 
 from app_process import start_app, stop_app
 from pipeline.votes import VoteStore
-from screens import owner_page, screenshot
+from screens import fill_kept, owner_page, screenshot
 
 
 def test_vote_three_times_by_click_and_keyboard(browser, tiny_model_dir, tmp_path):
@@ -66,7 +66,7 @@ def test_vote_three_times_by_click_and_keyboard(browser, tiny_model_dir, tmp_pat
         page.locator("body").click(position={"x": 5, "y": 5})  # focus off any text field
         vote_with(lambda: page.keyboard.press("b"), 3)
 
-        screenshot(page, "vote-tab.png")
+        screenshot(page, "vote-tab-owner.png")
 
         votes = VoteStore.open_existing(data).votes()
         assert len({v.voter for v in votes}) == 1 and votes[0].voter.startswith("v-")
@@ -123,7 +123,7 @@ def test_train_tab_shows_live_progress_until_done(browser, tiny_model_dir, tmp_p
         # a job on Hugging Face Jobs trains the recipe as the form above has it
         page.get_by_label("Epochs", exact=True).first.fill("2")
         page.get_by_text("Run on Hugging Face Jobs").first.click()
-        page.get_by_label("Hub dataset id").nth(1).fill("alice/titles")
+        fill_kept(page.get_by_label("Hub dataset id").nth(1), "alice/titles")
         page.get_by_label("Base model (Hub id or folder)").fill("alice/tiny-chat")  # a job's
         page.get_by_role("button", name="Show the job and its cost").click()
         page.get_by_text(re.compile(r"--recipe fast --epochs 2\.0")).wait_for(timeout=30_000)
@@ -180,6 +180,8 @@ def test_a_voter_sees_vote_and_leaderboard_the_owner_every_tab(browser, tiny_mod
         page.get_by_text("You are voting").wait_for()
         page.get_by_text("You have voted on").wait_for()
         assert visible_tabs(page) == ["Vote", "Leaderboard"]
+        assert page.get_by_label("Title A").input_value()  # the first pair is on the screen
+        screenshot(page, "vote-tab.png")  # the docs' picture: what anyone with the link sees
         page.get_by_role("tab", name="Leaderboard").click()
         page.get_by_text("Bradley–Terry scores").first.wait_for()
         assert not page.get_by_text("Voters (owner only)").is_visible()

@@ -60,8 +60,9 @@ def test_reward_model_best_of_n_rl_and_compare_through_the_app(rlhf_app, tiny_mo
     assert len(scores) == 4 and scores == sorted(scores, reverse=True)
 
     # 3. online RL against it: the Method choice offers the reward model
-    *_groups, offered, _c1, _c2, _c3 = c.predict(RL_METHOD, api_name="/train_method")
+    *_groups, offered, _c1, _c2, _c3, samples_shown = c.predict(RL_METHOD, api_name="/train_method")
     assert offered["value"] == str(reward_run)
+    assert samples_shown["visible"] is False  # the reward run's view until RL starts
     with pytest.raises(Exception, match="choose the reward model"):
         c.predict(*DATA, base, "", *RL_FORM, 2, *SCREENING, api_name="/rl_start")
     c.predict(*DATA, base, str(reward_run), *RL_FORM, 3, *SCREENING, api_name="/rl_start")

@@ -102,6 +102,7 @@ def build(ctx: Context) -> TabParts:
         label="Titles the policy is writing (online RL), newest first",
         interactive=False,
         wrap=True,
+        visible=DEFAULT.samples,
     )
     log_tail = gr.Textbox(label="Log", lines=8, max_lines=8, autoscroll=True, interactive=False)
     compare_view = compare_runs.build(ctx)
@@ -113,10 +114,11 @@ def build(ctx: Context) -> TabParts:
     outputs = [progress, *charts, epochs_table, samples, log_tail]
     data_in = [source, min_votes, hub_dataset, base]
     reward_pick = next(f.reward_model for f in forms if f.reward_model is not None)
+    run_view = [*charts, samples]  # what a run's method decides: chart titles, its samples
     method.change(
         guard(OWNER, trainer.pick_method),
         method,
-        [*(f.group for f in forms), reward_pick, *charts],
+        [*(f.group for f in forms), reward_pick, *charts, samples],
         api_name="train_method",
     )
     for form in forms:
@@ -134,18 +136,18 @@ def build(ctx: Context) -> TabParts:
             [*data_in, *knobs_in, *screen_in],
             outputs,
             api_name=start_name,
-        ).then(guard(OWNER, trainer.chart_titles), method, charts, api_visibility="private")
+        ).then(guard(OWNER, trainer.run_view), method, run_view, api_visibility="private")
         form.resume.click(
             guard(OWNER, trainer.carry_on_for(form.method), spread=len(knobs_in)),
             [base, *knobs_in],
             outputs,
             api_name=resume_name,
-        ).then(guard(OWNER, trainer.chart_titles), method, charts, api_visibility="private")
+        ).then(guard(OWNER, trainer.run_view), method, run_view, api_visibility="private")
     stop.click(guard(OWNER, trainer.halt), None, outputs, api_name="train_stop", queue=False)
     timer.tick(guard(OWNER, trainer.show), None, outputs, api_name="train_status", queue=False)
     use.click(guard(OWNER, trainer.use_trained), None, ctx.status, api_name="use_trained_model")
-    titles = Wiring(guard(OWNER, trainer.chart_titles), charts, inputs=[method])
-    return TabParts(on_open=(compare_view, titles, latest_job), poll=timer)
+    shown = Wiring(guard(OWNER, trainer.run_view), run_view, inputs=[method])
+    return TabParts(on_open=(compare_view, shown, latest_job), poll=timer)
 
 
 class Trainer:
@@ -230,12 +232,14 @@ class Trainer:
         return [
             *(gr.Group(visible=method is chosen) for method in METHODS.values()),
             gr.Dropdown(choices=reward_runs, value=reward_runs[0] if reward_runs else None),
-            *self.chart_titles(label),
+            *self.run_view(label),
         ]
 
-    def chart_titles(self, label: str) -> list:
-        """The charts show the app's run, so they carry its method's titles; with no run
-        yet, the chosen Method's."""
+    def run_view(self, label: str) -> list:
+        """The charts show the app's run, so they carry its method's titles, and its samples
+        table shows only for a method that writes titles as it trains; with no run yet, the
+        chosen Method decides."""
         job = self.runner.status()
-        charted = BY_LABEL[label] if job.state == "idle" else method_of(job.kind)
-        return [gr.LinePlot(label=title or " ") for title, _ in charted.charts]
+        shown = BY_LABEL[label] if job.state == "idle" else method_of(job.kind)
+        charts = [gr.LinePlot(label=title) for title, _ in shown.charts]
+        return [*charts, gr.Dataframe(visible=shown.samples)]
