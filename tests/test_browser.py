@@ -257,6 +257,7 @@ def test_the_owner_creates_a_round_a_voter_votes_on_it_and_the_owner_reads_it(
 
         owner.get_by_role("button", name="Show the people's verdict").click()
         owner.get_by_text(re.compile(r"beats .* in 2 of 2 decisive votes")).wait_for()
+        owner.locator("img[src^='data:image']").first.wait_for()  # the chart
         screenshot(owner, "evaluate-tab.png")
     finally:
         stop_app(process)

@@ -216,8 +216,8 @@ def show_the_iterations_tab(browser, url: str, reports) -> None:
     page.get_by_role("tab", name="Iterations").click()
     for report in reports:  # each row says how the trained policy fared, by pair
         page.locator(f"text={_by_pair_text(report.over_before)} >> visible=true").first.wait_for()
-    page.get_by_text("Across iterations").wait_for()
     page.locator("img[src^='data:image']").first.wait_for()  # the chart (webp)
+    page.get_by_text("Across iterations").wait_for(state="hidden")  # the figure's titles show
     # the window on the report and the chart (the docs' picture)
     page.evaluate("document.querySelector('#iteration-report').scrollIntoView()")
     screenshot(page, "iterations-tab.png")

@@ -71,7 +71,8 @@ def build(ctx: Context) -> TabParts:
         show = gr.Button("Show the people's verdict")
         judged = gr.Button("Judge the round with the model")
     summary = gr.Markdown()
-    chart = gr.Plot(label="Win rates (Wilson 95%) and arena scores (bootstrap 95%)")
+    # the figure carries its own titles; Gradio's label would sit on top of the first one
+    chart = gr.Plot(label="Win rates and arena scores", show_label=False)
     comparisons = gr.Dataframe(
         headers=COMPARISON_COLUMNS, interactive=False, label="Head to head", wrap=True
     )

@@ -95,7 +95,7 @@ def build(ctx: Context) -> TabParts:
     trained = gr.Markdown()
     report = gr.Dataframe(headers=REPORT_COLUMNS, interactive=False, label="Did it get better?",
                           wrap=True, elem_id="iteration-report")  # fmt: skip
-    chart = gr.Plot(label="Across iterations")
+    chart = gr.Plot(label="Across iterations", show_label=False)  # the figure has its titles
 
     iterations = Iterations(ctx)
     listing, reporting = [table, pick], [report, chart]
