@@ -195,6 +195,10 @@ def test_a_voter_sees_vote_and_leaderboard_the_owner_every_tab(browser, tiny_mod
         box.fill(password)
         page.get_by_role("button", name="Sign in as the owner").click()
         page.get_by_text("every tab is yours").wait_for()
+        # the password is kept nowhere in the browser (Gradio's run history kept it, shown at
+        # /gradio_api/runs to whoever uses this browser next)
+        assert password not in page.evaluate("JSON.stringify(localStorage)")
+        assert httpx.get(url + "gradio_api/runs").status_code == 404
         page.get_by_text(re.compile(r"^Model: ")).wait_for()  # the owner's Generate model
         page.get_by_role("tab", name="Hub").wait_for()
         assert visible_tabs(page) == tab_names

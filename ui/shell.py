@@ -166,6 +166,10 @@ def serve(app: gr.Blocks, *, prevent_thread_lock: bool = False, **launch_kwargs)
     # Gradio's upload route is open to every visitor; the app's only upload is a pairs CSV.
     launch_kwargs.setdefault("max_file_size", "20mb")
     keep_server_from_trusting_forwarded_headers()
+    # Gradio's run history keeps every call's inputs in the browser and shows them at
+    # /gradio_api/runs: the owner password typed into the sign-in box too, readable by the
+    # next person at a shared computer. Off: nothing recorded, the page gone, old runs deleted.
+    launch_kwargs["run_history"] = False
     app.queue().launch(head=vote.KEYBOARD_JS, prevent_thread_lock=True, **launch_kwargs)
     if prevent_thread_lock:
         return
