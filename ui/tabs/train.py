@@ -118,7 +118,7 @@ def build(ctx: Context) -> TabParts:
     method.change(
         guard(OWNER, trainer.pick_method),
         method,
-        [*(f.group for f in forms), reward_pick, *charts, samples],
+        [*(f.group for f in forms), reward_pick, *run_view],
         api_name="train_method",
     )
     for form in forms:
