@@ -316,6 +316,14 @@ class Gatekeeper:
             self._unlock(facts.session)
         return self.caller(facts)
 
+    def sign_out(self, facts: RequestFacts) -> Caller:
+        """This page is no longer the owner's by the password (the browser drops its pass, so
+        its next pages are not either). Other pages that already hold the pass stay the owner's
+        until they close; changing the password voids every pass."""
+        with self._lock:
+            self._unlocked.discard(facts.session or "")
+        return self.caller(facts)
+
     def _unlock(self, session: str) -> None:
         with self._lock:
             self._unlocked.add(session)

@@ -212,6 +212,15 @@ def test_a_voter_sees_vote_and_leaderboard_the_owner_every_tab(browser, tiny_mod
         page.get_by_text("every tab is yours").wait_for()
         page.get_by_role("tab", name="Hub").wait_for()
         assert visible_tabs(page) == tab_names
+        # Signing out leaves a voter's page, and a browser the next person cannot reuse.
+        page.get_by_role("button", name="Sign out").click()
+        page.get_by_text("You are voting").wait_for()
+        assert visible_tabs(page) == ["Vote", "Leaderboard"]
+        assert page.get_by_text("Owner sign-in").is_visible()
+        page.reload()  # the pass is gone: the page does not come back as the owner's
+        page.get_by_text("You are voting").wait_for()
+        assert visible_tabs(page) == ["Vote", "Leaderboard"]
+        assert not page.get_by_role("button", name="Sign out").is_visible()
         other = browser.new_page()  # another browser profile's page is a voter's
         other.goto(url)
         other.get_by_text("You are voting").wait_for()

@@ -22,6 +22,7 @@ PASSWORD = "correct horse battery staple"
 VOTER_ENDPOINTS = {
     "/start", "/vote_left", "/vote_right", "/vote_tie", "/vote_both_bad", "/skip",
     "/leaderboard", "/idea_scores", "/my_role", "/model_status", "/owner_sign_in",
+    "/owner_sign_out",  # it only ever takes the owner's role away, from the caller's own page
     *(f"/{name}" for name in Guard.HARMLESS),  # Gradio's own page-only events
 }  # fmt: skip
 TOKENS = {
@@ -175,6 +176,15 @@ def test_with_a_password_loopback_is_a_voter_until_the_password(
         owner.predict(True, api_name="/voters_may_generate")  # the owner's switch
         table, *_ = visitor.predict("an idea", 2, 0.7, api_name="/generate")
         assert len(table["data"]) == 2
+        # Signing out: this page is a voter's again and its browser drops the pass; a page
+        # that already held the pass stays the owner's until it closes.
+        assert visitor.predict(api_name="/owner_sign_out")[0].startswith("You are voting")
+        role, kept_pass = owner.predict(api_name="/owner_sign_out")
+        assert role.startswith("You are voting") and kept_pass == "signed out"  # no pass
+        with pytest.raises(Exception, match="owner only"):
+            owner.predict(api_name="/train_status")
+        assert owner.predict(None, api_name="/my_role").startswith("You are voting")
+        reloaded.predict(api_name="/train_status")
     finally:
         stop_app(process)
     log = (tmp_path / "app.log").read_text()

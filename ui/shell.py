@@ -59,9 +59,10 @@ def build_app(
         gr.Markdown("# YouTube titles, tuned on human preferences")
         with gr.Row():
             role_line = gr.Markdown(elem_id="role-line")
+            sign_out = gr.Button("Sign out", visible=False, size="sm", scale=0)
             if parts.settings.on_space:  # Gradio's sign-in needs a Space
                 gr.LoginButton()
-        sign_in = OwnerSignIn(parts.keeper, guard)
+        sign_in = OwnerSignIn(parts.keeper, guard, sign_out)
         ctx = Context.on_page(parts, gr.Markdown("", elem_id="model-status"))
         owner_pass = gr.BrowserState(None, storage_key="title-dpo-owner")  # after the password
         pages: list[tuple[gr.Tab, ModuleType, TabParts]] = []
@@ -127,6 +128,7 @@ def wire_pages(
         return {
             role_line: describe_caller(caller, settings),
             sign_in.box: gr.Accordion(visible=can_sign_in and not caller.is_owner),
+            sign_in.sign_out: gr.Button(visible=caller.how == "password"),
             **{page: gr.Tab(visible=keeper.allows(caller, role)) for page, role in guarded_pages},
             **{part: gr.update(visible=caller.is_owner) for part in owner_parts},
         }
@@ -134,7 +136,8 @@ def wire_pages(
     def open_page(kept_pass: str | None, *, facts: RequestFacts) -> dict:
         return show_role(caller=keeper.resume(facts, kept_pass))
 
-    role_outputs = [role_line, sign_in.box, *(page for page, _ in guarded_pages), *owner_parts]
+    role_outputs = [role_line, sign_in.box, sign_in.sign_out,
+                    *(page for page, _ in guarded_pages), *owner_parts]  # fmt: skip
     after_role = [parts.on_role for _, _, parts in pages if parts.on_role]
     # What follows the role waits for it: an owner pass may make this page the owner's.
     event = app.load(guard("anyone", open_page), owner_pass, role_outputs, api_name="my_role")

@@ -22,11 +22,16 @@ def describe_caller(caller: Caller, settings: AccessSettings) -> str:
     return f"You are voting{who}. Thank you for helping!"
 
 
+SIGNED_OUT = "signed out"  # what the browser keeps instead of an owner pass after signing out
+
+
 class OwnerSignIn:
     """The owner-password box: shown where a password is set and the visitor is no owner."""
 
-    def __init__(self, keeper: Gatekeeper, guard: Guard) -> None:
+    def __init__(self, keeper: Gatekeeper, guard: Guard, sign_out: gr.Button) -> None:
         self.keeper, self.guard = keeper, guard
+        self.sign_out = sign_out  # placed by the page beside its role line; shown to an owner
+        # by the password: on a shared computer the next person must not inherit the pass
         with gr.Accordion("Owner sign-in", open=False, visible=False) as self.box:
             with gr.Row():
                 self.password = gr.Textbox(
@@ -66,6 +71,21 @@ class OwnerSignIn:
             self.password,
             outputs,
             api_name="owner_sign_in",
+            queue=False,
+        )
+        for wiring in after:
+            event = event.then(wiring.fn, None, wiring.outputs, api_visibility="private")
+
+        def sign_out(*, facts: RequestFacts) -> dict:
+            # Gradio writes only a truthy value to the browser's storage (None or "" would
+            # leave the pass there): a word that is no pass takes its place.
+            return {**show_role(caller=keeper.sign_out(facts)), owner_pass: SIGNED_OUT}
+
+        event = self.sign_out.click(
+            self.guard("anyone", sign_out),
+            None,
+            [*role_outputs, owner_pass],
+            api_name="owner_sign_out",
             queue=False,
         )
         for wiring in after:
