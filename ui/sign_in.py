@@ -30,8 +30,9 @@ class OwnerSignIn:
 
     def __init__(self, keeper: Gatekeeper, guard: Guard, sign_out: gr.Button) -> None:
         self.keeper, self.guard = keeper, guard
-        self.sign_out = sign_out  # placed by the page beside its role line; shown to an owner
-        # by the password: on a shared computer the next person must not inherit the pass
+        # beside the page's role line, for an owner by the password: on a shared computer the
+        # next person must not inherit the pass
+        self.sign_out = sign_out
         with gr.Accordion("Owner sign-in", open=False, visible=False) as self.box:
             with gr.Row():
                 self.password = gr.Textbox(
@@ -49,8 +50,12 @@ class OwnerSignIn:
     ) -> None:
         """Sign-in updates what the page shows (then runs `after`, what follows the role), and
         leaves a pass in the browser so that its next pages (a reload, another tab) need no
-        password for a while."""
+        password for a while; sign-out does the reverse."""
         keeper = self.keeper
+
+        def then_after(event) -> None:
+            for wiring in after:
+                event = event.then(wiring.fn, None, wiring.outputs, api_visibility="private")
 
         def sign_in(password: str, *, facts: RequestFacts) -> dict:
             try:
@@ -65,7 +70,7 @@ class OwnerSignIn:
             }
 
         outputs = [*role_outputs, owner_pass, self.password, self.message]
-        event = gr.on(
+        signed_in = gr.on(
             [self.button.click, self.password.submit],
             self.guard("anyone", sign_in),
             self.password,
@@ -73,20 +78,18 @@ class OwnerSignIn:
             api_name="owner_sign_in",
             queue=False,
         )
-        for wiring in after:
-            event = event.then(wiring.fn, None, wiring.outputs, api_visibility="private")
+        then_after(signed_in)
 
         def sign_out(*, facts: RequestFacts) -> dict:
             # Gradio writes only a truthy value to the browser's storage (None or "" would
             # leave the pass there): a word that is no pass takes its place.
             return {**show_role(caller=keeper.sign_out(facts)), owner_pass: SIGNED_OUT}
 
-        event = self.sign_out.click(
+        signed_out = self.sign_out.click(
             self.guard("anyone", sign_out),
             None,
             [*role_outputs, owner_pass],
             api_name="owner_sign_out",
             queue=False,
         )
-        for wiring in after:
-            event = event.then(wiring.fn, None, wiring.outputs, api_visibility="private")
+        then_after(signed_out)
