@@ -9,19 +9,24 @@ On a ZeroGPU Space a function decorated with `spaces.GPU(duration=...)` gets a G
   The chunks add up to the same run, step for step, as one straight call (tested on the CPU).
 
 Outside a ZeroGPU Space `spaces.GPU` returns the function unchanged, so the same code runs on a
-laptop and in the tests. The entry points take plain, picklable arguments (a model *name*, not
-a loaded model): on ZeroGPU the call runs in a forked worker, which finds the model already
-loaded in the process cache.
+laptop and in the tests. On ZeroGPU the call runs in a forked worker process: the entry points
+take plain, picklable arguments (a model *name*, not a loaded model) and return picklable
+values, and `on_gpu` carries a `UserError` back as a value, since ZeroGPU passes back nothing
+of an exception but a `gr.Error`'s message (of any other, its class name). tests/test_space.py
+runs the app under an emulated ZeroGPU (tests/zerogpu_site) to show all of it.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import spaces
 
+from pipeline.errors import UserError
 from pipeline.generation import GenerationSettings, Title, generate_for_idea
 from pipeline.gpu_rates import STARTUP_SECONDS, GpuRates, Pace, model_params, plan_pace
 from pipeline.judges import PairwiseJudge, make_judge
@@ -46,6 +51,40 @@ JUDGE_SECONDS_PER_BATCH = 0.5  # one forward of 16 judge prompts (~150 tokens ea
 SCORING_SECONDS = 60
 
 
+@dataclass(frozen=True)
+class _Refused:
+    """A `UserError` raised inside a GPU call, on its way back as a value."""
+
+    message: str
+
+
+def on_gpu(duration):
+    """`spaces.GPU(duration=duration)` whose `UserError` reaches the caller as itself. In the
+    ZeroGPU worker it would come back as "ZeroGPU worker error: UserError", its words lost (a
+    training run "failed: 'UserError'"); so the worker returns it, and the caller raises it."""
+
+    def decorate(task):
+        @functools.wraps(task)
+        def in_worker(*args, **kwargs):
+            try:
+                return task(*args, **kwargs)
+            except UserError as exc:
+                return _Refused(str(exc))
+
+        on_device = spaces.GPU(duration=duration)(in_worker)
+
+        @functools.wraps(task)
+        def call(*args, **kwargs):
+            result = on_device(*args, **kwargs)
+            if isinstance(result, _Refused):
+                raise UserError(result.message)
+            return result
+
+        return call
+
+    return decorate
+
+
 def generation_seconds(
     model_name: str, idea: str, settings: GenerationSettings = DEFAULT_SETTINGS
 ) -> int:
@@ -57,7 +96,7 @@ def generation_seconds(
     )
 
 
-@spaces.GPU(duration=generation_seconds)
+@on_gpu(duration=generation_seconds)
 def generate_on_gpu(
     model_name: str, idea: str, settings: GenerationSettings = DEFAULT_SETTINGS
 ) -> list[Title]:
@@ -65,7 +104,7 @@ def generate_on_gpu(
     return generate_for_idea(load_model(model_name), idea, settings)
 
 
-@spaces.GPU(
+@on_gpu(
     duration=lambda model_name, reward_name, idea, settings=DEFAULT_SETTINGS: (
         generation_seconds(model_name, idea, settings) + STARTUP_SECONDS
     )
@@ -88,7 +127,7 @@ def round_generation_seconds(
     return min(MAX_CALL_SECONDS, STARTUP_SECONDS + math.ceil(decode))
 
 
-@spaces.GPU(duration=round_generation_seconds)
+@on_gpu(duration=round_generation_seconds)
 def generate_round_on_gpu(
     model_name: str, ideas: list[str], settings: GenerationSettings = DEFAULT_SETTINGS
 ) -> list[list[Title]]:
@@ -102,7 +141,7 @@ def judging_seconds(model_name: str, pairs: list[tuple[str, str, str]]) -> int:
     return min(MAX_CALL_SECONDS, STARTUP_SECONDS + math.ceil(forwards * JUDGE_SECONDS_PER_BATCH))
 
 
-@spaces.GPU(duration=judging_seconds)
+@on_gpu(duration=judging_seconds)
 def judge_pairs_on_gpu(model_name: str, pairs: list[tuple[str, str, str]]) -> list[str]:
     """The judge `model_name` names (a chat model, or a reward model: `judges.make_judge`),
     loaded once per process, on a batch of pairs."""
@@ -167,7 +206,7 @@ def _asked_seconds(
     return gpu_seconds
 
 
-@spaces.GPU(duration=_asked_seconds)
+@on_gpu(duration=_asked_seconds)
 def train_chunk(
     data: str | Path,
     out: str | Path,
@@ -228,7 +267,7 @@ def train_in_chunks(
         resume, first = True, False
 
 
-@spaces.GPU(duration=SCORING_SECONDS)
+@on_gpu(duration=SCORING_SECONDS)
 def score_on_gpu(result: TrainResult) -> TrainResult:
     """`score_run` (the held-out pairs) in a GPU call of its own, after the last chunk."""
     return score_run(result)

@@ -31,6 +31,9 @@ from ui.tabs import evaluate, generate, hub, iterations, leaderboard, pools, tra
 
 # The project's own log lines go to the `pipeline` loggers (pipeline.logs).
 log = logging.getLogger("pipeline.app")
+# Events waiting at once, all visitors together: a class opening the link in the same second
+# queues a few events per page; the bound only keeps a flood from growing without end.
+QUEUE_MAX_SIZE = 2000
 
 TABS: tuple[ModuleType, ...] = (
     vote,
@@ -173,7 +176,11 @@ def serve(app: gr.Blocks, *, prevent_thread_lock: bool = False, **launch_kwargs)
     # /gradio_api/runs: the owner password typed into the sign-in box too, readable by the
     # next person at a shared computer. Off: nothing recorded, the page gone, old runs deleted.
     launch_kwargs["run_history"] = False
-    app.queue().launch(head=vote.KEYBOARD_JS, prevent_thread_lock=True, **launch_kwargs)
+    # On a ZeroGPU Space Gradio lets one event wait in the queue unless told otherwise: a second
+    # visitor opening the page while another's page loads was refused "Queue is full".
+    app.queue(max_size=QUEUE_MAX_SIZE).launch(
+        head=vote.KEYBOARD_JS, prevent_thread_lock=True, **launch_kwargs
+    )
     if prevent_thread_lock:
         return
     try:

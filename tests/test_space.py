@@ -1,0 +1,128 @@
+"""The app as it runs on a ZeroGPU Space, driven over HTTP: every GPU call in a forked worker
+with its arguments and result pickled, an exception coming back as ZeroGPU returns it, and
+Gradio's queue set up as on ZeroGPU. tests/zerogpu_site emulates what `spaces` and Gradio do
+there (the real runtime needs CUDA); each call it ran is in its log."""
+
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from app_process import start_app, stop_app
+
+SITE = Path(__file__).resolve().parent / "zerogpu_site"
+GPU_START_SECONDS = 3  # a ZeroGPU call waits seconds for its GPU and worker
+
+
+@pytest.fixture(scope="module")
+def space(tiny_model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("space")
+    gpu_log = folder / "gpu-calls.jsonl"
+    # rates that plan 100 s a step: the first chunk is 1 step, the rest at the measured pace
+    rates = {"device": "test", "shapes": {"any": {"params": 10**9, "rows": {
+        "dpo:tutorial": {"step_s": 100.0}}}}}  # fmt: skip
+    (folder / "rates.json").write_text(json.dumps(rates))
+    env = {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(SITE), os.environ.get("PYTHONPATH")])),
+        "ZEROGPU_EMULATOR_LOG": str(gpu_log),
+        "ZEROGPU_EMULATOR_START_SECONDS": str(GPU_START_SECONDS),
+        "TITLE_DPO_GPU_RATES": str(folder / "rates.json"),
+    }
+    process, url = start_app(
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(folder / "data"),
+        log_path=folder / "app.log",
+        env=env,
+    )
+
+    def gpu_calls(task: str) -> list[dict]:
+        lines = gpu_log.read_text().splitlines() if gpu_log.exists() else []
+        return [call for call in map(json.loads, lines) if call["task"] == task]
+
+    yield SimpleNamespace(url=url, gpu_calls=gpu_calls, log=folder / "app.log")
+    stop_app(process)
+
+
+def _client(url):
+    from gradio_client import Client
+
+    return Client(url, verbose=False)
+
+
+def _train(client, model: str) -> tuple[str, str]:
+    """Start a DPO run of 3 steps at most from the Train tab's form; its last status and log."""
+    fields = ["The tutorial's 1,140 labelled pairs", 1, "", model]
+    fields += ["tutorial", 3, 0.1, 1e-6, 8, False, 16, 32, 3]
+    client.predict(*fields, api_name="/train_start")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        progress, *_, log = client.predict(api_name="/train_status")
+        if not progress.startswith(("**running**", "**stopping**")):
+            return progress, log
+        time.sleep(0.5)
+    raise AssertionError(f"the run did not end in 240 s: {progress}")
+
+
+def test_titles_come_from_a_gpu_worker(space, tiny_model_dir):
+    table, _raw, status, _added = _client(space.url).predict(
+        "Multimodal RAG", 2, 0.7, api_name="/generate"
+    )
+    assert len(table["data"]) == 2 and str(tiny_model_dir) in status
+    (call,) = space.gpu_calls("generate_on_gpu")
+    assert call["outcome"] == "ok" and call["seconds"] > 0
+
+
+def test_visitors_opening_the_link_while_others_wait_are_served(space):
+    """Gradio lets one event wait in the queue on ZeroGPU unless the app says otherwise: with
+    the owner's second generation waiting for the first, every page opened then was refused
+    "Queue is full"."""
+    from gradio_client.utils import Status
+
+    visitors = [_client(space.url) for _ in range(12)]
+    owner = _client(space.url)
+    first = owner.submit("idea one", 1, 0.7, api_name="/generate")
+    waiting = owner.submit("idea two", 1, 0.7, api_name="/generate")  # one at a time
+    deadline = time.monotonic() + GPU_START_SECONDS
+    while (first.status().code, waiting.status().code) != (Status.PROCESSING, Status.IN_QUEUE):
+        if waiting.done():
+            waiting.result()  # it was refused: this raises why
+        assert time.monotonic() < deadline, (first.status(), waiting.status())
+        time.sleep(0.05)
+    with ThreadPoolExecutor(6) as pool:
+        roles = list(pool.map(lambda c: c.predict(None, api_name="/my_role"), visitors))
+    assert not first.done(), "the pages opened too late to meet a waiting event"
+    assert len(roles) == 12 and all(roles)
+    first.result(), waiting.result()
+
+
+def test_a_mistake_inside_a_gpu_call_reaches_the_owner_in_words(space, tiny_model_dir):
+    """ZeroGPU passes back only a gr.Error's message; a UserError raised in the worker came
+    back as "UserError" ("training failed: 'UserError'")."""
+    owner = _client(space.url)
+    with pytest.raises(Exception, match="is not a finished reward model run"):
+        owner.predict("Multimodal RAG", 2, 0.7, str(tiny_model_dir), api_name="/best_of_n")
+    assert space.gpu_calls("best_of_n_on_gpu"), "refused before the GPU call: not this test"
+    progress, log = _train(owner, "./no/such/model")
+    assert progress.startswith("**failed**"), progress
+    assert "model folder './no/such/model' does not exist" in progress
+    assert space.gpu_calls("train_chunk"), "refused before the GPU call: not this test"
+    assert "Traceback" not in log and "UserError" not in space.log.read_text()
+
+
+def test_a_run_trains_in_gpu_chunks_and_generate_uses_it(space, tiny_model_dir):
+    owner = _client(space.url)
+    chunks_before = len(space.gpu_calls("train_chunk"))
+    progress, _log = _train(owner, str(tiny_model_dir))
+    assert progress.startswith("**done**"), progress
+    chunks = space.gpu_calls("train_chunk")[chunks_before:]
+    assert len(chunks) >= 2 and all(c["outcome"] == "ok" for c in chunks), chunks
+    assert [c["outcome"] for c in space.gpu_calls("score_on_gpu")] == ["ok"]
+    used = owner.predict(api_name="/use_trained_model")
+    *_, status, _added = owner.predict("Multimodal RAG", 2, 0.7, api_name="/generate")
+    assert used.removeprefix("Generate now uses ") in status, (used, status)

@@ -1,0 +1,111 @@
+"""A ZeroGPU Space on a CPU, for the tests: put this folder first on PYTHONPATH of the app's
+process (tests/test_space.py) and the app runs under the two things a ZeroGPU Space changes.
+
+The real ZeroGPU runtime cannot run here (`spaces.zero` patches CUDA torch at import), so this
+does what `spaces` 0.51.3 does around a `spaces.GPU` call (spaces/zero/wrappers.py,
+`regular_function_wrapper`), with the same pieces where they import without CUDA:
+
+- the duration is computed in the app's process, from the call's own arguments;
+- the call runs in a forked worker process: its arguments and its result cross as pickles
+  (spaces' fork-context `SimpleQueue`), so nothing the worker changes in memory comes back;
+- an exception in the worker comes back as a `gr.Error`: a `gr.Error` keeps its message, any
+  other exception only its class name ("ZeroGPU worker error": spaces' own `error`);
+- a call made inside the worker runs there directly.
+What differs: spaces keeps an idle worker for the next call; this forks one per call (state in
+a worker is never relied on either way). Durations are recorded, not enforced (a CPU is not
+the GPU they are planned for). ZEROGPU_EMULATOR_START_SECONDS: how long a call waits for its
+GPU and worker before it runs (seconds on a Space; 0 unless set). With ZEROGPU_EMULATOR_LOG
+set, every call adds a JSON line: the function, the seconds asked for, the caller's ZeroGPU
+token, and how it ended.
+
+And it sets SPACES_ZERO_GPU=true once `spaces` is imported without it, as a Space's environment
+has it: the app then trains in chunks, and Gradio configures its queue as on ZeroGPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import multiprocessing
+import os
+import pickle
+import time
+import traceback
+
+import spaces
+from spaces.utils import SimpleQueue, gradio_request_var
+
+_in_worker = False
+
+
+def _record(entry: dict) -> None:
+    if path := os.environ.get("ZEROGPU_EMULATOR_LOG"):
+        with open(path, "a") as log:
+            log.write(json.dumps(entry) + "\n")
+
+
+def _run_in_worker(task, payload: bytes, results: SimpleQueue) -> None:
+    global _in_worker
+    _in_worker = True
+    args, kwargs = pickle.loads(payload)
+    try:
+        outcome = ("ok", task(*args, **kwargs))
+    except Exception as exc:  # what spaces' `exception_result` keeps of it
+        import gradio as gr
+
+        kept = exc if isinstance(exc, gr.Error) else None
+        outcome = ("error", (type(exc).__name__, traceback.format_exc(), kept))
+    try:
+        results.put(outcome)
+    except Exception as exc:  # an unpicklable result: spaces reports the PicklingError
+        results.put(("error", (type(exc).__name__, traceback.format_exc(), None)))
+
+
+def _on_gpu(task, duration):
+    if inspect.iscoroutinefunction(task) or inspect.isgeneratorfunction(task):
+        raise NotImplementedError("the emulated ZeroGPU runs plain functions only")
+
+    @functools.wraps(task)
+    def call(*args, **kwargs):
+        if _in_worker:
+            return task(*args, **kwargs)
+        from spaces.zero.gradio import error
+
+        seconds = duration(*args, **kwargs) if callable(duration) else duration
+        request = gradio_request_var().get(None)
+        entry = {
+            "task": task.__name__,
+            "seconds": seconds,
+            "ip_token": request and request.headers.get("x-ip-token"),
+        }
+        payload = pickle.dumps((args, kwargs))  # spaces puts them on a queue to the worker
+        time.sleep(float(os.environ.get("ZEROGPU_EMULATOR_START_SECONDS", 0)))
+        results = SimpleQueue()
+        worker = multiprocessing.get_context("fork").Process(
+            target=_run_in_worker, args=(task, payload, results), daemon=True
+        )
+        worker.start()
+        kind, value = results.get()
+        worker.join()
+        entry["outcome"] = kind if kind == "ok" else value[0]
+        _record(entry)
+        if kind == "ok":
+            return value
+        name, trace, kept = value
+        if kept is not None:
+            raise kept
+        print(trace, flush=True)  # spaces prints the worker's traceback to the Space's log
+        raise error("ZeroGPU worker error", name)
+
+    return call
+
+
+def GPU(task=None, *, duration=None, size=None, **kwargs):  # spaces' name
+    if not callable(task):
+        return functools.partial(GPU, duration=duration, size=size)
+    return _on_gpu(task, duration)
+
+
+spaces.GPU = GPU
+os.environ["SPACES_ZERO_GPU"] = "true"
