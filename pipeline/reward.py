@@ -25,7 +25,7 @@ from typing import Any
 from pipeline.errors import UserError
 from pipeline.generation import GenerationSettings, Title, generate_titles
 from pipeline.metrics import METRICS_FILE
-from pipeline.models import LoadedModel, load_model
+from pipeline.models import LoadedModel, load_model, resolve_model
 from pipeline.prompts import title_messages
 from pipeline.recipes import RewardRecipe, get_recipe
 from pipeline.runs import write_summary
@@ -154,8 +154,22 @@ class RewardModel:
 
 @functools.cache
 def load_reward_model(name: str) -> RewardModel:
-    """The reward model in folder (or Hub repo) `name`, loaded once per process."""
+    """The reward model in folder (or Hub repo) `name`, loaded once per process. Loading puts
+    a one-output head on any model, new if the checkpoint has none: so the checkpoint itself
+    must be a scorer, or the rewards would come from random weights (a chat model named by
+    mistake, or the offline stand-in for a Hub id that cannot be reached)."""
+    if resolve_model(name).notice:  # the offline stand-in, a chat model
+        raise UserError(
+            f"reward model {name!r} cannot be loaded: it is not in the local cache and the Hub "
+            "is offline or cannot be reached (no chat model can stand in for a reward model)"
+        )
     loaded = load_model(name, head="score")
+    architectures = getattr(loaded.model.config, "architectures", None) or []
+    if not any(arch.endswith("ForSequenceClassification") for arch in architectures):
+        raise UserError(
+            f"{name!r} is not a reward model: its checkpoint is a "
+            f"{', '.join(architectures) or 'model'} with no score head"
+        )
     if getattr(loaded.model.config, "num_labels", None) != 1:
         raise UserError(f"{name!r} is not a reward model (a one-output score head)")
     return RewardModel(loaded)

@@ -223,6 +223,28 @@ def test_reward_cli_and_best_of_n_cli(marker_data, tiny_model_dir, tmp_path):
     assert unknown.returncode == 2 and "unknown reward recipe 'nope'" in unknown.stderr
 
 
+def test_no_chat_model_stands_in_for_a_reward_model(tiny_model_dir, reward_run):
+    """Loading with a score head puts a new, random head on any model: named by mistake, or
+    swapped for the offline copy of SmolLM2, a chat model gave rewards from random weights."""
+    from pipeline.reward import load_reward_model
+
+    with pytest.raises(UserError, match=r"not a reward model: its checkpoint is a \w+ForCausalLM"):
+        load_reward_model(str(tiny_model_dir))
+    offline = run_cli(
+        "generate",
+        "--idea",
+        "x idea",
+        "--model",
+        str(tiny_model_dir),
+        "--reward",
+        "someone/title-rm",
+        env={"HF_HUB_OFFLINE": "1"},
+    )
+    assert offline.returncode == 2, offline.stderr
+    assert "reward model 'someone/title-rm' cannot be loaded" in offline.stderr
+    assert load_reward_model(str(reward_run.out)).score_titles("idea", ["a title"])
+
+
 def test_a_reward_model_is_no_round_model_and_is_pushed_with_a_card_of_its_own(reward_run):
     from pipeline.rounds import round_models
 
