@@ -89,6 +89,8 @@ PLAN = [
     ("reward:fast", "smollm2-135m", 20),
     ("rl:fast", "smollm2-135m", 30),
     ("dpo:fast", "smollm2-135m", 40),
+    # the fast recipe as a CPU runs it (the shared-prompt forward), beside its GPU values above
+    ("dpo:fast+shared_prompt=true", "qwen2.5-0.5b", 40),
 ]
 # --tiny: the same rows on one small shape, a few steps each
 TINY_PLAN = [(row, "smollm2-135m", limit) for row, _, limit in PLAN[:5]]

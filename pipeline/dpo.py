@@ -12,13 +12,14 @@ trains a LoRA adapter after an SFT stage.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
 from pipeline.metrics import METRICS_FILE
-from pipeline.models import LoadedModel, load_model
-from pipeline.recipes import DPORecipe, get_recipe
+from pipeline.models import LoadedModel, load_model, pick_device
+from pipeline.recipes import DPORecipe, for_device, get_recipe, gpu_changes
 from pipeline.runs import write_summary
 from pipeline.stages import (
     MetricsFile,
@@ -33,6 +34,8 @@ from pipeline.stages import (
     trainer_class,
     watched,
 )
+
+log = logging.getLogger(__name__)
 
 
 def train_dpo(
@@ -49,11 +52,15 @@ def train_dpo(
     """Train on the dataset folder `data` with `recipe` (default: `fast`), write the best model
     to `out`, return a summary (also written to OUT/train_summary.json).
 
+    Where a GPU trains, the recipe's GPU values apply (its `on_gpu`; `recipes.for_device`).
     `resume=True` carries on from the newest checkpoint in `out` (a stopped or crashed run).
     `stop_after=N` makes this call one chunk of a longer run: it saves a checkpoint and returns
     after N more steps, leaving the model unsaved until the chunk that reaches the last step.
     """
     recipe = recipe or get_recipe()
+    if (device := pick_device().name) == "cuda" and gpu_changes(recipe):
+        log.info("recipe %s on this GPU: %s", recipe.name, gpu_changes(recipe))
+    recipe = for_device(recipe, device)
     run = open_run(
         data, out, model_name, recipe, max_steps=max_steps, resume=resume, callbacks=callbacks
     )

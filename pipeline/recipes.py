@@ -166,6 +166,9 @@ class DPORecipe:
         "what the SFT stage imitates: the chosen titles, or both sides",
         choices=("chosen", "both"),
     )
+    # Knobs that take other values where a GPU trains ((knob, value) pairs; the file's `on_gpu:`
+    # mapping): a setting that pays on a CPU may cost on a GPU. Not a knob itself.
+    on_gpu: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         check_common(self)
@@ -181,7 +184,27 @@ class DPORecipe:
 
 def _changed(recipe, changes: dict[str, Any]):
     given = {k: v for k, v in changes.items() if v is not None}
-    return dataclasses.replace(recipe, **given) if given else recipe
+    return with_changes(recipe, given) if given else recipe
+
+
+def with_changes(recipe, changes: Mapping[str, Any], *, only_if_different: bool = False):
+    """`recipe` with `changes`: a knob a person sets is theirs on every device, so its GPU
+    value goes (`only_if_different`: unless it is set to the recipe's own value, as a form
+    left alone sends it)."""
+    on_gpu = getattr(recipe, "on_gpu", ())
+    kept = tuple(
+        (knob_, value)
+        for knob_, value in on_gpu
+        if knob_ not in changes or (only_if_different and changes[knob_] == getattr(recipe, knob_))
+    )
+    extra = {"on_gpu": kept} if kept != on_gpu else {}
+    return dataclasses.replace(recipe, **changes, **extra)
+
+
+def for_device(recipe, device: str):
+    """The recipe as it trains on `device` ("cuda" or "cpu"): on a GPU, with its GPU values."""
+    on_gpu = getattr(recipe, "on_gpu", ())
+    return dataclasses.replace(recipe, **dict(on_gpu)) if device == "cuda" and on_gpu else recipe
 
 
 @dataclass(frozen=True)
@@ -392,13 +415,16 @@ class Knob:
             raise UserError(f"{where}: {self.name} must be {kind}, not {value!r}") from None
 
 
+NOT_KNOBS = ("name", "on_gpu")
+
+
 @functools.cache
 def knobs(form_only: bool = False, kind: type = DPORecipe) -> tuple[Knob, ...]:
     """The recipe's fields other than its name, in declaration order (read once)."""
     hints = typing.get_type_hints(kind)
     found = []
     for f in dataclasses.fields(kind):
-        if f.name == "name" or (form_only and not f.metadata["form"]):
+        if f.name in NOT_KNOBS or (form_only and not f.metadata["form"]):
             continue
         hint = hints[f.name]
         args = typing.get_args(hint) if isinstance(hint, types.UnionType) else ()
@@ -429,15 +455,31 @@ def recipe_from_mapping(
 ) -> Recipe:
     """A recipe from a file's keys: unknown keys refused, each value checked for its type."""
     known = {k.name: k for k in knobs(kind=kind)}
-    unknown = sorted(set(values) - set(known) - {"name"})
+    allowed = {f.name for f in dataclasses.fields(kind)} & set(NOT_KNOBS)
+    unknown = sorted(set(values) - set(known) - allowed)
     if unknown:
         raise UserError(
             f"{where}: unknown recipe key(s) {', '.join(unknown)} (known: {', '.join(known)})"
         )
     checked = {
-        key: known[key].coerce(value, where) for key, value in values.items() if key != "name"
+        key: known[key].coerce(value, where) for key, value in values.items() if key in known
     }
+    if values.get("on_gpu"):
+        checked["on_gpu"] = gpu_values(values["on_gpu"], known, f"{where}, on_gpu")
     return kind(name=str(values.get("name") or name), **checked)
+
+
+def gpu_values(given: Any, known: Mapping[str, Knob], where: str) -> tuple[tuple[str, Any], ...]:
+    """A recipe file's `on_gpu:` mapping (or the pairs a recipe holds) as checked pairs, in the
+    knobs' order."""
+    try:
+        values = dict(given)
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: a mapping of knob: value, not {given!r}") from None
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise UserError(f"{where}: unknown knob(s) {', '.join(map(str, unknown))}")
+    return tuple((k, known[k].coerce(values[k], where)) for k in known if k in values)
 
 
 def load_recipe_file(path: str | Path, kind: type = DPORecipe) -> Recipe:
@@ -495,7 +537,13 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, kind: type = DPORecipe
     )
     group = parser.add_argument_group("recipe overrides (default: the recipe's value)")
     for k in knobs(kind=kind):
-        values = ", ".join(f"{n} {_shown(getattr(r, k.name))}" for n, r in recipes.items())
+        values = ", ".join(
+            f"{n} {_shown(getattr(r, k.name))}"
+            + "".join(
+                f" (on a GPU {_shown(v)})" for g, v in getattr(r, "on_gpu", ()) if g == k.name
+            )
+            for n, r in recipes.items()
+        )
         help_text = f"{k.help} ({values})"
         if k.kind is bool:
             group.add_argument(
@@ -518,7 +566,7 @@ def recipe_from_args(args: argparse.Namespace, kind: type = DPORecipe) -> Any:
     changes = {k.name: getattr(args, k.name) for k in fields if getattr(args, k.name) is not None}
     # An optional knob's "none" on the command line is 0 (e.g. --lora-r 0: a full fine-tune).
     changes.update({k.name: None for k in fields if k.optional and changes.get(k.name) == 0})
-    return dataclasses.replace(recipe, **changes) if changes else recipe
+    return with_changes(recipe, changes) if changes else recipe
 
 
 # --- changes to a recipe, as KNOB=VALUE (`hub train-on-jobs --set`, the GPU bench's rows) ----
@@ -545,6 +593,8 @@ def recipe_changed(recipe: Recipe, changes: Mapping[str, Any], where: str) -> Re
     if not changes:
         return recipe
     values = {**dataclasses.asdict(recipe), **changes}
+    if "on_gpu" in values:  # a knob changed here is the change's on every device
+        values["on_gpu"] = [(k, v) for k, v in values["on_gpu"] if k not in changes]
     return recipe_from_mapping(values, recipe.name, where, type(recipe))
 
 
@@ -597,7 +647,13 @@ def describe_recipe(recipe: Recipe) -> str:
         for k in knobs(kind=type(recipe))
         if getattr(recipe, k.name) != k.default
     ]
-    return ", ".join(changed) or "the defaults (TRL's)"
+    gpu = gpu_changes(recipe)
+    return (", ".join(changed) or "the defaults (TRL's)") + (f"; on a GPU: {gpu}" if gpu else "")
+
+
+def gpu_changes(recipe: Recipe) -> str:
+    """The values a recipe takes where a GPU trains, as "knob value, ..." ("" when none)."""
+    return ", ".join(f"{k} {_shown(v)}" for k, v in getattr(recipe, "on_gpu", ()))
 
 
 # --- the Train tab's form: the `form=True` fields -------------------------------------------
@@ -629,4 +685,4 @@ def recipe_from_form(name: str, values: Sequence[Any], kind: type = DPORecipe) -
             value = rest.pop(0)
             if value not in (None, "") and (value != 0 or k.zero):
                 changes[k.name] = k.coerce(value, k.label or k.name)
-    return dataclasses.replace(recipe, **changes)
+    return with_changes(recipe, changes, only_if_different=True)

@@ -10,12 +10,15 @@ from conftest import run_cli
 from pipeline.errors import UserError
 from pipeline.recipes import (
     DEFAULT_RECIPE,
+    NOT_KNOBS,
     RECIPES,
     RECIPES_DIR,
     DPORecipe,
     RewardRecipe,
     RLRecipe,
     add_recipe_arguments,
+    describe_recipe,
+    for_device,
     form_values,
     get_recipe,
     knobs,
@@ -44,7 +47,7 @@ def test_every_field_has_help_and_is_a_flag():
     parser = argparse.ArgumentParser()
     add_recipe_arguments(parser)
     flags = {a.dest: a for a in parser._actions}
-    fields = [f.name for f in dataclasses.fields(DPORecipe) if f.name != "name"]
+    fields = [f.name for f in dataclasses.fields(DPORecipe) if f.name not in NOT_KNOBS]
     assert [k.name for k in knobs()] == fields
     for k in knobs():
         assert k.help and k.name in flags
@@ -145,6 +148,64 @@ def test_the_form_round_trips_a_recipe():
         recipe_from_form("fast", (1, 0.5, 2, 8, True, 16, 32))
 
 
+def test_a_recipe_takes_its_gpu_values_where_a_gpu_trains(tmp_path):
+    """On a GPU the fast recipe runs TRL's own forward (bench/launches.py: the shared-prompt
+    forward launches 2.7 times the kernels); a knob a person sets is theirs on every device."""
+    import argparse
+
+    fast = RECIPES["fast"]
+    assert fast.on_gpu == (("shared_prompt", False),)
+    assert for_device(fast, "cuda").shared_prompt is False and for_device(fast, "cpu") is fast
+    assert describe_recipe(fast).endswith("; on a GPU: shared_prompt False")
+    parser = argparse.ArgumentParser()
+    add_recipe_arguments(parser)
+    shared_help = next(a.help for a in parser._actions if a.dest == "shared_prompt")
+    assert "fast True (on a GPU False)" in shared_help
+    flagged = recipe_from_args(parser.parse_args(["--shared-prompt"]))
+    assert for_device(flagged, "cuda").shared_prompt is True
+    changed = recipe_changed(fast, {"shared_prompt": True}, "--set")
+    assert for_device(changed, "cuda").shared_prompt is True
+    # the form (which has no shared-prompt field) left alone keeps the GPU values
+    assert for_device(recipe_from_form("fast", form_values(fast)), "cuda").shared_prompt is False
+
+    mine = tmp_path / "gpu.yaml"
+    mine.write_text("batch_size: 8\non_gpu:\n  batch_size: 32\n  shared_prompt: false\n")
+    recipe = get_recipe(str(mine))
+    assert (for_device(recipe, "cuda").batch_size, for_device(recipe, "cpu").batch_size) == (32, 8)
+    same = recipe_from_form(str(mine), form_values(recipe))  # the form's batch size untouched
+    assert for_device(same, "cuda").batch_size == 32
+    values = list(form_values(recipe))
+    values[3] = 16  # the person's batch size, on every device
+    assert for_device(recipe_from_form(str(mine), values), "cuda").batch_size == 16
+    for text, message in [
+        ("on_gpu:\n  sharedprompt: false\n", "on_gpu: unknown knob(s) sharedprompt"),
+        ("on_gpu:\n  batch_size: 2.5\n", "batch_size must be a whole number"),
+        ("on_gpu: fast\n", "on_gpu: a mapping of knob: value"),
+    ]:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(UserError, match=re.escape(message)):
+            load_recipe_file(bad)
+
+
+def test_a_run_on_a_gpu_trains_with_the_gpu_values(small_data, tiny_model_dir, tmp_path,
+                                                    monkeypatch, caplog):  # fmt: skip
+    """train_dpo reads the device the run trains on; here the device is said to be CUDA while
+    the model stays on the CPU (only the recipe's choice is under test)."""
+    import logging
+
+    import torch
+
+    from pipeline import dpo
+    from pipeline.models import Device
+
+    monkeypatch.setattr(dpo, "pick_device", lambda: Device("cuda", torch.float32))
+    with caplog.at_level(logging.INFO, logger="pipeline.dpo"):
+        result = dpo.train_dpo(small_data, tmp_path / "run", str(tiny_model_dir), max_steps=1)
+    assert result.recipe["shared_prompt"] is False and result.recipe["name"] == "fast"
+    assert "recipe fast on this GPU: shared_prompt False" in caplog.text
+
+
 def test_a_run_summary_records_the_recipe_it_ran(small_data, tiny_model_dir, tmp_path):
     out = tmp_path / "run"
     result = run_cli(
@@ -165,4 +226,5 @@ def test_a_run_summary_records_the_recipe_it_ran(small_data, tiny_model_dir, tmp
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "train_summary.json").read_text())
-    assert summary["recipe"] == dataclasses.asdict(RECIPES["tutorial"].changed(beta=0.25))
+    ran = dataclasses.asdict(RECIPES["tutorial"].changed(beta=0.25))
+    assert summary["recipe"] == json.loads(json.dumps(ran))

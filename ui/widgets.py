@@ -11,6 +11,7 @@ from pipeline.recipes import (
     DPORecipe,
     form_values,
     get_recipe,
+    gpu_changes,
     knobs,
     shipped_recipes,
 )
@@ -53,7 +54,15 @@ def recipe_form(kind: type = DPORecipe) -> tuple[gr.Dropdown, list[gr.components
     a switch and a number; a knob with choices: a dropdown), made from the recipe's own
     fields, in `form_values` order."""
     default = get_recipe(DEFAULT_RECIPE, kind)
-    recipe = gr.Dropdown(list(shipped_recipes(kind)), value=DEFAULT_RECIPE, label="Recipe")
+    shipped = shipped_recipes(kind)
+    on_gpu = [f"{name} trains with {gpu_changes(r)}" for name, r in shipped.items()
+              if gpu_changes(r)]  # fmt: skip
+    recipe = gr.Dropdown(
+        list(shipped),
+        value=DEFAULT_RECIPE,
+        label="Recipe",
+        info=f"On a GPU {'; '.join(on_gpu)} (docs/recipes.md)" if on_gpu else None,
+    )
     values = iter(form_values(default))
     fields: list[gr.components.Component] = []
     with gr.Row():
