@@ -466,7 +466,9 @@ def recipe_from_mapping(
     }
     if values.get("on_gpu"):
         checked["on_gpu"] = gpu_values(values["on_gpu"], known, f"{where}, on_gpu")
-    return kind(name=str(values.get("name") or name), **checked)
+    recipe = kind(name=str(values.get("name") or name), **checked)
+    for_device(recipe, "cuda")  # the GPU values checked here too, not first on a GPU
+    return recipe
 
 
 def gpu_values(given: Any, known: Mapping[str, Knob], where: str) -> tuple[tuple[str, Any], ...]:

@@ -11,7 +11,7 @@ On a ZeroGPU Space a function decorated with `spaces.GPU(duration=...)` gets a G
 Outside a ZeroGPU Space `spaces.GPU` returns the function unchanged, so the same code runs on a
 laptop and in the tests. On ZeroGPU the call runs in a forked worker process: the entry points
 take plain, picklable arguments (a model *name*, not a loaded model) and return picklable
-values, and `on_gpu` carries a `UserError` back as a value, since ZeroGPU passes back nothing
+values, and `gpu_call` carries a `UserError` back as a value, since ZeroGPU passes back nothing
 of an exception but a `gr.Error`'s message (of any other, its class name). tests/test_space.py
 runs the app under an emulated ZeroGPU (tests/zerogpu_site) to show all of it.
 """
@@ -58,7 +58,7 @@ class _Refused:
     message: str
 
 
-def on_gpu(duration):
+def gpu_call(duration):
     """`spaces.GPU(duration=duration)` whose `UserError` reaches the caller as itself. In the
     ZeroGPU worker it would come back as "ZeroGPU worker error: UserError", its words lost (a
     training run "failed: 'UserError'"); so the worker returns it, and the caller raises it."""
@@ -96,7 +96,7 @@ def generation_seconds(
     )
 
 
-@on_gpu(duration=generation_seconds)
+@gpu_call(duration=generation_seconds)
 def generate_on_gpu(
     model_name: str, idea: str, settings: GenerationSettings = DEFAULT_SETTINGS
 ) -> list[Title]:
@@ -104,7 +104,7 @@ def generate_on_gpu(
     return generate_for_idea(load_model(model_name), idea, settings)
 
 
-@on_gpu(
+@gpu_call(
     duration=lambda model_name, reward_name, idea, settings=DEFAULT_SETTINGS: (
         generation_seconds(model_name, idea, settings) + STARTUP_SECONDS
     )
@@ -127,7 +127,7 @@ def round_generation_seconds(
     return min(MAX_CALL_SECONDS, STARTUP_SECONDS + math.ceil(decode))
 
 
-@on_gpu(duration=round_generation_seconds)
+@gpu_call(duration=round_generation_seconds)
 def generate_round_on_gpu(
     model_name: str, ideas: list[str], settings: GenerationSettings = DEFAULT_SETTINGS
 ) -> list[list[Title]]:
@@ -141,7 +141,7 @@ def judging_seconds(model_name: str, pairs: list[tuple[str, str, str]]) -> int:
     return min(MAX_CALL_SECONDS, STARTUP_SECONDS + math.ceil(forwards * JUDGE_SECONDS_PER_BATCH))
 
 
-@on_gpu(duration=judging_seconds)
+@gpu_call(duration=judging_seconds)
 def judge_pairs_on_gpu(model_name: str, pairs: list[tuple[str, str, str]]) -> list[str]:
     """The judge `model_name` names (a chat model, or a reward model: `judges.make_judge`),
     loaded once per process, on a batch of pairs."""
@@ -206,7 +206,7 @@ def _asked_seconds(
     return gpu_seconds
 
 
-@on_gpu(duration=_asked_seconds)
+@gpu_call(duration=_asked_seconds)
 def train_chunk(
     data: str | Path,
     out: str | Path,
@@ -267,7 +267,7 @@ def train_in_chunks(
         resume, first = True, False
 
 
-@on_gpu(duration=SCORING_SECONDS)
+@gpu_call(duration=SCORING_SECONDS)
 def score_on_gpu(result: TrainResult) -> TrainResult:
     """`score_run` (the held-out pairs) in a GPU call of its own, after the last chunk."""
     return score_run(result)

@@ -181,6 +181,7 @@ def test_a_recipe_takes_its_gpu_values_where_a_gpu_trains(tmp_path):
         ("on_gpu:\n  sharedprompt: false\n", "on_gpu: unknown knob(s) sharedprompt"),
         ("on_gpu:\n  batch_size: 2.5\n", "batch_size must be a whole number"),
         ("on_gpu: fast\n", "on_gpu: a mapping of knob: value"),
+        ("on_gpu:\n  beta: -1\n", "beta must be positive"),
     ]:
         bad = tmp_path / "bad.yaml"
         bad.write_text(text)
