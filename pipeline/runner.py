@@ -22,6 +22,8 @@ from transformers import TrainerCallback
 from pipeline.errors import UserError
 from pipeline.methods import method_for, method_of
 from pipeline.metrics import read_metrics
+from pipeline.models import pick_device
+from pipeline.recipes import gpu_changes
 
 # moved to pipeline.runs; re-exported here for tests that import them from here: drop in 0.2
 from pipeline.runs import (  # noqa: F401
@@ -180,6 +182,9 @@ class TrainingRunner:
 
         callbacks = [_Progress(self), *train_kwargs.pop("callbacks", [])]
         on_done = train_kwargs.pop("on_done", None)  # told of the finished run, if any
+        on_gpu = gpu_changes(train_kwargs["recipe"]) if train_kwargs.get("recipe") else ""
+        if on_gpu and (chunked or pick_device().name == "cuda"):
+            self._log(f"on a GPU the recipe trains with {on_gpu}")
         try:
             if chunked:
                 result = self._run_chunks(chunk_steps, **train_kwargs)
