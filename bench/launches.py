@@ -3,10 +3,11 @@ costs when Python, not arithmetic, is the limit.
 
     python bench/launches.py [--shape smollm2-135m] [--rows fast@cpu,fast@gpu,tutorial@cpu]
 
-On a GPU, a step of a 135M-0.5B model on batches of 8 pairs is a few milliseconds of
-arithmetic and thousands of kernels, each launched from Python (tens of microseconds each):
-the number of launches, not the FLOPs, sets the step time. That number does not depend on
-the device, so it is counted here on the CPU: steps 3 and 4 of each stage of a run of the
+On a GPU, a step of a 135M-0.5B model on batches of 8 pairs is milliseconds of arithmetic
+(bench/gpu.py prints its bound) and thousands of kernels, each launched from Python at a cost
+of its own: when launching takes longer than the arithmetic, the number of launches, not the
+FLOPs, sets the step time. That number does not depend on the device, so it is counted here
+on the CPU: steps 3 and 4 of each stage of a run of the
 random-weight model of the real shape (bench/gpu.py's), under torch.profiler, counting each
 aten op that runs work of its own (no views, no ops made of other ops). `fast@gpu` is the
 fast recipe with the values it takes on a GPU (its `on_gpu`); the baseline is the tutorial

@@ -55,6 +55,15 @@ def test_every_field_has_help_and_is_a_flag():
         assert all(f"{name} " in flags[k.name].help for name in RECIPES)
 
 
+def _each_refused(tmp_path, cases: list[tuple[str, str]]) -> None:
+    """Each recipe file text is refused with its message."""
+    for text, message in cases:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(UserError, match=re.escape(message)):
+            load_recipe_file(bad)
+
+
 def test_a_recipe_file_is_checked_key_by_key(tmp_path):
     good = tmp_path / "mine.yaml"
     good.write_text("beta: 0.3\nlearning_rate: 1e-5\nlora_r: 8\nshared_prompt: true\n")
@@ -66,7 +75,7 @@ def test_a_recipe_file_is_checked_key_by_key(tmp_path):
         8,
     )
     assert recipe.epochs == DPORecipe().epochs  # unnamed: the field default
-    for text, message in [
+    _each_refused(tmp_path, [
         ("betta: 0.3\n", "unknown recipe key(s) betta"),
         ("batch_size: 2.5\n", "batch_size must be a whole number"),
         ("shared_prompt: sometimes\n", "shared_prompt must be a bool"),
@@ -74,11 +83,7 @@ def test_a_recipe_file_is_checked_key_by_key(tmp_path):
         ("loss: hinge_plus\n", "loss is one of"),
         ("- a list\n", "a mapping of knob: value"),
         ("beta: [\n", "not valid YAML"),
-    ]:
-        bad = tmp_path / "bad.yaml"
-        bad.write_text(text)
-        with pytest.raises(UserError, match=re.escape(message)):
-            load_recipe_file(bad)
+    ])  # fmt: skip
     with pytest.raises(UserError, match="unknown recipe 'nope'"):
         get_recipe("nope")
     with pytest.raises(UserError, match="cannot read the recipe"):
@@ -177,16 +182,12 @@ def test_a_recipe_takes_its_gpu_values_where_a_gpu_trains(tmp_path):
     values = list(form_values(recipe))
     values[3] = 16  # the person's batch size, on every device
     assert for_device(recipe_from_form(str(mine), values), "cuda").batch_size == 16
-    for text, message in [
+    _each_refused(tmp_path, [
         ("on_gpu:\n  sharedprompt: false\n", "on_gpu: unknown knob(s) sharedprompt"),
         ("on_gpu:\n  batch_size: 2.5\n", "batch_size must be a whole number"),
         ("on_gpu: fast\n", "on_gpu: a mapping of knob: value"),
         ("on_gpu:\n  beta: -1\n", "beta must be positive"),
-    ]:
-        bad = tmp_path / "bad.yaml"
-        bad.write_text(text)
-        with pytest.raises(UserError, match=re.escape(message)):
-            load_recipe_file(bad)
+    ])  # fmt: skip
 
 
 def test_a_run_on_a_gpu_trains_with_the_gpu_values(small_data, tiny_model_dir, tmp_path,

@@ -165,6 +165,13 @@ def test_the_reward_model_judges_a_round(reward_run, tmp_path):
     assert winner == "marked" and comparison.wins + comparison.losses == 1
 
 
+def _best_of_n(model_dir, reward: str, env: dict[str, str] | None = None):
+    """`pipeline generate` with `--reward`, on one idea."""
+    return run_cli(
+        "generate", "--idea", "x idea", "--model", str(model_dir), "--reward", reward, env=env
+    )
+
+
 def test_reward_cli_and_best_of_n_cli(marker_data, tiny_model_dir, tmp_path):
     out = tmp_path / "rm"
     done = run_cli(
@@ -207,15 +214,7 @@ def test_reward_cli_and_best_of_n_cli(marker_data, tiny_model_dir, tmp_path):
     assert len(record["titles"]) == 4 and record["scores"] == sorted(record["scores"], reverse=True)
 
     # a folder that is no reward model is refused in one line, before any model loads
-    refused = run_cli(
-        "generate",
-        "--idea",
-        "x idea",
-        "--model",
-        str(tiny_model_dir),
-        "--reward",
-        str(tiny_model_dir),
-    )
+    refused = _best_of_n(tiny_model_dir, str(tiny_model_dir))
     assert refused.returncode == 2 and "is not a finished reward model run" in refused.stderr
     unknown = run_cli(
         "reward", "--data", str(marker_data), "--out", str(tmp_path / "o"), "--recipe", "nope"
@@ -230,16 +229,7 @@ def test_no_chat_model_stands_in_for_a_reward_model(tiny_model_dir, reward_run):
 
     with pytest.raises(UserError, match=r"not a reward model: its checkpoint is a \w+ForCausalLM"):
         load_reward_model(str(tiny_model_dir))
-    offline = run_cli(
-        "generate",
-        "--idea",
-        "x idea",
-        "--model",
-        str(tiny_model_dir),
-        "--reward",
-        "someone/title-rm",
-        env={"HF_HUB_OFFLINE": "1"},
-    )
+    offline = _best_of_n(tiny_model_dir, "someone/title-rm", env={"HF_HUB_OFFLINE": "1"})
     assert offline.returncode == 2, offline.stderr
     assert "reward model 'someone/title-rm' cannot be loaded" in offline.stderr
     assert load_reward_model(str(reward_run.out)).score_titles("idea", ["a title"])
