@@ -268,6 +268,7 @@ def _load_shared(name: str, head: str) -> LoadedModel:
 
 
 def _load(source: ModelSource, head: str = "lm") -> LoadedModel:
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     if source.notice:
@@ -287,7 +288,7 @@ def _load(source: ModelSource, head: str = "lm") -> LoadedModel:
             model = AutoModelForCausalLM.from_pretrained(
                 source.path, dtype=device.dtype, use_kernels=kernels, **kwargs
             )
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:  # the last: a damaged weights file
         raise UserError(f"could not load model {source.requested!r}: {exc}") from exc
     if tokenizer.chat_template is None:
         raise UserError(f"model {source.requested!r} has no chat template: use an instruct model")

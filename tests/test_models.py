@@ -153,6 +153,16 @@ def test_folder_without_config_is_refused(tmp_path):
         resolve_model(str(tmp_path))
 
 
+def test_a_damaged_weights_file_is_refused_in_words(tiny_model_dir, tmp_path):
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_model_dir, damaged)
+    (damaged / "model.safetensors").write_bytes(b"\x10" + bytes(7) + b"{not json}" + bytes(64))
+    with pytest.raises(UserError, match=r"could not load model .*deserializing header"):
+        load_model(str(damaged), fresh=True)
+
+
 def test_model_is_loaded_once_per_process(tiny_model_dir, tiny_model):
     assert load_model(str(tiny_model_dir)) is tiny_model
     fresh = load_model(str(tiny_model_dir), fresh=True)
