@@ -654,8 +654,12 @@ def describe_recipe(recipe: Recipe) -> str:
 
 
 def gpu_changes(recipe: Recipe) -> str:
-    """The values a recipe takes where a GPU trains, as "knob value, ..." ("" when none)."""
-    return ", ".join(f"{k} {_shown(v)}" for k, v in getattr(recipe, "on_gpu", ()))
+    """The values a recipe takes where a GPU trains, as "knob value, ..." ("" when none; a
+    switch is on or off)."""
+    return ", ".join(
+        f"{k} {('on' if v else 'off') if isinstance(v, bool) else _shown(v)}"
+        for k, v in getattr(recipe, "on_gpu", ())
+    )
 
 
 # --- the Train tab's form: the `form=True` fields -------------------------------------------

@@ -161,7 +161,7 @@ def test_a_recipe_takes_its_gpu_values_where_a_gpu_trains(tmp_path):
     fast = RECIPES["fast"]
     assert fast.on_gpu == (("shared_prompt", False),)
     assert for_device(fast, "cuda").shared_prompt is False and for_device(fast, "cpu") is fast
-    assert describe_recipe(fast).endswith("; on a GPU: shared_prompt False")
+    assert describe_recipe(fast).endswith("; on a GPU: shared_prompt off")
     parser = argparse.ArgumentParser()
     add_recipe_arguments(parser)
     shared_help = next(a.help for a in parser._actions if a.dest == "shared_prompt")
@@ -205,7 +205,7 @@ def test_a_run_on_a_gpu_trains_with_the_gpu_values(small_data, tiny_model_dir, t
     with caplog.at_level(logging.INFO, logger="pipeline.dpo"):
         result = dpo.train_dpo(small_data, tmp_path / "run", str(tiny_model_dir), max_steps=1)
     assert result.recipe["shared_prompt"] is False and result.recipe["name"] == "fast"
-    assert "recipe fast on this GPU: shared_prompt False" in caplog.text
+    assert "recipe fast on this GPU: shared_prompt off" in caplog.text
 
 
 def test_a_run_summary_records_the_recipe_it_ran(small_data, tiny_model_dir, tmp_path):

@@ -111,7 +111,7 @@ def test_a_chunked_run_reports_progress_chunk_by_chunk(data, tiny_model_dir, tmp
     ]  # fmt: skip
     assert [m["step"] for m in status.metrics if "loss" in m] == [1, 2, 3, 4, 5]
     # run as GPU chunks (as on a Space), the log names the values the recipe takes on a GPU
-    assert "on a GPU the recipe trains with shared_prompt False" in status.log
+    assert "on a GPU the recipe trains with shared_prompt off" in status.log
 
 
 def test_reward_and_rl_runs_go_through_the_same_runner_and_chunks(data, tiny_model_dir, tmp_path):

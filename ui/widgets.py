@@ -61,7 +61,7 @@ def recipe_form(kind: type = DPORecipe) -> tuple[gr.Dropdown, list[gr.components
         list(shipped),
         value=DEFAULT_RECIPE,
         label="Recipe",
-        info=f"On a GPU {'; '.join(on_gpu)} (docs/recipes.md)" if on_gpu else None,
+        info=f"On a GPU, {'; '.join(on_gpu)} (docs/recipes.md)" if on_gpu else None,
     )
     values = iter(form_values(default))
     fields: list[gr.components.Component] = []
