@@ -411,7 +411,7 @@ class Bench:
 def train_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, Any]:
     """A whole run of a shipped recipe (DPO, reward or RL) through `train_run`."""
     from pipeline.methods import train_run
-    from pipeline.recipes import DPORecipe, RewardRecipe, RLRecipe, get_recipe
+    from pipeline.recipes import DPORecipe, RewardRecipe, RLRecipe, get_recipe, gpu_changes
 
     kind, name = row.split(":")
     name, *changes = name.split("+")
@@ -474,6 +474,7 @@ def train_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, Any
         "reference_pass_s": round(reference["seconds"], 2) if reference["seconds"] else None,
         "loop_s": clock.seconds(loop),
         "busy": clock.busy or None,  # --profile on a GPU: the device's busy share by stage
+        "gpu_values": gpu_changes(recipe) if device() == "cuda" else None,  # train_dpo applies
     }
 
 
@@ -601,6 +602,8 @@ def line(result: dict[str, Any]) -> str:
     if result.get("busy"):
         busy = ", ".join(f"{stage} {share:.0%}" for stage, share in result["busy"].items())
         parts.append(f"GPU busy {busy}")
+    if result.get("gpu_values"):
+        parts.append(f"the recipe's GPU values: {result['gpu_values']}")
     return f"{head} {'; '.join(parts)} [{result['status']}]"
 
 
