@@ -44,6 +44,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -269,12 +270,37 @@ def hard_limit(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
+# aten ops that launch nothing of their own: views, metadata, and ops made of other ops
+NO_LAUNCH = frozenset(f"aten::{name}" for name in (
+    "view", "as_strided", "t", "transpose", "reshape", "_unsafe_view", "slice", "select",
+    "expand", "unsqueeze", "squeeze", "permute", "detach", "detach_", "alias", "empty",
+    "empty_strided", "empty_like", "resolve_conj", "resolve_neg", "_reshape_alias", "split",
+    "split_with_sizes", "unbind", "chunk", "narrow", "lift_fresh", "item",
+    "_local_scalar_dense", "is_nonzero", "result_type", "contiguous", "to", "_to_copy",
+    "matmul", "linear", "dropout", "numpy_T", "set_", "_has_compatible_shallow_copy_type",
+))  # fmt: skip
+
+
+def launches(events) -> Counter:
+    """The aten ops of profiled `events` that run work of their own (each a kernel launch on
+    a GPU), by name: no views, and an op made of other ops counts as its parts."""
+    counted: Counter = Counter()
+    for event in events:
+        if not event.name.startswith("aten::") or event.name in NO_LAUNCH:
+            continue
+        if any(c.name.startswith("aten::") and c.name not in NO_LAUNCH for c in event.cpu_children):
+            continue  # its children are counted
+        counted[event.name] += 1
+    return counted
+
+
 class StageClock(TrainerCallback):
     """Each training stage's start, end and step times (synchronised), and a stop at the
     row's deadline (the trainer then saves what it has, as a stopped run does). With
     `profile_to`, the `profiled` steps of each stage (1-based: first and last) run under
     torch.profiler (and are left out of the step times): the top ops by time go to
-    PROFILE_TO-STAGE.txt, and the share of their wall time the device was busy, to `busy`."""
+    PROFILE_TO-STAGE.txt, the share of their wall time the device was busy to `busy`, and the
+    ops launched per step (`launches`) to `launched`."""
 
     def __init__(
         self, deadline: float, profile_to: Path | None = None, profiled: tuple[int, int] = (3, 4)
@@ -284,6 +310,7 @@ class StageClock(TrainerCallback):
         self.profiled = profiled
         self.stages: dict[str, dict[str, Any]] = {}
         self.busy: dict[str, float] = {}
+        self.launched: dict[str, float] = {}
         self._stage = ""
         self._step_began = 0.0
         self._profiler = None
@@ -325,6 +352,9 @@ class StageClock(TrainerCallback):
     def _write_profile(self, wall: float) -> None:
         profiler, self._profiler = self._profiler, None
         profiler.__exit__(None, None, None)
+        steps = self._step() - self.profiled[0]  # the profiled steps this stage finished
+        if steps > 0:
+            self.launched[self._stage] = sum(launches(profiler.events()).values()) / steps
         cuda = torch.cuda.is_available()
         sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
         averages = profiler.key_averages()
@@ -474,6 +504,7 @@ def train_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, Any
         "reference_pass_s": round(reference["seconds"], 2) if reference["seconds"] else None,
         "loop_s": clock.seconds(loop),
         "busy": clock.busy or None,  # --profile on a GPU: the device's busy share by stage
+        "launches_per_step": clock.launched or None,  # --profile: ops launched, by stage
         "gpu_values": gpu_changes(recipe) if device() == "cuda" else None,  # train_dpo applies
     }
 
@@ -602,6 +633,9 @@ def line(result: dict[str, Any]) -> str:
     if result.get("busy"):
         busy = ", ".join(f"{stage} {share:.0%}" for stage, share in result["busy"].items())
         parts.append(f"GPU busy {busy}")
+    if result.get("launches_per_step"):
+        per_step = ", ".join(f"{k} {v:,.0f}" for k, v in result["launches_per_step"].items())
+        parts.append(f"launches/step {per_step}")
     if result.get("gpu_values"):
         parts.append(f"the recipe's GPU values: {result['gpu_values']}")
     return f"{head} {'; '.join(parts)} [{result['status']}]"

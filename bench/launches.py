@@ -24,31 +24,10 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from gpu import build_data, build_model, tokenizer_folder  # beside this script
+from gpu import build_data, build_model, launches, tokenizer_folder  # beside this script
 from transformers import TrainerCallback
 
-# aten ops that launch nothing of their own: views, metadata, and ops made of other ops
-NO_LAUNCH = frozenset(f"aten::{name}" for name in (
-    "view", "as_strided", "t", "transpose", "reshape", "_unsafe_view", "slice", "select",
-    "expand", "unsqueeze", "squeeze", "permute", "detach", "detach_", "alias", "empty",
-    "empty_strided", "empty_like", "resolve_conj", "resolve_neg", "_reshape_alias", "split",
-    "split_with_sizes", "unbind", "chunk", "narrow", "lift_fresh", "item",
-    "_local_scalar_dense", "is_nonzero", "result_type", "contiguous", "to", "_to_copy",
-    "matmul", "linear", "dropout", "numpy_T", "set_", "_has_compatible_shallow_copy_type",
-))  # fmt: skip
 PROFILED_STEPS = (3, 4)
-
-
-def launches(events) -> Counter:
-    """Leaf aten ops that launch work, by name."""
-    counted: Counter = Counter()
-    for event in events:
-        if not event.name.startswith("aten::") or event.name in NO_LAUNCH:
-            continue
-        if any(c.name.startswith("aten::") and c.name not in NO_LAUNCH for c in event.cpu_children):
-            continue  # its children are counted
-        counted[event.name] += 1
-    return counted
 
 
 class CountLaunches(TrainerCallback):

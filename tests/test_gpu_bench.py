@@ -93,6 +93,8 @@ def test_a_chosen_row_with_changed_knobs_and_a_profile(tmp_path, offline_cache):
     assert summary["recipe"]["lora_r"] is None and summary["recipe"]["learning_rate"] == 2e-4
     profile = out / "profile" / "reward-fast_lora_r=none_learning_rate=2e-4-smollm2-135m-reward.txt"
     assert "Self CPU" in profile.read_text()  # the profiler's table of the profiled steps
+    assert row["launches_per_step"]["reward"] > 100  # the kernels a step launches, counted
+    assert "launches/step reward" in result.stdout
     bad = subprocess.run(
         [*command[:-1], "reward:fast+no_such_knob=1"], cwd=ROOT, env=env, capture_output=True,
         text=True, timeout=600,
