@@ -116,13 +116,19 @@ def test_a_mistake_inside_a_gpu_call_reaches_the_owner_in_words(space, tiny_mode
 
 
 def test_a_run_trains_in_gpu_chunks_and_generate_uses_it(space, tiny_model_dir):
-    owner = _client(space.url)
+    """Each chunk, and the scoring after them, is a GPU call charged to whoever pressed Start
+    (the ZeroGPU token the Space's proxy adds to their requests)."""
+    from gradio_client import Client
+
+    owner = Client(space.url, verbose=False, headers={"X-IP-Token": "alice"})
     chunks_before = len(space.gpu_calls("train_chunk"))
     progress, _log = _train(owner, str(tiny_model_dir))
     assert progress.startswith("**done**"), progress
     chunks = space.gpu_calls("train_chunk")[chunks_before:]
     assert len(chunks) >= 2 and all(c["outcome"] == "ok" for c in chunks), chunks
-    assert [c["outcome"] for c in space.gpu_calls("score_on_gpu")] == ["ok"]
+    (scored,) = space.gpu_calls("score_on_gpu")
+    assert scored["outcome"] == "ok"
+    assert {c["ip_token"] for c in [*chunks, scored]} == {"alice"}
     used = owner.predict(api_name="/use_trained_model")
     *_, status, _added = owner.predict("Multimodal RAG", 2, 0.7, api_name="/generate")
     assert used.removeprefix("Generate now uses ") in status, (used, status)
