@@ -27,6 +27,7 @@ from pipeline.recipes import gpu_changes
 
 # moved to pipeline.runs; re-exported here for tests that import them from here: drop in 0.2
 from pipeline.runs import (  # noqa: F401
+    STOP_FILE,
     finished_runs,
     latest_run,
     new_run_folder,
@@ -87,6 +88,7 @@ class TrainingRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._run_stage = ""  # the stage of the run's own loop, after any SFT stage
+        self._stop_file: Path | None = None  # how Stop reaches a chunk in a ZeroGPU worker
 
     def status(self) -> JobStatus:
         with self._lock:
@@ -104,6 +106,7 @@ class TrainingRunner:
             if self._status.running:
                 raise UserError("a training run is already going: stop it or wait for it")
             self._stop.clear()
+            self._stop_file = None
             recipe = train_kwargs.get("recipe")
             method = method_for(recipe)
             self._run_stage = method.stage(recipe or method.recipe())
@@ -161,6 +164,8 @@ class TrainingRunner:
             if self._status.running:
                 self._status = replace(self._status, state="stopping", message="Stopping…")
                 self._stop.set()
+                if self._stop_file is not None:  # a chunk training in another process
+                    self._stop_file.touch()
 
     def wait(self, timeout: float | None = None) -> JobStatus:
         if self._thread is not None:
@@ -230,6 +235,11 @@ class TrainingRunner:
 
         began = time.time()
         self._log("training in GPU chunks, each resuming the last one's checkpoint")
+        self._stop_file = Path(train_kwargs["out"]) / STOP_FILE
+        self._stop_file.parent.mkdir(parents=True, exist_ok=True)
+        self._stop_file.unlink(missing_ok=True)  # an earlier Stop of this run, now resumed
+        if self._stop.is_set():  # Stop pressed while the run was starting
+            self._stop_file.touch()
         self._log(whose_quota())
         pace = chunk_pace(
             train_kwargs["data"], train_kwargs.get("model_name"), train_kwargs.get("recipe")

@@ -19,6 +19,9 @@ from pipeline.prompts import idea_in_prompt
 from pipeline.recipes import DPORecipe
 
 RUN_PREFIX = "run-"
+# In a model folder: Stop pressed while a chunk trains in another process (a ZeroGPU worker),
+# which ends the chunk at its next step, with a checkpoint.
+STOP_FILE = "stop-requested"
 
 
 # --- naming ----------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from pipeline.errors import UserError
 from pipeline.metrics import METRICS_FILE, PRINT_METRICS, metrics_line
 from pipeline.models import LoadedModel, ModelSource, load_model
 from pipeline.recipes import DPORecipe
-from pipeline.runs import latest_checkpoint, write_summary
+from pipeline.runs import STOP_FILE, latest_checkpoint, write_summary
 from pipeline.tracking import forget_run_name, tracking_args
 
 
@@ -109,9 +109,11 @@ def open_run(
 
 
 def watched(trainer, stop_after: int | None):
-    """`trainer` with a chunk's stop (`stop_after` more steps, then a checkpoint), if asked."""
+    """`trainer` with a chunk's stop (`stop_after` more steps, then a checkpoint), if asked:
+    sooner if the run's STOP_FILE appears (Stop, pressed in the app's process)."""
     if stop_after is not None:
-        trainer.add_callback(StopAfterSteps(stop_after))
+        stop_file = Path(trainer.args.output_dir) / STOP_FILE
+        trainer.add_callback(StopAfterSteps(stop_after, stop_file))
     return trainer
 
 
@@ -357,12 +359,14 @@ def save_policy(trainer, tokenizer, out: Path, merge: bool) -> None:
 
 
 class StopAfterSteps(TrainerCallback):
-    """Ends training, with a checkpoint, once `steps` more optimizer steps are done."""
+    """Ends training, with a checkpoint, once `steps` more optimizer steps are done, or at the
+    first step end that finds `stop_file`."""
 
-    def __init__(self, steps: int) -> None:
+    def __init__(self, steps: int, stop_file: Path | None = None) -> None:
         if steps < 1:
             raise UserError(f"a chunk must be at least one step, not {steps}")
         self.steps = steps
+        self.stop_file = stop_file
         self.first_step: int | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -370,7 +374,8 @@ class StopAfterSteps(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         done = state.global_step - (self.first_step or 0)
-        if done >= self.steps and state.global_step < state.max_steps:
+        asked = self.stop_file is not None and self.stop_file.exists()
+        if (done >= self.steps or asked) and state.global_step < state.max_steps:
             control.should_save = True
             control.should_training_stop = True
         return control

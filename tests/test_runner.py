@@ -114,6 +114,28 @@ def test_a_chunked_run_reports_progress_chunk_by_chunk(data, tiny_model_dir, tmp
     assert "on a GPU the recipe trains with shared_prompt off" in status.log
 
 
+def test_stop_ends_a_chunk_at_its_next_step(data, tutorial_run, tmp_path):
+    """On a Space a chunk trains in a ZeroGPU worker, where the app's Stop cannot reach it in
+    memory; it ends at the next step all the same (not at the chunk's end, minutes of the
+    visitor's GPU quota later), with a checkpoint that Resume carries on from."""
+    runner = TrainingRunner()
+    out = tmp_path / "run"
+    recipe = replace(tutorial_run["recipe"], batch_size=2, logging_steps=1, epochs=50)
+    kwargs = {**tutorial_run, "recipe": recipe, "max_steps": 200, "chunked": True}
+    runner.start(out=out, chunk_steps=200, **kwargs)
+    deadline = time.monotonic() + 60
+    while not (out / "metrics.jsonl").is_file():  # the chunk is training
+        assert time.monotonic() < deadline and runner.status().running, runner.status()
+        time.sleep(0.05)
+    runner.stop()
+    stopped = runner.wait(120)
+    assert stopped.state == "stopped" and 0 < stopped.step < 200, stopped
+    assert latest_checkpoint(out).name == f"checkpoint-{stopped.step}"
+    runner.start(out=out, chunk_steps=200, resume=True, **kwargs)
+    resumed = runner.wait(180)
+    assert resumed.state == "done" and resumed.step == 200, resumed
+
+
 def test_reward_and_rl_runs_go_through_the_same_runner_and_chunks(data, tiny_model_dir, tmp_path):
     from pipeline.recipes import REWARD_RECIPES, RL_RECIPES
 

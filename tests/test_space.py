@@ -45,7 +45,10 @@ def space(tiny_model_dir, tmp_path_factory):
         lines = gpu_log.read_text().splitlines() if gpu_log.exists() else []
         return [call for call in map(json.loads, lines) if call["task"] == task]
 
-    yield SimpleNamespace(url=url, gpu_calls=gpu_calls, log=folder / "app.log")
+    yield SimpleNamespace(
+        url=url, gpu_calls=gpu_calls, log=folder / "app.log", rates=folder / "rates.json",
+        data=folder / "data",
+    )  # fmt: skip
     stop_app(process)
 
 
@@ -55,11 +58,16 @@ def _client(url):
     return Client(url, verbose=False)
 
 
-def _train(client, model: str) -> tuple[str, str]:
-    """Start a DPO run of 3 steps at most from the Train tab's form; its last status and log."""
+def _start(client, model: str, steps: int) -> None:
+    """Start a DPO run of the tutorial recipe, `steps` steps at most, from the Train tab."""
     fields = ["The tutorial's 1,140 labelled pairs", 1, "", model]
-    fields += ["tutorial", 3, 0.1, 1e-6, 8, False, 16, 32, 3]
+    fields += ["tutorial", 3, 0.1, 1e-6, 8, False, 16, 32, steps]
     client.predict(*fields, api_name="/train_start")
+
+
+def _train(client, model: str) -> tuple[str, str]:
+    """A DPO run of 3 steps at most from the Train tab's form; its last status and log."""
+    _start(client, model, 3)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         progress, *_, log = client.predict(api_name="/train_status")
@@ -132,3 +140,32 @@ def test_a_run_trains_in_gpu_chunks_and_generate_uses_it(space, tiny_model_dir):
     used = owner.predict(api_name="/use_trained_model")
     *_, status, _added = owner.predict("Multimodal RAG", 2, 0.7, api_name="/generate")
     assert used.removeprefix("Generate now uses ") in status, (used, status)
+
+
+def test_stop_reaches_a_chunk_training_in_a_gpu_worker(space, tiny_model_dir):
+    """The chunk runs in another process, out of reach of the app's memory: Stop still ends
+    it at its next step, not when the chunk would have ended."""
+    planned = space.rates.read_text()
+    fast = {"device": "test", "shapes": {"any": {"params": 10**9, "rows": {
+        "dpo:tutorial": {"step_s": 0.001}}}}}  # fmt: skip
+    space.rates.write_text(json.dumps(fast))  # read at each start: one chunk of all 300 steps
+    owner = _client(space.url)
+    try:
+        runs_before = set(space.data.glob("runs/run-*"))
+        _start(owner, str(tiny_model_dir), 300)
+        deadline = time.monotonic() + 120
+        while not [m for r in set(space.data.glob("runs/run-*")) - runs_before
+                   for m in r.glob("model/metrics.jsonl")]:  # fmt: skip
+            assert time.monotonic() < deadline, "the chunk did not start training"
+            time.sleep(0.1)
+        owner.predict(api_name="/train_stop")
+        while (status := owner.predict(api_name="/train_status"))[0].startswith(
+            ("**running**", "**stopping**")
+        ):
+            assert time.monotonic() < deadline + 60, status[0]
+            time.sleep(0.2)
+    finally:
+        space.rates.write_text(planned)
+    progress, log = status[0], status[-1]
+    assert progress.startswith("**stopped**"), progress
+    assert "chunk done: step 300/300" not in log and "chunk done: step " in log, log[-500:]
