@@ -310,7 +310,7 @@ class StageClock(TrainerCallback):
         self.profiled = profiled
         self.stages: dict[str, dict[str, Any]] = {}
         self.busy: dict[str, float] = {}
-        self.launched: dict[str, float] = {}
+        self.launched: dict[str, Counter] = {}  # per stage: each op's launches a step
         self._stage = ""
         self._step_began = 0.0
         self._profiler = None
@@ -354,7 +354,8 @@ class StageClock(TrainerCallback):
         profiler.__exit__(None, None, None)
         steps = self._step() - self.profiled[0]  # the profiled steps this stage finished
         if steps > 0:
-            self.launched[self._stage] = sum(launches(profiler.events()).values()) / steps
+            counted = launches(profiler.events())
+            self.launched[self._stage] = Counter({k: v / steps for k, v in counted.items()})
         cuda = torch.cuda.is_available()
         sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
         averages = profiler.key_averages()
@@ -504,7 +505,10 @@ def train_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, Any
         "reference_pass_s": round(reference["seconds"], 2) if reference["seconds"] else None,
         "loop_s": clock.seconds(loop),
         "busy": clock.busy or None,  # --profile on a GPU: the device's busy share by stage
-        "launches_per_step": clock.launched or None,  # --profile: ops launched, by stage
+        "launches_per_step": {  # --profile: ops launched, by stage
+            stage: round(sum(counted.values())) for stage, counted in clock.launched.items()
+        }
+        or None,
         "gpu_values": gpu_changes(recipe) if device() == "cuda" else None,  # train_dpo applies
     }
 

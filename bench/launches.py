@@ -7,9 +7,10 @@ On a GPU, a step of a 135M-0.5B model on batches of 8 pairs is milliseconds of a
 (bench/gpu.py prints its bound) and thousands of kernels, each launched from Python at a cost
 of its own: when launching takes longer than the arithmetic, the number of launches, not the
 FLOPs, sets the step time. That number does not depend on the device, so it is counted here
-on the CPU: steps 3 and 4 of each stage of a run of the
-random-weight model of the real shape (bench/gpu.py's), under torch.profiler, counting each
-aten op that runs work of its own (no views, no ops made of other ops). `fast@gpu` is the
+on the CPU: steps 3 and 4 of each stage of a run of the random-weight model of the real shape,
+profiled as `bench/gpu.py --profile` profiles them (its StageClock; the tables go to
+OUT/profile), counting each aten op that runs work of its own (no views, no ops made of other
+ops). `fast@gpu` is the
 fast recipe with the values it takes on a GPU (its `on_gpu`); the baseline is the tutorial
 recipe, counted in the same run. The reference pass is not a training step and is left out.
 A GPU's own time for these steps comes from bench/gpu.py on a GPU, never from here.
@@ -18,42 +19,15 @@ A GPU's own time for these steps comes from bench/gpu.py on a GPU, never from he
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
-import torch
-from gpu import build_data, build_model, launches, tokenizer_folder  # beside this script
-from transformers import TrainerCallback
+from gpu import StageClock, build_data, build_model, tokenizer_folder  # beside this script
 
 PROFILED_STEPS = (3, 4)
-
-
-class CountLaunches(TrainerCallback):
-    """Profiles PROFILED_STEPS of each training stage (the SFT stage, then DPO)."""
-
-    def __init__(self) -> None:
-        self.per_step: dict[str, Counter] = {}
-        self._profiler = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.stage = "sft" if "sft-checkpoints" in args.output_dir else "dpo"
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step + 1 == PROFILED_STEPS[0]:
-            self._profiler = torch.profiler.profile(
-                activities=[torch.profiler.ProfilerActivity.CPU]
-            )
-            self._profiler.__enter__()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self._profiler is not None and state.global_step == PROFILED_STEPS[-1]:
-            self._profiler.__exit__(None, None, None)
-            counted = launches(self._profiler.events())
-            steps = len(PROFILED_STEPS)
-            self.per_step[self.stage] = Counter({k: v / steps for k, v in counted.items()})
-            self._profiler = None
 
 
 def recipe_for(row: str):
@@ -76,13 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(args.shape, tokenizer_folder(None), out / "models", tiny=False)
     data = build_data(out, tiny=False)
     counts: dict[str, dict[str, Counter]] = {}
+    (out / "profile").mkdir(parents=True, exist_ok=True)
     for row in args.rows.split(","):
-        counter = CountLaunches()
-        run = out / "runs" / row.replace("@", "-")
-        train_run(data, run, str(model), recipe_for(row), callbacks=[counter],
+        name = row.replace("@", "-")
+        clock = StageClock(math.inf, out / "profile" / name, PROFILED_STEPS)
+        train_run(data, out / "runs" / name, str(model), recipe_for(row), callbacks=[clock],
                   max_steps=PROFILED_STEPS[-1])  # fmt: skip
-        counts[row] = counter.per_step
-        for stage, counted in counter.per_step.items():
+        counts[row] = clock.launched
+        for stage, counted in clock.launched.items():
             top = ", ".join(f"{k[6:]} {v:.0f}" for k, v in counted.most_common(4))
             print(f"{row:16s} {stage}: {sum(counted.values()):7.0f} launches/step ({top})")
         sys.stdout.flush()

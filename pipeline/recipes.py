@@ -191,14 +191,18 @@ def with_changes(recipe, changes: Mapping[str, Any], *, only_if_different: bool 
     """`recipe` with `changes`: a knob a person sets is theirs on every device, so its GPU
     value goes (`only_if_different`: unless it is set to the recipe's own value, as a form
     left alone sends it)."""
-    on_gpu = getattr(recipe, "on_gpu", ())
-    kept = tuple(
+    kept = _gpu_values_kept(recipe, changes, only_if_different)
+    extra = {"on_gpu": kept} if kept != getattr(recipe, "on_gpu", ()) else {}
+    return dataclasses.replace(recipe, **changes, **extra)
+
+
+def _gpu_values_kept(recipe, changes: Mapping[str, Any], only_if_different: bool = False):
+    """The recipe's GPU values that `changes` leave alone (see `with_changes`)."""
+    return tuple(
         (knob_, value)
-        for knob_, value in on_gpu
+        for knob_, value in getattr(recipe, "on_gpu", ())
         if knob_ not in changes or (only_if_different and changes[knob_] == getattr(recipe, knob_))
     )
-    extra = {"on_gpu": kept} if kept != on_gpu else {}
-    return dataclasses.replace(recipe, **changes, **extra)
 
 
 def for_device(recipe, device: str):
@@ -596,7 +600,7 @@ def recipe_changed(recipe: Recipe, changes: Mapping[str, Any], where: str) -> Re
         return recipe
     values = {**dataclasses.asdict(recipe), **changes}
     if "on_gpu" in values:  # a knob changed here is the change's on every device
-        values["on_gpu"] = [(k, v) for k, v in values["on_gpu"] if k not in changes]
+        values["on_gpu"] = _gpu_values_kept(recipe, changes)
     return recipe_from_mapping(values, recipe.name, where, type(recipe))
 
 

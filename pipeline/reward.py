@@ -25,7 +25,7 @@ from typing import Any
 from pipeline.errors import UserError
 from pipeline.generation import GenerationSettings, Title, generate_titles
 from pipeline.metrics import METRICS_FILE
-from pipeline.models import LoadedModel, load_model, resolve_model
+from pipeline.models import LoadedModel, load_model
 from pipeline.prompts import title_messages
 from pipeline.recipes import RewardRecipe, get_recipe
 from pipeline.runs import write_summary
@@ -158,12 +158,12 @@ def load_reward_model(name: str) -> RewardModel:
     a one-output head on any model, new if the checkpoint has none: so the checkpoint itself
     must be a scorer, or the rewards would come from random weights (a chat model named by
     mistake, or the offline stand-in for a Hub id that cannot be reached)."""
-    if resolve_model(name).notice:  # the offline stand-in, a chat model
+    loaded = load_model(name, head="score")
+    if loaded.source.notice:  # the offline stand-in, a chat model
         raise UserError(
             f"reward model {name!r} cannot be loaded: it is not in the local cache and the Hub "
             "is offline or cannot be reached (no chat model can stand in for a reward model)"
         )
-    loaded = load_model(name, head="score")
     architectures = getattr(loaded.model.config, "architectures", None) or []
     if not any(arch.endswith("ForSequenceClassification") for arch in architectures):
         raise UserError(
