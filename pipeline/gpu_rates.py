@@ -158,6 +158,11 @@ class Pace:
         """This pace with the step time a finished chunk measured."""
         return Pace(step_s, self.call_s, self.once_s, f"{self.source}; steps as measured")
 
+    def slower(self) -> Pace:
+        """This pace with steps taken as twice as long: after a call that ZeroGPU aborted,
+        the next chunks are half as long for the same time asked."""
+        return Pace(2 * self.step_s, self.call_s, self.once_s, f"{self.source}; doubled")
+
     def run_seconds(self, total_steps: int, budget: float) -> list[int]:
         """The seconds each call of a whole run asks for, chunked to fit `budget`."""
         asked, done = [], 0

@@ -69,8 +69,29 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    text = path.read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line.strip()]
+    if lines and not text.endswith("\n"):  # being written now, or cut off while written
+        try:
+            json.loads(lines[-1])
+        except json.JSONDecodeError:
+            lines.pop()
+    return [json.loads(line) for line in lines]
+
+
+def drop_records_after(path: str | Path, step: int) -> int:
+    """Keep only the records of steps up to `step` in a metrics file: a resumed run retrains the
+    steps after its checkpoint, and the records those steps wrote before the run was cut off
+    would be charted twice (a line cut off mid-write goes too). Returns how many were dropped."""
+    path = Path(path)
+    records = read_metrics(path)
+    kept = [r for r in records if r.get("step", 0) <= step]
+    torn = path.is_file() and not path.read_text(encoding="utf-8").endswith("\n")
+    if len(kept) < len(records) or (torn and path.stat().st_size):
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        partial.replace(path)
+    return len(records) - len(kept)
 
 
 def epoch_table(metrics: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

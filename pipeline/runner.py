@@ -75,7 +75,8 @@ class JobStatus:
         bar = f"step {self.step}/{self.total}" if self.total else "preparing"
         if self.stage == "sft" and self.running:
             bar = f"SFT stage {self.step}/{self.total}"
-        eta = f" · about {self.eta_seconds / 60:.1f} min left" if self.eta_seconds else ""
+        left = self.eta_seconds if self.running else None
+        eta = f" · about {left / 60:.1f} min left" if left else ""
         return f"**{self.state}** · {bar}{eta} · {self.message}"
 
 
@@ -265,6 +266,7 @@ class TrainingRunner:
             pace=pace,
             should_stop=self._stop.is_set,
             on_chunk=on_chunk,
+            on_abort=self._log,
             **train_kwargs,
         )
 

@@ -118,9 +118,26 @@ def run_ideas(model: str | Path, split: str) -> list[str]:
 # --- checkpoints -----------------------------------------------------------------------------
 
 
+# The Trainer writes a checkpoint's files one by one and this one last: a folder without it was
+# cut off while saving (a ZeroGPU worker aborted, the app's process killed) and holds no state.
+CHECKPOINT_DONE = "trainer_state.json"
+
+
 def latest_checkpoint(out: str | Path) -> Path | None:
-    """The newest `checkpoint-N` folder the Trainer wrote in `out`, if any."""
-    return max(Path(out).glob("checkpoint-*"), key=checkpoint_step, default=None)
+    """The newest complete `checkpoint-N` folder the Trainer wrote in `out`, if any."""
+    done = (c for c in Path(out).glob("checkpoint-*") if (c / CHECKPOINT_DONE).is_file())
+    return max(done, key=checkpoint_step, default=None)
+
+
+def discard_unfinished_checkpoints(out: str | Path) -> list[Path]:
+    """Remove the checkpoint folders in `out` that were cut off while saving (the Trainer would
+    otherwise write into one again, or keep it over a complete one); return them."""
+    import shutil
+
+    cut = [c for c in Path(out).glob("checkpoint-*") if not (c / CHECKPOINT_DONE).is_file()]
+    for checkpoint in cut:
+        shutil.rmtree(checkpoint)
+    return cut
 
 
 def checkpoint_step(path: str | Path) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,10 +23,16 @@ from typing import Any
 from transformers import TrainerCallback
 
 from pipeline.errors import UserError
-from pipeline.metrics import METRICS_FILE, PRINT_METRICS, metrics_line
+from pipeline.metrics import METRICS_FILE, PRINT_METRICS, drop_records_after, metrics_line
 from pipeline.models import LoadedModel, ModelSource, load_model
 from pipeline.recipes import DPORecipe
-from pipeline.runs import STOP_FILE, latest_checkpoint, write_summary
+from pipeline.runs import (
+    STOP_FILE,
+    checkpoint_step,
+    discard_unfinished_checkpoints,
+    latest_checkpoint,
+    write_summary,
+)
 from pipeline.tracking import forget_run_name, tracking_args
 
 
@@ -326,8 +333,15 @@ def sft_stage(
     trainer.train()
     if trainer.state.global_step < trainer.state.max_steps:  # stopped from outside
         raise UserError("stopped during the SFT stage, before DPO began: start again to redo it")
-    # the adapter is kept so that an adapter-only push can add it to the DPO one (hub/push.py)
-    save_policy(trainer, policy.tokenizer, out, merge=recipe.lora_r is not None)
+    # the adapter is kept so that an adapter-only push can add it to the DPO one (hub/push.py).
+    # Saved aside, then renamed: a stage cut off while saving leaves no `out` that looks done.
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    save_policy(trainer, policy.tokenizer, partial, merge=recipe.lora_r is not None)
+    if trainer.is_world_process_zero():
+        shutil.rmtree(out, ignore_errors=True)  # what it held: the stage's trackio run name
+        partial.rename(out)
+    trainer.accelerator.wait_for_everyone()
     # DPO starts from the saved model, loaded afresh: exactly what a resumed run starts from,
     # and free of the forward patches the SFT trainer put on this one.
     return load_model(str(out), fresh=True)
@@ -339,9 +353,13 @@ def checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
         (out / METRICS_FILE).unlink(missing_ok=True)
         forget_run_name(out)
         return None
+    # A run cut off (a ZeroGPU chunk aborted, the app's process killed) may have left a
+    # checkpoint half-written and logged steps that it will now train again.
+    discard_unfinished_checkpoints(out)
     checkpoint = latest_checkpoint(out)
     if checkpoint is None:
         raise UserError(f"{out} has no checkpoint to resume from")
+    drop_records_after(out / METRICS_FILE, checkpoint_step(checkpoint))
     return checkpoint
 
 

@@ -232,6 +232,12 @@ def train_chunk(
     )
 
 
+# What spaces raises when a call's worker ends without a result: the call ran past its
+# duration, or ZeroGPU took the GPU back (spaces/zero/wrappers.py, "ZeroGPU worker error").
+ABORTED = "GPU task aborted"
+RETRIES_AFTER_ABORT = 2  # in a row; each retry's chunks are half as long
+
+
 def train_in_chunks(
     data: str | Path,
     out: str | Path,
@@ -245,26 +251,66 @@ def train_in_chunks(
     pace: Pace | None = None,
     should_stop=lambda: False,
     on_chunk=lambda result: None,
+    on_abort=lambda line: None,
 ) -> TrainResult:
     """Run the whole training as chunks of `chunk_steps` steps (None: as many as fit in one GPU
     call, planned at `pace`, default `chunk_pace(...)`, then at the pace the last chunk
-    measured). `should_stop()` is asked between chunks; `on_chunk(result)` hears after each."""
+    measured). `should_stop()` is asked between chunks; `on_chunk(result)` hears after each.
+    A chunk that ZeroGPU aborts is tried again from the last complete checkpoint, with chunks
+    half as long (`on_abort(line)` hears why), up to RETRIES_AFTER_ABORT times in a row."""
     pace = pace or chunk_pace(data, model_name, recipe)
-    first = not resume
+    first, aborts = not resume, 0
     while True:
         checkpoint = latest_checkpoint(out) if resume else None
         before = checkpoint_step(checkpoint) if checkpoint else 0
         steps = chunk_steps or pace.chunk_steps(MAX_CALL_SECONDS, first)
         seconds = pace.chunk_seconds(steps, first)
-        result = train_chunk(
-            data, out, model_name, recipe, max_steps, steps, seconds, resume, reward_model
-        )
+        try:
+            result = train_chunk(
+                data, out, model_name, recipe, max_steps, steps, seconds, resume, reward_model
+            )
+        except Exception as exc:
+            if ABORTED not in str(exc):
+                raise
+            aborts += 1
+            resume = latest_checkpoint(out) is not None
+            first = first and not resume
+            if should_stop() or aborts > RETRIES_AFTER_ABORT:
+                raise UserError(_aborted(aborts, out, should_stop())) from None
+            pace = pace.slower()
+            chunk_steps = chunk_steps and max(1, chunk_steps // 2)
+            on_abort(
+                f"ZeroGPU aborted the chunk of {steps} steps ({seconds} s asked for): trying "
+                f"again from {_where(out)} with chunks half as long "
+                f"({aborts} of {RETRIES_AFTER_ABORT} tries)"
+            )
+            continue
+        aborts = 0
         on_chunk(result)
         if result.finished or should_stop():
             return result
         if result.steps > before:
             pace = pace.measured(result.seconds / (result.steps - before))
         resume, first = True, False
+
+
+def _where(out) -> str:
+    checkpoint = latest_checkpoint(out)
+    return f"step {checkpoint_step(checkpoint)}" if checkpoint else "the start"
+
+
+def _aborted(aborts: int, out, stopping: bool) -> str:
+    what = "the chunk" if aborts == 1 else f"{aborts} chunks in a row"
+    why = " as the run was stopping" if stopping else ""
+    if latest_checkpoint(out) is None:
+        return (
+            f"ZeroGPU aborted {what}{why} (GPU task aborted) before the run's first "
+            "checkpoint: start it again"
+        )
+    return (
+        f"ZeroGPU aborted {what}{why} (GPU task aborted): the run's last checkpoint is at "
+        f"{_where(out)}, and Resume carries on from there"
+    )
 
 
 @gpu_call(duration=SCORING_SECONDS)

@@ -5,6 +5,7 @@ there (the real runtime needs CUDA); each call it ran is in its log."""
 
 import json
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +32,7 @@ def space(tiny_model_dir, tmp_path_factory):
         "ZEROGPU_EMULATOR_LOG": str(gpu_log),
         "ZEROGPU_EMULATOR_START_SECONDS": str(GPU_START_SECONDS),
         "TITLE_DPO_GPU_RATES": str(folder / "rates.json"),
+        "ZEROGPU_EMULATOR_ABORT": str(folder / "abort"),
     }
     process, url = start_app(
         "--model",
@@ -47,7 +49,7 @@ def space(tiny_model_dir, tmp_path_factory):
 
     yield SimpleNamespace(
         url=url, gpu_calls=gpu_calls, log=folder / "app.log", rates=folder / "rates.json",
-        data=folder / "data",
+        data=folder / "data", abort=lambda task: (folder / "abort").write_text(task),
     )  # fmt: skip
     stop_app(process)
 
@@ -68,13 +70,29 @@ def _start(client, model: str, steps: int) -> None:
 def _train(client, model: str) -> tuple[str, str]:
     """A DPO run of 3 steps at most from the Train tab's form; its last status and log."""
     _start(client, model, 3)
-    deadline = time.monotonic() + 240
+    return _ended(client)
+
+
+def _ended(client, seconds: float = 240) -> tuple[str, str]:
+    """The last status and log of the run going now, once it has ended."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         progress, *_, log = client.predict(api_name="/train_status")
         if not progress.startswith(("**running**", "**stopping**")):
             return progress, log
         time.sleep(0.5)
-    raise AssertionError(f"the run did not end in 240 s: {progress}")
+    raise AssertionError(f"the run did not end in {seconds} s: {progress}")
+
+
+def _new_metrics_file(space, runs_before: set[Path], deadline: float) -> Path:
+    """The metrics file of the run started after `runs_before` were there, once it exists."""
+    while True:
+        new = set(space.data.glob("runs/run-*")) - runs_before
+        found = [m for run in new for m in run.glob("model/metrics.jsonl")]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, "the run did not start training"
+        time.sleep(0.1)
 
 
 def test_titles_come_from_a_gpu_worker(space, tiny_model_dir):
@@ -94,19 +112,21 @@ def test_visitors_opening_the_link_while_others_wait_are_served(space):
 
     visitors = [_client(space.url) for _ in range(12)]
     owner = _client(space.url)
-    first = owner.submit("idea one", 1, 0.7, api_name="/generate")
-    waiting = owner.submit("idea two", 1, 0.7, api_name="/generate")  # one at a time
-    deadline = time.monotonic() + GPU_START_SECONDS
-    while (first.status().code, waiting.status().code) != (Status.PROCESSING, Status.IN_QUEUE):
-        if waiting.done():
-            waiting.result()  # it was refused: this raises why
-        assert time.monotonic() < deadline, (first.status(), waiting.status())
+    # two generations, one at a time: one runs, the other waits (whichever arrived first runs)
+    events = [owner.submit(idea, 1, 0.7, api_name="/generate") for idea in ("one", "two")]
+    deadline = time.monotonic() + 60
+    while {e.status().code for e in events} != {Status.PROCESSING, Status.IN_QUEUE}:
+        for event in events:
+            if event.done():
+                event.result()  # it was refused: this raises why
+        assert time.monotonic() < deadline, [e.status() for e in events]
         time.sleep(0.05)
+    (running,) = [e for e in events if e.status().code == Status.PROCESSING]
     with ThreadPoolExecutor(6) as pool:
         roles = list(pool.map(lambda c: c.predict(None, api_name="/my_role"), visitors))
-    assert not first.done(), "the pages opened too late to meet a waiting event"
+    assert not running.done(), "the pages opened too late to meet a waiting event"
     assert len(roles) == 12 and all(roles)
-    first.result(), waiting.result()
+    [event.result() for event in events]
 
 
 def test_a_mistake_inside_a_gpu_call_reaches_the_owner_in_words(space, tiny_model_dir):
@@ -154,10 +174,7 @@ def test_stop_reaches_a_chunk_training_in_a_gpu_worker(space, tiny_model_dir):
         runs_before = set(space.data.glob("runs/run-*"))
         _start(owner, str(tiny_model_dir), 300)
         deadline = time.monotonic() + 120
-        while not [m for r in set(space.data.glob("runs/run-*")) - runs_before
-                   for m in r.glob("model/metrics.jsonl")]:  # fmt: skip
-            assert time.monotonic() < deadline, "the chunk did not start training"
-            time.sleep(0.1)
+        _new_metrics_file(space, runs_before, deadline)
         owner.predict(api_name="/train_stop")
         while (status := owner.predict(api_name="/train_status"))[0].startswith(
             ("**running**", "**stopping**")
@@ -169,3 +186,27 @@ def test_stop_reaches_a_chunk_training_in_a_gpu_worker(space, tiny_model_dir):
     progress, log = status[0], status[-1]
     assert progress.startswith("**stopped**"), progress
     assert "chunk done: step 300/300" not in log and "chunk done: step " in log, log[-500:]
+
+
+def test_a_chunk_that_zerogpu_aborts_is_trained_again_from_its_checkpoint(space, tiny_model_dir):
+    """ZeroGPU kills a call's worker when the call outlives its duration (or takes the GPU
+    back): here in the middle of a chunk. The run carries on by itself from its last complete
+    checkpoint, and its charts hold each step once."""
+    from pipeline.metrics import read_metrics
+
+    owner = _client(space.url)
+    runs_before = set(space.data.glob("runs/run-*"))
+    chunks_before = len(space.gpu_calls("train_chunk"))
+    _start(owner, str(tiny_model_dir), 100)  # chunks: 1 step (as planned), then the rest
+    metrics = _new_metrics_file(space, runs_before, time.monotonic() + 120)
+    while not [r for r in read_metrics(metrics) if r["step"] >= 25]:  # the second chunk's
+        time.sleep(0.05)
+    space.abort("train_chunk")
+    progress, log = _ended(owner)
+    assert progress.startswith("**done**") and "Done: 100 steps" in progress, progress
+    outcomes = [c["outcome"] for c in space.gpu_calls("train_chunk")[chunks_before:]]
+    assert outcomes[:2] == ["ok", "aborted"] and outcomes[2:] == ["ok"] * len(outcomes[2:])
+    aborted = r"ZeroGPU aborted the chunk of \d+ steps .*: trying again from step \d+ with"
+    assert re.search(aborted, log), log[-800:]
+    logged = [r["step"] for r in read_metrics(metrics) if "loss" in r]
+    assert logged == [25, 50, 75, 100], logged

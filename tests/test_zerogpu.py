@@ -2,6 +2,7 @@
 where a straight run ends, weight for weight."""
 
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -11,6 +12,7 @@ from safetensors.torch import load_file
 from pipeline import zerogpu
 from pipeline.generation import GenerationSettings
 from pipeline.gpu_rates import Pace
+from pipeline.metrics import read_metrics
 from pipeline.recipes import RECIPES
 from pipeline.training import latest_checkpoint, train_dpo
 
@@ -71,6 +73,63 @@ def test_a_chunk_stops_early_and_leaves_no_final_model(small_data, tiny_model_di
     rest = train_dpo(small_data, out, str(tiny_model_dir), RECIPE, stop_after=100, resume=True)
     assert (rest.steps, rest.finished) == (8, True)
     assert (out / "model.safetensors").exists()
+
+
+def test_a_run_cut_off_while_saving_resumes_from_its_last_complete_checkpoint(
+    small_data, tiny_model_dir, tmp_path
+):
+    """What a kill leaves (a ZeroGPU chunk aborted, the app's process killed): steps trained
+    and logged past the last checkpoint, the next checkpoint half-written, a metrics line cut
+    off mid-write. The resumed run still ends as a straight run does, each step logged once."""
+    straight = tmp_path / "straight"
+    train_dpo(small_data, straight, str(tiny_model_dir), RECIPE)
+    out = tmp_path / "run"
+    train_dpo(small_data, out, str(tiny_model_dir), RECIPE, stop_after=4)
+    cut = out / "checkpoint-6"  # steps 5 and 6 trained and logged, then killed while saving
+    shutil.copytree(out / "checkpoint-4", cut)
+    (cut / "trainer_state.json").unlink()
+    metrics = out / "metrics.jsonl"
+    with metrics.open("a") as f:
+        f.write(json.dumps({"step": 5, "loss": 9.0}) + "\n" + json.dumps({"step": 6, "loss": 9.0}))
+        f.write('\n{"step": 6, "eval_lo')
+    assert [r["step"] for r in read_metrics(metrics)][-2:] == [5, 6]  # the cut line is skipped
+    assert latest_checkpoint(out).name == "checkpoint-4"
+
+    rest = train_dpo(small_data, out, str(tiny_model_dir), RECIPE, stop_after=100, resume=True)
+    assert (rest.steps, rest.finished) == (8, True)
+
+    def losses(folder):
+        return [
+            (r["step"], r["loss"]) for r in read_metrics(folder / "metrics.jsonl") if "loss" in r
+        ]
+
+    assert [step for step, _ in losses(out)] == [step for step, _ in losses(straight)]
+    for (_, a), (_, b) in zip(losses(straight), losses(out), strict=True):
+        assert b == pytest.approx(a, rel=1e-5, abs=1e-6)
+    a, b = load_file(straight / "model.safetensors"), load_file(out / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=1e-5, msg=key)
+
+
+def test_an_sft_stage_cut_off_while_saving_is_done_again(
+    small_data, tiny_model_dir, tmp_path, monkeypatch
+):
+    """A stage killed while writing its weights left a folder that looked done (its config)
+    with no weights, so the run's next chunk failed to load it."""
+    import transformers.modeling_utils
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed while saving")
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as patched:
+        patched.setattr(transformers.modeling_utils, "safe_save_file", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train_dpo(small_data, out, str(tiny_model_dir), RECIPE, stop_after=2)
+    assert not (out / "sft" / "config.json").exists()
+    result = train_dpo(small_data, out, str(tiny_model_dir), RECIPE, stop_after=2)
+    assert result.steps == 2 and (out / "sft" / "model.safetensors").is_file()
+    assert not (out / "sft.partial").exists()
 
 
 def test_should_stop_ends_between_chunks(small_data, tiny_model_dir, tmp_path):

@@ -13,10 +13,12 @@ does what `spaces` 0.51.3 does around a `spaces.GPU` call (spaces/zero/wrappers.
 - a call made inside the worker runs there directly.
 What differs: spaces keeps an idle worker for the next call; this forks one per call (state in
 a worker is never relied on either way). Durations are recorded, not enforced (a CPU is not
-the GPU they are planned for). ZEROGPU_EMULATOR_START_SECONDS: how long a call waits for its
-GPU and worker before it runs (seconds on a Space; 0 unless set). With ZEROGPU_EMULATOR_LOG
-set, every call adds a JSON line: the function, the seconds asked for, the caller's ZeroGPU
-token, and how it ended.
+the GPU they are planned for); instead a test aborts a call as ZeroGPU does one that outlives
+its duration: it writes the function's name to the file ZEROGPU_EMULATOR_ABORT names, and the
+worker running it is killed (spaces then raises "GPU task aborted").
+ZEROGPU_EMULATOR_START_SECONDS: how long a call waits for its GPU and worker before it runs
+(seconds on a Space; 0 unless set). With ZEROGPU_EMULATOR_LOG set, every call adds a JSON
+line: the function, the seconds asked for, the caller's ZeroGPU token, and how it ended.
 
 And it sets SPACES_ZERO_GPU=true once `spaces` is imported without it, as a Space's environment
 has it: the app then trains in chunks, and Gradio configures its queue as on ZeroGPU.
@@ -30,8 +32,10 @@ import json
 import multiprocessing
 import os
 import pickle
+import threading
 import time
 import traceback
+from pathlib import Path
 
 import spaces
 from spaces.utils import SimpleQueue, gradio_request_var
@@ -62,6 +66,22 @@ def _run_in_worker(task, payload: bytes, results: SimpleQueue) -> None:
         results.put(("error", (type(exc).__name__, traceback.format_exc(), None)))
 
 
+def _watch(task_name: str, worker, results: SimpleQueue) -> None:
+    """What spaces' sentinel does (a None once the worker process has ended, after any result
+    it sent), and ZeroGPU aborting the call when the test asks (ZEROGPU_EMULATOR_ABORT)."""
+    trigger = os.environ.get("ZEROGPU_EMULATOR_ABORT")
+    while worker.is_alive():
+        try:
+            asked = trigger is not None and Path(trigger).read_text().strip() == task_name
+        except OSError:
+            asked = False
+        if asked:
+            os.unlink(trigger)
+            worker.kill()
+        worker.join(0.1)
+    results.put(None)
+
+
 def _on_gpu(task, duration):
     if inspect.iscoroutinefunction(task) or inspect.isgeneratorfunction(task):
         raise NotImplementedError("the emulated ZeroGPU runs plain functions only")
@@ -86,8 +106,13 @@ def _on_gpu(task, duration):
             target=_run_in_worker, args=(task, payload, results), daemon=True
         )
         worker.start()
-        kind, value = results.get()
+        threading.Thread(target=_watch, args=(task.__name__, worker, results)).start()
+        outcome = results.get()
         worker.join()
+        if outcome is None:  # the worker ended without a result
+            _record({**entry, "outcome": "aborted"})
+            raise error("ZeroGPU worker error", "GPU task aborted")
+        kind, value = outcome
         entry["outcome"] = kind if kind == "ok" else value[0]
         _record(entry)
         if kind == "ok":
