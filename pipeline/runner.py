@@ -184,7 +184,6 @@ class TrainingRunner:
 
     def _run(self, chunked: bool = False, chunk_steps: int | None = None, **train_kwargs: Any):
         from pipeline.methods import describe_held_out, score_run, train_run
-        from pipeline.zerogpu import score_on_gpu
 
         callbacks = [_Progress(self), *train_kwargs.pop("callbacks", [])]
         on_done = train_kwargs.pop("on_done", None)  # told of the finished run, if any
@@ -199,7 +198,7 @@ class TrainingRunner:
             scored = method_of(result.kind).held_out is not None
             if scored and not self._stop.is_set():  # Stop stays quick
                 self._update(message="Ranking the held-out pairs…")
-                result = (score_on_gpu if chunked else score_run)(result)
+                result = self._score_on_gpu(result) if chunked else score_run(result)
         except UserError as exc:
             self._update(state="stopped" if self._stop.is_set() else "failed", message=str(exc))
             self._log(f"error: {exc}")
@@ -230,6 +229,19 @@ class TrainingRunner:
                 + (f"; {ranking}" if ranking else "")
             ),
         )
+
+    def _score_on_gpu(self, result):
+        """The held-out ranking in a GPU call of its own; a run ZeroGPU then refuses a GPU
+        (the quota its chunks spent, say) is still done, unranked."""
+        from pipeline.zerogpu import score_on_gpu, zerogpu_refusal
+
+        try:
+            return score_on_gpu(result)
+        except Exception as exc:
+            if (refusal := zerogpu_refusal(exc)) is None:
+                raise
+            self._log(f"the held-out pairs were not ranked: {refusal}")
+            return result
 
     def _run_chunks(self, chunk_steps, **train_kwargs):
         from pipeline.zerogpu import chunk_pace, train_in_chunks, whose_quota

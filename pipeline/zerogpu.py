@@ -238,6 +238,18 @@ ABORTED = "GPU task aborted"
 RETRIES_AFTER_ABORT = 2  # in a row; each retry's chunks are half as long
 
 
+def zerogpu_refusal(exc: BaseException) -> str | None:
+    """ZeroGPU's words when it refused a call rather than ran it: the visitor's quota spent,
+    no GPU free in time, the page that asked closed while the call waited (spaces/zero/
+    client.py, `schedule`). None for anything else, an error inside the call included."""
+    title = getattr(exc, "title", None) or ""
+    if title.startswith("ZeroGPU") and title != "ZeroGPU worker error":
+        return f"{title}: {getattr(exc, 'message', exc)}".strip()
+    if str(exc).startswith("Connection closed by visitor"):
+        return f"{exc} (ZeroGPU runs a call for a page that is open)"
+    return None
+
+
 def train_in_chunks(
     data: str | Path,
     out: str | Path,
@@ -270,6 +282,8 @@ def train_in_chunks(
                 data, out, model_name, recipe, max_steps, steps, seconds, resume, reward_model
             )
         except Exception as exc:
+            if refusal := zerogpu_refusal(exc):
+                raise UserError(f"{refusal} {_resume_from(out)}") from None
             if ABORTED not in str(exc):
                 raise
             aborts += 1
@@ -302,15 +316,13 @@ def _where(out) -> str:
 def _aborted(aborts: int, out, stopping: bool) -> str:
     what = "the chunk" if aborts == 1 else f"{aborts} chunks in a row"
     why = " as the run was stopping" if stopping else ""
+    return f"ZeroGPU aborted {what}{why} (GPU task aborted). {_resume_from(out)}"
+
+
+def _resume_from(out) -> str:
     if latest_checkpoint(out) is None:
-        return (
-            f"ZeroGPU aborted {what}{why} (GPU task aborted) before the run's first "
-            "checkpoint: start it again"
-        )
-    return (
-        f"ZeroGPU aborted {what}{why} (GPU task aborted): the run's last checkpoint is at "
-        f"{_where(out)}, and Resume carries on from there"
-    )
+        return "The run had saved no checkpoint yet: start it again."
+    return f"The run's last checkpoint is at {_where(out)}: Resume carries on from there."
 
 
 @gpu_call(duration=SCORING_SECONDS)

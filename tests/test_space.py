@@ -33,6 +33,7 @@ def space(tiny_model_dir, tmp_path_factory):
         "ZEROGPU_EMULATOR_START_SECONDS": str(GPU_START_SECONDS),
         "TITLE_DPO_GPU_RATES": str(folder / "rates.json"),
         "ZEROGPU_EMULATOR_ABORT": str(folder / "abort"),
+        "ZEROGPU_EMULATOR_QUOTA": str(folder / "quota"),
     }
     process, url = start_app(
         "--model",
@@ -50,6 +51,7 @@ def space(tiny_model_dir, tmp_path_factory):
     yield SimpleNamespace(
         url=url, gpu_calls=gpu_calls, log=folder / "app.log", rates=folder / "rates.json",
         data=folder / "data", abort=lambda task: (folder / "abort").write_text(task),
+        quota=folder / "quota",
     )  # fmt: skip
     stop_app(process)
 
@@ -60,11 +62,15 @@ def _client(url):
     return Client(url, verbose=False)
 
 
-def _start(client, model: str, steps: int) -> None:
-    """Start a DPO run of the tutorial recipe, `steps` steps at most, from the Train tab."""
-    fields = ["The tutorial's 1,140 labelled pairs", 1, "", model]
-    fields += ["tutorial", 3, 0.1, 1e-6, 8, False, 16, 32, steps]
-    client.predict(*fields, api_name="/train_start")
+def _start(client, model: str, steps: int, resume: bool = False) -> None:
+    """Start (or resume) a DPO run of the tutorial recipe, `steps` steps at most, from the Train
+    tab."""
+    recipe = ["tutorial", 3, 0.1, 1e-6, 8, False, 16, 32, steps]
+    if resume:
+        client.predict(model, *recipe, api_name="/train_resume")
+    else:
+        data = ["The tutorial's 1,140 labelled pairs", 1, "", model]
+        client.predict(*data, *recipe, api_name="/train_start")
 
 
 def _train(client, model: str) -> tuple[str, str]:
@@ -210,3 +216,34 @@ def test_a_chunk_that_zerogpu_aborts_is_trained_again_from_its_checkpoint(space,
     assert re.search(aborted, log), log[-800:]
     logged = [r["step"] for r in read_metrics(metrics) if "loss" in r]
     assert logged == [25, 50, 75, 100], logged
+
+
+def test_a_run_that_spends_the_zerogpu_quota_ends_saying_where_resume_carries_on(
+    space, tiny_model_dir
+):
+    """ZeroGPU refuses a call once the visitor's quota is spent: the run ends in ZeroGPU's
+    words and where Resume carries on (it read "training failed" with a traceback), and Resume
+    does once the quota is back. A refused ranking leaves the run done, unranked."""
+    owner = _client(space.url)
+    chunks_before = len(space.gpu_calls("train_chunk"))
+    space.quota.write_text("train_chunk 1")  # one more chunk, then the quota is spent
+    try:
+        _start(owner, str(tiny_model_dir), 20)
+        progress, log = _ended(owner)
+    finally:
+        space.quota.unlink()
+    assert progress.startswith("**failed**"), progress
+    assert "You have exceeded your free ZeroGPU quota (" in progress, progress
+    assert "last checkpoint is at step 1: Resume carries on from there" in progress, progress
+    assert "Traceback" not in log, log[-800:]
+
+    space.quota.write_text("score_on_gpu 0")  # the chunks run; the ranking after them cannot
+    try:
+        _start(owner, str(tiny_model_dir), 20, resume=True)
+        progress, log = _ended(owner)
+    finally:
+        space.quota.unlink()
+    assert progress.startswith("**done**") and "Done: 20 steps" in progress, progress
+    assert "the held-out pairs were not ranked: ZeroGPU quota exceeded" in log, log[-800:]
+    outcomes = [c["outcome"] for c in space.gpu_calls("train_chunk")[chunks_before:]]
+    assert outcomes[:2] == ["ok", "quota exceeded"] and set(outcomes[2:]) == {"ok"}, outcomes

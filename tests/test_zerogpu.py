@@ -236,3 +236,19 @@ def test_every_gpu_call_of_a_run_carries_the_request_that_started_it(
     chunks = [token for name, token in seen if name == "train_chunk"]
     assert len(chunks) >= 2, seen  # a run of several chunks, the later ones after the click
     assert seen == [*(("train_chunk", "alice") for _ in chunks), ("score_on_gpu", "alice")]
+
+
+def test_zerogpu_refusals_are_told_apart_from_errors_inside_a_call():
+    """spaces' own errors (spaces/zero/client.py): ZeroGPU refusing a call is the visitor's
+    to wait out or resume; an error inside the call is not."""
+    from spaces.zero.gradio import error
+
+    quota = error("ZeroGPU quota exceeded", "You have exceeded your ZeroGPU quota (120s ...). ")
+    assert zerogpu.zerogpu_refusal(quota).startswith("ZeroGPU quota exceeded: You have")
+    queue = error("ZeroGPU queue timeout", "No GPU was available")
+    assert zerogpu.zerogpu_refusal(queue) == "ZeroGPU queue timeout: No GPU was available"
+    closed = RuntimeError("Connection closed by visitor while queueing")
+    assert "page that is open" in zerogpu.zerogpu_refusal(closed)
+    assert zerogpu.zerogpu_refusal(error("ZeroGPU worker error", "RuntimeError")) is None
+    assert zerogpu.zerogpu_refusal(error("ZeroGPU worker error", zerogpu.ABORTED)) is None
+    assert zerogpu.zerogpu_refusal(ValueError("bad shape")) is None

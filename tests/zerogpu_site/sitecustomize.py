@@ -15,7 +15,9 @@ What differs: spaces keeps an idle worker for the next call; this forks one per 
 a worker is never relied on either way). Durations are recorded, not enforced (a CPU is not
 the GPU they are planned for); instead a test aborts a call as ZeroGPU does one that outlives
 its duration: it writes the function's name to the file ZEROGPU_EMULATOR_ABORT names, and the
-worker running it is killed (spaces then raises "GPU task aborted").
+worker running it is killed (spaces then raises "GPU task aborted"). And a test spends the
+visitor's quota (ZEROGPU_EMULATOR_QUOTA, see `_quota_spent`): calls are then refused as
+spaces refuses them, before any worker starts.
 ZEROGPU_EMULATOR_START_SECONDS: how long a call waits for its GPU and worker before it runs
 (seconds on a Space; 0 unless set). With ZEROGPU_EMULATOR_LOG set, every call adds a JSON
 line: the function, the seconds asked for, the caller's ZeroGPU token, and how it ended.
@@ -66,6 +68,22 @@ def _run_in_worker(task, payload: bytes, results: SimpleQueue) -> None:
         results.put(("error", (type(exc).__name__, traceback.format_exc(), None)))
 
 
+def _quota_spent(task_name: str) -> bool:
+    """Whether ZeroGPU refuses this call for want of quota: ZEROGPU_EMULATOR_QUOTA names a file
+    "TASK N" (N more calls of TASK run, every later one is refused until the file goes)."""
+    path = Path(os.environ.get("ZEROGPU_EMULATOR_QUOTA") or "/nonexistent")
+    try:
+        task, calls = path.read_text().split()
+    except (OSError, ValueError):
+        return False
+    if task != task_name:
+        return False
+    if int(calls) > 0:
+        path.write_text(f"{task} {int(calls) - 1}")
+        return False
+    return True
+
+
 def _watch(task_name: str, worker, results: SimpleQueue) -> None:
     """What spaces' sentinel does (a None once the worker process has ended, after any result
     it sent), and ZeroGPU aborting the call when the test asks (ZEROGPU_EMULATOR_ABORT)."""
@@ -99,6 +117,13 @@ def _on_gpu(task, duration):
             "seconds": seconds,
             "ip_token": request and request.headers.get("x-ip-token"),
         }
+        if _quota_spent(task.__name__):  # spaces' words (spaces/zero/client.py, `schedule`)
+            _record({**entry, "outcome": "quota exceeded"})
+            raise error(
+                "ZeroGPU quota exceeded",
+                f"You have exceeded your free ZeroGPU quota ({round(seconds)}s requested vs. "
+                "0s left). Try again in 0:09:59. ",
+            )
         payload = pickle.dumps((args, kwargs))  # spaces puts them on a queue to the worker
         time.sleep(float(os.environ.get("ZEROGPU_EMULATOR_START_SECONDS", 0)))
         results = SimpleQueue()
