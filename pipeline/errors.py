@@ -4,6 +4,28 @@ The CLI prints these as one line and exits non-zero; the app shows them as a mes
 Anything else that escapes is a bug and keeps its traceback.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class UserError(Exception):
     """Bad input or an unusable resource, described in words the user can act on."""
+
+
+@contextmanager
+def advice_on_out_of_memory(advice: str) -> Iterator[None]:
+    """A device running out of memory in the block becomes a UserError that says what to
+    change (`advice`, then torch's first line), not a traceback, nor on a ZeroGPU Space a bare
+    "OutOfMemoryError". The memory the failed work held is given back first."""
+    import torch
+
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        words = str(exc).splitlines()[0] if str(exc) else "out of memory"
+    else:
+        return
+    # outside the handler: the failed work's frames (and tensors) are gone by now
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    raise UserError(f"the GPU ran out of memory: {advice} (torch: {words})")

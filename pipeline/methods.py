@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
+from pipeline.errors import UserError, advice_on_out_of_memory
 from pipeline.metrics import LOGPS_KEYS, LOSS_KEYS, REWARD_KEYS
 from pipeline.recipes import DPORecipe, RewardRecipe, RLRecipe
 from pipeline.runs import finished_runs, run_kind, run_summary
@@ -198,6 +198,11 @@ METHODS: dict[str, Method] = {
     ),
 }
 DEFAULT = METHODS[DPORecipe.KIND]
+# what to change when a run's model, batch and optimizer state do not fit on the GPU
+TRAINING_OUT_OF_MEMORY = (
+    "lower the batch size, turn LoRA on, or train a smaller model (on the command line, "
+    "--set gradient_checkpointing=true also trades time for memory)"
+)
 
 
 # --- asking about a method -------------------------------------------------------------------
@@ -260,7 +265,8 @@ def train_run(
 ):
     """The run the recipe's method names (DPO when none is given); only a method that takes
     a reward model reads `reward_model`."""
-    return method_for(recipe).train(data, out, model_name, recipe, reward_model, **kwargs)
+    with advice_on_out_of_memory(TRAINING_OUT_OF_MEMORY):
+        return method_for(recipe).train(data, out, model_name, recipe, reward_model, **kwargs)
 
 
 def score_run(result, beside: str | None = None):

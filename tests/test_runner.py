@@ -54,6 +54,32 @@ def test_a_run_reports_progress_and_metrics(data, tutorial_run, tmp_path):
     assert status.loop_started[1] == 0 and status.eta_seconds == 0  # all 3 of 3 done
 
 
+class OutOfGpuMemory(TrainerCallback):
+    """What a run too big for its GPU meets at its second step (a CPU cannot run out this way)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 2:
+            import torch
+
+            raise torch.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity "
+                "of 79.19 GiB of which 1.06 GiB is free.\nOf the allocated memory ..."
+            )
+
+
+def test_a_run_out_of_gpu_memory_says_what_to_change(tutorial_run, tmp_path):
+    runner = TrainingRunner()
+    runner.start(**tutorial_run, out=tmp_path / "run", max_steps=4, callbacks=[OutOfGpuMemory()])
+    status = runner.wait(120)
+    assert status.state == "failed", status.message
+    assert status.message.startswith("the GPU ran out of memory: lower the batch size, turn LoRA")
+    assert status.message.endswith(
+        "(torch: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 "
+        "has a total capacity of 79.19 GiB of which 1.06 GiB is free.)"
+    )
+    assert not any("Traceback" in line for line in status.log), status.log
+
+
 def test_one_run_at_a_time_then_stop_and_resume(tutorial_run, tmp_path):
     runner = TrainingRunner()
     out = tmp_path / "run"
