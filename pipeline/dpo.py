@@ -62,8 +62,11 @@ def train_dpo(
         log.info("recipe %s on this GPU: %s", recipe.name, gpu_changes(recipe))
     recipe = for_device(recipe, device)
     run = open_run(
-        data, out, model_name, recipe, max_steps=max_steps, resume=resume, callbacks=callbacks
-    )
+        data, out, model_name, recipe, max_steps=max_steps, resume=resume, callbacks=callbacks,
+        stop_after=stop_after,
+    )  # fmt: skip
+    if run.sft_unfinished:  # a chunk that ended in the SFT stage
+        return run.sft_unfinished
     # LoRA: the reference is the adapter switched off. A full fine-tune: a second frozen copy
     # of the starting point, loaded the same (offline-safe) way, rather than TRL re-reading
     # `config._name_or_path`, a Hub id it may not reach.
@@ -73,8 +76,8 @@ def train_dpo(
         max_steps=max_steps, callbacks=callbacks,
     )  # fmt: skip
     return train_and_save(
-        watched(trainer, stop_after), run.checkpoint, run.policy.tokenizer, recipe,
-        run.out, data, run.start, stop_after=stop_after, kind=recipe.KIND,
+        watched(trainer, run.steps_left), run.checkpoint, run.policy.tokenizer, recipe,
+        run.out, data, run.start, stop_after=run.steps_left, kind=recipe.KIND,
         reference=run.reference_from, rows_limit=bounded_rows(recipe, max_steps),
     )  # fmt: skip
 

@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -135,42 +135,48 @@ MARGIN = 1.5  # steps are asked for at 1.5x their pace: a call cut short loses i
 
 @dataclass(frozen=True)
 class Pace:
-    """What one chunk of a run costs: per step, per call, and once (the SFT stage, which runs
-    whole in the first call), with where the figures come from."""
+    """What one chunk of a run costs: per call, and per step (the recipe's SFT stage's steps
+    first, `sft_steps` of them still ahead, then the run's own), with where the figures come
+    from. The SFT stage runs in chunks like the rest, so no call needs more than one chunk."""
 
     step_s: float
     call_s: float  # every call: start-up, and the reference pass of a recipe that makes one
-    once_s: float  # the first call: the SFT stage
     source: str
+    sft_step_s: float = 0.0
+    sft_steps: int = 0
 
-    def chunk_seconds(self, steps: int, first: bool) -> int:
-        """The GPU time to ask for: a chunk of `steps` steps."""
-        once = self.once_s if first else 0.0
-        return math.ceil(self.call_s + once + MARGIN * steps * self.step_s)
+    def _steps_cost(self, steps: int) -> float:
+        sft = min(steps, self.sft_steps)
+        return sft * self.sft_step_s + (steps - sft) * self.step_s
 
-    def chunk_steps(self, budget: float, first: bool) -> int:
-        """How many steps fit in one call of `budget` seconds (at least one: a first chunk
-        whose SFT stage alone overruns the budget still has to run it)."""
-        once = self.once_s if first else 0.0
-        return max(1, int((budget - self.call_s - once) / (MARGIN * self.step_s)))
+    def chunk_seconds(self, steps: int) -> int:
+        """The GPU time to ask for: a chunk of the next `steps` steps."""
+        return math.ceil(self.call_s + MARGIN * self._steps_cost(steps))
 
-    def measured(self, step_s: float) -> Pace:
-        """This pace with the step time a finished chunk measured."""
-        return Pace(step_s, self.call_s, self.once_s, f"{self.source}; steps as measured")
+    def chunk_steps(self, budget: float) -> int:
+        """How many of the next steps fit in one call of `budget` seconds (at least one)."""
+        steps = 1
+        while self.chunk_seconds(steps + 1) <= budget:
+            steps += 1
+        return steps
+
+    def measured(self, step_s: float, stage: str = "") -> Pace:
+        """This pace with the step time a chunk measured, of the SFT stage or the run's own."""
+        if stage == "sft":
+            return replace(self, sft_step_s=step_s, source=f"{self.source}; steps as measured")
+        return replace(self, step_s=step_s, source=f"{self.source}; steps as measured")
+
+    def with_sft_left(self, steps: int) -> Pace:
+        """This pace with `steps` of the SFT stage still ahead."""
+        return replace(self, sft_steps=max(0, steps))
 
     def slower(self) -> Pace:
         """This pace with steps taken as twice as long: after a call that ZeroGPU aborted,
         the next chunks are half as long for the same time asked."""
-        return Pace(2 * self.step_s, self.call_s, self.once_s, f"{self.source}; doubled")
-
-    def run_seconds(self, total_steps: int, budget: float) -> list[int]:
-        """The seconds each call of a whole run asks for, chunked to fit `budget`."""
-        asked, done = [], 0
-        while done < total_steps:
-            steps = min(total_steps - done, self.chunk_steps(budget, not asked))
-            asked.append(self.chunk_seconds(steps, not asked))
-            done += steps
-        return asked
+        return replace(
+            self, step_s=2 * self.step_s, sft_step_s=2 * self.sft_step_s,
+            source=f"{self.source}; doubled",
+        )  # fmt: skip
 
 
 def shipped_row(recipe) -> str:
@@ -197,12 +203,13 @@ def plan_pace(params: int | None, recipe, train_pairs: int, rates: GpuRates | No
         return Pace(
             estimate,
             STARTUP_SECONDS,
-            sft_steps * estimate,
             "not measured on a GPU (configs/gpu-rates.json): a pessimistic estimate",
+            sft_step_s=estimate,
+            sft_steps=sft_steps,
         )
     reference = 0.0
     if getattr(recipe, "precompute_ref_log_probs", False):  # the bench's data, scaled to this
         measured = rates.seconds(params, row, "reference_pass_s") or 0.0
         reference = measured * train_pairs / BENCH_TRAIN_PAIRS
     sft_step = rates.seconds(params, row, "sft_step_s") or step
-    return Pace(step, STARTUP_SECONDS + reference, sft_steps * sft_step, rates.describe())
+    return Pace(step, STARTUP_SECONDS + reference, rates.describe(), sft_step, sft_steps)

@@ -224,8 +224,10 @@ def train_rl(
     # policy (after the SFT stage, if any): the KL is taken against that start
     run = open_run(
         data, out, model_name, recipe, max_steps=max_steps, resume=resume, callbacks=callbacks,
-        splits=splits,
+        splits=splits, stop_after=stop_after,
     )  # fmt: skip
+    if run.sft_unfinished:  # a chunk that ended in the SFT stage
+        return run.sft_unfinished
     run.policy.tokenizer.padding_side = "left"  # generation pads on the left
     if not resume:
         (run.out / SAMPLES_FILE).unlink(missing_ok=True)
@@ -233,8 +235,8 @@ def train_rl(
         run.policy, recipe, run.out, prompts, reward, max_steps=max_steps, callbacks=callbacks
     )
     return train_and_save(
-        watched(trainer, stop_after), run.checkpoint, run.policy.tokenizer, recipe, run.out,
-        data, run.start, stop_after=stop_after, kind=recipe.KIND, reference=run.reference_from,
+        watched(trainer, run.steps_left), run.checkpoint, run.policy.tokenizer, recipe, run.out,
+        data, run.start, stop_after=run.steps_left, kind=recipe.KIND, reference=run.reference_from,
         reward_model=str(reward_model) if reward_model and recipe.reward_weight else None,
     )  # fmt: skip
 

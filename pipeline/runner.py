@@ -223,7 +223,10 @@ class TrainingRunner:
             state="stopped" if stopped else "done",
             step=result.steps,
             message=(
-                f"Stopped after {result.steps} steps; the last checkpoint is in {result.out}"
+                f"Stopped in the SFT stage at step {result.steps} of {result.max_steps}; Resume "
+                "carries on from there"
+                if stopped and result.stage == "sft"
+                else f"Stopped after {result.steps} steps; the last checkpoint is in {result.out}"
                 if stopped
                 else f"Done: {result.steps} steps in {result.seconds:.0f} s; model in {result.out}"
                 + (f"; {ranking}" if ranking else "")
@@ -260,14 +263,17 @@ class TrainingRunner:
         self._log(f"GPU time asked for each chunk: {pace.source}")
 
         def on_chunk(result) -> None:
+            in_sft = result.stage == "sft"
             self._update(
+                stage=result.stage or self._run_stage,
                 step=result.steps,
                 total=result.max_steps,
-                loop_started=(began, 0),
+                loop_started=None if in_sft else (began, 0),
                 metrics=tuple(read_metrics(result.metrics_file)),
-                message="Training…",
+                message="Fine-tuning on the chosen titles first…" if in_sft else "Training…",
             )
-            self._log(f"chunk done: step {result.steps}/{result.max_steps}")
+            where = "SFT stage" if in_sft else "step"
+            self._log(f"chunk done: {where} {result.steps}/{result.max_steps}")
 
         return train_in_chunks(
             train_kwargs.pop("data"),

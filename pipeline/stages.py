@@ -63,6 +63,10 @@ class TrainResult:
     rows_limit: int | None = None
     kind: str = DPORecipe.KIND  # its recipe's KIND: the method (`pipeline.methods`)
     reward_model: str | None = None  # an RL run's reward model folder
+    # "sft": a chunk that ended inside the recipe's SFT stage (steps and max_steps are then
+    # the stage's); "": the run's own loop
+    stage: str = ""
+    steps_this_call: int = 0  # the steps this call trained, of `seconds` (a chunk's pace)
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,10 @@ class OpenedRun:
     start: ModelSource  # what the run started from, before any SFT stage
     reference_from: str  # what its policy is measured against: the SFT stage, else the start
     checkpoint: Path | None  # the checkpoint a resumed run carries on from
+    steps_left: int | None = None  # of a chunk's steps, after those its SFT stage took
+    # a chunk whose steps ran out in the SFT stage or at its end (or that was stopped there):
+    # what it did, to return as it is; the run's own loop has not begun
+    sft_unfinished: TrainResult | None = None
 
 
 def open_run(
@@ -89,12 +97,15 @@ def open_run(
     callbacks: list | None = None,
     head: str = "lm",
     splits: tuple[Any, Any] | None = None,
+    stop_after: int | None = None,
 ) -> OpenedRun:
     """How every run begins, in order: the step limit and the data checked before any model
     loads (`splits` when the caller has read them already), the model (with a score `head`
     for a reward model), the recipe's SFT stage, and the checkpoint a resumed run needs.
     A step limit bounds the whole run: the SFT stage takes at most that many steps too, and
-    the splits only the pairs those steps can use (`bounded_rows`)."""
+    the splits only the pairs those steps can use (`bounded_rows`). In a chunk of
+    `stop_after` steps, the SFT stage's steps count: the loop gets what is left, if any
+    (else the chunk ends with the stage: `sft_unfinished`)."""
     if max_steps is not None and max_steps <= 0:
         raise UserError(f"max-steps must be positive, not {max_steps}")
     out = Path(out)
@@ -108,18 +119,32 @@ def open_run(
     start = policy.source
     sft_epochs = getattr(recipe, "sft_epochs", 0)
     reference_from = str(out / "sft") if sft_epochs else start.requested
+    steps_left = stop_after
     if sft_epochs:
-        policy = sft_stage(policy, train_split, out / "sft", recipe, callbacks, max_steps)
+        stage = sft_stage(
+            policy, train_split, out / "sft", recipe, callbacks, max_steps, stop_after
+        )
+        spent = stop_after is not None and stage.steps_this_call >= stop_after
+        if stage.policy is None or spent:  # the chunk ends in the stage, or at its end
+            unfinished = stage_result(stage, out, start, recipe, data)
+            return OpenedRun(out, train_split, eval_split, policy, start, reference_from, None,
+                             sft_unfinished=unfinished)  # fmt: skip
+        policy = stage.policy
+        if stop_after is not None:
+            steps_left = stop_after - stage.steps_this_call
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = checkpoint_to_resume(out, resume)
-    return OpenedRun(out, train_split, eval_split, policy, start, reference_from, checkpoint)
+    return OpenedRun(
+        out, train_split, eval_split, policy, start, reference_from, checkpoint, steps_left
+    )
 
 
-def watched(trainer, stop_after: int | None):
+def watched(trainer, stop_after: int | None, stop_file: Path | None = None):
     """`trainer` with a chunk's stop (`stop_after` more steps, then a checkpoint), if asked:
-    sooner if the run's STOP_FILE appears (Stop, pressed in the app's process)."""
+    sooner if the run's STOP_FILE appears (Stop, pressed in the app's process; by default in
+    the trainer's output folder)."""
     if stop_after is not None:
-        stop_file = Path(trainer.args.output_dir) / STOP_FILE
+        stop_file = stop_file or Path(trainer.args.output_dir) / STOP_FILE
         trainer.add_callback(StopAfterSteps(stop_after, stop_file))
     return trainer
 
@@ -148,6 +173,7 @@ def train_and_save(
     started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.monotonic() - started
+    began = checkpoint_step(checkpoint) if checkpoint else 0
     state = trainer.state
     finished = state.global_step >= state.max_steps
     saved = finished or stop_after is None
@@ -171,6 +197,7 @@ def train_and_save(
         started_from=start.requested,
         kind=kind,
         rows_limit=rows_limit,
+        steps_this_call=state.global_step - began,
         **summary,
     )
     if saved and trainer.is_world_process_zero():
@@ -284,6 +311,20 @@ def trainer_class(recipe, plain: type, shared: type) -> tuple[type, dict[str, An
     return plain, {}
 
 
+@dataclass(frozen=True)
+class SFTStage:
+    """What one call of `sft_stage` did: the policy after the stage (None: the stage stopped
+    before its end, its checkpoint saved for the next call), where the stage stands, and the
+    steps and seconds of this call."""
+
+    policy: LoadedModel | None
+    step: int
+    total: int
+    steps_this_call: int
+    seconds: float
+
+
+# Over 60 lines: the stage reads top to bottom (rows, trainer, train or carry on, save).
 def sft_stage(
     policy,
     train_split,
@@ -291,19 +332,25 @@ def sft_stage(
     recipe,
     callbacks: list | None = None,
     max_steps: int | None = None,
-):
+    stop_after: int | None = None,
+) -> SFTStage:
     """Fine-tune on each distinct (prompt, chosen) of the training split, once (at most
     `max_steps` steps), and return the policy with those weights merged in: DPO then starts
     from, and is measured against, a model that already answers in the asked format. Kept in
-    `out` so a resumed run reuses it."""
+    `out` so a resumed run reuses it. Like the run's own loop, the stage can end early with a
+    checkpoint (a chunk of `stop_after` steps, Stop) that the next call carries on from."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     from pipeline.shared_prompt import SharedPromptSFTTrainer
 
     if (out / "config.json").is_file():
-        return load_model(str(out), fresh=True)
-    forget_run_name(out)  # an SFT stage that runs always runs from its start
+        return SFTStage(load_model(str(out), fresh=True), 0, 0, 0, 0.0)
+    checkpoints = out.parent / "sft-checkpoints"
+    discard_unfinished_checkpoints(checkpoints)
+    checkpoint = latest_checkpoint(checkpoints)
+    if checkpoint is None:
+        forget_run_name(out)  # a stage that starts, starts a new trackio run
     seen, rows = set(), []
     sides = ("chosen", "rejected") if recipe.sft_titles == "both" else ("chosen",)
     for row in train_split:
@@ -313,11 +360,12 @@ def sft_stage(
                 seen.add(key)
                 rows.append({"prompt": row["prompt"], "completion": row[side]})
     config = SFTConfig(
-        output_dir=str(out.parent / "sft-checkpoints"),
+        output_dir=str(checkpoints),
         num_train_epochs=recipe.sft_epochs,
         max_steps=max_steps or -1,
         learning_rate=recipe.sft_learning_rate,
-        save_strategy="no",
+        save_strategy="no",  # a checkpoint only where the stage stops early
+        save_total_limit=1,
         **common_args(recipe, policy, out, "sft", max_steps),
     )
     cls, extra = trainer_class(recipe, SFTTrainer, SharedPromptSFTTrainer)
@@ -330,9 +378,13 @@ def sft_stage(
         peft_config=lora_config(recipe),
         callbacks=callbacks,
     )
-    trainer.train()
-    if trainer.state.global_step < trainer.state.max_steps:  # stopped from outside
-        raise UserError("stopped during the SFT stage, before DPO began: start again to redo it")
+    watched(trainer, stop_after, stop_file=out.parent / STOP_FILE)
+    started = time.monotonic()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    state, seconds = trainer.state, time.monotonic() - started
+    taken = state.global_step - (checkpoint_step(checkpoint) if checkpoint else 0)
+    if state.global_step < state.max_steps:  # a chunk's steps ran out, or Stop
+        return SFTStage(None, state.global_step, state.max_steps, taken, seconds)
     # the adapter is kept so that an adapter-only push can add it to the DPO one (hub/push.py).
     # Saved aside, then renamed: a stage cut off while saving leaves no `out` that looks done.
     partial = out.with_name(out.name + ".partial")
@@ -341,10 +393,35 @@ def sft_stage(
     if trainer.is_world_process_zero():
         shutil.rmtree(out, ignore_errors=True)  # what it held: the stage's trackio run name
         partial.rename(out)
+        shutil.rmtree(checkpoints, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     # DPO starts from the saved model, loaded afresh: exactly what a resumed run starts from,
     # and free of the forward patches the SFT trainer put on this one.
-    return load_model(str(out), fresh=True)
+    policy = load_model(str(out), fresh=True)
+    return SFTStage(policy, state.global_step, state.max_steps, taken, seconds)
+
+
+def stage_result(stage: SFTStage, out: Path, start, recipe, data) -> TrainResult:
+    """A chunk that ended inside the SFT stage, as a run's chunk reports itself."""
+    return TrainResult(
+        out=str(out),
+        model=start.label,
+        recipe=asdict(recipe),
+        steps=stage.step,
+        train_loss=None,
+        eval_loss=None,
+        best_checkpoint=None,
+        seconds=round(stage.seconds, 2),
+        metrics_file=str(out / METRICS_FILE),
+        finished=False,
+        max_steps=stage.total,
+        base_model=start.hub_id,
+        data=str(data),
+        started_from=start.requested,
+        kind=recipe.KIND,
+        stage="sft",
+        steps_this_call=stage.steps_this_call,
+    )
 
 
 def checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
@@ -357,6 +434,8 @@ def checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
     # checkpoint half-written and logged steps that it will now train again.
     discard_unfinished_checkpoints(out)
     checkpoint = latest_checkpoint(out)
+    if checkpoint is None and (out / "sft").is_dir():  # stopped in or right after the SFT stage
+        return checkpoint_to_resume(out, resume=False)
     if checkpoint is None:
         raise UserError(f"{out} has no checkpoint to resume from")
     drop_records_after(out / METRICS_FILE, checkpoint_step(checkpoint))

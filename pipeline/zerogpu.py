@@ -271,12 +271,10 @@ def train_in_chunks(
     A chunk that ZeroGPU aborts is tried again from the last complete checkpoint, with chunks
     half as long (`on_abort(line)` hears why), up to RETRIES_AFTER_ABORT times in a row."""
     pace = pace or chunk_pace(data, model_name, recipe)
-    first, aborts = not resume, 0
+    aborts = 0
     while True:
-        checkpoint = latest_checkpoint(out) if resume else None
-        before = checkpoint_step(checkpoint) if checkpoint else 0
-        steps = chunk_steps or pace.chunk_steps(MAX_CALL_SECONDS, first)
-        seconds = pace.chunk_seconds(steps, first)
+        steps = chunk_steps or pace.chunk_steps(MAX_CALL_SECONDS)
+        seconds = pace.chunk_seconds(steps)
         try:
             result = train_chunk(
                 data, out, model_name, recipe, max_steps, steps, seconds, resume, reward_model
@@ -287,15 +285,14 @@ def train_in_chunks(
             if ABORTED not in str(exc):
                 raise
             aborts += 1
-            resume = latest_checkpoint(out) is not None
-            first = first and not resume
+            resume = resume or latest_checkpoint(out) is not None
             if should_stop() or aborts > RETRIES_AFTER_ABORT:
                 raise UserError(_aborted(aborts, out, should_stop())) from None
             pace = pace.slower()
             chunk_steps = chunk_steps and max(1, chunk_steps // 2)
             on_abort(
                 f"ZeroGPU aborted the chunk of {steps} steps ({seconds} s asked for): trying "
-                f"again from {_where(out)} with chunks half as long "
+                f"again from {_where(out) or 'the start'} with chunks half as long "
                 f"({aborts} of {RETRIES_AFTER_ABORT} tries)"
             )
             continue
@@ -303,14 +300,21 @@ def train_in_chunks(
         on_chunk(result)
         if result.finished or should_stop():
             return result
-        if result.steps > before:
-            pace = pace.measured(result.seconds / (result.steps - before))
-        resume, first = True, False
+        if result.steps_this_call:
+            pace = pace.measured(result.seconds / result.steps_this_call, result.stage)
+        pace = pace.with_sft_left(result.max_steps - result.steps if result.stage == "sft" else 0)
+        resume = True
 
 
-def _where(out) -> str:
-    checkpoint = latest_checkpoint(out)
-    return f"step {checkpoint_step(checkpoint)}" if checkpoint else "the start"
+def _where(out) -> str | None:
+    """Where a resumed run carries on from (None: nowhere, it starts again)."""
+    if checkpoint := latest_checkpoint(out):
+        return f"step {checkpoint_step(checkpoint)}"
+    if (Path(out) / "sft" / "config.json").is_file():
+        return "the end of its SFT stage"
+    if checkpoint := latest_checkpoint(Path(out) / "sft-checkpoints"):
+        return f"step {checkpoint_step(checkpoint)} of its SFT stage"
+    return None
 
 
 def _aborted(aborts: int, out, stopping: bool) -> str:
@@ -320,9 +324,9 @@ def _aborted(aborts: int, out, stopping: bool) -> str:
 
 
 def _resume_from(out) -> str:
-    if latest_checkpoint(out) is None:
+    if (where := _where(out)) is None:
         return "The run had saved no checkpoint yet: start it again."
-    return f"The run's last checkpoint is at {_where(out)}: Resume carries on from there."
+    return f"The run's last checkpoint is at {where}: Resume carries on from there."
 
 
 @gpu_call(duration=SCORING_SECONDS)

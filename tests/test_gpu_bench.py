@@ -64,7 +64,8 @@ def test_the_rates_it_writes_size_the_chunks(bench_run, small_data, tiny_model_d
     pace = zerogpu.chunk_pace(small_data, str(tiny_model_dir), fast)
     assert pace.source.startswith("measured on CPU")
     assert pace.step_s == pytest.approx(measured["step_s"])  # the tiny model is smaller
-    assert pace.once_s == pytest.approx(2 * measured["sft_step_s"])  # 16 pairs, batch 8
+    assert pace.sft_step_s == pytest.approx(measured["sft_step_s"])
+    assert pace.sft_steps == 2  # 16 pairs, batch 8
     assert pace.call_s > zerogpu.STARTUP_SECONDS  # its reference pass, in every call
     # a changed recipe is planned at its kind's slowest measured row
     custom = dataclasses.replace(fast, lora_r=None)

@@ -132,8 +132,11 @@ def test_a_chunked_run_reports_progress_chunk_by_chunk(data, tiny_model_dir, tmp
     status = runner.wait(120)
     assert status.state == "done", status.message
     assert (status.step, status.total) == (5, 5)
+    # the SFT stage's steps count in a chunk's (its 5th and DPO's 1st share one; a limit
+    # bounds the stage too)
     assert [line for line in status.log if line.startswith("chunk done")] == [
-        "chunk done: step 2/5", "chunk done: step 4/5", "chunk done: step 5/5"
+        "chunk done: SFT stage 2/5", "chunk done: SFT stage 4/5",
+        "chunk done: step 1/5", "chunk done: step 3/5", "chunk done: step 5/5"
     ]  # fmt: skip
     assert [m["step"] for m in status.metrics if "loss" in m] == [1, 2, 3, 4, 5]
     # run as GPU chunks (as on a Space), the log names the values the recipe takes on a GPU
@@ -208,8 +211,16 @@ def test_an_sft_stage_shows_as_such_and_can_be_stopped(data, tiny_model_dir, tmp
         time.sleep(0.05)
     runner.stop()
     stopped = runner.wait(120)
-    assert stopped.state == "stopped" and "during the SFT stage" in stopped.message
+    assert stopped.state == "stopped", stopped.message
+    assert stopped.message.startswith("Stopped in the SFT stage at step "), stopped.message
     assert not (tmp_path / "stopped" / "sft" / "config.json").exists()
+    # Resume carries the stage on from its checkpoint, then DPO runs
+    runner.start(out=tmp_path / "stopped", resume=True, **{**kwargs, "max_steps": None})
+    resumed = runner.wait(240)
+    assert resumed.state == "done", resumed.message
+    first_sft = [line for line in resumed.log if line.startswith("SFT stage:")]
+    assert first_sft and resumed.stage == "dpo" and resumed.step == resumed.total
+    assert not (tmp_path / "stopped" / "sft-checkpoints").exists()
 
 
 def test_run_folders_are_made_by_the_runner_and_a_running_job_writes_none(

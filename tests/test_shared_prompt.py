@@ -229,7 +229,7 @@ def test_sft_stage_gives_the_same_weights_with_and_without_it(
         recipe = replace(RECIPES["fast"], shared_prompt=shared, sft_epochs=1,
                          sft_learning_rate=1e-2, batch_size=4)  # fmt: skip
         policy = load_model(str(tiny_model_dir), fresh=True)
-        tuned = sft_stage(policy, train_split, tmp_path / f"sft-{shared}", recipe)
+        tuned = sft_stage(policy, train_split, tmp_path / f"sft-{shared}", recipe).policy
         weights[shared] = {k: v.detach().clone() for k, v in tuned.model.state_dict().items()}
         if shared:
             assert shared_calls, "the SFT stage never used the shared-prompt forward"

@@ -62,10 +62,14 @@ def _client(url):
     return Client(url, verbose=False)
 
 
-def _start(client, model: str, steps: int, resume: bool = False) -> None:
-    """Start (or resume) a DPO run of the tutorial recipe, `steps` steps at most, from the Train
-    tab."""
-    recipe = ["tutorial", 3, 0.1, 1e-6, 8, False, 16, 32, steps]
+TUTORIAL = ["tutorial", 3, 0.1, 1e-6, 8, False, 16, 32]  # the Train tab's form, as shipped
+FAST = ["fast", 1, 0.5, 5e-5, 8, True, 16, 32]
+
+
+def _start(client, model: str, steps: int, resume: bool = False, form=TUTORIAL) -> None:
+    """Start (or resume) a DPO run of the tutorial recipe (or the `form` given), `steps` steps
+    at most, from the Train tab."""
+    recipe = [*form, steps]
     if resume:
         client.predict(model, *recipe, api_name="/train_resume")
     else:
@@ -247,3 +251,24 @@ def test_a_run_that_spends_the_zerogpu_quota_ends_saying_where_resume_carries_on
     assert "the held-out pairs were not ranked: ZeroGPU quota exceeded" in log, log[-800:]
     outcomes = [c["outcome"] for c in space.gpu_calls("train_chunk")[chunks_before:]]
     assert outcomes[:2] == ["ok", "quota exceeded"] and set(outcomes[2:]) == {"ok"}, outcomes
+
+
+def test_the_sft_stage_of_a_run_trains_in_chunks_too(space, tiny_model_dir):
+    """The fast recipe's SFT stage ran whole in the first chunk, whose call asked for the whole
+    stage's time (404 s at the estimated pace), more than a call may ask for."""
+    planned = space.rates.read_text()
+    paced = {"device": "test", "shapes": {"any": {"params": 10**9, "rows": {
+        "dpo:fast": {"step_s": 20.0, "sft_step_s": 20.0}}}}}  # fmt: skip
+    space.rates.write_text(json.dumps(paced))  # 3 steps a chunk, until a chunk is measured
+    owner = _client(space.url)
+    chunks_before = len(space.gpu_calls("train_chunk"))
+    try:
+        _start(owner, str(tiny_model_dir), 6, form=FAST)
+        progress, log = _ended(owner)
+    finally:
+        space.rates.write_text(planned)
+    assert progress.startswith("**done**") and "Done: 6 steps" in progress, progress
+    assert "chunk done: SFT stage 3/" in log, log[-800:]
+    chunks = space.gpu_calls("train_chunk")[chunks_before:]
+    assert chunks[0]["seconds"] == 15 + 1.5 * 3 * 20, chunks
+    assert all(c["seconds"] <= 120 and c["outcome"] == "ok" for c in chunks), chunks

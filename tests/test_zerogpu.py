@@ -29,9 +29,11 @@ def test_chunks_of_two_steps_end_with_the_same_weights_as_a_straight_run(
     seen = []
     chunked = zerogpu.train_in_chunks(
         small_data, tmp_path / "chunked", str(tiny_model_dir), RECIPE, chunk_steps=2,
-        on_chunk=lambda r: seen.append((r.steps, r.finished)),
+        on_chunk=lambda r: seen.append((r.stage, r.steps, r.finished)),
     )  # fmt: skip
-    assert seen == [(2, False), (4, False), (6, False), (8, True)]
+    # the first chunk's 2 steps are the SFT stage's
+    assert seen == [("sft", 2, False), ("", 2, False), ("", 4, False), ("", 6, False),
+                    ("", 8, True)]  # fmt: skip
     assert chunked.steps == straight.steps and chunked.finished
     # every chunk but the last left a checkpoint to resume from, and no final model
     assert latest_checkpoint(tmp_path / "chunked").name == "checkpoint-8"
@@ -64,12 +66,39 @@ def test_chunks_of_two_steps_end_with_the_same_weights_as_a_straight_run(
         assert b == pytest.approx(a, rel=1e-5)
 
 
+def test_an_sft_stage_longer_than_a_chunk_runs_over_several_and_ends_as_a_straight_one(
+    small_data, tiny_model_dir, tmp_path
+):
+    """The SFT stage ran whole in the first chunk, so its call asked for the whole stage's
+    time (404 s for the fast recipe at the estimated pace): now its steps are chunked too."""
+    recipe = replace(RECIPE, shared_prompt=False)  # a step per 4 (prompt, chosen) rows
+    straight = train_dpo(
+        small_data, tmp_path / "straight", str(tiny_model_dir), recipe, max_steps=3
+    )
+    seen = []
+    zerogpu.train_in_chunks(
+        small_data, tmp_path / "chunked", str(tiny_model_dir), recipe, max_steps=3,
+        chunk_steps=1, on_chunk=lambda r: seen.append((r.stage, r.steps, r.finished)),
+    )  # fmt: skip
+    # the SFT stage's 3 steps (a limit bounds it too), then DPO's
+    assert seen == [("sft", 1, False), ("sft", 2, False), ("sft", 3, False), ("", 1, False),
+                    ("", 2, False), ("", 3, True)]  # fmt: skip
+    assert straight.steps == 3
+    for folder in ("sft", "."):
+        a = load_file(tmp_path / "straight" / folder / "model.safetensors")
+        b = load_file(tmp_path / "chunked" / folder / "model.safetensors")
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=1e-5, msg=f"{folder} {key}")
+    assert not (tmp_path / "chunked" / "sft-checkpoints").exists()
+
+
 def test_a_chunk_stops_early_and_leaves_no_final_model(small_data, tiny_model_dir, tmp_path):
     out = tmp_path / "run"
-    first = train_dpo(small_data, out, str(tiny_model_dir), RECIPE, stop_after=3)
-    assert (first.steps, first.finished) == (3, False)
+    first = train_dpo(small_data, out, str(tiny_model_dir), RECIPE, stop_after=4)
+    # a chunk's steps count the SFT stage's (2 here): DPO gets the other 2
+    assert (first.steps, first.finished, first.steps_this_call) == (2, False, 2)
     assert not (out / "model.safetensors").exists()
-    assert latest_checkpoint(out).name == "checkpoint-3"
+    assert latest_checkpoint(out).name == "checkpoint-2"
     rest = train_dpo(small_data, out, str(tiny_model_dir), RECIPE, stop_after=100, resume=True)
     assert (rest.steps, rest.finished) == (8, True)
     assert (out / "model.safetensors").exists()
@@ -84,7 +113,7 @@ def test_a_run_cut_off_while_saving_resumes_from_its_last_complete_checkpoint(
     straight = tmp_path / "straight"
     train_dpo(small_data, straight, str(tiny_model_dir), RECIPE)
     out = tmp_path / "run"
-    train_dpo(small_data, out, str(tiny_model_dir), RECIPE, stop_after=4)
+    train_dpo(small_data, out, str(tiny_model_dir), RECIPE, stop_after=6)  # SFT 2, DPO 4
     cut = out / "checkpoint-6"  # steps 5 and 6 trained and logged, then killed while saving
     shutil.copytree(out / "checkpoint-4", cut)
     (cut / "trainer_state.json").unlink()
@@ -127,7 +156,7 @@ def test_an_sft_stage_cut_off_while_saving_is_done_again(
         with pytest.raises(KeyboardInterrupt):
             train_dpo(small_data, out, str(tiny_model_dir), RECIPE, stop_after=2)
     assert not (out / "sft" / "config.json").exists()
-    result = train_dpo(small_data, out, str(tiny_model_dir), RECIPE, stop_after=2)
+    result = train_dpo(small_data, out, str(tiny_model_dir), RECIPE, stop_after=4)
     assert result.steps == 2 and (out / "sft" / "model.safetensors").is_file()
     assert not (out / "sft.partial").exists()
 
@@ -137,7 +166,7 @@ def test_should_stop_ends_between_chunks(small_data, tiny_model_dir, tmp_path):
         small_data, tmp_path / "run", str(tiny_model_dir), RECIPE, chunk_steps=2,
         should_stop=lambda: True,
     )  # fmt: skip
-    assert (result.steps, result.finished) == (2, False)
+    assert (result.stage, result.steps, result.finished) == ("sft", 2, False)
 
 
 def test_gpu_durations_follow_the_work():
@@ -145,18 +174,21 @@ def test_gpu_durations_follow_the_work():
     many = zerogpu.generation_seconds("m", "idea", GenerationSettings(n=20, max_new_tokens=48))
     assert 0 < few < many <= zerogpu.MAX_CALL_SECONDS
     # a chunk's duration grows with its steps and the pace; the steps that fit in one call
-    # shrink as the pace slows; the first chunk also carries the SFT stage
-    slow, fast = Pace(2.0, 15, 30, "test"), Pace(0.5, 15, 30, "test")
-    assert slow.chunk_seconds(10, first=False) < slow.chunk_seconds(20, first=False)
-    assert fast.chunk_seconds(10, first=False) < slow.chunk_seconds(10, first=False)
-    assert slow.chunk_seconds(10, first=True) == slow.chunk_seconds(10, first=False) + 30
+    # shrink as the pace slows
+    slow, fast = Pace(2.0, 15, "test"), Pace(0.5, 15, "test")
+    assert slow.chunk_seconds(10) < slow.chunk_seconds(20)
+    assert fast.chunk_seconds(10) < slow.chunk_seconds(10)
     budget = zerogpu.MAX_CALL_SECONDS
-    assert fast.chunk_steps(budget, False) > slow.chunk_steps(budget, False) >= 1
-    assert slow.chunk_steps(budget, True) < slow.chunk_steps(budget, False)
-    for first in (True, False):
-        assert slow.chunk_seconds(slow.chunk_steps(budget, first), first) <= budget
-    # an SFT stage longer than a call still runs, in a first chunk of one step
-    assert Pace(2.0, 15, 500, "test").chunk_steps(budget, True) == 1
+    assert fast.chunk_steps(budget) > slow.chunk_steps(budget) >= 1
+    assert slow.chunk_seconds(slow.chunk_steps(budget)) <= budget
+    assert slow.chunk_seconds(slow.chunk_steps(budget) + 1) > budget
+    # the SFT stage's steps come first, at their own pace, and no call asks for more than one
+    # call's time however long the stage (it once asked for the whole stage in its first call)
+    with_sft = Pace(2.0, 15, "test", sft_step_s=4.0, sft_steps=500)
+    assert with_sft.chunk_seconds(10) == 15 + 1.5 * 10 * 4.0
+    assert with_sft.chunk_seconds(with_sft.chunk_steps(budget)) <= budget
+    assert with_sft.with_sft_left(3).chunk_seconds(10) == 15 + 1.5 * (3 * 4.0 + 7 * 2.0)
+    assert with_sft.with_sft_left(0).chunk_steps(budget) == slow.chunk_steps(budget)
 
 
 def test_generation_entry_point_takes_a_model_name(tiny_model_dir):
