@@ -180,26 +180,20 @@ def train_and_save(
     if saved:
         save_policy(trainer, tokenizer, out, merge=recipe.lora_r is not None)
     eval_losses = [e["eval_loss"] for e in state.log_history if "eval_loss" in e]
-    result = TrainResult(
-        out=str(out),
-        model=start.label,
-        recipe=asdict(recipe),
+    result = run_result(
+        out, start, recipe, data,
         steps=state.global_step,
         train_loss=output.training_loss if saved else None,
         eval_loss=min(eval_losses) if saved and eval_losses else None,
         best_checkpoint=state.best_model_checkpoint,
         seconds=round(seconds, 2),
-        metrics_file=str(out / METRICS_FILE),
         finished=finished,
         max_steps=state.max_steps,
-        base_model=start.hub_id,
-        data=str(data),
-        started_from=start.requested,
         kind=kind,
         rows_limit=rows_limit,
         steps_this_call=state.global_step - began,
         **summary,
-    )
+    )  # fmt: skip
     if saved and trainer.is_world_process_zero():
         write_summary(result)
     return result
@@ -401,27 +395,29 @@ def sft_stage(
     return SFTStage(policy, state.global_step, state.max_steps, taken, seconds)
 
 
-def stage_result(stage: SFTStage, out: Path, start, recipe, data) -> TrainResult:
-    """A chunk that ended inside the SFT stage, as a run's chunk reports itself."""
+def run_result(out: Path, start, recipe, data, **fields: Any) -> TrainResult:
+    """A run's summary, with what every run says of itself (where, from what, with what)
+    beside the `fields` of how it went."""
     return TrainResult(
         out=str(out),
         model=start.label,
         recipe=asdict(recipe),
-        steps=stage.step,
-        train_loss=None,
-        eval_loss=None,
-        best_checkpoint=None,
-        seconds=round(stage.seconds, 2),
         metrics_file=str(out / METRICS_FILE),
-        finished=False,
-        max_steps=stage.total,
         base_model=start.hub_id,
         data=str(data),
         started_from=start.requested,
-        kind=recipe.KIND,
-        stage="sft",
-        steps_this_call=stage.steps_this_call,
+        **fields,
     )
+
+
+def stage_result(stage: SFTStage, out: Path, start, recipe, data) -> TrainResult:
+    """A chunk that ended inside the SFT stage, as a run's chunk reports itself."""
+    return run_result(
+        out, start, recipe, data,
+        steps=stage.step, train_loss=None, eval_loss=None, best_checkpoint=None,
+        seconds=round(stage.seconds, 2), finished=False, max_steps=stage.total,
+        kind=recipe.KIND, stage="sft", steps_this_call=stage.steps_this_call,
+    )  # fmt: skip
 
 
 def checkpoint_to_resume(out: Path, resume: bool) -> Path | None:

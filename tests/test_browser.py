@@ -104,6 +104,30 @@ def test_titles_are_shown_as_text_not_html(browser, tiny_model_dir, tmp_path):
         stop_app(process)
 
 
+def test_a_button_names_its_key_only_where_there_is_a_keyboard(browser, tiny_model_dir, tmp_path):
+    """ "A is better  [A]" on a phone named a key nobody can press there."""
+    process, url = start_app(
+        "--model", str(tiny_model_dir), "--data", str(tmp_path / "data"),
+        log_path=tmp_path / "app.log",
+    )  # fmt: skip
+    hint = "getComputedStyle(document.querySelector('#vote-{}'), '::after').content"
+    try:
+        desktop = browser.new_page(viewport={"width": 1200, "height": 900})
+        phone = browser.new_context(
+            viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+        ).new_page()
+        for page in (desktop, phone):
+            page.goto(url)
+            page.locator("#vote-left").wait_for()
+        keys = {"left": "A", "right": "B", "tie": "T", "both_bad": "X", "skip": "S"}
+        for side, key in keys.items():
+            assert desktop.evaluate(hint.format(side)) == f'"  [{key}]"', side
+            assert phone.evaluate(hint.format(side)) == "none", side
+        assert phone.locator("#vote-left").inner_text().strip() == "A is better"
+    finally:
+        stop_app(process)
+
+
 def test_train_tab_shows_live_progress_until_done(browser, tiny_model_dir, tmp_path):
     process, url = start_app(
         "--model", str(tiny_model_dir), "--data", str(tmp_path / "data"),

@@ -179,7 +179,7 @@ def serve(app: gr.Blocks, *, prevent_thread_lock: bool = False, **launch_kwargs)
     # On a ZeroGPU Space Gradio lets one event wait in the queue unless told otherwise: a second
     # visitor opening the page while another's page loads was refused "Queue is full".
     app.queue(max_size=QUEUE_MAX_SIZE).launch(
-        head=vote.KEYBOARD_JS, prevent_thread_lock=True, **launch_kwargs
+        head=vote.KEYBOARD_HEAD, prevent_thread_lock=True, **launch_kwargs
     )
     if prevent_thread_lock:
         return

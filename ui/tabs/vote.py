@@ -17,14 +17,23 @@ from ui.context import Context, TabParts, Wiring
 TITLE = "Vote"
 SHOWN_TO = "anyone"
 
-# Buttons, their keys, and what they send. The keys are bound in KEYBOARD_JS.
+# Buttons and what they send; their keys are bound, and shown, in KEYBOARD_HEAD.
 VOTE_BUTTONS = [
-    ("left", "A is better  [A]"),
-    ("right", "B is better  [B]"),
-    ("tie", "Tie  [T]"),
-    ("both_bad", "Both bad  [X]"),
+    ("left", "A is better"),
+    ("right", "B is better"),
+    ("tie", "Tie"),
+    ("both_bad", "Both bad"),
 ]
-KEYBOARD_JS = """
+KEYS = {"left": "A", "right": "B", "tie": "T", "both_bad": "X", "skip": "S"}
+# A button names its key only where there is a keyboard to press it on: a phone (no hover, a
+# coarse pointer) shows the bare words.
+KEY_HINTS_CSS = "\n".join(
+    f'  #vote-{side}::after {{ content: "  [{key}]"; white-space: pre; }}'
+    for side, key in KEYS.items()
+)
+KEYBOARD_HEAD = (
+    ("<style>\n@media (hover: hover) and (pointer: fine) {\n" + KEY_HINTS_CSS + "\n}\n</style>")
+    + """
 <script>
 document.addEventListener("keydown", (event) => {
   const target = event.target;
@@ -38,6 +47,7 @@ document.addEventListener("keydown", (event) => {
 });
 </script>
 """
+)
 LOCK_BUTTONS_JS = """(...args) => {
   document.querySelectorAll("#vote-buttons button").forEach((b) => (b.disabled = true));
   return args;
@@ -98,7 +108,7 @@ def layout() -> Screen:
             side: gr.Button(label, elem_id=f"vote-{side}", interactive=False)
             for side, label in VOTE_BUTTONS
         }
-        skip = gr.Button("Skip  [S]", elem_id="vote-skip", variant="secondary", interactive=False)
+        skip = gr.Button("Skip", elem_id="vote-skip", variant="secondary", interactive=False)
     progress = gr.Markdown(elem_id="vote-progress")
     shown = gr.State(None)
     return Screen(voter, idea, left, right, pair_id, buttons, skip, progress, shown)
