@@ -318,7 +318,6 @@ class SFTStage:
     seconds: float
 
 
-# Over 60 lines: the stage reads top to bottom (rows, trainer, train or carry on, save).
 def sft_stage(
     policy,
     train_split,
@@ -345,14 +344,6 @@ def sft_stage(
     checkpoint = latest_checkpoint(checkpoints)
     if checkpoint is None:
         forget_run_name(out)  # a stage that starts, starts a new trackio run
-    seen, rows = set(), []
-    sides = ("chosen", "rejected") if recipe.sft_titles == "both" else ("chosen",)
-    for row in train_split:
-        for side in sides:
-            key = json.dumps([row["prompt"], row[side]])
-            if key not in seen:
-                seen.add(key)
-                rows.append({"prompt": row["prompt"], "completion": row[side]})
     config = SFTConfig(
         output_dir=str(checkpoints),
         num_train_epochs=recipe.sft_epochs,
@@ -367,7 +358,7 @@ def sft_stage(
         **extra,
         model=policy.model,
         args=config,
-        train_dataset=Dataset.from_list(rows),
+        train_dataset=Dataset.from_list(sft_rows(train_split, recipe)),
         processing_class=policy.tokenizer,
         peft_config=lora_config(recipe),
         callbacks=callbacks,
@@ -379,20 +370,38 @@ def sft_stage(
     taken = state.global_step - (checkpoint_step(checkpoint) if checkpoint else 0)
     if state.global_step < state.max_steps:  # a chunk's steps ran out, or Stop
         return SFTStage(None, state.global_step, state.max_steps, taken, seconds)
-    # the adapter is kept so that an adapter-only push can add it to the DPO one (hub/push.py).
-    # Saved aside, then renamed: a stage cut off while saving leaves no `out` that looks done.
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    save_policy(trainer, policy.tokenizer, partial, merge=recipe.lora_r is not None)
-    if trainer.is_world_process_zero():
-        shutil.rmtree(out, ignore_errors=True)  # what it held: the stage's trackio run name
-        partial.rename(out)
-        shutil.rmtree(checkpoints, ignore_errors=True)
-    trainer.accelerator.wait_for_everyone()
+    save_stage(trainer, policy.tokenizer, out, recipe)
     # DPO starts from the saved model, loaded afresh: exactly what a resumed run starts from,
     # and free of the forward patches the SFT trainer put on this one.
     policy = load_model(str(out), fresh=True)
     return SFTStage(policy, state.global_step, state.max_steps, taken, seconds)
+
+
+def sft_rows(train_split, recipe) -> list[dict[str, str]]:
+    """The SFT stage's examples: each distinct (prompt, title) of the recipe's `sft_titles`."""
+    seen, rows = set(), []
+    sides = ("chosen", "rejected") if recipe.sft_titles == "both" else ("chosen",)
+    for row in train_split:
+        for side in sides:
+            key = json.dumps([row["prompt"], row[side]])
+            if key not in seen:
+                seen.add(key)
+                rows.append({"prompt": row["prompt"], "completion": row[side]})
+    return rows
+
+
+def save_stage(trainer, tokenizer, out: Path, recipe) -> None:
+    """The finished SFT stage's model in `out` (its adapter too, so that an adapter-only push
+    can add it to the DPO one: hub/push.py). Saved aside, then renamed: a stage cut off while
+    saving leaves no `out` that looks done. Its checkpoints go."""
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    save_policy(trainer, tokenizer, partial, merge=recipe.lora_r is not None)
+    if trainer.is_world_process_zero():
+        shutil.rmtree(out, ignore_errors=True)  # what it held: the stage's trackio run name
+        partial.rename(out)
+        shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
 
 
 def run_result(out: Path, start, recipe, data, **fields: Any) -> TrainResult:

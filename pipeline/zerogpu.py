@@ -271,9 +271,10 @@ def train_in_chunks(
     A chunk that ZeroGPU aborts is tried again from the last complete checkpoint, with chunks
     half as long (`on_abort(line)` hears why), up to RETRIES_AFTER_ABORT times in a row."""
     pace = pace or chunk_pace(data, model_name, recipe)
-    aborts = 0
+    aborts, left = 0, None  # left: the run's own steps still to go, once a chunk has said
     while True:
         steps = chunk_steps or pace.chunk_steps(MAX_CALL_SECONDS)
+        steps = min(steps, left or steps)  # the last chunk asks for its own steps' time only
         seconds = pace.chunk_seconds(steps)
         try:
             result = train_chunk(
@@ -303,6 +304,7 @@ def train_in_chunks(
         if result.steps_this_call:
             pace = pace.measured(result.seconds / result.steps_this_call, result.stage)
         pace = pace.with_sft_left(result.max_steps - result.steps if result.stage == "sft" else 0)
+        left = None if result.stage == "sft" else result.max_steps - result.steps
         resume = True
 
 
