@@ -69,7 +69,10 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         return []
-    text = path.read_text(encoding="utf-8")
+    return _records(path.read_text(encoding="utf-8"))
+
+
+def _records(text: str) -> list[dict[str, Any]]:
     lines = [line for line in text.splitlines() if line.strip()]
     if lines and not text.endswith("\n"):  # being written now, or cut off while written
         try:
@@ -84,10 +87,11 @@ def drop_records_after(path: str | Path, step: int) -> int:
     steps after its checkpoint, and the records those steps wrote before the run was cut off
     would be charted twice (a line cut off mid-write goes too). Returns how many were dropped."""
     path = Path(path)
-    records = read_metrics(path)
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    records = _records(text)
     kept = [r for r in records if r.get("step", 0) <= step]
-    torn = path.is_file() and not path.read_text(encoding="utf-8").endswith("\n")
-    if len(kept) < len(records) or (torn and path.stat().st_size):
+    torn = bool(text) and not text.endswith("\n")
+    if len(kept) < len(records) or torn:
         partial = path.with_name(path.name + ".partial")
         partial.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
         partial.replace(path)
