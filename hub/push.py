@@ -34,6 +34,7 @@ from pipeline.errors import UserError
 from pipeline.methods import method_of
 from pipeline.metrics import read_metrics
 from pipeline.ratings import NO_SCREENING, Screening
+from pipeline.runs import SFT_STAGE
 from pipeline.tracking import RUN_FILE
 
 # Files of a saved model folder that describe the model; anything else there (checkpoints,
@@ -241,7 +242,7 @@ def _adapter_uploads(run: Path, summary: dict[str, Any], base_model: str | None)
             "pass --base-model with the id of the model it started from"
         )
     dpo = run / "adapter"
-    sft = run / "sft" / "adapter"
+    sft = run / SFT_STAGE / "adapter"
     if not (dpo / "adapter_config.json").is_file():
         raise UserError(f"{run} has no saved adapter ({dpo})")
     if summary["recipe"].get("sft_epochs"):

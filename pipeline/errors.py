@@ -1,6 +1,8 @@
-"""The one exception type for mistakes a user can fix (bad input, unknown model, bad file).
+"""The one exception type for mistakes a user can fix (bad input, unknown model, bad file),
+and the one for a failure inside a GPU call, which would otherwise reach the page as a bare
+class name.
 
-The CLI prints these as one line and exits non-zero; the app shows them as a message.
+The CLI prints a UserError as one line and exits non-zero; the app shows either as a message.
 Anything else that escapes is a bug and keeps its traceback.
 """
 
@@ -10,6 +12,16 @@ from contextlib import contextmanager
 
 class UserError(Exception):
     """Bad input or an unusable resource, described in words the user can act on."""
+
+
+class GpuCallError(RuntimeError):
+    """An error raised inside a ZeroGPU call's worker, in its own words (ZeroGPU passes back
+    only its class name: "ZeroGPU worker error: IndexError"). A bug or a broken model, not
+    a user's mistake; `worker_traceback` says where it was raised."""
+
+    def __init__(self, words: str, worker_traceback: str) -> None:
+        super().__init__(f"error inside the GPU call: {words}")
+        self.worker_traceback = worker_traceback
 
 
 @contextmanager

@@ -40,7 +40,7 @@ from pipeline.rounds import (
     short_name,
     unique_ideas,
 )
-from pipeline.runs import run_ideas, run_summary
+from pipeline.runs import SFT_STAGE, run_ideas, run_summary
 from pipeline.votes import IterationInfo, RoundInfo, VoteStore, check_round_name
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ def _trained_ideas(model: str) -> set[str]:
     which are asked about once, stand for them."""
     folder = Path(model).expanduser()
     run = next((f for f in (folder, folder.parent) if run_summary(f)), None)
-    if run is None or (run != folder and folder.name != "sft"):
+    if run is None or (run != folder and folder.name != SFT_STAGE):
         return set()
     try:
         return {idea_key(i) for i in run_ideas(run, "train")}

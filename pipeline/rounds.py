@@ -28,7 +28,7 @@ from pipeline.prompts import check_idea
 
 # run_summary, run_ideas and run_model_folder moved to pipeline.runs; this module still
 # answers for them (tests import them from here): drop them from here in 0.2
-from pipeline.runs import run_ideas, run_model_folder, run_name, run_summary
+from pipeline.runs import SFT_STAGE, run_ideas, run_model_folder, run_name, run_summary
 from pipeline.votes import RoundInfo, RoundTitle, VoteStore, check_round_name
 
 FRESH_IDEAS = Path(__file__).resolve().parent.parent / "data" / "fresh-ideas" / "ideas.txt"
@@ -180,7 +180,7 @@ def round_models(names: Sequence[str], stages: bool = True) -> list[RoundModel]:
         run = run_name(name)
         if stages and summary.get("started_from"):
             add(f"base: {summary['started_from']}", summary["started_from"])
-        sft = Path(name) / "sft"
+        sft = Path(name) / SFT_STAGE
         if stages and (sft / "config.json").is_file():
             add(f"{run} SFT", str(sft))
         add(f"{run} tuned", name)

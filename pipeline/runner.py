@@ -205,7 +205,8 @@ class TrainingRunner:
             return
         except Exception as exc:  # a bug or a broken model: keep the app alive, show it
             self._update(state="failed", message=f"training failed: {exc}")
-            self._log(traceback.format_exc())
+            # raised in a ZeroGPU worker: where it was raised there, not where it came back
+            self._log(getattr(exc, "worker_traceback", None) or traceback.format_exc())
             return
         stopped = self._stop.is_set()
         if on_done is not None and result.finished and not stopped:
@@ -284,7 +285,7 @@ class TrainingRunner:
             pace=pace,
             should_stop=self._stop.is_set,
             on_chunk=on_chunk,
-            on_abort=self._log,
+            on_retry=self._log,
             **train_kwargs,
         )
 

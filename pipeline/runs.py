@@ -22,6 +22,10 @@ RUN_PREFIX = "run-"
 # In a model folder: Stop pressed while a chunk trains in another process (a ZeroGPU worker),
 # which ends the chunk at its next step, with a checkpoint.
 STOP_FILE = "stop-requested"
+# In a model folder: a recipe's SFT stage once it has ended (a model folder of its own, which
+# DPO starts from and is measured against), and the stage's checkpoints while it has not.
+SFT_STAGE = "sft"
+SFT_CHECKPOINTS = "sft-checkpoints"
 
 
 # --- naming ----------------------------------------------------------------------------------

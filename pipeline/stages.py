@@ -27,6 +27,8 @@ from pipeline.metrics import METRICS_FILE, PRINT_METRICS, drop_records_after, me
 from pipeline.models import LoadedModel, ModelSource, load_model
 from pipeline.recipes import DPORecipe
 from pipeline.runs import (
+    SFT_CHECKPOINTS,
+    SFT_STAGE,
     STOP_FILE,
     checkpoint_step,
     discard_unfinished_checkpoints,
@@ -118,11 +120,11 @@ def open_run(
     policy = load_model(model_name, fresh=True, head=head)
     start = policy.source
     sft_epochs = getattr(recipe, "sft_epochs", 0)
-    reference_from = str(out / "sft") if sft_epochs else start.requested
+    reference_from = str(out / SFT_STAGE) if sft_epochs else start.requested
     steps_left = stop_after
     if sft_epochs:
         stage = sft_stage(
-            policy, train_split, out / "sft", recipe, callbacks, max_steps, stop_after
+            policy, train_split, out / SFT_STAGE, recipe, callbacks, max_steps, stop_after
         )
         spent = stop_after is not None and stage.steps_this_call >= stop_after
         if stage.policy is None or spent:  # the chunk ends in the stage, or at its end
@@ -339,7 +341,7 @@ def sft_stage(
 
     if (out / "config.json").is_file():
         return SFTStage(load_model(str(out), fresh=True), 0, 0, 0, 0.0)
-    checkpoints = out.parent / "sft-checkpoints"
+    checkpoints = out.parent / SFT_CHECKPOINTS
     discard_unfinished_checkpoints(checkpoints)
     checkpoint = latest_checkpoint(checkpoints)
     if checkpoint is None:
@@ -439,7 +441,7 @@ def checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
     # checkpoint half-written and logged steps that it will now train again.
     discard_unfinished_checkpoints(out)
     checkpoint = latest_checkpoint(out)
-    if checkpoint is None and (out / "sft").is_dir():  # stopped in or right after the SFT stage
+    if checkpoint is None and (out / SFT_STAGE).is_dir():  # stopped in or right after the SFT stage
         return checkpoint_to_resume(out, resume=False)
     if checkpoint is None:
         raise UserError(f"{out} has no checkpoint to resume from")

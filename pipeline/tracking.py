@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline.runs import SFT_STAGE
+
 log = logging.getLogger(__name__)
 
 PROJECT = "title-dpo"
@@ -60,8 +62,8 @@ def base_run_name(out: str | Path, stage: str) -> str:
     """A run's name in trackio before any numbering: its folder (the app's RUN of RUN/model)
     and the stage."""
     out = Path(out).resolve()
-    folder = out.parent.name if out.name in ("model", "sft") else out.name
-    if out.name == "sft":  # OUT/sft is the SFT stage of the run in OUT
+    folder = out.parent.name if out.name in ("model", SFT_STAGE) else out.name
+    if out.name == SFT_STAGE:  # OUT/sft is the SFT stage of the run in OUT
         folder = out.parent.parent.name if out.parent.name == "model" else out.parent.name
     return f"{folder} {stage}"
 

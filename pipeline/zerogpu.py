@@ -11,9 +11,10 @@ On a ZeroGPU Space a function decorated with `spaces.GPU(duration=...)` gets a G
 Outside a ZeroGPU Space `spaces.GPU` returns the function unchanged, so the same code runs on a
 laptop and in the tests. On ZeroGPU the call runs in a forked worker process: the entry points
 take plain, picklable arguments (a model *name*, not a loaded model) and return picklable
-values, and `gpu_call` carries a `UserError` back as a value, since ZeroGPU passes back nothing
-of an exception but a `gr.Error`'s message (of any other, its class name). tests/test_space.py
-runs the app under an emulated ZeroGPU (tests/zerogpu_site) to show all of it.
+values, and `gpu_call` carries a `UserError` back as a value and any other error's words
+beside it, since ZeroGPU passes back nothing of an exception but a `gr.Error`'s message (of any
+other, its class name). tests/test_space.py runs the app under an emulated ZeroGPU
+(tests/zerogpu_site) to show all of it.
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
+import tempfile
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 import spaces
 
-from pipeline.errors import UserError
+from pipeline.errors import GpuCallError, UserError
 from pipeline.generation import GenerationSettings, Title, generate_for_idea
 from pipeline.gpu_rates import STARTUP_SECONDS, GpuRates, Pace, model_params, plan_pace
 from pipeline.judges import PairwiseJudge, make_judge
@@ -35,7 +39,7 @@ from pipeline.models import load_model
 from pipeline.recipes import Recipe
 from pipeline.reward import ScoredTitle, best_of_n, load_reward_model
 from pipeline.rounds import generate_with, short_name
-from pipeline.runs import checkpoint_step, latest_checkpoint
+from pipeline.runs import SFT_CHECKPOINTS, SFT_STAGE, checkpoint_step, latest_checkpoint
 from pipeline.stages import TrainResult
 
 DEFAULT_SETTINGS = GenerationSettings()
@@ -49,6 +53,9 @@ SECONDS_PER_NEW_TOKEN = 0.03  # one decoding step of a batch of up to 16 titles
 JUDGE_SECONDS_PER_BATCH = 0.5  # one forward of 16 judge prompts (~150 tokens each)
 # Ranking the held-out pairs loads up to three models and scores ~100 pairs with each.
 SCORING_SECONDS = 60
+# What spaces raises when a call's worker ends without a result: the call ran past its
+# duration, or ZeroGPU took the GPU back (spaces/zero/wrappers.py, "ZeroGPU worker error").
+ABORTED = "GPU task aborted"
 
 
 @dataclass(frozen=True)
@@ -58,24 +65,47 @@ class _Refused:
     message: str
 
 
+def _worker_error(exc: BaseException) -> bool:
+    """Whether `exc` is spaces' stand-in for an exception raised in the worker (not an abort)."""
+    return getattr(exc, "title", None) == "ZeroGPU worker error" and ABORTED not in str(exc)
+
+
 def gpu_call(duration):
-    """`spaces.GPU(duration=duration)` whose `UserError` reaches the caller as itself. In the
-    ZeroGPU worker it would come back as "ZeroGPU worker error: UserError", its words lost (a
-    training run "failed: 'UserError'"); so the worker returns it, and the caller raises it."""
+    """`spaces.GPU(duration=duration)` whose errors reach the caller in words. In the ZeroGPU
+    worker a `UserError` would come back as "ZeroGPU worker error: UserError", its words lost
+    (a training run "failed: 'UserError'"); so the worker returns it, and the caller raises it.
+    Any other error still fails the call (ZeroGPU then drops the worker, which may hold a
+    broken CUDA context), but first the worker writes what it was to a file, which the caller
+    raises as a `GpuCallError`. (The worker is a fork of this process: the disk is shared.)"""
 
     def decorate(task):
         @functools.wraps(task)
-        def in_worker(*args, **kwargs):
+        def in_worker(*args, error_file: str, **kwargs):
             try:
                 return task(*args, **kwargs)
             except UserError as exc:
                 return _Refused(str(exc))
+            except Exception as exc:
+                words = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                Path(error_file).write_text(f"{words}\n{traceback.format_exc()}")
+                raise
 
-        on_device = spaces.GPU(duration=duration)(in_worker)
+        def asked(*args, error_file: str, **kwargs):
+            return duration(*args, **kwargs) if callable(duration) else duration
+
+        on_device = spaces.GPU(duration=asked)(in_worker)
 
         @functools.wraps(task)
         def call(*args, **kwargs):
-            result = on_device(*args, **kwargs)
+            with tempfile.TemporaryDirectory(prefix="gpu-call-") as folder:
+                error_file = Path(folder) / "error.txt"
+                try:
+                    result = on_device(*args, error_file=str(error_file), **kwargs)
+                except Exception as exc:
+                    if not (_worker_error(exc) and error_file.is_file()):
+                        raise
+                    words, worker_traceback = error_file.read_text().split("\n", 1)
+                    raise GpuCallError(words, worker_traceback) from None
             if isinstance(result, _Refused):
                 raise UserError(result.message)
             return result
@@ -232,9 +262,6 @@ def train_chunk(
     )
 
 
-# What spaces raises when a call's worker ends without a result: the call ran past its
-# duration, or ZeroGPU took the GPU back (spaces/zero/wrappers.py, "ZeroGPU worker error").
-ABORTED = "GPU task aborted"
 RETRIES_AFTER_ABORT = 2  # in a row; each retry's chunks are half as long
 
 
@@ -247,6 +274,19 @@ def zerogpu_refusal(exc: BaseException) -> str | None:
         return f"{title}: {getattr(exc, 'message', exc)}".strip()
     if str(exc).startswith("Connection closed by visitor"):
         return f"{exc} (ZeroGPU runs a call for a page that is open)"
+    return None
+
+
+def seconds_allowed(refusal: str, asked: int) -> float | None:
+    """The seconds a call may ask for, when ZeroGPU refused `asked` as too many: what is left
+    of the visitor's quota ("(120s requested vs. 90s left)", in ZeroGPU's units, which may
+    scale ours), or for a call longer than the visitor may make, half as many. None when the
+    refusal is not about the call's length (no GPU free, the page closed)."""
+    if said := re.search(r"\((\d+)s requested vs\. (\d+)s left\)", refusal):
+        requested, left = int(said[1]), int(said[2])
+        return asked * left / requested if requested else None
+    if refusal.startswith("ZeroGPU illegal duration"):
+        return asked / 2
     return None
 
 
@@ -263,18 +303,20 @@ def train_in_chunks(
     pace: Pace | None = None,
     should_stop=lambda: False,
     on_chunk=lambda result: None,
-    on_abort=lambda line: None,
+    on_retry=lambda line: None,
 ) -> TrainResult:
     """Run the whole training as chunks of `chunk_steps` steps (None: as many as fit in one GPU
     call, planned at `pace`, default `chunk_pace(...)`, then at the pace the last chunk
     measured). `should_stop()` is asked between chunks; `on_chunk(result)` hears after each.
     A chunk that ZeroGPU aborts is tried again from the last complete checkpoint, with chunks
-    half as long (`on_abort(line)` hears why), up to RETRIES_AFTER_ABORT times in a row."""
+    half as long (`on_retry(line)` hears why), up to RETRIES_AFTER_ABORT times in a row.
+    A chunk refused for asking more than the visitor has left is asked again as one that fits
+    in what is left, from then on (the quota is better spent than left), if one step fits."""
     pace = pace or chunk_pace(data, model_name, recipe)
     aborts, left = 0, None  # left: the run's own steps still to go, once a chunk has said
+    budget = MAX_CALL_SECONDS  # what a call may ask for; less once ZeroGPU has said so
     while True:
-        steps = chunk_steps or pace.chunk_steps(MAX_CALL_SECONDS)
-        steps = min(steps, left or steps)  # the last chunk asks for its own steps' time only
+        steps = _chunk_size(pace, budget, chunk_steps, left)
         seconds = pace.chunk_seconds(steps)
         try:
             result = train_chunk(
@@ -282,7 +324,10 @@ def train_in_chunks(
             )
         except Exception as exc:
             if refusal := zerogpu_refusal(exc):
-                raise UserError(f"{refusal} {_resume_from(out)}") from None
+                budget = _budget_after(refusal, seconds, pace, out)  # nothing ran: ask less
+                on_retry(f"{refusal.split(':')[0]} for a chunk of {seconds} s: asking for "
+                         f"chunks of at most {math.floor(budget)} s from now on")  # fmt: skip
+                continue
             if ABORTED not in str(exc):
                 raise
             aborts += 1
@@ -291,11 +336,7 @@ def train_in_chunks(
                 raise UserError(_aborted(aborts, out, should_stop())) from None
             pace = pace.slower()
             chunk_steps = chunk_steps and max(1, chunk_steps // 2)
-            on_abort(
-                f"ZeroGPU aborted the chunk of {steps} steps ({seconds} s asked for): trying "
-                f"again from {_where(out) or 'the start'} with chunks half as long "
-                f"({aborts} of {RETRIES_AFTER_ABORT} tries)"
-            )
+            on_retry(_retrying(steps, seconds, out, aborts))
             continue
         aborts = 0
         on_chunk(result)
@@ -308,13 +349,39 @@ def train_in_chunks(
         resume = True
 
 
+def _chunk_size(pace: Pace, budget: float, chunk_steps: int | None, left: int | None) -> int:
+    """The next chunk's steps: `chunk_steps` if fixed, else as many as fit in `budget` seconds
+    at `pace` (and no more than fit, once ZeroGPU has cut the budget); at most `left`."""
+    steps = pace.chunk_steps(budget)
+    if chunk_steps:
+        steps = chunk_steps if budget == MAX_CALL_SECONDS else min(chunk_steps, steps)
+    return min(steps, left or steps)  # the last chunk asks for its own steps' time only
+
+
+def _retrying(steps: int, seconds: int, out, aborts: int) -> str:
+    return (
+        f"ZeroGPU aborted the chunk of {steps} steps ({seconds} s asked for): trying again "
+        f"from {_where(out) or 'the start'} with chunks half as long "
+        f"({aborts} of {RETRIES_AFTER_ABORT} tries)"
+    )
+
+
+def _budget_after(refusal: str, asked: int, pace: Pace, out) -> float:
+    """The seconds a chunk may ask for after ZeroGPU refused one of `asked` seconds; a
+    `UserError` when no chunk of one step fits, or the refusal is not about its length."""
+    allowed = seconds_allowed(refusal, asked)
+    if allowed is None or not pace.chunk_seconds(1) <= allowed < asked:
+        raise UserError(f"{refusal} {_resume_from(out)}")
+    return allowed
+
+
 def _where(out) -> str | None:
     """Where a resumed run carries on from (None: nowhere, it starts again)."""
     if checkpoint := latest_checkpoint(out):
         return f"step {checkpoint_step(checkpoint)}"
-    if (Path(out) / "sft" / "config.json").is_file():
+    if (Path(out) / SFT_STAGE / "config.json").is_file():
         return "the end of its SFT stage"
-    if checkpoint := latest_checkpoint(Path(out) / "sft-checkpoints"):
+    if checkpoint := latest_checkpoint(Path(out) / SFT_CHECKPOINTS):
         return f"step {checkpoint_step(checkpoint)} of its SFT stage"
     return None
 

@@ -153,6 +153,42 @@ def test_a_mistake_inside_a_gpu_call_reaches_the_owner_in_words(space, tiny_mode
     assert "Traceback" not in log and "UserError" not in space.log.read_text()
 
 
+@pytest.fixture(scope="module")
+def broken_model(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model cut to 64 embeddings for its 600-token vocabulary: it loads, and its
+    first forward raises IndexError (a broken model or a bug: no mistake a user could fix)."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    folder = tmp_path_factory.mktemp("broken") / "broken-qwen2"
+    shutil.copytree(tiny_model_dir, folder)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.resize_token_embeddings(64)
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_an_error_inside_a_gpu_call_reaches_the_owner_in_its_own_words(
+    space, tiny_model_dir, broken_model
+):
+    """Of any other exception in the worker ZeroGPU passes back its class name only: a round
+    failed with "IndexError", a run with "training failed: IndexError"."""
+    owner = _client(space.url)
+    round_form = [[], f"{tiny_model_dir}\n{broken_model}", False, 1, "broken round",
+                  "Typed below, one per line", "Multimodal RAG", None]  # fmt: skip
+    with pytest.raises(Exception, match="inside the GPU call: IndexError: index out of range"):
+        owner.predict(*round_form, api_name="/evaluate_create")
+    assert space.gpu_calls("generate_round_on_gpu")[-1]["outcome"] == "IndexError"
+
+    progress, log = _train(owner, str(broken_model))
+    assert progress.startswith("**failed**"), progress
+    assert "inside the GPU call: IndexError: index out of range in self" in progress
+    assert space.gpu_calls("train_chunk")[-1]["outcome"] == "IndexError"
+    # the log shows where it was raised, in the worker, not where spaces raised it again
+    assert "in forward" in log and "ZeroGPU worker error" not in log
+
+
 def test_a_run_trains_in_gpu_chunks_and_generate_uses_it(space, tiny_model_dir):
     """Each chunk, and the scoring after them, is a GPU call charged to whoever pressed Start
     (the ZeroGPU token the Space's proxy adds to their requests)."""
@@ -274,3 +310,29 @@ def test_the_sft_stage_of_a_run_trains_in_chunks_too(space, tiny_model_dir):
     chunks = space.gpu_calls("train_chunk")[chunks_before:]
     assert chunks[0]["seconds"] == 15 + 1.5 * 3 * 20, chunks
     assert all(c["seconds"] <= 120 and c["outcome"] == "ok" for c in chunks), chunks
+
+
+def test_a_chunk_asking_more_than_the_quota_left_is_asked_again_to_fit_it(space, tiny_model_dir):
+    """A run ended when its chunk asked for more than the visitor's quota had left, the rest
+    unspent; now the chunk is asked again as one that fits, and the run ends only when not one
+    step's chunk does."""
+    planned = space.rates.read_text()
+    paced = {"device": "test", "shapes": {"any": {"params": 10**9, "rows": {
+        "dpo:fast": {"step_s": 20.0, "sft_step_s": 20.0}}}}}  # fmt: skip
+    space.rates.write_text(json.dumps(paced))  # 3 steps (105 s) a chunk, until one is measured
+    space.quota.write_text("train_chunk 0 60")  # 60 s left: one 45 s chunk of 1 step fits
+    owner = _client(space.url)
+    chunks_before = len(space.gpu_calls("train_chunk"))
+    try:
+        _start(owner, str(tiny_model_dir), 6, form=FAST)
+        progress, log = _ended(owner)
+    finally:
+        space.rates.write_text(planned)
+        space.quota.unlink()
+    calls = [(c["seconds"], c["outcome"]) for c in space.gpu_calls("train_chunk")[chunks_before:]]
+    assert calls[:2] == [(105, "quota exceeded"), (45, "ok")], calls
+    # 15 s left, and a chunk of one step asks for the call's 15 s start-up and that step
+    assert len(calls) == 3 and calls[2][1] == "quota exceeded", calls
+    assert "quota exceeded for a chunk of 105 s: asking for chunks of at most 60 s" in log, log
+    assert progress.startswith("**failed**") and "15s left" in progress, progress
+    assert "at step 1 of its SFT stage: Resume carries on from there" in progress, progress

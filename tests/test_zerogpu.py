@@ -284,3 +284,19 @@ def test_zerogpu_refusals_are_told_apart_from_errors_inside_a_call():
     assert zerogpu.zerogpu_refusal(error("ZeroGPU worker error", "RuntimeError")) is None
     assert zerogpu.zerogpu_refusal(error("ZeroGPU worker error", zerogpu.ABORTED)) is None
     assert zerogpu.zerogpu_refusal(ValueError("bad shape")) is None
+
+
+def test_a_refusal_for_asking_too_much_says_how_much_a_call_may_ask_for():
+    """spaces' words for a quota that has less left than asked, in its units (which a
+    duration factor may scale: 240 of them for our 120 s), and for a call longer than the
+    visitor may make; no length for a refusal that is not about length."""
+    quota = "ZeroGPU quota exceeded: You have exceeded your free ZeroGPU quota ({}s requested "
+    quota += "vs. {}s left). Try again in 0:09:59. "
+    assert zerogpu.seconds_allowed(quota.format(120, 90), 120) == 90
+    assert zerogpu.seconds_allowed(quota.format(240, 90), 120) == 45
+    assert zerogpu.seconds_allowed(quota.format(120, 0), 120) == 0
+    illegal = "ZeroGPU illegal duration: The requested GPU duration (120s) is larger than the"
+    assert zerogpu.seconds_allowed(f"{illegal} maximum allowed", 120) == 60
+    assert zerogpu.seconds_allowed("ZeroGPU queue timeout: No GPU was available", 120) is None
+    runs_out = "ZeroGPU quota exceeded: You have exceeded your ZeroGPU runs limit. "
+    assert zerogpu.seconds_allowed(runs_out, 120) is None

@@ -13,7 +13,7 @@ from typing import Any
 import gradio as gr
 
 from pipeline.access import OPEN_ROLES, Gatekeeper, RequestFacts
-from pipeline.errors import UserError
+from pipeline.errors import GpuCallError, UserError
 
 
 class Guard:
@@ -75,7 +75,7 @@ class Guard:
             try:
                 keeper.require(caller, role)
                 return fn(*args, **named, **{name: given[name] for name in wants})
-            except UserError as exc:
+            except (UserError, GpuCallError) as exc:
                 raise gr.Error(str(exc)) from None
 
         handler.__signature__ = signature.replace(parameters=[*params, *extra])

@@ -16,8 +16,8 @@ a worker is never relied on either way). Durations are recorded, not enforced (a
 the GPU they are planned for); instead a test aborts a call as ZeroGPU does one that outlives
 its duration: it writes the function's name to the file ZEROGPU_EMULATOR_ABORT names, and the
 worker running it is killed (spaces then raises "GPU task aborted"). And a test spends the
-visitor's quota (ZEROGPU_EMULATOR_QUOTA, see `_quota_spent`): calls are then refused as
-spaces refuses them, before any worker starts.
+visitor's quota (ZEROGPU_EMULATOR_QUOTA, see `_quota_left`): calls asking for more than is
+left are then refused as spaces refuses them, before any worker starts.
 ZEROGPU_EMULATOR_START_SECONDS: how long a call waits for its GPU and worker before it runs
 (seconds on a Space; 0 unless set). With ZEROGPU_EMULATOR_LOG set, every call adds a JSON
 line: the function, the seconds asked for, the caller's ZeroGPU token, and how it ended.
@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import math
 import multiprocessing
 import os
 import pickle
@@ -68,20 +69,26 @@ def _run_in_worker(task, payload: bytes, results: SimpleQueue) -> None:
         results.put(("error", (type(exc).__name__, traceback.format_exc(), None)))
 
 
-def _quota_spent(task_name: str) -> bool:
-    """Whether ZeroGPU refuses this call for want of quota: ZEROGPU_EMULATOR_QUOTA names a file
-    "TASK N" (N more calls of TASK run, every later one is refused until the file goes)."""
+def _quota_left(task_name: str, seconds: float) -> int | None:
+    """What is left of the visitor's quota if ZeroGPU refuses this call; None if it runs.
+    ZEROGPU_EMULATOR_QUOTA names a file "TASK N [LEFT]": N more calls of TASK run, whatever
+    they ask for; after them a call asking for at most LEFT seconds (0 unless given) runs and
+    spends them, and any other is refused, until the file goes."""
     path = Path(os.environ.get("ZEROGPU_EMULATOR_QUOTA") or "/nonexistent")
     try:
-        task, calls = path.read_text().split()
-    except (OSError, ValueError):
-        return False
+        task, calls, *more = path.read_text().split()
+        left = int(more[0]) if more else 0
+    except (OSError, ValueError, IndexError):
+        return None
     if task != task_name:
-        return False
+        return None
     if int(calls) > 0:
-        path.write_text(f"{task} {int(calls) - 1}")
-        return False
-    return True
+        path.write_text(f"{task} {int(calls) - 1} {left}")
+        return None
+    if seconds <= left:
+        path.write_text(f"{task} 0 {left - math.ceil(seconds)}")
+        return None
+    return left
 
 
 def _watch(task_name: str, worker, results: SimpleQueue) -> None:
@@ -117,12 +124,13 @@ def _on_gpu(task, duration):
             "seconds": seconds,
             "ip_token": request and request.headers.get("x-ip-token"),
         }
-        if _quota_spent(task.__name__):  # spaces' words (spaces/zero/client.py, `schedule`)
+        left = _quota_left(task.__name__, seconds)
+        if left is not None:  # spaces' words (spaces/zero/client.py, `schedule`)
             _record({**entry, "outcome": "quota exceeded"})
             raise error(
                 "ZeroGPU quota exceeded",
                 f"You have exceeded your free ZeroGPU quota ({round(seconds)}s requested vs. "
-                "0s left). Try again in 0:09:59. ",
+                f"{left}s left). Try again in 0:09:59. ",
             )
         payload = pickle.dumps((args, kwargs))  # spaces puts them on a queue to the worker
         time.sleep(float(os.environ.get("ZEROGPU_EMULATOR_START_SECONDS", 0)))
