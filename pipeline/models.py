@@ -14,7 +14,7 @@ import importlib.util
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,9 @@ class ModelSource:
     path: str  # a Hub id or a local folder
     kind: str  # "hub", "hub-cache", "folder" or "offline"
     notice: str | None = None  # shown to the user when we load something other than asked
+    # a Hub id's commit: the one a name pinned ("OWNER/NAME@COMMIT"), else the repo's newest
+    # when it was resolved; the weights loaded are that commit's, not whatever is newest then
+    revision: str | None = None
 
     @property
     def local_files_only(self) -> bool:
@@ -60,7 +63,10 @@ class ModelSource:
 
     @property
     def label(self) -> str:
-        return OFFLINE_MODEL_LABEL if self.kind == "offline" else self.path
+        if self.kind == "offline":
+            return OFFLINE_MODEL_LABEL
+        pinned = self.revision and "@" in self.requested
+        return f"{self.path} at commit {self.revision[:12]}" if pinned else self.path
 
     @property
     def hub_id(self) -> str | None:
@@ -113,8 +119,9 @@ class ModelChoice:
             return f"Model {self.name!r} could not be loaded: {exc}"
 
     def use(self, name: str) -> str:
-        self.name = name
-        return f"Generate now uses {name}"
+        source = pinned_source(name)
+        self.name = source.requested
+        return f"Generate now uses {source.label}"
 
     @classmethod
     def for_app(cls, name: str | None = None) -> ModelChoice:
@@ -160,23 +167,34 @@ def resolve_model(name: str | None) -> ModelSource:
     return _resolve_hub_id(name)
 
 
-def _resolve_hub_id(repo_id: str) -> ModelSource:
+def _resolve_hub_id(name: str) -> ModelSource:
+    """A Hub id, or one pinned at a commit ("OWNER/NAME@COMMIT")."""
     from huggingface_hub import constants, model_info, try_to_load_from_cache
-    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        HFValidationError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
     from huggingface_hub.utils import validate_repo_id
 
+    repo_id, _, pinned = name.partition("@")
     try:
         validate_repo_id(repo_id)
     except HFValidationError:
         raise UserError(
-            f"{repo_id!r} is neither a model folder nor a Hub model id (like {DEFAULT_MODEL!r})"
+            f"{name!r} is neither a model folder nor a Hub model id (like {DEFAULT_MODEL!r})"
         ) from None
 
-    cached = isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    revision = pinned or None
+    cached = isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str)
+    offline = functools.partial(_cached_or_offline, name, repo_id, revision, cached)
     if constants.HF_HUB_OFFLINE:
-        return _cached_or_offline(repo_id, cached, "HF_HUB_OFFLINE=1 is set")
+        return offline("HF_HUB_OFFLINE=1 is set")
     try:
-        model_info(repo_id, timeout=HUB_PROBE_TIMEOUT_S)
+        info = model_info(repo_id, revision=revision, timeout=HUB_PROBE_TIMEOUT_S)
+    except RevisionNotFoundError:
+        raise UserError(f"model {repo_id!r} has no commit {pinned!r} on the Hub") from None
     except RepositoryNotFoundError:
         raise UserError(
             f"model {repo_id!r} was not found on the Hugging Face Hub "
@@ -184,20 +202,33 @@ def _resolve_hub_id(repo_id: str) -> ModelSource:
         ) from None
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
-        return _cached_or_offline(repo_id, cached, f"the Hub answered HTTP {status}")
+        return offline(f"the Hub answered HTTP {status}")
     except (*TRANSPORT_ERRORS, OSError) as exc:
-        return _cached_or_offline(repo_id, cached, f"the Hub cannot be reached ({exc})")
-    return ModelSource(repo_id, repo_id, "hub")
+        return offline(f"the Hub cannot be reached ({exc})")
+    return ModelSource(name, repo_id, "hub", revision=info.sha or revision)
 
 
-def _cached_or_offline(repo_id: str, cached: bool, why: str) -> ModelSource:
+def _cached_or_offline(
+    name: str, repo_id: str, revision: str | None, cached: bool, why: str
+) -> ModelSource:
     if cached:
-        return ModelSource(repo_id, repo_id, "hub-cache")
+        return ModelSource(name, repo_id, "hub-cache", revision=revision)
     notice = (
-        f"Offline: {why} and {repo_id!r} is not in the local cache, "
+        f"Offline: {why} and {name!r} is not in the local cache, "
         f"so this uses {OFFLINE_MODEL_LABEL}."
     )
-    return ModelSource(repo_id, str(offline_model_dir()), "offline", notice)
+    return ModelSource(name, str(offline_model_dir()), "offline", notice)
+
+
+def pinned_source(name: str) -> ModelSource:
+    """What `name` means now, a Hub id pinned at the repo's newest commit ("OWNER/NAME@COMMIT"
+    as its `requested`). A process loads a name once (`load_model`), so a model pushed to the
+    same repo later (the next Jobs run's) is only loaded under a name of its own. A folder, a
+    pinned id, or a Hub out of reach: as `resolve_model` has it."""
+    source = resolve_model(name)
+    if source.kind != "hub" or not source.revision or "@" in name:
+        return source
+    return replace(source, requested=f"{source.path}@{source.revision}")
 
 
 def offline_model_dir() -> Path:
@@ -278,6 +309,8 @@ def _load(source: ModelSource, head: str = "lm") -> LoadedModel:
     device = pick_device()
     kernels = use_hub_kernels()
     kwargs = {"local_files_only": source.local_files_only}
+    if source.revision:
+        kwargs["revision"] = source.revision
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.path, **kwargs)
         if head == "score":

@@ -324,11 +324,30 @@ def test_the_train_tab_runs_a_job_follows_it_and_generates_with_its_model(
         asked = {**dataclasses.asdict(RECIPES["fast"]), "beta": 0.3}
         assert trained["recipe"] == json.loads(json.dumps(asked))
 
-        # the pushed model, put to use on the Generate tab, writes titles
-        assert c.predict(job_id, api_name="/jobs_use_model") == "Generate now uses alice/ui-tuned"
-        table, *_ = c.predict("an idea", 2, 0.7, api_name="/generate")
-        assert len(table["data"]) == 2
-        assert c.predict(api_name="/model_status").startswith("Model: alice/ui-tuned")
+        # the pushed model, put to use on the Generate tab, writes titles: the repo's commit
+        # then, which a later push to the same repo does not change under it
+        first = hub.commits("model", "alice/ui-tuned")[-1]["oid"]
+        used = c.predict(job_id, api_name="/jobs_use_model")
+        assert used == f"Generate now uses alice/ui-tuned at commit {first[:12]}"
+        first_titles, *_ = c.predict("an idea", 2, 0.0, api_name="/generate")
+        assert len(first_titles["data"]) == 2
+        status = c.predict(api_name="/model_status")
+        assert status == f"Model: alice/ui-tuned at commit {first[:12]} on cpu"
+
+        # the next job pushes other weights to the same repo; used, they are what generates
+        # (the app had loaded "alice/ui-tuned" once, and went on writing the first job's titles)
+        job[beta], job[beta + 1] = 0.1, 1e-2  # another beta and a learning rate that shows
+        again, *_ = c.predict(*job, api_name="/jobs_submit")
+        hub.jobs.wait(again)
+        c.predict(again, api_name="/jobs_status")
+        second = hub.commits("model", "alice/ui-tuned")[-1]["oid"]
+        assert second != first
+        used = c.predict(again, api_name="/jobs_use_model")
+        assert used == f"Generate now uses alice/ui-tuned at commit {second[:12]}"
+        status = c.predict(api_name="/model_status")
+        assert status == f"Model: alice/ui-tuned at commit {second[:12]} on cpu"
+        second_titles, *_ = c.predict("an idea", 2, 0.0, api_name="/generate")
+        assert second_titles["data"] != first_titles["data"]
 
         # a second job, cancelled from the tab: nothing to use
         job[4] = "ui-never"

@@ -86,7 +86,18 @@ def _resolve_in_subprocess(name, env, tmp_path):
 
 def test_a_hub_id_the_hub_knows_is_loaded_from_the_hub(hub_url, tmp_path):
     source = _resolve_in_subprocess(KNOWN_MODEL, {"HF_ENDPOINT": hub_url}, tmp_path)
-    assert source == {"requested": KNOWN_MODEL, "path": KNOWN_MODEL, "kind": "hub", "notice": None}
+    # the commit the Hub names is the one that loads
+    assert source == {"requested": KNOWN_MODEL, "path": KNOWN_MODEL, "kind": "hub", "notice": None,
+                      "revision": "0" * 40}  # fmt: skip
+
+
+def test_a_hub_id_pinned_at_a_commit_names_it(hub_url, tmp_path):
+    pinned = f"{KNOWN_MODEL}@{'0' * 40}"
+    source = _resolve_in_subprocess(pinned, {"HF_ENDPOINT": hub_url}, tmp_path)
+    assert (source["requested"], source["path"]) == (pinned, KNOWN_MODEL)
+    assert source["revision"] == "0" * 40 and source["kind"] == "hub"
+    typo = _resolve_in_subprocess(f"{KNOWN_MODEL}x@{'0' * 40}", {"HF_ENDPOINT": hub_url}, tmp_path)
+    assert "not found" in typo["error"]
 
 
 def test_a_typo_while_online_is_an_error_naming_the_id(hub_url, tmp_path):
