@@ -25,6 +25,11 @@ rows. Columns:
   its `x bound` says how far decoding is from compute, not what it could reach.
 - DPO rows also give the whole run (load, SFT stage, reference pass, training, save), the SFT
   stage's s/step and the reference pass (`_precompute_ref_logps`, TRL's, timed from outside).
+- `calls:RECIPE`: what a ZeroGPU chunk costs beyond its steps (`call_s`): a DPO run of the
+  recipe in chunks of CALL_STEPS steps, as `pipeline.zerogpu.train_chunk` calls `train_run`;
+  the second call, resumed from the first's checkpoint, timed whole, less its steps and its
+  reference pass: the model's load, the data, the checkpoint resumed and the one saved. In one
+  process with its caches warm: a Space's fresh worker and its GPU's scheduling cost more.
 
 `--tiny` runs the same rows on the CPU with small models and a few steps (CI runs it): it
 proves the code paths, and its figures are not GPU figures. `--write-rates FILE` keeps the
@@ -87,6 +92,7 @@ PLAN = [
     ("dpo:fast", "qwen2.5-0.5b", 100),
     ("dpo:tutorial", "qwen2.5-0.5b", 80),
     ("generate", "qwen2.5-0.5b", 25),
+    ("calls:fast", "qwen2.5-0.5b", 40),
     ("reward:fast", "smollm2-135m", 20),
     ("rl:fast", "smollm2-135m", 30),
     ("dpo:fast", "smollm2-135m", 40),
@@ -94,8 +100,9 @@ PLAN = [
     ("dpo:fast+shared_prompt=true", "qwen2.5-0.5b", 40),
 ]
 # --tiny: the same rows on one small shape, a few steps each
-TINY_PLAN = [(row, "smollm2-135m", limit) for row, _, limit in PLAN[:5]]
+TINY_PLAN = [(row, "smollm2-135m", limit) for row, _, limit in PLAN[:6]]
 TINY_STEPS = {"dpo": 2, "reward": 2, "rl": 2}
+CALL_STEPS = 2  # a `calls:` row's chunks: the second is the one timed
 # Peak FLOP/s of dense bf16 matmuls as the makers state them, shown beside the measured peak.
 SPEC_PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
@@ -513,6 +520,48 @@ def train_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, Any
     }
 
 
+def calls_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, Any]:
+    """What a chunk's GPU call costs beyond its steps (the module's docstring, `calls:`)."""
+    from pipeline.methods import train_run
+    from pipeline.recipes import get_recipe
+
+    name, *changes = row.split(":")[1].split("+")
+    recipe = recipe_variant(get_recipe(name), changes)
+    out = bench.out / "runs" / f"{row.replace(':', '-').replace('+', '_')}-{shape}"
+    shutil.rmtree(out, ignore_errors=True)
+    max_steps = 3 * CALL_STEPS  # the run's second call ends in its middle, as most do
+    sft_steps = max_steps if recipe.sft_epochs else 0  # max_steps bounds the stage too
+    calls, status = [], "done"
+    try:
+        with hard_limit(limit * 1.5 + 30):
+            for stop_after, resume in ((sft_steps + CALL_STEPS, False), (CALL_STEPS, True)):
+                clock = StageClock(time.perf_counter() + limit)
+                with reference_pass_clock() as reference:
+                    sync()
+                    started = time.perf_counter()
+                    train_run(bench.data, out, str(bench.models[shape]), recipe,
+                              callbacks=[clock], max_steps=max_steps, stop_after=stop_after,
+                              resume=resume)  # fmt: skip
+                    sync()
+                    wall = time.perf_counter() - started
+                steps = [t for stage in clock.stages for t in clock._timed(stage)]
+                calls.append((wall, sum(steps), len(steps), reference["seconds"]))
+    except RowTimeout as exc:
+        status = f"cut: {exc}"
+    except Exception as exc:  # a failing row is a finding; the others still run
+        status = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    wall, stepping, steps, reference = calls[1] if len(calls) == 2 else (None, 0, 0, 0)
+    return {
+        "row": row,
+        "shape": shape,
+        "status": status,
+        "first_call_s": round(calls[0][0], 2) if calls else None,
+        "call_wall_s": round(wall, 2) if wall is not None else None,
+        "call_steps": steps,
+        "call_s": round(wall - stepping - reference, 2) if wall is not None else None,
+    }
+
+
 def recipe_variant(recipe, changes: list[str]):
     """`recipe` with KNOB=VALUE changes (a row like dpo:fast+shared_prompt=false+lora_r=none),
     each checked as a recipe file's key is."""
@@ -613,6 +662,13 @@ def seconds(value: float | None) -> str:
 def line(result: dict[str, Any]) -> str:
     """One printed row."""
     head = f"{result['row']:<13} {result['shape']:<13}"
+    if result["row"].startswith("calls:"):
+        return (
+            f"{head} a resumed chunk: {seconds(result['call_wall_s'])} for "
+            f"{result['call_steps']} steps, of which {seconds(result['call_s'])} besides its "
+            f"steps and reference pass (first call {seconds(result['first_call_s'])}) "
+            f"[{result['status']}]"
+        )
     if result["row"] == "generate":
         tutorial = result["tutorial_tokens_per_s"]
         ratio = f" ({result['batched_tokens_per_s'] / tutorial:.1f}x)" if tutorial else ""
@@ -659,9 +715,10 @@ def parse_row(text: str) -> tuple[str, str, float]:
         raise UserError(f"shape {shape!r} is one of {', '.join(SHAPES)}")
     if row != "generate":  # the recipe and its changes are checked before anything runs
         kind, _, name = row.partition(":")
-        if kind not in ("dpo", "reward", "rl"):
+        if kind not in ("dpo", "reward", "rl", "calls"):
             raise UserError(
-                f"row {row!r}: a row is generate, dpo:RECIPE, reward:RECIPE or rl:RECIPE"
+                f"row {row!r}: a row is generate, dpo:RECIPE, reward:RECIPE, rl:RECIPE or "
+                "calls:RECIPE (a DPO recipe)"
             )
         name, *changes = name.split("+")
         recipe_class = {"reward": RewardRecipe, "rl": RLRecipe}.get(kind, DPORecipe)
@@ -759,7 +816,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for row, shape, limit in plan:
         limit = limit * args.limit_scale
-        run = generate_row if row == "generate" else train_row
+        run = {"generate": generate_row, "calls": calls_row}.get(row.split(":")[0], train_row)
         try:
             with (
                 hard_limit(limit * 2 + 60) if row == "generate" else contextlib.nullcontext(),
@@ -778,8 +835,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
         with results_file.open("a") as f:
             f.write(json.dumps(result) + "\n")
-        print(line(result) if "x_bound" in result else f"{row} {shape}: {result['status']}",
-              flush=True)  # fmt: skip
+        printable = "x_bound" in result or "call_s" in result
+        print(line(result) if printable else f"{row} {shape}: {result['status']}", flush=True)
     print(f"total {time.perf_counter() - began:.0f} s; rows in {results_file}", flush=True)
 
     if args.write_rates:

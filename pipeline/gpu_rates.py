@@ -54,7 +54,11 @@ def rates_from_bench(results: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         shape = shapes.setdefault(row["shape"], {"params": row["params"], "rows": {}})
         kept = {new: row[old] for old, new in KEPT.items() if row.get(old) is not None}
-        shape["rows"][row["row"]] = kept
+        name = row["row"]
+        if name.startswith("calls:"):  # what a chunk's call costs: a field of the DPO row's
+            name = f"dpo:{name.removeprefix('calls:')}"
+            kept = {"call_s": row["call_s"]} if row.get("call_s") is not None else {}
+        shape["rows"][name] = {**shape["rows"].get(name, {}), **kept}
     first = results[0] if results else {}
     return {
         "device": first.get("device"),
@@ -128,7 +132,9 @@ def model_params(model_name: str | None) -> int | None:
 
 # Where nothing was measured: deliberately pessimistic for a 0.5B model on a ZeroGPU slice.
 ESTIMATED_SECONDS_PER_STEP = 3.0
-STARTUP_SECONDS = 15  # a call's weights onto the GPU and its data loading (not measured)
+# A call's weights onto the GPU, its data, the checkpoint it resumes and the one it saves,
+# where bench/gpu.py's `calls:` row did not measure it (`call_s`, then asked for with MARGIN)
+STARTUP_SECONDS = 15
 BENCH_TRAIN_PAIRS = 1020  # bench/gpu.py's data: the tutorial's pairs split by idea (+120 held out)
 MARGIN = 1.5  # steps are asked for at 1.5x their pace: a call cut short loses its steps
 
@@ -212,4 +218,7 @@ def plan_pace(params: int | None, recipe, train_pairs: int, rates: GpuRates | No
         measured = rates.seconds(params, row, "reference_pass_s") or 0.0
         reference = measured * train_pairs / BENCH_TRAIN_PAIRS
     sft_step = rates.seconds(params, row, "sft_step_s") or step
-    return Pace(step, STARTUP_SECONDS + reference, rates.describe(), sft_step, sft_steps)
+    call = rates.seconds(params, row, "call_s")
+    startup = MARGIN * call if call is not None else STARTUP_SECONDS
+    source = rates.describe() + ("" if call is not None else "; a call's start-up estimated")
+    return Pace(step, startup + reference, source, sft_step, sft_steps)
