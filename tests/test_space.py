@@ -291,23 +291,29 @@ def test_a_run_that_spends_the_zerogpu_quota_ends_saying_where_resume_carries_on
     assert outcomes[:2] == ["ok", "quota exceeded"] and set(outcomes[2:]) == {"ok"}, outcomes
 
 
-def test_the_sft_stage_of_a_run_trains_in_chunks_too(space, tiny_model_dir):
-    """The fast recipe's SFT stage ran whole in the first chunk, whose call asked for the whole
-    stage's time (404 s at the estimated pace), more than a call may ask for."""
+def _fast_run_at_20_s_a_step(space, model, steps: int) -> tuple[list[dict], str, str]:
+    """A fast-recipe run of `steps` steps from the Train tab, planned at 20 s a step (3 steps,
+    105 s, a chunk until a chunk is measured): its chunks' GPU calls, last status and log."""
     planned = space.rates.read_text()
     paced = {"device": "test", "shapes": {"any": {"params": 10**9, "rows": {
         "dpo:fast": {"step_s": 20.0, "sft_step_s": 20.0}}}}}  # fmt: skip
-    space.rates.write_text(json.dumps(paced))  # 3 steps a chunk, until a chunk is measured
+    space.rates.write_text(json.dumps(paced))
     owner = _client(space.url)
     chunks_before = len(space.gpu_calls("train_chunk"))
     try:
-        _start(owner, str(tiny_model_dir), 6, form=FAST)
+        _start(owner, str(model), steps, form=FAST)
         progress, log = _ended(owner)
     finally:
         space.rates.write_text(planned)
+    return space.gpu_calls("train_chunk")[chunks_before:], progress, log
+
+
+def test_the_sft_stage_of_a_run_trains_in_chunks_too(space, tiny_model_dir):
+    """The fast recipe's SFT stage ran whole in the first chunk, whose call asked for the whole
+    stage's time (404 s at the estimated pace), more than a call may ask for."""
+    chunks, progress, log = _fast_run_at_20_s_a_step(space, tiny_model_dir, 6)
     assert progress.startswith("**done**") and "Done: 6 steps" in progress, progress
     assert "chunk done: SFT stage 3/" in log, log[-800:]
-    chunks = space.gpu_calls("train_chunk")[chunks_before:]
     assert chunks[0]["seconds"] == 15 + 1.5 * 3 * 20, chunks
     assert all(c["seconds"] <= 120 and c["outcome"] == "ok" for c in chunks), chunks
 
@@ -316,20 +322,12 @@ def test_a_chunk_asking_more_than_the_quota_left_is_asked_again_to_fit_it(space,
     """A run ended when its chunk asked for more than the visitor's quota had left, the rest
     unspent; now the chunk is asked again as one that fits, and the run ends only when not one
     step's chunk does."""
-    planned = space.rates.read_text()
-    paced = {"device": "test", "shapes": {"any": {"params": 10**9, "rows": {
-        "dpo:fast": {"step_s": 20.0, "sft_step_s": 20.0}}}}}  # fmt: skip
-    space.rates.write_text(json.dumps(paced))  # 3 steps (105 s) a chunk, until one is measured
     space.quota.write_text("train_chunk 0 60")  # 60 s left: one 45 s chunk of 1 step fits
-    owner = _client(space.url)
-    chunks_before = len(space.gpu_calls("train_chunk"))
     try:
-        _start(owner, str(tiny_model_dir), 6, form=FAST)
-        progress, log = _ended(owner)
+        chunks, progress, log = _fast_run_at_20_s_a_step(space, tiny_model_dir, 6)
     finally:
-        space.rates.write_text(planned)
         space.quota.unlink()
-    calls = [(c["seconds"], c["outcome"]) for c in space.gpu_calls("train_chunk")[chunks_before:]]
+    calls = [(c["seconds"], c["outcome"]) for c in chunks]
     assert calls[:2] == [(105, "quota exceeded"), (45, "ok")], calls
     # 15 s left, and a chunk of one step asks for the call's 15 s start-up and that step
     assert len(calls) == 3 and calls[2][1] == "quota exceeded", calls
