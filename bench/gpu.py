@@ -602,7 +602,7 @@ def generate_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, 
     of the limit (at most the same titles)."""
     from generate_speed import tutorial_titles  # beside this script
 
-    from pipeline.generation import GenerationSettings, generate_titles
+    from pipeline.generation import GenerationSettings, generate_calls, generate_titles
     from pipeline.models import load_model
     from pipeline.pairs import read_ideas_csv
     from pipeline.records import SEED_DIR
@@ -646,7 +646,8 @@ def generate_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, 
         "batched_s": round(batched_s, 2),
         "bound_s": bench.bound(flop),
         "x_bound": batched_s / bench.bound(flop),
-        "decode_step_s": batched_s / settings.max_new_tokens,
+        # one decoding step of one generate call, as pipeline.zerogpu asks for generation
+        "decode_step_s": batched_s / settings.max_new_tokens / generate_calls(len(ideas), settings),
     }
 
 

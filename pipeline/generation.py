@@ -6,6 +6,7 @@ evaluation can always see exactly what the model wrote.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -56,7 +57,7 @@ def generate_titles(
 
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
-    ideas_per_call = max(1, settings.max_batch // settings.n)
+    ideas_per_call = _ideas_per_call(settings)
     results: list[list[Title]] = []
     for start in range(0, len(ideas), ideas_per_call):
         chunk = ideas[start : start + ideas_per_call]
@@ -65,6 +66,15 @@ def generate_titles(
             raws = completions[i * settings.n : (i + 1) * settings.n]
             results.append([_title(loaded, idea, raw, settings) for raw in raws])
     return results
+
+
+def _ideas_per_call(settings: GenerationSettings) -> int:
+    return max(1, settings.max_batch // settings.n)
+
+
+def generate_calls(ideas: int, settings: GenerationSettings = GenerationSettings()) -> int:
+    """The model's generate calls (batches) that `generate_titles` makes for `ideas` ideas."""
+    return math.ceil(ideas / _ideas_per_call(settings))
 
 
 def generate_for_idea(

@@ -31,8 +31,15 @@ from pathlib import Path
 import spaces
 
 from pipeline.errors import GpuCallError, UserError
-from pipeline.generation import GenerationSettings, Title, generate_for_idea
-from pipeline.gpu_rates import STARTUP_SECONDS, GpuRates, Pace, model_params, plan_pace
+from pipeline.generation import GenerationSettings, Title, generate_calls, generate_for_idea
+from pipeline.gpu_rates import (
+    MARGIN,
+    STARTUP_SECONDS,
+    GpuRates,
+    Pace,
+    model_params,
+    plan_pace,
+)
 from pipeline.judges import PairwiseJudge, make_judge
 from pipeline.methods import check_reward_model, score_run, train_run
 from pipeline.models import load_model
@@ -48,8 +55,9 @@ ON_ZEROGPU = bool(os.environ.get("SPACES_ZERO_GPU"))
 # What one GPU call may take: staff advice is "a couple of minutes"; the quota is per day.
 MAX_CALL_SECONDS = 120
 # Estimates, not measured on a Space (none can be reached from here): deliberately pessimistic
-# for a 0.5B model. Training is planned from measured rates (`pipeline.gpu_rates`) instead.
-SECONDS_PER_NEW_TOKEN = 0.03  # one decoding step of a batch of up to 16 titles
+# for a 0.5B model. Training, and generation where bench/gpu.py measured it, are planned from
+# measured rates (`pipeline.gpu_rates`) instead.
+SECONDS_PER_NEW_TOKEN = 0.03  # one decoding step of one generate call (up to max_batch titles)
 JUDGE_SECONDS_PER_BATCH = 0.5  # one forward of 16 judge prompts (~150 tokens each)
 # Ranking the held-out pairs loads up to three models and scores ~100 pairs with each.
 SCORING_SECONDS = 60
@@ -115,15 +123,29 @@ def gpu_call(duration):
     return decorate
 
 
+def decode_step_seconds(model_name: str) -> float:
+    """One decoding step of one generate call: bench/gpu.py's `generate` row for this model's
+    size, with the margin, where it was measured; else the estimate."""
+    rates = GpuRates.load()
+    params = model_params(model_name) if rates else None
+    measured = rates.seconds(params, "generate", "decode_step_s") if params else None
+    return MARGIN * measured if measured is not None else SECONDS_PER_NEW_TOKEN
+
+
+def decoding_seconds(model_name: str, ideas: int, settings: GenerationSettings) -> int:
+    """The GPU time to ask for titles for `ideas` ideas: start-up, then each generate call's
+    `max_new_tokens` decoding steps."""
+    decoding = generate_calls(ideas, settings) * settings.max_new_tokens
+    return min(
+        MAX_CALL_SECONDS, STARTUP_SECONDS + math.ceil(decoding * decode_step_seconds(model_name))
+    )
+
+
 def generation_seconds(
     model_name: str, idea: str, settings: GenerationSettings = DEFAULT_SETTINGS
 ) -> int:
-    """The GPU time to ask for: one batched decode of `max_new_tokens` steps, plus start-up."""
-    batches = math.ceil(settings.n / 16)
-    return min(
-        MAX_CALL_SECONDS,
-        STARTUP_SECONDS + math.ceil(batches * settings.max_new_tokens * SECONDS_PER_NEW_TOKEN),
-    )
+    """The GPU time to ask for one idea's titles."""
+    return decoding_seconds(model_name, 1, settings)
 
 
 @gpu_call(duration=generation_seconds)
@@ -152,9 +174,7 @@ def round_generation_seconds(
     model_name: str, ideas: list[str], settings: GenerationSettings = DEFAULT_SETTINGS
 ) -> int:
     """One model's titles for a round: its load, then one decode per batch of sequences."""
-    batches = math.ceil(len(ideas) * settings.n / settings.max_batch)
-    decode = batches * settings.max_new_tokens * SECONDS_PER_NEW_TOKEN
-    return min(MAX_CALL_SECONDS, STARTUP_SECONDS + math.ceil(decode))
+    return decoding_seconds(model_name, len(ideas), settings)
 
 
 @gpu_call(duration=round_generation_seconds)

@@ -2,6 +2,7 @@
 where a straight run ends, weight for weight."""
 
 import json
+import math
 import shutil
 from dataclasses import replace
 
@@ -189,6 +190,24 @@ def test_gpu_durations_follow_the_work():
     assert with_sft.chunk_seconds(with_sft.chunk_steps(budget)) <= budget
     assert with_sft.with_sft_left(3).chunk_seconds(10) == 15 + 1.5 * (3 * 4.0 + 7 * 2.0)
     assert with_sft.with_sft_left(0).chunk_steps(budget) == slow.chunk_steps(budget)
+
+
+def test_generation_asks_for_the_decoding_pace_the_bench_measured(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """Generation's GPU calls were sized at the estimated pace even where bench/gpu.py had
+    measured one: now its `generate` row's decoding step, with the margin."""
+    model, settings = str(tiny_model_dir), GenerationSettings(n=5, max_new_tokens=20)
+    estimated = zerogpu.generation_seconds(model, "idea", settings)
+    assert estimated == zerogpu.STARTUP_SECONDS + math.ceil(20 * zerogpu.SECONDS_PER_NEW_TOKEN)
+    rates = {"device": "test", "shapes": {"any": {"params": 10**9, "rows": {
+        "generate": {"decode_step_s": 0.5}}}}}  # fmt: skip
+    (tmp_path / "rates.json").write_text(json.dumps(rates))
+    monkeypatch.setenv("TITLE_DPO_GPU_RATES", str(tmp_path / "rates.json"))
+    # one idea: one generate call of 20 decoding steps, each asked for at 1.5 x 0.5 s
+    assert zerogpu.generation_seconds(model, "idea", settings) == 15 + 20 * 0.75
+    # a round of 30 ideas at 5 titles each: 12 ideas (60 titles) a call, so 3 calls
+    assert zerogpu.round_generation_seconds(model, ["idea"] * 30, settings) == 15 + 60 * 0.75
 
 
 def test_generation_entry_point_takes_a_model_name(tiny_model_dir):
