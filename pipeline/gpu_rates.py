@@ -112,20 +112,27 @@ class GpuRates:
         return max(same_kind) * scale if same_kind else None
 
 
+_PARAMS: dict[str | None, int] = {}  # found once per name: every generation's call asks
+
+
 def model_params(model_name: str | None) -> int | None:
     """N of the model `model_name` names, from its config alone (no weights read); None when
-    its config cannot be found without downloading."""
+    its config cannot be found without downloading (asked again next time)."""
     from transformers import AutoConfig
 
     from pipeline.errors import UserError
     from pipeline.models import resolve_model
 
+    if model_name in _PARAMS:
+        return _PARAMS[model_name]
     try:
         source = resolve_model(model_name)
-        config = AutoConfig.from_pretrained(source.path, local_files_only=True)
+        pinned = {"revision": source.revision} if source.revision else {}
+        config = AutoConfig.from_pretrained(source.path, local_files_only=True, **pinned)
     except (UserError, OSError, ValueError):
         return None
-    return matmul_params(config)
+    _PARAMS[model_name] = matmul_params(config)
+    return _PARAMS[model_name]
 
 
 # --- what a run's GPU calls ask for ------------------------------------------------------------
