@@ -383,6 +383,10 @@ class StageClock(TrainerCallback):
     def _timed(self, stage: str) -> list[float]:
         return [t for t in self.stages.get(stage, {}).get("steps", []) if t is not None]
 
+    def every_step(self) -> list[float]:
+        """The timed steps of every stage, in order."""
+        return [t for stage in self.stages for t in self._timed(stage)]
+
     def step_seconds(self, stage: str) -> float | None:
         steps = self._timed(stage)
         steady = steps[2:] if len(steps) > 4 else steps
@@ -544,7 +548,7 @@ def calls_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, Any
                               resume=resume)  # fmt: skip
                     sync()
                     wall = time.perf_counter() - started
-                steps = [t for stage in clock.stages for t in clock._timed(stage)]
+                steps = clock.every_step()
                 calls.append((wall, sum(steps), len(steps), reference["seconds"]))
     except RowTimeout as exc:
         status = f"cut: {exc}"

@@ -19,7 +19,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from pipeline.errors import UserError
+from pipeline.errors import GpuCallError, UserError
 from pipeline.methods import method_for, method_of
 from pipeline.metrics import read_metrics
 from pipeline.models import pick_device
@@ -206,7 +206,8 @@ class TrainingRunner:
         except Exception as exc:  # a bug or a broken model: keep the app alive, show it
             self._update(state="failed", message=f"training failed: {exc}")
             # raised in a ZeroGPU worker: where it was raised there, not where it came back
-            self._log(getattr(exc, "worker_traceback", None) or traceback.format_exc())
+            worker = isinstance(exc, GpuCallError)
+            self._log(exc.worker_traceback if worker else traceback.format_exc())
             return
         stopped = self._stop.is_set()
         if on_done is not None and result.finished and not stopped:

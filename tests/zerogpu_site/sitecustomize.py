@@ -78,7 +78,7 @@ def _quota_left(task_name: str, seconds: float) -> int | None:
     try:
         task, calls, *more = path.read_text().split()
         left = int(more[0]) if more else 0
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError):
         return None
     if task != task_name:
         return None
