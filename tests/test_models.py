@@ -174,10 +174,31 @@ def test_a_damaged_weights_file_is_refused_in_words(tiny_model_dir, tmp_path):
         load_model(str(damaged), fresh=True)
 
 
-def test_model_is_loaded_once_per_process(tiny_model_dir, tiny_model):
-    assert load_model(str(tiny_model_dir)) is tiny_model
+def test_a_model_is_loaded_once_and_shared_but_training_gets_its_own(tiny_model_dir):
+    shared = load_model(str(tiny_model_dir))
+    assert load_model(str(tiny_model_dir)) is shared
     fresh = load_model(str(tiny_model_dir), fresh=True)
-    assert fresh.model is not tiny_model.model
+    assert fresh.model is not shared.model
+
+
+def test_only_the_last_few_models_used_stay_loaded(tiny_model_dir, tmp_path):
+    """Every run the owner puts to use is a name of its own: a long-lived app must not keep
+    them all in memory."""
+    import shutil
+
+    from pipeline.models import SHARED_MODELS
+
+    names = []
+    for number in range(SHARED_MODELS + 1):
+        shutil.copytree(tiny_model_dir, tmp_path / f"run-{number}")
+        names.append(str(tmp_path / f"run-{number}"))
+    first = load_model(names[0])
+    loaded = {name: load_model(name) for name in names[1:-1]}
+    assert load_model(names[0]) is first  # used again: now the most recent
+    load_model(names[-1])  # one too many: the least recently used, names[1], is let go
+    assert load_model(names[0]) is first
+    assert all(load_model(name) is loaded[name] for name in names[2:-1])
+    assert load_model(names[1]) is not loaded[names[1]]
 
 
 def test_device_and_dtype_follow_the_hardware(tiny_model):
