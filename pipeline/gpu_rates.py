@@ -1,8 +1,9 @@
 """GPU rates measured by `bench/gpu.py`, and what a ZeroGPU call should ask for from them.
 
 `bench/gpu.py --write-rates configs/gpu-rates.json` on a GPU writes, per model shape, the
-seconds of a training step of each shipped recipe, of the SFT stage and of the reference pass,
-and of one decoding step of a batch of titles. `pipeline.zerogpu` sizes its calls from them:
+seconds of a training step of each shipped recipe, of the SFT stage and of the reference pass
+(which also paces the held-out ranking: the same forward of both titles of every pair), and of
+one decoding step of a batch of titles. `pipeline.zerogpu` sizes its calls from them:
 a model is matched to the measured shape with the nearest number of matmul weights at or above
 its own (a larger model's times scaled up by the ratio; never scaled down, since small models
 on a GPU are bound by kernel launches, not FLOP). Where nothing was measured, the caller's
@@ -229,3 +230,15 @@ def plan_pace(params: int | None, recipe, train_pairs: int, rates: GpuRates | No
     startup = MARGIN * call if call is not None else STARTUP_SECONDS
     source = rates.describe() + ("" if call is not None else "; a call's start-up estimated")
     return Pace(step, startup + reference, source, sft_step, sft_steps)
+
+
+def held_out_seconds(params: int | None, pairs: int, models: int, rates: GpuRates | None):
+    """What ranking `pairs` held-out pairs with `models` models asks for: each model's load at
+    a call's start-up, and its forward of both titles of every pair at the measured reference
+    pass's pace, with the margin; None where the reference pass was not measured."""
+    reference = rates.seconds(params, "dpo:", "reference_pass_s") if rates and params else None
+    if reference is None:
+        return None
+    call = rates.seconds(params, "dpo:", "call_s")
+    load = MARGIN * call if call is not None else STARTUP_SECONDS
+    return models * (load + MARGIN * reference * pairs / BENCH_TRAIN_PAIRS)

@@ -37,6 +37,7 @@ from pipeline.gpu_rates import (
     STARTUP_SECONDS,
     GpuRates,
     Pace,
+    held_out_seconds,
     model_params,
     plan_pace,
 )
@@ -55,12 +56,13 @@ ON_ZEROGPU = bool(os.environ.get("SPACES_ZERO_GPU"))
 # What one GPU call may take: staff advice is "a couple of minutes"; the quota is per day.
 MAX_CALL_SECONDS = 120
 # Estimates, not measured on a Space (none can be reached from here): deliberately pessimistic
-# for a 0.5B model. Training, and generation where bench/gpu.py measured it, are planned from
-# measured rates (`pipeline.gpu_rates`) instead.
+# for a 0.5B model. Training, the held-out ranking and generation, where bench/gpu.py measured
+# them, are planned from measured rates (`pipeline.gpu_rates`) instead.
 SECONDS_PER_NEW_TOKEN = 0.03  # one decoding step of one generate call (up to max_batch titles)
 JUDGE_SECONDS_PER_BATCH = 0.5  # one forward of 16 judge prompts (~150 tokens each)
 # Ranking the held-out pairs loads up to three models and scores ~100 pairs with each.
 SCORING_SECONDS = 60
+HELD_OUT_MODELS = 3  # a DPO run's start, its reference where that differs, the tuned model
 # What spaces raises when a call's worker ends without a result: the call ran past its
 # duration, or ZeroGPU took the GPU back (spaces/zero/wrappers.py, "ZeroGPU worker error").
 ABORTED = "GPU task aborted"
@@ -418,7 +420,21 @@ def _resume_from(out) -> str:
     return f"The run's last checkpoint is at {where}: Resume carries on from there."
 
 
-@gpu_call(duration=SCORING_SECONDS)
+def scoring_seconds(result: TrainResult) -> int:
+    """The GPU time to ask for ranking a finished run's held-out pairs: from the reference
+    pass bench/gpu.py measured for the model's size, the estimate where none was."""
+    from pipeline.datasets import load_preference_dataset
+    from pipeline.stages import first_rows
+
+    valid = load_preference_dataset(result.data).get("valid") if result.data else None
+    pairs = len(first_rows(valid, result.rows_limit)) if valid is not None else 0
+    rates = GpuRates.load()
+    params = model_params(result.started_from or result.base_model) if rates else None
+    measured = held_out_seconds(params, pairs, HELD_OUT_MODELS, rates)
+    return SCORING_SECONDS if measured is None else min(MAX_CALL_SECONDS, math.ceil(measured))
+
+
+@gpu_call(duration=scoring_seconds)
 def score_on_gpu(result: TrainResult) -> TrainResult:
     """`score_run` (the held-out pairs) in a GPU call of its own, after the last chunk."""
     return score_run(result)

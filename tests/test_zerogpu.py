@@ -210,6 +210,34 @@ def test_generation_asks_for_the_decoding_pace_the_bench_measured(
     assert zerogpu.round_generation_seconds(model, ["idea"] * 30, settings) == 15 + 60 * 0.75
 
 
+def test_the_held_out_ranking_asks_for_the_reference_pace_the_bench_measured(
+    small_data, tiny_model_dir, tmp_path, monkeypatch
+):
+    """The ranking after a run's last chunk asked for a flat minute: now, where bench/gpu.py
+    measured it, each of its three models' load and forward of the held-out pairs at the
+    reference pass's pace (the same forward of both titles of every pair)."""
+    from pipeline.stages import TrainResult
+
+    result = TrainResult(
+        out=str(tmp_path / "run"), model="m", recipe={}, steps=8, train_loss=None,
+        eval_loss=None, best_checkpoint=None, seconds=1.0, metrics_file="",
+        data=str(small_data), started_from=str(tiny_model_dir),
+    )  # fmt: skip
+    monkeypatch.setenv("TITLE_DPO_GPU_RATES", str(tmp_path / "none.json"))
+    assert zerogpu.scoring_seconds(result) == zerogpu.SCORING_SECONDS  # nothing measured
+    rates = {"device": "test", "shapes": {"any": {"params": 10**9, "rows": {
+        "dpo:fast": {"step_s": 0.1, "reference_pass_s": 102.0, "call_s": 4.0}}}}}  # fmt: skip
+    (tmp_path / "rates.json").write_text(json.dumps(rates))
+    monkeypatch.setenv("TITLE_DPO_GPU_RATES", str(tmp_path / "rates.json"))
+    # 8 held-out pairs: each model's load at 1.5 x 4 s, its forward at 1.5 x 102 s / 1,020 a pair
+    assert zerogpu.scoring_seconds(result) == math.ceil(3 * (6 + 1.5 * 0.1 * 8))
+    assert zerogpu.scoring_seconds(replace(result, rows_limit=2)) == math.ceil(3 * (6 + 0.3))
+    # a call's start-up not measured: the estimate for each load
+    del rates["shapes"]["any"]["rows"]["dpo:fast"]["call_s"]
+    (tmp_path / "rates.json").write_text(json.dumps(rates))
+    assert zerogpu.scoring_seconds(result) == math.ceil(3 * (zerogpu.STARTUP_SECONDS + 1.2))
+
+
 def test_generation_entry_point_takes_a_model_name(tiny_model_dir):
     titles = zerogpu.generate_on_gpu(
         str(tiny_model_dir), "intro to python", GenerationSettings(n=2, max_new_tokens=4, seed=1)
