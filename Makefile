@@ -37,13 +37,17 @@ $(VENV)/.test-ready: $(VENV)/.ready requirements-dev.txt
 run: setup
 	$(PY) app.py
 
+# Two pytest-xdist workers, a test module each at a time (its fixtures, an app or a Hub, made
+# once): half the suite's time is spent waiting on apps, servers and subprocesses.
+PYTEST_WORKERS := -n 2 --dist loadscope
+
 test: setup-test
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_WORKERS)
 
 test-fast: setup-test
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest $(PYTEST_WORKERS) -m "not slow"
 
 bench: setup
 	$(PY) bench/generate_speed.py

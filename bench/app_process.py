@@ -5,6 +5,7 @@ Shared by the benchmarks (beside it) and the tests (pytest's `pythonpath` has be
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -14,10 +15,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Ports an app is started on: below the kernel's ephemeral range (32768 and up on Linux), from
+# which outgoing connections and bind(("", 0)) draw theirs, so none of those takes the port
+# between our check and the app's own bind (gradio's import takes seconds); and a block of its
+# own for each pytest-xdist worker, so two workers never pick the same one.
+APP_PORTS_FROM, APP_PORTS_PER_WORKER = 20000, 1000
+_GIVEN: set[int] = set()  # every port handed out in this process: never twice
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port on 127.0.0.1 nothing listens on, that no other caller will be given."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    first = APP_PORTS_FROM + APP_PORTS_PER_WORKER * (int(worker) % 12 if worker.isdigit() else 0)
+    block = [p for p in range(first, first + APP_PORTS_PER_WORKER) if p not in _GIVEN]
+    for port in random.sample(block, len(block)):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # taken, or still closing after an earlier app
+                continue
+        _GIVEN.add(port)
+        return port
+    raise RuntimeError(f"no free port in {first}-{first + APP_PORTS_PER_WORKER - 1}")
 
 
 def start_app(

