@@ -50,11 +50,13 @@ def majority_side(counts: dict[str, int]) -> str | None:
 
 
 def tally(votes: Sequence[VoteRow]) -> list[PairTally]:
+    """Each pair's votes counted, in the pairs' order (not the votes'): the same votes make
+    the same dataset however many voters cast them at once, and in whatever order."""
     by_pair: dict[int, PairTally] = {}
     for v in votes:
         t = by_pair.setdefault(v.pair_id, PairTally(v.pair_id, v.idea, v.title_a, v.title_b))
         t.counts[v.choice] = t.counts.get(v.choice, 0) + 1
-    return list(by_pair.values())
+    return sorted(by_pair.values(), key=lambda t: t.pair_id)
 
 
 def majority_preferences(votes: Sequence[VoteRow], min_votes: int = 1) -> list[Preference]:

@@ -38,6 +38,20 @@ def test_majority_decides_and_ties_or_splits_make_no_row():
     ]
 
 
+def test_the_same_votes_in_any_order_make_the_same_rows_in_the_pairs_order():
+    """Voters voting at once cast their votes in a different order every time: the dataset
+    must not follow it (its row order is what training shuffles from)."""
+    votes = (
+        votes_on(2, "b_better", "b_better", a="C", b="D")
+        + votes_on(1, "a_better", a="A", b="B")
+        + votes_on(3, "a_better", a="E", b="F")
+    )
+    expected = [Preference(IDEA, "A", "B"), Preference(IDEA, "D", "C"), Preference(IDEA, "E", "F")]
+    assert majority_preferences(votes) == expected
+    assert majority_preferences(list(reversed(votes))) == expected
+    assert majority_preferences(votes[1:] + votes[:1]) == expected
+
+
 def test_min_votes_drops_thin_pairs():
     votes = votes_on(1, "a_better", "a_better") + votes_on(2, "b_better", a="C", b="D")
     assert majority_preferences(votes, min_votes=2) == [Preference(IDEA, "A", "B")]
