@@ -52,4 +52,5 @@ test-fast: setup-test
 bench: setup
 	$(PY) bench/generate_speed.py
 	$(PY) bench/votes.py
+	$(PY) bench/judge_speed.py
 	$(PY) bench/dpo_speed.py

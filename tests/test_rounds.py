@@ -310,6 +310,32 @@ def test_a_chat_model_judges_a_round_with_valid_verdicts(tmp_path, tiny_model):
         assert again == expected
 
 
+def test_the_chat_judge_reads_the_last_position_s_logits_alone(tiny_model):
+    """Only the last position's logits are computed (`logits_to_keep`), equal to those of the
+    whole forward; a model whose forward takes no `logits_to_keep` still answers."""
+    import torch
+
+    from pipeline.judges import last_logits
+
+    tokenizer, model = tiny_model.tokenizer, tiny_model.model
+    batch = tokenizer(["a short one", "a somewhat longer question"], return_tensors="pt",
+                      padding=True, padding_side="left")  # fmt: skip
+    seen = []
+    hook = model.lm_head.register_forward_hook(lambda _m, _i, out: seen.append(out.shape[1]))
+    with torch.inference_mode():
+        whole = model(**batch).logits[:, -1]
+        kept = last_logits(model, batch)
+
+        class OlderModel(torch.nn.Module):  # a forward without `logits_to_keep`
+            def forward(self, input_ids, attention_mask):
+                return model(input_ids=input_ids, attention_mask=attention_mask)
+
+        older = last_logits(OlderModel(), batch)
+    hook.remove()
+    assert seen == [batch["input_ids"].shape[1], 1, batch["input_ids"].shape[1]]
+    assert torch.allclose(kept, whole, atol=1e-5) and torch.equal(older, whole)
+
+
 # --- the CLI ---------------------------------------------------------------------------------
 
 
