@@ -30,6 +30,9 @@ rows. Columns:
   the second call, resumed from the first's checkpoint, timed whole, less its steps and its
   reference pass: the model's load, the data, the checkpoint resumed and the one saved. In one
   process with its caches warm: a Space's fresh worker and its GPU's scheduling cost more.
+- `judge`: a chat judge (`pipeline.judges.ChatJudge`, an evaluation round's or an iteration's)
+  on seed pairs asked both ways: the seconds of a pair (`judge_pair_s`), as `pipeline.zerogpu`
+  asks for judging; its bound counts the LM head at each question's last position only.
 
 `--tiny` runs the same rows on the CPU with small models and a few steps (CI runs it): it
 proves the code paths, and its figures are not GPU figures. `--write-rates FILE` keeps the
@@ -95,14 +98,16 @@ PLAN = [
     ("calls:fast", "qwen2.5-0.5b", 40),
     ("reward:fast", "smollm2-135m", 20),
     ("rl:fast", "smollm2-135m", 30),
+    ("judge", "qwen2.5-0.5b", 20),
     ("dpo:fast", "smollm2-135m", 40),
     # the fast recipe as a CPU runs it (the shared-prompt forward), beside its GPU values above
     ("dpo:fast+shared_prompt=true", "qwen2.5-0.5b", 40),
 ]
 # --tiny: the same rows on one small shape, a few steps each
-TINY_PLAN = [(row, "smollm2-135m", limit) for row, _, limit in PLAN[:6]]
+TINY_PLAN = [(row, "smollm2-135m", limit) for row, _, limit in PLAN[:7]]
 TINY_STEPS = {"dpo": 2, "reward": 2, "rl": 2}
 CALL_STEPS = 2  # a `calls:` row's chunks: the second is the one timed
+UNTIMED = ("generate", "judge")  # rows with no time limit of their own: a hard one instead
 # Peak FLOP/s of dense bf16 matmuls as the makers state them, shown beside the measured peak.
 SPEC_PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
@@ -655,6 +660,41 @@ def generate_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, 
     }
 
 
+def judge_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, Any]:
+    """A chat judge's pace (an evaluation round's or an iteration's judge): seed pairs, each
+    asked both ways, 16 questions a forward, as `pipeline.judges` asks them; the seconds of a
+    pair, as `pipeline.zerogpu` asks for judging."""
+    from pipeline.datasets import seed_preferences
+    from pipeline.judges import ChatJudge
+    from pipeline.models import load_model
+
+    judge = ChatJudge(load_model(str(bench.models[shape]), fresh=True))
+    tokenizer = judge.loaded.tokenizer
+    pairs = [(p.idea, p.chosen, p.rejected) for p in seed_preferences()[: 8 if bench.tiny else 64]]
+    judge.prefer_many(pairs[:2])  # warm-up
+    sync()
+    started = time.perf_counter()
+    judge.prefer_many(pairs)
+    sync()
+    judged_s = time.perf_counter() - started
+    questions = [*pairs, *((idea, b, a) for idea, a, b in pairs)]
+    tokens = sum(len(tokenizer(p, add_special_tokens=False).input_ids)
+                 for p in judge.prompts(questions))  # fmt: skip
+    # every position through the layers; the LM head at each question's last position only
+    head = bench.head_params[shape]
+    flop = 2 * (bench.params[shape] - head) * tokens + 2 * head * len(questions)
+    return {
+        "row": row,
+        "shape": shape,
+        "status": "done",
+        "pairs": len(pairs),
+        "judged_s": judged_s,
+        "judge_pair_s": judged_s / len(pairs),
+        "bound_s": bench.bound(flop),
+        "x_bound": judged_s / bench.bound(flop),
+    }
+
+
 # --- printing ------------------------------------------------------------------------------------
 
 
@@ -681,6 +721,12 @@ def line(result: dict[str, Any]) -> str:
             f"{head} batched {result['batched_tokens_per_s']:.0f} tok/s, one title per call "
             f"{tutorial or 0:.0f} tok/s{ratio}; bound {seconds(result['bound_s'])} for "
             f"{result['titles']} titles, x{result['x_bound']:.0f}"
+        )
+    if result["row"] == "judge":
+        return (
+            f"{head} {result['pairs']} pairs asked both ways in {seconds(result['judged_s'])}: "
+            f"{seconds(result['judge_pair_s'])} a pair; bound {seconds(result['bound_s'])}, "
+            f"x{result['x_bound']:.0f}"
         )
     x = result["x_bound"]
     parts = [
@@ -718,12 +764,12 @@ def parse_row(text: str) -> tuple[str, str, float]:
     shape, _, limit = (rest or SHAPES[0]).partition("=")
     if shape not in SHAPES:
         raise UserError(f"shape {shape!r} is one of {', '.join(SHAPES)}")
-    if row != "generate":  # the recipe and its changes are checked before anything runs
+    if row not in ("generate", "judge"):  # a recipe and its changes are checked before the run
         kind, _, name = row.partition(":")
         if kind not in ("dpo", "reward", "rl", "calls"):
             raise UserError(
-                f"row {row!r}: a row is generate, dpo:RECIPE, reward:RECIPE, rl:RECIPE or "
-                "calls:RECIPE (a DPO recipe)"
+                f"row {row!r}: a row is generate, judge, dpo:RECIPE, reward:RECIPE, rl:RECIPE "
+                "or calls:RECIPE (a DPO recipe)"
             )
         name, *changes = name.split("+")
         recipe_class = {"reward": RewardRecipe, "rl": RLRecipe}.get(kind, DPORecipe)
@@ -821,10 +867,11 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for row, shape, limit in plan:
         limit = limit * args.limit_scale
-        run = {"generate": generate_row, "calls": calls_row}.get(row.split(":")[0], train_row)
+        rows = {"generate": generate_row, "judge": judge_row, "calls": calls_row}
+        run = rows.get(row.split(":")[0], train_row)
         try:
-            with (
-                hard_limit(limit * 2 + 60) if row == "generate" else contextlib.nullcontext(),
+            with (  # the rows with no limit of their own
+                hard_limit(limit * 2 + 60) if row in UNTIMED else contextlib.nullcontext(),
                 contextlib.redirect_stdout(sys.stderr),
             ):
                 result = run(bench, row, shape, limit)

@@ -2,12 +2,12 @@
 
 `bench/gpu.py --write-rates configs/gpu-rates.json` on a GPU writes, per model shape, the
 seconds of a training step of each shipped recipe, of the SFT stage and of the reference pass
-(which also paces the held-out ranking: the same forward of both titles of every pair), and of
-one decoding step of a batch of titles. `pipeline.zerogpu` sizes its calls from them:
-a model is matched to the measured shape with the nearest number of matmul weights at or above
-its own (a larger model's times scaled up by the ratio; never scaled down, since small models
-on a GPU are bound by kernel launches, not FLOP). Where nothing was measured, the caller's
-pessimistic estimate stands, and says so.
+(which also paces the held-out ranking: the same forward of both titles of every pair), of
+one decoding step of a batch of titles, and of a chat judge's verdict on a pair.
+`pipeline.zerogpu` sizes its calls from them: a model is matched to the measured shape with
+the nearest number of matmul weights at or above its own (a larger model's times scaled up by
+the ratio; never scaled down, since small models on a GPU are bound by kernel launches, not
+FLOP). Where nothing was measured, the caller's pessimistic estimate stands, and says so.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ KEPT = {
     "reference_pass_s": "reference_pass_s",
     "whole_s": "whole_s",
     "decode_step_s": "decode_step_s",
+    "judge_pair_s": "judge_pair_s",
 }
 
 

@@ -71,18 +71,22 @@ class ChatJudge(PairwiseJudge):
         tokenizer = loaded.tokenizer
         self.letters = [tokenizer.encode(c, add_special_tokens=False)[0] for c in "AB"]
 
-    def first_is_better(self, questions: Sequence[tuple[str, str, str]]) -> list[bool]:
-        import torch
-
-        tokenizer, model = self.loaded.tokenizer, self.loaded.model
-        prompts = [
-            tokenizer.apply_chat_template(
+    def prompts(self, questions: Sequence[tuple[str, str, str]]) -> list[str]:
+        """Each question as the model reads it: the judge's prompt in its chat template."""
+        return [
+            self.loaded.tokenizer.apply_chat_template(
                 [{"role": "user", "content": JUDGE_PROMPT.format(idea=i, first=a, second=b)}],
                 tokenize=False,
                 add_generation_prompt=True,
             )
             for i, a, b in questions
         ]
+
+    def first_is_better(self, questions: Sequence[tuple[str, str, str]]) -> list[bool]:
+        import torch
+
+        tokenizer, model = self.loaded.tokenizer, self.loaded.model
+        prompts = self.prompts(questions)
         answers: list[bool] = []
         with torch.inference_mode():
             for start in range(0, len(prompts), self.batch_size):

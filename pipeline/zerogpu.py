@@ -56,8 +56,8 @@ ON_ZEROGPU = bool(os.environ.get("SPACES_ZERO_GPU"))
 # What one GPU call may take: staff advice is "a couple of minutes"; the quota is per day.
 MAX_CALL_SECONDS = 120
 # Estimates, not measured on a Space (none can be reached from here): deliberately pessimistic
-# for a 0.5B model. Training, the held-out ranking and generation, where bench/gpu.py measured
-# them, are planned from measured rates (`pipeline.gpu_rates`) instead.
+# for a 0.5B model. Training, the held-out ranking, generation and judging, where bench/gpu.py
+# measured them, are planned from measured rates (`pipeline.gpu_rates`) instead.
 SECONDS_PER_NEW_TOKEN = 0.03  # one decoding step of one generate call (up to max_batch titles)
 JUDGE_SECONDS_PER_BATCH = 0.5  # one forward of 16 judge prompts (~150 tokens each)
 # Ranking the held-out pairs loads up to three models and scores ~100 pairs with each.
@@ -188,9 +188,17 @@ def generate_round_on_gpu(
 
 
 def judging_seconds(model_name: str, pairs: list[tuple[str, str, str]]) -> int:
-    """A judge's load, then one forward per 16 questions, each pair asked both ways."""
-    forwards = math.ceil(2 * len(pairs) / 16)
-    return min(MAX_CALL_SECONDS, STARTUP_SECONDS + math.ceil(forwards * JUDGE_SECONDS_PER_BATCH))
+    """A judge's load, then its verdict on each pair (asked both ways, 16 questions a forward):
+    at the pace bench/gpu.py's `judge` row measured for the model's size, with the margin,
+    where it was measured; else one estimated forward per 16 questions."""
+    rates = GpuRates.load()
+    params = model_params(model_name) if rates else None
+    per_pair = rates.seconds(params, "judge", "judge_pair_s") if params else None
+    if per_pair is not None:
+        judging = MARGIN * per_pair * len(pairs)
+    else:
+        judging = math.ceil(2 * len(pairs) / 16) * JUDGE_SECONDS_PER_BATCH
+    return min(MAX_CALL_SECONDS, STARTUP_SECONDS + math.ceil(judging))
 
 
 @gpu_call(duration=judging_seconds)

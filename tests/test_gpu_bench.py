@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 
 from conftest import ROOT
 
-ROWS = ["dpo:fast", "dpo:tutorial", "generate", "calls:fast", "reward:fast", "rl:fast"]
+ROWS = ["dpo:fast", "dpo:tutorial", "generate", "calls:fast", "reward:fast", "rl:fast", "judge"]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def test_every_row_runs_and_measures(bench_run):
         assert any(line.startswith(row["row"]) for line in printed)  # printed as it finished
     for row in (r for r in rows if r["row"] != "calls:fast"):
         assert row["x_bound"] > 0 and row["bound_s"] > 0 and row["tiny"] is True
-    training = [r for r in rows if r["row"] not in ("generate", "calls:fast")]
+    training = [r for r in rows if r["row"] not in ("generate", "calls:fast", "judge")]
     assert all(r["steps"] == 2 and r["s_per_step"] > 0 for r in training)
     fast = rows[0]
     assert fast["sft_steps"] > 0 and fast["sft_s_per_step"] > 0  # the SFT stage, timed
@@ -53,6 +54,9 @@ def test_every_row_runs_and_measures(bench_run):
     calls = rows[3]
     assert calls["call_steps"] == 2 and 0 < calls["call_s"] < calls["call_wall_s"]
     assert calls["first_call_s"] > calls["call_wall_s"]  # the first runs the SFT stage too
+    judge = rows[6]  # 8 pairs asked both ways, and the seconds of one
+    assert judge["pairs"] == 8 and judge["judge_pair_s"] > 0
+    assert judge["judged_s"] == pytest.approx(8 * judge["judge_pair_s"], abs=0.01)
 
 
 def test_the_rates_it_writes_size_the_chunks(bench_run, small_data, tiny_model_dir, monkeypatch):
@@ -81,6 +85,12 @@ def test_the_rates_it_writes_size_the_chunks(bench_run, small_data, tiny_model_d
     tutorial = shape["rows"]["dpo:tutorial"]["step_s"]
     assert zerogpu.chunk_pace(small_data, str(tiny_model_dir), custom).step_s == pytest.approx(
         max(tutorial, measured["step_s"])
+    )
+    # a judge's verdicts at the measured pace of a pair, with the margin, after its load
+    pairs = [("an idea", f"Title {i}", f"Another title {i}") for i in range(40)]
+    per_pair = shape["rows"]["judge"]["judge_pair_s"]
+    assert zerogpu.judging_seconds(str(tiny_model_dir), pairs) == min(
+        zerogpu.MAX_CALL_SECONDS, zerogpu.STARTUP_SECONDS + math.ceil(MARGIN * per_pair * 40)
     )
     # without rates, the pessimistic estimate, saying so
     monkeypatch.setenv("TITLE_DPO_GPU_RATES", str(out / "none.json"))
