@@ -98,7 +98,7 @@ PLAN = [
     ("calls:fast", "qwen2.5-0.5b", 40),
     ("reward:fast", "smollm2-135m", 20),
     ("rl:fast", "smollm2-135m", 30),
-    ("judge", "qwen2.5-0.5b", 20),
+    ("judge", "qwen2.5-0.5b", 10),
     ("dpo:fast", "smollm2-135m", 40),
     # the fast recipe as a CPU runs it (the shared-prompt forward), beside its GPU values above
     ("dpo:fast+shared_prompt=true", "qwen2.5-0.5b", 40),
