@@ -191,14 +191,16 @@ def judging_seconds(model_name: str, pairs: list[tuple[str, str, str]]) -> int:
     """A judge's load, then its verdict on each pair (asked both ways, 16 questions a forward):
     at the pace bench/gpu.py's `judge` row measured for the model's size, with the margin,
     where it was measured; else one estimated forward per 16 questions."""
+    return min(MAX_CALL_SECONDS, STARTUP_SECONDS + math.ceil(_judging(model_name, len(pairs))))
+
+
+def _judging(model_name: str, pairs: int) -> float:
     rates = GpuRates.load()
     params = model_params(model_name) if rates else None
     per_pair = rates.seconds(params, "judge", "judge_pair_s") if params else None
     if per_pair is not None:
-        judging = MARGIN * per_pair * len(pairs)
-    else:
-        judging = math.ceil(2 * len(pairs) / 16) * JUDGE_SECONDS_PER_BATCH
-    return min(MAX_CALL_SECONDS, STARTUP_SECONDS + math.ceil(judging))
+        return MARGIN * per_pair * pairs
+    return math.ceil(2 * pairs / 16) * JUDGE_SECONDS_PER_BATCH
 
 
 @gpu_call(duration=judging_seconds)
@@ -212,17 +214,25 @@ class JudgeOnGpu(PairwiseJudge):
     """The judge interface (`pipeline.judges.Judge`) for the app: the chat model `model_name`
     answers in GPU calls, a batch of pairs per call (outside ZeroGPU: plain calls)."""
 
-    BATCH = 200  # pairs per GPU call: well inside MAX_CALL_SECONDS at the estimated pace
+    BATCH = 200  # pairs per GPU call at most
 
     def __init__(self, model_name: str) -> None:
         self.model_name, self.name = model_name, f"judge {short_name(model_name)}"
 
+    def pairs_per_call(self) -> int:
+        """As many pairs as one call's time holds at the judging pace (a larger judge is
+        slower), BATCH at most: a call asking for more than a call may have is cut short."""
+        count = self.BATCH
+        while count > 1 and STARTUP_SECONDS + _judging(self.model_name, count) > MAX_CALL_SECONDS:
+            count //= 2
+        return count
+
     def prefer_many(self, pairs) -> list[str]:
-        pairs = list(pairs)
+        pairs, size = list(pairs), self.pairs_per_call()
         return [
             verdict
-            for start in range(0, len(pairs), self.BATCH)
-            for verdict in judge_pairs_on_gpu(self.model_name, pairs[start : start + self.BATCH])
+            for start in range(0, len(pairs), size)
+            for verdict in judge_pairs_on_gpu(self.model_name, pairs[start : start + size])
         ]
 
 

@@ -238,6 +238,33 @@ def test_the_held_out_ranking_asks_for_the_reference_pace_the_bench_measured(
     assert zerogpu.scoring_seconds(result) == math.ceil(3 * (zerogpu.STARTUP_SECONDS + 1.2))
 
 
+def test_judging_asks_for_the_measured_pace_in_calls_that_hold_it(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """A judge's pairs are split into GPU calls of as many as one call's time holds at the
+    pace bench/gpu.py measured (a slow judge: fewer a call), each asking for what it needs."""
+    pairs = [("an idea", f"Title {i}", f"Another title {i}") for i in range(120)]
+    judge = zerogpu.JudgeOnGpu(str(tiny_model_dir))
+    assert judge.pairs_per_call() == zerogpu.JudgeOnGpu.BATCH  # the estimate: 200 fit
+    rates = {"device": "test", "shapes": {"any": {"params": 10**9, "rows": {
+        "judge": {"judge_pair_s": 1.0}}}}}  # fmt: skip
+    (tmp_path / "rates.json").write_text(json.dumps(rates))
+    monkeypatch.setenv("TITLE_DPO_GPU_RATES", str(tmp_path / "rates.json"))
+    # 1.5 s a pair with the margin: 200 and 100 pairs are more than a call, 50 fit
+    assert judge.pairs_per_call() == 50
+    assert zerogpu.judging_seconds(str(tiny_model_dir), pairs[:50]) == 15 + 75
+    asked, entry_point = [], zerogpu.judge_pairs_on_gpu
+
+    def watched(model_name, chunk):  # the GPU call, seen and made
+        asked.append(len(chunk))
+        return entry_point(model_name, chunk)
+
+    monkeypatch.setattr(zerogpu, "judge_pairs_on_gpu", watched)
+    verdicts = judge.prefer_many(pairs)
+    assert asked == [50, 50, 20]
+    assert verdicts == entry_point(str(tiny_model_dir), pairs)  # as in one call
+
+
 def test_generation_entry_point_takes_a_model_name(tiny_model_dir):
     titles = zerogpu.generate_on_gpu(
         str(tiny_model_dir), "intro to python", GenerationSettings(n=2, max_new_tokens=4, seed=1)
