@@ -34,6 +34,8 @@ def rlhf_app(tiny_model_dir, tmp_path_factory):
 
 
 def test_reward_model_best_of_n_rl_and_compare_through_the_app(rlhf_app, tiny_model_dir):
+    from pipeline.tracking import tracking_dir
+
     url, data = rlhf_app
     c = _client(url)
     base = str(tiny_model_dir)
@@ -81,7 +83,8 @@ def test_reward_model_best_of_n_rl_and_compare_through_the_app(rlhf_app, tiny_mo
     assert summary["kind"] == "rl" and summary["reward_model"] == str(reward_run)
 
     # 4. compare runs: both runs' curves of one metric on one chart
-    runs, metrics = c.predict(api_name="/compare_choices")
+    runs, metrics, trackio = c.predict(api_name="/compare_choices")
+    assert "trackio show --project title-dpo" in trackio and str(tracking_dir()) in trackio
     assert metrics["value"] == "loss" and "kl" in [m[0] for m in metrics["choices"]]
     names = [choice[0] if isinstance(choice, list) else choice for choice in runs["choices"]]
     assert {

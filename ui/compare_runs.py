@@ -27,18 +27,21 @@ def build(ctx: Context) -> Wiring:
             refresh = gr.Button("Refresh the list of runs")
             button = gr.Button("Compare", variant="primary")
         chart = gr.LinePlot(x="step", y="value", color="run", label="The metric, run by run")
-        gr.Markdown(
-            f"Every run also reports to trackio (`{tracking_dir()}`): "
-            "`trackio show --project title-dpo` opens its dashboard."
-        )
+        # the owner's alone, with the lists: the page's first config goes to every visitor
+        where = gr.Markdown()
 
     def choices():
         runs = [run_label(m) for m in finished_runs(runs_dir(folder))]
         logged = (run_metrics(m) for m in finished_runs(runs_dir(folder)))
         keys = sorted({key for metrics in logged for key in numeric_keys(metrics)})
-        return gr.CheckboxGroup(choices=runs), gr.Dropdown(
+        metric = gr.Dropdown(
             choices=keys, value="loss" if "loss" in keys else (keys[0] if keys else None)
         )
+        trackio = (
+            f"Every run also reports to trackio (`{tracking_dir()}`): "
+            "`trackio show --project title-dpo` opens its dashboard."
+        )
+        return gr.CheckboxGroup(choices=runs), metric, trackio
 
     def compare(names: list[str], key: str):
         import pandas as pd
@@ -52,6 +55,7 @@ def build(ctx: Context) -> Wiring:
             raise UserError(f"none of the chosen runs logged {key!r}")
         return pd.DataFrame(rows, columns=["step", "value", "run"])
 
-    refresh.click(guard(OWNER, choices), None, [chosen, metric], api_name="compare_choices")
+    lists = [chosen, metric, where]
+    refresh.click(guard(OWNER, choices), None, lists, api_name="compare_choices")
     button.click(guard(OWNER, compare), [chosen, metric], chart, api_name="compare_runs")
-    return Wiring(guard(OWNER, choices), [chosen, metric])
+    return Wiring(guard(OWNER, choices), lists)
