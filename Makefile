@@ -38,7 +38,7 @@ run: setup
 	$(PY) app.py
 
 # Two pytest-xdist workers: run one after the other, the tests keep 2 cores half busy (they
-# wait on apps starting, servers, subprocesses). On 2 cores: 24 min alone, 15-16 min so.
+# wait on apps starting, servers, subprocesses). On 2 cores: 24 min alone, 15-18 min so.
 PYTEST_WORKERS := -n 2
 
 test: setup-test
