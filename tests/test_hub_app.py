@@ -282,8 +282,14 @@ def test_an_iteration_comes_back_after_a_restart_with_its_pairs_and_votes(
         _, idea, *_, pair_id, progress = Client(url, verbose=False).predict(
             voter, api_name="/start"
         )
-        judging_ideas = {t["idea"] for t in mirrored[0]["judge"]["titles"]}
-        assert f"voted on **{cast}** pairs" in progress and idea in judging_ideas
+        assert f"voted on **{cast}** pairs" in progress
+        # two models that wrote the same title make no pair, and one step of training may
+        # change none of the sampled titles (seen once in nine runs): then nothing is left
+        written: dict[tuple[str, int], set[str]] = {}
+        for title in mirrored[0]["judge"]["titles"]:
+            written.setdefault((title["idea"], title["sample"]), set()).add(title["text"])
+        judged_ideas = {idea for (idea, _), texts in written.items() if len(texts) > 1}
+        assert idea in judged_ideas if judged_ideas else "Nothing left to judge" in progress
         # and the next iteration starts from the restored policy
         said, table, _ = owner.predict("", "Typed below, one per line", "after the restart",
                                        None, 3, 1, "next", 16, False, *training,
