@@ -5,6 +5,7 @@ import sqlite3
 import threading
 
 import httpx
+from playwright.sync_api import expect
 
 from app_process import start_app, stop_app
 from pipeline.votes import VoteStore
@@ -137,6 +138,9 @@ def test_train_tab_shows_live_progress_until_done(browser, tiny_model_dir, tmp_p
         page = browser.new_page(viewport={"width": 1200, "height": 1400})
         page.goto(url)
         page.get_by_role("tab", name="Train").click()
+        # the owner's page gets the app's model as the base (a voter's config does not carry it)
+        base = page.get_by_label("Base model (Hub id or folder)")
+        expect(base).to_have_value(str(tiny_model_dir))
         page.get_by_label("Stop after steps (0: no limit)").fill("6")
         page.get_by_role("button", name="Start training").click()
         # Nothing but the tab's timer brings these updates to the page.

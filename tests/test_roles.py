@@ -139,9 +139,10 @@ def test_with_a_password_loopback_is_a_voter_until_the_password(
         tried = assert_voter_refused_everywhere(visitor, hub, data, pairs_csv)
         assert len(tried) >= 15
         # the page's config, which every visitor reads, names no folder of the app's data,
-        # nor trackio's (the app's inherits the tests' TRACKIO_DIR)
+        # nor trackio's (the app's inherits the tests' TRACKIO_DIR), nor the app's model
         config = httpx.get(url + "config").text
         assert str(tmp_path) not in config and os.environ["TRACKIO_DIR"] not in config
+        assert str(tiny_model_dir) not in config
         *_, password_box, message = visitor.predict("guess", api_name="/owner_sign_in")
         assert message == "wrong owner password" and password_box == ""
         assert visitor.predict(None, api_name="/my_role").startswith("You are voting")  # still

@@ -3,8 +3,8 @@ only contract between `ui.shell` and `ui/tabs/`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,10 @@ class TabParts:
     """What a tab's `build(ctx)` hands the shell."""
 
     owner_parts: Sequence[Any] = ()  # parts of a tab open to voters that only the owner sees
+    # Fields filled in for the owner alone (a voter's page gets them empty): a value given
+    # when the page is built is in its config, which every visitor can read, and the app's
+    # model may be a folder on the owner's disk.
+    owner_values: Mapping[Any, str] = field(default_factory=dict)
     on_open: Sequence[Wiring] = ()  # run when the tab is opened
     on_load: Wiring | None = None  # run when the page loads
     on_role: Wiring | None = None  # run once the caller's role is known (page load, sign-in)

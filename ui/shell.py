@@ -24,7 +24,7 @@ from pipeline.models import ModelChoice
 from pipeline.runner import TrainingRunner
 from pipeline.tracking import use_tracking_dir
 from pipeline.votes import VoteStore
-from ui.context import AppParts, Context, TabParts
+from ui.context import AppParts, Context, TabParts, Wiring
 from ui.guard import Guard, RoleFirstBlocks
 from ui.sign_in import OwnerSignIn, describe_caller
 from ui.tabs import evaluate, generate, hub, iterations, leaderboard, pools, train, vote
@@ -125,6 +125,7 @@ def wire_pages(
     guarded_pages = [(page, module.SHOWN_TO) for page, module, _ in pages
                      if module.SHOWN_TO != "anyone"]  # fmt: skip
     owner_parts = [part for _, _, parts in pages for part in parts.owner_parts]
+    owner_values = {box: text for _, _, parts in pages for box, text in parts.owner_values.items()}
 
     def show_role(*, caller: Caller) -> dict:
         can_sign_in = settings.owner_password is not None
@@ -142,10 +143,27 @@ def wire_pages(
     role_outputs = [role_line, sign_in.box, sign_in.sign_out,
                     *(page for page, _ in guarded_pages), *owner_parts]  # fmt: skip
     after_role = [parts.on_role for _, _, parts in pages if parts.on_role]
+
+    def fill_owner_values(*shown: str, caller: Caller) -> list[str]:
+        # What the owner typed already (the page is usable before this arrives) is kept.
+        if not caller.is_owner:
+            return [""] * len(shown)
+        return [now or text for now, text in zip(shown, owner_values.values(), strict=True)]
+
+    if owner_values:
+        boxes = list(owner_values)
+        fill = guard("anyone", fill_owner_values, spread=len(boxes))
+        after_role.append(Wiring(fill, boxes, inputs=boxes))
     # What follows the role waits for it: an owner pass may make this page the owner's.
     event = app.load(guard("anyone", open_page), owner_pass, role_outputs, api_name="my_role")
     for wiring in after_role:
-        event = event.then(wiring.fn, None, wiring.outputs, api_name=wiring.api_name)
+        event = event.then(
+            wiring.fn,
+            wiring.inputs,
+            wiring.outputs,
+            api_name=wiring.api_name,
+            api_visibility="public" if wiring.api_name else "private",
+        )
     for _, _, parts in pages:
         if parts.on_load:
             w = parts.on_load

@@ -55,7 +55,9 @@ class OwnerSignIn:
 
         def then_after(event) -> None:
             for wiring in after:
-                event = event.then(wiring.fn, None, wiring.outputs, api_visibility="private")
+                event = event.then(
+                    wiring.fn, wiring.inputs, wiring.outputs, api_visibility="private"
+                )
 
         def sign_in(password: str, *, facts: RequestFacts) -> dict:
             try:

@@ -46,11 +46,7 @@ def build(ctx: Context) -> TabParts:
     )
     with gr.Row():
         runs = gr.CheckboxGroup([], label="Finished runs")
-        others = gr.Textbox(
-            generator.name,
-            label="Other models (Hub ids or folders, one per line)",
-            lines=2,
-        )
+        others = gr.Textbox("", label="Other models (Hub ids or folders, one per line)", lines=2)
     with gr.Row():
         stages = gr.Checkbox(True, label="A run brings its base model and its SFT stage")
         k = gr.Number(1, precision=0, minimum=1, maximum=MAX_K, label="Titles per model per idea")
@@ -98,7 +94,10 @@ def build(ctx: Context) -> TabParts:
         concurrency_limit=1,
     )
     refresh.click(guard(OWNER, rounds.choices), None, [runs, pick], api_name="evaluate_choices")
-    return TabParts(on_open=(Wiring(guard(OWNER, rounds.choices), [runs, pick]),))
+    return TabParts(
+        on_open=(Wiring(guard(OWNER, rounds.choices), [runs, pick]),),
+        owner_values={others: generator.name},
+    )
 
 
 class Rounds:

@@ -67,7 +67,7 @@ def build(ctx: Context) -> TabParts:
         "runner: follow it there."
     )
     with gr.Row():
-        policy = gr.Textbox(ctx.generator.name, label="Model (empty: the last trained one)")
+        policy = gr.Textbox("", label="Model (empty: the last trained one)")
         k = gr.Number(DEFAULT_K, precision=0, minimum=2, maximum=10, label="Titles per idea")
         target = gr.Number(DEFAULT_TARGET, precision=0, minimum=1, label="Votes per pair aimed at")
         name = gr.Textbox("", label="Name (empty: iteration-DATE-TIME)")
@@ -121,7 +121,7 @@ def build(ctx: Context) -> TabParts:
         Wiring(guard(OWNER, iterations.listing), listing),
         Wiring(guard(OWNER, iterations.report), reporting),
     )
-    return TabParts(on_open=on_open)
+    return TabParts(on_open=on_open, owner_values={policy: ctx.generator.name})
 
 
 class Iterations:

@@ -83,7 +83,7 @@ def build(ctx: Context) -> TabParts:
         )
     screen_in = list(vote_screening())  # for the votes collected here
     with gr.Row():
-        base = gr.Textbox(ctx.generator.name, label="Base model (Hub id or folder)")
+        base = gr.Textbox("", label="Base model (Hub id or folder)")
         max_steps = gr.Number(0, precision=0, minimum=0, label="Stop after steps (0: no limit)")
     method = gr.Radio(list(BY_LABEL), value=DEFAULT.label, label="Method")
     forms = [method_form(m) for m in METHODS.values()]
@@ -147,7 +147,9 @@ def build(ctx: Context) -> TabParts:
     timer.tick(guard(OWNER, trainer.show), None, outputs, api_name="train_status", queue=False)
     use.click(guard(OWNER, trainer.use_trained), None, ctx.status, api_name="use_trained_model")
     shown = Wiring(guard(OWNER, trainer.run_view), run_view, inputs=[method])
-    return TabParts(on_open=(compare_view, shown, latest_job), poll=timer)
+    owner_values = {base: ctx.generator.name}  # the starting model, whatever Generate uses later
+    on_open = (compare_view, shown, latest_job)
+    return TabParts(on_open=on_open, poll=timer, owner_values=owner_values)
 
 
 class Trainer:
