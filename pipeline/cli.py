@@ -374,7 +374,7 @@ def cmd_iterate_judge(args: argparse.Namespace) -> str:
     ideas = ideas_from_file(args.ideas) if args.ideas else None
     info = judge_iteration(store, args.name, ideas=ideas, k=args.k)
     return (
-        f"round {info.name!r}: {', '.join(info.labels)}; {info.pairs} pairs served to voters "
+        f"round {info.name!r}: {', '.join(info.labels)}; {info.describe_pairs()} "
         f"(report: python -m pipeline iterate report)"
     )
 
@@ -412,8 +412,8 @@ def cmd_evaluate_create(args: argparse.Namespace) -> str:
     if args.json:
         return json.dumps({**asdict(info), "trained_on": plan.trained_on}, ensure_ascii=False)
     return (
-        f"{plan.describe()}\ncreated round {info.name!r} with {info.pairs} pairs in "
-        f"{store.path}: they are in the voting pool now"
+        f"{plan.describe()}\ncreated round {info.name!r} in {store.path}: "
+        f"{info.describe_pairs()}" + (", in the voting pool now" if info.pairs else "")
     )
 
 

@@ -61,6 +61,9 @@ class IterationReport:
     over_start: HeadToHead | None = None  # ... against the first iteration's policy
     trained_titles: TitleMeasures | None = None  # its titles in the judging round
     policy_label: str = ""  # how the report calls its policy ("trained after NAME", a Hub id)
+    # "over_before", "over_start": the judging round has no pair of those two models, since
+    # they wrote the same titles for every idea (the same title makes no pair); none to wait for
+    same_titles: tuple[str, ...] = ()
 
     def describe(self) -> str:
         own = self.policy_titles
@@ -76,8 +79,10 @@ class IterationReport:
         if not self.judge_round:
             return "\n".join([*lines, "  not judged yet (iterate judge)"])
         lines.append(f"  judged in round {self.judge_round!r}: {self.judge_votes} votes")
-        for h, against in ((self.over_before, "the policy before"), (self.over_start, "the start")):
-            if h is not None:
+        for key, against in (("over_before", "the policy before"), ("over_start", "the start")):
+            if key in self.same_titles:
+                lines.append(f"  {SAME_TITLES} as {against}: no pair to vote on")
+            elif (h := getattr(self, key)) is not None:
                 lines.append(f"  beats {against}: {_by_pair(h)}")
         if self.trained_titles:
             lines.append(f"  its titles there: {_measures(self.trained_titles)}")
@@ -92,10 +97,16 @@ class IterationReport:
             _share(self.policy_titles),
             _length(self.policy_titles),
             self.judge_votes if self.judge_round else "not judged",
-            "" if self.over_before is None else _by_pair_short(self.over_before),
-            "" if self.over_start is None else _by_pair_short(self.over_start),
+            self._cell("over_before"),
+            self._cell("over_start"),
             "" if trained is None else _share(trained),
         ]
+
+    def _cell(self, key: str) -> str:
+        if key in self.same_titles:
+            return f"{SAME_TITLES}: no pair"
+        h = getattr(self, key)
+        return "" if h is None else _by_pair_short(h)
 
     def as_dict(self) -> dict[str, Any]:
         record = asdict(self)
@@ -110,6 +121,9 @@ class IterationReport:
                     "format_interval": m.format_interval,
                 }
         return record
+
+
+SAME_TITLES = "the same titles on every judging idea"
 
 
 def _measures(m: TitleMeasures) -> str:
@@ -180,12 +194,17 @@ def _judged(
     outcomes = round_outcomes([v for v in every_vote if v.pair_id in in_round], pairs)
     after, before, *start = judging.labels
     mine = [t for t in store.round_titles(judging.round_id) if t.model == after]
+    paired = {frozenset((p.model_a, p.model_b)) for p in pairs}
+    against = {"over_before": before, "over_start": start[0] if start else None}
+    same = [key for key, other in against.items()
+            if other and frozenset((after, other)) not in paired]  # fmt: skip
     return replace(
         report,
         judge_votes=len(outcomes),
         over_before=head_to_head(outcomes, after, before),
         over_start=head_to_head(outcomes, after, start[0]) if start else None,
         trained_titles=TitleMeasures.of([t.text for t in mine], [t.raw for t in mine]),
+        same_titles=tuple(same),
     )
 
 

@@ -251,6 +251,12 @@ class RoundInfo:
     def labels(self) -> list[str]:
         return [m["label"] for m in self.models]
 
+    def describe_pairs(self) -> str:
+        """How many pairs it serves, or why none (the same title makes no pair)."""
+        if self.pairs:
+            return f"{self.pairs} pairs"
+        return "no pair: the models wrote the same titles for every idea, nothing to vote on"
+
 
 @dataclass(frozen=True)
 class RoundTitle:

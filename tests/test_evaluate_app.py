@@ -67,7 +67,7 @@ def test_a_round_through_the_app_reports_what_blind_voters_chose(evaluation_app,
         [], f"{plain}\n{marked}", True, 1, "app round", "Typed below, one per line",
         "\n".join(IDEAS), None, api_name="/evaluate_create",
     )  # fmt: skip
-    assert "**4 pairs**" in message and picked["value"] == "app round"
+    assert "**4 pairs in the voting pool now**" in message and picked["value"] == "app round"
 
     seen = [text for _ in range(3) for text in vote_until_done(url)]
     # Nothing a voter read names a model or the round.

@@ -74,6 +74,30 @@ def test_an_iteration_is_served_first_and_refuses_what_it_cannot_do(tiny_model_d
     assert (status.pairs, status.votes, status.ready) == (pool.pairs, 0, False)
 
 
+def test_a_trained_model_that_writes_the_same_titles_is_reported_so_not_awaited(
+    tiny_model_dir, tmp_path
+):
+    """A judging round pairs the two models' titles sample by sample, and the same title makes
+    no pair: a trained policy that writes what its start wrote (here: the same weights) leaves
+    nothing to vote on, and the report says so instead of "no pair decided yet"."""
+    import shutil
+
+    from pipeline.iteration_report import SAME_TITLES, iteration_report
+    from pipeline.iterations import judge_iteration, plan_iteration, start_iteration
+
+    store = VoteStore.in_folder(tmp_path / "data")
+    plan = plan_iteration(store, str(tiny_model_dir), ROUND_ONE[:2], "typed ideas", name="one")
+    start_iteration(store, plan, SHORT)
+    same = shutil.copytree(tiny_model_dir, tmp_path / "trained")
+    store.set_iteration_trained("one", str(same))
+    judging = judge_iteration(store, "one", ideas=["kept for judging"], k=2)
+    assert judging.pairs == 0 and "same titles for every idea" in judging.describe_pairs()
+    (report,) = iteration_report(store)
+    assert report.same_titles == ("over_before",) and report.over_start is None
+    assert f"{SAME_TITLES} as the policy before: no pair to vote on" in report.describe()
+    assert report.row()[5] == f"{SAME_TITLES}: no pair"
+
+
 def test_an_iteration_asks_about_a_batch_of_new_ideas_and_never_the_judging_ones(tmp_path):
     from pipeline.iterations import judge_ideas, plan_iteration
     from pipeline.rounds import fresh_ideas

@@ -127,7 +127,8 @@ class Rounds:
         )
         info = create_round(self.store, plan, generate=generate_round_on_gpu)
         rounds = [r.name for r in self.store.rounds()]
-        message = f"{plan.describe()}. **{info.pairs} pairs** are in the voting pool now."
+        pairs = info.describe_pairs() + (" in the voting pool now" if info.pairs else "")
+        message = f"{plan.describe()}. **{pairs}**."
         return message, gr.Dropdown(choices=rounds, value=info.name)
 
     def report(self, round_name, judge_name=None):

@@ -194,7 +194,7 @@ class Iterations:
         if not name:
             raise UserError("no iteration chosen: start one first")
         info = judge_iteration(self.store, name, generate=generate_round_on_gpu)
-        said = f"Round **{info.name}**: {', '.join(info.labels)}; {info.pairs} pairs served."
+        said = f"Round **{info.name}**: {', '.join(info.labels)}; {info.describe_pairs()}."
         return said, *self.report()
 
     def _train_due(self, info: IterationInfo):
