@@ -276,9 +276,10 @@ def test_the_owner_creates_a_round_a_voter_votes_on_it_and_the_owner_reads_it(
     try:
         owner = owner_page(browser, url, password)
         owner.get_by_role("tab", name="Evaluate").click()
-        owner.get_by_label("Other models (Hub ids or folders, one per line)").fill(
-            f"{plain}\n{marked}"
-        )
+        others = owner.get_by_label("Other models (Hub ids or folders, one per line)")
+        # the app's model arrives just after the role (a person cannot type sooner)
+        expect(others).to_have_value(str(plain))
+        others.fill(f"{plain}\n{marked}")
         owner.get_by_role("radio", name="Typed below, one per line").check()
         owner.get_by_label("Ideas (one per line)").fill("Kalman filters\nContrastive learning")
         owner.get_by_label("Round name (empty: round-DATE-TIME)").fill("browser round")

@@ -125,7 +125,6 @@ def wire_pages(
     guarded_pages = [(page, module.SHOWN_TO) for page, module, _ in pages
                      if module.SHOWN_TO != "anyone"]  # fmt: skip
     owner_parts = [part for _, _, parts in pages for part in parts.owner_parts]
-    owner_values = {box: text for _, _, parts in pages for box, text in parts.owner_values.items()}
 
     def show_role(*, caller: Caller) -> dict:
         can_sign_in = settings.owner_password is not None
@@ -143,17 +142,8 @@ def wire_pages(
     role_outputs = [role_line, sign_in.box, sign_in.sign_out,
                     *(page for page, _ in guarded_pages), *owner_parts]  # fmt: skip
     after_role = [parts.on_role for _, _, parts in pages if parts.on_role]
-
-    def fill_owner_values(*shown: str, caller: Caller) -> list[str]:
-        # What the owner typed already (the page is usable before this arrives) is kept.
-        if not caller.is_owner:
-            return [""] * len(shown)
-        return [now or text for now, text in zip(shown, owner_values.values(), strict=True)]
-
-    if owner_values:
-        boxes = list(owner_values)
-        fill = guard("anyone", fill_owner_values, spread=len(boxes))
-        after_role.append(Wiring(fill, boxes, inputs=boxes))
+    if filling := owner_values_filled(guard, pages):
+        after_role.append(filling)
     # What follows the role waits for it: an owner pass may make this page the owner's.
     event = app.load(guard("anyone", open_page), owner_pass, role_outputs, api_name="my_role")
     for wiring in after_role:
@@ -181,6 +171,24 @@ def wire_pages(
         )
         for w in parts.on_open:
             page.select(w.fn, w.inputs, w.outputs, api_visibility="private")
+
+
+def owner_values_filled(
+    guard: Guard, pages: list[tuple[gr.Tab, ModuleType, TabParts]]
+) -> Wiring | None:
+    """What fills the tabs' `owner_values` once the role is known: the owner's values on the
+    owner's page (what the owner typed already is kept), nothing on a voter's."""
+    values = {box: text for _, _, parts in pages for box, text in parts.owner_values.items()}
+    if not values:
+        return None
+
+    def fill(*shown: str, caller: Caller) -> list[str]:
+        if not caller.is_owner:
+            return [""] * len(shown)
+        return [now or text for now, text in zip(shown, values.values(), strict=True)]
+
+    boxes = list(values)
+    return Wiring(guard("anyone", fill, spread=len(boxes)), boxes, inputs=boxes)
 
 
 def serve(app: gr.Blocks, *, prevent_thread_lock: bool = False, **launch_kwargs) -> None:
