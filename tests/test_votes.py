@@ -9,9 +9,10 @@ import pytest
 
 from pipeline.ballot import Shown, side_to_choice, vote_on_shown_pair
 from pipeline.errors import UserError
+from pipeline.migrations import MIGRATIONS, migrate
 from pipeline.pairs import Pair, write_pairs_csv
 from pipeline.records import vote_record
-from pipeline.votes import MIGRATIONS, VoteStore, migrate
+from pipeline.votes import VoteStore
 
 IDEA = "multimodal rag"
 
@@ -33,7 +34,7 @@ def test_migrations_apply_once_and_are_recorded(tmp_path):
 
 
 def test_a_database_from_before_flags_upgrades_with_its_votes(tmp_path):
-    from pipeline.votes import m001_initial
+    from pipeline.migrations import m001_initial
 
     db = sqlite3.connect(tmp_path / "votes.db", isolation_level=None)
     db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
