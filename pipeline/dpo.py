@@ -30,6 +30,7 @@ from pipeline.stages import (
     loop_args,
     lora_config,
     open_run,
+    planned_steps,
     train_and_save,
     trainer_class,
     watched,
@@ -100,6 +101,7 @@ def dpo_trainer(
     from pipeline.shared_prompt import SharedPromptDPOTrainer
 
     has_eval = eval_split is not None
+    planned = planned_steps(len(train_split), recipe.batch_size, recipe.epochs, max_steps)
     config = DPOConfig(
         output_dir=str(out),
         per_device_eval_batch_size=recipe.batch_size,
@@ -108,7 +110,7 @@ def dpo_trainer(
         precompute_ref_log_probs=recipe.precompute_ref_log_probs,
         loss_type=[recipe.loss, "sft"] if recipe.sft_weight else [recipe.loss],
         loss_weights=[1.0, recipe.sft_weight] if recipe.sft_weight else None,
-        **common_args(recipe, policy, out, recipe.KIND, max_steps),
+        **common_args(recipe, policy, out, recipe.KIND, planned),
     )
     cls, extra = trainer_class(recipe, DPOTrainer, SharedPromptDPOTrainer)
     return cls(

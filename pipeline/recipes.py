@@ -125,7 +125,7 @@ class DPORecipe:
         when_on=16,
     )
     lora_alpha: float = knob(32, "LoRA alpha", label="LoRA alpha", form=True)
-    logging_steps: int = knob(25, "log the training metrics every N steps")
+    logging_steps: int = knob(25, "log the metrics every N steps (a short run: 10 times)")
     save_total_limit: int | None = knob(
         2, "checkpoints kept (best + latest: a 0.5B model's are GBs); none: all"
     )
@@ -240,7 +240,7 @@ class RewardRecipe:
         "pull the scores' mean towards 0 with this weight (TRL's center_rewards_coefficient); "
         "0: off",
     )
-    logging_steps: int = knob(10, "log the training metrics every N steps")
+    logging_steps: int = knob(10, "log the metrics every N steps (a short run: 10 times)")
     save_total_limit: int | None = knob(2, "checkpoints kept; none: all")
     seed: int = knob(42, "training seed (data order, LoRA and score head initialisation)")
     gradient_checkpointing: bool = knob(
@@ -328,7 +328,7 @@ class RLRecipe:
     lora_alpha: float = knob(32, "LoRA alpha", label="LoRA alpha")
     temperature: float = knob(1.0, "sampling temperature of the titles trained on")
     max_new_tokens: int = knob(512, "tokens a title may take (a longer one is cut)")
-    logging_steps: int = knob(10, "log the training metrics every N steps")
+    logging_steps: int = knob(10, "log the metrics every N steps (a short run: 10 times)")
     save_total_limit: int | None = knob(2, "checkpoints kept; none: all")
     seed: int = knob(42, "training seed (data order, sampling, LoRA initialisation)")
     gradient_checkpointing: bool = knob(

@@ -38,6 +38,7 @@ from pipeline.stages import (
     loop_args,
     lora_config,
     open_run,
+    planned_steps,
     train_and_save,
     watched,
 )
@@ -63,12 +64,13 @@ def train_reward(
     # the model: the chat model with a new one-output head (the head is what the score is
     # read from); a reward recipe has no SFT stage
     run = open_run(data, out, model_name, recipe, max_steps=max_steps, resume=resume, head="score")
+    planned = planned_steps(len(run.train_split), recipe.batch_size, recipe.epochs, max_steps)
     config = RewardConfig(
         output_dir=str(run.out),
         per_device_eval_batch_size=recipe.batch_size,
         center_rewards_coefficient=recipe.center_rewards or None,
         **loop_args(recipe, max_steps, run.eval_split is not None),
-        **common_args(recipe, run.policy, run.out, recipe.KIND, max_steps),
+        **common_args(recipe, run.policy, run.out, recipe.KIND, planned),
     )
     trainer = RewardTrainer(
         model=run.policy.model,

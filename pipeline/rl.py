@@ -39,6 +39,7 @@ from pipeline.stages import (
     loop_args,
     lora_config,
     open_run,
+    planned_steps,
     train_and_save,
     training_splits,
     watched,
@@ -273,6 +274,9 @@ def rl_trainer(
         "grpo": (GRPOConfig, GRPOTrainer),
         "rloo": (RLOOConfig, RLOOTrainer),
     }[recipe.method]
+    # a step takes `batch_size` completions: `generations` for each of its prompts
+    per_step = max(1, recipe.batch_size // recipe.generations)
+    planned = planned_steps(len(prompts), per_step, recipe.epochs, max_steps)
     config = config_class(
         output_dir=str(out),
         beta=recipe.beta,
@@ -280,7 +284,7 @@ def rl_trainer(
         max_completion_length=recipe.max_new_tokens,
         temperature=recipe.temperature,
         **loop_args(recipe, max_steps, has_eval=False),  # measured by generating, afterwards
-        **common_args(recipe, policy, out, recipe.method, max_steps),
+        **common_args(recipe, policy, out, recipe.method, planned),
     )
     return trainer_class(
         model=policy.model,

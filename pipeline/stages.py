@@ -13,6 +13,7 @@ which fails without a GPU).
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -284,14 +285,34 @@ def lora_config(recipe, task: str = "CAUSAL_LM"):
     )
 
 
+# A run's charts get at least this many points along the way, however short the run: a run on
+# a hundred votes (13 steps) logged every 25 steps would show its training loss only at the end.
+LOGGED_POINTS = 10
+
+
+def planned_steps(rows: int, per_step: int, epochs: float, max_steps: int | None = None) -> int:
+    """The optimizer steps a stage plans: `max_steps`, else `epochs` over `rows` examples,
+    `per_step` a step (one process; under a launcher there are fewer)."""
+    return max_steps or max(1, math.ceil(math.ceil(rows / per_step) * epochs))
+
+
+def logging_every(recipe, planned: int | None) -> int:
+    """Every `recipe.logging_steps` steps, or often enough for LOGGED_POINTS points in a run of
+    `planned` steps (None: not known)."""
+    if not planned:
+        return recipe.logging_steps
+    return max(1, min(recipe.logging_steps, math.ceil(planned / LOGGED_POINTS)))
+
+
 def common_args(
-    recipe, policy: LoadedModel, out: Path, stage: str, max_steps: int | None = None
+    recipe, policy: LoadedModel, out: Path, stage: str, planned: int | None = None
 ) -> dict[str, Any]:
-    """The TrainingArguments every stage shares: batch, logging (at least once in a run cut
-    to `max_steps`) and its report to trackio (`pipeline.tracking`), seed and device flags."""
+    """The TrainingArguments every stage shares: batch, logging (`logging_every`, in a stage
+    of `planned` steps) and its report to trackio (`pipeline.tracking`), seed and device
+    flags."""
     return {
         "per_device_train_batch_size": recipe.batch_size,
-        "logging_steps": min(recipe.logging_steps, max_steps or recipe.logging_steps),
+        "logging_steps": logging_every(recipe, planned),
         "seed": recipe.seed,
         **tracking_args(out, stage),
         "gradient_checkpointing": recipe.gradient_checkpointing,
@@ -346,6 +367,8 @@ def sft_stage(
     checkpoint = latest_checkpoint(checkpoints)
     if checkpoint is None:
         forget_run_name(out)  # a stage that starts, starts a new trackio run
+    rows = sft_rows(train_split, recipe)
+    sft_steps = planned_steps(len(rows), recipe.batch_size, recipe.sft_epochs, max_steps)
     config = SFTConfig(
         output_dir=str(checkpoints),
         num_train_epochs=recipe.sft_epochs,
@@ -353,14 +376,14 @@ def sft_stage(
         learning_rate=recipe.sft_learning_rate,
         save_strategy="no",  # a checkpoint only where the stage stops early
         save_total_limit=1,
-        **common_args(recipe, policy, out, "sft", max_steps),
+        **common_args(recipe, policy, out, "sft", sft_steps),
     )
     cls, extra = trainer_class(recipe, SFTTrainer, SharedPromptSFTTrainer)
     trainer = cls(
         **extra,
         model=policy.model,
         args=config,
-        train_dataset=Dataset.from_list(sft_rows(train_split, recipe)),
+        train_dataset=Dataset.from_list(rows),
         processing_class=policy.tokenizer,
         peft_config=lora_config(recipe),
         callbacks=callbacks,

@@ -38,6 +38,8 @@ def test_two_steps_then_reload_with_chat_template(small_data, tiny_model_dir, tm
 
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["step"] >= 1 and "loss" in records[0] and "rewards/margins" in records[0]
+    # a run shorter than the recipe's logging interval (25) charts every step
+    assert [r["step"] for r in records if "loss" in r] == [1, 2]
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 2 and summary["recipe"]["name"] == "tutorial"
 
@@ -48,8 +50,12 @@ def test_a_full_epoch_evaluates_and_keeps_the_best_checkpoint(small_data, tiny_m
     assert result.steps == 2  # 16 train pairs / batch 8
     assert result.eval_loss is not None
     assert result.best_checkpoint and result.best_checkpoint.endswith("checkpoint-2")
-    lines = (tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()
-    assert any("eval_rewards/accuracies" in json.loads(line) for line in lines)
+    records = [
+        json.loads(line) for line in (tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert any("eval_rewards/accuracies" in r for r in records)
+    # two steps planned, no step limit: both are logged, not only the epoch's evaluation
+    assert [r["step"] for r in records if "loss" in r] == [1, 2]
 
 
 def test_the_tutorial_recipe_is_the_reference():
