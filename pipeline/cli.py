@@ -404,6 +404,7 @@ def cmd_evaluate_create(args: argparse.Namespace) -> str:
         args.name,
         stages=not args.only_listed,
         held_out_of=args.held_out_of,
+        serve_first=not args.not_first,
     )
     store = _store(args)  # every check above is done before a model loads
     info = create_round(
@@ -411,9 +412,10 @@ def cmd_evaluate_create(args: argparse.Namespace) -> str:
     )
     if args.json:
         return json.dumps({**asdict(info), "trained_on": plan.trained_on}, ensure_ascii=False)
+    served = ", in the voting pool now" + (", served first" if plan.serve_first else "")
     return (
         f"{plan.describe()}\ncreated round {info.name!r} in {store.path}: "
-        f"{info.describe_pairs()}" + (", in the voting pool now" if info.pairs else "")
+        f"{info.describe_pairs()}{served if info.pairs else ''}"
     )
 
 
@@ -497,6 +499,11 @@ def add_evaluate(sub) -> None:
         "--only-listed",
         action="store_true",
         help="exactly the models named: a run brings neither its base nor its SFT stage",
+    )
+    p.add_argument(
+        "--not-first",
+        action="store_true",
+        help="serve its pairs beside the other pools' (default: before them, see `pools`)",
     )
     p.add_argument("--data", type=Path, default=None, help=data_help)
     p.add_argument("--json", action="store_true", help="print the round as JSON")

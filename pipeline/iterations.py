@@ -392,7 +392,8 @@ def judging_plan(
     round_name = check_round_name(round_name)
     from_where = "ideas kept for judging" if ideas is None else "the ideas given"
     settings = GenerationSettings(n=k, seed=0)
-    return RoundPlan(round_name, models, chosen, from_where, k, settings)
+    # served first among the iterations' pools, by `judge_iteration`
+    return RoundPlan(round_name, models, chosen, from_where, k, settings, serve_first=False)
 
 
 def judge_iteration(
@@ -408,8 +409,8 @@ def judge_iteration(
     info = create_round(store, plan, generate)
     # No pool of its own: every pair was there already (an earlier judging of the same
     # titles) or the models wrote the very same titles; the report says so.
-    if f"round:{info.name}" in {p.name for p in store.pools()}:
-        store.set_pool(f"round:{info.name}", priority=_next_priority(store))
+    if info.pool in {p.name for p in store.pools()}:
+        store.set_pool(info.pool, priority=_next_priority(store))
     store.set_iteration_judge(name, info.name)
     return info
 

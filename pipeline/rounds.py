@@ -51,6 +51,9 @@ class RoundPlan:
     k: int = 1
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     trained_on: list[str] = field(default_factory=list)  # ideas some model in it trained on
+    # Its pairs served before every other pool's: a round is made to be voted on now, and
+    # beside the tutorial's 1,140 pairs (same priority, fewest votes first) it would get few.
+    serve_first: bool = True
 
     def describe(self) -> str:
         models = ", ".join(
@@ -209,6 +212,7 @@ def plan_round(
     stages: bool = True,
     seed: int | None = 0,
     held_out_of: str | None = None,
+    serve_first: bool = True,
 ) -> RoundPlan:
     """Everything a round needs, checked before any model loads. `ideas=None`: the held-out
     ideas of the run `held_out_of` (default: of the round's runs)."""
@@ -235,6 +239,7 @@ def plan_round(
         k=k,
         settings=GenerationSettings(n=k, seed=seed),
         trained_on=[i for i in ideas if idea_key(i) in trained],
+        serve_first=serve_first,
     )
 
 
@@ -271,7 +276,7 @@ def create_round(
                 for sample, t in enumerate(group)
             ]
     settings = {**asdict(plan.settings), "trained_on": plan.trained_on}
-    return store.add_round(
+    info = store.add_round(
         plan.name,
         [asdict(m) for m in plan.models],
         titles,
@@ -279,3 +284,6 @@ def create_round(
         plan.ideas_from,
         settings,
     )
+    if plan.serve_first and info.pairs:
+        store.serve_first(info.pool)
+    return info

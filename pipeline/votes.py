@@ -77,6 +77,11 @@ class RoundInfo:
     def labels(self) -> list[str]:
         return [m["label"] for m in self.models]
 
+    @property
+    def pool(self) -> str:
+        """The pool its pairs are served from."""
+        return f"round:{self.name}"
+
     def describe_pairs(self) -> str:
         """How many pairs it serves, or why none (the same title makes no pair)."""
         if self.pairs:
@@ -320,6 +325,12 @@ class VoteStore:
 
         self._write(upsert)
         return next(p for p in self.pools() if p.name == name)
+
+    def serve_first(self, name: str) -> PoolInfo:
+        """Serve the pool `name` before every other pool still served: a priority above
+        theirs (at most 1000, the highest a pool may have)."""
+        others = [p.priority for p in self.pools() if p.name != name and not p.retired]
+        return self.set_pool(name, priority=min(1000, max([0, *others]) + 1), retired=False)
 
     # -- iterations ---------------------------------------------------------------------------
 

@@ -64,12 +64,21 @@ def test_a_round_through_the_app_reports_what_blind_voters_chose(evaluation_app,
     owner = Client(url, verbose=False)
     owner.predict(PASSWORD, api_name="/owner_sign_in")
     message, picked = owner.predict(
-        [], f"{plain}\n{marked}", True, 1, "app round", "Typed below, one per line",
+        [], f"{plain}\n{marked}", True, True, 1, "app round", "Typed below, one per line",
         "\n".join(IDEAS), None, api_name="/evaluate_create",
     )  # fmt: skip
-    assert "**4 pairs in the voting pool now**" in message and picked["value"] == "app round"
+    assert "**4 pairs in the voting pool now, served first**" in message
+    assert picked["value"] == "app round"
+    # the round's pool is served before the warm-up pool: every voter judges its pairs first
+    table, _ = owner.predict(None, api_name="/pools")
+    assert [(row[0], row[4]) for row in table["data"]] == [("round:app round", 1), ("warm-up", 0)]
 
-    seen = [text for _ in range(3) for text in vote_until_done(url)]
+    voters = [vote_until_done(url) for _ in range(3)]
+    for responses in voters:  # [role, start, the response to each vote]: each names a pair
+        start, *results = (json.loads(text) for text in responses[1:-1])
+        served = [start[1], *(r[0] for r in results[:-1])]
+        assert set(served[:4]) == set(IDEAS) and len(served) == 6, served
+    seen = [text for responses in voters for text in responses]
     # Nothing a voter read names a model or the round.
     for secret in (str(plain), str(marked), plain.name, marked.name, "app round", "round:"):
         assert not any(secret in text for text in seen), secret

@@ -29,6 +29,22 @@ def pool_of(store: VoteStore, pair_id: int) -> str:
     return store.connection().execute(sql, (pair_id,)).fetchone()[0]
 
 
+def test_a_pool_served_first_goes_above_every_pool_still_served(tmp_path):
+    store = VoteStore.in_folder(tmp_path)
+    for name in ("a", "b", "c"):
+        store.add_pairs(pairs(name, 1), name, "imported")
+    store.set_pool("a", priority=4)
+    store.set_pool("b", priority=9, retired=True)  # not served: not counted
+    assert (store.serve_first("c").priority, store.serve_first("a").priority) == (5, 6)
+    store.set_pool("b", priority=1000, retired=False)
+    first = store.serve_first("c")  # the highest a pool may have: level with it
+    assert (first.priority, first.retired) == (1000, False)
+    store.set_pool("c", retired=True)
+    assert store.serve_first("c").retired is False  # served again
+    with pytest.raises(UserError, match="no pool 'd'"):
+        store.serve_first("d")
+
+
 def test_the_highest_priority_pool_is_served_first_and_a_retired_one_never(tmp_path):
     store = VoteStore.in_folder(tmp_path)
     store.add_pairs(pairs("old", 6), "old", "imported")

@@ -349,6 +349,13 @@ def test_cli_creates_a_round_reports_it_and_measures_models(tmp_path, marked_mod
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["pairs"] == 3
     store = VoteStore.open_existing(data)
+    assert [(p.name, p.priority) for p in store.pools()] == [("round:cli round", 1)]
+    other = tmp_path / "other-ideas.txt"
+    other.write_text("idea four\n")
+    beside = run_cli("evaluate", "create", "--models", f"{plain},{marked}", "--not-first",
+                     "--ideas", str(other), "--data", str(data), "--name", "beside")  # fmt: skip
+    assert beside.returncode == 0 and "served first" not in beside.stdout, beside.stderr
+    assert {p.name: p.priority for p in store.pools()}["round:beside"] == 0
     for p in store.round_pairs(store.round_info("cli round").round_id):
         store.record_vote("v1", p.pair_id, "a_better" if MARKER in p.title_a else "b_better", "a")
     report = run_cli("evaluate", "report", "--round", "cli round", "--data", str(data), "--json",

@@ -175,7 +175,7 @@ def test_an_error_inside_a_gpu_call_reaches_the_owner_in_its_own_words(
     """Of any other exception in the worker ZeroGPU passes back its class name only: a round
     failed with "IndexError", a run with "training failed: IndexError"."""
     owner = _client(space.url)
-    round_form = [[], f"{tiny_model_dir}\n{broken_model}", False, 1, "broken round",
+    round_form = [[], f"{tiny_model_dir}\n{broken_model}", False, True, 1, "broken round",
                   "Typed below, one per line", "Multimodal RAG", None]  # fmt: skip
     with pytest.raises(Exception, match="inside the GPU call: IndexError: index out of range"):
         owner.predict(*round_form, api_name="/evaluate_create")

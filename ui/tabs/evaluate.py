@@ -49,6 +49,7 @@ def build(ctx: Context) -> TabParts:
         others = gr.Textbox("", label="Other models (Hub ids or folders, one per line)", lines=2)
     with gr.Row():
         stages = gr.Checkbox(True, label="A run brings its base model and its SFT stage")
+        first = gr.Checkbox(True, label="Voters get its pairs before the other pools'")
         k = gr.Number(1, precision=0, minimum=1, maximum=MAX_K, label="Titles per model per idea")
         name = gr.Textbox("", label="Round name (empty: round-DATE-TIME)")
     with gr.Row():
@@ -79,7 +80,7 @@ def build(ctx: Context) -> TabParts:
     outputs = [summary, chart, comparisons, ranking, detail]
     create.click(
         guard(OWNER, rounds.make_round),
-        [runs, others, stages, k, name, source, typed, ideas_file],
+        [runs, others, stages, first, k, name, source, typed, ideas_file],
         [created, pick],
         api_name="evaluate_create",
         concurrency_limit=1,  # the models share one GPU
@@ -114,7 +115,9 @@ class Rounds:
             choices=rounds, value=rounds[0] if rounds else None
         )
 
-    def make_round(self, chosen, other_text, with_stages, count, round_name, where, text, path):
+    def make_round(
+        self, chosen, other_text, with_stages, serve_first, count, round_name, where, text, path
+    ):
         names = [*(chosen or []), *(line.strip() for line in (other_text or "").splitlines())]
         ideas, ideas_from = round_ideas(IDEA_SOURCES[where], text, path)
         plan = plan_round(
@@ -124,10 +127,12 @@ class Rounds:
             int(count or 1),
             round_name or None,
             stages=bool(with_stages),
+            serve_first=bool(serve_first),
         )
         info = create_round(self.store, plan, generate=generate_round_on_gpu)
         rounds = [r.name for r in self.store.rounds()]
-        pairs = info.describe_pairs() + (" in the voting pool now" if info.pairs else "")
+        served = ", served first" if plan.serve_first else ""
+        pairs = info.describe_pairs() + (f" in the voting pool now{served}" if info.pairs else "")
         message = f"{plan.describe()}. **{pairs}**."
         return message, gr.Dropdown(choices=rounds, value=info.name)
 
