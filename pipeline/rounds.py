@@ -284,6 +284,7 @@ def create_round(
         plan.ideas_from,
         settings,
     )
-    if plan.serve_first and info.pairs:
+    # (no pool of its own where every pair was served already, in an earlier round's pool)
+    if plan.serve_first and info.pool in {p.name for p in store.pools()}:
         store.serve_first(info.pool)
     return info

@@ -256,6 +256,18 @@ def test_create_round_stores_nothing_when_a_model_fails(tmp_path, tiny_model_dir
     assert store.rounds() == [] and store.counts()["pairs"] == 0
 
 
+def test_a_round_of_pairs_already_served_is_served_from_their_pool(tmp_path, marked_models):
+    """The same models on the same ideas write the same titles (seed 0): a second round's
+    pairs are the first's, in the first's pool, so it has no pool of its own to serve first."""
+    plain, marked = marked_models
+    store = VoteStore.in_folder(tmp_path / "data")
+    for name in ("first", "again"):
+        plan = plan_round([str(plain), str(marked)], ["idea one", "idea two"], "typed", name=name)
+        info = create_round(store, plan)
+        assert info.pairs == 2 and "2 pairs" in info.describe_pairs()
+    assert [(p.name, p.priority, p.pairs) for p in store.pools()] == [("round:first", 1, 2)]
+
+
 # --- judges ----------------------------------------------------------------------------------
 
 
