@@ -49,7 +49,7 @@ def build(ctx: Context) -> TabParts:
         others = gr.Textbox("", label="Other models (Hub ids or folders, one per line)", lines=2)
     with gr.Row():
         stages = gr.Checkbox(True, label="A run brings its base model and its SFT stage")
-        first = gr.Checkbox(True, label="Voters get its pairs before the other pools'")
+        first = gr.Checkbox(True, label="Voters see its pairs first")
         k = gr.Number(1, precision=0, minimum=1, maximum=MAX_K, label="Titles per model per idea")
         name = gr.Textbox("", label="Round name (empty: round-DATE-TIME)")
     with gr.Row():
