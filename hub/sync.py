@@ -11,8 +11,10 @@ A Space's disk is wiped on restart, so the app mirrors its votes to a dataset re
 - at start-up every shard is read back and its votes restored, deduplicated by vote id; if
   the Hub cannot be reached then, each sync tries again first, and sends nothing before;
 - the on-policy iterations (`pipeline.iterations`: each one's record and its pool's pairs)
-  go the same way, as `iterations/{shard}.json`, uploaded when they change and restored
-  before the votes, so that an iteration's votes count for it again.
+  and the evaluation rounds (`pipeline.rounds`: each one's models and titles) go the same
+  way, as `iterations/{shard}.json` and `rounds/{shard}.json`, uploaded when they change and
+  restored before the votes, so that their votes count for them again and the pairs nobody
+  voted on yet are served again.
 
 `status()` says when the last sync succeeded, for the UI.
 """
@@ -54,9 +56,12 @@ vote: `vote_id`, `voter`, `idea`, `title_a`, `title_b`, `choice` (`a_better`, `b
 `both_bad`), `shown_left` (which title was on the left), `created_at` (Unix time),
 `seconds_taken`. The app restores them at start-up; `python -m hub push-dataset --votes ...`
 turns them into a preference dataset. `iterations/` holds the on-policy iterations (their
-pairs, the policy that wrote them and what it was trained into), restored with the votes.
+pairs, the policy that wrote them and what it was trained into) and `rounds/` the evaluation
+rounds (their models and titles), restored with the votes.
 """
 ITERATIONS_FOLDER = "iterations"
+ROUNDS_FOLDER = "rounds"
+RECORD_FOLDERS = (ITERATIONS_FOLDER, ROUNDS_FOLDER)  # besides the votes: one file per shard
 POLICIES_FOLDER = "policies"  # each trained iteration policy's loadable files, by iteration
 POLICY_SUFFIXES = {".json", ".safetensors", ".jinja", ".txt", ".model"}
 
@@ -93,8 +98,10 @@ class VoteMirror:
         self._token = token
         self.shard = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
         self.local_shard = Path(folder) / "hub-sync" / f"{self.shard}.jsonl"
-        self.local_iterations = self.local_shard.with_suffix(".iterations.json")
-        self._iterations_sent: str | None = None  # the iterations as last uploaded
+        self.local_records = {  # the iterations, the rounds: this process's file of each
+            folder: self.local_shard.with_suffix(f".{folder}.json") for folder in RECORD_FOLDERS
+        }
+        self._records_sent: dict[str, str] = {}  # each kind's records as last uploaded
         self._policies_sent: set[str] = set()  # iterations whose trained policy is there
         self._folder = Path(folder)
         self._known: set[str] = set()  # vote ids already in some shard (ours or restored)
@@ -127,27 +134,31 @@ class VoteMirror:
                 files = [f.rfilename for f in api.dataset_info(self.repo_id).siblings or []]
             except RepositoryNotFoundError:
                 files = []  # nothing mirrored yet: the first sync creates the repo
-            records, bad, iterations = [], 0, []
+            records, bad = [], 0
+            kept: dict[str, list[Any]] = {folder: [] for folder in RECORD_FOLDERS}
             for name in sorted(f for f in files if f.startswith(f"{SHARD_FOLDER}/")):
                 path = hf_hub_download(self.repo_id, name, repo_type="dataset", token=self._token)
                 shard_records, shard_bad = _read_shard(Path(path))
                 records += shard_records
                 bad += shard_bad
-            for name in sorted(f for f in files if f.startswith(f"{ITERATIONS_FOLDER}/")):
-                path = hf_hub_download(self.repo_id, name, repo_type="dataset", token=self._token)
-                found, unreadable = _read_iterations(Path(path))
-                iterations += found
-                bad += unreadable
+            for folder, found in kept.items():
+                for name in sorted(f for f in files if f.startswith(f"{folder}/")):
+                    path = hf_hub_download(self.repo_id, name, repo_type="dataset",
+                                           token=self._token)  # fmt: skip
+                    listed, unreadable = _read_records(Path(path))
+                    found += listed
+                    bad += unreadable
         except (HfHubHTTPError, *TRANSPORT_ERRORS) as exc:
             self._error = hub_failure(exc, f"restore votes from {self.repo_id}", self._token,
                                       again=SYNC_AGAIN)  # fmt: skip
             raise UserError(self._error) from None
         policies = self._restore_policies(files)
-        iterations = _with_local_policies(iterations, policies)
-        # the iterations first: a vote on an iteration's pair then lands in its pool
+        iterations = _with_local_policies(kept[ITERATIONS_FOLDER], policies)
+        # the iterations and rounds first: a vote on one of their pairs then lands in its pool
         _, rejected_iterations = self.store.restore_iterations(iterations)
+        _, rejected_rounds = self.store.restore_rounds(kept[ROUNDS_FOLDER])
         added, rejected = self.store.restore_votes(records)
-        rejected += rejected_iterations
+        rejected += rejected_iterations + rejected_rounds
         if bad or rejected:
             log.warning(
                 "restoring votes from %s: left out %d unreadable lines and %d invalid records",
@@ -226,18 +237,14 @@ class VoteMirror:
                     shard.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in new)
                     shard.flush()
                 self._known.update(r["vote_id"] for r in new)
-            iterations = json.dumps(self.store.iteration_records(), ensure_ascii=False)
-            changed = iterations != self._iterations_sent and iterations != "[]"
-            if changed:
-                self.local_iterations.parent.mkdir(parents=True, exist_ok=True)
-                self.local_iterations.write_text(iterations, encoding="utf-8")
+            changed = self._write_changed_records()
             policies = self._unsent_policies()
             nothing_new = not new and not changed and not policies and self._error is None
             if nothing_new or not (self.local_shard.exists() or changed or policies):
                 return True  # nothing new since the last successful upload
             try:
                 self._upload()
-                self._iterations_sent = iterations if changed else self._iterations_sent
+                self._records_sent.update(changed)
                 self._upload_policies(policies)
             except (HfHubHTTPError, *TRANSPORT_ERRORS) as exc:
                 self._error = hub_failure(exc, f"sync votes to {self.repo_id}", self._token,
@@ -261,9 +268,10 @@ class VoteMirror:
             count = sum(1 for _ in self.local_shard.open(encoding="utf-8"))
             uploads.append((self.local_shard, f"{SHARD_FOLDER}/{self.shard}.jsonl",
                             f"Votes: shard {self.shard} now holds {count}"))  # fmt: skip
-        if self.local_iterations.exists():
-            uploads.append((self.local_iterations, f"{ITERATIONS_FOLDER}/{self.shard}.json",
-                            f"Iterations, as shard {self.shard} knows them"))  # fmt: skip
+        for folder, local in self.local_records.items():
+            if local.exists():
+                said = f"{folder.capitalize()}, as shard {self.shard} knows them"
+                uploads.append((local, f"{folder}/{self.shard}.json", said))
         for local, path_in_repo, message in uploads:
             api.upload_file(
                 path_or_fileobj=str(local),
@@ -272,6 +280,23 @@ class VoteMirror:
                 repo_type="dataset",
                 commit_message=message,
             )
+
+    def _write_changed_records(self) -> dict[str, str]:
+        """Each kind of record (iterations, rounds) that changed since its last upload, as
+        JSON, written to this process's file of it: {folder: the JSON}."""
+        now = {
+            ITERATIONS_FOLDER: self.store.iteration_records(),
+            ROUNDS_FOLDER: self.store.round_records(),
+        }
+        changed = {}
+        for folder, records in now.items():
+            text = json.dumps(records, ensure_ascii=False)
+            if records and text != self._records_sent.get(folder):
+                local = self.local_records[folder]
+                local.parent.mkdir(parents=True, exist_ok=True)
+                local.write_text(text, encoding="utf-8")
+                changed[folder] = text
+        return changed
 
     def _upload_policies(self, policies: list[tuple[str, list[Path]]]) -> None:
         """Each trained policy as one commit under policies/NAME/ (once: the weights are big)."""
@@ -340,8 +365,8 @@ def _with_local_policies(records: list[Any], policies: dict[str, Path]) -> list[
     ]  # fmt: skip
 
 
-def _read_iterations(path: Path) -> tuple[list[Any], int]:
-    """(the iteration records, 1 if the file is unreadable) of one mirrored iterations file."""
+def _read_records(path: Path) -> tuple[list[Any], int]:
+    """(the records, 1 if the file is unreadable) of one mirrored iterations or rounds file."""
     try:
         found = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):

@@ -413,36 +413,63 @@ class VoteStore:
                     "priority": pool.priority if pool else None,
                     "retired": pool.retired if pool else False,
                     "pairs": [dict(zip(PAIR_RECORD, row, strict=True)) for row in rows],
-                    "judge": self._judge_record(rounds.get(info.judge_round), served),
+                    "judge": self._round_record(rounds.get(info.judge_round), served),
                 }
             )
         return records
 
-    def _judge_record(self, judging: RoundInfo | None, served: dict[str, PoolInfo]) -> Any:
-        """An iteration's judging round as `add_round` takes it (None: none, or not here)."""
-        if judging is None:
+    def _round_record(self, info: RoundInfo | None, served: dict[str, PoolInfo]) -> Any:
+        """A round as `add_round` takes it, with how its pool is served (None: no round, or
+        one that only restored votes brought back: no titles to make it from)."""
+        titles = [asdict(t) for t in self.round_titles(info.round_id)] if info else []
+        if not info or not titles:
             return None
-        pool = served.get(f"round:{judging.name}")
+        pool = served.get(info.pool)
         return {
-            "name": judging.name,
-            "models": judging.models,
-            "k": judging.k,
-            "ideas_from": judging.ideas_from,
-            "settings": judging.settings,
-            "titles": [asdict(t) for t in self.round_titles(judging.round_id)],
+            "name": info.name,
+            "models": info.models,
+            "k": info.k,
+            "ideas_from": info.ideas_from,
+            "settings": info.settings,
+            "titles": titles,
             "priority": pool.priority if pool else None,
+            "retired": pool.retired if pool else False,
         }
 
-    def _restore_judge(self, record: Any) -> None:
-        """An iteration's judging round from its record, unless this store has it."""
+    def _restore_round(self, record: Any) -> bool:
+        """A round from its record (`_round_record`), unless this store has it: its titles,
+        its pairs and how its pool is served. Whether it was added."""
         if not isinstance(record, dict) or record.get("name") in {r.name for r in self.rounds()}:
-            return
+            return False
         titles = [RoundTitle(**t) for t in record["titles"]]
         info = self.add_round(record["name"], record["models"], titles, record["k"],
                               record["ideas_from"], record.get("settings"))  # fmt: skip
-        pool = f"round:{info.name}"
-        if record.get("priority") is not None and pool in {p.name for p in self.pools()}:
-            self.set_pool(pool, priority=record["priority"])
+        served = record.get("priority") is not None or record.get("retired")
+        if served and info.pool in {p.name for p in self.pools()}:
+            self.set_pool(info.pool, record.get("priority"), bool(record.get("retired")))
+        return True
+
+    def round_records(self) -> list[dict[str, Any]]:
+        """Every evaluation round as a record that stands on its own, for a mirror: its
+        models, titles and how its pool is served. An iteration's judging round goes with the
+        iteration's record instead; `restore_rounds` reads them back."""
+        served = {p.name: p for p in self.pools()}
+        judging = {i.judge_round for i in self.iterations()}
+        found = (self._round_record(r, served) for r in self.rounds() if r.name not in judging)
+        return [record for record in found if record is not None]
+
+    def restore_rounds(self, records: Iterable[Any]) -> tuple[int, int]:
+        """Put back rounds saved by `round_records`: each one this store lacks. Returns
+        (added, records left out)."""
+        added = rejected = 0
+        for record in records:
+            try:
+                if not isinstance(record, dict):
+                    raise TypeError("a round record is a JSON object")
+                added += self._restore_round(record)
+            except (UserError, TypeError, KeyError, ValueError):
+                rejected += 1
+        return added, rejected
 
     def restore_iterations(self, records: Iterable[Any]) -> tuple[int, int]:
         """Put back iterations saved by `iteration_records` (e.g. mirrored to the Hub): each
@@ -458,7 +485,7 @@ class VoteStore:
                 rejected += 1
                 continue
             try:
-                self._restore_judge(record.get("judge"))
+                self._restore_round(record.get("judge"))
             except (UserError, TypeError, KeyError):
                 rejected += 1  # the iteration still comes back; judge it again
             if name in known:

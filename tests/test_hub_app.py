@@ -297,3 +297,65 @@ def test_an_iteration_comes_back_after_a_restart_with_its_pairs_and_votes(
         assert said.startswith("**next**") and table["data"][1][1] == str(restored)
     finally:
         stop_app(process)
+
+
+def mirrored_rounds(hub) -> list[dict]:
+    """The round records in the mirror's one rounds file ([] before there is one)."""
+    files = hub.repo_files("dataset", VOTES_REPO) if hub.repo_exists("dataset", VOTES_REPO) else {}
+    found = [json.loads(text) for path, text in files.items() if path.startswith("rounds/")]
+    assert len(found) <= 1
+    return found[0] if found else []
+
+
+def test_an_evaluation_round_comes_back_after_a_restart_with_its_unvoted_pairs(
+    hub, tmp_path, marked_models
+):
+    """A round is mirrored whole: a Space restarted on an empty disk serves the pairs nobody
+    voted on yet, first as before, and the round's report counts the votes cast before."""
+    password = "round mirror password"
+    often = {"TITLE_DPO_VOTES_REPO": VOTES_REPO, "TITLE_DPO_SYNC_MINUTES": "0.02",
+             "TITLE_DPO_SECRET": "a-space-secret-of-32-characters!",
+             "TITLE_DPO_OWNER_PASSWORD": password}  # fmt: skip
+    plain, marked = marked_models
+    ideas = ["mirrored round one", "mirrored round two", "mirrored round three"]
+    process, url = launch(hub, tmp_path, tmp_path / "disk-1", **often, args=("--model", str(plain)))
+    try:
+        owner = Client(url, verbose=False)
+        owner.predict(password, api_name="/owner_sign_in")
+        message, _ = owner.predict(
+            [], f"{plain}\n{marked}", False, True, 1, "mirror round", "Typed below, one per line",
+            "\n".join(ideas), None, api_name="/evaluate_create",
+        )  # fmt: skip
+        assert "3 pairs in the voting pool now, served first" in message
+        voter_client = Client(url, verbose=False)
+        voter, first_idea, *_, pair_id, _ = voter_client.predict(None, api_name="/start")
+        assert first_idea in ideas  # before the tutorial's 1,140 pairs
+        voter_client.predict(voter, pair_id, api_name="/vote_left")
+        wait_for(lambda: sum(len(v) for v in shard_lines(hub).values()) == 1)
+        wait_for(lambda: len(mirrored_rounds(hub)) == 1)
+        pools, _ = owner.predict(None, api_name="/pools")
+    finally:
+        stop_app(process)
+    (record,) = mirrored_rounds(hub)
+    assert record["name"] == "mirror round" and len(record["titles"]) == 6
+    assert record["priority"] == 1 and record["retired"] is False
+
+    process, url = launch(hub, tmp_path, tmp_path / "disk-2", **often, args=("--model", str(plain)))
+    try:
+        owner = Client(url, verbose=False)
+        owner.predict(password, api_name="/owner_sign_in")
+        assert owner.predict(None, api_name="/pools")[0]["data"] == pools["data"]
+        summary, *_, detail = owner.predict("mirror round", api_name="/evaluate_report")
+        assert "1 votes from 1 voters" in summary
+        assert sorted(row[0] for row in detail["data"]) == sorted(ideas)  # all three pairs
+        # the same voter is served the round's other two pairs next, then the tutorial's
+        c = Client(url, verbose=False)
+        _, idea, *_, pair_id, progress = c.predict(voter, api_name="/start")
+        assert "voted on **1** pairs" in progress
+        served = [idea]
+        for _ in range(2):
+            idea, *_, pair_id, _ = c.predict(voter, pair_id, api_name="/vote_right")
+            served.append(idea)
+        assert set(served[:2]) == set(ideas) - {first_idea} and served[2] not in ideas
+    finally:
+        stop_app(process)

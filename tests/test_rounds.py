@@ -198,6 +198,29 @@ def test_a_round_vote_mirrored_and_restored_is_still_the_round_s(tmp_path):
         ds.preferences_from_store(fresh.path)
 
 
+def test_a_round_mirrored_whole_comes_back_with_its_unvoted_pairs_and_its_serving(tmp_path):
+    store = VoteStore.in_folder(tmp_path / "a")
+    info = _two_model_round(store)
+    store.set_pool(info.pool, priority=7)
+    records = json.loads(json.dumps(store.round_records()))
+    assert [(r["name"], r["priority"], r["retired"]) for r in records] == [("r1", 7, False)]
+    fresh = VoteStore.in_folder(tmp_path / "b")
+    broken = {**records[0], "name": "r2", "models": "not a list"}
+    assert fresh.restore_rounds([*records, broken, "not a record"]) == (1, 2)
+    assert fresh.restore_rounds(records) == (0, 0)  # once
+    back = fresh.round_info("r1")
+    assert (back.pairs, back.models, back.k) == (info.pairs, info.models, info.k)
+    pairs = [(p.idea, p.title_a, p.title_b) for p in fresh.round_pairs(back.round_id)]
+    assert pairs == [(p.idea, p.title_a, p.title_b) for p in store.round_pairs(info.round_id)]
+    assert [(p.name, p.priority) for p in fresh.pools()] == [("round:r1", 7)]
+    assert fresh.round_records() == records
+    # a round that a restored vote alone brought back has no titles to make it from
+    store.record_vote("v1", store.round_pairs(info.round_id)[0].pair_id, "a_better", "a")
+    from_votes = VoteStore.in_folder(tmp_path / "c")
+    from_votes.restore_votes([vote_record(v) for v in store.votes()])
+    assert [r.name for r in from_votes.rounds()] == ["r1"] and from_votes.round_records() == []
+
+
 # --- models: a run brings its stages ----------------------------------------------------------
 
 
