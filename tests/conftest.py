@@ -122,6 +122,15 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600)
     )
 
 
+def create_round_in_app(client, models, ideas, name: str, stages: bool = True):
+    """The Evaluate tab's Create, as its form sends it: `models` typed one per line (no
+    finished run ticked), `ideas` typed, one title per model per idea, served first."""
+    return client.predict(
+        [], "\n".join(map(str, models)), stages, True, 1, name, "Typed below, one per line",
+        "\n".join(ideas), None, api_name="/evaluate_create",
+    )  # fmt: skip
+
+
 def small_splits() -> dict:
     """8 seed pairs from each of 3 ideas: 16 train / 8 valid, split by idea."""
     from pipeline import datasets as ds

@@ -8,7 +8,7 @@ import pytest
 from gradio_client import Client
 
 from app_process import free_port
-from conftest import MARKER, run_cli
+from conftest import MARKER, create_round_in_app, run_cli
 from pipeline.pairs import Pair
 from pipeline.votes import VoteStore
 from pipeline.winrates import wilson
@@ -63,10 +63,7 @@ def test_a_round_through_the_app_reports_what_blind_voters_chose(evaluation_app,
     plain, marked = marked_models
     owner = Client(url, verbose=False)
     owner.predict(PASSWORD, api_name="/owner_sign_in")
-    message, picked = owner.predict(
-        [], f"{plain}\n{marked}", True, True, 1, "app round", "Typed below, one per line",
-        "\n".join(IDEAS), None, api_name="/evaluate_create",
-    )  # fmt: skip
+    message, picked = create_round_in_app(owner, [plain, marked], IDEAS, "app round")
     assert "**4 pairs in the voting pool now, served first**" in message
     assert picked["value"] == "app round"
     # the round's pool is served before the warm-up pool: every voter judges its pairs first

@@ -11,6 +11,7 @@ import pytest
 from gradio_client import Client
 
 from app_process import start_app, stop_app
+from conftest import create_round_in_app
 from hub_server import HangUpHub, hub_env
 
 WRITE = "hf_alice_write"
@@ -322,10 +323,7 @@ def test_an_evaluation_round_comes_back_after_a_restart_with_its_unvoted_pairs(
     try:
         owner = Client(url, verbose=False)
         owner.predict(password, api_name="/owner_sign_in")
-        message, _ = owner.predict(
-            [], f"{plain}\n{marked}", False, True, 1, "mirror round", "Typed below, one per line",
-            "\n".join(ideas), None, api_name="/evaluate_create",
-        )  # fmt: skip
+        message, _ = create_round_in_app(owner, [plain, marked], ideas, "mirror round", False)
         assert "3 pairs in the voting pool now, served first" in message
         voter_client = Client(url, verbose=False)
         voter, first_idea, *_, pair_id, _ = voter_client.predict(None, api_name="/start")

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from app_process import start_app, stop_app
+from conftest import create_round_in_app
 
 SITE = Path(__file__).resolve().parent / "zerogpu_site"
 GPU_START_SECONDS = 3  # a ZeroGPU call waits seconds for its GPU and worker
@@ -175,10 +176,9 @@ def test_an_error_inside_a_gpu_call_reaches_the_owner_in_its_own_words(
     """Of any other exception in the worker ZeroGPU passes back its class name only: a round
     failed with "IndexError", a run with "training failed: IndexError"."""
     owner = _client(space.url)
-    round_form = [[], f"{tiny_model_dir}\n{broken_model}", False, True, 1, "broken round",
-                  "Typed below, one per line", "Multimodal RAG", None]  # fmt: skip
     with pytest.raises(Exception, match="inside the GPU call: IndexError: index out of range"):
-        owner.predict(*round_form, api_name="/evaluate_create")
+        create_round_in_app(owner, [tiny_model_dir, broken_model], ["Multimodal RAG"],
+                            "broken round", stages=False)  # fmt: skip
     assert space.gpu_calls("generate_round_on_gpu")[-1]["outcome"] == "IndexError"
 
     progress, log = _train(owner, str(broken_model))
