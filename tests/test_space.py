@@ -257,7 +257,7 @@ def test_a_chunk_that_zerogpu_aborts_is_trained_again_from_its_checkpoint(space,
     aborted = r"ZeroGPU aborted the chunk of \d+ steps .*: trying again from step \d+ with"
     assert re.search(aborted, log), log[-800:]
     logged = [r["step"] for r in read_metrics(metrics) if "loss" in r]
-    assert logged == [25, 50, 75, 100], logged
+    assert logged == list(range(10, 101, 10)), logged  # every 10th step (of 100), once
 
 
 def test_a_run_that_spends_the_zerogpu_quota_ends_saying_where_resume_carries_on(
