@@ -14,7 +14,9 @@ A Space's disk is wiped on restart, so the app mirrors its votes to a dataset re
   and the evaluation rounds (`pipeline.rounds`: each one's models and titles) go the same
   way, as `iterations/{shard}.json` and `rounds/{shard}.json`, uploaded when they change and
   restored before the votes, so that their votes count for them again and the pairs nobody
-  voted on yet are served again.
+  voted on yet are served again;
+- how each pool is served (its priority, retired or not: `pools/{shard}.json`), set again
+  once the votes are back, the latest record of a pool last.
 
 `status()` says when the last sync succeeded, for the UI.
 """
@@ -57,11 +59,13 @@ vote: `vote_id`, `voter`, `idea`, `title_a`, `title_b`, `choice` (`a_better`, `b
 `seconds_taken`. The app restores them at start-up; `python -m hub push-dataset --votes ...`
 turns them into a preference dataset. `iterations/` holds the on-policy iterations (their
 pairs, the policy that wrote them and what it was trained into) and `rounds/` the evaluation
-rounds (their models and titles), restored with the votes.
+rounds (their models and titles), `pools/` how each pool is served; all restored with the
+votes.
 """
 ITERATIONS_FOLDER = "iterations"
 ROUNDS_FOLDER = "rounds"
-RECORD_FOLDERS = (ITERATIONS_FOLDER, ROUNDS_FOLDER)  # besides the votes: one file per shard
+POOLS_FOLDER = "pools"  # how each pool is served: priority, retired
+RECORD_FOLDERS = (ITERATIONS_FOLDER, ROUNDS_FOLDER, POOLS_FOLDER)  # beside the votes, by shard
 POLICIES_FOLDER = "policies"  # each trained iteration policy's loadable files, by iteration
 POLICY_SUFFIXES = {".json", ".safetensors", ".jinja", ".txt", ".model"}
 
@@ -158,7 +162,8 @@ class VoteMirror:
         _, rejected_iterations = self.store.restore_iterations(iterations)
         _, rejected_rounds = self.store.restore_rounds(kept[ROUNDS_FOLDER])
         added, rejected = self.store.restore_votes(records)
-        rejected += rejected_iterations + rejected_rounds
+        _, rejected_pools = self.store.restore_pools(kept[POOLS_FOLDER])  # their pairs are back
+        rejected += rejected_iterations + rejected_rounds + rejected_pools
         if bad or rejected:
             log.warning(
                 "restoring votes from %s: left out %d unreadable lines and %d invalid records",
@@ -282,11 +287,12 @@ class VoteMirror:
             )
 
     def _write_changed_records(self) -> dict[str, str]:
-        """Each kind of record (iterations, rounds) that changed since its last upload, as
+        """Each kind of record (iterations, rounds, pools) that changed since its last upload, as
         JSON, written to this process's file of it: {folder: the JSON}."""
         now = {
             ITERATIONS_FOLDER: self.store.iteration_records(),
             ROUNDS_FOLDER: self.store.round_records(),
+            POOLS_FOLDER: self.store.pool_records(),
         }
         changed = {}
         for folder, records in now.items():

@@ -326,6 +326,39 @@ class VoteStore:
         self._write(upsert)
         return next(p for p in self.pools() if p.name == name)
 
+    def pool_records(self) -> list[dict[str, Any]]:
+        """How each pool is served where it was ever set (by the owner, or a round or an
+        iteration), with when: for a mirror. `restore_pools` reads them back."""
+        rows = self.connection().execute(
+            "SELECT name, priority, retired, updated_at FROM pools ORDER BY name"
+        )
+        return [
+            {"name": n, "priority": p, "retired": bool(r), "updated_at": u}
+            for n, p, r, u in rows.fetchall()
+        ]
+
+    def restore_pools(self, records: Iterable[Any]) -> tuple[int, int]:
+        """Serve the pools as `pool_records` saved them, the latest record of a pool last (a
+        mirror holds one file per process); a pool this store has no pairs in is passed over.
+        Returns (pools set, records left out)."""
+        checked, rejected = [], 0
+        for r in records:
+            try:
+                when, name = float(r["updated_at"]), str(r["name"])
+                checked.append((when, name, int(r["priority"]), bool(r["retired"])))
+            except (TypeError, KeyError, ValueError):
+                rejected += 1
+        here, done = {p.name for p in self.pools()}, 0
+        for _, name, priority, retired in sorted(checked):
+            if name not in here:
+                continue
+            try:
+                self.set_pool(name, priority=priority, retired=retired)
+                done += 1
+            except UserError:  # a priority out of range
+                rejected += 1
+        return done, rejected
+
     def serve_first(self, name: str) -> PoolInfo:
         """Serve the pool `name` before every other pool still served: a priority above
         theirs (at most 1000, the highest a pool may have)."""

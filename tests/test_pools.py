@@ -45,6 +45,24 @@ def test_a_pool_served_first_goes_above_every_pool_still_served(tmp_path):
         store.serve_first("d")
 
 
+def test_pool_settings_mirrored_come_back_the_latest_of_each_last(tmp_path):
+    store = VoteStore.in_folder(tmp_path / "a")
+    for name in ("a", "b"):
+        store.add_pairs(pairs(name, 1), name, "imported")
+    store.set_pool("a", priority=3)
+    store.set_pool("b", retired=True)
+    older = store.pool_records()
+    assert [(r["name"], r["priority"], r["retired"]) for r in older] == [
+        ("a", 3, False), ("b", 0, True)]  # fmt: skip
+    store.set_pool("a", priority=0)  # set back to the default: still recorded, and newer
+    newer = store.pool_records()
+    fresh = VoteStore.in_folder(tmp_path / "b")
+    fresh.add_pairs(pairs("a", 1), "a", "imported")  # b's pairs were not mirrored
+    bad = [{"name": "a"}, "not a record", {**newer[0], "priority": 5000}]
+    assert fresh.restore_pools([*newer, *bad, *older]) == (2, 3)
+    assert [(p.name, p.priority, p.retired) for p in fresh.pools()] == [("a", 0, False)]
+
+
 def test_the_highest_priority_pool_is_served_first_and_a_retired_one_never(tmp_path):
     store = VoteStore.in_folder(tmp_path)
     store.add_pairs(pairs("old", 6), "old", "imported")
