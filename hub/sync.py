@@ -102,7 +102,7 @@ class VoteMirror:
         self._token = token
         self.shard = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
         self.local_shard = Path(folder) / "hub-sync" / f"{self.shard}.jsonl"
-        self.local_records = {  # the iterations, the rounds: this process's file of each
+        self.local_records = {  # the iterations, rounds, pools: this process's file of each
             folder: self.local_shard.with_suffix(f".{folder}.json") for folder in RECORD_FOLDERS
         }
         self._records_sent: dict[str, str] = {}  # each kind's records as last uploaded
@@ -274,7 +274,8 @@ class VoteMirror:
             uploads.append((self.local_shard, f"{SHARD_FOLDER}/{self.shard}.jsonl",
                             f"Votes: shard {self.shard} now holds {count}"))  # fmt: skip
         for folder, local in self.local_records.items():
-            if local.exists():
+            # only what changed since it was last sent (or failed to be sent): a commit each
+            if local.exists() and local.read_text("utf-8") != self._records_sent.get(folder):
                 said = f"{folder.capitalize()}, as shard {self.shard} knows them"
                 uploads.append((local, f"{folder}/{self.shard}.json", said))
         for local, path_in_repo, message in uploads:
