@@ -454,8 +454,10 @@ class VoteStore:
     def _round_record(self, info: RoundInfo | None, served: dict[str, PoolInfo]) -> Any:
         """A round as `add_round` takes it, with how its pool is served (None: no round, or
         one that only restored votes brought back: no titles to make it from)."""
-        titles = [asdict(t) for t in self.round_titles(info.round_id)] if info else []
-        if not info or not titles:
+        if info is None:
+            return None
+        titles = [asdict(t) for t in self.round_titles(info.round_id)]
+        if not titles:
             return None
         pool = served.get(info.pool)
         return {

@@ -191,13 +191,19 @@ def judging_seconds(model_name: str, pairs: list[tuple[str, str, str]]) -> int:
     """A judge's load, then its verdict on each pair (asked both ways, 16 questions a forward):
     at the pace bench/gpu.py's `judge` row measured for the model's size, with the margin,
     where it was measured; else one estimated forward per 16 questions."""
-    return min(MAX_CALL_SECONDS, STARTUP_SECONDS + math.ceil(_judging(model_name, len(pairs))))
+    judged = _judging(len(pairs), _judge_pair_seconds(model_name))
+    return min(MAX_CALL_SECONDS, STARTUP_SECONDS + math.ceil(judged))
 
 
-def _judging(model_name: str, pairs: int) -> float:
+def _judge_pair_seconds(model_name: str) -> float | None:
+    """The measured seconds of a verdict on one pair by a judge of the model's size, if any."""
     rates = GpuRates.load()
     params = model_params(model_name) if rates else None
-    per_pair = rates.seconds(params, "judge", "judge_pair_s") if params else None
+    return rates.seconds(params, "judge", "judge_pair_s") if params else None
+
+
+def _judging(pairs: int, per_pair: float | None) -> float:
+    """Seconds to judge `pairs`: at the measured pace with the margin, else estimated."""
     if per_pair is not None:
         return MARGIN * per_pair * pairs
     return math.ceil(2 * pairs / 16) * JUDGE_SECONDS_PER_BATCH
@@ -222,8 +228,8 @@ class JudgeOnGpu(PairwiseJudge):
     def pairs_per_call(self) -> int:
         """As many pairs as one call's time holds at the judging pace (a larger judge is
         slower), BATCH at most: a call asking for more than a call may have is cut short."""
-        count = self.BATCH
-        while count > 1 and STARTUP_SECONDS + _judging(self.model_name, count) > MAX_CALL_SECONDS:
+        count, per_pair = self.BATCH, _judge_pair_seconds(self.model_name)
+        while count > 1 and STARTUP_SECONDS + _judging(count, per_pair) > MAX_CALL_SECONDS:
             count //= 2
         return count
 
