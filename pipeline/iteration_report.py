@@ -15,6 +15,7 @@ from pipeline.ratings import Agreement, agreement
 from pipeline.rounds import short_name
 from pipeline.votes import RoundInfo, VoteStore
 from pipeline.winrates import HeadToHead, head_to_head, round_outcomes, wilson
+from pipeline.wording import counted
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class IterationReport:
     def describe(self) -> str:
         own = self.policy_titles
         lines = [
-            f"{self.name}: {self.votes} votes from {self.voters} voters"
+            f"{self.name}: {counted(self.votes, 'vote')} from {counted(self.voters, 'voter')}"
             + (f", {self.agreement.unanimous:.0%} of {self.agreement.pairs} pairs with 2+ votes "
                "unanimous" if self.agreement.unanimous is not None else ""),
             f"  its policy ({self.policy_label}): {_measures(own)}",

@@ -42,6 +42,7 @@ from pipeline.rounds import (
 )
 from pipeline.runs import SFT_STAGE, run_ideas, run_summary
 from pipeline.votes import IterationInfo, RoundInfo, VoteStore, check_round_name
+from pipeline.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,8 @@ class IterationStatus:
 
     def describe(self) -> str:
         line = (
-            f"iteration {self.name}: {self.votes} votes from {self.voters} voters; "
+            f"iteration {self.name}: {counted(self.votes, 'vote')} from "
+            f"{counted(self.voters, 'voter')}; "
             f"{self.pairs_at_target} of {self.pairs} pairs have {self.target_votes}+ votes"
         )
         if self.unanimous is not None:

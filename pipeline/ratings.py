@@ -9,8 +9,8 @@
   gold pairs (checks with a known answer); `screen_votes` leaves out what a `Screening` says
   before the majority is taken.
 - Scores: Bradley–Terry strengths of an idea's titles from its decisive votes, on an Elo-like
-  scale (1000 = the idea's average title, +400 = ten times the odds), with bootstrap 95%
-  intervals, as Chatbot Arena reports models.
+  scale (1000 = the idea's average title, +400 = ten times the odds), with 95% intervals from
+  the fit's curvature (`scores_with_intervals` says why not the bootstrap).
 """
 
 from __future__ import annotations
@@ -243,12 +243,18 @@ def votes_per_idea(votes: Sequence[VoteRow]) -> list[tuple[str, int, int]]:
     return [(idea, n, len(pairs[idea])) for idea, n in counts.most_common()]
 
 
+# Half a win each way between every two entrants: keeps every fit finite (an unbeaten title)
+# and ties together entrants never compared directly.
+PRIOR_WINS = 0.5
+Z_95 = 1.959964
+
+
 @dataclass(frozen=True)
 class TitleScore:
     title: str
     score: float
-    low: float  # bootstrap 2.5th percentile
-    high: float  # bootstrap 97.5th percentile
+    low: float  # the 95% interval's ends
+    high: float
     wins: int
     losses: int
     ties: int  # ties and "both bad" on pairs with this title
@@ -268,23 +274,19 @@ class Standing:
 
     name: str
     score: float  # Elo-like: 1000 = the board's average, +400 = ten times the odds
-    low: float  # bootstrap 2.5th percentile
-    high: float  # bootstrap 97.5th percentile
+    low: float  # the 95% interval's ends
+    high: float
     wins: int
     losses: int
     ties: int  # games with no winner (a tie, or both bad)
 
 
 def bradley_terry_board(
-    names: Sequence[str],
-    games: Iterable[tuple[str, str, str | None]],
-    rounds: int,
-    rng,
+    names: Sequence[str], games: Iterable[tuple[str, str, str | None]]
 ) -> list[Standing]:
     """The one Bradley–Terry board: entrants ranked by Elo-scaled strength fitted to their
-    decisive games (a, b, winner; winner None for none), with bootstrap 95% intervals from
-    `rounds` resamplings of those games (drawn from the numpy Generator `rng`), and each one's
-    record; best first."""
+    decisive games (a, b, winner; winner None for none), with 95% intervals
+    (`scores_with_intervals`) and each one's record; best first."""
     import numpy as np
 
     index = {name: i for i, name in enumerate(names)}
@@ -300,7 +302,7 @@ def bradley_terry_board(
         record[winner]["wins"] += 1
         record[loser]["losses"] += 1
     rows = np.array(battles, dtype=int).reshape(-1, 2)
-    scores, low, high = scores_with_intervals(rows, len(names), rounds, rng)
+    scores, low, high = scores_with_intervals(rows, len(names))
     board = [
         Standing(
             name,
@@ -317,37 +319,34 @@ def bradley_terry_board(
 
 
 def bradley_terry(
-    items: Sequence[str], battles: Sequence[tuple[str, str]], prior: float = 0.5
+    items: Sequence[str], battles: Sequence[tuple[str, str]], prior: float = PRIOR_WINS
 ) -> dict[str, float]:
     """Elo-scaled strengths from (winner, loser) battles (the board's scores alone)."""
     import numpy as np
 
     index = {item: i for i, item in enumerate(items)}
-    wins = np.zeros((1, len(items), len(items)))
+    wins = np.zeros((len(items), len(items)))
     for winner, loser in battles:
-        wins[0, index[winner], index[loser]] += 1
-    scores = _elo(_fit_bradley_terry(wins, prior))[0]
+        wins[index[winner], index[loser]] += 1
+    scores = _elo(_fit_bradley_terry(wins, prior))
     return {item: float(scores[index[item]]) for item in items}
 
 
 def _fit_bradley_terry(wins, prior: float):
-    """Strengths for a stack of win matrices (batch, n, n), by Hunter's MM algorithm.
-
-    `prior` pseudo-wins each way between every two items keep the fit finite when a title
-    never lost (or never won) and tie together titles never compared directly. The stack lets
-    all bootstrap rounds be fitted at once.
-    """
+    """Strengths from a win matrix (n, n; row beat column), by Hunter's MM algorithm,
+    their geometric mean 1. `prior` pseudo-wins each way between every two items keep the fit
+    finite when a title never lost (or never won) and tie together titles never compared."""
     import numpy as np
 
-    size = wins.shape[-1]
+    size = len(wins)
     wins = wins + prior * (1 - np.eye(size))
-    games = wins + np.swapaxes(wins, -1, -2)
-    total_wins = wins.sum(-1)
-    strength = np.ones(wins.shape[:-1])
+    games = wins + wins.T
+    total_wins = wins.sum(1)
+    strength = np.ones(size)
     for _ in range(500):
-        pair_sums = strength[..., :, None] + strength[..., None, :]
-        updated = total_wins / (games / pair_sums).sum(-1)
-        updated /= np.exp(np.log(updated).mean(-1, keepdims=True))
+        pair_sums = strength[:, None] + strength[None, :]
+        updated = total_wins / (games / pair_sums).sum(1)
+        updated /= np.exp(np.log(updated).mean())
         done = np.abs(updated - strength).max() < 1e-10
         strength = updated
         if done:
@@ -361,11 +360,8 @@ def _elo(strength):
     return 1000 + 400 * np.log10(strength)
 
 
-def leaderboard(votes: Sequence[VoteRow], rounds: int = 500, seed: int = 0) -> list[IdeaBoard]:
-    """Per idea: its titles ranked by Bradley–Terry score, with bootstrap 95% intervals."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
+def leaderboard(votes: Sequence[VoteRow]) -> list[IdeaBoard]:
+    """Per idea: its titles ranked by Bradley–Terry score, with 95% intervals."""
     by_idea: dict[str, list[VoteRow]] = defaultdict(list)
     for v in votes:
         by_idea[v.idea].append(v)
@@ -373,37 +369,36 @@ def leaderboard(votes: Sequence[VoteRow], rounds: int = 500, seed: int = 0) -> l
     for idea, rows in sorted(by_idea.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         titles = sorted({t for v in rows for t in (v.title_a, v.title_b)})
         games = [(v.title_a, v.title_b, _battle(v)[0] if _decisive(v) else None) for v in rows]
-        board = bradley_terry_board(titles, games, rounds, rng)
+        board = bradley_terry_board(titles, games)
         boards.append(IdeaBoard(idea, len(rows), [TitleScore(*astuple(s)) for s in board]))
     return boards
 
 
-def scores_with_intervals(battles, size: int, rounds: int, rng):
+def scores_with_intervals(battles, size: int):
     """Elo-scaled Bradley–Terry scores of `size` items from (winner, loser) index rows, and
-    their bootstrap 95% intervals (battles resampled `rounds` times with `rng`):
-    (scores, low, high), each an array over the items."""
+    their 95% intervals: (scores, low, high), each an array over the items.
+
+    The intervals come from the curvature of the fit's log-likelihood (with its prior
+    wins) at the estimate: a normal approximation on the log-strengths, centred as the
+    scores are. Not the bootstrap, which Chatbot Arena uses with thousands of votes: with the
+    few votes an idea has here, its resamples of a unanimous record (one vote, or five for
+    the same title) are all that same record, and it reports a zero-width interval, a
+    certainty one vote does not give.
+    """
     import numpy as np
 
-    scores = _elo(_fit_bradley_terry(_win_matrices(battles, size, None), 0.5))[0]
-    if not len(battles):
-        return scores, scores, scores
-    picks = rng.integers(0, len(battles), (rounds, len(battles)))
-    boot = _elo(_fit_bradley_terry(_win_matrices(battles, size, picks), 0.5))
-    return scores, np.percentile(boot, 2.5, axis=0), np.percentile(boot, 97.5, axis=0)
-
-
-def _win_matrices(battles, size: int, picks):
-    """Win counts (rounds, size, size) from battle rows; `picks` resamples them per round."""
-    import numpy as np
-
-    if picks is None:
-        picks = np.arange(len(battles))[None, :]
-    wins = np.zeros((picks.shape[0], size, size))
-    if len(battles):
-        rounds = np.repeat(np.arange(picks.shape[0]), picks.shape[1])
-        chosen = battles[picks.reshape(-1)]
-        np.add.at(wins, (rounds, chosen[:, 0], chosen[:, 1]), 1)
-    return wins
+    wins = np.zeros((size, size))
+    np.add.at(wins, (battles[:, 0], battles[:, 1]), 1)
+    strength = _fit_bradley_terry(wins, PRIOR_WINS)
+    scores = _elo(strength)
+    games = wins + wins.T + 2 * PRIOR_WINS * (1 - np.eye(size))
+    p_win = strength[:, None] / (strength[:, None] + strength[None, :])
+    # Fisher information of the log-strengths; its null space is the common shift, which the
+    # pseudo-inverse removes: the covariance of log-strengths centred on their mean.
+    weight = games * p_win * p_win.T
+    information = np.diag(weight.sum(1)) - weight
+    spread = 400 / np.log(10) * np.sqrt(np.clip(np.diag(np.linalg.pinv(information)), 0, None))
+    return scores, scores - Z_95 * spread, scores + Z_95 * spread
 
 
 def _decisive(v: VoteRow) -> bool:

@@ -6,7 +6,7 @@
 - Length control, after alpaca_eval's: people favour some lengths, and models differ in length,
   so the outcome of each decisive vote is regressed (logistic) on the length difference,
   squashed as tanh(difference / its spread); the win rate at equal length is the intercept's.
-- For any number of models, an arena: Bradley–Terry scores of the models with bootstrap
+- For any number of models, an arena: Bradley–Terry scores of the models with 95%
   intervals, the machinery of the title leaderboard (`pipeline.ratings`).
 
 Outcomes come from people's votes or from a judge (`pipeline.judges`): the same figures follow.
@@ -30,6 +30,7 @@ from pipeline.ratings import (
 )
 from pipeline.records import VoteRow
 from pipeline.votes import RoundInfo, RoundPair, RoundTitle, VoteStore
+from pipeline.wording import counted
 
 Z95 = 1.959963984540054
 
@@ -236,15 +237,11 @@ class ArenaScore:
     ties: int  # ties and both bad
 
 
-def arena(
-    outcomes: Sequence[Outcome], models: Sequence[str], rounds: int = 1000, seed: int = 0
-) -> list[ArenaScore]:
-    """The models ranked by Bradley–Terry score from the decisive judgements, with bootstrap
-    95% intervals (judgements resampled), best first: `ratings.bradley_terry_board`."""
-    import numpy as np
-
+def arena(outcomes: Sequence[Outcome], models: Sequence[str]) -> list[ArenaScore]:
+    """The models ranked by Bradley–Terry score from the decisive judgements, with 95%
+    intervals, best first: `ratings.bradley_terry_board`."""
     games = [(o.model_a, o.model_b, o.winner()) for o in outcomes]
-    board = bradley_terry_board(models, games, rounds, np.random.default_rng(seed))
+    board = bradley_terry_board(models, games)
     return [ArenaScore(*astuple(s)) for s in board]
 
 
@@ -335,8 +332,8 @@ class RoundReport:
         lines = [
             f"Round {self.round!r}: {', '.join(self.models)}; {self.ideas} ideas "
             f"({self.ideas_from or 'unknown'}){k}; {self.pairs} pairs",
-            f"Judged by {self.judged_by}: {self.votes} votes"
-            + (f" from {self.voters} voters" if self.judged_by == "people" else ""),
+            f"Judged by {self.judged_by}: {counted(self.votes, 'vote')}"
+            + (f" from {counted(self.voters, 'voter')}" if self.judged_by == "people" else ""),
         ]
         if self.same_title:
             lines.append(f"{self.same_title} times two models wrote the same title (no pair)")
@@ -478,7 +475,7 @@ def judge_agreement(judged: Sequence[Outcome], details: Sequence[PairDetail]) ->
 
 def chart(report: RoundReport):
     """A matplotlib figure: each comparison's win rate with its Wilson interval, and the
-    arena's scores with their bootstrap intervals."""
+    arena's scores with their intervals."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display; the app and the CLI only save or serve the figure
@@ -526,7 +523,7 @@ def chart(report: RoundReport):
     )
     right.axvline(1000, color="grey", linestyle="--", linewidth=1)
     right.xaxis.set_major_locator(MaxNLocator(4))
-    right.set_xlabel("Bradley–Terry score (bootstrap 95%)")
+    right.set_xlabel("Bradley–Terry score (95% interval)")
     right.invert_yaxis()
     title = f"Round {report.round}: judged by {report.judged_by}, {report.votes} votes"
     figure.suptitle(textwrap.shorten(title, 100))

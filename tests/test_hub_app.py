@@ -349,7 +349,7 @@ def test_an_evaluation_round_comes_back_after_a_restart_with_its_unvoted_pairs(
         owner.predict(password, api_name="/owner_sign_in")
         assert owner.predict(None, api_name="/pools")[0]["data"] == pools["data"]
         summary, *_, detail = owner.predict("mirror round", api_name="/evaluate_report")
-        assert "1 votes from 1 voters" in summary
+        assert "1 vote from 1 voter" in summary
         assert sorted(row[0] for row in detail["data"]) == sorted(ideas)  # all three pairs
         # the same voter is served the round's other two pairs, then nothing (the tutorial's
         # pairs are retired)

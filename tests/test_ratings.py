@@ -9,6 +9,7 @@ from pipeline.ratings import (
     krippendorff_alpha,
     leaderboard,
     majority_preferences,
+    scores_with_intervals,
     votes_per_idea,
 )
 from pipeline.records import Preference, VoteRow
@@ -111,14 +112,44 @@ def test_leaderboard_intervals_contain_the_estimate():
         votes += votes_on(10 + i, "a_better", "a_better", "b_better", a="Best", b="Mid")
         votes += votes_on(20 + i, "a_better", "a_better", "a_better", a="Mid", b="Worst")
     votes += votes_on(30, "tie", a="Best", b="Worst")
-    [board] = leaderboard(votes, rounds=300)
+    [board] = leaderboard(votes)
     assert board.idea == IDEA and board.votes == len(votes)
     assert [t.title for t in board.titles] == ["Best", "Mid", "Worst"]
     for t in board.titles:
         assert t.low <= t.score <= t.high and t.low < t.high
     best = board.titles[0]
     assert (best.wins, best.losses, best.ties) == (12, 6, 1)
-    assert leaderboard(votes, rounds=300) == leaderboard(votes, rounds=300)  # seeded
+    assert leaderboard(votes) == leaderboard(votes)
+
+
+def test_one_vote_gives_a_wide_interval_not_a_certainty():
+    # The bootstrap this replaced resampled the one vote into itself: "1095 – 1095".
+    [board] = leaderboard([vote(1, "a_better")])
+    for t in board.titles:
+        assert t.high - t.low > 400 and t.low < 1000 < t.high
+
+
+def test_a_unanimous_record_is_clear_of_even_odds_only_with_enough_votes():
+    # As the exact sign test says: 5 of 5 is not significant at 5% (p = 0.0625), 10 of 10 is.
+    [five] = leaderboard(votes_on(1, *["a_better"] * 5))
+    [ten] = leaderboard(votes_on(1, *["a_better"] * 10))
+    assert five.titles[0].title == ten.titles[0].title == "A"
+    assert five.titles[0].low < 1000 < ten.titles[0].low
+
+
+def test_intervals_cover_the_true_score_about_95_times_in_100():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    p_a = 0.7  # A beats B 7 times in 10: A's true score is 1000 + 200 log10(7 / 3)
+    true_a = 1000 + 200 * math.log10(p_a / (1 - p_a))
+    covered = 0
+    for _ in range(400):
+        a_wins = int(rng.binomial(30, p_a))
+        rows = np.array([[0, 1]] * a_wins + [[1, 0]] * (30 - a_wins))
+        _, low, high = scores_with_intervals(rows, 2)
+        covered += low[0] <= true_a <= high[0]
+    assert 0.92 <= covered / 400 <= 0.99
 
 
 def test_votes_per_idea_most_voted_first():

@@ -8,6 +8,7 @@ import gradio as gr
 from pipeline.access import OWNER, VOTER
 from pipeline.ratings import agreement, leaderboard, voter_count, voter_stats, votes_per_idea
 from pipeline.votes import VoteStore
+from pipeline.wording import counted
 from ui.context import Context, TabParts, Wiring
 
 TITLE = "Leaderboard"
@@ -30,6 +31,7 @@ def build(ctx: Context) -> TabParts:
         datatype=["str", "number", "str", "number", "number", "number"],
         interactive=False,
         wrap=True,
+        column_widths=["43%", "10%", "17%", "9%", "9%", "12%"],
         label="Bradley–Terry scores (1000 = the idea's average title)",
     )
     refresh = gr.Button("Refresh")
@@ -89,10 +91,12 @@ class Board:
         rows = [list(row) for row in votes_per_idea(votes)]
         alpha = "n/a" if agree.alpha is None else f"{agree.alpha:.2f}"
         unanimous = "n/a" if agree.unanimous is None else f"{agree.unanimous:.0%}"
-        text = (
-            f"**{len(votes)}** votes from **{voter_count(votes)}** voters. "
-            f"Agreement over the {agree.pairs} pairs with 2+ votes: {unanimous} unanimous, "
-            f"Krippendorff's alpha {alpha}."
+        voters = counted(voter_count(votes), "voter")
+        text = f"**{counted(len(votes), 'vote')}** from **{voters}**. " + (
+            f"Agreement over the {counted(agree.pairs, 'pair')} with 2+ votes: {unanimous} "
+            f"unanimous, Krippendorff's alpha {alpha}."
+            if agree.pairs
+            else "No pair has 2+ votes yet: agreement between voters needs them."
         )
         choices = [r[0] for r in rows]
         return text, rows, gr.Dropdown(choices=choices, value=choices[0] if choices else None)

@@ -1,0 +1,9 @@
+"""How counts read in the sentences people see: "1 vote from 1 voter", "3 votes from 2
+voters", never "1 votes from 1 voters" (the first line a new app's leaderboard shows)."""
+
+from __future__ import annotations
+
+
+def counted(n: int, noun: str) -> str:
+    """N and the noun, singular for exactly one: counted(1, "vote") == "1 vote"."""
+    return f"{n} {noun if n == 1 else noun + 's'}"
