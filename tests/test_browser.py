@@ -147,6 +147,10 @@ def test_train_tab_shows_live_progress_until_done(browser, tiny_model_dir, tmp_p
         page.get_by_text(re.compile(r"\*?\*?running|step \d+/6")).first.wait_for(timeout=60_000)
         page.get_by_text(re.compile(r"Done: 6 steps")).wait_for(timeout=120_000)
         assert "training: 6 steps" in page.get_by_label("Log").input_value()
+        # the log box shows its newest lines (Gradio's own autoscroll left it at the top)
+        at = "t => [t.scrollTop + t.clientHeight, t.scrollHeight, t.clientHeight]"
+        shown_to, height, window = page.locator("#train-log textarea").evaluate(at)
+        assert height > window and shown_to >= height - 4
         screenshot(page, "train-tab.png")
         # a job on Hugging Face Jobs trains the recipe as the form above has it
         page.get_by_label("Epochs", exact=True).first.fill("2")

@@ -28,6 +28,7 @@ from pipeline.methods import METHODS, method_of
 from pipeline.metrics import chart_rows
 from pipeline.recipes import changes_between, get_recipe, recipe_from_form
 from ui.context import Context, Wiring
+from ui.widgets import log_box
 
 POLL_SECONDS = 5.0  # each look reads the job's state and log from the Hub
 
@@ -68,7 +69,7 @@ def build(
             use = gr.Button("Use the pushed model for Generate")
         state = gr.Markdown()
         chart = gr.LinePlot(x="step", y="value", color="metric", label="The job's curves")
-        log_tail = gr.Textbox(label="The job's log", lines=8, max_lines=8, autoscroll=True)
+        log_tail = log_box("The job's log", "job-log")
         timer = gr.Timer(POLL_SECONDS, active=False)
 
     panel = JobsPanel(ctx, {kind: len(inputs) for kind, inputs in recipes.items()})

@@ -1,5 +1,6 @@
 """Form parts more than one tab shows: where training data comes from, how votes are
-screened before they become a dataset, and a recipe's form made from its fields."""
+screened before they become a dataset, a recipe's form made from its fields, and a log box
+that shows its newest lines."""
 
 from __future__ import annotations
 
@@ -15,6 +16,31 @@ from pipeline.recipes import (
     knobs,
     shipped_recipes,
 )
+
+# Gradio's `autoscroll` leaves a non-interactive Textbox at its top (seen with 6.31: scrollTop
+# stayed 0 while a timer grew the text), so a 40-line log tail showed lines 30 steps old. This
+# runs in the browser after each change: to the bottom, unless the reader scrolled up.
+_FOLLOW_JS = """(value) => {
+  const box = document.querySelector('#ELEM textarea');
+  if (!box) return value;
+  if (!box.dataset.follow) {
+    box.dataset.follow = '1';
+    box.addEventListener('scroll', () => {
+      const atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+      box.dataset.follow = atBottom ? '1' : '0';
+    });
+  }
+  if (box.dataset.follow === '1') box.scrollTop = box.scrollHeight;
+  return value;
+}"""
+
+
+def log_box(label: str, elem_id: str, lines: int = 8) -> gr.Textbox:
+    """A read-only log that keeps its newest line in view, as a terminal does."""
+    box = gr.Textbox(label=label, lines=lines, max_lines=lines, interactive=False, elem_id=elem_id)
+    # no server call: the browser alone scrolls (and `fn=None` needs no role)
+    box.change(None, box, None, js=_FOLLOW_JS.replace("ELEM", elem_id))
+    return box
 
 
 def vote_screening() -> tuple[gr.Checkbox, gr.Number, gr.Checkbox]:

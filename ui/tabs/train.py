@@ -20,7 +20,14 @@ from pipeline.rl import SAMPLE_COLUMNS, read_samples, sample_rows
 from pipeline.zerogpu import ON_ZEROGPU
 from ui import compare_runs, jobs_panel
 from ui.context import Context, TabParts, Wiring
-from ui.widgets import DATA_SOURCES, TUTORIAL_DATA, recipe_form, screening, vote_screening
+from ui.widgets import (
+    DATA_SOURCES,
+    TUTORIAL_DATA,
+    log_box,
+    recipe_form,
+    screening,
+    vote_screening,
+)
 
 TITLE = "Train"
 SHOWN_TO = OWNER
@@ -104,7 +111,7 @@ def build(ctx: Context) -> TabParts:
         wrap=True,
         visible=DEFAULT.samples,
     )
-    log_tail = gr.Textbox(label="Log", lines=8, max_lines=8, autoscroll=True, interactive=False)
+    log_tail = log_box("Log", "train-log")
     compare_view = compare_runs.build(ctx)
     recipes = {form.method.kind: [form.recipe, *form.fields] for form in forms}
     latest_job = jobs_panel.build(ctx, method, base, max_steps, recipes)
