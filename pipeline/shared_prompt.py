@@ -283,6 +283,14 @@ def _score_completions(model, input_ids, plan, hidden, comp_ids, comp_mask, trl_
     return fields, label_mask
 
 
+def _checkpointing(model) -> bool:
+    """Whether activation checkpointing is on. transformers 5.25 renamed the property and the
+    old name warns on every read: once a forward, a line in the run's log each step."""
+    if hasattr(type(model), "is_activation_checkpointing"):
+        return model.is_activation_checkpointing
+    return model.is_gradient_checkpointing
+
+
 def add_shared_prompt_forward(model, outputs: tuple[str, ...], rows_per_prompt: int = 2) -> None:
     """Route `model(..., labels=..., fused_lm_head=True)` on TRL batches (DPO pairs, or SFT rows
     with `rows_per_prompt=1`) through the shared-prompt forward. `model` is the causal LM TRL
@@ -298,7 +306,7 @@ def add_shared_prompt_forward(model, outputs: tuple[str, ...], rows_per_prompt: 
             and not args
             and labels is not None
             and set(kwargs) <= _PLAIN_INPUTS
-            and not (self.training and self.is_gradient_checkpointing)
+            and not (self.training and _checkpointing(self))
             and not any(getattr(self.config, name, None) is not None for name in _SCALED_LOGITS)
         ):
             ids, mask = kwargs["input_ids"], kwargs.get("attention_mask")

@@ -304,6 +304,15 @@ def logging_every(recipe, planned: int | None) -> int:
     return max(1, min(recipe.logging_steps, math.ceil(planned / LOGGED_POINTS)))
 
 
+def _checkpointing_arg() -> str:
+    """The TrainingArguments field for activation checkpointing: transformers 5.25 renamed
+    `gradient_checkpointing`, and the old name warns each time a stage's arguments are made."""
+    from transformers import TrainingArguments
+
+    renamed = "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+    return "activation_checkpointing" if renamed else "gradient_checkpointing"
+
+
 def common_args(
     recipe, policy: LoadedModel, out: Path, stage: str, planned: int | None = None
 ) -> dict[str, Any]:
@@ -315,7 +324,7 @@ def common_args(
         "logging_steps": logging_every(recipe, planned),
         "seed": recipe.seed,
         **tracking_args(out, stage),
-        "gradient_checkpointing": recipe.gradient_checkpointing,
+        _checkpointing_arg(): recipe.gradient_checkpointing,
         "bf16": policy.device.name == "cuda",
         "use_cpu": policy.device.name == "cpu",  # so processes under a launcher join with gloo
     }

@@ -1,6 +1,7 @@
 """The shared-prompt DPO forward computes exactly what TRL's forward computes, faster."""
 
 import copy
+import warnings
 from dataclasses import replace
 
 import pytest
@@ -285,6 +286,31 @@ def test_fast_recipe_batches_share_prompts(small_data, tiny_model_dir, tmp_path,
     # distinct prompts for its 8 pairs (reference pass, training and evaluation alike)
     assert shared_calls and all(len(plan.distinct) <= 3 for plan in shared_calls)
     assert any(len(plan.distinct) == 1 for plan in shared_calls)
+
+
+def test_a_longer_run_logs_no_more_warnings(small_data, tiny_model_dir, tmp_path):
+    """Our forward read a renamed property that warns on every read: a line in the run's
+    log at every step. What PEFT and TRL warn once a stage is theirs, and stays."""
+    counts = []
+    for steps in (2, 4):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train_dpo(small_data, tmp_path / f"out-{steps}", str(tiny_model_dir),
+                      RECIPES["fast"], max_steps=steps)  # fmt: skip
+        counts.append(len(caught))
+    assert counts[0] == counts[1], counts
+
+
+def test_checkpointing_is_read_by_the_name_transformers_has():
+    from pipeline.shared_prompt import _checkpointing
+
+    class Before:  # a transformers release before the rename has only the old name
+        is_gradient_checkpointing = True
+
+    class After(Before):
+        is_activation_checkpointing = False
+
+    assert _checkpointing(Before()) is True and _checkpointing(After()) is False
 
 
 def test_only_the_tested_trl_and_transformers_releases_get_it():
