@@ -1,6 +1,6 @@
 """`python -m hub SUBCOMMAND`: publish to the Hub and pull from it.
 
-    python -m hub push-dataset --repo NAME [--votes app-data] [--private] [--dry-run]
+    python -m hub push-dataset --repo NAME [--votes app-data] [--private] [--dry-run | --zip F]
     python -m hub push-model FOLDER --repo NAME [--adapter-only] [--private] [--dry-run]
     python -m hub pull-dataset ID --out FOLDER
     python -m hub train-on-jobs --data ID --push-to REPO [--method M] [--flavor F] [--dry-run]
@@ -50,12 +50,17 @@ def cmd_push_dataset(args: argparse.Namespace) -> str:
 
     check_repo_id(args.repo, "dataset")  # before building anything
     disable_progress_bar()
-    if args.data:
-        plan = dataset_plan(args.data, args.repo, private=args.private, license=args.license)
-        return _finish(plan, args)
-    with built_dataset(args.votes, args.split, args.min_votes, vote_screening(args)) as folder:
+
+    def finish(folder: Path) -> str:
         plan = dataset_plan(folder, args.repo, private=args.private, license=args.license)
+        if args.zip:
+            return f"wrote {plan.write_zip(args.zip)}: what the push would send, sent nowhere"
         return _finish(plan, args)
+
+    if args.data:
+        return finish(args.data)
+    with built_dataset(args.votes, args.split, args.min_votes, vote_screening(args)) as folder:
+        return finish(folder)
 
 
 def cmd_push_model(args: argparse.Namespace) -> str:
@@ -271,6 +276,12 @@ def make_parser() -> argparse.ArgumentParser:
     add_split(p)
     p.add_argument("--license", default="mit", help="the card's licence (default: mit)")
     _add_push_options(p, "dataset")
+    p.add_argument(
+        "--zip",
+        type=Path,
+        metavar="FILE",
+        help="write what the push would send (data/*.parquet, README.md) into FILE instead",
+    )
     p.set_defaults(run=cmd_push_dataset)
 
     p = sub.add_parser("push-model", help="publish a tuned model with its card")

@@ -86,6 +86,21 @@ class PushPlan:
         ]
         return "\n".join(lines)
 
+    def write_zip(self, path: str | Path) -> Path:
+        """The files this push would send, under the names they would have in the repo, in a
+        zip at PATH: the repo's contents without a token or the network."""
+        import zipfile
+
+        shown_id = self.repo_id if "/" in self.repo_id else f"YOUR-NAME/{self.repo_id}"
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            for upload in self.uploads(shown_id):
+                content = upload.content
+                data = content if isinstance(content, bytes) else content.read_bytes()
+                archive.writestr(upload.path_in_repo, data)
+        return path
+
 
 @dataclass(frozen=True)
 class PushResult:
@@ -414,6 +429,23 @@ def publish_dataset(
     target = authorize(repo_id, token)
     with built_dataset(votes, split, min_votes, screening) as folder:
         return push(dataset_plan(folder, target.repo_id, private=private), target)
+
+
+def dataset_zip(
+    path: str | Path,
+    repo_id: str,
+    *,
+    votes: str | Path | None = None,
+    min_votes: int = 1,
+    split: str = "idea",
+    screening: Screening = NO_SCREENING,
+) -> Path:
+    """Build the dataset as `publish_dataset` does and write what its push would send (the
+    splits' parquet files under data/, and the card as README.md) into a zip at PATH. Unzipped,
+    it is the dataset repo: `load_dataset(FOLDER)` reads it. No token, no network."""
+    check_repo_id(repo_id, "dataset")
+    with built_dataset(votes, split, min_votes, screening) as folder:
+        return dataset_plan(folder, repo_id).write_zip(path)
 
 
 @contextlib.contextmanager

@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import json
 import time
+import zipfile
+from pathlib import Path
 
 import pytest
 from gradio_client import Client
@@ -100,9 +102,27 @@ def test_without_a_token_the_hub_tab_says_what_to_do(hub, tmp_path):
         with pytest.raises(Exception, match=r"no Hugging Face token: set HF_TOKEN"):
             c.predict("The votes collected here", 1, "votes-ds", False,
                       api_name="/hub_push_dataset")  # fmt: skip
+        # the same dataset can still be had, as the files its repo would hold
+        zipped = c.predict("The tutorial's 1,140 labelled pairs", 1, "votes-ds", False, 0,
+                           False, api_name="/hub_download_dataset")  # fmt: skip
+        with pytest.raises(Exception, match="give no preference rows"):  # no votes yet
+            c.predict("The votes collected here", 1, "votes-ds", False, 0, False,
+                      api_name="/hub_download_dataset")  # fmt: skip
     finally:
         stop_app(process)
     assert hub.request_log == []
+    assert Path(zipped).name == "votes-ds.zip"
+    with zipfile.ZipFile(zipped) as archive:
+        assert sorted(archive.namelist()) == [
+            "README.md", "data/train-00000-of-00001.parquet", "data/valid-00000-of-00001.parquet"
+        ]  # fmt: skip
+        archive.extractall(tmp_path / "unzipped")
+    assert "YOUR-NAME/votes-ds" in (tmp_path / "unzipped" / "README.md").read_text()
+    from datasets import load_dataset
+
+    dataset = load_dataset(str(tmp_path / "unzipped"))
+    assert sum(len(split) for split in dataset.values()) == 1140
+    assert dataset["train"].column_names == ["prompt", "chosen", "rejected"]
 
 
 def test_votes_come_back_after_a_restart_with_an_empty_disk(hub, tmp_path):

@@ -145,6 +145,23 @@ def test_dry_run_shows_the_push_and_sends_nothing(hub, tmp_path):
     assert hub.request_log == []
 
 
+def test_zip_writes_what_the_push_would_send_with_no_token(hub, tmp_path):
+    import zipfile
+
+    zipped = tmp_path / "out" / "titles.zip"
+    done = hub_cli(hub, tmp_path, "push-dataset", "--repo", "titles", "--zip", str(zipped),
+                   token=None)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"wrote {zipped}" in done.stdout
+    with zipfile.ZipFile(zipped) as archive:
+        names = sorted(archive.namelist())
+        card = archive.read("README.md").decode()
+    assert names == ["README.md", "data/train-00000-of-00001.parquet",
+                     "data/valid-00000-of-00001.parquet"]  # fmt: skip
+    assert "license: mit" in card and "YOUR-NAME/titles" in card
+    assert hub.request_log == []
+
+
 @pytest.mark.parametrize(
     ("token", "repo", "message"),
     [

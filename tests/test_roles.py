@@ -96,14 +96,14 @@ def assert_voter_refused_everywhere(client, hub, data, csv_path) -> set[str]:
     before = snapshot(hub, data)
     owner_endpoints = {name: info for name, info in endpoints(client).items()
                        if name not in VOTER_ENDPOINTS}  # fmt: skip
-    assert {"/train_start", "/hub_push_dataset", "/use_trained_model", "/import_pairs",
-            "/add_gold_pair", "/voters_may_generate", "/evaluate_create", "/evaluate_report",
-            "/evaluate_judge", "/evaluate_choices", "/reward_start", "/reward_resume",
-            "/rl_start", "/rl_resume", "/train_method", "/compare_runs", "/compare_choices",
-            "/best_of_n", "/reward_models", "/pools",
-            "/pool_set", "/iterations", "/iteration_start",
-            "/iteration_train", "/jobs_preview", "/jobs_submit", "/jobs_status",
-            "/jobs_cancel", "/jobs_use_model"} <= set(owner_endpoints)  # fmt: skip
+    assert {"/train_start", "/hub_push_dataset", "/hub_download_dataset", "/use_trained_model",
+            "/import_pairs", "/add_gold_pair", "/voters_may_generate", "/evaluate_create",
+            "/evaluate_report", "/evaluate_judge", "/evaluate_choices", "/reward_start",
+            "/reward_resume", "/rl_start", "/rl_resume", "/train_method", "/compare_runs",
+            "/compare_choices", "/best_of_n", "/reward_models", "/pools", "/pool_set",
+            "/iterations", "/iteration_start", "/iteration_train", "/jobs_preview",
+            "/jobs_submit", "/jobs_status", "/jobs_cancel",
+            "/jobs_use_model"} <= set(owner_endpoints)  # fmt: skip
     for name, info in owner_endpoints.items():
         expected = "Generate is for the owner" if name == "/generate" else "owner only"
         wrong_kind = [12345] * len(info["parameters"])

@@ -3,10 +3,14 @@ namespace with their cards, and how the votes' Hub mirror is doing."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import gradio as gr
 
 from hub.auth import visitor_token
-from hub.push import publish_dataset, publish_model
+from hub.push import dataset_zip, publish_dataset, publish_model
 from hub.sync import VoteMirror
 from pipeline.access import OWNER
 from pipeline.appdata import runs_dir
@@ -30,7 +34,8 @@ def build(ctx: Context) -> TabParts:
     )
     gr.Markdown(
         "Publish the preference dataset and a tuned model to your Hugging Face namespace, with "
-        f"their cards. {how}"
+        f"their cards. {how} *Download it instead* gives the dataset's files as a zip, "
+        "without a token: what its repo would hold."
     )
     with gr.Row():
         data_source = gr.Radio([VOTES_DATA, TUTORIAL_DATA], value=VOTES_DATA, label="Dataset")
@@ -38,7 +43,13 @@ def build(ctx: Context) -> TabParts:
         dataset_repo = gr.Textbox("youtube-titles-dpo", label="Dataset repo (NAME or OWNER/NAME)")
         dataset_private = gr.Checkbox(False, label="Private")
     screen_in = list(vote_screening())
-    push_data = gr.Button("Push the dataset", variant="primary")
+    with gr.Row():
+        push_data = gr.Button("Push the dataset", variant="primary")
+        download_data = gr.Button("Download it instead (zip)")
+    dataset_file = gr.File(
+        label="The downloaded dataset: its repo's files, data/*.parquet and README.md",
+        interactive=False,
+    )
     with gr.Row():
         run = gr.Dropdown([], label="Model (a finished training run)", allow_custom_value=True)
         model_repo = gr.Textbox("youtube-titles-dpo-model", label="Model repo (NAME or OWNER/NAME)")
@@ -55,6 +66,12 @@ def build(ctx: Context) -> TabParts:
         [data_source, min_votes, dataset_repo, dataset_private, *screen_in],
         result,
         api_name="hub_push_dataset",
+    )
+    download_data.click(
+        guard(OWNER, publisher.download_dataset),
+        [data_source, min_votes, dataset_repo, *screen_in],
+        dataset_file,
+        api_name="hub_download_dataset",
     )
     push_run.click(
         guard(OWNER, publisher.send_model),
@@ -75,6 +92,7 @@ class Publisher:
     def __init__(self, ctx: Context) -> None:
         self.store, self.folder, self.mirror = ctx.store, ctx.folder, ctx.mirror
         self.on_space = ctx.settings.on_space
+        self.downloads: Path | None = None  # the folder of the last dataset download
 
     def token_of(self, oauth_token: gr.OAuthToken | None) -> str | None:
         return visitor_token(oauth_token.token if oauth_token else None, self.on_space)
@@ -100,6 +118,22 @@ class Publisher:
             screening=screening(screen_fast, gold_floor, screen_burst),
         )
         return pushed.describe(markdown=True)
+
+    def download_dataset(self, kind, min_count, repo, screen_fast, gold_floor, screen_burst):
+        # one folder for this app's downloads, each in a fresh subfolder; Gradio serves a
+        # copy from its own cache, so the one before can go
+        if self.downloads:
+            shutil.rmtree(self.downloads, ignore_errors=True)
+        name = (repo or "youtube-titles-dpo").strip().rsplit("/", 1)[-1] or "dataset"
+        path = dataset_zip(
+            Path(tempfile.mkdtemp(prefix="title-dpo-download-")) / f"{name}.zip",
+            repo or "youtube-titles-dpo",
+            votes=self.store.path if kind == VOTES_DATA else None,
+            min_votes=int(min_count or 1),
+            screening=screening(screen_fast, gold_floor, screen_burst),
+        )
+        self.downloads = path.parent
+        return str(path)
 
     def send_model(
         self, folder_path, repo, base, adapter, private, oauth_token: gr.OAuthToken | None = None
