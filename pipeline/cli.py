@@ -412,10 +412,9 @@ def cmd_evaluate_create(args: argparse.Namespace) -> str:
     )
     if args.json:
         return json.dumps({**asdict(info), "trained_on": plan.trained_on}, ensure_ascii=False)
-    served = ", in the voting pool now" + (", served first" if plan.serve_first else "")
     return (
         f"{plan.describe()}\ncreated round {info.name!r} in {store.path}: "
-        f"{info.describe_pairs()}{served if info.pairs else ''}"
+        f"{info.describe_pairs(created=True, first=plan.serve_first)}"
     )
 
 

@@ -284,7 +284,6 @@ def create_round(
         plan.ideas_from,
         settings,
     )
-    # (no pool of its own where every pair was served already, in an earlier round's pool)
-    if plan.serve_first and info.pool in {p.name for p in store.pools()}:
+    if plan.serve_first and info.own_pairs:  # (none: every pair was in an earlier pool)
         store.serve_first(info.pool)
     return info

@@ -72,6 +72,9 @@ class RoundInfo:
     settings: dict[str, Any] | None
     created_at: float
     pairs: int
+    # of those, pairs another pool held already (an earlier round's models wrote the same two
+    # titles): they are served, and their votes counted, as that pool's
+    pairs_elsewhere: int = 0
 
     @property
     def labels(self) -> list[str]:
@@ -79,14 +82,29 @@ class RoundInfo:
 
     @property
     def pool(self) -> str:
-        """The pool its pairs are served from."""
+        """The pool its own pairs are served from."""
         return f"round:{self.name}"
 
-    def describe_pairs(self) -> str:
-        """How many pairs it serves, or why none (the same title makes no pair)."""
-        if self.pairs:
-            return f"{self.pairs} pairs"
-        return "no pair: the models wrote the same titles for every idea, nothing to vote on"
+    @property
+    def own_pairs(self) -> int:
+        """The pairs in its own pool."""
+        return self.pairs - self.pairs_elsewhere
+
+    def describe_pairs(self, created: bool = False, first: bool = False) -> str:
+        """How many pairs it serves, or why none (the same title makes no pair); when just
+        `created`, that they are votable now, and served `first` if its pool was put first."""
+        if not self.pairs:
+            return "no pair: the models wrote the same titles for every idea, nothing to vote on"
+        said = f"{self.pairs} pairs"
+        if created:
+            said += " in the voting pool now"
+            said += ", served first" if first and self.own_pairs else ""
+        if self.pairs_elsewhere:
+            said += (
+                f" ({self.pairs_elsewhere} of them already in an earlier pool: served, and "
+                "voted on, as that pool's)"
+            )
+        return said
 
 
 @dataclass(frozen=True)
@@ -844,13 +862,15 @@ class VoteStore:
         rows = self.connection().execute(
             """
             SELECT r.id, r.name, r.models, r.k, r.ideas_from, r.settings, r.created_at,
-                   (SELECT count(*) FROM round_pairs rp WHERE rp.round_id = r.id)
+                   (SELECT count(*) FROM round_pairs rp WHERE rp.round_id = r.id),
+                   (SELECT count(*) FROM round_pairs rp JOIN pairs p ON p.id = rp.pair_id
+                    WHERE rp.round_id = r.id AND p.pool <> 'round:' || r.name)
             FROM rounds r ORDER BY r.created_at DESC, r.id DESC
             """
         )
         return [
-            RoundInfo(i, n, json.loads(m), k, f, json.loads(s) if s else None, t, c)
-            for i, n, m, k, f, s, t, c in rows.fetchall()
+            RoundInfo(i, n, json.loads(m), k, f, json.loads(s) if s else None, t, c, e)
+            for i, n, m, k, f, s, t, c, e in rows.fetchall()
         ]
 
     def round_info(self, name: str) -> RoundInfo:

@@ -284,11 +284,20 @@ def test_a_round_of_pairs_already_served_is_served_from_their_pool(tmp_path, mar
     pairs are the first's, in the first's pool, so it has no pool of its own to serve first."""
     plain, marked = marked_models
     store = VoteStore.in_folder(tmp_path / "data")
+    said = {}
     for name in ("first", "again"):
         plan = plan_round([str(plain), str(marked)], ["idea one", "idea two"], "typed", name=name)
         info = create_round(store, plan)
         assert info.pairs == 2 and "2 pairs" in info.describe_pairs()
+        said[name] = info.describe_pairs(created=True, first=True)
     assert [(p.name, p.priority, p.pairs) for p in store.pools()] == [("round:first", 1, 2)]
+    # what the owner is told: only the first round's pairs were put first
+    assert said["first"] == "2 pairs in the voting pool now, served first"
+    assert said["again"] == (
+        "2 pairs in the voting pool now (2 of them already in an earlier pool: served, and "
+        "voted on, as that pool's)"
+    )
+    assert store.round_info("again").own_pairs == 0
 
 
 # --- judges ----------------------------------------------------------------------------------

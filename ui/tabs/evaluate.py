@@ -131,8 +131,7 @@ class Rounds:
         )
         info = create_round(self.store, plan, generate=generate_round_on_gpu)
         rounds = [r.name for r in self.store.rounds()]
-        served = ", served first" if plan.serve_first else ""
-        pairs = info.describe_pairs() + (f" in the voting pool now{served}" if info.pairs else "")
+        pairs = info.describe_pairs(created=True, first=plan.serve_first)
         message = f"{plan.describe()}. **{pairs}**."
         return message, gr.Dropdown(choices=rounds, value=info.name)
 
