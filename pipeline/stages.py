@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -287,6 +288,20 @@ def lora_config(recipe, task: str = "CAUSAL_LM"):
 
 # A run's charts get at least this many points along the way, however short the run: a run on
 # a hundred votes (13 steps) logged every 25 steps would show its training loss only at the end.
+
+
+def mute_library_deprecations() -> None:
+    """TRL 1.16 reads the property transformers 5.25 renamed at every batch of DPO's
+    reference pass, and each read warns: the app's output got a FutureWarning per batch (128
+    in a default run), burying its own lines. Nothing here can act on it; that message alone
+    is muted, for the whole process (a filter set inside a run's thread would race)."""
+    warnings.filterwarnings(
+        "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+    )
+
+
+mute_library_deprecations()
+
 LOGGED_POINTS = 10
 
 
