@@ -4,6 +4,8 @@ voters", never "1 votes from 1 voters" (the first line a new app's leaderboard s
 from __future__ import annotations
 
 
-def counted(n: int, noun: str) -> str:
-    """N and the noun, singular for exactly one: counted(1, "vote") == "1 vote"."""
-    return f"{n} {noun if n == 1 else noun + 's'}"
+def counted(n: int, noun: str, bold: bool = False) -> str:
+    """N and the noun, singular for exactly one: counted(1, "vote") == "1 vote"; with `bold`,
+    the number in Markdown bold."""
+    number = f"**{n}**" if bold else str(n)
+    return f"{number} {noun if n == 1 else noun + 's'}"

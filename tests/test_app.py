@@ -123,7 +123,7 @@ def test_a_voter_sees_a_pair_votes_and_moves_on(client):
     assert voter.startswith("v-") and idea and left and right and left != right
     assert "voted on **0** pairs" in progress
     *_, next_id, progress = client.predict(voter, pair_id, api_name="/vote_left")
-    assert next_id != pair_id and "Vote saved" in progress and "voted on **1** pairs" in progress
+    assert next_id != pair_id and "Vote saved" in progress and "voted on **1** pair " in progress
     *_, after_skip, progress = client.predict(voter, api_name="/skip")
     assert after_skip != next_id and "Skipped" in progress
     *_, message = client.predict(voter, pair_id, api_name="/vote_right")

@@ -375,7 +375,7 @@ def test_an_evaluation_round_comes_back_after_a_restart_with_its_unvoted_pairs(
         # pairs are retired)
         c = Client(url, verbose=False)
         _, idea, *_, pair_id, progress = c.predict(voter, api_name="/start")
-        assert "voted on **1** pairs" in progress
+        assert "voted on **1** pair " in progress
         served = [idea]
         for _ in range(2):
             idea, *_, pair_id, _ = c.predict(voter, pair_id, api_name="/vote_right")

@@ -229,7 +229,7 @@ def test_signed_in_voting_on_a_space_is_one_vote_per_person(hub, tmp_path, tiny_
         assert progress.startswith("Vote saved")
         again = Client(url, verbose=False, headers=cookie)  # bob in a new tab, a new "voter"
         *_, progress = again.predict(None, api_name="/start")
-        assert "voted on **1** pairs" in progress
+        assert "voted on **1** pair " in progress
         *_, progress = again.predict("v-fresh", pair_id, api_name="/vote_right")
         assert progress.startswith("Already voted")
     finally:

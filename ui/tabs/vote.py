@@ -12,6 +12,7 @@ import gradio as gr
 from pipeline.access import VOTER, Caller, Refused
 from pipeline.ballot import Shown, vote_on_shown_pair
 from pipeline.errors import UserError
+from pipeline.wording import counted
 from ui.context import Context, TabParts, Wiring
 
 TITLE = "Vote"
@@ -131,7 +132,8 @@ class Ballot:
         view = store.next_pair(voter_id, skip=skipped)
         done, remaining = store.voter_progress(voter_id)
         counter = (
-            f"You have voted on **{done}** pairs · **{remaining - len(skipped)}** left for you"
+            f"You have voted on {counted(done, 'pair', bold=True)} · "
+            f"**{remaining - len(skipped)}** left for you"
         )
         if view is None:
             return self.blank(f"{message} {counter}. Nothing left to judge: thank you!".strip())
