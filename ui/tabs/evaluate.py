@@ -70,11 +70,22 @@ def build(ctx: Context) -> TabParts:
     summary = gr.Markdown()
     # the figure carries its own titles; Gradio's label would sit on top of the first one
     chart = gr.Plot(label="Win rates and arena scores", show_label=False)
+    # widths so that no header breaks inside a word ("Win s"), and the titles get the room
     comparisons = gr.Dataframe(
-        headers=COMPARISON_COLUMNS, interactive=False, label="Head to head", wrap=True
+        headers=COMPARISON_COLUMNS,
+        interactive=False,
+        label="Head to head",
+        wrap=True,
+        column_widths=["10%", "10%", "6%", "7%", "6%", "6%", "7%", "7%", "11%", "16%", "7%", "7%"],
     )
     ranking = gr.Dataframe(headers=ARENA_COLUMNS, interactive=False, label="Arena (Bradley–Terry)")
-    detail = gr.Dataframe(headers=DETAIL_COLUMNS, interactive=False, label="Per pair", wrap=True)
+    detail = gr.Dataframe(
+        headers=DETAIL_COLUMNS,
+        interactive=False,
+        label="Per pair",
+        wrap=True,
+        column_widths=["14%", "24%", "9%", "24%", "9%", "6%", "7%", "7%"],
+    )
 
     rounds = Rounds(ctx)
     outputs = [summary, chart, comparisons, ranking, detail]
