@@ -13,6 +13,7 @@ win rate with people is an evaluation round's (`pipeline.rounds`, `pipeline.winr
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -151,8 +152,8 @@ def pair_logps(
     return PairLogps(loaded.label, chosen=scores[0::2], rejected=scores[1::2])
 
 
-def ranking_accuracy(policy: PairLogps, reference: PairLogps | None = None) -> float:
-    """Share of pairs whose chosen completion scores strictly higher than the rejected one.
+def ranked_right(policy: PairLogps, reference: PairLogps | None = None) -> list[bool]:
+    """Per pair: whether its chosen completion scores strictly higher than the rejected one.
 
     With a reference, the score is DPO's implicit reward log(pi/pi_ref) (beta scales both
     sides, so it drops out): TRL's eval_rewards/accuracies, but counted per pair rather than
@@ -164,23 +165,49 @@ def ranking_accuracy(policy: PairLogps, reference: PairLogps | None = None) -> f
             raise ValueError("policy and reference scored different pairs")
         chosen = [p - r for p, r in zip(chosen, reference.chosen, strict=True)]
         rejected = [p - r for p, r in zip(rejected, reference.rejected, strict=True)]
-    if not chosen:
-        return 0.0
-    return sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(chosen)
+    return [c > r for c, r in zip(chosen, rejected, strict=True)]
+
+
+def ranking_accuracy(policy: PairLogps, reference: PairLogps | None = None) -> float:
+    """Share of pairs `ranked_right` (0 without pairs)."""
+    right = ranked_right(policy, reference)
+    return sum(right) / len(right) if right else 0.0
+
+
+def sign_test(gained: int, lost: int) -> float:
+    """The two-sided exact sign test's p-value: how often chance alone (each changed pair
+    going either way with even odds) splits `gained + lost` pairs at least this unevenly."""
+    changed = gained + lost
+    if not changed:
+        return 1.0
+    tail = sum(math.comb(changed, k) for k in range(min(gained, lost) + 1))
+    return min(1.0, 2 * tail / 2**changed)
 
 
 @dataclass(frozen=True)
 class HeldOutRanking:
-    """How a finished run ranks the held-out pairs, beside what its starting model knew."""
+    """How a finished run ranks the held-out pairs, beside what its starting model knew, and
+    pair by pair against it: the pairs it ranks right that the start ranked wrong (`gained`)
+    and the other way (`lost`). Runs scored before those were kept have None."""
 
     pairs: int
     tuned: float  # the run's implicit reward log(pi/pi_ref)
     untrained: float  # the starting model's own likelihood
+    gained: int | None = None
+    lost: int | None = None
 
     def describe(self) -> str:
-        return (
+        line = (
             f"held-out pairs ranked as labelled: {self.tuned:.3f} of {self.pairs} "
             f"(the untrained model: {self.untrained:.3f})"
+        )
+        if self.gained is None or self.lost is None:
+            return line
+        p = sign_test(self.gained, self.lost)
+        verdict = "beyond chance" if p < 0.05 else "within chance"
+        return (
+            f"{line}; against it, {self.gained} pairs gained and {self.lost} lost: "
+            f"{verdict} (sign test p = {p:.2g})"
         )
 
 
@@ -194,7 +221,14 @@ def held_out_ranking(
     start = pair_logps(load_model(untrained), rows)
     ref = start if reference == untrained else pair_logps(load_model(reference, fresh=True), rows)
     policy = pair_logps(load_model(tuned, fresh=True), rows)
-    return HeldOutRanking(len(rows), ranking_accuracy(policy, ref), ranking_accuracy(start))
+    now, before = ranked_right(policy, ref), ranked_right(start)
+    return HeldOutRanking(
+        len(rows),
+        ranking_accuracy(policy, ref),
+        ranking_accuracy(start),
+        gained=sum(n and not b for n, b in zip(now, before, strict=True)),
+        lost=sum(b and not n for n, b in zip(now, before, strict=True)),
+    )
 
 
 def _chat_ids(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool = False):

@@ -1,12 +1,13 @@
 """Ranking accuracy: pair_logps scores pairs as TRL's DPOTrainer does, pair by pair."""
 
 import json
+import math
 
 import pytest
 
 from conftest import run_cli
 from pipeline import datasets as ds
-from pipeline.evaluation import PairLogps, pair_logps, ranking_accuracy
+from pipeline.evaluation import HeldOutRanking, PairLogps, pair_logps, ranking_accuracy, sign_test
 from pipeline.models import load_model
 from pipeline.recipes import get_recipe
 from pipeline.training import score_held_out, train_dpo
@@ -90,10 +91,36 @@ def test_a_finished_run_carries_its_held_out_ranking(trained, small_data, tiny_m
     out, _, evaluation, result = trained
     rows = list(ds.load_preference_dataset(small_data)["valid"])
     untrained = ranking_accuracy(pair_logps(load_model(str(tiny_model_dir), fresh=True), rows))
-    assert result.held_out == {
+    held_out = result.held_out
+    assert {k: held_out[k] for k in ("pairs", "tuned", "untrained")} == {
         "pairs": 8,
         "tuned": pytest.approx(evaluation["eval_rewards/accuracies"]),
         "untrained": untrained,
     }
+    # pair by pair against the start: what was gained less what was lost is the change
+    change = held_out["gained"] - held_out["lost"]
+    assert change == round((held_out["tuned"] - untrained) * 8)
     saved = json.loads((out / "train_summary.json").read_text())["held_out"]
     assert saved == result.held_out
+
+
+def test_the_sign_test_matches_its_exact_values():
+    assert sign_test(10, 0) == pytest.approx(2 / 1024)
+    assert sign_test(0, 10) == sign_test(10, 0)
+    assert sign_test(5, 5) == 1.0 and sign_test(0, 0) == 1.0
+    assert sign_test(15, 5) == pytest.approx(2 * sum(math.comb(20, k) for k in range(6)) / 2**20)
+
+
+def test_the_held_out_line_says_whether_the_change_is_beyond_chance():
+    clear = HeldOutRanking(120, 0.683, 0.558, gained=25, lost=10)
+    noise = HeldOutRanking(120, 0.533, 0.558, gained=12, lost=15)
+    assert clear.describe().endswith(
+        "25 pairs gained and 10 lost: beyond chance (sign test p = 0.017)"
+    )
+    assert noise.describe().endswith("within chance (sign test p = 0.7)")
+    # a run scored before the pair-by-pair counts were kept still reads
+    old = HeldOutRanking(120, 0.683, 0.558)
+    assert (
+        old.describe()
+        == "held-out pairs ranked as labelled: 0.683 of 120 (the untrained model: 0.558)"
+    )
