@@ -30,7 +30,7 @@ def test_vote_three_times_by_click_and_keyboard(browser, tiny_model_dir, tmp_pat
             page.wait_for_function("!document.querySelector('#vote-left').disabled")
             first_title = page.get_by_label("Title A").input_value()
             action()
-            page.get_by_text(f"voted on {expected} pairs").wait_for()
+            page.get_by_text(re.compile(rf"voted on {expected} pairs? ")).wait_for()
             return first_title
 
         # Slow the first vote down: the buttons must be disabled while it is on its way, so a
@@ -297,7 +297,7 @@ def test_the_owner_creates_a_round_a_voter_votes_on_it_and_the_owner_reads_it(
             voter.wait_for_function("!document.querySelector('#vote-left').disabled")
             left = voter.get_by_label("Title A").input_value()
             voter.keyboard.press("a" if MARKER in left else "b")
-            voter.get_by_text(f"voted on {done} pairs").wait_for()
+            voter.get_by_text(re.compile(rf"voted on {done} pairs? ")).wait_for()
         voter.get_by_text("Nothing left to judge").wait_for()
         assert str(marked) not in voter.content() and "browser round" not in voter.content()
 

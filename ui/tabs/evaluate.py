@@ -84,7 +84,7 @@ def build(ctx: Context) -> TabParts:
         interactive=False,
         label="Per pair",
         wrap=True,
-        column_widths=["14%", "24%", "9%", "24%", "9%", "6%", "7%", "7%"],
+        column_widths=["13%", "22%", "9%", "22%", "9%", "11%", "7%", "7%"],
     )
 
     rounds = Rounds(ctx)
