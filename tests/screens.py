@@ -8,9 +8,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "runs" / "screenshots"
-# The docs' pictures: written again by `UPDATE_DOCS_IMAGES=1 pytest tests/test_browser.py
-# tests/test_iterations.py`.
-DOCS_IMAGES = {"vote-tab.png", "train-tab.png", "iterations-tab.png"}
+# The docs' picture of the Iterations tab: written again by `UPDATE_DOCS_IMAGES=1 pytest
+# tests/test_iterations.py` (the README's two come from docs/pictures.py, on the real model).
+DOCS_IMAGES = {"iterations-tab.png"}
 
 
 def screenshot(page, name: str) -> None:
