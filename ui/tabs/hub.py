@@ -3,7 +3,6 @@ namespace with their cards, and how the votes' Hub mirror is doing."""
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -92,7 +91,6 @@ class Publisher:
     def __init__(self, ctx: Context) -> None:
         self.store, self.folder, self.mirror = ctx.store, ctx.folder, ctx.mirror
         self.on_space = ctx.settings.on_space
-        self.downloads: Path | None = None  # the folder of the last dataset download
 
     def token_of(self, oauth_token: gr.OAuthToken | None) -> str | None:
         return visitor_token(oauth_token.token if oauth_token else None, self.on_space)
@@ -120,10 +118,8 @@ class Publisher:
         return pushed.describe(markdown=True)
 
     def download_dataset(self, kind, min_count, repo, screen_fast, gold_floor, screen_burst):
-        # one folder for this app's downloads, each in a fresh subfolder; Gradio serves a
-        # copy from its own cache, so the one before can go
-        if self.downloads:
-            shutil.rmtree(self.downloads, ignore_errors=True)
+        # a fresh temporary folder each time (Gradio serves a copy from its cache): two
+        # owner sessions downloading at once never share one; a zip is some 100 KB
         name = (repo or "youtube-titles-dpo").strip().rsplit("/", 1)[-1] or "dataset"
         path = dataset_zip(
             Path(tempfile.mkdtemp(prefix="title-dpo-download-")) / f"{name}.zip",
@@ -132,7 +128,6 @@ class Publisher:
             min_votes=int(min_count or 1),
             screening=screening(screen_fast, gold_floor, screen_burst),
         )
-        self.downloads = path.parent
         return str(path)
 
     def send_model(
