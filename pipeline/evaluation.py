@@ -184,6 +184,22 @@ def sign_test(gained: int, lost: int) -> float:
     return min(1.0, 2 * tail / 2**changed)
 
 
+def paired_change(gained: int | None, lost: int | None) -> str:
+    """ "; against it, G pairs gained and L lost: beyond (or within) chance (sign test p = P)":
+    what a held-out line adds once it has the pair-by-pair counts ("" without them)."""
+    if gained is None or lost is None:
+        return ""
+    p = sign_test(gained, lost)
+    verdict = "beyond chance" if p < 0.05 else "within chance"
+    return f"; against it, {gained} pairs gained and {lost} lost: {verdict} (sign test p = {p:.2g})"
+
+
+def gained_and_lost(now: Sequence[bool], before: Sequence[bool]) -> tuple[int, int]:
+    """Pairs ranked right now and wrong before, and the other way."""
+    gained = sum(n and not b for n, b in zip(now, before, strict=True))
+    return gained, sum(b and not n for n, b in zip(now, before, strict=True))
+
+
 @dataclass(frozen=True)
 class HeldOutRanking:
     """How a finished run ranks the held-out pairs, beside what its starting model knew, and
@@ -201,14 +217,7 @@ class HeldOutRanking:
             f"held-out pairs ranked as labelled: {self.tuned:.3f} of {self.pairs} "
             f"(the untrained model: {self.untrained:.3f})"
         )
-        if self.gained is None or self.lost is None:
-            return line
-        p = sign_test(self.gained, self.lost)
-        verdict = "beyond chance" if p < 0.05 else "within chance"
-        return (
-            f"{line}; against it, {self.gained} pairs gained and {self.lost} lost: "
-            f"{verdict} (sign test p = {p:.2g})"
-        )
+        return line + paired_change(self.gained, self.lost)
 
 
 def held_out_ranking(
@@ -221,13 +230,9 @@ def held_out_ranking(
     start = pair_logps(load_model(untrained), rows)
     ref = start if reference == untrained else pair_logps(load_model(reference, fresh=True), rows)
     policy = pair_logps(load_model(tuned, fresh=True), rows)
-    now, before = ranked_right(policy, ref), ranked_right(start)
+    gained, lost = gained_and_lost(ranked_right(policy, ref), ranked_right(start))
     return HeldOutRanking(
-        len(rows),
-        ranking_accuracy(policy, ref),
-        ranking_accuracy(start),
-        gained=sum(n and not b for n, b in zip(now, before, strict=True)),
-        lost=sum(b and not n for n, b in zip(now, before, strict=True)),
+        len(rows), ranking_accuracy(policy, ref), ranking_accuracy(start), gained, lost
     )
 
 

@@ -143,15 +143,17 @@ class RewardModel:
         prompt = title_messages(idea)
         return self.score([prompt] * len(titles), list(titles))
 
-    def accuracy(self, rows: Sequence[dict[str, Any]]) -> float:
-        """Share of labelled pairs (prompt/chosen/rejected rows) whose chosen completion scores
-        strictly higher, counted pair by pair."""
-        if not rows:
-            return 0.0
+    def ranked_right(self, rows: Sequence[dict[str, Any]]) -> list[bool]:
+        """Per labelled pair (prompt/chosen/rejected rows): whether the chosen completion
+        scores strictly higher."""
         prompts = [row["prompt"] for row in rows]
         chosen = self.score(prompts, [row["chosen"][0]["content"] for row in rows])
         rejected = self.score(prompts, [row["rejected"][0]["content"] for row in rows])
-        return sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(rows)
+        return [c > r for c, r in zip(chosen, rejected, strict=True)]
+
+    def accuracy(self, rows: Sequence[dict[str, Any]]) -> float:
+        """Share of labelled pairs `ranked_right`, counted pair by pair (0 without rows)."""
+        return sum(self.ranked_right(rows)) / len(rows) if rows else 0.0
 
 
 @functools.cache
@@ -206,15 +208,19 @@ class RewardHeldOut:
     untrained: float
     dpo: float | None = None
     dpo_run: str | None = None
+    gained: int | None = None  # against the untrained model, pair by pair (None: older runs)
+    lost: int | None = None
 
     def describe(self) -> str:
+        from pipeline.evaluation import paired_change
+
         line = (
             f"held-out pairs ranked as labelled: reward model {self.reward_model:.3f} of "
             f"{self.pairs} (the untrained model's likelihood: {self.untrained:.3f}"
         )
         if self.dpo is not None:
             line += f"; the DPO run {self.dpo_run}: {self.dpo:.3f}"
-        return line + ")"
+        return line + ")" + paired_change(self.gained, self.lost)
 
 
 def score_reward_held_out(result: TrainResult, dpo_run: str | None = None) -> TrainResult:
@@ -223,7 +229,7 @@ def score_reward_held_out(result: TrainResult, dpo_run: str | None = None) -> Tr
     from dataclasses import replace
 
     from pipeline.datasets import load_preference_dataset
-    from pipeline.evaluation import labelled_ranking, pair_logps, ranking_accuracy
+    from pipeline.evaluation import gained_and_lost, labelled_ranking, pair_logps, ranked_right
 
     if not result.finished or result.data is None:
         return result
@@ -231,11 +237,18 @@ def score_reward_held_out(result: TrainResult, dpo_run: str | None = None) -> Tr
     if valid is None or len(valid) == 0:
         return result
     rows = list(valid)
-    accuracy = RewardModel(load_model(result.out, fresh=True, head="score")).accuracy(rows)
+    now = RewardModel(load_model(result.out, fresh=True, head="score")).ranked_right(rows)
     start = result.started_from or result.base_model
-    untrained = ranking_accuracy(pair_logps(load_model(start), rows))
+    before = ranked_right(pair_logps(load_model(start), rows))
     dpo = labelled_ranking(dpo_run, rows)[0] if dpo_run else None
-    held_out = RewardHeldOut(len(rows), accuracy, untrained, dpo, dpo_run)
+    held_out = RewardHeldOut(
+        len(rows),
+        sum(now) / len(rows),
+        sum(before) / len(rows),
+        dpo,
+        dpo_run,
+        *gained_and_lost(now, before),
+    )
     scored = replace(result, held_out=asdict(held_out))
     write_summary(scored)
     return scored

@@ -73,6 +73,9 @@ def test_the_reward_model_trains_saves_loads_and_learns_the_preference(reward_ru
     assert held["pairs"] == len(valid) and held["reward_model"] >= 0.9
     assert held["reward_model"] == reward.accuracy(valid)
     assert held["untrained"] < 0.9  # the chat model alone cannot see the planted preference
+    # pair by pair against the chat model: what was gained less what was lost is the change
+    change = round((held["reward_model"] - held["untrained"]) * held["pairs"])
+    assert held["gained"] - held["lost"] == change and held["gained"] > 0
     assert idea  # the prompt is the tutorial's, conversational
     # trackio received the run's metrics
     logged = logged_metrics(run_name(out, "reward"))
