@@ -69,12 +69,17 @@ class PushPlan:
     private: bool = False
     owns: Callable[[str], bool] = lambda path: False  # stale repo files this push replaces
 
+    @property
+    def shown_id(self) -> str:
+        """The repo id to show before the token says whose namespace a bare name goes to."""
+        return self.repo_id if "/" in self.repo_id else f"YOUR-NAME/{self.repo_id}"
+
     def uploads(self, repo_id: str) -> list[Upload]:
         return [*self.files, Upload("README.md", self.card(repo_id).encode())]
 
     def describe(self) -> str:
         """What `--dry-run` prints: the target, each file with its size, then the card."""
-        shown_id = self.repo_id if "/" in self.repo_id else f"YOUR-NAME/{self.repo_id}"
+        shown_id = self.shown_id
         uploads = self.uploads(shown_id)
         lines = [
             f"would push {len(uploads)} files to the {self.repo_type} repo {shown_id} "
@@ -91,11 +96,10 @@ class PushPlan:
         zip at PATH: the repo's contents without a token or the network."""
         import zipfile
 
-        shown_id = self.repo_id if "/" in self.repo_id else f"YOUR-NAME/{self.repo_id}"
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-            for upload in self.uploads(shown_id):
+            for upload in self.uploads(self.shown_id):
                 content = upload.content
                 data = content if isinstance(content, bytes) else content.read_bytes()
                 archive.writestr(upload.path_in_repo, data)

@@ -230,9 +230,10 @@ def held_out_ranking(
     start = pair_logps(load_model(untrained), rows)
     ref = start if reference == untrained else pair_logps(load_model(reference, fresh=True), rows)
     policy = pair_logps(load_model(tuned, fresh=True), rows)
-    gained, lost = gained_and_lost(ranked_right(policy, ref), ranked_right(start))
+    now, before = ranked_right(policy, ref), ranked_right(start)
+    share = len(rows) or 1
     return HeldOutRanking(
-        len(rows), ranking_accuracy(policy, ref), ranking_accuracy(start), gained, lost
+        len(rows), sum(now) / share, sum(before) / share, *gained_and_lost(now, before)
     )
 
 

@@ -286,10 +286,6 @@ def lora_config(recipe, task: str = "CAUSAL_LM"):
     )
 
 
-# A run's charts get at least this many points along the way, however short the run: a run on
-# a hundred votes (13 steps) logged every 25 steps would show its training loss only at the end.
-
-
 def mute_library_deprecations() -> None:
     """TRL 1.16 reads the property transformers 5.25 renamed at every batch of DPO's
     reference pass, and each read warns: the app's output got a FutureWarning per batch (128
@@ -302,6 +298,8 @@ def mute_library_deprecations() -> None:
 
 mute_library_deprecations()
 
+# A run's charts get at least this many points along the way, however short the run: a run on
+# a hundred votes (13 steps) logged every 25 steps would show its training loss only at the end.
 LOGGED_POINTS = 10
 
 

@@ -120,10 +120,10 @@ class Publisher:
     def download_dataset(self, kind, min_count, repo, screen_fast, gold_floor, screen_burst):
         # a fresh temporary folder each time (Gradio serves a copy from its cache): two
         # owner sessions downloading at once never share one; a zip is some 100 KB
-        name = (repo or "youtube-titles-dpo").strip().rsplit("/", 1)[-1] or "dataset"
+        repo = (repo or "").strip() or "youtube-titles-dpo"
         path = dataset_zip(
-            Path(tempfile.mkdtemp(prefix="title-dpo-download-")) / f"{name}.zip",
-            repo or "youtube-titles-dpo",
+            Path(tempfile.mkdtemp(prefix="title-dpo-download-")) / f"{repo.rsplit('/')[-1]}.zip",
+            repo,
             votes=self.store.path if kind == VOTES_DATA else None,
             min_votes=int(min_count or 1),
             screening=screening(screen_fast, gold_floor, screen_burst),
