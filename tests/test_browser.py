@@ -129,6 +129,61 @@ def test_a_button_names_its_key_only_where_there_is_a_keyboard(browser, tiny_mod
         stop_app(process)
 
 
+# Problems with how a table fits its box: a cell off to the right (the reader must scroll
+# sideways to find it), or a column narrower than one of its words (which then breaks letter
+# by letter: "S / c / o / r / e").
+TABLE_FIT_JS = """(label) => {
+  const table = [...document.querySelectorAll('.table-wrap')]
+    .find((t) => t.getAttribute('aria-label') === label);
+  const edge = table.getBoundingClientRect().right;
+  const pen = document.createElement('canvas').getContext('2d');
+  const problems = [];
+  for (const cell of table.querySelectorAll('th, td')) {
+    const box = cell.getBoundingClientRect();
+    if (box.height === 0) continue;  // the hidden row that sizes the columns
+    const text = cell.innerText.trim();
+    if (box.right > edge + 1) problems.push(`"${text}" is off to the right`);
+    const wrap = cell.querySelector('.cell-wrap') || cell;
+    const style = getComputedStyle(wrap);
+    pen.font = style.font;
+    const room = wrap.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    for (const word of text.split(/[\\s–-]+/)) {
+      if (pen.measureText(word).width > room + 0.5) problems.push(`"${word}" is broken`);
+    }
+  }
+  return problems;
+}"""
+
+
+def test_a_voter_on_a_phone_reads_the_leaderboard_without_scrolling_sideways(
+    browser, tiny_model_dir, tmp_path
+):
+    process, url = start_app(
+        "--model", str(tiny_model_dir), "--data", str(tmp_path / "data"),
+        log_path=tmp_path / "app.log", env={"TITLE_DPO_OWNER_PASSWORD": "phone owner password"},
+    )  # fmt: skip
+    try:
+        phone = browser.new_context(
+            viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+        ).new_page()
+        phone.goto(url)
+        phone.locator("#vote-left").wait_for()
+        for n in (1, 2, 3):
+            phone.wait_for_function("!document.querySelector('#vote-left').disabled")
+            phone.locator("#vote-left").tap()
+            phone.get_by_text(re.compile(rf"voted on {n} pairs? ")).wait_for()
+        phone.get_by_role("tab", name="Leaderboard").tap()
+        ideas = phone.get_by_role("grid", name="Votes per idea")
+        expect(ideas.get_by_role("gridcell").first).not_to_have_text("")
+        scores = phone.get_by_role("grid", name=re.compile("Bradley–Terry scores"))
+        an_interval = scores.get_by_role("gridcell", name=re.compile(r"^\d+ ?– ?\d+$"))
+        expect(an_interval.first).to_be_visible()
+        for label in ["Votes per idea", "Bradley–Terry scores (1000 = the idea's average title)"]:
+            assert phone.evaluate(TABLE_FIT_JS, label) == [], label
+    finally:
+        stop_app(process)
+
+
 def test_train_tab_shows_live_progress_until_done(browser, tiny_model_dir, tmp_path):
     process, url = start_app(
         "--model", str(tiny_model_dir), "--data", str(tmp_path / "data"),

@@ -19,19 +19,23 @@ def build(ctx: Context) -> TabParts:
     """The tab, and its owner-only part: each voter's record."""
     guard = ctx.guard
     summary = gr.Markdown()
+    # Voters read this tab on phones: few columns, each wide enough for its numbers, and
+    # text that wraps, so that nothing hides off to the right.
     ideas = gr.Dataframe(
         headers=["Idea", "Votes", "Pairs voted on"],
         datatype=["str", "number", "number"],
         interactive=False,
+        wrap=True,
+        column_widths=["58%", "19%", "23%"],
         label="Votes per idea",
     )
     pick = gr.Dropdown(label="Idea", choices=[], interactive=True)
     scores = gr.Dataframe(
-        headers=["Title", "Score", "95% interval", "Wins", "Losses", "Ties / both bad"],
-        datatype=["str", "number", "str", "number", "number", "number"],
+        headers=["Title", "Score", "Range (95%)", "Won–lost–tied"],
+        datatype=["str", "number", "str", "str"],
         interactive=False,
         wrap=True,
-        column_widths=["43%", "10%", "17%", "9%", "9%", "12%"],
+        column_widths=["43%", "19%", "20%", "18%"],
         label="Bradley–Terry scores (1000 = the idea's average title)",
     )
     refresh = gr.Button("Refresh")
@@ -106,7 +110,7 @@ class Board:
             return []
         boards = leaderboard([v for v in self.store.votes() if v.idea == idea])
         return [
-            [s.title, round(s.score), f"{s.low:.0f} – {s.high:.0f}", s.wins, s.losses, s.ties]
+            [s.title, round(s.score), f"{s.low:.0f}–{s.high:.0f}", f"{s.wins}–{s.losses}–{s.ties}"]
             for board in boards
             for s in board.titles
         ]
