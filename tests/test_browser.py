@@ -147,7 +147,7 @@ TABLE_FIT_JS = """(label) => {
     const style = getComputedStyle(wrap);
     pen.font = style.font;
     const room = wrap.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
-    for (const word of text.split(/[\\s–-]+/)) {
+    for (const word of text.split(/[\\s–-]+|(?<=\\/)/)) {  // a line may break after a slash
       if (pen.measureText(word).width > room + 0.5) problems.push(`"${word}" is broken`);
     }
   }
@@ -180,6 +180,34 @@ def test_a_voter_on_a_phone_reads_the_leaderboard_without_scrolling_sideways(
         expect(an_interval.first).to_be_visible()
         for label in ["Votes per idea", "Bradley–Terry scores (1000 = the idea's average title)"]:
             assert phone.evaluate(TABLE_FIT_JS, label) == [], label
+    finally:
+        stop_app(process)
+
+
+def test_no_table_on_any_tab_hides_a_column_or_breaks_a_word_on_a_laptop(
+    browser, tiny_model_dir, tmp_path
+):
+    """The narrowest laptop's width; empty tables show their headers, the widest words."""
+    process, url = start_app(
+        "--model", str(tiny_model_dir), "--data", str(tmp_path / "data"),
+        log_path=tmp_path / "app.log",
+    )  # fmt: skip
+    visible_tables = """() => [...document.querySelectorAll('.table-wrap')]
+      .filter((t) => t.offsetParent !== null).map((t) => t.getAttribute('aria-label'))"""
+    try:
+        page = browser.new_page(viewport={"width": 1024, "height": 800})
+        page.goto(url)
+        page.locator("#vote-left").wait_for()
+        checked, problems = [], {}
+        for tab in ["Generate", "Leaderboard", "Train", "Evaluate", "Iterations", "Pools"]:
+            page.get_by_role("tab", name=tab).click()
+            page.locator(".table-wrap:visible").first.wait_for()
+            for label in page.evaluate(visible_tables):
+                checked.append(label)
+                if found := page.evaluate(TABLE_FIT_JS, label):
+                    problems[f"{tab}: {label}"] = found
+        assert {"Per evaluation", "Iterations", "Did it get better?"} <= set(checked), checked
+        assert problems == {}
     finally:
         stop_app(process)
 

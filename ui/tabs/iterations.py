@@ -43,9 +43,11 @@ IDEA_SOURCES = {FRESH_IDEAS: "fresh", "Typed below, one per line": "typed",
                 "A file, one idea per line": "file"}  # fmt: skip
 STATUS_COLUMNS = ["Iteration", "Policy", "Pairs", "Votes", "Voters", "Pairs at target",
                   "Unanimous", "Trained policy"]  # fmt: skip
+STATUS_WIDTHS = ["11%", "20%", "7%", "7%", "8%", "13%", "11%", "23%"]  # model folders wrap
 REPORT_COLUMNS = ["Iteration", "Votes (voters)", "Policy's titles in format", "Mean length",
                   "Judging votes", "Trained beats the one before (by pair)",
                   "Trained beats the start (by pair)", "Trained titles in format"]  # fmt: skip
+REPORT_WIDTHS = ["11%", "10%", "14%", "9%", "9%", "16%", "16%", "15%"]
 # How the next model learns, as the tab says it (pipeline.iterations.WAYS).
 WAY_LABELS = {
     "DPO from the model itself (iterative DPO)": ITERATIVE_DPO,
@@ -79,7 +81,8 @@ def build(ctx: Context) -> TabParts:
     auto = gr.Checkbox(False, label="Train on its own once every pair has its target votes")
     start = gr.Button("Start the iteration", variant="primary")
     started = gr.Markdown()
-    table = gr.Dataframe(headers=STATUS_COLUMNS, interactive=False, label="Iterations", wrap=True)
+    table = gr.Dataframe(headers=STATUS_COLUMNS, interactive=False, label="Iterations", wrap=True,
+                         column_widths=STATUS_WIDTHS)  # fmt: skip
     way = gr.Radio(list(WAY_LABELS), value=next(iter(WAY_LABELS)), label="The next model learns by")
     with gr.Row():
         pick = gr.Dropdown([], label="Iteration to train or judge", allow_custom_value=True)
@@ -94,7 +97,8 @@ def build(ctx: Context) -> TabParts:
         refresh = gr.Button("Refresh")
     trained = gr.Markdown()
     report = gr.Dataframe(headers=REPORT_COLUMNS, interactive=False, label="Did it get better?",
-                          wrap=True, elem_id="iteration-report")  # fmt: skip
+                          wrap=True, column_widths=REPORT_WIDTHS,
+                          elem_id="iteration-report")  # fmt: skip
     chart = gr.Plot(label="Across iterations", show_label=False)  # the figure has its titles
 
     iterations = Iterations(ctx)

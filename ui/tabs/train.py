@@ -103,7 +103,13 @@ def build(ctx: Context) -> TabParts:
             gr.LinePlot(x="step", y="value", color="metric", label=title)
             for title, _ in DEFAULT.charts
         ]
-    epochs_table = gr.Dataframe(label="Per evaluation", interactive=False)
+    epochs_table = gr.Dataframe(
+        headers=list(EPOCH_COLUMNS),
+        interactive=False,
+        wrap=True,  # "Rewards/ accuracies": nine columns fit the page, none off to the right
+        column_widths=["7%", *["11.625%"] * 8],
+        label="Per evaluation",
+    )
     samples = gr.Dataframe(
         headers=list(SAMPLE_COLUMNS),
         label="Titles the policy is writing (online RL), newest first",
