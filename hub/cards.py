@@ -16,6 +16,7 @@ import yaml
 
 from pipeline.errors import UserError
 from pipeline.prompts import TITLE_PROMPT
+from pipeline.wording import counted
 
 TUTORIAL = "https://github.com/ShawhinT/YouTube-Blog/tree/main/LLMs/dpo"
 TUTORIAL_DATASET = "shawhin/youtube-titles-dpo"
@@ -159,46 +160,52 @@ def _left_out_section(left_out: Mapping[str, Any] | None) -> str:
         return ""
     from pipeline.ballot import MIN_READ_SECONDS
 
+    # Each line opens with its kind of vote in the plural and ends with the counts, so that
+    # "1 vote" and "3 votes" read alike.
     lines = []
     if left_out["gold_pairs"]:
         lines.append(
-            f"{left_out['gold_pairs']} gold pairs (checks with a known answer, such as a good "
-            f"title against a deliberately broken one; {left_out['gold_votes']} votes) measure "
-            "voters and make no rows."
+            "Gold pairs (checks with a known answer, such as a good title against a deliberately "
+            "broken one) measure voters and make no rows: "
+            f"{counted(left_out['gold_pairs'], 'pair')}, {counted(left_out['gold_votes'], 'vote')}."
         )
     # (a folder built before votes had two flags names the fast ones 'flagged')
     fast = left_out.get("fast_votes", left_out.get("flagged_votes", 0))
-    fast_rule = f"cast less than {MIN_READ_SECONDS:g} s after their pair was shown"
+    fast_rule = f"Votes cast less than {MIN_READ_SECONDS:g} s after their pair was shown"
     if left_out.get("drop_fast", left_out.get("drop_flagged")):
-        lines.append(f"{fast} votes {fast_rule} were **left out**.")
+        lines.append(f"{fast_rule} were **left out**: {counted(fast, 'vote')}.")
     elif fast:
-        lines.append(f"{fast} votes {fast_rule} were flagged but **kept**.")
+        lines.append(f"{fast_rule} were flagged but **kept**: {counted(fast, 'vote')}.")
     burst, burst_voters = left_out.get("burst_votes", 0), left_out.get("burst_voters", 0)
     burst_rule = (
-        f"from {burst_voters} voters whose ids were minted in a burst from one address (a "
-        "script, or a classroom behind one router)"
+        "Votes from voters whose ids were minted in a burst from one address (a script, or a "
+        "classroom behind one router)"
     )
+    burst_counts = f"{counted(burst, 'vote')} from {counted(burst_voters, 'voter')}"
     if burst and left_out.get("drop_burst"):
-        lines.append(f"{burst} votes {burst_rule} were **left out**.")
+        lines.append(f"{burst_rule} were **left out**: {burst_counts}.")
     elif burst:
-        lines.append(f"{burst} votes {burst_rule} were flagged but **kept**.")
+        lines.append(f"{burst_rule} were flagged but **kept**: {burst_counts}.")
     minimum = left_out["min_gold_accuracy"]
     if minimum is not None:
+        below = left_out["voters_below_gold"]
         lines.append(
             f"Voters whose accuracy on gold pairs was below {minimum:.0%} were **left out**: "
-            f"{left_out['voters_below_gold']} voters, {left_out['votes_of_voters_below_gold']} "
-            f"votes. {left_out['voters_without_gold']} voters met no gold pair and were kept."
+            f"{counted(below, 'voter')}, "
+            f"{counted(left_out['votes_of_voters_below_gold'], 'vote')}. Voters who met no "
+            f"gold pair were kept: {counted(left_out['voters_without_gold'], 'voter')}."
         )
     rounds = ", ".join(left_out.get("evaluation_rounds") or [])
+    evaluation_votes = counted(left_out.get("evaluation_votes") or 0, "vote")
     if left_out.get("include_evaluation") and left_out.get("evaluation_votes"):
         lines.append(
-            f"{left_out['evaluation_votes']} votes from evaluation rounds ({rounds}), cast to "
-            "compare models, were **included** as training rows at the owner's request."
+            f"Votes from evaluation rounds ({rounds}), cast to compare models, were **included** "
+            f"as training rows at the owner's request: {evaluation_votes}."
         )
     elif left_out.get("evaluation_votes"):
         lines.append(
-            f"{left_out['evaluation_votes']} votes from evaluation rounds ({rounds}) compare "
-            "models and make no rows."
+            f"Votes from evaluation rounds ({rounds}) compare models and make no rows: "
+            f"{evaluation_votes}."
         )
     if not lines:
         return ""

@@ -36,6 +36,7 @@ from pipeline.metrics import read_metrics
 from pipeline.ratings import NO_SCREENING, Screening
 from pipeline.runs import SFT_STAGE
 from pipeline.tracking import RUN_FILE
+from pipeline.wording import counted
 
 # Files of a saved model folder that describe the model; anything else there (checkpoints,
 # the SFT stage, TRL's auto-generated README, pickled training args) stays home.
@@ -153,7 +154,7 @@ def dataset_plan(
         repo_type="dataset",
         files=tuple(files),
         card=lambda full_id: dataset_card(summary, full_id, license),
-        message=f"Preference dataset: {rows} pairs ({_describe_source(summary)})",
+        message=f"Preference dataset: {counted(rows, 'pair')} ({_describe_source(summary)})",
         private=private,
         owns=lambda path: path.startswith("data/"),
     )
@@ -213,7 +214,7 @@ def model_plan(
         repo_type="model",
         files=tuple(files),
         card=card,
-        message=f"{trained_with} {kind}: {recipe_name} recipe, {summary['steps']} steps",
+        message=f"{trained_with} {kind}: {recipe_name} recipe, {counted(summary['steps'], 'step')}",
         private=private,
         owns=lambda path: "/" not in path and _is_weights(path),
     )
@@ -329,7 +330,7 @@ def _dataset_id(data_folder: str | None) -> str | None:
 
 def _describe_source(summary: dict[str, Any]) -> str:
     if "votes" in summary:
-        return f"{summary['votes']} votes by {summary['voters']} voters"
+        return f"{counted(summary['votes'], 'vote')} by {counted(summary['voters'], 'voter')}"
     return "the tutorial's labelled pairs" if summary.get("source") == "seed" else "imported"
 
 

@@ -38,6 +38,7 @@ from hub.auth import TRANSPORT_ERRORS, check_repo_id, hub_failure
 from pipeline.errors import UserError
 from pipeline.records import vote_record
 from pipeline.votes import VoteStore
+from pipeline.wording import counted
 
 log = logging.getLogger("hub.sync")
 
@@ -86,7 +87,7 @@ class SyncStatus:
         )
         line = (
             f"Votes are mirrored to the Hub dataset `{self.repo_id}`: last sync {when}, "
-            f"{self.votes_mirrored} votes there ({self.restored} restored at start-up)."
+            f"{counted(self.votes_mirrored, 'vote')} there ({self.restored} restored at start-up)."
         )
         return f"{line} Last attempt failed: {self.error}" if self.error else line
 

@@ -24,6 +24,7 @@ from pipeline.logs import log_to_stderr
 from pipeline.methods import METHODS, Method
 from pipeline.recipes import add_recipe_arguments
 from pipeline.tracking import use_tracking_dir
+from pipeline.wording import counted
 
 log = logging.getLogger("pipeline")
 
@@ -177,7 +178,10 @@ def cmd_pairs(args: argparse.Namespace) -> str:
         "".join(json.dumps(asdict(t), ensure_ascii=False) + "\n" for g in titles for t in g),
     )
     count = write_pairs_csv(pairs, args.out)
-    return f"wrote {count} pairs for {len(ideas)} ideas to {args.out} (raw titles: {raw_path})"
+    return (
+        f"wrote {counted(count, 'pair')} for {counted(len(ideas), 'idea')} to {args.out} "
+        f"(raw titles: {raw_path})"
+    )
 
 
 def vote_screening(args: argparse.Namespace):
@@ -461,7 +465,7 @@ def cmd_evaluate_auto(args: argparse.Namespace) -> str:
         results.append(replace(measures, model=name))
     if args.json:
         return json.dumps({"ideas": where, "k": args.k, "models": [asdict(r) for r in results]})
-    head = f"{len(ideas)} ideas ({where}), {args.k} titles per idea per model"
+    head = f"{counted(len(ideas), 'idea')} ({where}), {args.k} titles per idea per model"
     return "\n".join([head, *(r.describe() for r in results)])
 
 

@@ -30,6 +30,7 @@ from pipeline.ratings import (
 )
 from pipeline.records import SEED_LABELS, Preference
 from pipeline.votes import VoteStore
+from pipeline.wording import counted
 
 LABEL_COLUMNS = ["idea", "title_a", "title_b", "title_b_preferred"]
 SPLITS = ("idea", "seed")
@@ -209,13 +210,13 @@ def preferences_from_store(
     if not prefs:
         kept_apart = left_out["evaluation_votes"] if not screening.include_evaluation else 0
         why = (
-            f"; {kept_apart} votes on evaluation rounds are kept out (--include-evaluation "
+            f"; {counted(kept_apart, 'vote')} on evaluation rounds kept out (--include-evaluation "
             "uses them)"
             if kept_apart
             else ""
         )
         raise UserError(
-            f"{path}: {len(votes)} votes give no preference rows "
+            f"{path}: no preference rows from {counted(len(votes), 'vote')} "
             f"(need pairs with {min_votes}+ votes and a clear winner){why}"
         )
     return prefs, facts

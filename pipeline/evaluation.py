@@ -21,6 +21,7 @@ from typing import Any
 
 from pipeline.generation import GenerationSettings, generate_titles
 from pipeline.models import LoadedModel
+from pipeline.wording import counted
 
 MIN_CHARS, MAX_CHARS = 30, 75
 _TITLE_LABEL = re.compile(r"^\W*(youtube\s+)?(video\s+)?title\b", re.IGNORECASE)
@@ -191,7 +192,10 @@ def paired_change(gained: int | None, lost: int | None) -> str:
         return ""
     p = sign_test(gained, lost)
     verdict = "beyond chance" if p < 0.05 else "within chance"
-    return f"; against it, {gained} pairs gained and {lost} lost: {verdict} (sign test p = {p:.2g})"
+    return (
+        f"; against it, {counted(gained, 'pair')} gained and {lost} lost: {verdict} "
+        f"(sign test p = {p:.2g})"
+    )
 
 
 def gained_and_lost(now: Sequence[bool], before: Sequence[bool]) -> tuple[int, int]:

@@ -70,8 +70,8 @@ class IterationReport:
         own = self.policy_titles
         lines = [
             f"{self.name}: {counted(self.votes, 'vote')} from {counted(self.voters, 'voter')}"
-            + (f", {self.agreement.unanimous:.0%} of {self.agreement.pairs} pairs with 2+ votes "
-               "unanimous" if self.agreement.unanimous is not None else ""),
+            + (f", {self.agreement.unanimous:.0%} of {counted(self.agreement.pairs, 'pair')} "
+               "with 2+ votes unanimous" if self.agreement.unanimous is not None else ""),
             f"  its policy ({self.policy_label}): {_measures(own)}",
         ]  # fmt: skip
         if not self.trained:
@@ -79,7 +79,7 @@ class IterationReport:
         lines.append(f"  trained: {self.trained}")
         if not self.judge_round:
             return "\n".join([*lines, "  not judged yet (iterate judge)"])
-        lines.append(f"  judged in round {self.judge_round!r}: {self.judge_votes} votes")
+        lines.append(f"  judged in round {self.judge_round!r}: {counted(self.judge_votes, 'vote')}")
         for key, against in (("over_before", "the policy before"), ("over_start", "the start")):
             if key in self.same_titles:
                 lines.append(f"  {SAME_TITLES} as {against}: no pair to vote on")
@@ -147,9 +147,10 @@ def _length(m: TitleMeasures) -> str:
 def _by_pair_short(h: HeadToHead) -> str:
     decided = h.pairs_won + h.pairs_lost
     if not decided:
-        return f"no pair decided yet ({h.total} votes)"
+        return f"no pair decided yet ({counted(h.total, 'vote')})"
     low, high = h.pair_interval
-    return f"{h.pairs_won / decided:.0%} ({low:.0%}–{high:.0%}), {h.pairs_won} of {decided} pairs"
+    rate = f"{h.pairs_won / decided:.0%} ({low:.0%}–{high:.0%})"
+    return f"{rate}, {h.pairs_won} of {counted(decided, 'pair')}"
 
 
 def _by_pair(h: HeadToHead) -> str:

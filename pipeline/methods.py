@@ -17,6 +17,7 @@ from pipeline.errors import UserError, advice_on_out_of_memory
 from pipeline.metrics import LOGPS_KEYS, LOSS_KEYS, REWARD_KEYS
 from pipeline.recipes import DPORecipe, RewardRecipe, RLRecipe
 from pipeline.runs import finished_runs, run_kind, run_summary
+from pipeline.wording import counted
 
 Chart = tuple[str, tuple[str, ...]]  # a Train tab chart: its title, the logged keys it draws
 
@@ -283,16 +284,13 @@ def describe_held_out(result) -> str | None:
 def describe_run(result) -> str:
     """A finished run in a few lines: its steps and time, where it went, what it showed."""
     method = method_of(result.kind)
-    line = f"trained {result.steps} steps in {result.seconds:.0f} s; {method.saved_as} {result.out}"
+    took = f"trained {counted(result.steps, 'step')} in {result.seconds:.0f} s"
+    line = f"{took}; {method.saved_as} {result.out}"
     held_out = describe_held_out(result)
     quick = (
-        [f"a step-limited run: its SFT stage took at most {_steps(result.max_steps)}, and it read "
-         f"at most {result.rows_limit} pairs of each split (reference pass, evaluation, held-out "
-         "figure); without --max-steps it reads them all"]
+        [f"a step-limited run: its SFT stage took at most {counted(result.max_steps, 'step')}, "
+         f"and it read at most {counted(result.rows_limit, 'pair')} of each split (reference "
+         "pass, evaluation, held-out figure); without --max-steps it reads them all"]
         if result.rows_limit else []
     )  # fmt: skip
     return "\n".join([line, *quick, *([held_out] if held_out else []), *method.report(result)])
-
-
-def _steps(count: int) -> str:
-    return f"{count} step" if count == 1 else f"{count} steps"

@@ -30,6 +30,7 @@ from pipeline.prompts import check_idea
 # answers for them (tests import them from here): drop them from here in 0.2
 from pipeline.runs import SFT_STAGE, run_ideas, run_model_folder, run_name, run_summary
 from pipeline.votes import RoundInfo, RoundTitle, VoteStore, check_round_name
+from pipeline.wording import counted
 
 FRESH_IDEAS = Path(__file__).resolve().parent.parent / "data" / "fresh-ideas" / "ideas.txt"
 MAX_ROUND_IDEAS = 500
@@ -60,7 +61,8 @@ class RoundPlan:
             f"{m.label} ({m.name})" if m.label != m.name else m.name for m in self.models
         )
         line = (
-            f"Round {self.name!r}: {models}; {len(self.ideas)} ideas ({self.ideas_from}), "
+            f"Round {self.name!r}: {models}; {counted(len(self.ideas), 'idea')} "
+            f"({self.ideas_from}), "
             f"{self.k} title(s) per model per idea"
         )
         if self.trained_on:

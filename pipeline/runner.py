@@ -35,6 +35,7 @@ from pipeline.runs import (  # noqa: F401
     run_label,
     run_metrics,
 )
+from pipeline.wording import counted
 
 MAX_LOG_LINES = 200
 
@@ -221,6 +222,7 @@ class TrainingRunner:
         ranking = describe_held_out(result)
         if ranking and not stopped:
             self._log(ranking)
+        steps = counted(result.steps, "step")
         self._update(
             state="stopped" if stopped else "done",
             step=result.steps,
@@ -228,9 +230,9 @@ class TrainingRunner:
                 f"Stopped in the SFT stage at step {result.steps} of {result.max_steps}; Resume "
                 "carries on from there"
                 if stopped and result.stage == "sft"
-                else f"Stopped after {result.steps} steps; the last checkpoint is in {result.out}"
+                else f"Stopped after {steps}; the last checkpoint is in {result.out}"
                 if stopped
-                else f"Done: {result.steps} steps in {result.seconds:.0f} s; model in {result.out}"
+                else f"Done: {steps} in {result.seconds:.0f} s; model in {result.out}"
                 + (f"; {ranking}" if ranking else "")
             ),
         )
@@ -307,7 +309,7 @@ class _Progress(TrainerCallback):
                 step=state.global_step,
                 message="Fine-tuning on the chosen titles first…",
             )
-            self.runner._log(f"SFT stage: {state.max_steps} steps")
+            self.runner._log(f"SFT stage: {counted(state.max_steps, 'step')}")
             return
         self.runner._update(
             stage=self.runner._run_stage,
@@ -316,7 +318,7 @@ class _Progress(TrainerCallback):
             loop_started=(time.time(), state.global_step),
             message="Training…",
         )
-        self.runner._log(f"training: {state.max_steps} steps")
+        self.runner._log(f"training: {counted(state.max_steps, 'step')}")
 
     def on_train_end(self, args, state, control, **kwargs):
         if self._is_sft(args):

@@ -330,8 +330,8 @@ class RoundReport:
     def describe(self) -> str:
         k = f", {self.k} title(s) per model per idea" if self.k else ""
         lines = [
-            f"Round {self.round!r}: {', '.join(self.models)}; {self.ideas} ideas "
-            f"({self.ideas_from or 'unknown'}){k}; {self.pairs} pairs",
+            f"Round {self.round!r}: {', '.join(self.models)}; {counted(self.ideas, 'idea')} "
+            f"({self.ideas_from or 'unknown'}){k}; {counted(self.pairs, 'pair')}",
             f"Judged by {self.judged_by}: {counted(self.votes, 'vote')}"
             + (f" from {counted(self.voters, 'voter')}" if self.judged_by == "people" else ""),
         ]
@@ -350,7 +350,7 @@ class RoundReport:
         if self.agreement and self.agreement.pairs:
             alpha = "n/a" if self.agreement.alpha is None else f"{self.agreement.alpha:.2f}"
             lines.append(
-                f"Agreement over {self.agreement.pairs} pairs with 2+ votes: "
+                f"Agreement over {counted(self.agreement.pairs, 'pair')} with 2+ votes: "
                 f"{self.agreement.unanimous:.0%} unanimous, Krippendorff's alpha {alpha}"
             )
         if self.judge_agreement:
@@ -525,6 +525,6 @@ def chart(report: RoundReport):
     right.xaxis.set_major_locator(MaxNLocator(4))
     right.set_xlabel("Bradley–Terry score (95% interval)")
     right.invert_yaxis()
-    title = f"Round {report.round}: judged by {report.judged_by}, {report.votes} votes"
+    title = f"Round {report.round}: judged by {report.judged_by}, {counted(report.votes, 'vote')}"
     figure.suptitle(textwrap.shorten(title, 100))
     return figure

@@ -49,6 +49,7 @@ from pipeline.reward import ScoredTitle, best_of_n, load_reward_model
 from pipeline.rounds import generate_with, short_name
 from pipeline.runs import SFT_CHECKPOINTS, SFT_STAGE, checkpoint_step, latest_checkpoint
 from pipeline.stages import TrainResult
+from pipeline.wording import counted
 
 DEFAULT_SETTINGS = GenerationSettings()
 ON_ZEROGPU = bool(os.environ.get("SPACES_ZERO_GPU"))
@@ -406,7 +407,8 @@ def _chunk_size(pace: Pace, budget: float, chunk_steps: int | None, left: int | 
 
 def _retrying(steps: int, seconds: int, out, aborts: int) -> str:
     return (
-        f"ZeroGPU aborted the chunk of {steps} steps ({seconds} s asked for): trying again "
+        f"ZeroGPU aborted the chunk of {counted(steps, 'step')} ({seconds} s asked for): "
+        "trying again "
         f"from {_where(out) or 'the start'} with chunks half as long "
         f"({aborts} of {RETRIES_AFTER_ABORT} tries)"
     )

@@ -174,4 +174,4 @@ def test_dataset_from_votes_refuses_a_missing_or_empty_store(tmp_path):
 
     VoteStore.in_folder(tmp_path)
     line = _one_line_error(run_cli("dataset", "--from-votes", str(tmp_path), "--out", "x"))
-    assert "give no preference rows" in line
+    assert "no preference rows from" in line

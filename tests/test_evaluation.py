@@ -118,6 +118,8 @@ def test_the_held_out_line_says_whether_the_change_is_beyond_chance():
         "25 pairs gained and 10 lost: beyond chance (sign test p = 0.017)"
     )
     assert noise.describe().endswith("within chance (sign test p = 0.7)")
+    one = HeldOutRanking(8, 0.625, 0.5, gained=1, lost=0)
+    assert "against it, 1 pair gained and 0 lost" in one.describe()  # never "1 pairs"
     # a run scored before the pair-by-pair counts were kept still reads
     old = HeldOutRanking(120, 0.683, 0.558)
     assert (

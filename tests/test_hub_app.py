@@ -105,7 +105,7 @@ def test_without_a_token_the_hub_tab_says_what_to_do(hub, tmp_path):
         # the same dataset can still be had, as the files its repo would hold
         zipped = c.predict("The tutorial's 1,140 labelled pairs", 1, "votes-ds", False, 0,
                            False, api_name="/hub_download_dataset")  # fmt: skip
-        with pytest.raises(Exception, match="give no preference rows"):  # no votes yet
+        with pytest.raises(Exception, match="no preference rows from"):  # no votes yet
             c.predict("The votes collected here", 1, "votes-ds", False, 0, False,
                       api_name="/hub_download_dataset")  # fmt: skip
     finally:

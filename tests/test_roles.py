@@ -385,8 +385,8 @@ def test_flagged_votes_and_careless_voters_stay_out_of_the_dataset(tmp_path, tin
     from hub.cards import dataset_card
 
     text = dataset_card(summary, "alice/screened")
-    assert "3 votes cast less than 1 s after their pair was shown were **left out**" in text
-    assert "below 50% were **left out**: 1 voters, 3 votes" in text
+    assert "after their pair was shown were **left out**: 3 votes." in text
+    assert "below 50% were **left out**: 1 voter, 3 votes." in text  # never "1 voters"
 
 
 def test_a_claimed_address_changes_no_limit_and_a_patient_bot_is_held(tmp_path, tiny_model_dir):

@@ -30,6 +30,7 @@ from pipeline.iterations import (
 )
 from pipeline.recipes import get_recipe
 from pipeline.rounds import round_ideas
+from pipeline.wording import counted
 from pipeline.zerogpu import ON_ZEROGPU, generate_round_on_gpu
 from ui.context import Context, TabParts, Wiring
 from ui.widgets import screening, vote_screening
@@ -181,7 +182,8 @@ class Iterations:
                 info.name, {**options_of(*options), "at_target": True}
             )
             self.auto.watch()
-            message += f" The next model trains once every pair has {info.target_votes} votes."
+            votes = counted(info.target_votes, "vote")
+            message += f" The next model trains once every pair has {votes}."
         return message, *self.listing()
 
     def train(self, name, *options):
