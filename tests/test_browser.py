@@ -138,7 +138,7 @@ TABLE_FIT_JS = """(label) => {
   const edge = table.getBoundingClientRect().right;
   const pen = document.createElement('canvas').getContext('2d');
   const problems = [];
-  for (const cell of table.querySelectorAll('th, td')) {
+  for (const cell of table.querySelectorAll('th, td, .body-cell')) {  // headers, rows
     const box = cell.getBoundingClientRect();
     if (box.height === 0) continue;  // the hidden row that sizes the columns
     const text = cell.innerText.trim();
@@ -153,6 +153,9 @@ TABLE_FIT_JS = """(label) => {
   }
   return problems;
 }"""
+
+VISIBLE_TABLES_JS = """() => [...document.querySelectorAll('.table-wrap')]
+  .filter((t) => t.offsetParent !== null).map((t) => t.getAttribute('aria-label'))"""
 
 
 def test_a_voter_on_a_phone_reads_the_leaderboard_without_scrolling_sideways(
@@ -192,8 +195,6 @@ def test_no_table_on_any_tab_hides_a_column_or_breaks_a_word_on_a_laptop(
         "--model", str(tiny_model_dir), "--data", str(tmp_path / "data"),
         log_path=tmp_path / "app.log",
     )  # fmt: skip
-    visible_tables = """() => [...document.querySelectorAll('.table-wrap')]
-      .filter((t) => t.offsetParent !== null).map((t) => t.getAttribute('aria-label'))"""
     try:
         page = browser.new_page(viewport={"width": 1024, "height": 800})
         page.goto(url)
@@ -202,7 +203,7 @@ def test_no_table_on_any_tab_hides_a_column_or_breaks_a_word_on_a_laptop(
         for tab in ["Generate", "Leaderboard", "Train", "Evaluate", "Iterations", "Pools"]:
             page.get_by_role("tab", name=tab).click()
             page.locator(".table-wrap:visible").first.wait_for()
-            for label in page.evaluate(visible_tables):
+            for label in page.evaluate(VISIBLE_TABLES_JS):
                 checked.append(label)
                 if found := page.evaluate(TABLE_FIT_JS, label):
                     problems[f"{tab}: {label}"] = found
@@ -388,6 +389,9 @@ def test_the_owner_creates_a_round_a_voter_votes_on_it_and_the_owner_reads_it(
         owner.get_by_text(re.compile(r"beats .* in 2 of 2 decisive votes")).wait_for()
         owner.locator("img[src^='data:image']").first.wait_for()  # the chart
         screenshot(owner, "evaluate-tab.png")
+        # the tables of numbers fit the page (the tiny model's titles are 50-letter words)
+        for label in ["Head to head", "Arena (Bradley–Terry)"]:
+            assert owner.evaluate(TABLE_FIT_JS, label) == [], label
     finally:
         stop_app(process)
     store = VoteStore.open_existing(data)
