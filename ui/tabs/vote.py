@@ -98,7 +98,12 @@ class Screen:
 
 def layout() -> Screen:
     voter = gr.BrowserState(None, storage_key="title-dpo-voter")
-    gr.Markdown("Which title would make you click? The titles' source is hidden until you vote.")
+    # Blind: no title says where it came from, before the vote or after it (an evaluation
+    # round's later pairs would be judged by what a voter learnt of each model's style).
+    gr.Markdown(
+        "Which title would make you click? Judge the words alone: neither title says who or "
+        "what wrote it, before your vote or after."
+    )
     idea = gr.Textbox(label="Video idea", interactive=False)
     with gr.Row(equal_height=True):
         left = gr.Textbox(label="Title A", interactive=False, lines=2)
