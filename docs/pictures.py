@@ -51,7 +51,7 @@ def train_tab(browser, url: str, steps: int) -> None:
     expect(page.get_by_label("Base model (Hub id or folder)")).not_to_have_value("")
     page.get_by_label("Stop after steps (0: no limit)").fill(str(steps))
     page.get_by_role("button", name="Start training").click()
-    page.get_by_text(re.compile(r"Done: \d+ steps")).wait_for(timeout=60 * 60_000)
+    page.get_by_text(re.compile(r"Done: \d+ steps? ")).wait_for(timeout=60 * 60_000)
     page.wait_for_timeout(3000)  # the charts' last refresh
     # down to the log, above the accordions; in page coordinates (the page has scrolled)
     bottom = page.locator("#train-log").evaluate(
