@@ -24,10 +24,14 @@ from pipeline.cli import Parser, add_split, add_vote_screening, run, vote_screen
 from pipeline.errors import UserError
 
 
-def _add_push_options(p: argparse.ArgumentParser, what: str) -> None:
+def _add_push_options(p: argparse.ArgumentParser, what: str, instead=None) -> None:
+    """The options every push takes; `instead`, a mutually exclusive group of other ways to
+    send nothing (push-dataset's --zip), also takes --dry-run."""
     p.add_argument("--repo", required=True, help=f"{what} repo id: NAME or NAMESPACE/NAME")
     p.add_argument("--private", action="store_true", help="create the repo private")
-    p.add_argument("--dry-run", action="store_true", help="show what would be pushed; send nothing")
+    (instead or p).add_argument(
+        "--dry-run", action="store_true", help="show what would be pushed; send nothing"
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -275,8 +279,9 @@ def make_parser() -> argparse.ArgumentParser:
     add_vote_screening(p)
     add_split(p)
     p.add_argument("--license", default="mit", help="the card's licence (default: mit)")
-    _add_push_options(p, "dataset")
-    p.add_argument(
+    send_nothing = p.add_mutually_exclusive_group()
+    _add_push_options(p, "dataset", instead=send_nothing)
+    send_nothing.add_argument(
         "--zip",
         type=Path,
         metavar="FILE",

@@ -160,6 +160,10 @@ def test_zip_writes_what_the_push_would_send_with_no_token(hub, tmp_path):
                      "data/valid-00000-of-00001.parquet"]  # fmt: skip
     assert "license: mit" in card and "YOUR-NAME/titles" in card
     assert hub.request_log == []
+    # two ways to send nothing at once: which one was meant?
+    both = hub_cli(hub, tmp_path, "push-dataset", "--repo", "titles", "--zip", str(zipped),
+                   "--dry-run", token=None)  # fmt: skip
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr, both.stderr
 
 
 @pytest.mark.parametrize(
