@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from pipeline.errors import UserError
 from pipeline.prompts import TITLE_PROMPT
 from pipeline.wording import counted
+
+if TYPE_CHECKING:
+    from pipeline.winrates import PeopleVerdict
 
 TUTORIAL = "https://github.com/ShawhinT/YouTube-Blog/tree/main/LLMs/dpo"
 TUTORIAL_DATASET = "shawhin/youtube-titles-dpo"
@@ -237,9 +240,11 @@ def model_card(
     *,
     adapter_only: bool = False,
     license: str | None = None,
-    evaluations: Mapping[str, Any] | None = None,
+    people: Sequence[tuple[str, PeopleVerdict]] | None = None,
 ) -> str:
-    """The card of a finished run that writes titles (its `train_summary.json`, `metrics`)."""
+    """The card of a finished run that writes titles (its `train_summary.json`, `metrics`).
+    `people`: what blind evaluation rounds' votes said of it, each verdict with how the card
+    names the model it was up against; None where no vote database was looked in."""
     from pipeline.methods import method_of
 
     recipe = run["recipe"]
@@ -271,12 +276,12 @@ def model_card(
         _usage(repo_id, adapter_only),
         "## Training\n",
         _table(["setting", "value"], _recipe_rows(recipe)) + "\n",
-        f"{run['steps']} optimizer steps in {run['seconds']:.0f} s"
+        f"{counted(run['steps'], 'optimizer step')} in {run['seconds']:.0f} s"
         + (f"; final training loss {run['train_loss']:.4f}" if run.get("train_loss") else "")
         + ".\n",
     ]
     parts += _evaluation_section(run, metrics)
-    parts += [f"- {name}: {value}\n" for name, value in (evaluations or {}).items()]
+    parts += _people_section(people)
     return "\n".join(parts)
 
 
@@ -313,7 +318,7 @@ def reward_model_card(
         f"`python -m pipeline rl --reward {repo_id} ...`.\n",
         "## Training\n",
         _table(["setting", "value"], _recipe_rows(recipe)) + "\n",
-        f"{run['steps']} optimizer steps in {run['seconds']:.0f} s"
+        f"{counted(run['steps'], 'optimizer step')} in {run['seconds']:.0f} s"
         + (f"; it ranks {accuracy:.0%} of the held-out pairs right" if accuracy else "")
         + ".\n",
     ]
@@ -357,26 +362,77 @@ def _model_metadata(
 
 
 def _evaluation_section(run: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]]) -> list:
-    """The held-out evaluations the run logged, one row per epoch (none: no section)."""
+    """The held-out evaluations the run logged, one row per epoch, and how the saved model
+    ranks the held-out pairs (neither: no section)."""
+    from pipeline.methods import method_of
     from pipeline.metrics import epoch_table
 
     table = epoch_table(list(metrics))
-    if not table:
+    described = method_of(run).held_out
+    ranking = described(run["held_out"]) if run.get("held_out") and described else None
+    if not table and not ranking:
         return []
-    header = list(table[0])
-    parts = [
-        "## Evaluation\n",
-        "On the held-out split, at each epoch (rewards are DPO's implicit rewards, "
-        "against the reference model):\n",
-        _table(header, [[_fmt(row[h]) for h in header] for row in table]) + "\n",
-    ]
-    if run.get("best_checkpoint") and len(table) > 1:
+    parts = ["## Evaluation\n"]
+    if table:
+        header = list(table[0])
+        parts += [
+            "On the held-out split, at each epoch (rewards are DPO's implicit rewards, "
+            "against the reference model):\n",
+            _table(header, [[_fmt(row[h]) for h in header] for row in table]) + "\n",
+        ]
+    if table and run.get("best_checkpoint") and len(table) > 1:
         parts.append("The weights here are the epoch with the lowest validation loss.\n")
+    if ranking:
+        parts.append(
+            f"{ranking[0].upper()}{ranking[1:]}. (Each pair ranked by the saved model's "
+            "implicit reward, and by the untrained start's own likelihood.)\n"
+        )
     return parts
 
 
+def _people_section(people: Sequence[tuple[str, PeopleVerdict]] | None) -> list:
+    """What people said of the model's titles, blind (None: nobody looked; no section)."""
+    if people is None:
+        return []
+    title = "## Did people prefer its titles?\n"
+    if not people:
+        return [
+            title,
+            "Not judged by people yet: no blind evaluation round of the title-dpo app has votes "
+            "on its titles.\n",
+        ]
+    rows = []
+    for against, verdict in people:
+        h = verdict.result
+        low, high = h.interval or (None, None)
+        decided = h.pairs_won + h.pairs_lost
+        rows.append([
+            f"{verdict.round} ({counted(verdict.ideas, 'idea')}, "
+            f"{counted(verdict.voters, 'voter')})",
+            against,
+            f"{h.wins} – {h.losses} – {h.ties} – {h.both_bad}",
+            "n/a" if h.win_rate is None else f"{h.win_rate:.0%}",
+            "n/a" if low is None else f"{low:.0%} – {high:.0%}",
+            f"{h.pairs_won} of {decided}" if decided else "n/a",
+        ])  # fmt: skip
+    header = ["round", "against", "won – lost – tie – both bad", "preferred",
+              "95% CI", "pairs won"]  # fmt: skip
+    return [
+        title,
+        "In blind evaluation rounds of the title-dpo app: people saw two titles for a video "
+        "idea, not told which model wrote either, and picked the better one (or a tie, or both "
+        "bad). *Preferred* is its share of the decisive votes; where the 95% interval takes in "
+        "50%, people's preference is not clear of chance. *Pairs won* counts each pair of "
+        "titles once, by its majority.\n",
+        _table(header, rows) + "\n",
+    ]
+
+
 def _recipe_rows(recipe: Mapping[str, Any]) -> list[list[Any]]:
-    return [[label, recipe[key]] for key, label in RECIPE_FIELDS.items() if key in recipe]
+    def shown(value: Any) -> Any:  # "1 epoch" was read back from YAML as 1.0
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+
+    return [[label, shown(recipe[key])] for key, label in RECIPE_FIELDS.items() if key in recipe]
 
 
 def _usage(repo_id: str, adapter_only: bool) -> str:

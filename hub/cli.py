@@ -1,7 +1,7 @@
 """`python -m hub SUBCOMMAND`: publish to the Hub and pull from it.
 
     python -m hub push-dataset --repo NAME [--votes app-data] [--private] [--dry-run | --zip F]
-    python -m hub push-model FOLDER --repo NAME [--adapter-only] [--private] [--dry-run]
+    python -m hub push-model FOLDER --repo NAME [--votes app-data] [--adapter-only] [--dry-run]
     python -m hub pull-dataset ID --out FOLDER
     python -m hub train-on-jobs --data ID --push-to REPO [--method M] [--flavor F] [--dry-run]
                                 [--set KNOB=VALUE ...] [--namespace ORG]
@@ -69,6 +69,7 @@ def cmd_push_dataset(args: argparse.Namespace) -> str:
 
 def cmd_push_model(args: argparse.Namespace) -> str:
     from hub.push import model_plan
+    from pipeline.votes import VoteStore
 
     plan = model_plan(
         args.folder,
@@ -78,6 +79,7 @@ def cmd_push_model(args: argparse.Namespace) -> str:
         base_model=args.base_model,
         dataset_id=args.dataset,
         license=args.license,
+        store=VoteStore.open_existing(args.votes) if args.votes else None,
     )
     return _finish(plan, args)
 
@@ -259,10 +261,7 @@ def add_jobs(sub) -> None:
     p.set_defaults(run=cmd_jobs_flavors)
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="python -m hub", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-
+def add_push_dataset(sub) -> None:
     p = sub.add_parser("push-dataset", help="publish the preference dataset with its card")
     source = p.add_mutually_exclusive_group()
     source.add_argument(
@@ -289,6 +288,8 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=cmd_push_dataset)
 
+
+def add_push_model(sub) -> None:
     p = sub.add_parser("push-model", help="publish a tuned model with its card")
     p.add_argument("folder", type=Path, help="a training run's model folder (train --out)")
     p.add_argument(
@@ -305,9 +306,22 @@ def make_parser() -> argparse.ArgumentParser:
         "--dataset", default=None, help="Hub id of the dataset it was trained on, for the card"
     )
     p.add_argument("--license", default=None, help="the card's licence (default: none given)")
+    p.add_argument(
+        "--votes",
+        type=Path,
+        metavar="PATH",
+        help="the app's vote database (votes.db or its folder): the card then says what "
+        "people's blind votes in its evaluation rounds said of the model",
+    )
     _add_push_options(p, "model")
     p.set_defaults(run=cmd_push_model)
 
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="python -m hub", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    add_push_dataset(sub)
+    add_push_model(sub)
     p = sub.add_parser("pull-dataset", help="download a preference dataset for training")
     p.add_argument("repo", help="dataset id, e.g. shawhin/youtube-titles-dpo")
     p.add_argument("--out", required=True, type=Path, help="output folder")

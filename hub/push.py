@@ -36,6 +36,8 @@ from pipeline.metrics import read_metrics
 from pipeline.ratings import NO_SCREENING, Screening
 from pipeline.runs import SFT_STAGE
 from pipeline.tracking import RUN_FILE
+from pipeline.votes import VoteStore
+from pipeline.winrates import PeopleVerdict, model_place, people_verdicts
 from pipeline.wording import counted
 
 # Files of a saved model folder that describe the model; anything else there (checkpoints,
@@ -169,13 +171,15 @@ def model_plan(
     base_model: str | None = None,
     dataset_id: str | None = None,
     license: str | None = None,
+    store: VoteStore | None = None,
 ) -> PushPlan:
     """A finished run's model folder (DPO or online RL: a model that writes titles; or a
     reward model, with a card of its own) as a Hub model repo.
 
     By default the merged model (a LoRA run is saved merged); `adapter_only` sends the LoRA
     adapter instead, with `base_model` as its base (a run with an SFT stage has its SFT
-    adapter folded in, so the one adapter goes straight onto the base model)."""
+    adapter folded in, so the one adapter goes straight onto the base model). With the app's
+    vote `store`, the card says what people's blind votes in its evaluation rounds said."""
     repo_id = check_repo_id(repo_id, "model")
     run = Path(run)
     summary_file = run / "train_summary.json"
@@ -193,17 +197,11 @@ def model_plan(
         dataset_id = check_repo_id(dataset_id, "dataset")
     metrics = read_metrics(run / "metrics.jsonl")
     files = _run_uploads(run, summary, base_model, adapter_only, metrics)
+    people = None if store is None else _people_verdicts(store, run, summary, base_model)
+    told = {"adapter_only": adapter_only, "license": license, "people": people}
 
     def card(full_id: str) -> str:
-        return model_card(
-            summary,
-            metrics,
-            full_id,
-            base_model,
-            dataset_id,
-            adapter_only=adapter_only,
-            license=license,
-        )
+        return model_card(summary, metrics, full_id, base_model, dataset_id, **told)
 
     kind = "LoRA adapter" if adapter_only else "model"
     # DPO, GRPO, RLOO; a reward model has no title-writing card
@@ -326,6 +324,17 @@ def _dataset_id(data_folder: str | None) -> str | None:
     if source.startswith("hub:"):
         return source.removeprefix("hub:").split("@")[0]
     return None
+
+
+def _people_verdicts(
+    store: VoteStore, run: Path, summary: dict[str, Any], base_model: str | None
+) -> list[tuple[str, PeopleVerdict]]:
+    """People's verdicts on the run's model, each with the card's name for the other model:
+    its own SFT stage and starting model by those names, any other model by its round label."""
+    own = {model_place(run / SFT_STAGE): "its SFT stage"}
+    if started := summary.get("started_from"):
+        own[model_place(started)] = f"its base model ({base_model or started})"
+    return [(own.get(model_place(v.other), v.result.other), v) for v in people_verdicts(store, run)]
 
 
 def _describe_source(summary: dict[str, Any]) -> str:
@@ -478,9 +487,16 @@ def publish_model(
     base_model: str | None = None,
     private: bool = False,
     token: str | None = None,
+    store: VoteStore | None = None,
 ) -> PushResult:
-    """Push a finished run's model (or adapter); the run is checked before the token."""
+    """Push a finished run's model (or adapter); the run is checked before the token. With
+    the app's vote `store`, its card carries people's verdicts from evaluation rounds."""
     plan = model_plan(
-        run, repo_id, private=private, adapter_only=adapter_only, base_model=base_model or None
+        run,
+        repo_id,
+        private=private,
+        adapter_only=adapter_only,
+        base_model=base_model or None,
+        store=store,
     )
     return push(plan, authorize(repo_id, token))

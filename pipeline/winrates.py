@@ -19,6 +19,7 @@ import textwrap
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, astuple, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from pipeline.ratings import (
@@ -152,6 +153,21 @@ class HeadToHead:
         if self.same_title:
             line += f"; the same title {self.same_title} times (no pair)"
         return line
+
+    def flipped(self) -> HeadToHead:
+        """The same judgements read from the other model's side. (The length effect is the
+        longer title's, whichever model wrote it: it stays.)"""
+        controlled = self.length_controlled
+        return replace(
+            self,
+            model=self.other,
+            other=self.model,
+            wins=self.losses,
+            losses=self.wins,
+            length_controlled=None if controlled is None else 1 - controlled,
+            pairs_won=self.pairs_lost,
+            pairs_lost=self.pairs_won,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -457,6 +473,46 @@ def round_report(
         detail=details,
         judge_agreement=None if judged is None else judge_agreement(judged, details),
     )
+
+
+@dataclass(frozen=True)
+class PeopleVerdict:
+    """What people's blind votes in one evaluation round say of a model against another."""
+
+    round: str
+    ideas: int
+    voters: int
+    other: str  # the other model as the round named it: a folder or a Hub id
+    result: HeadToHead  # the model against the other, by their labels in the round
+
+
+def model_place(name: str | Path) -> str:
+    """What a model name points at: a folder by where it is (however it was written), else
+    the name itself (a Hub id)."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.is_dir() else str(name)
+
+
+def people_verdicts(store: VoteStore, model: str | Path) -> list[PeopleVerdict]:
+    """Every evaluation round that had `model` (a folder, matched by where it is, or a Hub
+    id): how people's votes there went for it against each of the round's other models,
+    oldest round first. Comparisons nobody has voted on yet are left out."""
+
+    wanted, found = model_place(model), []
+    for info in reversed(store.rounds()):
+        names = {m["label"]: m["name"] for m in info.models}
+        ours = next((label for label, name in names.items() if model_place(name) == wanted), None)
+        if ours is None:
+            continue
+        report = round_report(store, info.name)
+        for h in report.comparisons:
+            if not h.total or ours not in (h.model, h.other):
+                continue
+            result = h if h.model == ours else h.flipped()
+            found.append(
+                PeopleVerdict(info.name, report.ideas, report.voters, names[result.other], result)
+            )
+    return found
 
 
 def judge_agreement(judged: Sequence[Outcome], details: Sequence[PairDetail]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ rebuilds on load (NFC, the Qwen2 split regex, byte-level), so token ids survive 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -129,6 +130,26 @@ def create_round_in_app(client, models, ideas, name: str, stages: bool = True):
         [], "\n".join(map(str, models)), stages, True, 1, name, "Typed below, one per line",
         "\n".join(ideas), None, api_name="/evaluate_create",
     )  # fmt: skip
+
+
+def vote_until_done(url: str) -> list[str]:
+    """A simulated voter: prefers the title with more of the marker, says tie when equal, and
+    votes until nothing is left. Returns every response it read, as text."""
+    from gradio_client import Client
+
+    voter_client = Client(url, verbose=False)
+    responses = [json.dumps(voter_client.predict(None, api_name="/my_role"))]
+    start = voter_client.predict(None, api_name="/start")
+    responses.append(json.dumps(start))
+    voter, _idea, left, right, pair_id, _progress = start
+    while pair_id is not None:
+        more = left.count(MARKER) - right.count(MARKER)
+        side = "/vote_left" if more > 0 else "/vote_right" if more < 0 else "/vote_tie"
+        result = voter_client.predict(voter, pair_id, api_name=side)
+        responses.append(json.dumps(result))
+        _idea, left, right, pair_id, _progress = result
+    responses.append(json.dumps(voter_client.predict(api_name="/leaderboard")))
+    return responses
 
 
 def small_splits() -> dict:

@@ -8,7 +8,7 @@ import pytest
 from gradio_client import Client
 
 from app_process import free_port
-from conftest import MARKER, create_round_in_app, run_cli
+from conftest import MARKER, create_round_in_app, run_cli, vote_until_done
 from pipeline.pairs import Pair
 from pipeline.votes import VoteStore
 from pipeline.winrates import wilson
@@ -38,24 +38,6 @@ def evaluation_app(marked_models, tmp_path):
     serve(app, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True)
     yield f"http://127.0.0.1:{port}/", data
     app.close()
-
-
-def vote_until_done(url: str) -> list[str]:
-    """A simulated voter: prefers the title with more of the marker, says tie when equal, and
-    votes until nothing is left. Returns every response it read, as text."""
-    voter_client = Client(url, verbose=False)
-    responses = [json.dumps(voter_client.predict(None, api_name="/my_role"))]
-    start = voter_client.predict(None, api_name="/start")
-    responses.append(json.dumps(start))
-    voter, _idea, left, right, pair_id, _progress = start
-    while pair_id is not None:
-        more = left.count(MARKER) - right.count(MARKER)
-        side = "/vote_left" if more > 0 else "/vote_right" if more < 0 else "/vote_tie"
-        result = voter_client.predict(voter, pair_id, api_name=side)
-        responses.append(json.dumps(result))
-        _idea, left, right, pair_id, _progress = result
-    responses.append(json.dumps(voter_client.predict(api_name="/leaderboard")))
-    return responses
 
 
 def test_a_round_through_the_app_reports_what_blind_voters_chose(evaluation_app, marked_models):

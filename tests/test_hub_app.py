@@ -13,8 +13,8 @@ import pytest
 from gradio_client import Client
 
 from app_process import start_app, stop_app
-from conftest import create_round_in_app
-from hub_server import HangUpHub, hub_env
+from conftest import MARKER, create_round_in_app, vote_until_done
+from hub_server import HangUpHub, hub_cli, hub_env
 
 WRITE = "hf_alice_write"
 VOTES_REPO = "alice/app-votes"
@@ -85,7 +85,9 @@ def test_hub_tab_pushes_the_votes_dataset_and_a_run(hub, tmp_path, tiny_model_di
         message = c.predict(runs["value"], "tiny-model", "alice/tiny-base", False, False,
                             api_name="/hub_push_model")  # fmt: skip
         assert message.startswith("Pushed: [alice/tiny-model](")
-        assert "model.safetensors" in hub.repo_files("model", "alice/tiny-model")
+        pushed = hub.repo_files("model", "alice/tiny-model")
+        assert "model.safetensors" in pushed
+        assert "Not judged by people yet" in pushed["README.md"].decode()  # no round had it
 
         with pytest.raises(Exception, match="cannot write to"):
             c.predict("The votes collected here", 1, "bob/votes", False,
@@ -93,6 +95,67 @@ def test_hub_tab_pushes_the_votes_dataset_and_a_run(hub, tmp_path, tiny_model_di
     finally:
         stop_app(process)
     assert WRITE not in (tmp_path / "app.log").read_text()
+
+
+def test_a_pushed_models_card_says_what_blind_voters_preferred(
+    hub, tmp_path, marked_models, small_data
+):
+    """Did people prefer its titles? The run's model writes the marker, its SFT stage and its
+    base never do; voters who like the marker judge an evaluation round of the three through
+    the app, and the card the Hub tab pushes (and the command line's, given the votes) says
+    how the model fared against each."""
+    from transformers import GenerationConfig
+
+    from pipeline.recipes import RECIPES
+    from pipeline.training import train_dpo
+
+    plain, _ = marked_models
+    data = tmp_path / "data"
+    run = data / "runs" / "run-20260101-000000" / "model"
+    train_dpo(small_data, run, str(plain), RECIPES["fast"], max_steps=1)
+    config = GenerationConfig.from_pretrained(run)  # plain's: the marker suppressed
+    config.suppress_tokens = None
+    config.sequence_bias = [[_token_ids(plain, MARKER), 8.0]]  # as marked_models' `marked`
+    config.save_pretrained(run)
+    # The SFT stage writes titles of its own, without the marker: had it written its base's
+    # titles, its pairs with the run's model would be the base's pairs, counted as those.
+    config = GenerationConfig.from_pretrained(run / "sft")
+    config.sequence_bias = [[_token_ids(plain, "Q"), 8.0]]
+    config.save_pretrained(run / "sft")
+    password = "card owner password"
+    env = {"TITLE_DPO_OWNER_PASSWORD": password, "TITLE_DPO_TUTORIAL_POOL": "0"}
+    process, url = launch(hub, tmp_path, data, args=("--model", str(plain)), **env)
+    ideas = ["Kalman filters", "Vector databases compared", "Contrastive learning"]
+    try:
+        owner = Client(url, verbose=False)
+        owner.predict(password, api_name="/owner_sign_in")
+        message, _ = create_round_in_app(owner, [run], ideas, "card round")
+        assert "served first" in message, message
+        for _ in range(2):
+            vote_until_done(url)
+        owner.predict(str(run), "judged", "alice/tiny-base", False, False,
+                      api_name="/hub_push_model")  # fmt: skip
+        card = hub.repo_files("model", "alice/judged")["README.md"].decode()
+    finally:
+        stop_app(process)
+    section = card.split("## Did people prefer its titles?")[1]
+    rows = {line.split(" | ")[1]: line for line in section.splitlines() if "card round" in line}
+    assert set(rows) == {"its SFT stage", "its base model (alice/tiny-base)"}, section
+    for row in rows.values():  # 2 voters x 3 ideas, every vote for the marked title
+        assert "| card round (3 ideas, 2 voters) |" in row and "| 6 – 0 – 0 – 0 | 100% |" in row
+        assert row.endswith("| 3 of 3 |"), row
+    # the command line writes the same section from the app's vote database
+    done = hub_cli(hub, tmp_path / "cli-cache", "push-model", str(run), "--repo", "judged",
+                   "--base-model", "alice/tiny-base", "--votes", str(data), "--dry-run",
+                   token=WRITE)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert all(row in done.stdout for row in rows.values())
+
+
+def _token_ids(model, text: str) -> list[int]:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model).encode(text, add_special_tokens=False)
 
 
 def test_without_a_token_the_hub_tab_says_what_to_do(hub, tmp_path):

@@ -4,6 +4,7 @@ judges; on tiny models and real temporary databases."""
 import json
 import random
 import shutil
+from dataclasses import replace
 
 import pytest
 
@@ -79,6 +80,23 @@ def test_head_to_head_counts_ties_and_both_bad_apart_whichever_side_a_model_is_o
     assert h.win_rate == pytest.approx(2 / 3)
     assert h.interval == wilson(2, 3)
     assert h.ties_as_half == pytest.approx((2 + 0.5 * 2) / 5)
+
+
+def test_a_head_to_head_flipped_is_the_same_votes_read_from_the_other_side():
+    rng = random.Random(2)
+    outcomes = [
+        _outcome(a, b, rng.choice(["a_better", "a_better", "b_better", "tie", "both_bad"]),
+                 "x" * rng.randrange(20, 60), "y" * rng.randrange(20, 60), pair=rng.randrange(9))
+        for a, b in [("tuned", "base"), ("base", "tuned")] * 40
+    ]  # fmt: skip
+    h, other_side = head_to_head(outcomes, "tuned", "base"), head_to_head(outcomes, "base", "tuned")
+    assert h.length_controlled is not None and h.pairs_won != h.pairs_lost
+    flipped = h.flipped()
+    fitted = ("length_controlled", "length_effect")  # the same fit, up to rounding
+    assert [getattr(flipped, f) for f in fitted] == pytest.approx(
+        [getattr(other_side, f) for f in fitted]
+    )
+    assert replace(flipped, **dict.fromkeys(fitted)) == replace(other_side, **dict.fromkeys(fitted))
 
 
 def test_three_models_and_scripted_preferences_give_the_expected_bradley_terry_order():

@@ -142,6 +142,7 @@ class Publisher:
             base_model=base or None,
             private=bool(private),
             token=self.token_of(oauth_token),
+            store=self.store,  # its card says what people's blind votes said of it
         )
         return pushed.describe(markdown=True)
 
