@@ -14,7 +14,7 @@ from typing import Any
 from pipeline.ratings import Agreement, agreement
 from pipeline.rounds import short_name
 from pipeline.votes import RoundInfo, VoteStore
-from pipeline.winrates import HeadToHead, head_to_head, round_outcomes, wilson
+from pipeline.winrates import HeadToHead, head_to_head, judgements, round_outcomes, wilson
 from pipeline.wording import counted
 
 
@@ -202,7 +202,7 @@ def _judged(
             if other and frozenset((after, other)) not in paired]  # fmt: skip
     return replace(
         report,
-        judge_votes=len(outcomes),
+        judge_votes=judgements(outcomes),
         over_before=head_to_head(outcomes, after, before),
         over_start=head_to_head(outcomes, after, start[0]) if start else None,
         trained_titles=TitleMeasures.of([t.text for t in mine], [t.raw for t in mine]),

@@ -174,16 +174,25 @@ def judge_round(store: VoteStore, round_name: str, judge: Judge) -> list[Outcome
     """The judge's verdict on every pair of the round, as outcomes (`winrates.round_report`
     takes them in place of the votes)."""
     info = store.round_info(round_name)
-    pairs = store.round_pairs(info.round_id)
-    questions = [(p.idea, p.title_a, p.title_b) for p in pairs]
+    pairs = store.round_pairs(info.round_id)  # a pair two models share comes twice: asked once
+    asked = {p.pair_id: (p.idea, p.title_a, p.title_b) for p in pairs}
     many = getattr(judge, "prefer_many", None)
+    questions = list(asked.values())
     verdicts = many(questions) if many else [judge.prefer(*q) for q in questions]
     for verdict in verdicts:
         if verdict not in VERDICTS:
             raise ValueError(f"a judge answered {verdict!r}, not one of {VERDICTS}")
+    choice_of = {pair_id: CHOICE_OF[v] for pair_id, v in zip(asked, verdicts, strict=True)}
     return [
         Outcome(
-            p.pair_id, p.idea, p.model_a, p.model_b, p.title_a, p.title_b, CHOICE_OF[v], judge.name
+            p.pair_id,
+            p.idea,
+            p.model_a,
+            p.model_b,
+            p.title_a,
+            p.title_b,
+            choice_of[p.pair_id],
+            judge.name,
         )
-        for p, v in zip(pairs, verdicts, strict=True)
+        for p in pairs
     ]

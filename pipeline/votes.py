@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -893,6 +893,12 @@ class VoteStore:
         return [RoundTitle(*row) for row in rows.fetchall()]
 
     def round_pairs(self, round_id: int) -> list[RoundPair]:
+        """The round's pairs, each once for every two of its models it stands for. Two models
+        that wrote the same title for an idea share that title's pairs with the others (the
+        pool holds any two titles once), and a vote on such a pair judges both: the tuned
+        model's title against the base's is also its title against the SFT stage's when the
+        SFT stage wrote the base's title. A pair of the same two titles in another sample is
+        another comparison, so writers are matched within a sample."""
         rows = self.connection().execute(
             """
             SELECT p.id, i.text, rp.model_a, rp.model_b, ta.text, tb.text FROM round_pairs rp
@@ -902,7 +908,19 @@ class VoteStore:
             """,
             (round_id,),
         )
-        return [RoundPair(*row) for row in rows.fetchall()]
+        writers: dict[tuple[str, int], dict[str, list[str]]] = {}  # (idea, sample): text -> labels
+        for t in self.round_titles(round_id):
+            writers.setdefault((t.idea, t.sample), {}).setdefault(t.text, []).append(t.model)
+        found: list[RoundPair] = []
+        for stored in (RoundPair(*row) for row in rows.fetchall()):
+            sides = {(stored.model_a, stored.model_b)}  # (a round restored from votes alone)
+            for (idea, _), wrote in writers.items():
+                if idea == stored.idea and stored.title_a in wrote and stored.title_b in wrote:
+                    sides.update(
+                        (a, b) for a in wrote[stored.title_a] for b in wrote[stored.title_b]
+                    )
+            found += [replace(stored, model_a=a, model_b=b) for a, b in sorted(sides)]
+        return found
 
     def pair_exists(self, pair_id: int) -> bool:
         row = self.connection().execute("SELECT 1 FROM pairs WHERE id = ?", (pair_id,))

@@ -48,22 +48,22 @@ class Outcome(RoundPair):
 
 
 def round_outcomes(votes: Sequence[VoteRow], pairs: Sequence[RoundPair]) -> list[Outcome]:
-    """The votes cast on `pairs`, each with the models that wrote its two titles."""
-    by_id = {p.pair_id: p for p in pairs}
+    """The votes cast on `pairs`, each with the models that wrote its two titles: once for
+    every two models a pair stands for (`VoteStore.round_pairs`)."""
+    by_id: dict[int, list[RoundPair]] = defaultdict(list)
+    for p in pairs:
+        by_id[p.pair_id].append(p)
     return [
-        Outcome(
-            v.pair_id,
-            v.idea,
-            by_id[v.pair_id].model_a,
-            by_id[v.pair_id].model_b,
-            v.title_a,
-            v.title_b,
-            v.choice,
-            v.voter,
-        )
+        Outcome(v.pair_id, v.idea, p.model_a, p.model_b, v.title_a, v.title_b, v.choice, v.voter)
         for v in votes
-        if v.pair_id in by_id
+        for p in by_id.get(v.pair_id, ())
     ]
+
+
+def judgements(outcomes: Sequence[Outcome]) -> int:
+    """How many votes (or a judge's verdicts) `outcomes` hold: a vote on a pair two models
+    share is one vote, though it gives an outcome for each."""
+    return len({(o.pair_id, o.voter) for o in outcomes})
 
 
 def wilson(successes: int, trials: int, z: float = Z95) -> tuple[float, float] | None:
@@ -397,27 +397,24 @@ def comparisons(
 
 
 def pair_details(pairs: Sequence[RoundPair], outcomes: Sequence[Outcome]) -> list[PairDetail]:
-    by_pair: dict[int, list[Outcome]] = defaultdict(list)
+    """One row per pair with its votes (each vote once), its side's writers named together
+    where several models wrote the same title ("base / SFT")."""
+    votes: dict[int, dict[str, str]] = defaultdict(dict)  # pair -> voter -> choice
     for o in outcomes:
-        by_pair[o.pair_id].append(o)
-    details = []
+        votes[o.pair_id][o.voter] = o.choice
+    writers: dict[int, tuple[list[str], list[str]]] = {}
     for p in pairs:
-        votes = by_pair.get(p.pair_id, [])
-        counts = Counter(o.choice for o in votes)
-        winner = {"a": p.model_a, "b": p.model_b}.get(majority_side(counts))
-        details.append(
-            PairDetail(
-                p.pair_id,
-                p.idea,
-                p.model_a,
-                p.model_b,
-                p.title_a,
-                p.title_b,
-                dict(counts),
-                len({o.voter for o in votes}),
-                winner,
-            )
-        )
+        a, b = writers.setdefault(p.pair_id, ([], []))
+        a += [p.model_a] if p.model_a not in a else []
+        b += [p.model_b] if p.model_b not in b else []
+    details = []
+    for p in {p.pair_id: p for p in pairs}.values():
+        a, b = (" / ".join(side) for side in writers[p.pair_id])
+        counts = dict(Counter(votes[p.pair_id].values()))
+        winner = {"a": a, "b": b}.get(majority_side(counts))
+        voters = len(votes[p.pair_id])
+        details.append(PairDetail(p.pair_id, p.idea, a, b, p.title_a, p.title_b, counts, voters,
+                                  winner))  # fmt: skip
     return details
 
 
@@ -461,9 +458,9 @@ def round_report(
         k=info.k,
         ideas_from=info.ideas_from,
         ideas=len({p.idea for p in pairs} | {t.idea for t in titles}),
-        pairs=len(pairs),
+        pairs=len({p.pair_id for p in pairs}),
         same_title=sum(same_titles(titles, models).values()),
-        votes=len(outcomes),
+        votes=judgements(outcomes),
         voters=voter_count(votes) if judged is None else 0,
         judged_by=judged_by,
         comparisons=comparisons(outcomes, models, titles),
@@ -518,9 +515,11 @@ def people_verdicts(store: VoteStore, model: str | Path) -> list[PeopleVerdict]:
 def judge_agreement(judged: Sequence[Outcome], details: Sequence[PairDetail]) -> dict[str, Any]:
     """Over pairs where the people's votes have a majority winner: how often the judge picked
     the same model (a judge's tie counts as not agreeing)."""
-    verdicts = {o.pair_id: o.winner() for o in judged}
+    # by side: a pair several models share has one verdict and one majority, whichever two
+    # models an outcome of it names
+    verdicts = {o.pair_id: majority_side({o.choice: 1}) for o in judged}
     decided = [d for d in details if d.winner is not None and d.pair_id in verdicts]
-    agree = sum(verdicts[d.pair_id] == d.winner for d in decided)
+    agree = sum(verdicts[d.pair_id] == majority_side(d.counts) for d in decided)
     return {
         "pairs": len(decided),
         "agree": agree,

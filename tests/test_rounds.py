@@ -356,6 +356,38 @@ def test_a_judge_is_asked_both_ways_and_a_flip_is_a_tie(tmp_path):
     assert judged.judge_agreement == {"pairs": 2, "agree": 1, "rate": 0.5, "judge_ties": 0}
 
 
+def test_a_vote_on_a_title_two_models_share_judges_both(tmp_path):
+    """The SFT stage wrote its base's title for idea one: the tuned model's title against
+    that one is one pair in the pool, and a vote on it tells against the base and against
+    the SFT stage alike (it used to count for the first of the two only)."""
+    store = VoteStore.in_folder(tmp_path / "data")
+    written = {"base": ["Base one", "Base two"], "sft": ["Base one", "SFT two"],
+               "tuned": ["Tuned one Z", "Tuned two Z"]}  # fmt: skip
+    titles = [RoundTitle(model, idea, 0, text, text) for model, texts in written.items()
+              for idea, text in zip(["idea one", "idea two"], texts, strict=True)]  # fmt: skip
+    info = store.add_round("shared", [{"label": m, "name": m} for m in written], titles, 1, "typed")
+    assert info.pairs == 4  # idea one: base / sft against tuned; idea two: all three ways
+    for voter in ("v1", "v2"):  # the marked title, and on idea two the SFT stage over base
+        for pair in {p.pair_id: p for p in store.round_pairs(info.round_id)}.values():
+            marked = MARKER in pair.title_a + pair.title_b
+            first = MARKER in pair.title_a if marked else pair.title_a == "SFT two"
+            store.record_vote(voter, pair.pair_id, _side_with(pair, first), "a")
+    report = round_report(store, "shared")
+    results = {(h.model, h.other): (h.wins, h.losses) for h in report.comparisons}
+    assert results == {("sft", "base"): (2, 0), ("tuned", "base"): (4, 0),
+                       ("tuned", "sft"): (4, 0)}  # fmt: skip
+    assert report.pairs == 4 and report.same_title == 1 and report.votes == 8
+    shared = next(d for d in report.detail if d.idea == "idea one")
+    assert {shared.model_a, shared.model_b} == {"base / sft", "tuned"} and shared.voters == 2
+    assert shared.winner == "tuned" and shared.counts in ({"a_better": 2}, {"b_better": 2})
+    # a judge is asked each pair once, and its verdict on the shared one counts both ways
+    judged = judge_round(store, "shared", MarkerJudge())
+    assert len(judged) == 5 and len({o.pair_id for o in judged}) == 4
+    by_judge = round_report(store, "shared", judged, "marker judge")
+    assert {(h.model, h.other): h.wins for h in by_judge.comparisons}[("tuned", "sft")] == 2
+    assert by_judge.judge_agreement["pairs"] == 4 and by_judge.judge_agreement["agree"] == 3
+
+
 def test_a_chat_model_judges_a_round_with_valid_verdicts(tmp_path, tiny_model):
     from pipeline.judges import ChatJudge
 
