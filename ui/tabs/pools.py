@@ -14,6 +14,7 @@ TITLE = "Pools"
 SHOWN_TO = OWNER
 
 POOL_COLUMNS = ["Pool", "Pairs", "Votes", "Pairs without a vote", "Priority", "Served"]
+POOL_WIDTHS = ["34%", "11%", "11%", "18%", "13%", "13%"]  # the long headers wrap
 
 
 def build(ctx: Context) -> TabParts:
@@ -25,7 +26,8 @@ def build(ctx: Context) -> TabParts:
         "votes. A retired pool is no longer served; its pairs and votes stay for training and "
         "reports. Gold pairs (pool `gold`) check voters only where they are served."
     )
-    table = gr.Dataframe(headers=POOL_COLUMNS, interactive=False, label="Pools, first on top")
+    table = gr.Dataframe(headers=POOL_COLUMNS, interactive=False, label="Pools, first on top",
+                         wrap=True, column_widths=POOL_WIDTHS)  # fmt: skip
     with gr.Row():
         pool = gr.Dropdown([], label="Pool", allow_custom_value=True)
         priority = gr.Number(0, precision=0, minimum=-1000, maximum=1000, label="Priority")

@@ -29,6 +29,9 @@ from ui.widgets import (
     vote_screening,
 )
 
+# The tutorial's column names, with a place to break after each slash: a narrow column
+# otherwise breaks "Rewards/chosen" wherever the letters run out ("Rewards/cho" "sen").
+EPOCH_HEADERS = [name.replace("/", "/\u200b") for name in EPOCH_COLUMNS]
 TITLE = "Train"
 SHOWN_TO = OWNER
 
@@ -104,9 +107,9 @@ def build(ctx: Context) -> TabParts:
             for title, _ in DEFAULT.charts
         ]
     epochs_table = gr.Dataframe(
-        headers=list(EPOCH_COLUMNS),
+        headers=EPOCH_HEADERS,
         interactive=False,
-        wrap=True,  # "Rewards/ accuracies": nine columns fit the page, none off to the right
+        wrap=True,  # nine columns fit the page, none off to the right
         column_widths=["7%", *["11.625%"] * 8],
         label="Per evaluation",
     )
@@ -229,6 +232,7 @@ class Trainer:
             for _, keys in method_of(job.kind or None).charts
         ]
         table = pd.DataFrame(epoch_table(job.metrics), columns=list(EPOCH_COLUMNS))
+        table.columns = EPOCH_HEADERS
         written = read_samples(job.out, 24)[::-1] if job.out else []
         return (
             job.describe(),
