@@ -34,10 +34,10 @@ from pipeline.errors import UserError
 from pipeline.methods import method_of
 from pipeline.metrics import read_metrics
 from pipeline.ratings import NO_SCREENING, Screening
-from pipeline.runs import SFT_STAGE
+from pipeline.runs import SFT_STAGE, model_place
 from pipeline.tracking import RUN_FILE
 from pipeline.votes import VoteStore
-from pipeline.winrates import PeopleVerdict, model_place, people_verdicts
+from pipeline.winrates import PeopleVerdict, people_verdicts
 from pipeline.wording import counted
 
 # Files of a saved model folder that describe the model; anything else there (checkpoints,

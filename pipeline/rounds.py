@@ -28,7 +28,14 @@ from pipeline.prompts import check_idea
 
 # run_summary, run_ideas and run_model_folder moved to pipeline.runs; this module still
 # answers for them (tests import them from here): drop them from here in 0.2
-from pipeline.runs import SFT_STAGE, run_ideas, run_model_folder, run_name, run_summary
+from pipeline.runs import (
+    SFT_STAGE,
+    model_place,
+    run_ideas,
+    run_model_folder,
+    run_name,
+    run_summary,
+)
 from pipeline.votes import RoundInfo, RoundTitle, VoteStore, check_round_name
 from pipeline.wording import counted
 
@@ -62,8 +69,7 @@ class RoundPlan:
         )
         line = (
             f"Round {self.name!r}: {models}; {counted(len(self.ideas), 'idea')} "
-            f"({self.ideas_from}), "
-            f"{self.k} title(s) per model per idea"
+            f"({self.ideas_from}), {self.k} title(s) per model per idea"
         )
         if self.trained_on:
             line += f"; {len(self.trained_on)} of the ideas were in a model's training data"
@@ -169,7 +175,7 @@ def round_models(names: Sequence[str], stages: bool = True) -> list[RoundModel]:
     models: dict[str, RoundModel] = {}
 
     def add(label: str, name: str) -> None:
-        key = str(Path(name).expanduser().resolve()) if Path(name).expanduser().is_dir() else name
+        key = model_place(name)
         if key not in models:
             models[key] = RoundModel(label, name)
 

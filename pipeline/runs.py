@@ -41,6 +41,13 @@ def latest_run(runs: str | Path) -> Path | None:
     return max(Path(runs).glob(f"{RUN_PREFIX}*"), default=None)
 
 
+def model_place(name: str | Path) -> str:
+    """What a model name points at: a folder by where it is (however it was written), else
+    the name itself (a Hub id)."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.is_dir() else str(name)
+
+
 def run_name(model: str | Path) -> str:
     """`runs/run-20261203-120105/model` → `run-20261203-120105`; any other folder: its name."""
     path = Path(model).expanduser().resolve()

@@ -908,14 +908,15 @@ class VoteStore:
             """,
             (round_id,),
         )
-        writers: dict[tuple[str, int], dict[str, list[str]]] = {}  # (idea, sample): text -> labels
+        writers: dict[str, dict[int, dict[str, list[str]]]] = {}  # idea, sample, text: labels
         for t in self.round_titles(round_id):
-            writers.setdefault((t.idea, t.sample), {}).setdefault(t.text, []).append(t.model)
+            by_text = writers.setdefault(t.idea, {}).setdefault(t.sample, {})
+            by_text.setdefault(t.text, []).append(t.model)
         found: list[RoundPair] = []
         for stored in (RoundPair(*row) for row in rows.fetchall()):
             sides = {(stored.model_a, stored.model_b)}  # (a round restored from votes alone)
-            for (idea, _), wrote in writers.items():
-                if idea == stored.idea and stored.title_a in wrote and stored.title_b in wrote:
+            for wrote in writers.get(stored.idea, {}).values():
+                if stored.title_a in wrote and stored.title_b in wrote:
                     sides.update(
                         (a, b) for a in wrote[stored.title_a] for b in wrote[stored.title_b]
                     )

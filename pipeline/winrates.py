@@ -19,8 +19,7 @@ import textwrap
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, astuple, dataclass, field, replace
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.ratings import (
     Agreement,
@@ -30,8 +29,12 @@ from pipeline.ratings import (
     voter_count,
 )
 from pipeline.records import VoteRow
+from pipeline.runs import model_place
 from pipeline.votes import RoundInfo, RoundPair, RoundTitle, VoteStore
 from pipeline.wording import counted
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 Z95 = 1.959963984540054
 
@@ -483,18 +486,10 @@ class PeopleVerdict:
     result: HeadToHead  # the model against the other, by their labels in the round
 
 
-def model_place(name: str | Path) -> str:
-    """What a model name points at: a folder by where it is (however it was written), else
-    the name itself (a Hub id)."""
-    path = Path(name).expanduser()
-    return str(path.resolve()) if path.is_dir() else str(name)
-
-
 def people_verdicts(store: VoteStore, model: str | Path) -> list[PeopleVerdict]:
     """Every evaluation round that had `model` (a folder, matched by where it is, or a Hub
     id): how people's votes there went for it against each of the round's other models,
     oldest round first. Comparisons nobody has voted on yet are left out."""
-
     wanted, found = model_place(model), []
     for info in reversed(store.rounds()):
         names = {m["label"]: m["name"] for m in info.models}
