@@ -18,6 +18,9 @@ A Space's disk is wiped on restart, so the app mirrors its votes to a dataset re
 - how each pool is served (its priority, retired or not: `pools/{shard}.json`), set again
   once the votes are back, the latest record of a pool last.
 
+`pipeline.mirror` makes the records of iterations, rounds and pools, and puts all of them back
+in that order; this module moves them to and from the Hub.
+
 `status()` says when the last sync succeeded, for the UI.
 """
 
@@ -35,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.auth import TRANSPORT_ERRORS, check_repo_id, hub_failure
+from pipeline import mirror
 from pipeline.errors import UserError
 from pipeline.records import vote_record
 from pipeline.votes import VoteStore
@@ -159,18 +163,15 @@ class VoteMirror:
             raise UserError(self._error) from None
         policies = self._restore_policies(files)
         iterations = _with_local_policies(kept[ITERATIONS_FOLDER], policies)
-        # the iterations and rounds first: a vote on one of their pairs then lands in its pool
-        _, rejected_iterations = self.store.restore_iterations(iterations)
-        _, rejected_rounds = self.store.restore_rounds(kept[ROUNDS_FOLDER])
-        added, rejected = self.store.restore_votes(records)
-        _, rejected_pools = self.store.restore_pools(kept[POOLS_FOLDER])  # their pairs are back
-        rejected += rejected_iterations + rejected_rounds + rejected_pools
-        if bad or rejected:
+        restored = mirror.restore(self.store, iterations, kept[ROUNDS_FOLDER], records,
+                                  kept[POOLS_FOLDER])  # fmt: skip
+        added = restored.votes
+        if bad or restored.rejected:
             log.warning(
                 "restoring votes from %s: left out %d unreadable lines and %d invalid records",
                 self.repo_id,
                 bad,
-                rejected,
+                restored.rejected,
             )
         with self._lock:
             self._known.update(
@@ -292,9 +293,9 @@ class VoteMirror:
         """Each kind of record (iterations, rounds, pools) that changed since its last upload, as
         JSON, written to this process's file of it: {folder: the JSON}."""
         now = {
-            ITERATIONS_FOLDER: self.store.iteration_records(),
-            ROUNDS_FOLDER: self.store.round_records(),
-            POOLS_FOLDER: self.store.pool_records(),
+            ITERATIONS_FOLDER: mirror.iteration_records(self.store),
+            ROUNDS_FOLDER: mirror.round_records(self.store),
+            POOLS_FOLDER: mirror.pool_records(self.store),
         }
         changed = {}
         for folder, records in now.items():

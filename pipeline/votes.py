@@ -4,7 +4,7 @@ One file (`votes.db` in a data folder), WAL journal with `synchronous=FULL`, so 
 `record_vote` acknowledges has been committed to disk. The schema grows by numbered migrations
 (`pipeline.migrations`). A connection is opened per thread (SQLite connections must not
 be shared across threads); writes take the lock up front (`BEGIN IMMEDIATE`) so concurrent
-voters queue instead of failing.
+voters queue instead of failing. The store as records for a mirror, and back: `pipeline.mirror`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,6 @@ from pipeline.records import (
     check_flag,
     check_voter,
     checked_pair,
-    checked_record,
 )
 
 DB_NAME = "votes.db"
@@ -214,7 +213,8 @@ class VoteStore:
             self._local.db = db
         return db
 
-    def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    def write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """`fn(db)` in one write transaction, the lock taken up front; its result."""
         db = self.connection()
         with self._write_lock:
             db.execute("BEGIN IMMEDIATE")  # other processes still wait on SQLite's lock
@@ -246,11 +246,11 @@ class VoteStore:
             now = time.time()
             added = 0
             for pair in rows:
-                idea_id = _upsert_idea(db, pair.idea, now)
-                a = _upsert_title(
+                idea_id = upsert_idea(db, pair.idea, now)
+                a = upsert_title(
                     db, idea_id, pair.title_a, source, meta.get((pair.idea, pair.title_a)), now
                 )
-                b = _upsert_title(
+                b = upsert_title(
                     db, idea_id, pair.title_b, source, meta.get((pair.idea, pair.title_b)), now
                 )
                 cursor = db.execute(
@@ -261,7 +261,7 @@ class VoteStore:
                 added += cursor.rowcount
             return added
 
-        return self._write(insert)
+        return self.write(insert)
 
     def add_titles(self, titles: Sequence[Any], pool: str = "generated") -> int:
         """Titles of one idea from the Generate tab (pipeline.generation.Title) → their pairs."""
@@ -341,41 +341,8 @@ class VoteStore:
                 (name, changed[0], int(changed[1]), time.time()),
             )
 
-        self._write(upsert)
+        self.write(upsert)
         return next(p for p in self.pools() if p.name == name)
-
-    def pool_records(self) -> list[dict[str, Any]]:
-        """How each pool is served where it was ever set (by the owner, or a round or an
-        iteration), with when: for a mirror. `restore_pools` reads them back."""
-        rows = self.connection().execute(
-            "SELECT name, priority, retired, updated_at FROM pools ORDER BY name"
-        )
-        return [
-            {"name": n, "priority": p, "retired": bool(r), "updated_at": u}
-            for n, p, r, u in rows.fetchall()
-        ]
-
-    def restore_pools(self, records: Iterable[Any]) -> tuple[int, int]:
-        """Serve the pools as `pool_records` saved them, the latest record of a pool last (a
-        mirror holds one file per process); a pool this store has no pairs in is passed over.
-        Returns (pools set, records left out)."""
-        checked, rejected = [], 0
-        for r in records:
-            try:
-                when, name = float(r["updated_at"]), str(r["name"])
-                checked.append((when, name, int(r["priority"]), bool(r["retired"])))
-            except (TypeError, KeyError, ValueError):
-                rejected += 1
-        here, done = {p.name for p in self.pools()}, 0
-        for _, name, priority, retired in sorted(checked):
-            if name not in here:
-                continue
-            try:
-                self.set_pool(name, priority=priority, retired=retired)
-                done += 1
-            except UserError:  # a priority out of range
-                rejected += 1
-        return done, rejected
 
     def serve_first(self, name: str) -> PoolInfo:
         """Serve the pool `name` before every other pool still served: a priority above
@@ -426,7 +393,7 @@ class VoteStore:
                  time.time()),
             )  # fmt: skip
 
-        self._write(insert)
+        self.write(insert)
         self.set_pool(pool, priority=priority)
         return self.iteration_info(name)
 
@@ -441,124 +408,6 @@ class VoteStore:
             tuple(pools),
         )
         return [row[0] for row in rows.fetchall()]
-
-    def iteration_records(self) -> list[dict[str, Any]]:
-        """Every iteration as a record that stands on its own, for a mirror: its fields, its
-        pool's pairs spelled out (each title with its completion and model) and how the pool
-        is served. `restore_iterations` reads them back."""
-        db = self.connection()
-        served = {p.name: p for p in self.pools()}
-        rounds = {r.name: r for r in self.rounds()}
-        records = []
-        for info in self.iterations():
-            rows = db.execute(
-                "SELECT i.text, ta.text, ta.raw, ta.model, tb.text, tb.raw, tb.model FROM pairs p"
-                " JOIN ideas i ON i.id = p.idea_id JOIN titles ta ON ta.id = p.title_a"
-                " JOIN titles tb ON tb.id = p.title_b WHERE p.pool = ? ORDER BY p.id",
-                (info.pool,),
-            ).fetchall()
-            pool = served.get(info.pool)
-            records.append(
-                {
-                    **asdict(info),
-                    "priority": pool.priority if pool else None,
-                    "retired": pool.retired if pool else False,
-                    "pairs": [dict(zip(PAIR_RECORD, row, strict=True)) for row in rows],
-                    "judge": self._round_record(rounds.get(info.judge_round), served),
-                }
-            )
-        return records
-
-    def _round_record(self, info: RoundInfo | None, served: dict[str, PoolInfo]) -> Any:
-        """A round as `add_round` takes it, with how its pool is served (None: no round, or
-        one that only restored votes brought back: no titles to make it from)."""
-        if info is None:
-            return None
-        titles = [asdict(t) for t in self.round_titles(info.round_id)]
-        if not titles:
-            return None
-        pool = served.get(info.pool)
-        return {
-            "name": info.name,
-            "models": info.models,
-            "k": info.k,
-            "ideas_from": info.ideas_from,
-            "settings": info.settings,
-            "titles": titles,
-            "priority": pool.priority if pool else None,
-            "retired": pool.retired if pool else False,
-        }
-
-    def _restore_round(self, record: Any) -> bool:
-        """A round from its record (`_round_record`), unless this store has it: its titles,
-        its pairs and how its pool is served. Whether it was added."""
-        if not isinstance(record, dict) or record.get("name") in {r.name for r in self.rounds()}:
-            return False
-        titles = [RoundTitle(**t) for t in record["titles"]]
-        info = self.add_round(record["name"], record["models"], titles, record["k"],
-                              record["ideas_from"], record.get("settings"))  # fmt: skip
-        served = record.get("priority") is not None or record.get("retired")
-        if served and info.pool in {p.name for p in self.pools()}:
-            self.set_pool(info.pool, record.get("priority"), bool(record.get("retired")))
-        return True
-
-    def round_records(self) -> list[dict[str, Any]]:
-        """Every evaluation round as a record that stands on its own, for a mirror: its
-        models, titles and how its pool is served. An iteration's judging round goes with the
-        iteration's record instead; `restore_rounds` reads them back."""
-        served = {p.name: p for p in self.pools()}
-        judging = {i.judge_round for i in self.iterations()}
-        found = (self._round_record(r, served) for r in self.rounds() if r.name not in judging)
-        return [record for record in found if record is not None]
-
-    def restore_rounds(self, records: Iterable[Any]) -> tuple[int, int]:
-        """Put back rounds saved by `round_records`: each one this store lacks. Returns
-        (added, records left out)."""
-        added = rejected = 0
-        for record in records:
-            try:
-                if not isinstance(record, dict):
-                    raise TypeError("a round record is a JSON object")
-                added += self._restore_round(record)
-            except (UserError, TypeError, KeyError, ValueError):
-                rejected += 1
-        return added, rejected
-
-    def restore_iterations(self, records: Iterable[Any]) -> tuple[int, int]:
-        """Put back iterations saved by `iteration_records` (e.g. mirrored to the Hub): each
-        one this store lacks, with its pairs (a pair restored earlier with its votes moves to
-        the iteration's pool) and its pool's serving; one it has gains the trained policy,
-        judging round and training-at-target it lacks. Returns (added, records left out)."""
-        known = {i.name: i for i in self.iterations()}
-        added = rejected = 0
-        for record in records:
-            try:
-                name, pairs, meta = _checked_iteration(record)
-            except (UserError, TypeError, ValueError, KeyError, AttributeError):
-                rejected += 1
-                continue
-            try:
-                self._restore_round(record.get("judge"))
-            except (UserError, TypeError, KeyError):
-                rejected += 1  # the iteration still comes back; judge it again
-            if name in known:
-                self._fill_iteration(known[name], record)
-                continue
-            self._write(lambda db, n=name, r=record, ps=pairs, m=meta: _insert_iteration(
-                db, n, r, ps, m))  # fmt: skip
-            if record.get("priority") is not None or record.get("retired"):
-                self.set_pool(f"iteration:{name}", record.get("priority"), record.get("retired"))
-            known[name] = self.iteration_info(name)
-            added += 1
-        return added, rejected
-
-    def _fill_iteration(self, info: IterationInfo, record: dict[str, Any]) -> None:
-        if not info.trained and isinstance(record.get("trained"), str):
-            self._set_iteration(info.name, "trained", record["trained"])
-        if not info.judge_round and isinstance(record.get("judge_round"), str):
-            self.set_iteration_judge(info.name, record["judge_round"])
-        if not info.training and isinstance(record.get("training"), dict):
-            self.set_iteration_training(info.name, record["training"])
 
     def pool_titles(self, pool: str) -> list[tuple[str, str, str | None]]:
         """(idea, title, the completion as written) of every title in a pool's pairs."""
@@ -587,13 +436,15 @@ class VoteStore:
             raise UserError(f"no iteration {name!r}: iterations are {known}")
         return found[name]
 
-    def set_iteration_trained(self, name: str, model: str) -> IterationInfo:
-        """Record the next policy trained on the iteration's votes."""
+    def set_iteration_trained(
+        self, name: str, model: str, at: float | None = None
+    ) -> IterationInfo:
+        """Record the next policy trained on the iteration's votes (`at`: when, if not now)."""
         self.iteration_info(name)
-        self._write(
+        self.write(
             lambda db: db.execute(
                 "UPDATE iterations SET trained = ?, trained_at = ? WHERE name = ?",
-                (str(model), time.time(), name),
+                (str(model), time.time() if at is None else at, name),
             )
         )
         return self.iteration_info(name)
@@ -623,12 +474,12 @@ class VoteStore:
                 "UPDATE iterations SET training = ? WHERE name = ?", (json.dumps(training), name)
             )
 
-        self._write(add)
+        self.write(add)
         return self.iteration_info(name)
 
     def _set_iteration(self, name: str, column: str, value: Any) -> IterationInfo:
         self.iteration_info(name)
-        self._write(
+        self.write(
             lambda db: db.execute(
                 f"UPDATE iterations SET {column} = ? WHERE name = ?", (value, name)
             )
@@ -714,65 +565,7 @@ class VoteStore:
             db.execute("UPDATE pairs SET vote_count = vote_count + 1 WHERE id = ?", (pair_id,))
             return VoteResult(True, vote_id)
 
-        return self._write(insert)
-
-    def restore_votes(self, records: Iterable[Any]) -> tuple[int, int]:
-        """Put back votes saved by `records.vote_record` (e.g. mirrored to the Hub), each under its
-        own id; ones already here (same id, or same voter and pair) are skipped. Pairs and
-        titles missing from this store are added (pool 'restored'); a round's vote brings back
-        its round (the models it names) and the pair's place in it, so that it stays out of
-        training data. Records that are not valid votes are left out. Returns (votes added,
-        records left out), in one transaction.
-        """
-        checked, rejected = [], 0
-        for record in records:
-            try:
-                checked.append(checked_record(record))
-            except (UserError, TypeError, ValueError, AttributeError):
-                rejected += 1
-
-        def insert(db: sqlite3.Connection) -> int:
-            now, added = time.time(), 0
-            for r in checked:
-                idea_id = _upsert_idea(db, r["idea"], now)
-                a = _upsert_title(db, idea_id, r["title_a"], "restored", None, now)
-                b = _upsert_title(db, idea_id, r["title_b"], "restored", None, now)
-                pair_id, stored_a = _upsert_pair(db, idea_id, a, b, "restored", now)
-                choice, shown_left, gold = r["choice"], r["shown_left"], r.get("gold")
-                if stored_a != a:  # the pair is stored the other way round: so is the vote
-                    choice = {"a_better": "b_better", "b_better": "a_better"}.get(choice, choice)
-                    shown_left, gold = _other_side(shown_left), gold and _other_side(gold)
-                if gold:  # the pair was a check where the vote was cast: it still is
-                    db.execute(
-                        "UPDATE pairs SET gold = ? WHERE id = ? AND gold IS NULL", (gold, pair_id)
-                    )
-                if r.get("evaluation"):  # a round's vote stays the round's
-                    sides = [r["model_a"], r["model_b"]]
-                    if stored_a != a:
-                        sides.reverse()
-                    _restore_round_pair(db, r["evaluation"], pair_id, *sides, now)
-                cursor = db.execute(
-                    "INSERT OR IGNORE INTO votes (id, voter, pair_id, choice, shown_left,"
-                    " created_at, seconds_taken, flag) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        r["vote_id"],
-                        r["voter"],
-                        pair_id,
-                        choice,
-                        shown_left,
-                        r["created_at"],
-                        r.get("seconds_taken"),
-                        r.get("flag"),
-                    ),
-                )
-                if cursor.rowcount:
-                    db.execute(
-                        "UPDATE pairs SET vote_count = vote_count + 1 WHERE id = ?", (pair_id,)
-                    )
-                    added += 1
-            return added
-
-        return self._write(insert), rejected
+        return self.write(insert)
 
     def add_gold_pair(self, idea: str, better: str, worse: str, pool: str = "gold") -> int:
         """A check with a known answer (say a good title against a deliberately broken one):
@@ -782,17 +575,17 @@ class VoteStore:
 
         def insert(db: sqlite3.Connection) -> int:
             now = time.time()
-            idea_id = _upsert_idea(db, pair.idea, now)
-            good = _upsert_title(db, idea_id, pair.title_a, "gold", None, now)
-            bad = _upsert_title(db, idea_id, pair.title_b, "gold", None, now)
-            pair_id, stored_a = _upsert_pair(db, idea_id, good, bad, pool, now)
+            idea_id = upsert_idea(db, pair.idea, now)
+            good = upsert_title(db, idea_id, pair.title_a, "gold", None, now)
+            bad = upsert_title(db, idea_id, pair.title_b, "gold", None, now)
+            pair_id, stored_a = upsert_pair(db, idea_id, good, bad, pool, now)
             db.execute(
                 "UPDATE pairs SET gold = ? WHERE id = ?",
                 ("a" if stored_a == good else "b", pair_id),
             )
             return pair_id
 
-        return self._write(insert)
+        return self.write(insert)
 
     # -- evaluation rounds --------------------------------------------------------------------
 
@@ -830,11 +623,11 @@ class VoteStore:
                 (name, json.dumps(list(models)), k, ideas_from, json.dumps(settings), now),
             ).lastrowid
             for (idea, sample), by_model in written.items():
-                idea_id = _upsert_idea(db, idea, now)
+                idea_id = upsert_idea(db, idea, now)
                 ids = {}
                 for label, t in by_model.items():
                     meta = {"raw": t.raw, "model": names[label], "settings": settings}
-                    ids[label] = _upsert_title(db, idea_id, t.text, "evaluation", meta, now)
+                    ids[label] = upsert_title(db, idea_id, t.text, "evaluation", meta, now)
                     db.execute(
                         "INSERT INTO round_titles VALUES (?, ?, ?, ?, ?, ?)",
                         (round_id, label, idea_id, ids[label], sample, t.raw),
@@ -844,7 +637,7 @@ class VoteStore:
                     for second in present[i + 1 :]:
                         if ids[first] == ids[second]:
                             continue
-                        pair_id, stored_a = _upsert_pair(
+                        pair_id, stored_a = upsert_pair(
                             db, idea_id, ids[first], ids[second], f"round:{name}", now
                         )
                         a, b = (first, second) if stored_a == ids[first] else (second, first)
@@ -854,7 +647,7 @@ class VoteStore:
                         )
             return round_id
 
-        self._write(insert)
+        self.write(insert)
         return self.round_info(name)
 
     def rounds(self) -> list[RoundInfo]:
@@ -1004,102 +797,19 @@ def check_round_name(name: str | None, what: str = "round") -> str:
     return name
 
 
-# A pair in an iteration's record: the idea, then each title with its completion and model.
-PAIR_RECORD = ("idea", "title_a", "raw_a", "model_a", "title_b", "raw_b", "model_b")
-ITERATION_COLUMNS = (
-    "policy", "parent", "k", "ideas_from", "target_votes", "settings", "created_at",
-    "trained", "trained_at", "judge_round", "training",
-)  # fmt: skip
-
-
-def _checked_iteration(record: Any) -> tuple[str, list[Pair], dict[tuple[str, str], dict]]:
-    """(name, pairs, title meta) of an iteration record, checked; else an error."""
-    name = check_round_name(record["name"], "iteration")
-    if not isinstance(record["policy"], str) or not record["policy"]:
-        raise UserError(f"iteration {name}: no policy")
-    for whole in ("k", "target_votes"):
-        if not isinstance(record[whole], int) or record[whole] < 1:
-            raise UserError(f"iteration {name}: {whole} is not a whole number")
-    pairs, meta = [], {}
-    for row in record["pairs"]:
-        pair = checked_pair(Pair(row["idea"], row["title_a"], row["title_b"]))
-        pairs.append(pair)
-        for side in ("a", "b"):
-            meta[(pair.idea, row[f"title_{side}"])] = {
-                "raw": row.get(f"raw_{side}"),
-                "model": row.get(f"model_{side}"),
-            }
-    if not pairs:
-        raise UserError(f"iteration {name}: no pairs")
-    return name, pairs, meta
-
-
-def _insert_iteration(
-    db: sqlite3.Connection, name: str, record: dict, pairs: list[Pair], meta: dict
-) -> None:
-    """One restored iteration: its pairs in its pool, then its row, in one transaction."""
-    now, pool = time.time(), f"iteration:{name}"
-    for pair in pairs:
-        idea_id = _upsert_idea(db, pair.idea, now)
-        a = _upsert_title(
-            db, idea_id, pair.title_a, "generated", meta.get((pair.idea, pair.title_a)), now
-        )
-        b = _upsert_title(
-            db, idea_id, pair.title_b, "generated", meta.get((pair.idea, pair.title_b)), now
-        )
-        pair_id, _ = _upsert_pair(db, idea_id, a, b, pool, now)
-        db.execute("UPDATE pairs SET pool = ? WHERE id = ? AND pool = 'restored'", (pool, pair_id))
-    values = [record.get(c) for c in ITERATION_COLUMNS]
-    for i, column in enumerate(ITERATION_COLUMNS):
-        if column in ("settings", "training") and values[i] is not None:
-            values[i] = json.dumps(values[i])
-    values[ITERATION_COLUMNS.index("created_at")] = float(record.get("created_at") or now)
-    marks = ", ".join("?" for _ in ITERATION_COLUMNS)
-    db.execute(
-        f"INSERT INTO iterations (name, {', '.join(ITERATION_COLUMNS)}) VALUES (?, {marks})",
-        (name, *values),
-    )
-
-
 def _json_or_none(text: str | None) -> Any:
     return json.loads(text) if text else None
 
 
-def _upsert_idea(db: sqlite3.Connection, text: str, now: float) -> int:
+# The rows every write goes through (here and in pipeline.mirror), each added unless there.
+
+
+def upsert_idea(db: sqlite3.Connection, text: str, now: float) -> int:
     db.execute("INSERT OR IGNORE INTO ideas (text, created_at) VALUES (?, ?)", (text, now))
     return db.execute("SELECT id FROM ideas WHERE text = ?", (text,)).fetchone()[0]
 
 
-def _restore_round_pair(
-    db: sqlite3.Connection, name: str, pair_id: int, model_a: str, model_b: str, now: float
-) -> None:
-    """The round `name` as far as a restored vote tells it: its models, and this pair."""
-    row = db.execute("SELECT id, models FROM rounds WHERE name = ?", (name,)).fetchone()
-    if row is None:
-        round_id = db.execute(
-            "INSERT INTO rounds (name, models, ideas_from, created_at) VALUES (?, '[]', ?, ?)",
-            (name, "restored from the vote mirror", now),
-        ).lastrowid
-        models: list[dict[str, str]] = []
-    else:
-        round_id, models = row[0], json.loads(row[1])
-    known = {m["label"] for m in models}
-    for label in (model_a, model_b):
-        if label not in known:
-            models.append({"label": label, "name": label})
-            known.add(label)
-    db.execute("UPDATE rounds SET models = ? WHERE id = ?", (json.dumps(models), round_id))
-    db.execute(
-        "INSERT OR IGNORE INTO round_pairs VALUES (?, ?, ?, ?)",
-        (round_id, pair_id, model_a, model_b),
-    )
-
-
-def _other_side(side: str) -> str:
-    return "b" if side == "a" else "a"
-
-
-def _upsert_pair(
+def upsert_pair(
     db: sqlite3.Connection, idea_id: int, a: int, b: int, pool: str, now: float
 ) -> tuple[int, int]:
     """The pair of titles a and b, added if new: (its id, its stored title_a), since a pair
@@ -1116,7 +826,7 @@ def _upsert_pair(
     ).fetchone()
 
 
-def _upsert_title(
+def upsert_title(
     db: sqlite3.Connection,
     idea_id: int,
     text: str,

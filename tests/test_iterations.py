@@ -450,3 +450,36 @@ def test_an_iteration_from_a_runs_sft_stage_leaves_out_the_runs_training_ideas(
     summary["data"] = str(tmp_path / "gone")
     (model / "train_summary.json").write_text(json.dumps(summary))
     assert plan_iteration(store, str(model), asked, "typed ideas").ideas == asked
+
+
+def test_an_iterations_record_brings_it_back_and_fills_in_what_a_store_lacks(tmp_path):
+    """`pipeline.mirror`'s iteration records, read back into an empty store and into one
+    that has the iteration from before it was trained."""
+    from pipeline.generation import Title
+    from pipeline.mirror import iteration_records, restore_iterations
+
+    def titles(*texts: str) -> list[Title]:
+        return [Title("a mirrored idea", t, f" {t}\n", "policy-0", {"seed": 0}) for t in texts]
+
+    store = VoteStore.in_folder(tmp_path / "here")
+    store.add_iteration("one", "policy-0", titles("First title", "Second title", "Third"),
+                        parent=None, k=3, ideas_from="typed", target_votes=2)  # fmt: skip
+    before_training = iteration_records(store)
+    store.set_iteration_training("one", {"at_target": True})
+    store.set_iteration_trained("one", "runs/policy-1", at=1234.5)
+    records = json.loads(json.dumps(iteration_records(store)))
+
+    empty = VoteStore.in_folder(tmp_path / "empty")
+    assert restore_iterations(empty, [*records, {"name": "broken"}, "not a record"]) == (1, 2)
+    assert restore_iterations(empty, records) == (0, 0)  # once
+    assert empty.iterations() == store.iterations()
+    assert [(p.name, p.pairs, p.priority) for p in empty.pools()] == [("iteration:one", 3, 10)]
+    assert sorted(empty.pool_titles("iteration:one")) == sorted(store.pool_titles("iteration:one"))
+
+    behind = VoteStore.in_folder(tmp_path / "behind")
+    assert restore_iterations(behind, before_training) == (1, 0)
+    assert behind.iteration_info("one").trained is None
+    assert restore_iterations(behind, records) == (0, 0)  # known: filled in, not added
+    filled = behind.iteration_info("one")
+    assert (filled.trained, filled.trained_at) == ("runs/policy-1", 1234.5)
+    assert filled.training == {"at_target": True}

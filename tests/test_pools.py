@@ -10,6 +10,7 @@ from gradio_client import Client
 from app_process import free_port
 from pipeline.appdata import tutorial_pool_wanted
 from pipeline.errors import UserError
+from pipeline.mirror import pool_records, restore_pools
 from pipeline.pairs import Pair
 from pipeline.votes import VoteStore
 
@@ -51,15 +52,15 @@ def test_pool_settings_mirrored_come_back_the_latest_of_each_last(tmp_path):
         store.add_pairs(pairs(name, 1), name, "imported")
     store.set_pool("a", priority=3)
     store.set_pool("b", retired=True)
-    older = store.pool_records()
+    older = pool_records(store)
     assert [(r["name"], r["priority"], r["retired"]) for r in older] == [
         ("a", 3, False), ("b", 0, True)]  # fmt: skip
     store.set_pool("a", priority=0)  # set back to the default: still recorded, and newer
-    newer = store.pool_records()
+    newer = pool_records(store)
     fresh = VoteStore.in_folder(tmp_path / "b")
     fresh.add_pairs(pairs("a", 1), "a", "imported")  # b's pairs were not mirrored
     bad = [{"name": "a"}, "not a record", {**newer[0], "priority": 5000}]
-    assert fresh.restore_pools([*newer, *bad, *older]) == (2, 3)
+    assert restore_pools(fresh, [*newer, *bad, *older]) == (2, 3)
     assert [(p.name, p.priority, p.retired) for p in fresh.pools()] == [("a", 0, False)]
 
 

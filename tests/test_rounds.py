@@ -12,6 +12,7 @@ from conftest import MARKER, run_cli
 from pipeline import datasets as ds
 from pipeline.errors import UserError
 from pipeline.judges import PairwiseJudge, judge_round
+from pipeline.mirror import restore_rounds, restore_votes, round_records
 from pipeline.ratings import Screening
 from pipeline.records import vote_record
 from pipeline.rounds import (
@@ -207,7 +208,7 @@ def test_a_round_vote_mirrored_and_restored_is_still_the_round_s(tmp_path):
     store.record_vote("v1", pair.pair_id, "a_better", "b")
     records = [json.loads(json.dumps(vote_record(v))) for v in store.votes()]
     fresh = VoteStore.in_folder(tmp_path / "b")
-    assert fresh.restore_votes(records) == (1, 0)
+    assert restore_votes(fresh, records) == (1, 0)
     (vote,) = fresh.votes()
     assert (vote.evaluation, vote.model_a, vote.model_b) == ("r1", pair.model_a, pair.model_b)
     (h,) = round_report(fresh, "r1").comparisons
@@ -220,23 +221,23 @@ def test_a_round_mirrored_whole_comes_back_with_its_unvoted_pairs_and_its_servin
     store = VoteStore.in_folder(tmp_path / "a")
     info = _two_model_round(store)
     store.set_pool(info.pool, priority=7)
-    records = json.loads(json.dumps(store.round_records()))
+    records = json.loads(json.dumps(round_records(store)))
     assert [(r["name"], r["priority"], r["retired"]) for r in records] == [("r1", 7, False)]
     fresh = VoteStore.in_folder(tmp_path / "b")
     broken = {**records[0], "name": "r2", "models": "not a list"}
-    assert fresh.restore_rounds([*records, broken, "not a record"]) == (1, 2)
-    assert fresh.restore_rounds(records) == (0, 0)  # once
+    assert restore_rounds(fresh, [*records, broken, "not a record"]) == (1, 2)
+    assert restore_rounds(fresh, records) == (0, 0)  # once
     back = fresh.round_info("r1")
     assert (back.pairs, back.models, back.k) == (info.pairs, info.models, info.k)
     pairs = [(p.idea, p.title_a, p.title_b) for p in fresh.round_pairs(back.round_id)]
     assert pairs == [(p.idea, p.title_a, p.title_b) for p in store.round_pairs(info.round_id)]
     assert [(p.name, p.priority) for p in fresh.pools()] == [("round:r1", 7)]
-    assert fresh.round_records() == records
+    assert round_records(fresh) == records
     # a round that a restored vote alone brought back has no titles to make it from
     store.record_vote("v1", store.round_pairs(info.round_id)[0].pair_id, "a_better", "a")
     from_votes = VoteStore.in_folder(tmp_path / "c")
-    from_votes.restore_votes([vote_record(v) for v in store.votes()])
-    assert [r.name for r in from_votes.rounds()] == ["r1"] and from_votes.round_records() == []
+    restore_votes(from_votes, [vote_record(v) for v in store.votes()])
+    assert [r.name for r in from_votes.rounds()] == ["r1"] and round_records(from_votes) == []
 
 
 # --- models: a run brings its stages ----------------------------------------------------------
