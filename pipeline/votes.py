@@ -752,7 +752,8 @@ class VoteStore:
             for table in ("ideas", "titles", "pairs", "votes")
         }
 
-    def votes(self) -> list[VoteRow]:
+    def votes(self, idea: str | None = None) -> list[VoteRow]:
+        """Every vote, oldest first; or only those on pairs of `idea`."""
         rows = (
             self.connection()
             .execute(
@@ -769,8 +770,10 @@ class VoteStore:
             LEFT JOIN round_pairs rp ON rp.pair_id = p.id AND rp.round_id =
                 (SELECT min(round_id) FROM round_pairs WHERE pair_id = p.id)
             LEFT JOIN rounds r ON r.id = rp.round_id
+            WHERE :idea IS NULL OR i.text = :idea
             ORDER BY v.created_at, v.id
-            """
+            """,
+                {"idea": idea},
             )
             .fetchall()
         )

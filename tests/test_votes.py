@@ -228,6 +228,10 @@ def test_many_threads_many_votes_none_lost_none_doubled(tmp_path):
     assert len({(v.voter, v.pair_id) for v in votes}) == 400
     total = s.connection().execute("SELECT sum(vote_count) FROM pairs").fetchone()[0]
     assert total == 400
+    # one idea's votes (a Leaderboard's idea) are read alone, in the same order
+    idea = votes[-1].idea
+    assert s.votes(idea=idea) == [v for v in votes if v.idea == idea] != votes
+    assert s.votes(idea="no such idea") == []
 
 
 def test_restored_votes_keep_their_ids_once_and_their_meaning(tmp_path):

@@ -108,7 +108,7 @@ class Board:
     def idea_scores(self, idea: str | None):
         if not idea:
             return []
-        boards = leaderboard([v for v in self.store.votes() if v.idea == idea])
+        boards = leaderboard(self.store.votes(idea=idea))
         return [
             [s.title, round(s.score), f"{s.low:.0f}–{s.high:.0f}", f"{s.wins}–{s.losses}–{s.ties}"]
             for board in boards
