@@ -16,7 +16,9 @@ A Space's disk is wiped on restart, so the app mirrors its votes to a dataset re
   restored before the votes, so that their votes count for them again and the pairs nobody
   voted on yet are served again;
 - how each pool is served (its priority, retired or not: `pools/{shard}.json`), set again
-  once the votes are back, the latest record of a pool last.
+  once the votes are back, the latest record of a pool last;
+- the votes their voters took back (`retractions/{shard}.json`): a shard never loses a line,
+  so these are read first and kept out of the restored votes.
 
 `pipeline.mirror` makes the records of iterations, rounds and pools, and puts all of them back
 in that order; this module moves them to and from the Hub.
@@ -64,13 +66,16 @@ vote: `vote_id`, `voter`, `idea`, `title_a`, `title_b`, `choice` (`a_better`, `b
 `seconds_taken`. The app restores them at start-up; `python -m hub push-dataset --votes ...`
 turns them into a preference dataset. `iterations/` holds the on-policy iterations (their
 pairs, the policy that wrote them and what it was trained into) and `rounds/` the evaluation
-rounds (their models and titles), `pools/` how each pool is served; all restored with the
-votes.
+rounds (their models and titles), `pools/` how each pool is served, `retractions/` the votes
+their voters took back (a shard keeps a vote once written: these stay out); all restored with
+the votes.
 """
 ITERATIONS_FOLDER = "iterations"
 ROUNDS_FOLDER = "rounds"
 POOLS_FOLDER = "pools"  # how each pool is served: priority, retired
-RECORD_FOLDERS = (ITERATIONS_FOLDER, ROUNDS_FOLDER, POOLS_FOLDER)  # beside the votes, by shard
+RETRACTIONS_FOLDER = "retractions"  # votes their voters took back (the Vote tab's Undo)
+# beside the votes, by shard
+RECORD_FOLDERS = (ITERATIONS_FOLDER, ROUNDS_FOLDER, POOLS_FOLDER, RETRACTIONS_FOLDER)
 POLICIES_FOLDER = "policies"  # each trained iteration policy's loadable files, by iteration
 POLICY_SUFFIXES = {".json", ".safetensors", ".jinja", ".txt", ".model"}
 
@@ -164,7 +169,7 @@ class VoteMirror:
         policies = self._restore_policies(files)
         iterations = _with_local_policies(kept[ITERATIONS_FOLDER], policies)
         restored = mirror.restore(self.store, iterations, kept[ROUNDS_FOLDER], records,
-                                  kept[POOLS_FOLDER])  # fmt: skip
+                                  kept[POOLS_FOLDER], kept[RETRACTIONS_FOLDER])  # fmt: skip
         added = restored.votes
         if bad or restored.rejected:
             log.warning(
@@ -290,12 +295,13 @@ class VoteMirror:
             )
 
     def _write_changed_records(self) -> dict[str, str]:
-        """Each kind of record (iterations, rounds, pools) that changed since its last upload, as
-        JSON, written to this process's file of it: {folder: the JSON}."""
+        """Each kind of record (iterations, rounds, pools, retractions) that changed since its
+        last upload, as JSON, written to this process's file of it: {folder: the JSON}."""
         now = {
             ITERATIONS_FOLDER: mirror.iteration_records(self.store),
             ROUNDS_FOLDER: mirror.round_records(self.store),
             POOLS_FOLDER: mirror.pool_records(self.store),
+            RETRACTIONS_FOLDER: mirror.retraction_records(self.store),
         }
         changed = {}
         for folder, records in now.items():

@@ -2,7 +2,8 @@
 
 The server remembers which pair it showed and which title it put on the left (`Shown`); the
 client only says left, right, tie or both bad, so it cannot vote on a pair it was not shown
-nor learn which title is which pair side.
+nor learn which title is which pair side. It may take back the vote it just cast (`undo_vote`),
+within UNDO_SECONDS, and vote on that pair again.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from dataclasses import dataclass
 
 from pipeline.errors import UserError
 from pipeline.records import check_voter, joined_flags
-from pipeline.votes import VoteResult, VoteStore
+from pipeline.votes import Retracted, VoteResult, VoteStore
 
 SIDE_CHOICES = ("left", "right", "tie", "both_bad")
 # A vote cast sooner than this after its pair was shown is kept but flagged 'fast': nobody
 # reads an idea and two titles that quickly.
 MIN_READ_SECONDS = 1.0
+# A vote can be taken back this long after it was cast: long enough to notice a slip of the
+# finger, short enough that a dataset pushed since rarely holds it.
+UNDO_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -71,3 +75,12 @@ def vote_on_shown_pair(
     if burst:
         flags.add("burst")
     return store.record_vote(voter, pair_id, choice, shown.shown_left, seconds, joined_flags(flags))
+
+
+def undo_vote(store: VoteStore, voter: str, vote_id: str | None, now: float) -> Retracted:
+    """Take back the vote `vote_id` that this voter's screen cast (the server keeps which,
+    never the client), if it is no older than UNDO_SECONDS; the pair it was on is theirs to
+    vote on again."""
+    if not vote_id:
+        raise UserError("no vote to undo: this page has not voted since it last undid one")
+    return store.retract_vote(check_voter(voter), vote_id, cast_after=now - UNDO_SECONDS)

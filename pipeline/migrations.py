@@ -167,6 +167,23 @@ def m006_iteration_judging(db: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m007_retractions(db: sqlite3.Connection) -> None:
+    db.executescript(
+        """
+        -- votes their voters took back (the Vote tab's Undo), kept so that a vote mirrored
+        -- before it was taken back stays out when the mirror is restored
+        CREATE TABLE retractions (
+            vote_id TEXT PRIMARY KEY,
+            voter TEXT NOT NULL,
+            choice TEXT NOT NULL,       -- what the vote said
+            created_at REAL NOT NULL,   -- when it was cast
+            retracted_at REAL NOT NULL
+        );
+        """
+    )
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply the migrations this database has not had; return their names."""
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")

@@ -1,5 +1,6 @@
 """The vote store as records that stand on their own, and back: what `hub.sync` mirrors to a
-dataset repo and restores when the app starts (iterations, rounds, votes, pools).
+dataset repo and restores when the app starts (iterations, rounds, votes taken back, votes,
+pools).
 
 Every record names what it needs by content (ideas and titles as text, models by label), so a
 store restored from records, empty or not, reads the same results as the store they came from.
@@ -45,6 +46,7 @@ class Restored:
 
     iterations: int
     rounds: int
+    retractions: int
     votes: int
     pools: int
     rejected: int
@@ -56,16 +58,20 @@ def restore(
     rounds: Iterable[Any] = (),
     votes: Iterable[Any] = (),
     pools: Iterable[Any] = (),
+    retractions: Iterable[Any] = (),
 ) -> Restored:
     """Each kind of record put back, in the one order that works: iterations and rounds
-    first, so that a vote on one of their pairs lands in its pool; pools last, once their
-    pairs are back."""
+    first, so that a vote on one of their pairs lands in its pool; the votes taken back
+    before the votes, so that none of them comes back (nor keeps out the vote its voter cast
+    on that pair instead); pools last, once their pairs are back."""
     iterations_added, rejected_iterations = restore_iterations(store, iterations)
     rounds_added, rejected_rounds = restore_rounds(store, rounds)
+    retracted, rejected_retractions = restore_retractions(store, retractions)
     votes_added, rejected_votes = restore_votes(store, votes)
     pools_set, rejected_pools = restore_pools(store, pools)
-    rejected = rejected_iterations + rejected_rounds + rejected_votes + rejected_pools
-    return Restored(iterations_added, rounds_added, votes_added, pools_set, rejected)
+    rejected = (rejected_iterations + rejected_rounds + rejected_retractions + rejected_votes
+                + rejected_pools)  # fmt: skip
+    return Restored(iterations_added, rounds_added, retracted, votes_added, pools_set, rejected)
 
 
 # --- pools ------------------------------------------------------------------------------------
@@ -295,12 +301,52 @@ def _insert_iteration(
 # --- votes ------------------------------------------------------------------------------------
 
 
+def retraction_records(store: VoteStore) -> list[dict[str, Any]]:
+    """Every vote its voter took back (`VoteStore.retract_vote`), with what it said."""
+    rows = store.connection().execute(
+        "SELECT vote_id, voter, choice, created_at, retracted_at FROM retractions"
+        " ORDER BY retracted_at, vote_id"
+    )
+    keys = ("vote_id", "voter", "choice", "created_at", "retracted_at")
+    return [dict(zip(keys, row, strict=True)) for row in rows.fetchall()]
+
+
+def restore_retractions(store: VoteStore, records: Iterable[Any]) -> tuple[int, int]:
+    """Keep the retractions `retraction_records` saved, and take their votes out of the store
+    where they are in it (a restart on a disk that kept them, before they were mirrored as
+    taken back). Returns (retractions new here, records left out)."""
+    checked, rejected = [], 0
+    for r in records:
+        try:
+            vote_id, voter = r["vote_id"], r["voter"]
+            if not (isinstance(vote_id, str) and isinstance(voter, str) and vote_id and voter):
+                raise TypeError("a retraction names its vote and voter")
+            when = (float(r["created_at"]), float(r["retracted_at"]))
+            checked.append((vote_id, voter, str(r["choice"]), *when))
+        except (TypeError, KeyError, ValueError):
+            rejected += 1
+    return store.write(lambda db: _insert_retractions(db, checked)), rejected
+
+
+def _insert_retractions(db: sqlite3.Connection, checked: list[tuple]) -> int:
+    added = 0
+    for row in checked:
+        vote_id = row[0]
+        added += db.execute("INSERT OR IGNORE INTO retractions VALUES (?, ?, ?, ?, ?)",
+                            row).rowcount  # fmt: skip
+        held = db.execute("SELECT pair_id FROM votes WHERE id = ?", (vote_id,)).fetchone()
+        if held:
+            db.execute("DELETE FROM votes WHERE id = ?", (vote_id,))
+            db.execute("UPDATE pairs SET vote_count = vote_count - 1 WHERE id = ?", held)
+    return added
+
+
 def restore_votes(store: VoteStore, records: Iterable[Any]) -> tuple[int, int]:
     """Put back votes saved by `records.vote_record`, each under its own id; ones already here
-    (same id, or same voter and pair) are skipped. Pairs and titles missing from the store are
-    added (pool 'restored'); a round's vote brings back its round (the models it names) and
-    the pair's place in it, so that it stays out of training data. Returns (votes added,
-    records left out), in one transaction."""
+    (same id, or same voter and pair) or taken back by their voter are skipped. Pairs and
+    titles missing from the store are added (pool 'restored'); a round's vote brings back its
+    round (the models it names) and the pair's place in it, so that it stays out of training
+    data. Returns (votes added, records left out), in one transaction."""
     checked, rejected = [], 0
     for record in records:
         try:
@@ -312,7 +358,10 @@ def restore_votes(store: VoteStore, records: Iterable[Any]) -> tuple[int, int]:
 
 def _insert_votes(db: sqlite3.Connection, checked: list[dict[str, Any]]) -> int:
     now, added = time.time(), 0
+    retracted = {row[0] for row in db.execute("SELECT vote_id FROM retractions")}
     for r in checked:
+        if r["vote_id"] in retracted:
+            continue
         idea_id = upsert_idea(db, r["idea"], now)
         a = upsert_title(db, idea_id, r["title_a"], "restored", None, now)
         b = upsert_title(db, idea_id, r["title_b"], "restored", None, now)

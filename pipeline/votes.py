@@ -171,6 +171,14 @@ class VoteResult:
     vote_id: str | None
 
 
+@dataclass(frozen=True)
+class Retracted:
+    """A vote its voter took back: the pair it was on, and the side shown on the left."""
+
+    pair_id: int
+    shown_left: str
+
+
 # --- the store -------------------------------------------------------------------------------
 
 
@@ -517,20 +525,26 @@ class VoteStore:
         ).fetchone()
         if picked is None:
             return None
-        pair_id = picked[0]
-        idea, a, b = db.execute(
-            """
+        return self.pair_view(picked[0], "a" if rng.random() < 0.5 else "b")
+
+    def pair_view(self, pair_id: int, shown_left: str) -> PairView:
+        """The pair as a voter sees it, its title `shown_left` ('a' or 'b') on the left."""
+        idea, a, b = (
+            self.connection()
+            .execute(
+                """
             SELECT i.text, ta.text, tb.text FROM pairs p
             JOIN ideas i ON i.id = p.idea_id
             JOIN titles ta ON ta.id = p.title_a
             JOIN titles tb ON tb.id = p.title_b
             WHERE p.id = ?
             """,
-            (pair_id,),
-        ).fetchone()
-        if rng.random() < 0.5:
-            return PairView(pair_id, idea, a, b, "a")
-        return PairView(pair_id, idea, b, a, "b")
+                (pair_id,),
+            )
+            .fetchone()
+        )
+        return PairView(pair_id, idea, a, b, "a") if shown_left == "a" else (
+            PairView(pair_id, idea, b, a, "b"))  # fmt: skip
 
     def record_vote(
         self,
@@ -566,6 +580,33 @@ class VoteStore:
             return VoteResult(True, vote_id)
 
         return self.write(insert)
+
+    def retract_vote(self, voter: str, vote_id: str, cast_after: float) -> Retracted:
+        """Take back `voter`'s vote `vote_id` if it was cast after `cast_after`: the vote goes,
+        its pair counts one vote fewer and is open to the voter again, and the retraction is
+        kept (the mirror restores without it). A UserError says why not, and changes nothing."""
+        voter = check_voter(voter)
+
+        def retract(db: sqlite3.Connection) -> Retracted:
+            row = db.execute(
+                "SELECT pair_id, choice, shown_left, created_at FROM votes"
+                " WHERE id = ? AND voter = ?",
+                (vote_id, voter),
+            ).fetchone()
+            if row is None:
+                raise UserError("that vote is not yours to undo, or was undone already")
+            pair_id, choice, shown_left, created_at = row
+            if created_at <= cast_after:
+                raise UserError("that vote is too old to undo")
+            db.execute("DELETE FROM votes WHERE id = ?", (vote_id,))
+            db.execute("UPDATE pairs SET vote_count = vote_count - 1 WHERE id = ?", (pair_id,))
+            db.execute(
+                "INSERT INTO retractions VALUES (?, ?, ?, ?, ?)",
+                (vote_id, voter, choice, created_at, time.time()),
+            )
+            return Retracted(pair_id, shown_left)
+
+        return self.write(retract)
 
     def add_gold_pair(self, idea: str, better: str, worse: str, pool: str = "gold") -> int:
         """A check with a known answer (say a good title against a deliberately broken one):

@@ -130,6 +130,24 @@ def test_a_voter_sees_a_pair_votes_and_moves_on(client):
     assert message.startswith("Already voted")
 
 
+def test_a_voter_undoes_a_slip_and_votes_on_that_pair_again(app_url):
+    c = _client(app_url)
+    voter, idea, left, right, pair_id, _ = c.predict(None, api_name="/start")
+    *_, next_id, progress = c.predict(voter, pair_id, api_name="/vote_left")
+    assert next_id != pair_id and "voted on **1** pair " in progress
+    # the page that cast it undoes it; another tab of the same voter cast nothing to undo
+    with pytest.raises(Exception, match="no vote to undo"):
+        _client(app_url).predict(voter, api_name="/undo_vote")
+    *shown, progress = c.predict(voter, api_name="/undo_vote")
+    assert shown == [idea, left, right, pair_id]  # the same pair, its titles where they were
+    assert "Vote undone" in progress and "voted on **0** pairs" in progress
+    with pytest.raises(Exception, match="no vote to undo"):
+        c.predict(voter, api_name="/undo_vote")  # one step back, not a history
+    *_, progress = c.predict(voter, pair_id, api_name="/vote_right")
+    assert "Vote saved" in progress and "voted on **1** pair " in progress
+    assert c.predict(voter, pair_id, api_name="/vote_left")[-1].startswith("Already voted")
+
+
 @pytest.mark.parametrize("voter", ["", "x" * 200, "a b", "v-0123456789abcdef", "v-0.AAAA", 12345,
                                    ["v-0.AAAA"], {"id": "v-0"}])  # fmt: skip
 def test_voter_ids_the_app_did_not_issue_are_refused(client, voter):

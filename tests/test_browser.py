@@ -106,6 +106,41 @@ def test_titles_are_shown_as_text_not_html(browser, tiny_model_dir, tmp_path):
         stop_app(process)
 
 
+def test_the_last_pairs_vote_is_undone_by_its_key_and_cast_again(browser, tiny_model_dir, tmp_path):
+    """With nothing left to judge the vote buttons are off, but Undo stays on: the slip may
+    have been on the last pair."""
+    from pipeline.pairs import Pair
+
+    data = tmp_path / "data"
+    VoteStore.in_folder(data).add_pairs([Pair("one idea", "First title", "Second title")], "t", "t")
+    process, url = start_app(
+        "--model", str(tiny_model_dir), "--data", str(data), log_path=tmp_path / "app.log"
+    )
+    enabled = "(id) => !document.getElementById(id).disabled"
+    try:
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(url)
+        page.get_by_text("voted on 0 pairs").wait_for()
+        page.wait_for_function(enabled, arg="vote-left")
+        left = page.get_by_label("Title A").input_value()
+        page.locator("body").click(position={"x": 5, "y": 5})
+        page.keyboard.press("a")
+        page.get_by_text("Nothing left to judge").wait_for()
+        page.wait_for_function(enabled, arg="vote-undo")
+        assert not page.evaluate(enabled, "vote-left") and not page.evaluate(enabled, "vote-skip")
+        page.keyboard.press("u")
+        page.get_by_text("Vote undone").wait_for()
+        assert "voted on 0 pairs" in page.locator("#vote-progress").inner_text()
+        assert page.get_by_label("Title A").input_value() == left  # where it was
+        page.wait_for_function(enabled, arg="vote-right")
+        page.keyboard.press("b")
+        page.get_by_text("Nothing left to judge").wait_for()
+        [vote] = VoteStore.open_existing(data).votes()
+        assert ("b_better" if left == vote.title_a else "a_better") == vote.choice
+    finally:
+        stop_app(process)
+
+
 def test_a_button_names_its_key_only_where_there_is_a_keyboard(browser, tiny_model_dir, tmp_path):
     """ "A is better  [A]" on a phone named a key nobody can press there."""
     process, url = start_app(
@@ -121,7 +156,7 @@ def test_a_button_names_its_key_only_where_there_is_a_keyboard(browser, tiny_mod
         for page in (desktop, phone):
             page.goto(url)
             page.locator("#vote-left").wait_for()
-        keys = {"left": "A", "right": "B", "tie": "T", "both_bad": "X", "skip": "S"}
+        keys = {"left": "A", "right": "B", "tie": "T", "both_bad": "X", "skip": "S", "undo": "U"}
         for side, key in keys.items():
             assert desktop.evaluate(hint.format(side)) == f'"  [{key}]"', side
             assert phone.evaluate(hint.format(side)) == "none", side

@@ -266,6 +266,44 @@ def test_votes_come_back_after_a_restart_with_an_empty_disk(hub, tmp_path):
     assert len(shard_lines(hub)) == 2  # the third process had nothing new to mirror
 
 
+def test_a_vote_undone_after_it_was_mirrored_stays_out_after_a_restart(hub, tmp_path):
+    """A shard never loses a line: the vote taken back goes up as a retraction, and an empty
+    disk restores the vote cast instead of it, not the slip."""
+    often = {"TITLE_DPO_VOTES_REPO": VOTES_REPO, "TITLE_DPO_SYNC_MINUTES": "0.02",
+             "TITLE_DPO_SECRET": "a-space-secret-of-32-characters!"}  # fmt: skip
+    process, url = launch(hub, tmp_path, tmp_path / "disk-1", **often)
+    try:
+        c = Client(url, verbose=False)
+        voter, *_, pair_id, _ = c.predict(None, api_name="/start")
+        c.predict(voter, pair_id, api_name="/vote_left")
+        wait_for(lambda: sum(len(v) for v in shard_lines(hub).values()) == 1)
+        *_, shown_again, _ = c.predict(voter, api_name="/undo_vote")
+        assert shown_again == pair_id
+        c.predict(voter, pair_id, api_name="/vote_tie")
+        wait_for(lambda: sum(len(v) for v in shard_lines(hub).values()) == 2)
+        wait_for(
+            lambda: any(p.startswith("retractions/") for p in hub.repo_files("dataset", VOTES_REPO))
+        )
+    finally:
+        stop_app(process)
+    [slip, instead] = [r for lines in shard_lines(hub).values() for r in lines]
+    assert slip["choice"] != "tie" and instead["choice"] == "tie"
+
+    process, url = launch(hub, tmp_path, tmp_path / "disk-2", **often)
+    try:
+        c = Client(url, verbose=False)
+        _, sync_line = c.predict(api_name="/hub_status")
+        assert "1 restored at start-up" in sync_line
+        *_, progress = c.predict(voter, api_name="/start")
+        assert "voted on **1** pair " in progress
+    finally:
+        stop_app(process)
+    from pipeline.votes import VoteStore
+
+    [vote] = VoteStore.in_folder(tmp_path / "disk-2").votes()
+    assert (vote.vote_id, vote.choice) == (instead["vote_id"], "tie")
+
+
 def test_a_mirror_that_cannot_work_yet_never_stops_the_app(hub, tmp_path):
     often = {"TITLE_DPO_VOTES_REPO": VOTES_REPO, "TITLE_DPO_SYNC_MINUTES": "0.02"}
     # No token: the app serves and says why the votes are not mirrored.

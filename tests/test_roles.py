@@ -22,7 +22,7 @@ from ui.guard import Guard
 PASSWORD = "correct horse battery staple"
 # Endpoints a voter may call; every other endpoint the app exposes must refuse a voter.
 VOTER_ENDPOINTS = {
-    "/start", "/vote_left", "/vote_right", "/vote_tie", "/vote_both_bad", "/skip",
+    "/start", "/vote_left", "/vote_right", "/vote_tie", "/vote_both_bad", "/skip", "/undo_vote",
     "/leaderboard", "/idea_scores", "/my_role", "/model_status", "/owner_sign_in",
     "/owner_sign_out",  # it only ever takes the owner's role away, from the caller's own page
     *(f"/{name}" for name in Guard.HARMLESS),  # Gradio's own page-only events

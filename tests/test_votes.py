@@ -1,5 +1,6 @@
 """The vote store on real temporary SQLite databases."""
 
+import json
 import random
 import sqlite3
 import threading
@@ -7,13 +8,13 @@ import time
 
 import pytest
 
-from pipeline.ballot import Shown, side_to_choice, vote_on_shown_pair
+from pipeline.ballot import UNDO_SECONDS, Shown, side_to_choice, undo_vote, vote_on_shown_pair
 from pipeline.errors import UserError
 from pipeline.migrations import MIGRATIONS, migrate
-from pipeline.mirror import restore_votes
+from pipeline.mirror import restore, restore_votes, retraction_records
 from pipeline.pairs import Pair, write_pairs_csv
 from pipeline.records import vote_record
-from pipeline.votes import VoteStore
+from pipeline.votes import PairView, VoteStore
 
 IDEA = "multimodal rag"
 
@@ -31,7 +32,8 @@ def test_migrations_apply_once_and_are_recorded(tmp_path):
     assert migrate(db) == []
     names = [r[0] for r in db.execute("SELECT name FROM _migrations")]
     assert names == ["m001_initial", "m002_flags_and_gold", "m003_evaluation_rounds",
-                     "m004_pool_settings", "m005_iterations", "m006_iteration_judging"]  # fmt: skip
+                     "m004_pool_settings", "m005_iterations", "m006_iteration_judging",
+                     "m007_retractions"]  # fmt: skip
 
 
 def test_a_database_from_before_flags_upgrades_with_its_votes(tmp_path):
@@ -201,6 +203,65 @@ def test_only_the_pair_on_screen_can_be_voted_on(store):
     assert len(store.votes()) == 1
     with pytest.raises(UserError, match="unknown pair id"):
         vote_on_shown_pair(store, "gina", 42, "left", moved_on, now)
+
+
+def test_a_voter_takes_back_the_vote_they_just_cast_and_votes_again(store):
+    """Undo: only the voter's own vote, only while it is fresh, once; the pair is theirs to
+    vote on again, and its vote count and the voter's progress go back."""
+    now = time.time()
+    cast = vote_on_shown_pair(store, "hana", 2, "left", Shown(2, "b", now - 3), now)
+    assert store.voter_progress("hana") == (1, 2)
+    with pytest.raises(UserError, match="not yours"):
+        undo_vote(store, "ivan", cast.vote_id, now)  # someone else's vote
+    with pytest.raises(UserError, match="too old"):
+        undo_vote(store, "hana", cast.vote_id, now + UNDO_SECONDS + 1)
+    with pytest.raises(UserError, match="no vote to undo"):
+        undo_vote(store, "hana", None, now)
+    assert len(store.votes()) == 1  # the refusals changed nothing
+
+    taken_back = undo_vote(store, "hana", cast.vote_id, now + 5)
+    assert (taken_back.pair_id, taken_back.shown_left) == (2, "b")
+    assert store.pair_view(2, "b") == PairView(2, IDEA, "C", "A", "b")  # as it was shown
+    assert store.votes() == [] and store.voter_progress("hana") == (0, 3)
+    assert store.connection().execute("SELECT vote_count FROM pairs WHERE id=2").fetchone() == (0,)
+    with pytest.raises(UserError, match="undone already"):
+        undo_vote(store, "hana", cast.vote_id, now + 6)
+    again = vote_on_shown_pair(store, "hana", 2, "right", Shown(2, "b", now + 6), now + 9)
+    assert again.recorded
+    assert [(v.pair_id, v.choice) for v in store.votes()] == [(2, "a_better")]
+
+
+def test_a_vote_taken_back_stays_out_of_a_restored_store(tmp_path):
+    """The mirror keeps every vote it was sent; the retractions beside them keep a vote taken
+    back out of a restore, and leave in the vote its voter cast on that pair instead."""
+    store = VoteStore.in_folder(tmp_path / "here")
+    store.add_pairs([Pair(IDEA, "A", "B"), Pair(IDEA, "A", "C")], "test", "test")
+    now = time.time()
+    slip = vote_on_shown_pair(store, "jo", 1, "left", Shown(1, "a", now - 3), now)
+    mirrored = [vote_record(v) for v in store.votes()]  # synced before the undo
+    undo_vote(store, "jo", slip.vote_id, now + 1)
+    vote_on_shown_pair(store, "jo", 1, "right", Shown(1, "a", now + 1), now + 4)
+    vote_on_shown_pair(store, "kim", 1, "left", Shown(1, "b", now), now + 3)
+    mirrored += [vote_record(v) for v in store.votes()]
+    retractions = json.loads(json.dumps(retraction_records(store)))
+    assert [(r["vote_id"], r["voter"], r["choice"]) for r in retractions] == [
+        (slip.vote_id, "jo", "a_better")
+    ]
+
+    def kept(s: VoteStore) -> list[tuple[str, str]]:
+        return sorted((v.voter, v.choice) for v in s.votes())
+
+    empty = VoteStore.in_folder(tmp_path / "empty")
+    restored = restore(empty, votes=mirrored, retractions=[*retractions, {"vote_id": 3}])
+    assert (restored.retractions, restored.votes, restored.rejected) == (1, 2, 1)
+    assert kept(empty) == [("jo", "b_better"), ("kim", "b_better")] == kept(store)
+    # a disk that kept the slip (restarted before its undo was mirrored) loses it
+    behind = VoteStore.in_folder(tmp_path / "behind")
+    restore_votes(behind, mirrored[:1])
+    assert restore(behind, votes=mirrored, retractions=retractions).retractions == 1
+    assert kept(behind) == kept(store)
+    assert behind.connection().execute("SELECT sum(vote_count) FROM pairs").fetchone() == (2,)
+    assert restore(behind, votes=mirrored, retractions=retractions).retractions == 0  # once
 
 
 def test_many_threads_many_votes_none_lost_none_doubled(tmp_path):

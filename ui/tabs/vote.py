@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import gradio as gr
 
 from pipeline.access import VOTER, Caller, Refused
-from pipeline.ballot import Shown, vote_on_shown_pair
+from pipeline.ballot import Shown, undo_vote, vote_on_shown_pair
 from pipeline.errors import UserError
+from pipeline.votes import PairView
 from pipeline.wording import counted
 from ui.context import Context, TabParts, Wiring
 
@@ -25,7 +26,7 @@ VOTE_BUTTONS = [
     ("tie", "Tie"),
     ("both_bad", "Both bad"),
 ]
-KEYS = {"left": "A", "right": "B", "tie": "T", "both_bad": "X", "skip": "S"}
+KEYS = {"left": "A", "right": "B", "tie": "T", "both_bad": "X", "skip": "S", "undo": "U"}
 # A button names its key only where there is a keyboard to press it on: a phone (no hover, a
 # coarse pointer) shows the bare words.
 KEY_HINTS_CSS = "\n".join(
@@ -41,7 +42,8 @@ document.addEventListener("keydown", (event) => {
   if (event.ctrlKey || event.metaKey || event.altKey) return;
   const typing = target && ["INPUT", "TEXTAREA"].includes(target.tagName) && !target.readOnly;
   if (typing) return;
-  const ids = {a: "vote-left", b: "vote-right", t: "vote-tie", x: "vote-both_bad", s: "vote-skip"};
+  const ids = {a: "vote-left", b: "vote-right", t: "vote-tie", x: "vote-both_bad", s: "vote-skip",
+               u: "vote-undo"};
   const id = ids[event.key.toLowerCase()];
   const button = id && document.getElementById(id);
   if (button && !button.disabled) { event.preventDefault(); button.click(); }
@@ -53,10 +55,12 @@ LOCK_BUTTONS_JS = """(...args) => {
   document.querySelectorAll("#vote-buttons button").forEach((b) => (b.disabled = true));
   return args;
 }"""
+# With nothing left to judge, only Undo stays on: the last pair's vote may have been a slip.
 UNLOCK_BUTTONS_JS = """() => {
   const progress = document.getElementById("vote-progress");
-  if (progress && progress.innerText.includes("Nothing left")) return;
-  document.querySelectorAll("#vote-buttons button").forEach((b) => (b.disabled = false));
+  const over = progress && progress.innerText.includes("Nothing left");
+  document.querySelectorAll("#vote-buttons button").forEach(
+    (b) => (b.disabled = over && b.id !== "vote-undo"));
 }"""
 
 
@@ -83,8 +87,10 @@ class Screen:
     pair_id: gr.Number
     buttons: dict[str, gr.Button]
     skip: gr.Button
+    undo: gr.Button
     progress: gr.Markdown
-    shown: gr.State  # {"pair_id", "shown_left", "shown_at", "skipped"}: server side only
+    # {"pair_id", "shown_left", "shown_at", "skipped", "last_vote"}: server side only
+    shown: gr.State
 
     @property
     def outputs(self) -> list:
@@ -93,7 +99,7 @@ class Screen:
 
     @property
     def all_buttons(self) -> list[gr.Button]:
-        return [*self.buttons.values(), self.skip]
+        return [*self.buttons.values(), self.skip, self.undo]
 
 
 def layout() -> Screen:
@@ -109,15 +115,19 @@ def layout() -> Screen:
         left = gr.Textbox(label="Title A", interactive=False, lines=2)
         right = gr.Textbox(label="Title B", interactive=False, lines=2)
     pair_id = gr.Number(visible=False, precision=0)
-    with gr.Row(elem_id="vote-buttons"):
-        buttons = {
-            side: gr.Button(label, elem_id=f"vote-{side}", interactive=False)
-            for side, label in VOTE_BUTTONS
-        }
-        skip = gr.Button("Skip", elem_id="vote-skip", variant="secondary", interactive=False)
+    with gr.Column(elem_id="vote-buttons"):  # every button here is locked while a vote goes
+        with gr.Row():
+            buttons = {
+                side: gr.Button(label, elem_id=f"vote-{side}", interactive=False)
+                for side, label in VOTE_BUTTONS
+            }
+            skip = gr.Button("Skip", elem_id="vote-skip", variant="secondary", interactive=False)
+        with gr.Row():  # small: a way back from a slip, not a choice beside the others
+            undo = gr.Button("Undo my last vote", elem_id="vote-undo", variant="secondary",
+                             size="sm", scale=0, min_width=200, interactive=False)  # fmt: skip
     progress = gr.Markdown(elem_id="vote-progress")
     shown = gr.State(None)
-    return Screen(voter, idea, left, right, pair_id, buttons, skip, progress, shown)
+    return Screen(voter, idea, left, right, pair_id, buttons, skip, undo, progress, shown)
 
 
 class Ballot:
@@ -132,21 +142,37 @@ class Ballot:
         return {s.idea: "", s.left: "", s.right: "", s.pair_id: None, s.shown: None,
                 s.progress: message}  # fmt: skip
 
-    def show_next(self, voter_id: str, skipped: list[int], message: str = "") -> dict:
-        s, store = self.screen, self.store
-        view = store.next_pair(voter_id, skip=skipped)
-        done, remaining = store.voter_progress(voter_id)
+    def show_next(
+        self, voter_id: str, skipped: list[int], message: str = "", last_vote: str | None = None
+    ) -> dict:
+        """The voter's next pair; `last_vote`: the vote this page may still undo."""
+        view = self.store.next_pair(voter_id, skip=skipped)
+        return self.show(voter_id, view, skipped, message, last_vote)
+
+    def show(
+        self,
+        voter_id: str,
+        view: PairView | None,
+        skipped: list[int],
+        message: str,
+        last_vote: str | None,
+    ) -> dict:
+        s = self.screen
+        done, remaining = self.store.voter_progress(voter_id)
         counter = (
             f"You have voted on {counted(done, 'pair', bold=True)} · "
             f"**{remaining - len(skipped)}** left for you"
         )
         if view is None:
-            return self.blank(f"{message} {counter}. Nothing left to judge: thank you!".strip())
+            over = self.blank(f"{message} {counter}. Nothing left to judge: thank you!".strip())
+            undoable = {"pair_id": None, "skipped": skipped, "last_vote": last_vote}
+            return {**over, s.shown: undoable if last_vote else None}
         state = {
             "pair_id": view.pair_id,
             "shown_left": view.shown_left,
             "shown_at": time.time(),
             "skipped": skipped,
+            "last_vote": last_vote,
         }
         return {
             s.idea: view.idea,
@@ -177,8 +203,11 @@ class Ballot:
         def vote(token: str, seen_pair: float | None, state: dict | None, *, caller: Caller):
             voter = keeper.voter_of(caller, token)
             keeper.admit_vote(caller, voter.id)
+            on_screen = state and state.get("pair_id") is not None
             current = (
-                Shown(state["pair_id"], state["shown_left"], state["shown_at"]) if state else None
+                Shown(state["pair_id"], state["shown_left"], state["shown_at"])
+                if on_screen
+                else None
             )
             seen = shown_pair_id(seen_pair)
             result = vote_on_shown_pair(
@@ -186,16 +215,26 @@ class Ballot:
             )
             if not result.recorded:
                 return {progress: "Already voted on that pair: your first vote stands."}
-            return self.show_next(voter.id, (state or {}).get("skipped", []), "Vote saved.")
+            skipped = (state or {}).get("skipped", [])
+            return self.show_next(voter.id, skipped, "Vote saved.", last_vote=result.vote_id)
 
         return vote
 
     def skip_pair(self, token: str, state: dict | None, *, caller: Caller) -> dict:
         voter_id = self.keeper.voter_of(caller, token).id
         skipped = list((state or {}).get("skipped", []))
-        if state:
+        if state and state.get("pair_id") is not None:
             skipped.append(state["pair_id"])
-        return self.show_next(voter_id, skipped, "Skipped.")
+        return self.show_next(voter_id, skipped, "Skipped.", (state or {}).get("last_vote"))
+
+    def undo(self, token: str, state: dict | None, *, caller: Caller) -> dict:
+        """Take back the vote this page cast last and show its pair again, sides as before."""
+        voter_id = self.keeper.voter_of(caller, token).id
+        state = state or {}
+        retracted = undo_vote(self.store, voter_id, state.get("last_vote"), time.time())
+        view = self.store.pair_view(retracted.pair_id, retracted.shown_left)
+        skipped = [p for p in state.get("skipped", []) if p != retracted.pair_id]
+        return self.show(voter_id, view, skipped, "Vote undone: vote on this pair again.", None)
 
 
 def build(ctx: Context) -> TabParts:
@@ -222,6 +261,14 @@ def build(ctx: Context) -> TabParts:
         [screen.voter, screen.shown],
         screen.outputs,
         api_name="skip",
+        js=LOCK_BUTTONS_JS,
+        **hot_path,
+    ).then(None, js=UNLOCK_BUTTONS_JS)
+    screen.undo.click(
+        guard(VOTER, ballot.undo),
+        [screen.voter, screen.shown],
+        screen.outputs,
+        api_name="undo_vote",
         js=LOCK_BUTTONS_JS,
         **hot_path,
     ).then(None, js=UNLOCK_BUTTONS_JS)
