@@ -107,8 +107,8 @@ def test_titles_are_shown_as_text_not_html(browser, tiny_model_dir, tmp_path):
 
 
 def test_the_last_pairs_vote_is_undone_by_its_key_and_cast_again(browser, tiny_model_dir, tmp_path):
-    """With nothing left to judge the vote buttons are off, but Undo stays on: the slip may
-    have been on the last pair."""
+    """Undo is on once the page has voted. With nothing left to judge the vote buttons are
+    off, but Undo stays on: the slip may have been on the last pair."""
     from pipeline.pairs import Pair
 
     data = tmp_path / "data"
@@ -122,6 +122,7 @@ def test_the_last_pairs_vote_is_undone_by_its_key_and_cast_again(browser, tiny_m
         page.goto(url)
         page.get_by_text("voted on 0 pairs").wait_for()
         page.wait_for_function(enabled, arg="vote-left")
+        assert not page.evaluate(enabled, "vote-undo")  # nothing to undo yet
         left = page.get_by_label("Title A").input_value()
         page.locator("body").click(position={"x": 5, "y": 5})
         page.keyboard.press("a")
@@ -133,6 +134,7 @@ def test_the_last_pairs_vote_is_undone_by_its_key_and_cast_again(browser, tiny_m
         assert "voted on 0 pairs" in page.locator("#vote-progress").inner_text()
         assert page.get_by_label("Title A").input_value() == left  # where it was
         page.wait_for_function(enabled, arg="vote-right")
+        assert not page.evaluate(enabled, "vote-undo")  # one step back, not a history
         page.keyboard.press("b")
         page.get_by_text("Nothing left to judge").wait_for()
         [vote] = VoteStore.open_existing(data).votes()

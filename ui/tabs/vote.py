@@ -55,13 +55,19 @@ LOCK_BUTTONS_JS = """(...args) => {
   document.querySelectorAll("#vote-buttons button").forEach((b) => (b.disabled = true));
   return args;
 }"""
-# With nothing left to judge, only Undo stays on: the last pair's vote may have been a slip.
-UNLOCK_BUTTONS_JS = """() => {
+
+
+def unlock_buttons_js(undo: bool) -> str:
+    """The buttons on again once an event is back; Undo too if `undo` (after a vote or a skip:
+    there is a vote to take back; not after an undo). With nothing left to judge only Undo
+    stays on: the last pair's vote may have been a slip."""
+    return """() => {
   const progress = document.getElementById("vote-progress");
   const over = progress && progress.innerText.includes("Nothing left");
-  document.querySelectorAll("#vote-buttons button").forEach(
-    (b) => (b.disabled = over && b.id !== "vote-undo"));
-}"""
+  document.querySelectorAll("#vote-buttons button").forEach((b) => {
+    b.disabled = b.id === "vote-undo" ? !UNDO : over;
+  });
+}""".replace("UNDO", "true" if undo else "false")
 
 
 def shown_pair_id(value: object) -> int:
@@ -193,9 +199,10 @@ class Ballot:
             return {s.voter: token, **self.blank(str(exc)),
                     **{b: gr.update(interactive=False) for b in s.all_buttons}}  # fmt: skip
         screen_now = self.show_next(voter_id, [])
-        enabled = screen_now[s.shown] is not None
+        enabled = screen_now[s.shown] is not None  # Undo waits for this page's first vote
         return {s.voter: token, **screen_now,
-                **{b: gr.update(interactive=enabled) for b in s.all_buttons}}  # fmt: skip
+                **{b: gr.update(interactive=enabled and b is not s.undo)
+                   for b in s.all_buttons}}  # fmt: skip
 
     def vote_for(self, side: str) -> Callable:
         keeper, store, progress = self.keeper, self.store, self.screen.progress
@@ -255,7 +262,7 @@ def build(ctx: Context) -> TabParts:
             api_name=f"vote_{side}",
             js=LOCK_BUTTONS_JS,
             **hot_path,
-        ).then(None, js=UNLOCK_BUTTONS_JS)
+        ).then(None, js=unlock_buttons_js(undo=True))
     screen.skip.click(
         guard(VOTER, ballot.skip_pair),
         [screen.voter, screen.shown],
@@ -263,7 +270,7 @@ def build(ctx: Context) -> TabParts:
         api_name="skip",
         js=LOCK_BUTTONS_JS,
         **hot_path,
-    ).then(None, js=UNLOCK_BUTTONS_JS)
+    ).then(None, js=unlock_buttons_js(undo=True))
     screen.undo.click(
         guard(VOTER, ballot.undo),
         [screen.voter, screen.shown],
@@ -271,7 +278,7 @@ def build(ctx: Context) -> TabParts:
         api_name="undo_vote",
         js=LOCK_BUTTONS_JS,
         **hot_path,
-    ).then(None, js=UNLOCK_BUTTONS_JS)
+    ).then(None, js=unlock_buttons_js(undo=False))
     outputs = [screen.voter, *screen.outputs, *screen.all_buttons]
     start = Wiring(guard(VOTER, ballot.start), outputs, inputs=[screen.voter], api_name="start")
     return TabParts(on_load=start)
