@@ -608,6 +608,11 @@ class VoteStore:
 
         return self.write(retract)
 
+    def undone_votes(self) -> dict[str, int]:
+        """How many votes each voter took back (only voters who took any back)."""
+        rows = self.connection().execute("SELECT voter, count(*) FROM retractions GROUP BY voter")
+        return dict(rows.fetchall())
+
     def add_gold_pair(self, idea: str, better: str, worse: str, pool: str = "gold") -> int:
         """A check with a known answer (say a good title against a deliberately broken one):
         voters see it like any pair, and their accuracy on such pairs is kept. An existing

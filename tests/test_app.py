@@ -146,6 +146,10 @@ def test_a_voter_undoes_a_slip_and_votes_on_that_pair_again(app_url):
     *_, progress = c.predict(voter, pair_id, api_name="/vote_right")
     assert "Vote saved" in progress and "voted on **1** pair " in progress
     assert c.predict(voter, pair_id, api_name="/vote_left")[-1].startswith("Already voted")
+    # the owner (this machine, no password set) sees who undid how many
+    table = c.predict(api_name="/voter_quality")
+    rows = {row[0]: dict(zip(table["headers"], row, strict=True)) for row in table["data"]}
+    assert (rows[voter.split(".")[0]]["Votes"], rows[voter.split(".")[0]]["Undone"]) == (1, 1)
 
 
 @pytest.mark.parametrize("voter", ["", "x" * 200, "a b", "v-0123456789abcdef", "v-0.AAAA", 12345,

@@ -43,13 +43,22 @@ def build(ctx: Context) -> TabParts:
         gr.Markdown(
             "Per voter: votes, votes flagged as too fast to have read the titles, whether the "
             "voter's id was minted in a burst from one address (a script, or a classroom "
-            "behind one router: look before leaving them out), and accuracy on gold pairs. "
+            "behind one router: look before leaving them out), accuracy on gold pairs, and "
+            "votes the voter undid (a slip now and then; many is worth a look). "
             "`--drop-fast`, `--drop-burst` and `--min-gold-accuracy` (and the same switches "
             "on the Train and Hub tabs) leave them out of a dataset."
         )
         voters_table = gr.Dataframe(
-            headers=["Voter", "Votes", "Too fast", "Burst", "Gold pairs voted", "Gold accuracy"],
-            datatype=["str", "number", "number", "str", "number", "str"],
+            headers=[
+                "Voter",
+                "Votes",
+                "Too fast",
+                "Burst",
+                "Gold pairs voted",
+                "Gold accuracy",
+                "Undone",
+            ],
+            datatype=["str", "number", "number", "str", "number", "str", "number"],
             interactive=False,
         )
         refresh_voters = gr.Button("Refresh the voters")
@@ -77,6 +86,7 @@ class Board:
         self.store = store
 
     def voters(self) -> list[list]:
+        undone = self.store.undone_votes()
         return [
             [
                 s.voter,
@@ -85,6 +95,7 @@ class Board:
                 "burst" if s.burst else "",
                 s.gold_votes,
                 "n/a" if s.gold_accuracy is None else f"{s.gold_accuracy:.0%}",
+                undone.get(s.voter, 0),
             ]
             for s in voter_stats(self.store.votes())
         ]
