@@ -365,8 +365,8 @@ def test_an_iteration_comes_back_after_a_restart_with_its_pairs_and_votes(
         training = ["DPO from the model itself (iterative DPO)", 1, False, False, 1]
         training += [False, 0, False]
         ideas = "mirrored idea one\nmirrored idea two\nmirrored idea three"
-        owner.predict(str(tiny_model_dir), "Typed below, one per line", ideas, None, 4, 1,
-                      "mirrored", 16, True, *training, api_name="/iteration_start")  # fmt: skip
+        owner.predict(str(tiny_model_dir), "Typed below, one per line", ideas, None, 4, 0.7,
+                      1, "mirrored", 16, True, *training, api_name="/iteration_start")  # fmt: skip
         voter_client = Client(url, verbose=False)
         voter, *_, pair_id, _ = voter_client.predict(None, api_name="/start")
         cast = 0
@@ -414,7 +414,7 @@ def test_an_iteration_comes_back_after_a_restart_with_its_pairs_and_votes(
         assert idea in judged_ideas if judged_ideas else "Nothing left to judge" in progress
         # and the next iteration starts from the restored policy
         said, table, _ = owner.predict("", "Typed below, one per line", "after the restart",
-                                       None, 3, 1, "next", 16, False, *training,
+                                       None, 3, 0.7, 1, "next", 16, False, *training,
                                        api_name="/iteration_start")  # fmt: skip
         assert said.startswith("**next**") and table["data"][1][1] == str(restored)
     finally:

@@ -311,11 +311,12 @@ def test_an_iteration_through_the_app(voting_app, tiny_model_dir, tmp_path):
     # how it learns, votes per pair, earlier iterations, the tutorial's pairs, steps, screening
     training = [DPO_WAY, 1, False, False, 2, False, 0, False]
     message, table, _ = owner.predict(str(tiny_model_dir), "Typed below, one per line",
-                                      "\n".join(ROUND_ONE), None, 4, 1, "app-one", 16, True,
+                                      "\n".join(ROUND_ONE), None, 4, 1.2, 1, "app-one", 16, True,
                                       *training, api_name="/iteration_start")  # fmt: skip
     assert message.startswith("**app-one**") and "served to voters first" in message
     assert "trains once every pair has 1 vote." in message
     assert store.iteration_info("app-one").training["max_steps"] == 2
+    assert store.iteration_info("app-one").settings["temperature"] == 1.2  # as the owner set it
     pairs = {p.name: p.pairs for p in store.pools()}["iteration:app-one"]
     cast = vote_by_taste(url, random.Random(1), budget=pairs - 1)
     table, _ = owner.predict(api_name="/iterations")
@@ -365,7 +366,8 @@ def test_the_rlhf_way_through_the_app_and_the_command_line(voting_app, tiny_mode
     owner.predict(PASSWORD, api_name="/owner_sign_in")
     training = [RLHF_WAY, 1, True, True, 2, False, 0, False]  # with the tutorial's pairs
     owner.predict(str(tiny_model_dir), "Typed below, one per line", "\n".join(ROUND_ONE), None,
-                  4, 1, "rl-one", 16, False, *training, api_name="/iteration_start")  # fmt: skip
+                  4, 0.7, 1, "rl-one", 16, False, *training,
+                  api_name="/iteration_start")  # fmt: skip
     pairs = {p.name: p.pairs for p in store.pools()}["iteration:rl-one"]
     assert vote_by_taste(url, random.Random(4), budget=pairs) == pairs
     said = owner.predict("rl-one", *training, api_name="/iteration_train")

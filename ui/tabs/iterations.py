@@ -11,6 +11,7 @@ import gradio as gr
 from pipeline.access import OWNER
 from pipeline.appdata import runs_dir
 from pipeline.errors import UserError
+from pipeline.generation import GenerationSettings
 from pipeline.iteration_report import iteration_report, report_chart
 from pipeline.iterations import (
     DEFAULT_IDEAS,
@@ -72,6 +73,9 @@ def build(ctx: Context) -> TabParts:
     with gr.Row():
         policy = gr.Textbox("", label="Model (empty: the last trained one)")
         k = gr.Number(DEFAULT_K, precision=0, minimum=2, maximum=10, label="Titles per idea")
+        # hotter: an idea's titles differ more, so more of their pairs carry what voters want
+        temperature = gr.Slider(0.1, 1.5, value=GenerationSettings().temperature, step=0.05,
+                                label="Temperature")  # fmt: skip
         target = gr.Number(DEFAULT_TARGET, precision=0, minimum=1, label="Votes per pair aimed at")
         name = gr.Textbox("", label="Name (empty: iteration-DATE-TIME)")
     with gr.Row():
@@ -107,7 +111,19 @@ def build(ctx: Context) -> TabParts:
     training_options = [way, min_votes, earlier, tutorial, max_steps, *screen_in]
     start.click(
         guard(OWNER, iterations.start, spread=len(training_options)),
-        [policy, source, typed, ideas_file, k, target, name, max_ideas, auto, *training_options],
+        [
+            policy,
+            source,
+            typed,
+            ideas_file,
+            k,
+            temperature,
+            target,
+            name,
+            max_ideas,
+            auto,
+            *training_options,
+        ],
         [started, *listing],
         api_name="iteration_start",
         concurrency_limit=1,  # one model on the GPU at a time
@@ -158,8 +174,8 @@ class Iterations:
         rows = [r.row() for r in found]
         return rows, (report_chart(found) if found else None)
 
-    def start(self, policy, where, text, path, count, target, iteration_name, most, auto,
-              *options):  # fmt: skip
+    def start(self, policy, where, text, path, count, temperature, target, iteration_name, most,
+              auto, *options):  # fmt: skip
         ideas, ideas_from = round_ideas(IDEA_SOURCES[where], text, path)
         plan = plan_iteration(
             self.store,
@@ -171,7 +187,8 @@ class Iterations:
             target_votes=int(target or DEFAULT_TARGET),
             max_ideas=int(most or DEFAULT_IDEAS),
         )
-        info = start_iteration(self.store, plan, generate=generate_round_on_gpu)
+        settings = GenerationSettings(temperature=float(temperature))
+        info = start_iteration(self.store, plan, settings, generate=generate_round_on_gpu)
         pool = {p.name: p for p in self.store.pools()}[info.pool]
         message = (
             f"**{info.name}**: {info.policy} wrote {info.k} titles for {plan.describe_ideas()}; "

@@ -13,6 +13,16 @@ from ui.context import Context, TabParts, Wiring
 
 TITLE = "Leaderboard"
 SHOWN_TO = "anyone"
+# The owner's table of voters: each column and its type.
+VOTER_COLUMNS = {
+    "Voter": "str",
+    "Votes": "number",
+    "Too fast": "number",
+    "Burst": "str",
+    "Gold pairs voted": "number",
+    "Gold accuracy": "str",
+    "Undone": "number",
+}
 
 
 def build(ctx: Context) -> TabParts:
@@ -49,16 +59,8 @@ def build(ctx: Context) -> TabParts:
             "on the Train and Hub tabs) leave them out of a dataset."
         )
         voters_table = gr.Dataframe(
-            headers=[
-                "Voter",
-                "Votes",
-                "Too fast",
-                "Burst",
-                "Gold pairs voted",
-                "Gold accuracy",
-                "Undone",
-            ],
-            datatype=["str", "number", "number", "str", "number", "str", "number"],
+            headers=list(VOTER_COLUMNS),
+            datatype=list(VOTER_COLUMNS.values()),
             interactive=False,
         )
         refresh_voters = gr.Button("Refresh the voters")
