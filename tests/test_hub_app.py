@@ -188,6 +188,18 @@ def test_without_a_token_the_hub_tab_says_what_to_do(hub, tmp_path):
     assert dataset["train"].column_names == ["prompt", "chosen", "rejected"]
 
 
+def restarted(hub, tmp_path, disk: Path, voter: str, **env) -> tuple[str, str]:
+    """The app started on `disk`: its Hub tab's sync line, and what `voter`'s page says."""
+    process, url = launch(hub, tmp_path, disk, **env)
+    try:
+        c = Client(url, verbose=False)
+        _, sync_line = c.predict(api_name="/hub_status")
+        *_, progress = c.predict(voter, api_name="/start")
+        return sync_line, progress
+    finally:
+        stop_app(process)
+
+
 def test_votes_come_back_after_a_restart_with_an_empty_disk(hub, tmp_path):
     # A Space keeps its voter-id key in a secret, as the README says: a wiped disk would
     # otherwise make every voter a new one.
@@ -249,15 +261,8 @@ def test_votes_come_back_after_a_restart_with_an_empty_disk(hub, tmp_path):
         assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(grown))
 
     # 3. Every vote from both shards is back, once.
-    process, url = launch(hub, tmp_path, tmp_path / "disk-3", **rarely)
-    try:
-        c = Client(url, verbose=False)
-        _, sync_line = c.predict(api_name="/hub_status")
-        assert "3 restored at start-up" in sync_line
-        *_, progress = c.predict(voter, api_name="/start")
-        assert "voted on **3** pairs" in progress
-    finally:
-        stop_app(process)
+    sync_line, progress = restarted(hub, tmp_path, tmp_path / "disk-3", voter, **rarely)
+    assert "3 restored at start-up" in sync_line and "voted on **3** pairs" in progress
 
     from pipeline.votes import VoteStore
 
@@ -289,15 +294,8 @@ def test_a_vote_undone_after_it_was_mirrored_stays_out_after_a_restart(hub, tmp_
     [slip, instead] = [r for lines in shard_lines(hub).values() for r in lines]
     assert slip["choice"] != "tie" and instead["choice"] == "tie"
 
-    process, url = launch(hub, tmp_path, tmp_path / "disk-2", **often)
-    try:
-        c = Client(url, verbose=False)
-        _, sync_line = c.predict(api_name="/hub_status")
-        assert "1 restored at start-up" in sync_line
-        *_, progress = c.predict(voter, api_name="/start")
-        assert "voted on **1** pair " in progress
-    finally:
-        stop_app(process)
+    sync_line, progress = restarted(hub, tmp_path, tmp_path / "disk-2", voter, **often)
+    assert "1 restored at start-up" in sync_line and "voted on **1** pair " in progress
     from pipeline.votes import VoteStore
 
     [vote] = VoteStore.in_folder(tmp_path / "disk-2").votes()

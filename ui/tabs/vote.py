@@ -254,31 +254,18 @@ def build(ctx: Context) -> TabParts:
     # votes per second. A click disables the buttons in the browser at once, and the end of
     # the vote enables them again: no extra round trip, no button updates on the hot path.
     hot_path = {"queue": False, "preprocess": False, "postprocess": False}
+
+    def on_click(button: gr.Button, handler: Callable, inputs: list, api_name: str,
+                 undo_after: bool = True) -> None:  # fmt: skip
+        event = button.click(guard(VOTER, handler), inputs, screen.outputs, api_name=api_name,
+                             js=LOCK_BUTTONS_JS, **hot_path)  # fmt: skip
+        event.then(None, js=unlock_buttons_js(undo=undo_after))
+
     for side, button in screen.buttons.items():
-        button.click(
-            guard(VOTER, ballot.vote_for(side)),
-            [screen.voter, screen.pair_id, screen.shown],
-            screen.outputs,
-            api_name=f"vote_{side}",
-            js=LOCK_BUTTONS_JS,
-            **hot_path,
-        ).then(None, js=unlock_buttons_js(undo=True))
-    screen.skip.click(
-        guard(VOTER, ballot.skip_pair),
-        [screen.voter, screen.shown],
-        screen.outputs,
-        api_name="skip",
-        js=LOCK_BUTTONS_JS,
-        **hot_path,
-    ).then(None, js=unlock_buttons_js(undo=True))
-    screen.undo.click(
-        guard(VOTER, ballot.undo),
-        [screen.voter, screen.shown],
-        screen.outputs,
-        api_name="undo_vote",
-        js=LOCK_BUTTONS_JS,
-        **hot_path,
-    ).then(None, js=unlock_buttons_js(undo=False))
+        on_click(button, ballot.vote_for(side), [screen.voter, screen.pair_id, screen.shown],
+                 f"vote_{side}")  # fmt: skip
+    on_click(screen.skip, ballot.skip_pair, [screen.voter, screen.shown], "skip")
+    on_click(screen.undo, ballot.undo, [screen.voter, screen.shown], "undo_vote", undo_after=False)
     outputs = [screen.voter, *screen.outputs, *screen.all_buttons]
     start = Wiring(guard(VOTER, ballot.start), outputs, inputs=[screen.voter], api_name="start")
     return TabParts(on_load=start)
