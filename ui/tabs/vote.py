@@ -1,5 +1,6 @@
-"""The Vote tab: a voter sees two titles for one idea, blind, and picks; the server keeps
-which pair it showed and where, and the vote is the fastest path in the app."""
+"""The Vote tab: a voter sees two titles for one idea, blind, and picks (and may take the last
+pick back); the server keeps which pair it showed and where, and which vote the page cast last,
+and the vote is the fastest path in the app."""
 
 from __future__ import annotations
 
