@@ -608,6 +608,19 @@ class VoteStore:
 
         return self.write(retract)
 
+    def votes_version(self) -> tuple[int, int, int]:
+        """Changes whenever the votes do: a vote added, restored or taken back. (A taken-back
+        vote's row id may be reused by the next vote, so the retractions count too.)"""
+        row = (
+            self.connection()
+            .execute(
+                "SELECT count(*), coalesce(max(rowid), 0), (SELECT count(*) FROM retractions)"
+                " FROM votes"
+            )
+            .fetchone()
+        )
+        return tuple(row)
+
     def undone_votes(self) -> dict[str, int]:
         """How many votes each voter took back (only voters who took any back)."""
         rows = self.connection().execute("SELECT voter, count(*) FROM retractions GROUP BY voter")

@@ -186,6 +186,29 @@ def test_leaderboard_reports_votes_agreement_and_scores(app_url):
     assert scores["headers"][:2] == ["Title", "Score"] and len(scores["data"]) >= 2
 
 
+def test_the_leaderboard_follows_every_vote_and_undo(app_url):
+    """The overview is computed again only when the votes change: a vote, an undo, and a vote
+    on another idea in its place (the same number of votes, perhaps the same row id)."""
+    c = _client(app_url)
+
+    def per_idea() -> dict[str, int]:
+        _, table, _ = c.predict(api_name="/leaderboard")
+        return {row[0]: row[1] for row in table["data"]}
+
+    voter, first_idea, *_, pair_id, _ = c.predict(None, api_name="/start")
+    before = per_idea()
+    c.predict(voter, pair_id, api_name="/vote_left")
+    assert per_idea() == {**before, first_idea: before.get(first_idea, 0) + 1}
+    c.predict(voter, api_name="/undo_vote")  # then, unread, a vote on another idea
+    idea = first_idea
+    while idea == first_idea:
+        idea, *_, pair_id, _ = c.predict(voter, api_name="/skip")
+    c.predict(voter, pair_id, api_name="/vote_right")
+    assert per_idea() == {**before, idea: before.get(idea, 0) + 1}
+    c.predict(voter, api_name="/undo_vote")
+    assert per_idea() == before
+
+
 def test_fifty_voters_twenty_votes_each_all_stored_once(app_process):
     _process, url, data = app_process
     rng = random.Random(0)

@@ -86,6 +86,9 @@ class Board:
 
     def __init__(self, store: VoteStore) -> None:
         self.store = store
+        # The overview of the votes as of a version of them: every page open asks for it, and
+        # anyone may ask, as often as they like; it is computed again only when votes change.
+        self._overview: tuple[tuple, tuple[str, list[list]]] | None = None
 
     def voters(self) -> list[list]:
         undone = self.store.undone_votes()
@@ -103,7 +106,16 @@ class Board:
         ]
 
     def overview(self):
-        votes = self.store.votes()
+        version = self.store.votes_version()
+        cached = self._overview
+        if cached is None or cached[0] != version:
+            cached = self._overview = (version, self._summarize(self.store.votes()))
+        text, rows = cached[1]
+        choices = [r[0] for r in rows]
+        return text, rows, gr.Dropdown(choices=choices, value=choices[0] if choices else None)
+
+    @staticmethod
+    def _summarize(votes) -> tuple[str, list[list]]:
         agree = agreement(votes)
         rows = [list(row) for row in votes_per_idea(votes)]
         alpha = "n/a" if agree.alpha is None else f"{agree.alpha:.2f}"
@@ -115,8 +127,7 @@ class Board:
             if agree.pairs
             else "No pair has 2+ votes yet: agreement between voters needs them."
         )
-        choices = [r[0] for r in rows]
-        return text, rows, gr.Dropdown(choices=choices, value=choices[0] if choices else None)
+        return text, rows
 
     def idea_scores(self, idea: str | None):
         if not idea:
