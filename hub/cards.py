@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -425,7 +426,14 @@ def _people_section(people: Sequence[tuple[str, PeopleVerdict]] | None) -> list:
         "50%, people's preference is not clear of chance. *Pairs won* counts each pair of "
         "titles once, by its majority.\n",
         _table(header, rows) + "\n",
+        "In words:\n",
+        *(f"- {v.round}: {_in_words(v.result, against)}\n" for against, v in people),
     ]
+
+
+def _in_words(result, against: str) -> str:
+    """A head to head's verdict, the card's model called "this model"."""
+    return replace(result, model="this model", other=against).verdict()
 
 
 def _recipe_rows(recipe: Mapping[str, Any]) -> list[list[Any]]:

@@ -69,7 +69,7 @@ def judgements(outcomes: Sequence[Outcome]) -> int:
     return len({(o.pair_id, o.voter) for o in outcomes})
 
 
-def wilson(successes: int, trials: int, z: float = Z95) -> tuple[float, float] | None:
+def wilson(successes: float, trials: int, z: float = Z95) -> tuple[float, float] | None:
     """The Wilson score interval of a proportion (None without trials)."""
     if trials <= 0:
         return None
@@ -157,6 +157,28 @@ class HeadToHead:
             line += f"; the same title {self.same_title} times (no pair)"
         return line
 
+    def verdict(self) -> str:
+        """In words, for the owner: which of the two people prefer, or that the votes cannot
+        tell yet and about how many more decisive votes would if the rate held. Pair by pair
+        where some pair has several votes (its votes are not independent), else vote by vote."""
+        by_pair = self.pairs_won + self.pairs_lost not in (0, self.decisive)
+        won, lost = (self.pairs_won, self.pairs_lost) if by_pair else (self.wins, self.losses)
+        unit = "decided pair" if by_pair else "decisive vote"
+        if not won + lost:
+            return f"{self.model} vs {self.other}: no {unit}s yet"
+        rate, (low, high) = won / (won + lost), wilson(won, won + lost)
+        seen = f"{won} of {counted(won + lost, unit)}, {rate:.0%}, 95% CI {low:.0%}–{high:.0%}"
+        if low > 0.5 or high < 0.5:
+            better, worse = (self.model, self.other) if low > 0.5 else (self.other, self.model)
+            return f"people prefer {better} to {worse} ({seen})"
+        line = f"{self.model} vs {self.other}: too close to call yet ({seen})"
+        needed = _decisive_needed(rate)
+        if needed is None:
+            return line + ": dead even so far"
+        more = max(needed - (won + lost), 1)
+        units = unit if more == 1 else f"{unit}s"
+        return line + f"; if the rate held, about {_about(more)} more {units} would settle it"
+
     def flipped(self) -> HeadToHead:
         """The same judgements read from the other model's side. (The length effect is the
         longer title's, whichever model wrote it: it stays.)"""
@@ -181,6 +203,25 @@ class HeadToHead:
             "ties_as_half": self.ties_as_half,
             "pair_interval": self.pair_interval,
         }
+
+
+def _decisive_needed(rate: float, z: float = Z95) -> int | None:
+    """The fewest decisive judgements at `rate` whose Wilson interval leaves out 50% (None at
+    an even rate: no number does)."""
+    if abs(rate - 0.5) < 1e-9:
+        return None
+    n = max(1, math.floor(z * z * rate * (1 - rate) / (rate - 0.5) ** 2))  # the normal guess
+    while True:  # then the Wilson interval itself, from just under the guess
+        low, high = wilson(rate * n, n)  # the rate held exactly
+        if low > 0.5 or high < 0.5:
+            return n
+        n += max(1, n // 50)
+
+
+def _about(n: int) -> str:
+    """A count rounded as one says it: 7, 40, 350, 1,200."""
+    digits = max(len(str(n)) - 2, 0)
+    return f"{round(n, -digits):,}"
 
 
 def head_to_head(outcomes: Sequence[Outcome], model: str, other: str) -> HeadToHead:
@@ -356,6 +397,7 @@ class RoundReport:
         ]
         if self.same_title:
             lines.append(f"{self.same_title} times two models wrote the same title (no pair)")
+        lines += [f"Verdict: {c.verdict()}" for c in self.comparisons]
         lines += [c.describe() for c in self.comparisons]
         if len(self.models) > 2 or self.votes:
             lines.append("Arena (Bradley–Terry, 1000 = the round's average model):")

@@ -71,6 +71,8 @@ def test_a_round_through_the_app_reports_what_blind_voters_chose(evaluation_app,
     assert row[7] == "100%" and row[8] == f"{low:.0%} – {high:.0%}"
     assert row[9].startswith("4 of 4 (")  # each pair's 3 votes, as one verdict
     assert "12 votes from 3 voters" in summary
+    # in words first: each pair's 3 votes are one verdict, and 4 pairs of 4 already tell
+    assert "Verdict: people prefer marked to plain (4 of 4 decided pairs, 100%" in summary
     assert [r[0] for r in arena["data"]] == ["marked", "plain"]
     assert len(detail["data"]) == 4 and all(r[6] == 3 for r in detail["data"])
     # a judge model reads the same pairs: one verdict each, and its agreement with the voters

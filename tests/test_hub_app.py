@@ -139,11 +139,15 @@ def test_a_pushed_models_card_says_what_blind_voters_preferred(
     finally:
         stop_app(process)
     section = card.split("## Did people prefer its titles?")[1]
-    rows = {line.split(" | ")[1]: line for line in section.splitlines() if "card round" in line}
+    rows = {line.split(" | ")[1]: line for line in section.splitlines()
+            if line.startswith("| card round")}  # fmt: skip
     assert set(rows) == {"its SFT stage", "its base model (alice/tiny-base)"}, section
-    for row in rows.values():  # 2 voters x 3 ideas, every vote for the marked title
+    for other, row in rows.items():  # 2 voters x 3 ideas, every vote for the marked title
         assert "| card round (3 ideas, 2 voters) |" in row and "| 6 – 0 – 0 – 0 | 100% |" in row
         assert row.endswith("| 3 of 3 |"), row
+        # in words, pair by pair (each pair's 2 votes are one verdict): 3 pairs cannot tell yet
+        said = f"- card round: this model vs {other}: too close to call yet (3 of 3 decided pairs"
+        assert said in section and "about 1 more decided pair would settle it" in section
     # the command line writes the same section from the app's vote database
     done = hub_cli(hub, tmp_path / "cli-cache", "push-model", str(run), "--repo", "judged",
                    "--base-model", "alice/tiny-base", "--votes", str(data), "--dry-run",

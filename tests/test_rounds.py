@@ -3,6 +3,7 @@ judges; on tiny models and real temporary databases."""
 
 import json
 import random
+import re
 import shutil
 from dataclasses import replace
 
@@ -25,6 +26,7 @@ from pipeline.rounds import (
 )
 from pipeline.votes import RoundTitle, VoteStore
 from pipeline.winrates import (
+    HeadToHead,
     Outcome,
     arena,
     head_to_head,
@@ -81,6 +83,42 @@ def test_head_to_head_counts_ties_and_both_bad_apart_whichever_side_a_model_is_o
     assert h.win_rate == pytest.approx(2 / 3)
     assert h.interval == wilson(2, 3)
     assert h.ties_as_half == pytest.approx((2 + 0.5 * 2) / 5)
+
+
+@pytest.mark.parametrize(
+    ("wins", "losses", "said"),
+    [
+        (30, 10, "people prefer tuned to base (30 of 40 decisive votes, 75%"),
+        (10, 30, "people prefer base to tuned (10 of 40 decisive votes, 25%"),
+        (12, 8, "tuned vs base: too close to call yet (12 of 20 decisive votes, 60%"),
+        (25, 25, "too close to call yet (25 of 50 decisive votes, 50%, 95% CI 37%–63%): dead even"),
+        (0, 0, "tuned vs base: no decisive votes yet"),
+    ],
+)
+def test_a_head_to_head_says_in_words_who_people_prefer_or_how_far_from_telling(wins, losses, said):
+    h = HeadToHead("tuned", "base", wins, losses, ties=3, both_bad=1)
+    assert said in h.verdict()
+    more = re.search(r"about ([\d,]+) more decisive votes would settle it", h.verdict())
+    if wins + losses and wins != losses and said.startswith("tuned vs base: too close"):
+        # the number (rounded to two figures) settles it at this rate, and far fewer do not
+        n = wins + losses + int(more.group(1).replace(",", ""))
+        rate = wins / (wins + losses)
+
+        def settled(count: int) -> bool:
+            low, high = wilson(rate * count, count)  # the rate held exactly
+            return low > 0.5 or high < 0.5
+
+        assert settled(int(n * 1.05)) and not settled(int(n * 0.85))
+    else:
+        assert more is None
+
+
+def test_a_head_to_head_tells_by_pair_when_pairs_have_several_votes():
+    # 20 votes for tuned, but on 14 pairs of which it won 8: the votes on a pair are one verdict
+    h = HeadToHead("tuned", "sft", 20, 10, 0, 0, pairs_won=8, pairs_lost=6)
+    assert h.verdict().startswith("tuned vs sft: too close to call yet (8 of 14 decided pairs")
+    assert h.verdict().endswith("more decided pairs would settle it")
+    assert replace(h, pairs_won=14, pairs_lost=1).verdict().startswith("people prefer tuned")
 
 
 def test_a_head_to_head_flipped_is_the_same_votes_read_from_the_other_side():
