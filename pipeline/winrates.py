@@ -157,10 +157,11 @@ class HeadToHead:
             line += f"; the same title {self.same_title} times (no pair)"
         return line
 
-    def verdict(self) -> str:
-        """In words, for the owner: which of the two people prefer, or that the votes cannot
-        tell yet and about how many more decisive votes would if the rate held. Pair by pair
-        where some pair has several votes (its votes are not independent), else vote by vote."""
+    def verdict(self, by: str = "people") -> str:
+        """In words, for the owner: which of the two people (or the judge `by`) prefer, or that
+        the votes cannot tell yet and about how many more decisive votes would if the rate
+        held. Pair by pair where some pair has several votes (its votes are not independent),
+        else vote by vote."""
         by_pair = self.pairs_won + self.pairs_lost not in (0, self.decisive)
         won, lost = (self.pairs_won, self.pairs_lost) if by_pair else (self.wins, self.losses)
         unit = "decided pair" if by_pair else "decisive vote"
@@ -170,7 +171,8 @@ class HeadToHead:
         seen = f"{won} of {counted(won + lost, unit)}, {rate:.0%}, 95% CI {low:.0%}–{high:.0%}"
         if low > 0.5 or high < 0.5:
             better, worse = (self.model, self.other) if low > 0.5 else (self.other, self.model)
-            return f"people prefer {better} to {worse} ({seen})"
+            prefer = "people prefer" if by == "people" else f"{by} prefers"
+            return f"{prefer} {better} to {worse} ({seen})"
         line = f"{self.model} vs {self.other}: too close to call yet ({seen})"
         needed = _decisive_needed(rate)
         if needed is None:
@@ -397,7 +399,7 @@ class RoundReport:
         ]
         if self.same_title:
             lines.append(f"{self.same_title} times two models wrote the same title (no pair)")
-        lines += [f"Verdict: {c.verdict()}" for c in self.comparisons]
+        lines += [f"Verdict: {c.verdict(self.judged_by)}" for c in self.comparisons]
         lines += [c.describe() for c in self.comparisons]
         if len(self.models) > 2 or self.votes:
             lines.append("Arena (Bradley–Terry, 1000 = the round's average model):")

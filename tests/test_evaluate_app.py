@@ -80,6 +80,7 @@ def test_a_round_through_the_app_reports_what_blind_voters_chose(evaluation_app,
         "app round", str(plain), api_name="/evaluate_judge"
     )
     assert "Judged by judge plain: 4 votes" in judged
+    assert "Verdict: " in judged and "people prefer" not in judged  # the judge's, not people's
     assert "agrees with the people's majority on" in judged and "of 4 pairs" in judged
     assert sum(judged_rows["data"][0][2:6]) == 4  # wins, losses, ties, both bad
     # a voter may not read the results or create a round
