@@ -150,7 +150,9 @@ def _by_pair_short(h: HeadToHead) -> str:
         return f"no pair decided yet ({counted(h.total, 'vote')})"
     low, high = h.pair_interval
     rate = f"{h.pairs_won / decided:.0%} ({low:.0%}–{high:.0%})"
-    return f"{rate}, {h.pairs_won} of {counted(decided, 'pair')}"
+    # what the interval says, in a word: the question the column asks
+    said = "better" if low > 0.5 else "worse" if high < 0.5 else "too close to call"
+    return f"{rate}, {h.pairs_won} of {counted(decided, 'pair')}: {said}"
 
 
 def _by_pair(h: HeadToHead) -> str:

@@ -345,7 +345,10 @@ def test_an_iteration_through_the_app(voting_app, tiny_model_dir, tmp_path):
     (row,) = rows["data"]
     assert row[:2] == ["app-one", f"{cast + 1} (2)"] and row[4] == judged
     # by pair: each of the voter's judgements decides its pair (one vote each), or a tie
-    assert re.fullmatch(r"\d+% \(\d+%–\d+%\), \d+ of \d+ pairs?|no pair decided yet.*", row[5])
+    said = r"better|worse|too close to call"
+    assert re.fullmatch(
+        rf"\d+% \(\d+%–\d+%\), \d+ of \d+ pairs?: ({said})|no pair decided yet.*", row[5]
+    )
     assert chart is not None
 
     # judged again (the owner may, say after more training): a second round, which the
@@ -485,3 +488,18 @@ def test_an_iterations_record_brings_it_back_and_fills_in_what_a_store_lacks(tmp
     filled = behind.iteration_info("one")
     assert (filled.trained, filled.trained_at) == ("runs/policy-1", 1234.5)
     assert filled.training == {"at_target": True}
+
+
+@pytest.mark.parametrize(
+    ("won", "lost", "said"),
+    [(8, 0, "better"), (1, 8, "worse"), (5, 4, "too close to call"), (4, 1, "too close to call")],
+)
+def test_the_report_says_in_a_word_whether_the_trained_policy_beat_the_one_before(won, lost, said):
+    from pipeline.iteration_report import _by_pair_short
+    from pipeline.winrates import HeadToHead, wilson
+
+    h = HeadToHead("trained", "before", won, lost, 0, 0, pairs_won=won, pairs_lost=lost)
+    low, high = wilson(won, won + lost)
+    assert _by_pair_short(h) == (
+        f"{won / (won + lost):.0%} ({low:.0%}–{high:.0%}), {won} of {won + lost} pairs: {said}"
+    )
