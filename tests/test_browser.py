@@ -163,6 +163,9 @@ def test_a_button_names_its_key_only_where_there_is_a_keyboard(browser, tiny_mod
             assert desktop.evaluate(hint.format(side)) == f'"  [{key}]"', side
             assert phone.evaluate(hint.format(side)) == "none", side
         assert phone.locator("#vote-left").inner_text().strip() == "A is better"
+        # the small Undo is still a finger's height on a touch screen
+        height = "document.getElementById('vote-undo').getBoundingClientRect().height"
+        assert phone.evaluate(height) >= 44 > desktop.evaluate(height)
     finally:
         stop_app(process)
 

@@ -34,8 +34,14 @@ KEY_HINTS_CSS = "\n".join(
     f'  #vote-{side}::after {{ content: "  [{key}]"; white-space: pre; }}'
     for side, key in KEYS.items()
 )
+# Undo is small beside the choices, but a finger still needs room to hit it.
+TOUCH_CSS = "@media (pointer: coarse) {\n  #vote-undo { min-height: 44px; }\n}"
 KEYBOARD_HEAD = (
-    ("<style>\n@media (hover: hover) and (pointer: fine) {\n" + KEY_HINTS_CSS + "\n}\n</style>")
+    "<style>\n@media (hover: hover) and (pointer: fine) {\n"
+    + KEY_HINTS_CSS
+    + "\n}\n"
+    + TOUCH_CSS
+    + "\n</style>"
     + """
 <script>
 document.addEventListener("keydown", (event) => {
