@@ -14,7 +14,14 @@ from typing import Any
 from pipeline.ratings import Agreement, agreement
 from pipeline.rounds import short_name
 from pipeline.votes import RoundInfo, VoteStore
-from pipeline.winrates import HeadToHead, head_to_head, judgements, round_outcomes, wilson
+from pipeline.winrates import (
+    HeadToHead,
+    head_to_head,
+    judgements,
+    round_outcomes,
+    side_of_even,
+    wilson,
+)
 from pipeline.wording import counted
 
 
@@ -151,7 +158,7 @@ def _by_pair_short(h: HeadToHead) -> str:
     low, high = h.pair_interval
     rate = f"{h.pairs_won / decided:.0%} ({low:.0%}–{high:.0%})"
     # what the interval says, in a word: the question the column asks
-    said = "better" if low > 0.5 else "worse" if high < 0.5 else "too close to call"
+    said = {1: "better", -1: "worse", 0: "too close to call"}[side_of_even((low, high))]
     return f"{rate}, {h.pairs_won} of {counted(decided, 'pair')}: {said}"
 
 

@@ -13,6 +13,7 @@ on its own, so the order cannot sway it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import astuple
 from typing import Protocol
 
 from pipeline.models import LoadedModel
@@ -183,16 +184,4 @@ def judge_round(store: VoteStore, round_name: str, judge: Judge) -> list[Outcome
         if verdict not in VERDICTS:
             raise ValueError(f"a judge answered {verdict!r}, not one of {VERDICTS}")
     choice_of = {pair_id: CHOICE_OF[v] for pair_id, v in zip(asked, verdicts, strict=True)}
-    return [
-        Outcome(
-            p.pair_id,
-            p.idea,
-            p.model_a,
-            p.model_b,
-            p.title_a,
-            p.title_b,
-            choice_of[p.pair_id],
-            judge.name,
-        )
-        for p in pairs
-    ]
+    return [Outcome(*astuple(p), choice_of[p.pair_id], judge.name) for p in pairs]

@@ -27,6 +27,7 @@ from pipeline.votes import (
     RoundTitle,
     VoteStore,
     check_round_name,
+    remove_vote,
     upsert_idea,
     upsert_pair,
     upsert_title,
@@ -331,13 +332,9 @@ def restore_retractions(store: VoteStore, records: Iterable[Any]) -> tuple[int, 
 def _insert_retractions(db: sqlite3.Connection, checked: list[tuple]) -> int:
     added = 0
     for row in checked:
-        vote_id = row[0]
         added += db.execute("INSERT OR IGNORE INTO retractions VALUES (?, ?, ?, ?, ?)",
                             row).rowcount  # fmt: skip
-        held = db.execute("SELECT pair_id FROM votes WHERE id = ?", (vote_id,)).fetchone()
-        if held:
-            db.execute("DELETE FROM votes WHERE id = ?", (vote_id,))
-            db.execute("UPDATE pairs SET vote_count = vote_count - 1 WHERE id = ?", held)
+        remove_vote(db, row[0])  # row[0]: the vote's id
     return added
 
 

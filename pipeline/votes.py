@@ -598,8 +598,7 @@ class VoteStore:
             pair_id, choice, shown_left, created_at = row
             if created_at <= cast_after:
                 raise UserError("that vote is too old to undo")
-            db.execute("DELETE FROM votes WHERE id = ?", (vote_id,))
-            db.execute("UPDATE pairs SET vote_count = vote_count - 1 WHERE id = ?", (pair_id,))
+            remove_vote(db, vote_id)
             db.execute(
                 "INSERT INTO retractions VALUES (?, ?, ?, ?, ?)",
                 (vote_id, voter, choice, created_at, time.time()),
@@ -869,6 +868,14 @@ def _json_or_none(text: str | None) -> Any:
 def upsert_idea(db: sqlite3.Connection, text: str, now: float) -> int:
     db.execute("INSERT OR IGNORE INTO ideas (text, created_at) VALUES (?, ?)", (text, now))
     return db.execute("SELECT id FROM ideas WHERE text = ?", (text,)).fetchone()[0]
+
+
+def remove_vote(db: sqlite3.Connection, vote_id: str) -> None:
+    """The vote `vote_id` gone, if here, and its pair counted one vote fewer."""
+    held = db.execute("SELECT pair_id FROM votes WHERE id = ?", (vote_id,)).fetchone()
+    if held:
+        db.execute("DELETE FROM votes WHERE id = ?", (vote_id,))
+        db.execute("UPDATE pairs SET vote_count = vote_count - 1 WHERE id = ?", held)
 
 
 def upsert_pair(

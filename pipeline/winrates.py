@@ -63,6 +63,13 @@ def round_outcomes(votes: Sequence[VoteRow], pairs: Sequence[RoundPair]) -> list
     ]
 
 
+def side_of_even(interval: tuple[float, float]) -> int:
+    """Where an interval of a win rate lies: 1 above 50%, -1 below, 0 taking it in (the
+    votes cannot tell the two apart yet)."""
+    low, high = interval
+    return 1 if low > 0.5 else -1 if high < 0.5 else 0
+
+
 def judgements(outcomes: Sequence[Outcome]) -> int:
     """How many votes (or a judge's verdicts) `outcomes` hold: a vote on a pair two models
     share is one vote, though it gives an outcome for each."""
@@ -169,8 +176,8 @@ class HeadToHead:
             return f"{self.model} vs {self.other}: no {unit}s yet"
         rate, (low, high) = won / (won + lost), wilson(won, won + lost)
         seen = f"{won} of {counted(won + lost, unit)}, {rate:.0%}, 95% CI {low:.0%}–{high:.0%}"
-        if low > 0.5 or high < 0.5:
-            better, worse = (self.model, self.other) if low > 0.5 else (self.other, self.model)
+        if side := side_of_even((low, high)):
+            better, worse = (self.model, self.other) if side > 0 else (self.other, self.model)
             prefer = "people prefer" if by == "people" else f"{by} prefers"
             return f"{prefer} {better} to {worse} ({seen})"
         line = f"{self.model} vs {self.other}: too close to call yet ({seen})"
@@ -214,8 +221,7 @@ def _decisive_needed(rate: float, z: float = Z95) -> int | None:
         return None
     n = max(1, math.floor(z * z * rate * (1 - rate) / (rate - 0.5) ** 2))  # the normal guess
     while True:  # then the Wilson interval itself, from just under the guess
-        low, high = wilson(rate * n, n)  # the rate held exactly
-        if low > 0.5 or high < 0.5:
+        if side_of_even(wilson(rate * n, n)):  # the rate held exactly
             return n
         n += max(1, n // 50)
 

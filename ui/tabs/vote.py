@@ -247,7 +247,7 @@ class Ballot:
         state = state or {}
         retracted = undo_vote(self.store, voter_id, state.get("last_vote"), time.time())
         view = self.store.pair_view(retracted.pair_id, retracted.shown_left)
-        skipped = [p for p in state.get("skipped", []) if p != retracted.pair_id]
+        skipped = state.get("skipped", [])  # the undone pair was voted on: never skipped here
         return self.show(voter_id, view, skipped, "Vote undone: vote on this pair again.", None)
 
 
