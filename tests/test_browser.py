@@ -9,6 +9,8 @@ import httpx
 from playwright.sync_api import expect
 
 from app_process import start_app, stop_app
+from pipeline.pairs import read_pairs_csv
+from pipeline.records import SEED_PAIRS
 from pipeline.votes import VoteStore
 from screens import fill_kept, owner_page, screenshot
 
@@ -207,6 +209,27 @@ def lasting_fit_problems(page, label: str, seconds: float = 3.0) -> list[str]:
     return found
 
 
+# The words of WORDS that would not fit, unbroken, in the column COLUMN of the table LABEL
+# (measured in its first row's font and room).
+WORDS_FIT_JS = """([label, column, words]) => {
+  const table = [...document.querySelectorAll('.table-wrap')]
+    .find((t) => t.getAttribute('aria-label') === label);
+  const cells = [...table.querySelectorAll('.body-cell')]
+    .filter((c) => c.getBoundingClientRect().height > 0);
+  const wrap = cells[column].querySelector('.cell-wrap') || cells[column];
+  const style = getComputedStyle(wrap);
+  const pen = document.createElement('canvas').getContext('2d');
+  pen.font = style.font;
+  const room = wrap.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  return words.filter((word) => pen.measureText(word).width > room + 0.5);
+}"""
+
+
+def words_of(texts) -> list[str]:
+    """Each word of TEXTS once, split where a table's line may break (as TABLE_FIT_JS does)."""
+    return sorted({w for text in texts for w in re.split(r"[\s\u200b–-]+", text) if w})
+
+
 VISIBLE_TABLES_JS = """() => [...document.querySelectorAll('.table-wrap')]
   .filter((t) => t.offsetParent !== null).map((t) => t.getAttribute('aria-label'))"""
 
@@ -236,6 +259,14 @@ def test_a_voter_on_a_phone_reads_the_leaderboard_without_scrolling_sideways(
         expect(an_interval.first).to_be_visible()
         for label in ["Votes per idea", "Bradley–Terry scores (1000 = the idea's average title)"]:
             assert lasting_fit_problems(phone, label) == [], label
+        # Which ideas the three votes landed on is chance: every word of the tutorial's pool
+        # must fit, whichever shows.
+        pairs = read_pairs_csv(SEED_PAIRS)
+        titles = words_of(t for p in pairs for t in (p.title_a, p.title_b))
+        ideas_words = words_of(p.idea for p in pairs)
+        assert phone.evaluate(WORDS_FIT_JS, ["Votes per idea", 0, ideas_words]) == []
+        label = "Bradley–Terry scores (1000 = the idea's average title)"
+        assert phone.evaluate(WORDS_FIT_JS, [label, 0, titles]) == []
     finally:
         stop_app(process)
 

@@ -34,6 +34,10 @@ log = logging.getLogger("pipeline.app")
 # Events waiting at once, all visitors together: a class opening the link in the same second
 # queues a few events per page; the bound only keeps a flood from growing without end.
 QUEUE_MAX_SIZE = 2000
+# Gradio writes a table's rows in its monospace font; titles and ideas are prose, and in the
+# app's own font a word takes about a fifth less room: on a phone every word of the
+# tutorial's titles then fits the Leaderboard's title column instead of breaking mid-word.
+PAGE_CSS = ".table-wrap .body-cell { font-family: var(--font); }"
 
 TABS: tuple[ModuleType, ...] = (
     vote,
@@ -205,7 +209,7 @@ def serve(app: gr.Blocks, *, prevent_thread_lock: bool = False, **launch_kwargs)
     # On a ZeroGPU Space Gradio lets one event wait in the queue unless told otherwise: a second
     # visitor opening the page while another's page loads was refused "Queue is full".
     app.queue(max_size=QUEUE_MAX_SIZE).launch(
-        head=vote.KEYBOARD_HEAD, prevent_thread_lock=True, **launch_kwargs
+        head=vote.KEYBOARD_HEAD, css=PAGE_CSS, prevent_thread_lock=True, **launch_kwargs
     )
     if prevent_thread_lock:
         return
