@@ -109,12 +109,13 @@ def test_titles_are_shown_as_text_not_html(browser, tiny_model_dir, tmp_path):
 
 
 def test_the_last_pairs_vote_is_undone_by_its_key_and_cast_again(browser, tiny_model_dir, tmp_path):
-    """Undo is on once the page has voted. With nothing left to judge the vote buttons are
-    off, but Undo stays on: the slip may have been on the last pair."""
+    """Undo is on once the page has voted, not after a skip before that. With nothing left to
+    judge the vote buttons are off, but Undo stays on: the slip may have been on the last pair."""
     from pipeline.pairs import Pair
 
     data = tmp_path / "data"
-    VoteStore.in_folder(data).add_pairs([Pair("one idea", "First title", "Second title")], "t", "t")
+    pairs = [Pair("one idea", "First title", "Second title"), Pair("two", "Third", "Fourth")]
+    VoteStore.in_folder(data).add_pairs(pairs, "t", "t")
     process, url = start_app(
         "--model", str(tiny_model_dir), "--data", str(data), log_path=tmp_path / "app.log"
     )
@@ -125,8 +126,12 @@ def test_the_last_pairs_vote_is_undone_by_its_key_and_cast_again(browser, tiny_m
         page.get_by_text("voted on 0 pairs").wait_for()
         page.wait_for_function(enabled, arg="vote-left")
         assert not page.evaluate(enabled, "vote-undo")  # nothing to undo yet
-        left = page.get_by_label("Title A").input_value()
         page.locator("body").click(position={"x": 5, "y": 5})
+        page.keyboard.press("s")
+        page.get_by_text("Skipped.").wait_for()
+        page.wait_for_function(enabled, arg="vote-left")
+        assert not page.evaluate(enabled, "vote-undo")  # a skip casts nothing to take back
+        left = page.get_by_label("Title A").input_value()
         page.keyboard.press("a")
         page.get_by_text("Nothing left to judge").wait_for()
         page.wait_for_function(enabled, arg="vote-undo")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import gradio as gr
 
@@ -58,23 +59,30 @@ document.addEventListener("keydown", (event) => {
 </script>
 """
 )
+# Every button off while an event is on its way; Undo's state is kept for a skip to restore.
 LOCK_BUTTONS_JS = """(...args) => {
-  document.querySelectorAll("#vote-buttons button").forEach((b) => (b.disabled = true));
+  document.querySelectorAll("#vote-buttons button").forEach((b) => {
+    if (b.id === "vote-undo") b.dataset.wasOn = String(!b.disabled);
+    b.disabled = true;
+  });
   return args;
 }"""
+UndoAfter = Literal["on", "off", "as it was"]
 
 
-def unlock_buttons_js(undo: bool) -> str:
-    """The buttons on again once an event is back; Undo too if `undo` (after a vote or a skip:
-    there is a vote to take back; not after an undo). With nothing left to judge only Undo
-    stays on: the last pair's vote may have been a slip."""
+def unlock_buttons_js(undo: UndoAfter) -> str:
+    """The buttons on again once an event is back, and Undo as `undo` says: on after a vote,
+    off after an undo (one step back), as it was after a skip (a skip casts nothing: before
+    the page's first vote there is still nothing to take back). With nothing left to judge
+    only Undo may be on: the last pair's vote may have been a slip."""
+    undo_on = {"on": "true", "off": "false", "as it was": 'b.dataset.wasOn === "true"'}[undo]
     return """() => {
   const progress = document.getElementById("vote-progress");
   const over = progress && progress.innerText.includes("Nothing left");
   document.querySelectorAll("#vote-buttons button").forEach((b) => {
-    b.disabled = b.id === "vote-undo" ? !UNDO : over;
+    b.disabled = b.id === "vote-undo" ? !(UNDO_ON) : over;
   });
-}""".replace("UNDO", "true" if undo else "false")
+}""".replace("UNDO_ON", undo_on)
 
 
 def shown_pair_id(value: object) -> int:
@@ -263,16 +271,16 @@ def build(ctx: Context) -> TabParts:
     hot_path = {"queue": False, "preprocess": False, "postprocess": False}
 
     def on_click(button: gr.Button, handler: Callable, inputs: list, api_name: str,
-                 undo_after: bool = True) -> None:  # fmt: skip
+                 undo_after: UndoAfter) -> None:  # fmt: skip
         event = button.click(guard(VOTER, handler), inputs, screen.outputs, api_name=api_name,
                              js=LOCK_BUTTONS_JS, **hot_path)  # fmt: skip
         event.then(None, js=unlock_buttons_js(undo=undo_after))
 
     for side, button in screen.buttons.items():
         on_click(button, ballot.vote_for(side), [screen.voter, screen.pair_id, screen.shown],
-                 f"vote_{side}")  # fmt: skip
-    on_click(screen.skip, ballot.skip_pair, [screen.voter, screen.shown], "skip")
-    on_click(screen.undo, ballot.undo, [screen.voter, screen.shown], "undo_vote", undo_after=False)
+                 f"vote_{side}", "on")  # fmt: skip
+    on_click(screen.skip, ballot.skip_pair, [screen.voter, screen.shown], "skip", "as it was")
+    on_click(screen.undo, ballot.undo, [screen.voter, screen.shown], "undo_vote", "off")
     outputs = [screen.voter, *screen.outputs, *screen.all_buttons]
     start = Wiring(guard(VOTER, ballot.start), outputs, inputs=[screen.voter], api_name="start")
     return TabParts(on_load=start)
