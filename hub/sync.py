@@ -84,7 +84,7 @@ POLICY_SUFFIXES = {".json", ".safetensors", ".jinja", ".txt", ".model"}
 class SyncStatus:
     repo_id: str
     last_success: float | None  # Unix time of the last sync that reached the Hub
-    votes_mirrored: int  # votes in this process's view of the mirror (restored + sent)
+    votes_mirrored: int  # votes in this process's view of the mirror, less those taken back
     restored: int  # votes put back into the store at start-up
     error: str | None  # the last failure, cleared by the next success
 
@@ -346,9 +346,10 @@ class VoteMirror:
         self.sync()
 
     def status(self) -> SyncStatus:
-        return SyncStatus(
-            self.repo_id, self._last_success, len(self._known), self._restored, self._error
-        )
+        # A shard keeps the line of a vote its voter took back: that vote is not there.
+        taken_back = {r["vote_id"] for r in mirror.retraction_records(self.store)}
+        there = len(self._known - taken_back)
+        return SyncStatus(self.repo_id, self._last_success, there, self._restored, self._error)
 
 
 def _read_shard(path: Path) -> tuple[list[dict], int]:

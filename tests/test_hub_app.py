@@ -300,6 +300,7 @@ def test_a_vote_undone_after_it_was_mirrored_stays_out_after_a_restart(hub, tmp_
 
     sync_line, progress = restarted(hub, tmp_path, tmp_path / "disk-2", voter, **often)
     assert "1 restored at start-up" in sync_line and "voted on **1** pair " in progress
+    assert "1 vote there" in sync_line  # the slip's line is in a shard, but it was taken back
     from pipeline.votes import VoteStore
 
     [vote] = VoteStore.in_folder(tmp_path / "disk-2").votes()
