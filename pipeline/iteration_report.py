@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from pipeline.ratings import Agreement, agreement
+from pipeline.round_tables import RoundInfo
 from pipeline.rounds import short_name
-from pipeline.votes import RoundInfo, VoteStore
+from pipeline.votes import VoteStore
 from pipeline.winrates import (
     HeadToHead,
     head_to_head,

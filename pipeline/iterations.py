@@ -28,8 +28,10 @@ from typing import Any
 from pipeline.datasets import idea_key, write_dataset_folder
 from pipeline.errors import UserError
 from pipeline.generation import GenerationSettings
+from pipeline.iteration_tables import IterationInfo
 from pipeline.ratings import NO_SCREENING, Screening, agreement, tally
 from pipeline.recipes import DPORecipe, RewardRecipe, RLRecipe, get_recipe
+from pipeline.round_tables import RoundInfo, check_round_name
 from pipeline.rounds import (
     Generate,
     RoundModel,
@@ -41,7 +43,7 @@ from pipeline.rounds import (
     unique_ideas,
 )
 from pipeline.runs import SFT_STAGE, run_ideas, run_summary
-from pipeline.votes import IterationInfo, RoundInfo, VoteStore, check_round_name
+from pipeline.votes import VoteStore
 from pipeline.wording import counted
 
 log = logging.getLogger(__name__)

@@ -18,20 +18,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipeline.errors import UserError
+from pipeline.iteration_tables import IterationInfo
 from pipeline.pairs import Pair
 from pipeline.records import checked_pair, checked_record
-from pipeline.votes import (
-    IterationInfo,
-    PoolInfo,
-    RoundInfo,
-    RoundTitle,
-    VoteStore,
-    check_round_name,
-    remove_vote,
-    upsert_idea,
-    upsert_pair,
-    upsert_title,
-)
+from pipeline.round_tables import RoundInfo, RoundTitle, check_round_name
+from pipeline.rows import remove_vote, upsert_idea, upsert_pair, upsert_title
+from pipeline.votes import PoolInfo, VoteStore
 
 # A pair in an iteration's record: the idea, then each title with its completion and model.
 PAIR_RECORD = ("idea", "title_a", "raw_a", "model_a", "title_b", "raw_b", "model_b")

@@ -25,6 +25,7 @@ from pipeline.errors import UserError
 from pipeline.generation import GenerationSettings, Title, generate_titles
 from pipeline.methods import refuse_reward_model
 from pipeline.prompts import check_idea
+from pipeline.round_tables import RoundInfo, RoundTitle, check_round_name
 
 # run_summary, run_ideas and run_model_folder moved to pipeline.runs; this module still
 # answers for them (tests import them from here): drop them from here in 0.2
@@ -36,7 +37,7 @@ from pipeline.runs import (
     run_name,
     run_summary,
 )
-from pipeline.votes import RoundInfo, RoundTitle, VoteStore, check_round_name
+from pipeline.votes import VoteStore
 from pipeline.wording import counted
 
 FRESH_IDEAS = Path(__file__).resolve().parent.parent / "data" / "fresh-ideas" / "ideas.txt"

@@ -4,27 +4,28 @@ One file (`votes.db` in a data folder), WAL journal with `synchronous=FULL`, so 
 `record_vote` acknowledges has been committed to disk. The schema grows by numbered migrations
 (`pipeline.migrations`). A connection is opened per thread (SQLite connections must not
 be shared across threads); writes take the lock up front (`BEGIN IMMEDIATE`) so concurrent
-voters queue instead of failing. The store as records for a mirror, and back: `pipeline.mirror`.
+voters queue instead of failing. The store's evaluation rounds and on-policy iterations:
+`pipeline.round_tables`, `pipeline.iteration_tables`. The store as records for a mirror, and
+back: `pipeline.mirror`.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import re
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
+from pipeline.iteration_tables import IterationTables
 from pipeline.migrations import migrate
 from pipeline.pairs import Pair, pairs_for_idea, read_pairs_csv
-from pipeline.prompts import check_idea
 from pipeline.records import (
     SEED_PAIRS,
     VoteRow,
@@ -33,6 +34,8 @@ from pipeline.records import (
     check_voter,
     checked_pair,
 )
+from pipeline.round_tables import RoundTables
+from pipeline.rows import remove_vote, upsert_idea, upsert_pair, upsert_title
 
 DB_NAME = "votes.db"
 
@@ -60,72 +63,6 @@ class PairView:
 
 
 @dataclass(frozen=True)
-class RoundInfo:
-    """An evaluation round as the owner sees it."""
-
-    round_id: int
-    name: str
-    models: list[dict[str, str]]  # [{"label", "name"}]
-    k: int | None
-    ideas_from: str | None
-    settings: dict[str, Any] | None
-    created_at: float
-    pairs: int
-    # of those, pairs another pool held already (an earlier round's models wrote the same two
-    # titles): they are served, and their votes counted, as that pool's
-    pairs_elsewhere: int = 0
-
-    @property
-    def labels(self) -> list[str]:
-        return [m["label"] for m in self.models]
-
-    @property
-    def pool(self) -> str:
-        """The pool its own pairs are served from."""
-        return f"round:{self.name}"
-
-    @property
-    def own_pairs(self) -> int:
-        """The pairs in its own pool."""
-        return self.pairs - self.pairs_elsewhere
-
-    def describe_pairs(self, created: bool = False, first: bool = False) -> str:
-        """How many pairs it serves, or why none (the same title makes no pair); when just
-        `created`, that they are votable now, and served `first` if its pool was put first."""
-        if not self.pairs:
-            return "no pair: the models wrote the same titles for every idea, nothing to vote on"
-        said = f"{self.pairs} pairs"
-        if created:
-            said += " in the voting pool now"
-            said += ", served first" if first and self.own_pairs else ""
-        if self.pairs_elsewhere:
-            said += (
-                f" ({self.pairs_elsewhere} of them already in an earlier pool: served, and "
-                "voted on, as that pool's)"
-            )
-        return said
-
-
-@dataclass(frozen=True)
-class RoundTitle:
-    model: str  # label
-    idea: str
-    sample: int
-    text: str
-    raw: str | None
-
-
-@dataclass(frozen=True)
-class RoundPair:
-    pair_id: int
-    idea: str
-    model_a: str
-    model_b: str
-    title_a: str
-    title_b: str
-
-
-@dataclass(frozen=True)
 class PoolInfo:
     """A pool as the owner sees it: how big, how voted, and how it is served."""
 
@@ -139,30 +76,6 @@ class PoolInfo:
     def describe(self) -> str:
         state = "retired" if self.retired else f"priority {self.priority}"
         return f"{self.name}: {self.pairs} pairs, {self.votes} votes ({state})"
-
-
-@dataclass(frozen=True)
-class IterationInfo:
-    """An on-policy iteration as the owner sees it (`pipeline.iterations`)."""
-
-    name: str
-    policy: str
-    parent: str | None
-    k: int
-    ideas_from: str | None
-    target_votes: int
-    settings: dict[str, Any] | None
-    created_at: float
-    trained: str | None
-    trained_at: float | None
-    judge_round: str | None = None  # the round judging its trained policy
-    # its training: the options ("at_target": to start once every pair has its votes) and
-    # "runs", the app's run folders, once begun
-    training: dict[str, Any] | None = None
-
-    @property
-    def pool(self) -> str:
-        return f"iteration:{self.name}"
 
 
 @dataclass(frozen=True)
@@ -182,8 +95,10 @@ class Retracted:
 # --- the store -------------------------------------------------------------------------------
 
 
-class VoteStore:
-    """A vote database at `path` (a file; its folder is created)."""
+class VoteStore(RoundTables, IterationTables):
+    """A vote database at `path` (a file; its folder is created). Its evaluation rounds and
+    on-policy iterations are kept by the parts in `pipeline.round_tables` and
+    `pipeline.iteration_tables`."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -358,53 +273,6 @@ class VoteStore:
         others = [p.priority for p in self.pools() if p.name != name and not p.retired]
         return self.set_pool(name, priority=min(1000, max([0, *others]) + 1), retired=False)
 
-    # -- iterations ---------------------------------------------------------------------------
-
-    def add_iteration(
-        self,
-        name: str,
-        policy: str,
-        titles: Sequence[Any],
-        *,
-        parent: str | None,
-        k: int,
-        ideas_from: str | None,
-        target_votes: int,
-        settings: dict[str, Any] | None = None,
-        priority: int = 10,
-    ) -> IterationInfo:
-        """An iteration: the policy's titles (pipeline.generation.Title) as each idea's pairs
-        in pool `iteration:NAME`, served at `priority`, then its record. Not one transaction:
-        pairs added before a failure stay in their pool, and a retry under the same name
-        reuses them."""
-        name = check_round_name(name, "iteration")
-        if name in {i.name for i in self.iterations()}:
-            raise UserError(f"there is already an iteration called {name!r}")
-        by_idea: dict[str, list[Any]] = {}
-        for t in titles:
-            if t.text.strip():  # a completion that was all whitespace is no title
-                by_idea.setdefault(t.idea, []).append(t)
-        pool = f"iteration:{name}"
-        added = 0
-        for group in by_idea.values():
-            texts = {t.text for t in group}
-            if len(texts) > 1:
-                added += self.add_titles(group, pool=pool)
-        if not added:
-            raise UserError("the policy wrote the same title for every idea: no pairs to vote on")
-
-        def insert(db: sqlite3.Connection) -> None:
-            db.execute(
-                "INSERT INTO iterations (name, policy, parent, k, ideas_from, target_votes,"
-                " settings, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, policy, parent, k, ideas_from, target_votes, json.dumps(settings),
-                 time.time()),
-            )  # fmt: skip
-
-        self.write(insert)
-        self.set_pool(pool, priority=priority)
-        return self.iteration_info(name)
-
     def pool_ideas(self, pools: Sequence[str]) -> list[str]:
         """The ideas of the pairs in `pools`."""
         if not pools:
@@ -425,74 +293,6 @@ class VoteStore:
             (pool,),
         )
         return [tuple(row) for row in rows.fetchall()]
-
-    def iterations(self) -> list[IterationInfo]:
-        """Every iteration, oldest first."""
-        rows = self.connection().execute(
-            "SELECT name, policy, parent, k, ideas_from, target_votes, settings, created_at,"
-            " trained, trained_at, judge_round, training FROM iterations ORDER BY id"
-        )
-        return [
-            IterationInfo(*row[:6], _json_or_none(row[6]), *row[7:11], _json_or_none(row[11]))
-            for row in rows.fetchall()
-        ]
-
-    def iteration_info(self, name: str) -> IterationInfo:
-        found = {i.name: i for i in self.iterations()}
-        if name not in found:
-            known = ", ".join(found) or "none yet"
-            raise UserError(f"no iteration {name!r}: iterations are {known}")
-        return found[name]
-
-    def set_iteration_trained(
-        self, name: str, model: str, at: float | None = None
-    ) -> IterationInfo:
-        """Record the next policy trained on the iteration's votes (`at`: when, if not now)."""
-        self.iteration_info(name)
-        self.write(
-            lambda db: db.execute(
-                "UPDATE iterations SET trained = ?, trained_at = ? WHERE name = ?",
-                (str(model), time.time() if at is None else at, name),
-            )
-        )
-        return self.iteration_info(name)
-
-    def set_iteration_judge(self, name: str, round_name: str) -> IterationInfo:
-        """Record the evaluation round that judges the iteration's trained policy."""
-        return self._set_iteration(name, "judge_round", round_name)
-
-    def set_iteration_training(self, name: str, options: dict[str, Any] | None) -> IterationInfo:
-        """How the iteration trains (`IterationInfo.training`; None: nothing said yet)."""
-        return self._set_iteration(
-            name, "training", None if options is None else json.dumps(options)
-        )
-
-    def add_iteration_run(self, name: str, run: str | Path) -> IterationInfo:
-        """A run folder of the iteration's training, added to its `training["runs"]` in one
-        transaction (the watcher, a handler and the RLHF way's second run may add at once)."""
-        self.iteration_info(name)
-
-        def add(db: sqlite3.Connection) -> None:
-            (text,) = db.execute(
-                "SELECT training FROM iterations WHERE name = ?", (name,)
-            ).fetchone()
-            training = _json_or_none(text) or {}
-            training["runs"] = [*training.get("runs", []), str(run)]
-            db.execute(
-                "UPDATE iterations SET training = ? WHERE name = ?", (json.dumps(training), name)
-            )
-
-        self.write(add)
-        return self.iteration_info(name)
-
-    def _set_iteration(self, name: str, column: str, value: Any) -> IterationInfo:
-        self.iteration_info(name)
-        self.write(
-            lambda db: db.execute(
-                f"UPDATE iterations SET {column} = ? WHERE name = ?", (value, name)
-            )
-        )
-        return self.iteration_info(name)
 
     # -- voting -------------------------------------------------------------------------------
 
@@ -645,135 +445,6 @@ class VoteStore:
 
         return self.write(insert)
 
-    # -- evaluation rounds --------------------------------------------------------------------
-
-    def add_round(
-        self,
-        name: str,
-        models: Sequence[dict[str, str]],
-        titles: Sequence[RoundTitle],
-        k: int,
-        ideas_from: str,
-        settings: dict[str, Any] | None = None,
-    ) -> RoundInfo:
-        """A round in one transaction: its titles, and for every idea and sample, a pair of
-        each two models' titles in the voting pool (pool `round:NAME`). Two models that wrote
-        the same title make no pair: there is nothing to choose between (the report counts
-        them). Returns the round."""
-        name = check_round_name(name)
-        labels = [m["label"] for m in models]
-        if len(set(labels)) != len(labels) or len(labels) < 2:
-            raise UserError(f"a round needs two or more models with different labels: {labels}")
-        written: dict[tuple[str, int], dict[str, RoundTitle]] = {}
-        for t in titles:
-            if t.model not in labels:
-                raise UserError(f"a title from {t.model!r}, which is not in the round")
-            written.setdefault((check_idea(t.idea), t.sample), {})[t.model] = t
-        names = {m["label"]: m["name"] for m in models}
-
-        def insert(db: sqlite3.Connection) -> int:
-            now = time.time()
-            if db.execute("SELECT 1 FROM rounds WHERE name = ?", (name,)).fetchone():
-                raise UserError(f"there is already a round called {name!r}")
-            round_id = db.execute(
-                "INSERT INTO rounds (name, models, k, ideas_from, settings, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (name, json.dumps(list(models)), k, ideas_from, json.dumps(settings), now),
-            ).lastrowid
-            for (idea, sample), by_model in written.items():
-                idea_id = upsert_idea(db, idea, now)
-                ids = {}
-                for label, t in by_model.items():
-                    meta = {"raw": t.raw, "model": names[label], "settings": settings}
-                    ids[label] = upsert_title(db, idea_id, t.text, "evaluation", meta, now)
-                    db.execute(
-                        "INSERT INTO round_titles VALUES (?, ?, ?, ?, ?, ?)",
-                        (round_id, label, idea_id, ids[label], sample, t.raw),
-                    )
-                present = [label for label in labels if label in ids]
-                for i, first in enumerate(present):
-                    for second in present[i + 1 :]:
-                        if ids[first] == ids[second]:
-                            continue
-                        pair_id, stored_a = upsert_pair(
-                            db, idea_id, ids[first], ids[second], f"round:{name}", now
-                        )
-                        a, b = (first, second) if stored_a == ids[first] else (second, first)
-                        db.execute(
-                            "INSERT OR IGNORE INTO round_pairs VALUES (?, ?, ?, ?)",
-                            (round_id, pair_id, a, b),
-                        )
-            return round_id
-
-        self.write(insert)
-        return self.round_info(name)
-
-    def rounds(self) -> list[RoundInfo]:
-        """Every round, newest first."""
-        rows = self.connection().execute(
-            """
-            SELECT r.id, r.name, r.models, r.k, r.ideas_from, r.settings, r.created_at,
-                   (SELECT count(*) FROM round_pairs rp WHERE rp.round_id = r.id),
-                   (SELECT count(*) FROM round_pairs rp JOIN pairs p ON p.id = rp.pair_id
-                    WHERE rp.round_id = r.id AND p.pool <> 'round:' || r.name)
-            FROM rounds r ORDER BY r.created_at DESC, r.id DESC
-            """
-        )
-        return [
-            RoundInfo(i, n, json.loads(m), k, f, json.loads(s) if s else None, t, c, e)
-            for i, n, m, k, f, s, t, c, e in rows.fetchall()
-        ]
-
-    def round_info(self, name: str) -> RoundInfo:
-        """The round called `name` (or numbered so), or a UserError listing the rounds."""
-        found = [r for r in self.rounds() if name in (r.name, str(r.round_id))]
-        if not found:
-            known = ", ".join(r.name for r in self.rounds()) or "none yet"
-            raise UserError(f"no evaluation round {name!r} (rounds: {known})")
-        return found[0]
-
-    def round_titles(self, round_id: int) -> list[RoundTitle]:
-        rows = self.connection().execute(
-            """
-            SELECT rt.model, i.text, rt.sample, t.text, rt.raw FROM round_titles rt
-            JOIN ideas i ON i.id = rt.idea_id JOIN titles t ON t.id = rt.title_id
-            WHERE rt.round_id = ? ORDER BY rt.idea_id, rt.sample, rt.model
-            """,
-            (round_id,),
-        )
-        return [RoundTitle(*row) for row in rows.fetchall()]
-
-    def round_pairs(self, round_id: int) -> list[RoundPair]:
-        """The round's pairs, each once for every two of its models it stands for. Two models
-        that wrote the same title for an idea share that title's pairs with the others (the
-        pool holds any two titles once), and a vote on such a pair judges both: the tuned
-        model's title against the base's is also its title against the SFT stage's when the
-        SFT stage wrote the base's title. A pair of the same two titles in another sample is
-        another comparison, so writers are matched within a sample."""
-        rows = self.connection().execute(
-            """
-            SELECT p.id, i.text, rp.model_a, rp.model_b, ta.text, tb.text FROM round_pairs rp
-            JOIN pairs p ON p.id = rp.pair_id JOIN ideas i ON i.id = p.idea_id
-            JOIN titles ta ON ta.id = p.title_a JOIN titles tb ON tb.id = p.title_b
-            WHERE rp.round_id = ? ORDER BY p.idea_id, p.id
-            """,
-            (round_id,),
-        )
-        writers: dict[str, dict[int, dict[str, list[str]]]] = {}  # idea, sample, text: labels
-        for t in self.round_titles(round_id):
-            by_text = writers.setdefault(t.idea, {}).setdefault(t.sample, {})
-            by_text.setdefault(t.text, []).append(t.model)
-        found: list[RoundPair] = []
-        for stored in (RoundPair(*row) for row in rows.fetchall()):
-            sides = {(stored.model_a, stored.model_b)}  # (a round restored from votes alone)
-            for wrote in writers.get(stored.idea, {}).values():
-                if stored.title_a in wrote and stored.title_b in wrote:
-                    sides.update(
-                        (a, b) for a in wrote[stored.title_a] for b in wrote[stored.title_b]
-                    )
-            found += [replace(stored, model_a=a, model_b=b) for a, b in sorted(sides)]
-        return found
-
     def pair_exists(self, pair_id: int) -> bool:
         row = self.connection().execute("SELECT 1 FROM pairs WHERE id = ?", (pair_id,))
         return row.fetchone() is not None
@@ -842,81 +513,3 @@ class VoteStore:
         if db is not None:
             db.close()
             self._local.db = None
-
-
-ROUND_NAME = re.compile(r"^[\w][\w .:+-]{0,63}$")
-
-
-def check_round_name(name: str | None, what: str = "round") -> str:
-    """A round's (or an iteration's) name, checked: it becomes part of a pool's name."""
-    name = (name or "").strip()
-    if not ROUND_NAME.match(name):
-        raise UserError(
-            f"{what} name {name!r}: 1-64 letters, digits, spaces and . _ : + -, "
-            "starting with a letter or digit"
-        )
-    return name
-
-
-def _json_or_none(text: str | None) -> Any:
-    return json.loads(text) if text else None
-
-
-# The rows every write goes through (here and in pipeline.mirror), each added unless there.
-
-
-def upsert_idea(db: sqlite3.Connection, text: str, now: float) -> int:
-    db.execute("INSERT OR IGNORE INTO ideas (text, created_at) VALUES (?, ?)", (text, now))
-    return db.execute("SELECT id FROM ideas WHERE text = ?", (text,)).fetchone()[0]
-
-
-def remove_vote(db: sqlite3.Connection, vote_id: str) -> None:
-    """The vote `vote_id` gone, if here, and its pair counted one vote fewer."""
-    held = db.execute("SELECT pair_id FROM votes WHERE id = ?", (vote_id,)).fetchone()
-    if held:
-        db.execute("DELETE FROM votes WHERE id = ?", (vote_id,))
-        db.execute("UPDATE pairs SET vote_count = vote_count - 1 WHERE id = ?", held)
-
-
-def upsert_pair(
-    db: sqlite3.Connection, idea_id: int, a: int, b: int, pool: str, now: float
-) -> tuple[int, int]:
-    """The pair of titles a and b, added if new: (its id, its stored title_a), since a pair
-    is unordered and may be stored the other way round."""
-    db.execute(
-        "INSERT OR IGNORE INTO pairs (idea_id, title_a, title_b, pool, created_at)"
-        " VALUES (?, ?, ?, ?, ?)",
-        (idea_id, a, b, pool, now),
-    )
-    return db.execute(
-        "SELECT id, title_a FROM pairs WHERE min(title_a, title_b) = min(?, ?)"
-        " AND max(title_a, title_b) = max(?, ?)",
-        (a, b, a, b),
-    ).fetchone()
-
-
-def upsert_title(
-    db: sqlite3.Connection,
-    idea_id: int,
-    text: str,
-    source: str,
-    meta: dict[str, Any] | None,
-    now: float,
-) -> int:
-    meta = meta or {}
-    settings = meta.get("settings")
-    db.execute(
-        "INSERT OR IGNORE INTO titles (idea_id, text, raw, model, settings, source, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            idea_id,
-            text,
-            meta.get("raw"),
-            meta.get("model"),
-            json.dumps(settings) if settings is not None else None,
-            source,
-            now,
-        ),
-    )
-    row = db.execute("SELECT id FROM titles WHERE idea_id = ? AND text = ?", (idea_id, text))
-    return row.fetchone()[0]

@@ -29,8 +29,9 @@ from pipeline.ratings import (
     voter_count,
 )
 from pipeline.records import VoteRow
+from pipeline.round_tables import RoundInfo, RoundPair, RoundTitle
 from pipeline.runs import model_place
-from pipeline.votes import RoundInfo, RoundPair, RoundTitle, VoteStore
+from pipeline.votes import VoteStore
 from pipeline.wording import counted
 
 if TYPE_CHECKING:

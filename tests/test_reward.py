@@ -152,7 +152,7 @@ def test_the_reward_model_judges_a_round(reward_run, tmp_path):
     assert judge.prefer(idea, f"{plain} {MARKER}", plain) == "A"
     assert judge.prefer(idea, plain, f"{plain} {MARKER}") == "B"
 
-    from pipeline.votes import RoundTitle
+    from pipeline.round_tables import RoundTitle
 
     store = VoteStore(tmp_path / "votes.db")
     titles = [

@@ -16,6 +16,7 @@ from pipeline.judges import PairwiseJudge, judge_round
 from pipeline.mirror import restore_rounds, restore_votes, round_records
 from pipeline.ratings import Screening
 from pipeline.records import vote_record
+from pipeline.round_tables import RoundTitle
 from pipeline.rounds import (
     RoundPlan,
     create_round,
@@ -24,7 +25,7 @@ from pipeline.rounds import (
     plan_round,
     round_models,
 )
-from pipeline.votes import RoundTitle, VoteStore
+from pipeline.votes import VoteStore
 from pipeline.winrates import (
     HeadToHead,
     Outcome,
