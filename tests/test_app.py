@@ -53,6 +53,25 @@ def app_process(tiny_model_dir, tmp_path):
 # --- Generate --------------------------------------------------------------------------------
 
 
+def test_every_font_the_page_declares_draws_every_latin_letter(app_url):
+    """A font file missing letters draws a word in two fonts: Gradio 6.31's semibold Source
+    Sans Pro holds "A" and "B" alone, and the Vote tab's "A is better" came out mixed."""
+    import string
+    from io import BytesIO
+
+    import httpx
+    from fontTools.ttLib import TTFont
+
+    css = httpx.get(app_url + "theme.css").text
+    files = re.findall(r"url\('([^']+\.woff2)'\)", css)
+    assert len(files) >= 2, css[:500]
+    letters = {ord(c) for c in string.ascii_letters + string.digits}
+    for file in files:
+        font = TTFont(BytesIO(httpx.get(app_url + file).raise_for_status().content))
+        missing = sorted(chr(c) for c in letters - set(font.getBestCmap()))
+        assert not missing, (file, "".join(missing))
+
+
 def test_generate_returns_n_titles_and_names_the_model(client, tiny_model_dir):
     table, raw, status, _added = client.predict("Multimodal RAG", 3, 0.7, api_name="/generate")
     assert table["headers"] == ["Title", "Characters"]

@@ -39,6 +39,21 @@ QUEUE_MAX_SIZE = 2000
 # tutorial's titles then fits the Leaderboard's title column instead of breaking mid-word.
 PAGE_CSS = ".table-wrap .body-cell { font-family: var(--font); }"
 
+
+def page_theme() -> gr.themes.Base:
+    """Gradio's default theme, its fonts' semibold (600) left out. Gradio 6.31 ships Source
+    Sans Pro and IBM Plex Mono semibold files that hold a Cyrillic subset and two Latin
+    letters each ("A" and "B"; "a" and "b"): "A is better" drew its A in Source Sans and the
+    rest in whatever font the system had. Without a 600 face, a weight of 600 or more takes the
+    complete bold file."""
+    return gr.themes.Default(
+        font=(gr.themes.LocalFont("Source Sans Pro", weights=(400, 700)), "ui-sans-serif",
+              "system-ui", "sans-serif"),
+        font_mono=(gr.themes.LocalFont("IBM Plex Mono", weights=(400, 700)), "ui-monospace",
+                   "Consolas", "monospace"),
+    )  # fmt: skip
+
+
 TABS: tuple[ModuleType, ...] = (
     vote,
     generate,
@@ -209,7 +224,11 @@ def serve(app: gr.Blocks, *, prevent_thread_lock: bool = False, **launch_kwargs)
     # On a ZeroGPU Space Gradio lets one event wait in the queue unless told otherwise: a second
     # visitor opening the page while another's page loads was refused "Queue is full".
     app.queue(max_size=QUEUE_MAX_SIZE).launch(
-        head=vote.KEYBOARD_HEAD, css=PAGE_CSS, prevent_thread_lock=True, **launch_kwargs
+        head=vote.KEYBOARD_HEAD,
+        css=PAGE_CSS,
+        theme=page_theme(),
+        prevent_thread_lock=True,
+        **launch_kwargs,
     )
     if prevent_thread_lock:
         return
