@@ -150,6 +150,35 @@ def test_the_last_pairs_vote_is_undone_by_its_key_and_cast_again(browser, tiny_m
         stop_app(process)
 
 
+def test_a_vote_another_tab_cast_first_leaves_undo_off(browser, tiny_model_dir, tmp_path):
+    """The same voter in two tabs on the same pair: the second vote is refused, and this
+    page, which has cast nothing, still has nothing to undo."""
+    from pipeline.pairs import Pair
+
+    data = tmp_path / "data"
+    VoteStore.in_folder(data).add_pairs([Pair("one idea", "First", "Second")], "t", "t")
+    process, url = start_app(
+        "--model", str(tiny_model_dir), "--data", str(data), log_path=tmp_path / "app.log"
+    )
+    enabled = "(id) => !document.getElementById(id).disabled"
+    try:
+        tabs = browser.new_context(viewport={"width": 1200, "height": 900})
+        this, other = tabs.new_page(), tabs.new_page()
+        for page in (this, other):  # one after the other: the second finds the voter kept
+            page.goto(url)
+            page.locator("#vote-left").wait_for()
+            page.wait_for_function(enabled, arg="vote-left")
+        other.locator("#vote-left").click()
+        other.get_by_text("Nothing left to judge").wait_for()
+        this.locator("#vote-left").click()
+        this.get_by_text("Already voted on that pair").wait_for()
+        this.wait_for_function(enabled, arg="vote-left")
+        assert not this.evaluate(enabled, "vote-undo")
+        assert other.evaluate(enabled, "vote-undo")  # the tab that cast it may take it back
+    finally:
+        stop_app(process)
+
+
 def test_a_button_names_its_key_only_where_there_is_a_keyboard(browser, tiny_model_dir, tmp_path):
     """ "A is better  [A]" on a phone named a key nobody can press there."""
     process, url = start_app(

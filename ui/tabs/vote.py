@@ -67,22 +67,26 @@ LOCK_BUTTONS_JS = """(...args) => {
   });
   return args;
 }"""
-UndoAfter = Literal["on", "off", "as it was"]
+UndoAfter = Literal["on if saved", "off", "as it was"]
+VOTE_SAVED = "Vote saved."  # how the progress line starts after a vote that was recorded
 
 
 def unlock_buttons_js(undo: UndoAfter) -> str:
-    """The buttons on again once an event is back, and Undo as `undo` says: on after a vote,
-    off after an undo (one step back), as it was after a skip (a skip casts nothing: before
-    the page's first vote there is still nothing to take back). With nothing left to judge
-    only Undo may be on: the last pair's vote may have been a slip."""
-    undo_on = {"on": "true", "off": "false", "as it was": 'b.dataset.wasOn === "true"'}[undo]
+    """The buttons on again once an event is back, and Undo as `undo` says: on after a vote
+    that was saved (one refused as already cast, by another tab, leaves it as it was), off
+    after an undo (one step back), as it was after a skip (a skip casts nothing: before the
+    page's first vote there is still nothing to take back). With nothing left to judge only
+    Undo may be on: the last pair's vote may have been a slip."""
+    was_on = 'b.dataset.wasOn === "true"'
+    undo_on = {"on if saved": f"saved || {was_on}", "off": "false", "as it was": was_on}[undo]
     return """() => {
   const progress = document.getElementById("vote-progress");
   const over = progress && progress.innerText.includes("Nothing left");
+  const saved = progress && progress.innerText.startsWith("VOTE_SAVED");
   document.querySelectorAll("#vote-buttons button").forEach((b) => {
     b.disabled = b.id === "vote-undo" ? !(UNDO_ON) : over;
   });
-}""".replace("UNDO_ON", undo_on)
+}""".replace("UNDO_ON", undo_on).replace("VOTE_SAVED", VOTE_SAVED)
 
 
 def shown_pair_id(value: object) -> int:
@@ -238,7 +242,7 @@ class Ballot:
             if not result.recorded:
                 return {progress: "Already voted on that pair: your first vote stands."}
             skipped = (state or {}).get("skipped", [])
-            return self.show_next(voter.id, skipped, "Vote saved.", last_vote=result.vote_id)
+            return self.show_next(voter.id, skipped, VOTE_SAVED, last_vote=result.vote_id)
 
         return vote
 
@@ -278,7 +282,7 @@ def build(ctx: Context) -> TabParts:
 
     for side, button in screen.buttons.items():
         on_click(button, ballot.vote_for(side), [screen.voter, screen.pair_id, screen.shown],
-                 f"vote_{side}", "on")  # fmt: skip
+                 f"vote_{side}", "on if saved")  # fmt: skip
     on_click(screen.skip, ballot.skip_pair, [screen.voter, screen.shown], "skip", "as it was")
     on_click(screen.undo, ballot.undo, [screen.voter, screen.shown], "undo_vote", "off")
     outputs = [screen.voter, *screen.outputs, *screen.all_buttons]
