@@ -17,7 +17,6 @@ from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.round_tables import check_round_name
-from pipeline.rows import json_or_none
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,7 @@ class IterationTables:
             " trained, trained_at, judge_round, training FROM iterations ORDER BY id"
         )
         return [
-            IterationInfo(*row[:6], json_or_none(row[6]), *row[7:11], json_or_none(row[11]))
+            IterationInfo(*row[:6], _json_or_none(row[6]), *row[7:11], _json_or_none(row[11]))
             for row in rows.fetchall()
         ]
 
@@ -148,7 +147,7 @@ class IterationTables:
             (text,) = db.execute(
                 "SELECT training FROM iterations WHERE name = ?", (name,)
             ).fetchone()
-            training = json_or_none(text) or {}
+            training = _json_or_none(text) or {}
             training["runs"] = [*training.get("runs", []), str(run)]
             db.execute(
                 "UPDATE iterations SET training = ? WHERE name = ?", (json.dumps(training), name)
@@ -165,3 +164,8 @@ class IterationTables:
             )
         )
         return self.iteration_info(name)
+
+
+def _json_or_none(text: str | None) -> Any:
+    """A JSON column's value: None where the column is empty."""
+    return json.loads(text) if text else None

@@ -8,11 +8,6 @@ import sqlite3
 from typing import Any
 
 
-def json_or_none(text: str | None) -> Any:
-    """A JSON column's value: None where the column is empty."""
-    return json.loads(text) if text else None
-
-
 def upsert_idea(db: sqlite3.Connection, text: str, now: float) -> int:
     db.execute("INSERT OR IGNORE INTO ideas (text, created_at) VALUES (?, ?)", (text, now))
     return db.execute("SELECT id FROM ideas WHERE text = ?", (text,)).fetchone()[0]

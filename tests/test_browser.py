@@ -206,32 +206,42 @@ def test_a_button_names_its_key_only_where_there_is_a_keyboard(browser, tiny_mod
         stop_app(process)
 
 
+# In a table's page: the table called `label`, and the words of `words` wider than the
+# room in `cell` (in its own font), which the cell then breaks mid-word.
+TABLE_AND_WIDE_WORDS_JS = """
+  const table = [...document.querySelectorAll('.table-wrap')]
+    .find((t) => t.getAttribute('aria-label') === label);
+  const pen = document.createElement('canvas').getContext('2d');
+  const wideWords = (cell, words) => {
+    const wrap = cell.querySelector('.cell-wrap') || cell;
+    const style = getComputedStyle(wrap);
+    pen.font = style.font;
+    const room = wrap.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    return words.filter((word) => pen.measureText(word).width > room + 0.5);
+  };"""
 # Problems with how a table fits its box: a cell off to the right (the reader must scroll
 # sideways to find it), or a column narrower than one of its words (which then breaks letter
 # by letter: "S / c / o / r / e").
-TABLE_FIT_JS = """(label) => {
-  const table = [...document.querySelectorAll('.table-wrap')]
-    .find((t) => t.getAttribute('aria-label') === label);
+TABLE_FIT_JS = (
+    "(label) => {"
+    + TABLE_AND_WIDE_WORDS_JS
+    + """
   const edge = table.getBoundingClientRect().right;
-  const pen = document.createElement('canvas').getContext('2d');
   const problems = [];
   for (const cell of table.querySelectorAll('th, td, .body-cell')) {  // headers, rows
     const box = cell.getBoundingClientRect();
     if (box.height === 0) continue;  // the hidden row that sizes the columns
     const text = cell.innerText.trim();
     if (box.right > edge + 1) problems.push(`"${text}" is off to the right`);
-    const wrap = cell.querySelector('.cell-wrap') || cell;
-    const style = getComputedStyle(wrap);
-    pen.font = style.font;
-    const room = wrap.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
     // lines break at spaces (a zero-width one too) and dashes, not after a slash: Gradio's
     // cells break a word anywhere when it has to ("Rewards/cho / sen")
-    for (const word of text.split(/[\\s\\u200b–-]+/)) {
-      if (pen.measureText(word).width > room + 0.5) problems.push(`"${word}" is broken`);
+    for (const word of wideWords(cell, text.split(/[\\s\\u200b–-]+/))) {
+      problems.push(`"${word}" is broken`);
     }
   }
   return problems;
 }"""
+)
 
 
 def lasting_fit_problems(page, label: str, seconds: float = 3.0) -> list[str]:
@@ -245,18 +255,15 @@ def lasting_fit_problems(page, label: str, seconds: float = 3.0) -> list[str]:
 
 # The words of WORDS that would not fit, unbroken, in the column COLUMN of the table LABEL
 # (measured in its first row's font and room).
-WORDS_FIT_JS = """([label, column, words]) => {
-  const table = [...document.querySelectorAll('.table-wrap')]
-    .find((t) => t.getAttribute('aria-label') === label);
+WORDS_FIT_JS = (
+    "([label, column, words]) => {"
+    + TABLE_AND_WIDE_WORDS_JS
+    + """
   const cells = [...table.querySelectorAll('.body-cell')]
     .filter((c) => c.getBoundingClientRect().height > 0);
-  const wrap = cells[column].querySelector('.cell-wrap') || cells[column];
-  const style = getComputedStyle(wrap);
-  const pen = document.createElement('canvas').getContext('2d');
-  pen.font = style.font;
-  const room = wrap.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
-  return words.filter((word) => pen.measureText(word).width > room + 0.5);
+  return wideWords(cells[column], words);
 }"""
+)
 
 
 def words_of(texts) -> list[str]:

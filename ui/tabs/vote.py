@@ -68,7 +68,9 @@ LOCK_BUTTONS_JS = """(...args) => {
   return args;
 }"""
 UndoAfter = Literal["on if saved", "off", "as it was"]
-VOTE_SAVED = "Vote saved."  # how the progress line starts after a vote that was recorded
+# The progress line's words the buttons' script reads: after a vote that was recorded, and
+# once the voter has no pair left.
+VOTE_SAVED, NOTHING_LEFT = "Vote saved.", "Nothing left to judge"
 
 
 def unlock_buttons_js(undo: UndoAfter) -> str:
@@ -79,14 +81,18 @@ def unlock_buttons_js(undo: UndoAfter) -> str:
     Undo may be on: the last pair's vote may have been a slip."""
     was_on = 'b.dataset.wasOn === "true"'
     undo_on = {"on if saved": f"saved || {was_on}", "off": "false", "as it was": was_on}[undo]
-    return """() => {
+    return (
+        """() => {
   const progress = document.getElementById("vote-progress");
-  const over = progress && progress.innerText.includes("Nothing left");
+  const over = progress && progress.innerText.includes("NOTHING_LEFT");
   const saved = progress && progress.innerText.startsWith("VOTE_SAVED");
   document.querySelectorAll("#vote-buttons button").forEach((b) => {
     b.disabled = b.id === "vote-undo" ? !(UNDO_ON) : over;
   });
-}""".replace("UNDO_ON", undo_on).replace("VOTE_SAVED", VOTE_SAVED)
+}""".replace("UNDO_ON", undo_on)
+        .replace("VOTE_SAVED", VOTE_SAVED)
+        .replace("NOTHING_LEFT", NOTHING_LEFT)
+    )
 
 
 def shown_pair_id(value: object) -> int:
@@ -189,7 +195,7 @@ class Ballot:
             f"**{remaining - len(skipped)}** left for you"
         )
         if view is None:
-            over = self.blank(f"{message} {counter}. Nothing left to judge: thank you!".strip())
+            over = self.blank(f"{message} {counter}. {NOTHING_LEFT}: thank you!".strip())
             undoable = {"pair_id": None, "skipped": skipped, "last_vote": last_vote}
             return {**over, s.shown: undoable if last_vote else None}
         state = {
