@@ -37,7 +37,7 @@ from pipeline.runs import (
     latest_checkpoint,
     write_summary,
 )
-from pipeline.tracking import forget_run_name, tracking_args
+from pipeline.tracking import forget_logged_after, forget_run_name, tracking_args
 
 
 @dataclass(frozen=True)
@@ -385,10 +385,7 @@ def sft_stage(
     if (out / "config.json").is_file():
         return SFTStage(load_model(str(out), fresh=True), 0, 0, 0, 0.0)
     checkpoints = out.parent / SFT_CHECKPOINTS
-    discard_unfinished_checkpoints(checkpoints)
-    checkpoint = latest_checkpoint(checkpoints)
-    if checkpoint is None:
-        forget_run_name(out)  # a stage that starts, starts a new trackio run
+    checkpoint = sft_checkpoint(checkpoints, out)
     rows = sft_rows(train_split, recipe)
     sft_steps = planned_steps(len(rows), recipe.batch_size, recipe.sft_epochs, max_steps)
     config = SFTConfig(
@@ -422,6 +419,19 @@ def sft_stage(
     # and free of the forward patches the SFT trainer put on this one.
     policy = load_model(str(out), fresh=True)
     return SFTStage(policy, state.global_step, state.max_steps, taken, seconds)
+
+
+def sft_checkpoint(checkpoints: Path, out: Path) -> Path | None:
+    """Where the SFT stage in `out` carries on from: its last complete checkpoint (what a
+    cut-off call logged to trackio past it goes), or None: the stage starts, and starts a new
+    trackio run."""
+    discard_unfinished_checkpoints(checkpoints)
+    checkpoint = latest_checkpoint(checkpoints)
+    if checkpoint is None:
+        forget_run_name(out)
+    else:
+        forget_logged_after(out, checkpoint_step(checkpoint))
+    return checkpoint
 
 
 def sft_rows(train_split, recipe) -> list[dict[str, str]]:
@@ -491,6 +501,7 @@ def checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
     if checkpoint is None:
         raise UserError(f"{out} has no checkpoint to resume from")
     drop_records_after(out / METRICS_FILE, checkpoint_step(checkpoint))
+    forget_logged_after(out, checkpoint_step(checkpoint))
     return checkpoint
 
 

@@ -15,7 +15,9 @@ import importlib.util
 import json
 import logging
 import os
+import sqlite3
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +137,36 @@ def logged_metrics(run: str, project: str = PROJECT) -> list[dict[str, Any]]:
     from trackio.sqlite_storage import SQLiteStorage
 
     return SQLiteStorage.get_logs(project, run)
+
+
+GLOBAL_STEP = "train/global_step"  # the trainer's step, in every record transformers logs
+
+
+def forget_logged_after(out: str | Path, step: int) -> int:
+    """A run cut off (a ZeroGPU chunk aborted, the process killed) logged steps past its last
+    checkpoint, and resumed, trains them again: what the stages of `out` (their names in
+    OUT/trackio_run.json) logged to trackio past `step` goes from the local database, so their
+    curves hold each step once. Returns how many records went. A trackio Space keeps what it
+    was sent. trackio has no public call for this: the SQL is checked against the trackio
+    release the project pins, and where it fails the records stay, with a warning."""
+    names = _given_names(Path(out))
+    if not names or not tracking_on():
+        return 0
+    from trackio.sqlite_storage import SQLiteStorage
+
+    db = SQLiteStorage.get_project_db_path(PROJECT)
+    if not db.is_file():
+        return 0
+    past: list[tuple[int]] = []
+    try:
+        with closing(sqlite3.connect(db, timeout=30)) as conn, conn:
+            for name in names.values():
+                rows = conn.execute("SELECT id, metrics FROM metrics WHERE run_name = ?", (name,))
+                past += [
+                    (i,) for i, record in rows if json.loads(record).get(GLOBAL_STEP, 0) > step
+                ]
+            conn.executemany("DELETE FROM metrics WHERE id = ?", past)
+    except (sqlite3.Error, ValueError, TypeError, AttributeError) as e:
+        log.warning("trackio keeps what was logged past step %s, which trains again: %s", step, e)
+        return 0
+    return len(past)

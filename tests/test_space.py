@@ -241,6 +241,7 @@ def test_a_chunk_that_zerogpu_aborts_is_trained_again_from_its_checkpoint(space,
     back): here in the middle of a chunk. The run carries on by itself from its last complete
     checkpoint, and its charts hold each step once."""
     from pipeline.metrics import read_metrics
+    from pipeline.tracking import GLOBAL_STEP, logged_metrics, run_name
 
     owner = _client(space.url)
     runs_before = set(space.data.glob("runs/run-*"))
@@ -258,6 +259,9 @@ def test_a_chunk_that_zerogpu_aborts_is_trained_again_from_its_checkpoint(space,
     assert re.search(aborted, log), log[-800:]
     logged = [r["step"] for r in read_metrics(metrics) if "loss" in r]
     assert logged == list(range(10, 101, 10)), logged  # every 10th step (of 100), once
+    tracked = logged_metrics(run_name(metrics.parent, "dpo"))
+    tracked = [r[GLOBAL_STEP] for r in tracked if "train/loss" in r]
+    assert tracked == logged, tracked  # and trackio's curves the same
 
 
 def test_a_run_that_spends_the_zerogpu_quota_ends_saying_where_resume_carries_on(

@@ -15,6 +15,7 @@ from pipeline.generation import GenerationSettings
 from pipeline.gpu_rates import Pace
 from pipeline.metrics import read_metrics
 from pipeline.recipes import RECIPES
+from pipeline.tracking import GLOBAL_STEP, PROJECT, logged_metrics, run_name
 from pipeline.training import latest_checkpoint, train_dpo
 
 # batch 4 on 16 pairs, 2 epochs: 8 steps, an evaluation (and best-model choice) every 4
@@ -124,6 +125,7 @@ def test_a_run_cut_off_while_saving_resumes_from_its_last_complete_checkpoint(
         f.write('\n{"step": 6, "eval_lo')
     assert [r["step"] for r in read_metrics(metrics)][-2:] == [5, 6]  # the cut line is skipped
     assert latest_checkpoint(out).name == "checkpoint-4"
+    _log_to_trackio(run_name(out, RECIPE.KIND), {5: 9.0, 6: 9.0})  # so did trackio
 
     rest = train_dpo(small_data, out, str(tiny_model_dir), RECIPE, stop_after=100, resume=True)
     assert (rest.steps, rest.finished) == (8, True)
@@ -136,6 +138,10 @@ def test_a_run_cut_off_while_saving_resumes_from_its_last_complete_checkpoint(
     assert [step for step, _ in losses(out)] == [step for step, _ in losses(straight)]
     for (_, a), (_, b) in zip(losses(straight), losses(out), strict=True):
         assert b == pytest.approx(a, rel=1e-5, abs=1e-6)
+    # trackio's curves too: the steps trained again replace what the cut-off run logged
+    assert _trackio_losses(run_name(out, RECIPE.KIND)) == pytest.approx(
+        _trackio_losses(run_name(straight, RECIPE.KIND))
+    )
     a, b = load_file(straight / "model.safetensors"), load_file(out / "model.safetensors")
     for key in a:
         torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=1e-5, msg=key)
@@ -374,3 +380,53 @@ def test_a_refusal_for_asking_too_much_says_how_much_a_call_may_ask_for():
     assert zerogpu.seconds_allowed("ZeroGPU queue timeout: No GPU was available", 120) is None
     runs_out = "ZeroGPU quota exceeded: You have exceeded your ZeroGPU runs limit. "
     assert zerogpu.seconds_allowed(runs_out, 120) is None
+
+
+def test_an_sft_stage_cut_off_after_a_logged_step_logs_it_once(
+    small_data, tiny_model_dir, tmp_path
+):
+    """The SFT stage carries on from its own checkpoint: what its cut-off call logged past
+    that goes from trackio as well."""
+    recipe, out = replace(RECIPE, shared_prompt=False), tmp_path / "run"
+    train_dpo(small_data, out, str(tiny_model_dir), recipe, max_steps=3, stop_after=1)
+    run = run_name(out / "sft", "sft")  # (the name is kept with the stage until it ends)
+    _log_to_trackio(run, {2: 9.0, 3: 9.0})  # then killed
+    train_dpo(small_data, out, str(tiny_model_dir), recipe, max_steps=3, stop_after=2)
+    losses = _trackio_losses(run)
+    assert sorted(losses) == [1, 2, 3] and 9.0 not in losses.values(), losses
+
+
+def _log_to_trackio(run: str, losses: dict[int, float]) -> None:
+    """What a training process logs to trackio (through transformers' callback) before it is
+    killed: a loss per step, into its run."""
+    import trackio
+
+    trackio.init(project=PROJECT, name=run, resume="must")
+    for step, loss in losses.items():
+        trackio.log({"train/loss": loss, GLOBAL_STEP: step})
+    trackio.finish()
+
+
+def _trackio_losses(run: str) -> dict[int, float]:
+    """The training losses trackio holds for a run, by step: each step once, or it fails."""
+    logged = [r for r in logged_metrics(run) if "train/loss" in r]
+    steps = [r[GLOBAL_STEP] for r in logged]
+    assert steps and len(steps) == len(set(steps)), f"steps logged twice: {steps}"
+    return {r[GLOBAL_STEP]: r["train/loss"] for r in logged}
+
+
+def test_a_trackio_database_that_cannot_be_read_keeps_its_records_with_a_warning(
+    tmp_path, monkeypatch, caplog
+):
+    """trackio has no public call that drops records: where its storage is not what the
+    pinned release writes, the resumed run goes on, and the log says what stays."""
+    from trackio.sqlite_storage import SQLiteStorage
+
+    from pipeline.tracking import claim_run_name, forget_logged_after
+
+    claim_run_name(tmp_path, "dpo")
+    not_sqlite = tmp_path / "title-dpo.db"
+    not_sqlite.write_bytes(b"not an SQLite database" * 100)
+    monkeypatch.setattr(SQLiteStorage, "get_project_db_path", lambda project: not_sqlite)
+    assert forget_logged_after(tmp_path, 4) == 0
+    assert "trackio keeps what was logged past step 4, which trains again" in caplog.text
