@@ -205,8 +205,15 @@ def round_models(names: Sequence[str], stages: bool = True) -> list[RoundModel]:
 
 
 def short_name(model: str) -> str:
-    """How a report calls a model: a Hub id by its id, a folder by its name."""
-    return Path(model).name if Path(model).expanduser().is_dir() else model
+    """How a report calls a model: a Hub id by its id, a folder by its name; but a run's model
+    (RUN/model: every run's is called "model") by its run's, and a run's SFT stage (RUN/sft)
+    as "RUN SFT", as a round of a finished run calls them."""
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        return model
+    if path.name == SFT_STAGE:
+        return f"{run_name(path.parent)} SFT"
+    return run_name(path)
 
 
 # --- planning and creating -------------------------------------------------------------------

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.runs import SFT_STAGE
+from pipeline.runs import run_name as run_folder_name  # tracking's run_name is the trackio run's
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +64,8 @@ RUN_FILE = "trackio_run.json"  # in a stage's folder: the name its run has in tr
 def base_run_name(out: str | Path, stage: str) -> str:
     """A run's name in trackio before any numbering: its folder (the app's RUN of RUN/model)
     and the stage."""
-    out = Path(out).resolve()
-    folder = out.parent.name if out.name in ("model", SFT_STAGE) else out.name
-    if out.name == SFT_STAGE:  # OUT/sft is the SFT stage of the run in OUT
-        folder = out.parent.parent.name if out.parent.name == "model" else out.parent.name
-    return f"{folder} {stage}"
+    out = Path(out)
+    return f"{run_folder_name(out.parent if out.name == SFT_STAGE else out)} {stage}"
 
 
 def run_name(out: str | Path, stage: str) -> str:

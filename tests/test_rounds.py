@@ -320,6 +320,25 @@ def test_a_run_brings_its_base_and_sft_stage_and_its_held_out_ideas(
     assert trained.trained_on == described["ideas"]["train"][:2]
 
 
+def test_a_report_calls_a_run_s_model_and_sft_stage_by_the_run(tmp_path):
+    """Every run's model folder is called "model": an iteration started from one was "model"
+    in its report and its judging round ("start: model")."""
+    from pipeline.rounds import short_name
+
+    app_run, cli_run, own = (
+        tmp_path / "runs" / "run-20261207-101010",
+        tmp_path / "dpo",
+        tmp_path / "mine",
+    )
+    for folder in (app_run / "model" / "sft", cli_run / "sft", own):
+        folder.mkdir(parents=True)
+    assert short_name(str(app_run / "model")) == "run-20261207-101010"
+    assert short_name(str(app_run / "model" / "sft")) == "run-20261207-101010 SFT"
+    assert short_name(str(cli_run)) == "dpo" and short_name(str(cli_run / "sft")) == "dpo SFT"
+    assert short_name(str(own)) == "mine"
+    assert short_name("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"
+
+
 def test_create_round_stores_nothing_when_a_model_fails(tmp_path, tiny_model_dir):
     with pytest.raises(UserError, match="does not exist"):  # refused before any generation
         plan_round([str(tiny_model_dir), str(tmp_path / "missing")], ["an idea"], "typed")

@@ -30,7 +30,7 @@ from pipeline.iterations import (
     train_iteration_in_app,
 )
 from pipeline.recipes import get_recipe
-from pipeline.rounds import round_ideas
+from pipeline.rounds import round_ideas, short_name
 from pipeline.wording import counted
 from pipeline.zerogpu import ON_ZEROGPU, generate_round_on_gpu
 from ui.context import Context, TabParts, Wiring
@@ -45,7 +45,7 @@ IDEA_SOURCES = {FRESH_IDEAS: "fresh", "Typed below, one per line": "typed",
                 "A file, one idea per line": "file"}  # fmt: skip
 STATUS_COLUMNS = ["Iteration", "Policy", "Pairs", "Votes", "Voters", "Pairs at target",
                   "Unanimous", "Trained policy"]  # fmt: skip
-STATUS_WIDTHS = ["11%", "20%", "7%", "7%", "8%", "13%", "11%", "23%"]  # model folders wrap
+STATUS_WIDTHS = ["11%", "20%", "7%", "7%", "8%", "13%", "11%", "23%"]  # long Hub ids wrap
 REPORT_COLUMNS = ["Iteration", "Votes (voters)", "Policy's titles in format", "Mean length",
                   "Judging votes", "Trained beats the one before (by pair)",
                   "Trained beats the start (by pair)", "Trained titles in format"]  # fmt: skip
@@ -161,9 +161,10 @@ class Iterations:
         record_finished_runs(self.store)  # a run resumed on the Train tab and finished there
         found = iteration_statuses(self.store)
         rows = [
-            [s.name, s.policy, s.pairs, s.votes, s.voters,
+            [s.name, short_name(s.policy), s.pairs, s.votes, s.voters,
              f"{s.pairs_at_target} of {s.pairs} ({s.target_votes}+ votes)",
-             "" if s.unanimous is None else f"{s.unanimous:.0%}", s.trained or ""]
+             "" if s.unanimous is None else f"{s.unanimous:.0%}",
+             short_name(s.trained) if s.trained else ""]
             for s in found
         ]  # fmt: skip
         names = [s.name for s in found]
