@@ -382,12 +382,13 @@ def test_an_iteration_comes_back_after_a_restart_with_its_pairs_and_votes(
         wait_for(lambda: (mirrored_iterations(hub) or [{}])[0].get("judge"))
         wait_for(lambda: sum(len(v) for v in shard_lines(hub).values()) == cast)
         trained, _ = owner.predict(api_name="/iterations")
-        assert trained["data"][0][-1].startswith(str(tmp_path / "disk-1" / "runs"))
     finally:
         stop_app(process)
     mirrored = mirrored_iterations(hub)
     assert [i["name"] for i in mirrored] == ["mirrored"] and mirrored[0]["training"]["at_target"]
-    assert mirrored[0]["trained"] == trained["data"][0][-1]
+    run_model = Path(mirrored[0]["trained"])  # the app's RUN/model, which the table calls RUN
+    assert run_model.parent.parent == tmp_path / "disk-1" / "runs" and run_model.name == "model"
+    assert trained["data"][0][-1] == run_model.parent.name
 
     process, url = launch(hub, tmp_path, tmp_path / "disk-2", **often, args=model)
     try:
@@ -397,9 +398,9 @@ def test_an_iteration_comes_back_after_a_restart_with_its_pairs_and_votes(
         # the same pairs, votes and voters; the trained policy is the restored copy
         restored = tmp_path / "disk-2" / "policies" / "mirrored"
         assert after["data"][0][:-1] == trained["data"][0][:-1]
-        assert after["data"][0][-1] == str(restored) and (restored / "config.json").is_file()
+        assert after["data"][0][-1] == restored.name and (restored / "config.json").is_file()
         pairs = len(mirrored[0]["pairs"])
-        assert after["data"][0][:5] == ["mirrored", str(tiny_model_dir), pairs, cast, 1]
+        assert after["data"][0][:5] == ["mirrored", tiny_model_dir.name, pairs, cast, 1]
         # its judging round came back too, nobody's votes on it yet
         rows, _ = owner.predict(api_name="/iteration_report")
         assert rows["data"][0][4] == 0 and mirrored[0]["judge"]["name"] == "judge-mirrored"
@@ -419,7 +420,7 @@ def test_an_iteration_comes_back_after_a_restart_with_its_pairs_and_votes(
         said, table, _ = owner.predict("", "Typed below, one per line", "after the restart",
                                        None, 3, 0.7, 1, "next", 16, False, *training,
                                        api_name="/iteration_start")  # fmt: skip
-        assert said.startswith("**next**") and table["data"][1][1] == str(restored)
+        assert said.startswith(f"**next**: {restored} wrote") and table["data"][1][1] == "mirrored"
     finally:
         stop_app(process)
 
