@@ -421,10 +421,8 @@ def test_a_run_that_finished_without_recording_its_iteration_is_recorded_when_li
     owner = Client(url, verbose=False)
     owner.predict(PASSWORD, api_name="/owner_sign_in")
     table, _ = owner.predict(api_name="/iterations")
-    assert (
-        table["data"][0][-1] == run.name
-        and str(run / "model") == store.iteration_info(plan).trained
-    )
+    assert table["data"][0][-1] == run.name  # RUN/model, called by its RUN
+    assert store.iteration_info(plan).trained == str(run / "model")
 
 
 def plan_iteration_for(store: VoteStore, model, name: str) -> str:
