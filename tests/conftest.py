@@ -6,6 +6,7 @@ rebuilds on load (NFC, the Qwen2 split regex, byte-level), so token ids survive 
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -19,8 +20,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # Every training run reports to trackio (pipeline/tracking.py): the tests' runs go to a folder
-# of their own, set before trackio is first imported (it reads TRACKIO_DIR once).
-os.environ.setdefault("TRACKIO_DIR", tempfile.mkdtemp(prefix="title-dpo-trackio-"))
+# of their own, set before trackio is first imported (it reads TRACKIO_DIR once). The process
+# that made the folder removes it when it exits; the app processes it starts inherit it.
+if "TRACKIO_DIR" not in os.environ:
+    os.environ["TRACKIO_DIR"] = tempfile.mkdtemp(prefix="title-dpo-trackio-")
+    atexit.register(shutil.rmtree, os.environ["TRACKIO_DIR"], ignore_errors=True)
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -238,3 +242,16 @@ def browser():
         )  # fmt: skip
         yield browser
         browser.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed browser test's report says what its pages showed at that moment."""
+    report = yield
+    browser = getattr(item, "funcargs", {}).get("browser")
+    if report.when == "call" and report.failed and browser is not None:
+        from screens import what_pages_show
+
+        folder = item.funcargs.get("tmp_path")  # kept: the test failed
+        report.sections.append(("what the browser showed", what_pages_show(browser, folder)))
+    return report

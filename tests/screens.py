@@ -45,3 +45,23 @@ def owner_page(browser, url: str, password: str, width: int = 1200, height: int 
     page.get_by_role("button", name="Sign in as the owner").click()
     page.get_by_text("every tab is yours").wait_for()
     return page
+
+
+def what_pages_show(browser, folder: Path | None, chars: int = 1500) -> str:
+    """For a failed browser test's report: each open page's address, its selected tabs and the
+    start of its visible text, and (where FOLDER is given) a screenshot of it there, so that a
+    failure seen once in CI can still be read."""
+    lines = []
+    pages = [page for context in browser.contexts for page in context.pages]
+    for number, page in enumerate(pages):
+        try:
+            selected = page.locator("[role=tab][aria-selected=true]").all_inner_texts()
+            lines += [f"page {number}: {page.url}", f"selected tabs: {selected}"]
+            lines.append(page.inner_text("body", timeout=2_000)[:chars])
+            if folder is not None:
+                shot = folder / f"failed-page-{number}.png"
+                page.screenshot(path=str(shot), full_page=True, timeout=5_000)
+                lines.append(f"(screenshot: {shot})")
+        except Exception as error:  # a page the test closed, or a browser that crashed
+            lines.append(f"page {number}: not readable ({error.__class__.__name__})")
+    return "\n".join(lines) or "no open page"
