@@ -26,6 +26,14 @@ if "TRACKIO_DIR" not in os.environ:
     os.environ["TRACKIO_DIR"] = tempfile.mkdtemp(prefix="title-dpo-trackio-")
     atexit.register(shutil.rmtree, os.environ["TRACKIO_DIR"], ignore_errors=True)
 
+# xdist workers share the cores: each worker's torch, and the apps and commands it starts, gets
+# its share of threads rather than all of them. Two workers each on both of two cores ran the
+# heavy tests (test_cli, test_smollm2, test_space) in 183-220 s, one thread each in 148-155 s.
+# Set before torch is first imported, which reads it once.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
