@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import time
 import zipfile
 from pathlib import Path
@@ -163,7 +164,9 @@ def _token_ids(model, text: str) -> list[int]:
 
 
 def test_without_a_token_the_hub_tab_says_what_to_do(hub, tmp_path):
-    process, url = launch(hub, tmp_path, tmp_path / "data", token=None)
+    app_tmp = tmp_path / "app-tmp"  # the app's temporary folder, to see what it leaves there
+    app_tmp.mkdir()
+    process, url = launch(hub, tmp_path, tmp_path / "data", token=None, TMPDIR=str(app_tmp))
     try:
         c = Client(url, verbose=False)
         with pytest.raises(Exception, match=r"no Hugging Face token: set HF_TOKEN"):
@@ -172,11 +175,18 @@ def test_without_a_token_the_hub_tab_says_what_to_do(hub, tmp_path):
         # the same dataset can still be had, as the files its repo would hold
         zipped = c.predict("The tutorial's 1,140 labelled pairs", 1, "votes-ds", False, 0,
                            False, api_name="/hub_download_dataset")  # fmt: skip
+        # an earlier download's folder, two hours old: the next download removes it
+        (root,) = app_tmp.glob("title-dpo-downloads-*")
+        (root / "earlier").mkdir()
+        os.utime(root / "earlier", (time.time() - 7200, time.time() - 7200))
         with pytest.raises(Exception, match="no preference rows from"):  # no votes yet
             c.predict("The votes collected here", 1, "votes-ds", False, 0, False,
                       api_name="/hub_download_dataset")  # fmt: skip
+        assert not (root / "earlier").exists()
+        assert [p.name for p in root.glob("*/*")] == ["votes-ds.zip"]
     finally:
         stop_app(process)
+    assert list(app_tmp.glob("title-dpo-downloads-*")) == []  # gone with the app
     assert hub.request_log == []
     assert Path(zipped).name == "votes-ds.zip"
     with zipfile.ZipFile(zipped) as archive:

@@ -3,7 +3,10 @@ namespace with their cards, and how the votes' Hub mirror is doing."""
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -20,6 +23,7 @@ from ui.widgets import TUTORIAL_DATA, VOTES_DATA, screening, vote_screening
 
 TITLE = "Hub"
 SHOWN_TO = OWNER
+DOWNLOADS_KEPT_S = 3600  # a downloaded zip is kept this long (Gradio serves its own copy)
 
 
 def build(ctx: Context) -> TabParts:
@@ -91,6 +95,7 @@ class Publisher:
     def __init__(self, ctx: Context) -> None:
         self.store, self.folder, self.mirror = ctx.store, ctx.folder, ctx.mirror
         self.on_space = ctx.settings.on_space
+        self.downloads: Path | None = None  # this process's folder of downloads, made on first use
 
     def token_of(self, oauth_token: gr.OAuthToken | None) -> str | None:
         return visitor_token(oauth_token.token if oauth_token else None, self.on_space)
@@ -117,12 +122,23 @@ class Publisher:
         )
         return pushed.describe(markdown=True)
 
+    def download_folder(self) -> Path:
+        """A fresh folder for one download (two owner sessions downloading at once never share
+        one), inside this process's own folder of them, which goes when the process exits.
+        Gradio serves a copy from its cache, so the zip is needed only until the handler
+        returns: folders older than DOWNLOADS_KEPT_S go first, and a long-lived app keeps a few."""
+        if self.downloads is None:
+            self.downloads = Path(tempfile.mkdtemp(prefix="title-dpo-downloads-"))
+            atexit.register(shutil.rmtree, self.downloads, ignore_errors=True)
+        for old in self.downloads.iterdir():
+            if time.time() - old.stat().st_mtime > DOWNLOADS_KEPT_S:
+                shutil.rmtree(old, ignore_errors=True)
+        return Path(tempfile.mkdtemp(dir=self.downloads))
+
     def download_dataset(self, kind, min_count, repo, screen_fast, gold_floor, screen_burst):
-        # a fresh temporary folder each time (Gradio serves a copy from its cache): two
-        # owner sessions downloading at once never share one; a zip is some 100 KB
         repo = (repo or "").strip() or "youtube-titles-dpo"
         path = dataset_zip(
-            Path(tempfile.mkdtemp(prefix="title-dpo-download-")) / f"{repo.rsplit('/')[-1]}.zip",
+            self.download_folder() / f"{repo.rsplit('/')[-1]}.zip",
             repo,
             votes=self.store.path if kind == VOTES_DATA else None,
             min_votes=int(min_count or 1),
