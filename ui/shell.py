@@ -34,10 +34,11 @@ log = logging.getLogger("pipeline.app")
 # Events waiting at once, all visitors together: a class opening the link in the same second
 # queues a few events per page; the bound only keeps a flood from growing without end.
 QUEUE_MAX_SIZE = 2000
-# Gradio writes a table's rows in its monospace font; titles and ideas are prose, and in the
-# app's own font a word takes about a fifth less room: on a phone every word of the
-# tutorial's titles then fits the Leaderboard's title column instead of breaking mid-word.
-PAGE_CSS = ".table-wrap .body-cell { font-family: var(--font); }"
+# Gradio writes a table, its headers and its rows, in its monospace font; titles and ideas are
+# prose, and in the app's own font a word takes about a fifth less room: on a phone every word
+# of the tutorial's titles then fits the Leaderboard's title column instead of breaking
+# mid-word, and the headers match the rest of the page.
+PAGE_CSS = ".table-wrap table, .table-wrap .body-cell { font-family: var(--font); }"
 
 
 def page_theme() -> gr.themes.Base:
