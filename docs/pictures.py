@@ -7,7 +7,8 @@ password so that this machine's browser is a voter until it signs in), then writ
 docs/images/vote-tab.png (what anyone with the link sees) and docs/images/train-tab.png (the
 owner's Train tab after a default DPO run on the tutorial's pairs, or one of N steps: its
 charts, log and held-out figure). Needs `make setup-test` (Playwright, Debian's chromium).
-The default run takes 15 to 17 minutes on a 2-core CPU (16 m 30 s and 14 m 26 s measured, `time`);
+The default run takes 15 to 18 minutes on a 2-core CPU (16 m 30 s, 14 m 26 s and 17 m 31 s
+measured, `time`);
 `--only vote` retakes the Vote tab alone, in seconds.
 """
 
