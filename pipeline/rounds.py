@@ -211,9 +211,7 @@ def short_name(model: str) -> str:
     path = Path(model).expanduser()
     if not path.is_dir():
         return model
-    if path.name == SFT_STAGE:
-        return f"{run_name(path.parent)} SFT"
-    return run_name(path)
+    return f"{run_name(path)} SFT" if path.name == SFT_STAGE else run_name(path)
 
 
 # --- planning and creating -------------------------------------------------------------------

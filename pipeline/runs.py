@@ -49,8 +49,11 @@ def model_place(name: str | Path) -> str:
 
 
 def run_name(model: str | Path) -> str:
-    """`runs/run-20261203-120105/model` → `run-20261203-120105`; any other folder: its name."""
+    """`runs/run-20261203-120105/model` → `run-20261203-120105`; a run's SFT stage (`OUT/sft`)
+    → its run's name; any other folder: its name."""
     path = Path(model).expanduser().resolve()
+    if path.name == SFT_STAGE:
+        path = path.parent
     return path.parent.name if path.name == "model" else path.name
 
 

@@ -21,7 +21,6 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from pipeline.runs import SFT_STAGE
 from pipeline.runs import run_name as run_folder_name  # tracking's run_name is the trackio run's
 
 log = logging.getLogger(__name__)
@@ -64,8 +63,7 @@ RUN_FILE = "trackio_run.json"  # in a stage's folder: the name its run has in tr
 def base_run_name(out: str | Path, stage: str) -> str:
     """A run's name in trackio before any numbering: its folder (the app's RUN of RUN/model)
     and the stage."""
-    out = Path(out)
-    return f"{run_folder_name(out.parent if out.name == SFT_STAGE else out)} {stage}"
+    return f"{run_folder_name(out)} {stage}"
 
 
 def run_name(out: str | Path, stage: str) -> str:
