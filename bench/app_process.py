@@ -42,7 +42,9 @@ def free_port() -> int:
 def start_app(
     *args: str, log_path: Path, env: dict[str, str] | None = None, timeout: float = 180
 ) -> tuple[subprocess.Popen, str]:
-    """Launch the app with ARGS on a free port; return the process and its URL once it answers."""
+    """Launch the app with ARGS on a free port; return the process and its URL once it answers.
+    Gradio's cache of its files is its own, beside the log: an app removes its cached files
+    when it stops, and apps that shared a cache would remove each other's."""
     import httpx
 
     port = free_port()
@@ -50,6 +52,7 @@ def start_app(
         **os.environ,
         "GRADIO_SERVER_PORT": str(port),
         "GRADIO_ANALYTICS_ENABLED": "False",
+        "GRADIO_TEMP_DIR": str(log_path.parent / f"{log_path.stem}-{port}.gradio"),
         **(env or {}),
     }
     log = log_path.open("a")

@@ -68,6 +68,10 @@ class Refused(UserError):
     """The caller may not do this; nothing was changed."""
 
 
+class TooMany(Refused):
+    """The caller may do this, but not again so soon; nothing was changed."""
+
+
 @dataclass(frozen=True)
 class AccessSettings:
     """Who is the owner, how voters are admitted, and the limits they are held to."""
@@ -84,6 +88,9 @@ class AccessSettings:
     new_voters_per_hour: int = 60  # new voter ids per client address
     burst_voters_per_minute: int = 10  # new ids per address a minute before they are marked
     sign_ins_per_hour: int = 10  # owner password attempts per client address
+    # files a visitor the server cannot tell is the owner may upload an hour, per address:
+    # only where an owner may be signed in by password (Gradio's upload carries no page)
+    uploads_per_hour: int = 10
     # proxies in front of the app that each append the address they saw to X-Forwarded-For
     trusted_proxies: int = 0
 
@@ -126,6 +133,7 @@ class AccessSettings:
             burst_voters_per_minute=_limit(
                 env, "TITLE_DPO_BURST_VOTERS_PER_MINUTE", cls.burst_voters_per_minute
             ),
+            uploads_per_hour=_limit(env, "TITLE_DPO_UPLOADS_PER_HOUR", cls.uploads_per_hour),
             trusted_proxies=_limit(
                 env,
                 "TITLE_DPO_TRUSTED_PROXIES",
@@ -228,6 +236,7 @@ class Gatekeeper:
             settings.burst_voters_per_minute, 60, log, "unmarked_voters"
         )
         self._sign_ins = RateLimiter(settings.sign_ins_per_hour, 3600, log, "sign_ins")
+        self._uploads = RateLimiter(settings.uploads_per_hour, 3600, log, "uploads")
 
     @classmethod
     def for_folder(cls, settings: AccessSettings, folder: str | Path) -> Gatekeeper:
@@ -407,6 +416,23 @@ class Gatekeeper:
             caller.address, now
         ):
             raise Refused("too many votes from your address this minute: wait, then go on")
+
+    def admit_upload(self, caller: Caller, now: float | None = None) -> None:
+        """A file sent to the server's upload route (anyone's page can reach it): the owner's
+        is admitted; a voter never needs to upload, so a voter's is refused. But a page signed
+        in by password is told from a voter's only by its events, and an upload carries no
+        page: where there is a password, a caller not otherwise the owner may upload
+        `uploads_per_hour` files an hour per address, which bounds what a script can leave
+        on the disk."""
+        if caller.is_owner:
+            return
+        if self.settings.owner_password is None:
+            raise Refused(OWNER_ONLY + self._how_to_become_owner())
+        if not self._uploads.admit(caller.address, now):
+            raise TooMany(
+                f"too many files uploaded from your address: at most "
+                f"{self.settings.uploads_per_hour} an hour; try again later"
+            )
 
 
 def keep_server_from_trusting_forwarded_headers() -> None:

@@ -26,6 +26,14 @@ if "TRACKIO_DIR" not in os.environ:
     os.environ["TRACKIO_DIR"] = tempfile.mkdtemp(prefix="title-dpo-trackio-")
     atexit.register(shutil.rmtree, os.environ["TRACKIO_DIR"], ignore_errors=True)
 
+# Gradio keeps the files an app is sent or returns in a cache named by their content, and an
+# app removes its own when it stops (ui/shell.CACHE_KEPT): two apps sharing one cache would
+# remove a file the other still serves. So each test process gets a cache of its own (an app
+# that `start_app` launches, one of its own too).
+if "GRADIO_TEMP_DIR" not in os.environ:
+    os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="title-dpo-gradio-")
+    atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
+
 # xdist workers share the cores: each worker's torch, and the apps and commands it starts, gets
 # its share of threads rather than all of them. Two workers each on both of two cores ran the
 # heavy tests (test_cli, test_smollm2, test_space) in 183-220 s, one thread each in 148-155 s.

@@ -8,6 +8,7 @@ import json
 import os
 import time
 import warnings
+from pathlib import Path
 
 import httpx
 import pytest
@@ -88,11 +89,19 @@ def raw_call(client: Client, name: str, data: list) -> str:
         return http.get(f"{base}/{event}").text
 
 
-def assert_voter_refused_everywhere(client, hub, data, csv_path) -> set[str]:
+def upload(url: str, path, headers: dict | None = None) -> httpx.Response:
+    """Send a file to Gradio's upload route, as a page's file box does."""
+    with open(path, "rb") as f:
+        return httpx.post(f"{url}gradio_api/upload", files=[("files", (Path(path).name, f))],
+                          headers=headers, timeout=60)  # fmt: skip
+
+
+def assert_voter_refused_everywhere(client, hub, data, csv_path, uploads=True) -> set[str]:
     """Call every non-voter endpoint as this client, with plausible inputs, with inputs of
     the wrong kind (a number where a file, a list or a choice belongs) and with none at all;
     each must refuse with the one message, before Gradio reads the inputs, and leave
-    everything as it was. Returns the endpoints tried."""
+    everything as it was. `uploads`: whether this client may upload a file at all (without,
+    a plausible file input is refused at its upload). Returns the endpoints tried."""
     before = snapshot(hub, data)
     owner_endpoints = {name: info for name, info in endpoints(client).items()
                        if name not in VOTER_ENDPOINTS}  # fmt: skip
@@ -107,8 +116,11 @@ def assert_voter_refused_everywhere(client, hub, data, csv_path) -> set[str]:
     for name, info in owner_endpoints.items():
         expected = "Generate is for the owner" if name == "/generate" else "owner only"
         wrong_kind = [12345] * len(info["parameters"])
-        for args in (example_args(info, csv_path), wrong_kind):
-            with pytest.raises(Exception, match=expected):
+        takes_file = any(p["component"] == "File" for p in info["parameters"])
+        refused_upload = "403 Forbidden" if takes_file and not uploads else expected
+        for args, refusal in ((example_args(info, csv_path), refused_upload),
+                              (wrong_kind, expected)):  # fmt: skip
+            with pytest.raises(Exception, match=refusal):
                 client.predict(*args, api_name=name)
         if info["parameters"]:
             assert expected in raw_call(client, name, []), name
@@ -248,7 +260,17 @@ def test_on_a_space_the_owner_signs_in_and_pushes_with_their_own_token(
     data = tmp_path / "data"
     try:
         anonymous = Client(url, verbose=False)
-        assert_voter_refused_everywhere(anonymous, hub, data, pairs_csv)
+        assert_voter_refused_everywhere(anonymous, hub, data, pairs_csv, uploads=False)
+        # No voter needs to upload, and on a Space the owner is known by the sign-in: a
+        # visitor's file never reaches the disk.
+        refused = upload(url, pairs_csv)
+        assert refused.status_code == 403
+        assert refused.text.startswith("owner only") and "sign in with Hugging Face" in refused.text
+        # nor has a voter Gradio run ffmpeg on a "screen recording" (its route takes a video)
+        with open(pairs_csv, "rb") as f:
+            recording = httpx.post(f"{url}gradio_api/process_recording",
+                                   files=[("video", ("r.mp4", f))], timeout=60)  # fmt: skip
+        assert recording.status_code == 403 and recording.text == refused.text
         with pytest.raises(Exception, match=r"owner only.*sign in with Hugging Face"):
             anonymous.predict("The votes collected here", 1, "stolen", False, False, 0,
                               api_name="/hub_push_dataset")  # fmt: skip
@@ -257,8 +279,9 @@ def test_on_a_space_the_owner_signs_in_and_pushes_with_their_own_token(
             bob.predict(None, api_name="/my_role")
             == "You are voting as bob. Thank you for helping!"
         )
-        assert_voter_refused_everywhere(bob, hub, data, pairs_csv)
+        assert_voter_refused_everywhere(bob, hub, data, pairs_csv, uploads=False)
         assert not hub.repo_exists("dataset", "alice/stolen")
+        assert upload(url, pairs_csv, bob.headers).status_code == 403
 
         for user in ("alice", "carol"):  # the Space's owner, and one named in TITLE_DPO_OWNERS
             cookie = session_cookie(user, f"hf_{user}_oauth")
@@ -269,6 +292,9 @@ def test_on_a_space_the_owner_signs_in_and_pushes_with_their_own_token(
             pushed = owner.predict("The tutorial's 1,140 labelled pairs", 1, "space-ds", False,
                                    False, 0, api_name="/hub_push_dataset")  # fmt: skip
             assert pushed.startswith(f"Pushed: [{user}/space-ds](")  # their own namespace
+            stored = upload(url, pairs_csv, {"Cookie": cookie})
+            assert stored.status_code == 200 and stored.json()[0].endswith("/pairs.csv")
+            assert owner.predict(handle_file(str(pairs_csv)), api_name="/import_pairs")
         member = Client(url, verbose=False, headers={
             "Cookie": session_cookie("dan", "hf_bob_oauth", orgs=("alice",))})  # fmt: skip
         assert member.predict(None, api_name="/my_role").startswith("**Owner** (signed in as dan)")
@@ -319,6 +345,48 @@ def test_ballot_stuffing_is_held_to_the_limits(tmp_path, tiny_model_dir):
     # within a second of its pair, which no reader manages: stored, and flagged.
     first = token.split(".")[0]
     assert [v.flag for v in votes if v.voter == first] == [None] + ["fast"] * 4
+
+
+def test_uploads_are_the_owners_and_a_page_that_may_be_one_is_held_to_a_limit(
+    tmp_path, tiny_model_dir, pairs_csv
+):
+    """Gradio's upload route keeps every file on the disk, whoever sends it. Locally the
+    owner uploads freely; behind a password a page signed in as the owner cannot be told
+    from a voter's at the upload (it carries no page), so an address gets a few files an
+    hour, and the limit, as every limit, outlives a restart."""
+    process, url = start_app("--model", str(tiny_model_dir), "--data", str(tmp_path / "own"),
+                             log_path=tmp_path / "own.log")  # fmt: skip
+    try:
+        sent = [upload(url, pairs_csv) for _ in range(12)]
+        assert [r.status_code for r in sent] == [200] * 12
+        too_big = tmp_path / "big.csv"
+        too_big.write_bytes(b"x" * (5 * 2**20 + 1))
+        assert upload(url, too_big).status_code == 413
+        kept = Path(sent[0].json()[0])
+        assert kept.read_text() == pairs_csv.read_text()
+    finally:
+        stop_app(process)
+    assert not kept.exists()  # Gradio's cache of the app's files goes with the app
+
+    process, url = start_limited(tmp_path, tiny_model_dir, uploads_per_hour=2)
+    try:
+        assert [upload(url, pairs_csv).status_code for _ in range(2)] == [200, 200]
+        refused = upload(url, pairs_csv)
+        assert refused.status_code == 429
+        assert refused.text == (
+            "too many files uploaded from your address: at most 2 an hour; try again later"
+        )
+        owner = Client(url, verbose=False)
+        owner.predict(PASSWORD, api_name="/owner_sign_in")
+        with pytest.raises(Exception, match="429 Too Many Requests"):  # the limit's cost
+            owner.predict(handle_file(str(pairs_csv)), api_name="/import_pairs")
+    finally:
+        stop_app(process)
+    process, url = start_limited(tmp_path, tiny_model_dir, uploads_per_hour=2)
+    try:
+        assert upload(url, pairs_csv).status_code == 429
+    finally:
+        stop_app(process)
 
 
 def test_flagged_votes_and_careless_voters_stay_out_of_the_dataset(tmp_path, tiny_model_dir):

@@ -1,6 +1,7 @@
 """The lock on every event: `Guard` wraps each handler with the role it demands and is the
 only place where an error becomes the `gr.Error` a page shows; `RoleFirstBlocks` checks the
-role before Gradio even reads an event's inputs."""
+role before Gradio even reads an event's inputs; `UploadGate` holds Gradio's upload route,
+which is no event, to the roles too."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pipeline.access import OPEN_ROLES, Gatekeeper, RequestFacts
+from pipeline.access import OPEN_ROLES, Gatekeeper, Refused, RequestFacts, TooMany
 from pipeline.errors import GpuCallError, UserError
 
 
@@ -151,7 +156,34 @@ class RoleFirstBlocks(gr.Blocks):
         return await super().process_api(block_fn, inputs, *args, **kwargs)
 
 
-def signed_in_profile(request: gr.Request) -> gr.OAuthProfile | None:
+class UploadGate:
+    """ASGI middleware in front of Gradio's routes that take files, which are no events: any
+    page, or script, can reach them. The upload route keeps every file it is sent on the
+    server's disk; the screen-recording route runs ffmpeg on what it is sent. The caller is
+    resolved from the request as for an event, and `Gatekeeper.admit_upload` decides.
+    Refused: 403 (429 over the limit), with the reason as text, before a byte of the file is
+    read. It sits inside Gradio's session middleware, so a Hugging Face sign-in is known
+    here."""
+
+    ROUTES = ("/gradio_api/upload", "/gradio_api/process_recording")
+
+    def __init__(self, app: ASGIApp, keeper: Gatekeeper) -> None:
+        self.app, self.keeper = app, keeper
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].rstrip("/").endswith(self.ROUTES):
+            request = Request(scope)
+            caller = self.keeper.caller(request_facts(request, signed_in_profile(request)))
+            try:  # the limit's count is written to disk: off the event loop
+                await run_in_threadpool(self.keeper.admit_upload, caller)
+            except Refused as exc:
+                status = 429 if isinstance(exc, TooMany) else 403
+                await PlainTextResponse(str(exc), status_code=status)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def signed_in_profile(request: gr.Request | Request) -> gr.OAuthProfile | None:
     """The Hugging Face profile Gradio will hand a handler for this request: the session's
     sign-in, unless it has expired (read as Gradio reads it, for `RoleFirstBlocks`)."""
     underlying = getattr(request, "request", None) or request
@@ -172,15 +204,18 @@ def _injected(annotation: object) -> bool:
     return any(t in injected for t in (annotation, *typing.get_args(annotation)))
 
 
-def request_facts(request: gr.Request | None, profile: gr.OAuthProfile | None) -> RequestFacts:
-    """What the server knows of a request's sender, in the library's terms."""
+def request_facts(
+    request: gr.Request | Request | None, profile: gr.OAuthProfile | None
+) -> RequestFacts:
+    """What the server knows of a request's sender, in the library's terms (a plain HTTP
+    request, not an event's, belongs to no page: no session)."""
     if request is None:  # called from Python, not over HTTP
         return RequestFacts(None)
     orgs = (profile or {}).get("orgs") or []
     return RequestFacts(
         client_host=request.client.host if request.client else None,
         forwarded_for=request.headers.get("x-forwarded-for"),
-        session=request.session_hash,
+        session=getattr(request, "session_hash", None),
         username=profile.username if profile is not None else None,
         orgs=tuple(o["preferred_username"] for o in orgs if o.get("preferred_username")),
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from hub.sync import mirror_for_app
 from pipeline import hub_kernels
@@ -25,7 +26,7 @@ from pipeline.runner import TrainingRunner
 from pipeline.tracking import use_tracking_dir
 from pipeline.votes import VoteStore
 from ui.context import AppParts, Context, TabParts, Wiring
-from ui.guard import Guard, RoleFirstBlocks
+from ui.guard import Guard, RoleFirstBlocks, UploadGate
 from ui.sign_in import OwnerSignIn, describe_caller
 from ui.tabs import evaluate, generate, hub, iterations, leaderboard, pools, train, vote
 
@@ -38,6 +39,10 @@ QUEUE_MAX_SIZE = 2000
 # prose, and in the app's own font a word takes about a fifth less room: on a phone every word
 # of the tutorial's titles then fits the Leaderboard's title column instead of breaking
 # mid-word, and the headers match the rest of the page.
+MAX_UPLOAD = "5mb"  # a pairs CSV of the tutorial's 1,140 pairs is about 150 KB
+# Every file a handler returns, or a page uploads, is copied into Gradio's cache: each hour,
+# the copies over a day old go (a page open longer loses its download link).
+CACHE_KEPT = (3600, 86400)
 PAGE_CSS = ".table-wrap table, .table-wrap .body-cell { font-family: var(--font); }"
 
 
@@ -78,7 +83,7 @@ def build_app(
     store gets the tutorial's pairs (default: `appdata.tutorial_pool_wanted`)."""
     parts = open_parts(model_name, data, access, tutorial_pool)
     guard = parts.guard
-    with RoleFirstBlocks(guard, title="YouTube title DPO") as app:
+    with RoleFirstBlocks(guard, title="YouTube title DPO", delete_cache=CACHE_KEPT) as app:
         gr.Markdown("# YouTube titles, tuned on human preferences")
         with gr.Row():
             role_line = gr.Markdown(elem_id="role-line")
@@ -211,12 +216,18 @@ def owner_values_filled(
     return Wiring(guard("anyone", fill, spread=len(boxes)), boxes, inputs=boxes)
 
 
-def serve(app: gr.Blocks, *, prevent_thread_lock: bool = False, **launch_kwargs) -> None:
+def serve(app: RoleFirstBlocks, *, prevent_thread_lock: bool = False, **launch_kwargs) -> None:
     """Launch with the queue and the voting keyboard shortcuts (Gradio 6 takes `head` here),
     and serve until stopped (Ctrl-C, or the SIGTERM a Space sends); with
     `prevent_thread_lock`, return once it serves (an app in a test's own process)."""
-    # Gradio's upload route is open to every visitor; the app's only upload is a pairs CSV.
-    launch_kwargs.setdefault("max_file_size", "20mb")
+    # Gradio's upload route is open to every page: `UploadGate` holds it to the roles, and
+    # the app's uploads (ideas, pairs CSVs) are small.
+    launch_kwargs.setdefault("max_file_size", MAX_UPLOAD)
+    app_kwargs = launch_kwargs.setdefault("app_kwargs", {})
+    app_kwargs["middleware"] = [
+        *app_kwargs.get("middleware", []),
+        Middleware(UploadGate, keeper=app.guard.keeper),
+    ]
     keep_server_from_trusting_forwarded_headers()
     # Gradio's run history keeps every call's inputs in the browser and shows them at
     # /gradio_api/runs: the owner password typed into the sign-in box too, readable by the
