@@ -116,8 +116,10 @@ def test_a_pairs_csv_upload_joins_the_pool(app_url, tmp_path):
     )
     bad = tmp_path / "bad.csv"
     bad.write_text("idea,title_a\nx,y\n")
-    with pytest.raises(Exception, match="missing column"):
+    with pytest.raises(Exception) as refused:
         c.predict(handle_file(str(bad)), api_name="/import_pairs")
+    # the file as the person named it, not the server's copy in Gradio's cache
+    assert str(refused.value) == "bad.csv: missing column(s) title_b; found idea, title_a"
 
 
 def test_an_unloadable_model_is_reported_not_crashed(tmp_path):

@@ -6,6 +6,7 @@ which is no event, to the roles too."""
 from __future__ import annotations
 
 import inspect
+import re
 import time
 import typing
 from collections.abc import Callable
@@ -81,7 +82,7 @@ class Guard:
                 keeper.require(caller, role)
                 return fn(*args, **named, **{name: given[name] for name in wants})
             except (UserError, GpuCallError) as exc:
-                raise gr.Error(str(exc)) from None
+                raise gr.Error(as_the_person_named_it(str(exc))) from None
 
         handler.__signature__ = signature.replace(parameters=[*params, *extra])
         handler.__annotations__ = {
@@ -130,6 +131,17 @@ class Guard:
         ]
         if miscounted:
             raise RuntimeError(f"events whose handler takes other inputs: {miscounted}")
+
+
+# Gradio hands a handler an uploaded file as its copy in Gradio's cache, inside a folder
+# named by the file's SHA-256.
+GRADIO_COPY = re.compile(r"/\S*/[0-9a-f]{64}/")
+
+
+def as_the_person_named_it(message: str) -> str:
+    """`message` with each uploaded file named as the person's own file was ("pairs.csv:
+    missing column ..."), not by the server's copy of it."""
+    return GRADIO_COPY.sub("", message)
 
 
 class RoleFirstBlocks(gr.Blocks):
