@@ -389,6 +389,35 @@ def test_uploads_are_the_owners_and_a_page_that_may_be_one_is_held_to_a_limit(
         stop_app(process)
 
 
+def test_a_request_too_large_is_refused_before_it_is_read(tmp_path, tiny_model_dir):
+    """Gradio reads an event's inputs whole into memory and keeps them queued: a body over
+    the limit is refused at once, declared or not, and the app goes on serving."""
+    from ui.shell import MAX_REQUEST
+
+    process, url = start_limited(tmp_path, tiny_model_dir)
+    try:
+        voter = Client(url, verbose=False)
+        token, *_, pair_id, _ = voter.predict(None, api_name="/start")
+        join = f"{url}gradio_api/queue/join"
+        vote = {"data": [token, pair_id], "fn_index": 0, "session_hash": "s", "trigger_id": 1}
+        huge = json.dumps({**vote, "data": ["x" * MAX_REQUEST, pair_id]}).encode()
+        declared = httpx.post(join, content=huge, headers={"content-type": "application/json"})
+        assert declared.status_code == 413 and declared.text == "request too large: at most 1 MB"
+
+        def chunks():  # no Content-Length: sent in pieces, as a stream
+            for start in range(0, len(huge), 64 * 1024):
+                yield huge[start : start + 64 * 1024]
+
+        streamed = httpx.post(join, content=chunks(), headers={"content-type": "application/json"})
+        assert "content-length" not in streamed.request.headers
+        assert streamed.status_code == 413
+        time.sleep(MIN_READ_SECONDS)
+        *_, progress = voter.predict(token, pair_id, api_name="/vote_left")
+        assert progress.startswith("Vote saved")
+    finally:
+        stop_app(process)
+
+
 def test_flagged_votes_and_careless_voters_stay_out_of_the_dataset(tmp_path, tiny_model_dir):
     from conftest import run_cli
     from pipeline.pairs import Pair

@@ -1,7 +1,8 @@
 """The lock on every event: `Guard` wraps each handler with the role it demands and is the
 only place where an error becomes the `gr.Error` a page shows; `RoleFirstBlocks` checks the
-role before Gradio even reads an event's inputs; `UploadGate` holds Gradio's upload route,
-which is no event, to the roles too."""
+role before Gradio even reads an event's inputs; `UploadGate` holds Gradio's routes that
+take files, which are no events, to the roles too, and `BodyLimit` bounds what any other
+request may send."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import gradio as gr
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.access import OPEN_ROLES, Gatekeeper, Refused, RequestFacts, TooMany
 from pipeline.errors import GpuCallError, UserError
@@ -193,6 +194,49 @@ class UploadGate:
                 await PlainTextResponse(str(exc), status_code=status)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """ASGI middleware that refuses a request body over `limit` bytes (413), read no further:
+    Gradio reads an event's whole JSON into memory and keeps it queued until the event runs,
+    so one script sending a few hundred MB as a vote would take the server's memory. The
+    routes that take files are left to Gradio's own limit, which it checks as it streams
+    them to disk (`max_file_size`)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].rstrip("/").endswith(UploadGate.ROUTES):
+            await self.app(scope, receive, send)
+            return
+        declared = Request(scope).headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        # No length declared (or a false one): read the body here, up to the limit, and hand
+        # the app what was read, then the connection's own messages (a disconnect).
+        messages, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                messages.append(message)
+                break
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            messages.append(message)
+            more = message.get("more_body", False)
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        text = f"request too large: at most {self.limit // 2**20} MB"
+        await PlainTextResponse(text, status_code=413)(scope, receive, send)
 
 
 def signed_in_profile(request: gr.Request | Request) -> gr.OAuthProfile | None:

@@ -26,7 +26,7 @@ from pipeline.runner import TrainingRunner
 from pipeline.tracking import use_tracking_dir
 from pipeline.votes import VoteStore
 from ui.context import AppParts, Context, TabParts, Wiring
-from ui.guard import Guard, RoleFirstBlocks, UploadGate
+from ui.guard import BodyLimit, Guard, RoleFirstBlocks, UploadGate
 from ui.sign_in import OwnerSignIn, describe_caller
 from ui.tabs import evaluate, generate, hub, iterations, leaderboard, pools, train, vote
 
@@ -40,6 +40,9 @@ QUEUE_MAX_SIZE = 2000
 # of the tutorial's titles then fits the Leaderboard's title column instead of breaking
 # mid-word, and the headers match the rest of the page.
 MAX_UPLOAD = "5mb"  # a pairs CSV of the tutorial's 1,140 pairs is about 150 KB
+# Any other request: an event's inputs (a vote is some 200 bytes; the owner's longest, ideas
+# typed one per line, are some 30 bytes an idea).
+MAX_REQUEST = 2**20
 # Every file a handler returns, or a page uploads, is copied into Gradio's cache: each hour,
 # the copies over a day old go (a page open longer loses its download link).
 CACHE_KEPT = (3600, 86400)
@@ -220,13 +223,15 @@ def serve(app: RoleFirstBlocks, *, prevent_thread_lock: bool = False, **launch_k
     """Launch with the queue and the voting keyboard shortcuts (Gradio 6 takes `head` here),
     and serve until stopped (Ctrl-C, or the SIGTERM a Space sends); with
     `prevent_thread_lock`, return once it serves (an app in a test's own process)."""
-    # Gradio's upload route is open to every page: `UploadGate` holds it to the roles, and
-    # the app's uploads (ideas, pairs CSVs) are small.
+    # Gradio's routes are open to every page, and script: `UploadGate` holds those that take
+    # files to the roles, `BodyLimit` bounds what the others are sent, and the app's uploads
+    # (ideas, pairs CSVs) are small.
     launch_kwargs.setdefault("max_file_size", MAX_UPLOAD)
     app_kwargs = launch_kwargs.setdefault("app_kwargs", {})
     app_kwargs["middleware"] = [
         *app_kwargs.get("middleware", []),
         Middleware(UploadGate, keeper=app.guard.keeper),
+        Middleware(BodyLimit, limit=MAX_REQUEST),
     ]
     keep_server_from_trusting_forwarded_headers()
     # Gradio's run history keeps every call's inputs in the browser and shows them at
