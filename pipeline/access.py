@@ -88,6 +88,8 @@ class AccessSettings:
     new_voters_per_hour: int = 60  # new voter ids per client address
     burst_voters_per_minute: int = 10  # new ids per address a minute before they are marked
     sign_ins_per_hour: int = 10  # owner password attempts per client address
+    # Generate calls a voter may make an hour, per address, when the owner opens Generate
+    generations_per_hour: int = 60
     # files a visitor the server cannot tell is the owner may upload an hour, per address:
     # only where an owner may be signed in by password (Gradio's upload carries no page)
     uploads_per_hour: int = 10
@@ -132,6 +134,9 @@ class AccessSettings:
             ),
             burst_voters_per_minute=_limit(
                 env, "TITLE_DPO_BURST_VOTERS_PER_MINUTE", cls.burst_voters_per_minute
+            ),
+            generations_per_hour=_limit(
+                env, "TITLE_DPO_GENERATIONS_PER_HOUR", cls.generations_per_hour
             ),
             uploads_per_hour=_limit(env, "TITLE_DPO_UPLOADS_PER_HOUR", cls.uploads_per_hour),
             trusted_proxies=_limit(
@@ -237,6 +242,7 @@ class Gatekeeper:
         )
         self._sign_ins = RateLimiter(settings.sign_ins_per_hour, 3600, log, "sign_ins")
         self._uploads = RateLimiter(settings.uploads_per_hour, 3600, log, "uploads")
+        self._generations = RateLimiter(settings.generations_per_hour, 3600, log, "generations")
 
     @classmethod
     def for_folder(cls, settings: AccessSettings, folder: str | Path) -> Gatekeeper:
@@ -416,6 +422,19 @@ class Gatekeeper:
             caller.address, now
         ):
             raise Refused("too many votes from your address this minute: wait, then go on")
+
+    def admit_generation(self, caller: Caller, now: float | None = None) -> None:
+        """A voter's Generate call (the owner opened Generate to voters) counts against its
+        address's limit, which holds a script to a person's use of the model. Under --share
+        with no trusted proxy every voter has one address: off there, as the votes' are (the
+        one model writes for one caller at a time anyway). The owner is not limited."""
+        if caller.is_owner or not self.settings.addresses_tell_voters_apart:
+            return
+        if not self._generations.admit(caller.address, now):
+            raise TooMany(
+                f"too many titles asked for from your address: at most "
+                f"{self.settings.generations_per_hour} times an hour; try again later"
+            )
 
     def admit_upload(self, caller: Caller, now: float | None = None) -> None:
         """A file sent to the server's upload route (anyone's page can reach it): the owner's

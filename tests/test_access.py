@@ -213,6 +213,20 @@ def test_under_share_a_classroom_behind_one_tunnel_is_not_locked_out():
     keeper.admit_vote(tunnel, "v-one", now=151.0)
     with pytest.raises(Refused, match="faster than anyone can read"):
         keeper.admit_vote(tunnel, "v-one", now=152.0)
+    for i in range(settings.generations_per_hour + 5):  # a class trying Generate
+        keeper.admit_generation(tunnel, now=200.0 + i)
+
+
+def test_voters_generating_are_limited_per_address_the_owner_not():
+    keeper = gate(generations_per_hour=2)
+    voter, owner = keeper.caller(REMOTE), keeper.caller(LOCAL)
+    keeper.admit_generation(voter, now=100.0)
+    keeper.admit_generation(voter, now=101.0)
+    with pytest.raises(Refused, match="at most 2 times an hour"):
+        keeper.admit_generation(voter, now=102.0)
+    keeper.admit_generation(voter, now=3701.0)  # an hour on
+    for i in range(5):
+        keeper.admit_generation(owner, now=102.0 + i)
 
 
 def test_votes_per_voter_and_per_address_are_limited():

@@ -389,6 +389,23 @@ def test_uploads_are_the_owners_and_a_page_that_may_be_one_is_held_to_a_limit(
         stop_app(process)
 
 
+def test_voters_generating_are_held_to_a_persons_use(tmp_path, tiny_model_dir):
+    process, url = start_limited(tmp_path, tiny_model_dir, generations_per_hour=2)
+    try:
+        owner, voter = Client(url, verbose=False), Client(url, verbose=False)
+        owner.predict(PASSWORD, api_name="/owner_sign_in")
+        owner.predict(True, api_name="/voters_may_generate")
+        for _ in range(2):
+            table, *_ = voter.predict("an idea", 2, 0.7, api_name="/generate")
+            assert len(table["data"]) == 2
+        with pytest.raises(Exception, match="at most 2 times an hour; try again later"):
+            voter.predict("an idea", 2, 0.7, api_name="/generate")
+        for _ in range(3):  # the owner is not limited
+            owner.predict("an idea", 1, 0.7, api_name="/generate")
+    finally:
+        stop_app(process)
+
+
 def test_a_request_too_large_is_refused_before_it_is_read(tmp_path, tiny_model_dir):
     """Gradio reads an event's inputs whole into memory and keeps them queued: a body over
     the limit is refused at once, declared or not, and the app goes on serving."""

@@ -107,7 +107,8 @@ class Titles:
             return ""  # a voter who cannot generate loads no model
         return self.generator.status()
 
-    def generate(self, idea_text: str, count: float, temp: float):
+    def generate(self, idea_text: str, count: float, temp: float, *, caller: Caller):
+        self.keeper.admit_generation(caller)
         loaded = self.generator.load()
         settings = GenerationSettings(n=int(count), temperature=float(temp))
         result = generate_on_gpu(self.generator.name, idea_text, settings)  # ZeroGPU call
