@@ -144,6 +144,10 @@ def plan_iteration(
                 "name the model to start from: there is no trained iteration to carry on from"
             )
         policy = earlier[-1].trained
+    else:
+        from pipeline.models import refuse_stand_in
+
+        refuse_stand_in(policy, "the titles voters see as the policy's")
     if not 2 <= k <= 10:
         raise UserError(f"an iteration's titles per idea are 2 to 10, not {k}")
     if target_votes < 1:

@@ -15,7 +15,7 @@ import importlib.util
 import logging
 import os
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,18 @@ class ModelSource:
         return f"{self.path} at commit {self.revision[:12]}" if pinned else self.path
 
     @property
+    def loads_as(self) -> str:
+        """The name that loads these weights again: the offline copy's own where the name
+        asked for fell back to it (that name may load another model later, online), else
+        the name asked for."""
+        return OFFLINE_MODEL if self.kind == "offline" else self.requested
+
+    @property
+    def fell_back(self) -> bool:
+        """Whether the offline copy stands in for another model that was asked for."""
+        return self.kind == "offline" and self.requested != OFFLINE_MODEL
+
+    @property
     def hub_id(self) -> str | None:
         """The Hub repo these weights come from, where known (a card's `base_model`)."""
         if self.kind == "offline":
@@ -108,9 +120,21 @@ class ModelChoice:
     changed for every page when the owner picks a trained one."""
 
     name: str
+    _resolved: ModelSource | None = field(default=None, init=False, repr=False)
 
     def load(self) -> LoadedModel:
         return load_model(self.name)
+
+    def loadable_name(self) -> str:
+        """The name that loads what Generate uses, for the owner's forms: offline, the offline
+        copy's own, so that a run or a round started from the form says what it used. Resolved
+        once per name (a Hub id asks the Hub)."""
+        if self._resolved is None or self._resolved.requested != self.name:
+            try:
+                self._resolved = resolve_model(self.name)
+            except UserError:
+                return self.name  # loading it says what is wrong
+        return self._resolved.loads_as
 
     def status(self) -> str:
         """The model line for people, or why it could not be loaded."""
@@ -166,6 +190,20 @@ def resolve_model(name: str | None) -> ModelSource:
         raise UserError(f"model folder {name!r} does not exist")
 
     return _resolve_hub_id(name)
+
+
+def refuse_stand_in(name: str, what: str) -> ModelSource:
+    """`name` resolved, unless only the offline copy could stand in for it: where its
+    results are reported under the name asked for (`what`: a round's titles, an iteration's
+    policy), a stand-in would pass the copy off as that model."""
+    source = resolve_model(name)
+    if source.fell_back:
+        raise UserError(
+            f"{name!r} cannot be loaded here (the Hub is out of reach and it is not in the "
+            f"local cache): {what} would be {OFFLINE_MODEL_LABEL}'s under its name. Leave it "
+            f"out, or name {OFFLINE_MODEL!r} for that model."
+        )
+    return source
 
 
 def _resolve_hub_id(name: str) -> ModelSource:

@@ -232,12 +232,12 @@ def plan_round(
     ideas of the run `held_out_of` (default: of the round's runs)."""
     if not 1 <= k <= MAX_K:
         raise UserError(f"titles per model per idea must be between 1 and {MAX_K}, not {k}")
-    from pipeline.models import resolve_model
+    from pipeline.models import refuse_stand_in
 
     name = check_round_name(name or time.strftime("round-%Y%m%d-%H%M%S"))
     models = round_models(names, stages)
     for model in models:  # a missing folder or an unknown Hub id, before any generation
-        resolve_model(model.name)
+        refuse_stand_in(model.name, "the round's titles for it")
     trained = trained_on(models)
     if ideas is None:
         runs = [run_model_folder(held_out_of)] if held_out_of else []

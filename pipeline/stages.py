@@ -61,7 +61,9 @@ class TrainResult:
     # pipeline.evaluation.HeldOutRanking as a dict: the valid split ranked by the saved model
     # and by the untrained one (None: not scored, or no valid split; see `score_held_out`)
     held_out: dict[str, Any] | None = None
-    started_from: str | None = None  # the model name the run was given (a Hub id or folder)
+    # the name that loads the model it started from (a Hub id or folder; the offline copy's
+    # own where the name it was given fell back to it: `ModelSource.loads_as`)
+    started_from: str | None = None
     # a step-limited run's bound on the pairs of each split it read (its reference pass, its
     # evaluations, its held-out figure); None: every pair (`bounded_rows`)
     rows_limit: int | None = None
@@ -471,7 +473,7 @@ def run_result(out: Path, start, recipe, data, **fields: Any) -> TrainResult:
         metrics_file=str(out / METRICS_FILE),
         base_model=start.hub_id,
         data=str(data),
-        started_from=start.requested,
+        started_from=start.loads_as,
         **fields,
     )
 

@@ -106,16 +106,16 @@ def test_an_iteration_asks_about_a_batch_of_new_ideas_and_never_the_judging_ones
     store = VoteStore.in_folder(tmp_path)
     shipped, judging = fresh_ideas(), judge_ideas()
     assert len(judging) == len(shipped) // 4 and set(judging) < set(shipped)
-    plan = plan_iteration(store, "some/model", shipped, "fresh", max_ideas=16)
+    plan = plan_iteration(store, "smollm2-offline", shipped, "fresh", max_ideas=16)
     assert len(plan.ideas) == 16 and not set(plan.ideas) & set(judging)
     assert (plan.for_judging, plan.later) == (len(judging), len(shipped) - len(judging) - 16)
     assert plan.describe_ideas() == (
         f"16 ideas ({len(judging)} kept for judging; {plan.later} left for later iterations)"
     )
     with pytest.raises(UserError, match="kept for judging"):
-        plan_iteration(store, "some/model", judging, "the judging ideas")
+        plan_iteration(store, "smollm2-offline", judging, "the judging ideas")
     with pytest.raises(UserError, match="1 idea at least"):
-        plan_iteration(store, "some/model", shipped, "fresh", max_ideas=0)
+        plan_iteration(store, "smollm2-offline", shipped, "fresh", max_ideas=0)
 
 
 def vote_by_taste(url: str, rng: random.Random, budget: int, noise: float = 0.2) -> int:
@@ -444,6 +444,7 @@ def test_an_iteration_from_a_runs_sft_stage_leaves_out_the_runs_training_ideas(
     from pipeline.iterations import plan_iteration
 
     model = tmp_path / "run" / "model"
+    shutil.copytree(tiny_model_dir, model)
     shutil.copytree(tiny_model_dir, model / "sft")
     summary = {"started_from": str(tiny_model_dir), "data": str(small_data)}
     (model / "train_summary.json").write_text(json.dumps(summary))

