@@ -28,6 +28,7 @@ class AppParts:
     settings: AccessSettings
     folder: Path  # the data folder: votes, runs, limits
     generator: ModelChoice  # the model Generate uses; the Train tab can change it
+    starting_model: ModelChoice  # the model the app started with, whatever Generate uses later
     runner: TrainingRunner
     mirror: VoteMirror | str | None  # the votes' Hub mirror, or why there is none, or None
 
@@ -61,8 +62,9 @@ class TabParts:
     owner_parts: Sequence[Any] = ()  # parts of a tab open to voters that only the owner sees
     # Fields filled in for the owner alone (a voter's page gets them empty): a value given
     # when the page is built is in its config, which every visitor can read, and the app's
-    # model may be a folder on the owner's disk.
-    owner_values: Mapping[Any, str] = field(default_factory=dict)
+    # model may be a folder on the owner's disk. A function gives its value when it is
+    # filled in (what it asks, the Hub say, is asked only then, and only for the owner).
+    owner_values: Mapping[Any, str | Callable[[], str]] = field(default_factory=dict)
     on_open: Sequence[Wiring] = ()  # run when the tab is opened
     on_load: Wiring | None = None  # run when the page loads
     on_role: Wiring | None = None  # run once the caller's role is known (page load, sign-in)

@@ -132,6 +132,7 @@ def open_parts(
         folder=folder,
         # the model the Generate tab uses; the Train tab's "use this model" changes it
         generator=ModelChoice.for_app(model_name),
+        starting_model=ModelChoice.for_app(model_name),
         runner=TrainingRunner(),
         # On a Space the disk is wiped on restart: the votes come back from their Hub mirror
         # (misconfigured: the app serves anyway, and says so on the Hub tab).
@@ -213,7 +214,10 @@ def owner_values_filled(
     def fill(*shown: str, caller: Caller) -> list[str]:
         if not caller.is_owner:
             return [""] * len(shown)
-        return [now or text for now, text in zip(shown, values.values(), strict=True)]
+        return [
+            now or (text() if callable(text) else text)
+            for now, text in zip(shown, values.values(), strict=True)
+        ]
 
     boxes = list(values)
     return Wiring(guard("anyone", fill, spread=len(boxes)), boxes, inputs=boxes)

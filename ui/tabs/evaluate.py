@@ -36,7 +36,7 @@ IDEA_SOURCES = {
 
 def build(ctx: Context) -> TabParts:
     # Over 60 lines: the tab's layout, top to bottom as the page shows it, then its wiring.
-    generator, guard = ctx.generator, ctx.guard
+    guard = ctx.guard
     gr.Markdown(
         "A round: each model writes titles for the same ideas, and every two models' titles "
         "for an idea become a pair in the voting pool. Voters see them like any pair: blind, "
@@ -108,7 +108,7 @@ def build(ctx: Context) -> TabParts:
     refresh.click(guard(OWNER, rounds.choices), None, [runs, pick], api_name="evaluate_choices")
     return TabParts(
         on_open=(Wiring(guard(OWNER, rounds.choices), [runs, pick]),),
-        owner_values={others: generator.loadable_name()},
+        owner_values={others: ctx.starting_model.loadable_name},
     )
 
 

@@ -142,7 +142,7 @@ def build(ctx: Context) -> TabParts:
         Wiring(guard(OWNER, iterations.listing), listing),
         Wiring(guard(OWNER, iterations.report), reporting),
     )
-    return TabParts(on_open=on_open, owner_values={policy: ctx.generator.loadable_name()})
+    return TabParts(on_open=on_open, owner_values={policy: ctx.starting_model.loadable_name})
 
 
 class Iterations:

@@ -163,8 +163,7 @@ def build(ctx: Context) -> TabParts:
     timer.tick(guard(OWNER, trainer.show), None, outputs, api_name="train_status", queue=False)
     use.click(guard(OWNER, trainer.use_trained), None, ctx.status, api_name="use_trained_model")
     shown = Wiring(guard(OWNER, trainer.run_view), run_view, inputs=[method])
-    # the starting model, whatever Generate uses later; offline, the offline copy by its name
-    owner_values = {base: ctx.generator.loadable_name()}
+    owner_values = {base: ctx.starting_model.loadable_name}  # offline: the stand-in's own name
     on_open = (compare_view, shown, latest_job)
     return TabParts(on_open=on_open, poll=timer, owner_values=owner_values)
 
