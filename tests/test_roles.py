@@ -89,10 +89,12 @@ def raw_call(client: Client, name: str, data: list) -> str:
         return http.get(f"{base}/{event}").text
 
 
-def upload(url: str, path, headers: dict | None = None) -> httpx.Response:
-    """Send a file to Gradio's upload route, as a page's file box does."""
+def upload(url: str, path, headers: dict | None = None, route: str = "upload",
+           field: str = "files") -> httpx.Response:  # fmt: skip
+    """Send a file to one of Gradio's routes that take files: the upload route, as a page's
+    file box does (or its screen recorder's, `process_recording`, field `video`)."""
     with open(path, "rb") as f:
-        return httpx.post(f"{url}gradio_api/upload", files=[("files", (Path(path).name, f))],
+        return httpx.post(f"{url}gradio_api/{route}", files=[(field, (Path(path).name, f))],
                           headers=headers, timeout=60)  # fmt: skip
 
 
@@ -267,9 +269,7 @@ def test_on_a_space_the_owner_signs_in_and_pushes_with_their_own_token(
         assert refused.status_code == 403
         assert refused.text.startswith("owner only") and "sign in with Hugging Face" in refused.text
         # nor has a voter Gradio run ffmpeg on a "screen recording" (its route takes a video)
-        with open(pairs_csv, "rb") as f:
-            recording = httpx.post(f"{url}gradio_api/process_recording",
-                                   files=[("video", ("r.mp4", f))], timeout=60)  # fmt: skip
+        recording = upload(url, pairs_csv, route="process_recording", field="video")
         assert recording.status_code == 403 and recording.text == refused.text
         with pytest.raises(Exception, match=r"owner only.*sign in with Hugging Face"):
             anonymous.predict("The votes collected here", 1, "stolen", False, False, 0,

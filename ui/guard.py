@@ -183,8 +183,13 @@ class UploadGate:
     def __init__(self, app: ASGIApp, keeper: Gatekeeper) -> None:
         self.app, self.keeper = app, keeper
 
+    @classmethod
+    def guards(cls, scope: Scope) -> bool:
+        """Whether the request is one to a route that takes files."""
+        return scope["type"] == "http" and scope["path"].rstrip("/").endswith(cls.ROUTES)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].rstrip("/").endswith(self.ROUTES):
+        if self.guards(scope):
             request = Request(scope)
             caller = self.keeper.caller(request_facts(request, signed_in_profile(request)))
             try:  # the limit's count is written to disk: off the event loop
@@ -207,7 +212,7 @@ class BodyLimit:
         self.app, self.limit = app, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].rstrip("/").endswith(UploadGate.ROUTES):
+        if scope["type"] != "http" or UploadGate.guards(scope):
             await self.app(scope, receive, send)
             return
         declared = Request(scope).headers.get("content-length", "")

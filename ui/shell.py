@@ -35,10 +35,6 @@ log = logging.getLogger("pipeline.app")
 # Events waiting at once, all visitors together: a class opening the link in the same second
 # queues a few events per page; the bound only keeps a flood from growing without end.
 QUEUE_MAX_SIZE = 2000
-# Gradio writes a table, its headers and its rows, in its monospace font; titles and ideas are
-# prose, and in the app's own font a word takes about a fifth less room: on a phone every word
-# of the tutorial's titles then fits the Leaderboard's title column instead of breaking
-# mid-word, and the headers match the rest of the page.
 MAX_UPLOAD = "5mb"  # a pairs CSV of the tutorial's 1,140 pairs is about 150 KB
 # Any other request: an event's inputs (a vote is some 200 bytes; the owner's longest, ideas
 # typed one per line, are some 30 bytes an idea).
@@ -46,6 +42,10 @@ MAX_REQUEST = 2**20
 # Every file a handler returns, or a page uploads, is copied into Gradio's cache: each hour,
 # the copies over a day old go (a page open longer loses its download link).
 CACHE_KEPT = (3600, 86400)
+# Gradio writes a table, its headers and its rows, in its monospace font; titles and ideas are
+# prose, and in the app's own font a word takes about a fifth less room: on a phone every word
+# of the tutorial's titles then fits the Leaderboard's title column instead of breaking
+# mid-word, and the headers match the rest of the page.
 PAGE_CSS = ".table-wrap table, .table-wrap .body-cell { font-family: var(--font); }"
 
 
