@@ -55,14 +55,11 @@ def knob(
     form: bool = False,
     switch: str | None = None,
     when_on: Any = None,
-    zero: bool = False,
 ) -> Any:
     """A recipe field. `form=True`: the Train tab shows it (labelled `label`); an optional
     field there is a switch (labelled `switch`) and a number, `when_on` being the number a
-    switch turned on starts from. `zero=True`: 0 in the form is a value (a weight switched
-    off), not "keep the recipe's"."""
+    switch turned on starts from."""
     meta = {
-        "zero": zero,
         "help": help,
         "label": label,
         "choices": tuple(choices),
@@ -289,7 +286,6 @@ class RLRecipe:
         "weight of the KL penalty to the starting model: the larger, the closer it stays",
         label="KL weight (beta)",
         form=True,
-        zero=True,
     )
     batch_size: int = knob(
         8, "titles per optimizer step (a multiple of generations)", label="Batch size", form=True
@@ -301,21 +297,19 @@ class RLRecipe:
         form=True,
     )
     reward_weight: float = knob(
-        1.0, "weight of the reward model's score", label="Reward model weight", form=True, zero=True
+        1.0, "weight of the reward model's score", label="Reward model weight", form=True
     )
     format_weight: float = knob(
         0.0,
         "weight of the format rule (1 when a completion follows the prompt, else 0)",
         label="Format weight",
         form=True,
-        zero=True,
     )
     length_weight: float = knob(
         0.0,
         "weight of the length penalty (0 inside 30-75 characters, down to -1 far outside)",
         label="Length penalty weight",
         form=True,
-        zero=True,
     )
     lora_r: int | None = knob(
         None,
@@ -388,7 +382,6 @@ class Knob:
     form: bool
     switch: str | None
     when_on: Any
-    zero: bool = False
 
     @property
     def flag(self) -> str:
@@ -445,7 +438,6 @@ def knobs(form_only: bool = False, kind: type = DPORecipe) -> tuple[Knob, ...]:
                 f.metadata["form"],
                 f.metadata["switch"],
                 f.metadata["when_on"],
-                f.metadata["zero"],
             )
         )
     return tuple(found)
@@ -684,15 +676,18 @@ def form_values(recipe: Recipe) -> tuple:
 
 
 def recipe_from_form(name: str, values: Sequence[Any], kind: type = DPORecipe) -> Any:
-    """The recipe `name` with the form's values applied (0 or empty: keep the recipe's; an
-    optional knob switched off: None)."""
+    """The recipe `name` with the form's values applied (an empty field keeps the recipe's; an
+    optional knob switched off: None). A 0 is a value like any other: where it makes no sense
+    (a learning rate of 0) the recipe's own checks say so, rather than the run quietly
+    training with the recipe's value instead."""
     recipe, changes, rest = get_recipe(name, kind), {}, list(values)
     for k in knobs(form_only=True, kind=kind):
         if k.optional:
             on, number = rest.pop(0), rest.pop(0)
-            changes[k.name] = k.coerce(number or k.when_on, k.label or k.name) if on else None
+            number = k.when_on if number in (None, "") else number
+            changes[k.name] = k.coerce(number, k.label or k.name) if on else None
         else:
             value = rest.pop(0)
-            if value not in (None, "") and (value != 0 or k.zero):
+            if value not in (None, ""):
                 changes[k.name] = k.coerce(value, k.label or k.name)
     return with_changes(recipe, changes, only_if_different=True)
