@@ -79,7 +79,9 @@ def check_common(recipe: Any) -> None:
     if not (isinstance(recipe.batch_size, int) and recipe.batch_size >= 1):
         raise UserError(f"batch size must be a whole number >= 1, not {recipe.batch_size}")
     if not 0 < recipe.learning_rate < 1:
-        raise UserError(f"learning rate must be between 0 and 1, not {recipe.learning_rate}")
+        raise UserError(
+            f"learning rate must be more than 0 and less than 1, not {recipe.learning_rate}"
+        )
     if recipe.lora_r is not None and not (isinstance(recipe.lora_r, int) and recipe.lora_r >= 1):
         raise UserError(f"LoRA r must be a whole number >= 1, not {recipe.lora_r}")
     if not recipe.lora_alpha > 0:

@@ -407,7 +407,10 @@ def test_train_tab_refuses_votes_that_make_no_rows(tmp_path, tiny_model_dir):
             c.predict(base, *list(TRAIN_FIELDS.values())[4:], api_name="/train_resume")
         for field, value, message in [
             ("b", -1, "less than minimum value 0"),  # Gradio checks the field itself
-            ("lr", 2, "learning rate must be between 0 and 1"),
+            ("lr", 2, "learning rate must be more than 0 and less than 1"),
+            # a 0 is taken as typed, not swapped for the recipe's value
+            ("lr", 0, r"learning rate must be more than 0 and less than 1, not 0\.0"),
+            ("b", 0, r"beta must be positive, not 0\.0"),
             ("alpha", -3, "less than minimum value 0"),
         ]:
             with pytest.raises(Exception, match=message):

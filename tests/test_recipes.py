@@ -151,7 +151,9 @@ def test_the_form_round_trips_a_recipe():
     assert recipe_from_form("fast", (None, None, "", None, True, 16, "")) == RECIPES["fast"]
     # a 0 is taken as typed, and refused where it makes no sense, never swapped for the
     # recipe's value behind the person's back
-    with pytest.raises(UserError, match=r"learning rate must be between 0 and 1, not 0\.0$"):
+    with pytest.raises(
+        UserError, match=r"learning rate must be more than 0 and less than 1, not 0\.0$"
+    ):
         recipe_from_form("fast", (1, 0.5, 0, 8, True, 16, 32))
     with pytest.raises(UserError, match="epochs must be positive, not 0"):
         recipe_from_form("fast", (0, 0.5, 5e-5, 8, True, 16, 32))
@@ -160,7 +162,7 @@ def test_the_form_round_trips_a_recipe():
     # where 0 means something (a reward weight switched off), it is that
     rl = recipe_from_form("fast", ("grpo", 1, 2e-5, 0, 16, 8, 0, 1, 0, True, 16), RLRecipe)
     assert (rl.beta, rl.reward_weight, rl.format_weight, rl.length_weight) == (0, 0, 1, 0)
-    with pytest.raises(UserError, match="learning rate must be between 0 and 1"):
+    with pytest.raises(UserError, match="learning rate must be more than 0 and less than 1"):
         recipe_from_form("fast", (1, 0.5, 2, 8, True, 16, 32))
 
 
