@@ -36,6 +36,8 @@ LABEL_COLUMNS = ["idea", "title_a", "title_b", "title_b_preferred"]
 SPLITS = ("idea", "seed")
 SPLIT_SEED = 42
 VALID_FRACTION = 0.1
+# a source that had the tutorial's labelled pairs added (`with_tutorial`)
+WITH_TUTORIAL = " and the tutorial's labelled pairs"
 
 
 def read_labelled_csv(path: str | Path) -> list[Preference]:
@@ -130,6 +132,22 @@ def build_dataset(splits: dict[str, list[Preference]]):
     )
 
 
+def source_in_brief(source: str) -> str:
+    """A dataset's `source` (its summary's) in a few words: where its pairs came from, never
+    the local path they were read from."""
+    with_tutorial = source.endswith(WITH_TUTORIAL)
+    source = source.removesuffix(WITH_TUTORIAL)
+    if source == "seed":
+        brief = "the tutorial's pairs"
+    elif source.startswith("hub:"):
+        brief = source.removeprefix("hub:")
+    elif Path(source).suffix.lower() == ".csv":
+        brief = Path(source).name
+    else:
+        brief = "the votes"
+    return brief + (" and the tutorial's" if with_tutorial else "")
+
+
 def summarize(splits: dict[str, list[Preference]], source: str, split: str) -> dict[str, Any]:
     return {
         "source": source,
@@ -175,7 +193,7 @@ def write_dataset_folder(
     if with_tutorial and votes is not None:
         tutorial = seed_preferences()
         prefs = [*prefs, *tutorial]
-        source = f"{source} and the tutorial's labelled pairs"
+        source = f"{source}{WITH_TUTORIAL}"
         facts = {**facts, "tutorial_pairs": len(tutorial)}
     splits = split_preferences(prefs, split)
     summary = {**summarize(splits, source, split), **facts}

@@ -8,15 +8,17 @@ name. The trainers load lazily, so a model card or `--help` does not load transf
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.datasets import source_in_brief
 from pipeline.errors import UserError, advice_on_out_of_memory
 from pipeline.metrics import LOGPS_KEYS, LOSS_KEYS, REWARD_KEYS
 from pipeline.recipes import DPORecipe, RewardRecipe, RLRecipe
-from pipeline.runs import finished_runs, run_kind, run_summary
+from pipeline.runs import finished_runs, run_kind, run_name, run_summary
 from pipeline.wording import counted
 
 Chart = tuple[str, tuple[str, ...]]  # a Train tab chart: its title, the logged keys it draws
@@ -45,6 +47,10 @@ class Method:
     # a model card's tag and training ("fine-tuned with {it}") from its recipe; None: not
     # pushed as a model that writes titles
     card: Callable[[Mapping[str, Any]], tuple[str, str]] | None = None
+    # in a list of runs: what a run trained, from its recipe, and its held-out figure in a few
+    # words, from its summary's held_out
+    brief: Callable[[Mapping[str, Any]], str] = lambda recipe: "DPO"
+    held_out_brief: Callable[[Mapping[str, Any]], str] | None = None
 
     @property
     def kind(self) -> str:
@@ -79,6 +85,14 @@ def _dpo_held_out(held_out: Mapping[str, Any]) -> str:
     from pipeline.evaluation import HeldOutRanking
 
     return HeldOutRanking(**held_out).describe()
+
+
+def _dpo_brief(recipe: Mapping[str, Any]) -> str:
+    return "SFT, then DPO" if recipe.get("sft_epochs") else "DPO"
+
+
+def _ranked_brief(share: float, held_out: Mapping[str, Any]) -> str:
+    return f"held-out {share:.2f} of {held_out['pairs']} (untrained {held_out['untrained']:.2f})"
 
 
 def _dpo_card(recipe: Mapping[str, Any]) -> tuple[str, str]:
@@ -121,6 +135,11 @@ def _report_rl(result) -> list[str]:
     return rl_report(result)
 
 
+def _rl_brief(recipe: Mapping[str, Any]) -> str:
+    online = str(recipe.get("method", "rl")).upper()
+    return f"SFT, then {online}" if recipe.get("sft_epochs") else online
+
+
 def _rl_card(recipe: Mapping[str, Any]) -> tuple[str, str]:
     online = (
         f"online RL ({recipe['method'].upper()}) against a reward model trained on the same "
@@ -151,6 +170,8 @@ METHODS: dict[str, Method] = {
         score=_score_dpo,
         held_out=_dpo_held_out,
         card=_dpo_card,
+        brief=_dpo_brief,
+        held_out_brief=lambda held: _ranked_brief(held["tuned"], held),
     ),
     RewardRecipe.KIND: Method(
         recipe=RewardRecipe,
@@ -170,6 +191,8 @@ METHODS: dict[str, Method] = {
         train=_train_reward,
         score=_score_reward,
         held_out=_reward_held_out,
+        brief=lambda recipe: "reward model",
+        held_out_brief=lambda held: _ranked_brief(held["reward_model"], held),
         writes_titles=False,
         scored_beside=True,
     ),
@@ -196,6 +219,7 @@ METHODS: dict[str, Method] = {
         samples=True,
         stage=lambda recipe: recipe.method,  # "grpo" or "rloo"
         card=_rl_card,
+        brief=_rl_brief,
     ),
 }
 DEFAULT = METHODS[DPORecipe.KIND]
@@ -225,6 +249,36 @@ def method_of(run: Mapping[str, Any] | str | Path | None) -> Method:
     if kind not in METHODS:
         raise UserError(f"a run of an unknown method {kind!r}: one of {', '.join(METHODS)}")
     return METHODS[kind]
+
+
+def run_choice(model: str | Path) -> tuple[str, str]:
+    """A finished run as a list of runs offers it: a line the owner tells it apart by (its
+    folder, what it trained from what on which pairs, its steps and held-out figure), and its
+    model folder."""
+    summary = run_summary(model) or {}
+    method, recipe = method_of(summary), summary.get("recipe") or {}
+    what = method.brief(recipe) + (f" ({recipe['name']})" if recipe.get("name") else "")
+    start = summary.get("started_from") or summary.get("base_model")
+    if start and Path(start).is_dir():  # a folder: by its run's name (or its own), not a path
+        start = run_name(start)
+    data = Path(summary.get("data") or "") / "summary.json"
+    source = json.loads(data.read_text()).get("source") if data.is_file() else None
+    steps = summary.get("steps")
+    parts = [
+        f"{run_name(model)}: {what}",
+        *([f"from {start}"] if start else []),
+        *([f"on {source_in_brief(source)}"] if source else []),
+    ]
+    line = " ".join(parts) + (f", {counted(steps, 'step')}" if steps is not None else "")
+    held = summary.get("held_out")
+    if held and method.held_out_brief:
+        line += f"; {method.held_out_brief(held)}"
+    return line, str(model)
+
+
+def run_choices(runs: str | Path, kind: str | None = None) -> list[tuple[str, str]]:
+    """`run_choice` for each of the app's finished runs (of `kind`), newest first."""
+    return [run_choice(m) for m in finished_runs(runs, kind)]
 
 
 def check_reward_model(name: str) -> str:

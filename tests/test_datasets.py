@@ -109,6 +109,17 @@ def test_saving_over_an_unrelated_folder_is_refused(tmp_path, seed):
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 
 
+def test_a_datasets_source_is_named_in_a_few_words_never_by_its_local_path(tmp_path):
+    labels = tmp_path / "my-labels.csv"
+    labels.write_text("idea,title_a,title_b,title_b_preferred\nrag,Alpha,Beta,1\n")
+    mixed = ds.write_dataset_folder(tmp_path / "mixed", votes=labels, with_tutorial=True)
+    assert str(tmp_path) in mixed["source"]  # the summary keeps where it was read from
+    assert ds.source_in_brief(mixed["source"]) == "my-labels.csv and the tutorial's"
+    assert ds.source_in_brief("seed") == "the tutorial's pairs"
+    assert ds.source_in_brief("hub:you/titles@v2") == "you/titles@v2"
+    assert ds.source_in_brief(str(tmp_path / "data" / "votes.db")) == "the votes"
+
+
 def test_labelled_csv_maps_title_b_preferred_to_chosen(tmp_path):
     path = tmp_path / "labels.csv"
     path.write_text("idea,title_a,title_b,title_b_preferred\nrag,Alpha,Beta,1\nrag,Gamma,Delta,0\n")

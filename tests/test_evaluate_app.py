@@ -45,6 +45,8 @@ def test_a_round_through_the_app_reports_what_blind_voters_chose(evaluation_app,
     plain, marked = marked_models
     owner = Client(url, verbose=False)
     owner.predict(PASSWORD, api_name="/owner_sign_in")
+    runs, _ = owner.predict(api_name="/evaluate_choices")  # no run has finished yet
+    assert runs["choices"] == [] and runs["info"].startswith("none yet: a run that finishes")
     message, picked = create_round_in_app(owner, [plain, marked], IDEAS, "app round")
     assert "**4 pairs in the voting pool now, served first**" in message
     assert picked["value"] == "app round"

@@ -82,6 +82,8 @@ def test_hub_tab_pushes_the_votes_dataset_and_a_run(hub, tmp_path, tiny_model_di
 
         runs, sync_line = c.predict(api_name="/hub_status")
         assert runs["value"] == str(run)
+        started = f"from {tiny_model_dir.name} on the tutorial's pairs, 1 step"
+        assert runs["choices"] == [[f"{run.parent.name}: SFT, then DPO (fast) {started}", str(run)]]
         assert "not mirrored" in sync_line
         message = c.predict(runs["value"], "tiny-model", "alice/tiny-base", False, False,
                             api_name="/hub_push_model")  # fmt: skip

@@ -5,6 +5,7 @@ tab, best-of-n with it on the Generate tab, online RL against it, and the compar
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,13 @@ def test_reward_model_best_of_n_rl_and_compare_through_the_app(rlhf_app, tiny_mo
     # 2. best-of-n on the Generate tab, with that reward model
     found = c.predict(api_name="/reward_models")
     assert found["value"] == str(reward_run)
+    # offered by what it is, not by its path: run, method, recipe, start, pairs, steps, figure
+    ((offered_as, _),) = found["choices"]
+    assert re.fullmatch(
+        rf"{reward_run.parent.name}: reward model \(fast\) from {tiny_model_dir.name} on the "
+        r"tutorial's pairs, 6 steps; held-out \d\.\d\d of 48 \(untrained \d\.\d\d\)",
+        offered_as,
+    ), offered_as
     ranked = c.predict("how to learn python fast", 4, 0.9, str(reward_run), api_name="/best_of_n")
     scores = [row[0] for row in ranked["data"]]
     assert len(scores) == 4 and scores == sorted(scores, reverse=True)

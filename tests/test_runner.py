@@ -1,6 +1,7 @@
 """Background training runs: progress, one at a time, stop and resume."""
 
 import json
+import re
 import time
 from dataclasses import replace
 
@@ -10,6 +11,7 @@ from transformers import TrainerCallback
 from pipeline import datasets as ds
 from pipeline.errors import UserError
 from pipeline.evaluation import HeldOutRanking
+from pipeline.methods import run_choice
 from pipeline.recipes import get_recipe
 from pipeline.runner import TrainingRunner, finished_runs, latest_run
 from pipeline.training import latest_checkpoint
@@ -179,6 +181,13 @@ def test_reward_and_rl_runs_go_through_the_same_runner_and_chunks(data, tiny_mod
     assert len([line for line in status.log if line.startswith("chunk done")]) == 2
     with pytest.raises(UserError, match="scores titles and writes none"):
         runner.finished_model()
+    # a list of runs tells it apart: what it trained from what, on which pairs, and its figure
+    # (a model started from a folder is named by its folder's name, not its whole path)
+    line, folder = run_choice(tmp_path / "rm")
+    assert folder == str(tmp_path / "rm")
+    held = r"held-out (0\.\d\d|1\.00) of \d+ \(untrained (0\.\d\d|1\.00)\)"
+    start = f"from {tiny_model_dir.name} on the tutorial's pairs"
+    assert re.fullmatch(rf"rm: reward model \(fast\) {start}, 4 steps; {held}", line), line
 
     # RL on the rule terms alone (no reward model), in chunks: its charts' metrics arrive
     rl = replace(RL_RECIPES["fast"], reward_weight=0.0, max_new_tokens=8, logging_steps=1)
@@ -189,6 +198,8 @@ def test_reward_and_rl_runs_go_through_the_same_runner_and_chunks(data, tiny_mod
     assert (status.kind, status.stage, status.step, status.total) == ("rl", "grpo", 3, 3)
     assert [m["step"] for m in status.metrics if "reward" in m] == [1, 2, 3]
     assert runner.finished_model() == str(tmp_path / "rl")
+    line, _ = run_choice(tmp_path / "rl")  # RL has no held-out figure: rounds measure it
+    assert line == f"rl: GRPO (fast) {start}, 3 steps", line
 
 
 def test_an_sft_stage_shows_as_such_and_can_be_stopped(data, tiny_model_dir, tmp_path):

@@ -9,13 +9,13 @@ from pipeline.access import OWNER
 from pipeline.appdata import runs_dir
 from pipeline.errors import UserError
 from pipeline.judges import judge_round
+from pipeline.methods import run_choices
 from pipeline.rounds import (
     MAX_K,
     create_round,
     plan_round,
     round_ideas,
 )
-from pipeline.runs import finished_runs
 from pipeline.winrates import ARENA_COLUMNS, COMPARISON_COLUMNS, DETAIL_COLUMNS, round_report
 from pipeline.winrates import chart as round_chart
 from pipeline.zerogpu import JudgeOnGpu, generate_round_on_gpu
@@ -120,9 +120,10 @@ class Rounds:
         self.store, self.folder = ctx.store, ctx.folder
 
     def choices(self):
-        finished = [str(p) for p in finished_runs(runs_dir(self.folder))]
+        finished = run_choices(runs_dir(self.folder))
         rounds = [r.name for r in self.store.rounds()]
-        return gr.CheckboxGroup(choices=finished), gr.Dropdown(
+        none_yet = "none yet: a run that finishes on the Train tab shows here"
+        return gr.CheckboxGroup(choices=finished, info=None if finished else none_yet), gr.Dropdown(
             choices=rounds, value=rounds[0] if rounds else None
         )
 

@@ -11,7 +11,7 @@ from pipeline.access import OWNER, Caller
 from pipeline.appdata import runs_dir
 from pipeline.errors import UserError
 from pipeline.generation import MAX_TITLES_PER_IDEA, GenerationSettings
-from pipeline.methods import reward_model_runs
+from pipeline.methods import reward_model_runs, run_choice
 from pipeline.prompts import MAX_IDEA_CHARS
 from pipeline.zerogpu import best_of_n_on_gpu, generate_on_gpu
 from ui.context import Context, TabParts, Wiring
@@ -57,10 +57,10 @@ def owner_tools(voters_may_generate: bool) -> OwnerTools:
                 "(train one on the Train tab) and lists them best first."
             )
             with gr.Row():
-                reward_model = gr.Dropdown(
-                    [], allow_custom_value=True, label="Reward model (a run, or a folder)"
+                reward_model = gr.Dropdown(  # wide: a run is offered by what it trained
+                    [], allow_custom_value=True, label="Reward model (a run, or a folder)", scale=4
                 )
-                find_rewards = gr.Button("Find reward models")
+                find_rewards = gr.Button("Find reward models", scale=1)
             rank = gr.Button("Generate and rank", variant="primary")
             ranked = gr.Dataframe(
                 headers=["Score", "Title", "Characters"],
@@ -116,8 +116,8 @@ class Titles:
         return table, [t.raw for t in result], loaded.describe(), result, ""
 
     def reward_models(self):
-        found = [str(m) for m in reward_model_runs(runs_dir(self.folder))]
-        return gr.Dropdown(choices=found, value=found[0] if found else None)
+        found = [run_choice(m) for m in reward_model_runs(runs_dir(self.folder))]
+        return gr.Dropdown(choices=found, value=found[0][1] if found else None)
 
     def generate_ranked(self, idea_text: str, count: float, temp: float, reward_name: str | None):
         if not reward_name:

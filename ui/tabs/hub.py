@@ -17,7 +17,7 @@ from hub.sync import VoteMirror
 from pipeline.access import OWNER
 from pipeline.appdata import runs_dir
 from pipeline.errors import UserError
-from pipeline.runs import finished_runs
+from pipeline.methods import run_choices
 from ui.context import Context, TabParts, Wiring
 from ui.widgets import TUTORIAL_DATA, VOTES_DATA, screening, vote_screening
 
@@ -53,8 +53,8 @@ def build(ctx: Context) -> TabParts:
         label="The downloaded dataset: its repo's files, data/*.parquet and README.md",
         interactive=False,
     )
+    run = gr.Dropdown([], label="Model (a finished training run)", allow_custom_value=True)
     with gr.Row():
-        run = gr.Dropdown([], label="Model (a finished training run)", allow_custom_value=True)
         model_repo = gr.Textbox("youtube-titles-dpo-model", label="Model repo (NAME or OWNER/NAME)")
         base_model = gr.Textbox("", label="Base model id (if the run started from a folder)")
         adapter_only = gr.Checkbox(False, label="LoRA adapter only")
@@ -163,7 +163,7 @@ class Publisher:
         return pushed.describe(markdown=True)
 
     def refresh(self):
-        runs = [str(p) for p in finished_runs(runs_dir(self.folder))]
+        runs = run_choices(runs_dir(self.folder))
         if isinstance(self.mirror, VoteMirror):
             line = self.mirror.status().describe()
         else:
@@ -171,4 +171,4 @@ class Publisher:
                 "Votes are not mirrored to the Hub (set TITLE_DPO_VOTES_REPO and HF_TOKEN to "
                 "keep them safe on a Space)."
             )
-        return gr.Dropdown(choices=runs, value=runs[0] if runs else None), line
+        return gr.Dropdown(choices=runs, value=runs[0][1] if runs else None), line
