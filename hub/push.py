@@ -34,7 +34,7 @@ from pipeline.errors import UserError
 from pipeline.methods import method_of
 from pipeline.metrics import read_metrics
 from pipeline.ratings import NO_SCREENING, Screening
-from pipeline.runs import SFT_STAGE, model_place
+from pipeline.runs import SFT_STAGE, model_place, run_summary
 from pipeline.tracking import RUN_FILE
 from pipeline.votes import VoteStore
 from pipeline.winrates import PeopleVerdict, people_verdicts
@@ -182,10 +182,9 @@ def model_plan(
     vote `store`, the card says what people's blind votes in its evaluation rounds said."""
     repo_id = check_repo_id(repo_id, "model")
     run = Path(run)
-    summary_file = run / "train_summary.json"
-    if not summary_file.is_file():
+    summary = run_summary(run)
+    if summary is None:
         raise UserError(f"{run} holds no finished training run (no train_summary.json)")
-    summary = json.loads(summary_file.read_text())
     method = method_of(summary)
     if not method.writes_titles and adapter_only:
         raise UserError(f"{run} is a reward model: it is pushed whole, not as an adapter")

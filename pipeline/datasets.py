@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
-from pipeline.pairs import read_csv_rows
+from pipeline.pairs import read_csv_rows, write_text_atomic
 from pipeline.prompts import title_messages
 from pipeline.ratings import (
     NO_SCREENING,
@@ -166,7 +166,9 @@ def save_dataset(dataset, out: str | Path, summary: dict[str, Any]) -> Path:
     (out / "parquet").mkdir(exist_ok=True)
     for name, part in dataset.items():
         part.to_parquet(str(out / "parquet" / f"{name}.parquet"))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(
+        out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
+    )
     return out
 
 

@@ -261,8 +261,7 @@ def run_choice(model: str | Path) -> tuple[str, str]:
     start = summary.get("started_from") or summary.get("base_model")
     if start and Path(start).is_dir():  # a folder: by its run's name (or its own), not a path
         start = run_name(start)
-    data = Path(summary.get("data") or "") / "summary.json"
-    source = json.loads(data.read_text()).get("source") if data.is_file() else None
+    source = _data_source(summary.get("data"))
     steps = summary.get("steps")
     parts = [
         f"{run_name(model)}: {what}",
@@ -274,6 +273,16 @@ def run_choice(model: str | Path) -> tuple[str, str]:
     if held and method.held_out_brief:
         line += f"; {method.held_out_brief(held)}"
     return line, str(model)
+
+
+def _data_source(data: str | None) -> str | None:
+    """Where a run's dataset folder says its pairs came from; None when that is unknown (the
+    folder gone, or its summary unreadable): the line goes without it."""
+    described = Path(data or "") / "summary.json"
+    try:
+        return json.loads(described.read_text(encoding="utf-8")).get("source")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def run_choices(runs: str | Path, kind: str | None = None) -> list[tuple[str, str]]:

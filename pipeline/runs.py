@@ -8,6 +8,7 @@ its checkpoints (checkpoint-N/). Plain files, no model libraries.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -15,8 +16,11 @@ from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.metrics import METRICS_FILE, SUMMARY_FILE, read_metrics
+from pipeline.pairs import write_text_atomic
 from pipeline.prompts import idea_in_prompt
 from pipeline.recipes import DPORecipe
+
+log = logging.getLogger(__name__)
 
 RUN_PREFIX = "run-"
 # In a model folder: Stop pressed while a chunk trains in another process (a ZeroGPU worker),
@@ -61,17 +65,25 @@ def run_name(model: str | Path) -> str:
 
 
 def run_summary(model: str | Path) -> dict[str, Any] | None:
-    """A finished run's summary (its model folder's train_summary.json), or None."""
+    """A finished run's summary (its model folder's train_summary.json), or None; refused, by
+    its file's name, when that file cannot be read as one."""
     path = Path(model).expanduser() / SUMMARY_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text())
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path}: not a readable run summary ({error})") from None
+    if not isinstance(summary, dict):
+        raise UserError(f"{path}: not a readable run summary (not a JSON object)")
+    return summary
 
 
 def write_summary(result) -> Path:
-    """`result` (a `stages.TrainResult`) as its run's summary file."""
+    """`result` (a `stages.TrainResult`) as its run's summary file, written whole or not at all
+    (a full disk or a killed GPU call leaves the summary that was there)."""
     path = Path(result.out) / SUMMARY_FILE
-    path.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    write_text_atomic(path, json.dumps(asdict(result), indent=2) + "\n")
     return path
 
 
@@ -82,10 +94,20 @@ def run_kind(model: str | Path) -> str:
 
 def finished_runs(runs: str | Path, kind: str | None = None) -> list[Path]:
     """The model folders of the app's finished runs (`RUNS/run-*/model`), newest first; with
-    `kind` (a recipe's KIND), only those of that kind."""
+    `kind` (a recipe's KIND), only those of that kind. A run whose summary cannot be read is
+    left out, and logged: one broken file does not take every list of runs down with it."""
     found = (p / "model" for p in Path(runs).glob(f"{RUN_PREFIX}*"))
     done = sorted((m for m in found if (m / SUMMARY_FILE).is_file()), reverse=True)
-    return [m for m in done if kind is None or run_kind(m) == kind]
+    return [m for m in done if _readable(m) and (kind is None or run_kind(m) == kind)]
+
+
+def _readable(model: Path) -> bool:
+    try:
+        run_summary(model)
+    except UserError as error:
+        log.warning("Left out of the finished runs: %s", error)
+        return False
+    return True
 
 
 def run_label(model: str | Path) -> str:

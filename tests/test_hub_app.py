@@ -66,6 +66,10 @@ def test_hub_tab_pushes_the_votes_dataset_and_a_run(hub, tmp_path, tiny_model_di
     store.close()
     run = data / "runs" / "run-20260101-000000" / "model"
     train_dpo(small_data, run, str(tiny_model_dir), RECIPES["fast"], max_steps=1)
+    # a run whose summary a full disk cut short: left out of the lists, refused by name
+    broken = data / "runs" / "run-20250101-000000" / "model"
+    broken.mkdir(parents=True)
+    (broken / "train_summary.json").write_text('{"out": "cut off by a full dis')
 
     process, url = launch(hub, tmp_path, data)
     try:
@@ -84,6 +88,9 @@ def test_hub_tab_pushes_the_votes_dataset_and_a_run(hub, tmp_path, tiny_model_di
         assert runs["value"] == str(run)
         started = f"from {tiny_model_dir.name} on the tutorial's pairs, 1 step"
         assert runs["choices"] == [[f"{run.parent.name}: SFT, then DPO (fast) {started}", str(run)]]
+        with pytest.raises(Exception, match=r"train_summary\.json: not a readable run summary"):
+            c.predict(str(broken), "tiny-model", "alice/tiny-base", False, False,
+                      api_name="/hub_push_model")  # fmt: skip
         assert "not mirrored" in sync_line
         message = c.predict(runs["value"], "tiny-model", "alice/tiny-base", False, False,
                             api_name="/hub_push_model")  # fmt: skip

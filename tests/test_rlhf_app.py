@@ -94,10 +94,13 @@ def test_reward_model_best_of_n_rl_and_compare_through_the_app(rlhf_app, tiny_mo
     runs, metrics, trackio = c.predict(api_name="/compare_choices")
     assert "trackio show --project title-dpo" in trackio and str(tracking_dir()) in trackio
     assert metrics["value"] == "loss" and "kl" in [m[0] for m in metrics["choices"]]
-    names = [choice[0] if isinstance(choice, list) else choice for choice in runs["choices"]]
+    names = [value for _line, value in runs["choices"]]  # the legend's short names
     assert {
         f"{Path(r).parent.name} ({k})" for r, k in ((reward_run, "reward"), (rl_run, "rl"))
     } == set(names)
+    lines = [line for line, _value in runs["choices"]]  # what the owner reads: newest first
+    assert lines[0].startswith(f"{rl_run.parent.name}: GRPO (fast) from {tiny_model_dir.name}")
+    assert lines[1] == offered_as
     compared = c.predict(names, "loss", api_name="/compare_runs")
     assert {row[2] for row in compared["data"]} == set(names)
     with pytest.raises(Exception, match="none of the chosen runs logged"):

@@ -8,6 +8,7 @@ import gradio as gr
 from pipeline.access import OWNER
 from pipeline.appdata import runs_dir
 from pipeline.errors import UserError
+from pipeline.methods import run_choice
 from pipeline.metrics import compare_rows, numeric_keys
 from pipeline.runs import finished_runs, run_label, run_metrics
 from pipeline.tracking import tracking_dir
@@ -31,7 +32,8 @@ def build(ctx: Context) -> Wiring:
         where = gr.Markdown()
 
     def choices():
-        runs = [run_label(m) for m in finished_runs(runs_dir(folder))]
+        # each offered by what it trained; the chart's legend names it short
+        runs = [(run_choice(m)[0], run_label(m)) for m in finished_runs(runs_dir(folder))]
         logged = (run_metrics(m) for m in finished_runs(runs_dir(folder)))
         keys = sorted({key for metrics in logged for key in numeric_keys(metrics)})
         metric = gr.Dropdown(
