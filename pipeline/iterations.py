@@ -122,6 +122,13 @@ class IterationStatus:
         return line + (f"; trained: {self.trained}" if self.trained else "")
 
 
+def trained_to_carry_on(store: VoteStore) -> str | None:
+    """The policy a next iteration with no model named starts from: the last iteration's
+    trained one; None before it is trained (or before any iteration)."""
+    earlier = store.iterations()
+    return (earlier[-1].trained or None) if earlier else None
+
+
 def plan_iteration(
     store: VoteStore,
     policy: str | None,
@@ -139,11 +146,11 @@ def plan_iteration(
     earlier = store.iterations()
     parent = earlier[-1].name if earlier and policy is None else None
     if policy is None:
-        if not earlier or not earlier[-1].trained:
+        policy = trained_to_carry_on(store)
+        if policy is None:
             raise UserError(
                 "name the model to start from: there is no trained iteration to carry on from"
             )
-        policy = earlier[-1].trained
     else:
         from pipeline.models import refuse_stand_in
 

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 from gradio_client import Client
+from playwright.sync_api import expect
 
 from app_process import free_port
 from conftest import run_cli
 from pipeline.errors import UserError
 from pipeline.generation import GenerationSettings
+from pipeline.iterations import trained_to_carry_on
 from pipeline.votes import VoteStore
 from pipeline.wording import counted
 from screens import owner_page, screenshot
@@ -243,7 +245,12 @@ def test_two_iterations_learn_the_voters_planted_taste(
 def show_the_iterations_tab(browser, url: str, reports) -> None:
     """The owner's Iterations tab in a real browser: the report's rows and the chart."""
     page = owner_page(browser, url, PASSWORD, width=1280, height=1100)
+    # with a trained iteration, the Model field is left empty, which carries on from it; the
+    # starting model put there (as the Train tab's base gets it) would start over instead
+    page.get_by_role("tab", name="Train").click()
+    expect(page.get_by_label("Base model (Hub id or folder)")).not_to_have_value("")
     page.get_by_role("tab", name="Iterations").click()
+    expect(page.get_by_label("Model (empty: the last trained one)")).to_have_value("")
     for report in reports:  # each row says how the trained policy fared, by pair
         page.locator(f"text={_by_pair_text(report.over_before)} >> visible=true").first.wait_for()
     page.locator("img[src^='data:image']").first.wait_for()  # the chart (webp)
@@ -308,6 +315,7 @@ def test_an_iteration_through_the_app(voting_app, tiny_model_dir, tmp_path):
         visitor.predict("app-one", api_name="/iteration_judge")
     owner = Client(url, verbose=False)
     owner.predict(PASSWORD, api_name="/owner_sign_in")
+    assert trained_to_carry_on(store) is None  # no iteration yet: the owner names a model
     # how it learns, votes per pair, earlier iterations, the tutorial's pairs, steps, screening
     training = [DPO_WAY, 1, False, False, 2, False, 0, False]
     message, table, _ = owner.predict(str(tiny_model_dir), "Typed below, one per line",
@@ -323,6 +331,7 @@ def test_an_iteration_through_the_app(voting_app, tiny_model_dir, tmp_path):
     assert table["data"][0][:5] == ["app-one", tiny_model_dir.name, pairs, cast, 1]
     time.sleep(1.5)  # three looks by the watcher: one pair short of the target, no training
     assert "runs" not in store.iteration_info("app-one").training
+    assert trained_to_carry_on(store) is None  # not trained yet: nothing to carry on from
 
     vote_by_taste(url, random.Random(2), budget=1)  # a second voter: the last pair's vote
     for _ in range(240):  # the watcher starts the Train tab's runner; a tiny model is quick
@@ -334,6 +343,7 @@ def test_an_iteration_through_the_app(voting_app, tiny_model_dir, tmp_path):
     assert info.trained and info.trained.endswith("/model"), status
     assert info.training["runs"] == [str(Path(info.trained).parent)]
     assert info.judge_round == "judge-app-one"
+    assert trained_to_carry_on(store) == info.trained  # what a next iteration starts from
     table, _ = owner.predict(api_name="/iterations")
     assert table["data"][0][-1] == Path(info.trained).parent.name  # RUN/model, called by its RUN
 

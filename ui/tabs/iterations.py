@@ -28,6 +28,7 @@ from pipeline.iterations import (
     record_finished_runs,
     start_iteration,
     train_iteration_in_app,
+    trained_to_carry_on,
 )
 from pipeline.recipes import get_recipe
 from pipeline.rounds import round_ideas, short_name
@@ -142,7 +143,7 @@ def build(ctx: Context) -> TabParts:
         Wiring(guard(OWNER, iterations.listing), listing),
         Wiring(guard(OWNER, iterations.report), reporting),
     )
-    return TabParts(on_open=on_open, owner_values={policy: ctx.starting_model.loadable_name})
+    return TabParts(on_open=on_open, owner_values={policy: iterations.model_to_offer})
 
 
 class Iterations:
@@ -151,11 +152,18 @@ class Iterations:
 
     def __init__(self, ctx: Context) -> None:
         self.store, self.runner, self.runs = ctx.store, ctx.runner, runs_dir(ctx.folder)
+        self.starting_model = ctx.starting_model
         # trains what the owner asked to train at target, also after a restart
         every = float(os.environ.get(AUTO_TRAIN_SETTING) or AUTO_TRAIN_SECONDS)
         self.auto = AutoTrainer(self.store, self._train_due, every)
         if self.auto.waiting():
             self.auto.watch()
+
+    def model_to_offer(self) -> str:
+        """The owner's Model field as the page opens: empty where a next iteration carries on
+        from the last trained one (what an empty field means), else the app's starting model.
+        Filled with the start every time, it had the next iteration start over by default."""
+        return "" if trained_to_carry_on(self.store) else self.starting_model.loadable_name()
 
     def listing(self):
         record_finished_runs(self.store)  # a run resumed on the Train tab and finished there
