@@ -51,6 +51,12 @@ class Method:
     # words, from its summary's held_out
     brief: Callable[[Mapping[str, Any]], str] = lambda recipe: "DPO"
     held_out_brief: Callable[[Mapping[str, Any]], str] | None = None
+    # what to do with a finished run next, as the Train tab says it under the run's line: a
+    # loss or a held-out figure is not the question people ask of their titles
+    next_step: str = (
+        "Did people prefer its titles? On the Evaluate tab, tick this run and create a round: "
+        "voters judge them blind beside the titles of the model it started from."
+    )
 
     @property
     def kind(self) -> str:
@@ -191,6 +197,8 @@ METHODS: dict[str, Method] = {
         train=_train_reward,
         score=_score_reward,
         held_out=_reward_held_out,
+        next_step="Use it: online RL against it (Method, above), or best of n on the Generate "
+        "tab, which ranks a model's titles by its scores.",
         brief=lambda recipe: "reward model",
         held_out_brief=lambda held: _ranked_brief(held["reward_model"], held),
         writes_titles=False,

@@ -363,8 +363,12 @@ def test_train_tab_runs_reports_and_hands_the_model_to_generate(app_url, tiny_mo
     # 96 of them (a step limit bounds the whole run), ranked by the saved model
     assert re.search(r"held-out pairs ranked as labelled: [01]\.\d{3} of 96 \(the untrained "
                      r"model: [01]\.\d{3}\); against it, \d+ pairs? gained and \d+ lost: "
-                     r"(beyond|within) chance \(sign test p = [\d.e-]+\)$",
+                     r"(beyond|within) chance \(sign test p = [\d.e-]+\)  \n",
                      progress), progress  # fmt: skip
+    # then what answers the question people ask: their blind votes, on the Evaluate tab
+    assert progress.endswith("*Did people prefer its titles? On the Evaluate tab, tick this run "
+                             "and create a round: voters judge them blind beside the titles of "
+                             "the model it started from.*")  # fmt: skip
     assert steps == sorted(steps) and steps[-1] == 12
     assert {row[2] for row in losses["data"]} == {"train loss", "eval loss"}
     assert {"margin (eval)", "accuracy (eval)"} <= {row[2] for row in rewards["data"]}

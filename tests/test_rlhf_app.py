@@ -48,6 +48,8 @@ def test_reward_model_best_of_n_rl_and_compare_through_the_app(rlhf_app, tiny_mo
     assert progress.startswith("**done**") and "step 6/6" in progress, progress
     # held-out pairs, pair by pair: the 48 that 6 steps of 8 pairs read (of 120)
     assert "reward model" in progress and "of 48" in progress
+    next_step = "*Use it: online RL against it (Method, above), or best of n on the Generate tab"
+    assert progress.endswith(f"{next_step}, which ranks a model's titles by its scores.*")
     assert {"accuracy (train)", "accuracy (eval)"} <= {row[2] for row in accuracy["data"]}
     assert "training: 6 steps" in log
     with pytest.raises(Exception, match="scores titles and writes none"):

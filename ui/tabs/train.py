@@ -234,8 +234,11 @@ class Trainer:
         table = pd.DataFrame(epoch_table(job.metrics), columns=list(EPOCH_COLUMNS))
         table.columns = EPOCH_HEADERS
         written = read_samples(job.out, 24)[::-1] if job.out else []
+        line = job.describe()
+        if job.state == "done":
+            line += f"  \n*{method_of(job.kind or None).next_step}*"
         return (
-            job.describe(),
+            line,
             *plots,
             table.map(lambda v: float(f"{v:.4g}") if isinstance(v, float) else v),
             pd.DataFrame(sample_rows(written), columns=list(SAMPLE_COLUMNS)),
