@@ -284,11 +284,20 @@ def _round_ideas(args: argparse.Namespace) -> tuple[list[str] | None, str | None
     return round_ideas("fresh")
 
 
-def _store(args: argparse.Namespace):
+def _store(args: argparse.Namespace, create: bool = False):
+    """The app's vote store in --data. Only a command that adds to it (`iterate start`,
+    `evaluate create`) starts one where there is none: for any other, a mistyped folder would
+    otherwise be left holding a new empty store, and the answer would be "nothing yet"."""
     from pipeline.appdata import data_dir
-    from pipeline.votes import VoteStore
+    from pipeline.votes import DB_NAME, VoteStore
 
-    return VoteStore.in_folder(args.data or data_dir())
+    folder = Path(args.data or data_dir())
+    if not create and not (folder / DB_NAME).is_file():
+        raise UserError(
+            f"{folder}: no vote store here ({DB_NAME}); --data names the app's data folder "
+            "(default: TITLE_DPO_DATA, else ./app-data)"
+        )
+    return VoteStore.in_folder(folder)
 
 
 def cmd_pools(args: argparse.Namespace) -> str:
@@ -308,7 +317,7 @@ def cmd_iterate_start(args: argparse.Namespace) -> str:
     from pipeline.iterations import plan_iteration, start_iteration
 
     ideas, where = _round_ideas(args)
-    store = _store(args)
+    store = _store(args, create=True)
     # every check is done before the policy loads
     plan = plan_iteration(
         store,
@@ -410,7 +419,7 @@ def cmd_evaluate_create(args: argparse.Namespace) -> str:
         held_out_of=args.held_out_of,
         serve_first=not args.not_first,
     )
-    store = _store(args)  # every check above is done before a model loads
+    store = _store(args, create=True)  # every check above is done before a model loads
     info = create_round(
         store, plan, on_model=lambda m: log.info("writing titles with %s (%s)", m.label, m.name)
     )

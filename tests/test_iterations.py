@@ -284,6 +284,12 @@ def test_iterate_from_the_command_line(tiny_model_dir, tmp_path):
     assert json.loads(started.stdout)["name"] == "cli-one"
     status = run_cli("iterate", "status", "--data", str(data))
     assert status.returncode == 0 and status.stdout.startswith("iteration cli-one: 0 votes")
+    # a mistyped folder is said to be one, and left as it was: no new empty store there
+    typo = tmp_path / "dta"
+    for command in (["iterate", "status"], ["iterate", "report"], ["pools"]):
+        missed = run_cli(*command, "--data", str(typo))
+        assert missed.returncode == 2 and f"{typo}: no vote store here" in missed.stderr
+    assert not typo.exists()
     untrained = run_cli("iterate", "train", "cli-one", "--out", str(tmp_path / "o"),
                         "--data", str(data))  # fmt: skip
     assert untrained.returncode == 2 and "no preference rows from" in untrained.stderr
