@@ -293,9 +293,14 @@ def _data_source(data: str | None) -> str | None:
         return None
 
 
-def run_choices(runs: str | Path, kind: str | None = None) -> list[tuple[str, str]]:
-    """`run_choice` for each of the app's finished runs (of `kind`), newest first."""
-    return [run_choice(m) for m in finished_runs(runs, kind)]
+def run_choices(runs: str | Path, writes_titles: bool | None = None) -> list[tuple[str, str]]:
+    """`run_choice` for each of the app's finished runs, newest first; with `writes_titles`,
+    only those whose method does (or, False, does not: reward models)."""
+    return [
+        run_choice(m)
+        for m in finished_runs(runs)
+        if writes_titles is None or method_of(m).writes_titles == writes_titles
+    ]
 
 
 def check_reward_model(name: str) -> str:
@@ -309,11 +314,6 @@ def check_reward_model(name: str) -> str:
                 "`python -m pipeline reward --data DIR --out DIR`"
             )
     return name
-
-
-def reward_model_runs(runs: str | Path) -> list[Path]:
-    """The app's finished runs that made a reward model, newest first."""
-    return [m for m in finished_runs(runs) if not method_of(m).writes_titles]
 
 
 def refuse_reward_model(summary: Mapping[str, Any] | None, name: str, use: str) -> None:

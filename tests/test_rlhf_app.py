@@ -101,6 +101,9 @@ def test_reward_model_best_of_n_rl_and_compare_through_the_app(rlhf_app, tiny_mo
         f"{Path(r).parent.name} ({k})" for r, k in ((reward_run, "reward"), (rl_run, "rl"))
     } == set(names)
     lines = [line for line, _value in runs["choices"]]  # what the owner reads: newest first
+    # a round's models write titles: the Evaluate tab offers the RL run, not the reward model
+    offered, _rounds = c.predict(api_name="/evaluate_choices")
+    assert [value for _line, value in offered["choices"]] == [str(rl_run)]
     assert lines[0].startswith(f"{rl_run.parent.name}: GRPO (fast) from {tiny_model_dir.name}")
     assert lines[1] == offered_as
     compared = c.predict(names, "loss", api_name="/compare_runs")

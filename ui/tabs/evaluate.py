@@ -120,7 +120,7 @@ class Rounds:
         self.store, self.folder = ctx.store, ctx.folder
 
     def choices(self):
-        finished = run_choices(runs_dir(self.folder))
+        finished = run_choices(runs_dir(self.folder), writes_titles=True)  # a round's models
         rounds = [r.name for r in self.store.rounds()]
         none_yet = "none yet: a run that finishes on the Train tab shows here"
         return gr.CheckboxGroup(choices=finished, info=None if finished else none_yet), gr.Dropdown(

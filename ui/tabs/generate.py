@@ -11,7 +11,7 @@ from pipeline.access import OWNER, Caller
 from pipeline.appdata import runs_dir
 from pipeline.errors import UserError
 from pipeline.generation import MAX_TITLES_PER_IDEA, GenerationSettings
-from pipeline.methods import reward_model_runs, run_choice
+from pipeline.methods import run_choices
 from pipeline.prompts import MAX_IDEA_CHARS
 from pipeline.zerogpu import best_of_n_on_gpu, generate_on_gpu
 from ui.context import Context, TabParts, Wiring
@@ -116,7 +116,7 @@ class Titles:
         return table, [t.raw for t in result], loaded.describe(), result, ""
 
     def reward_models(self):
-        found = [run_choice(m) for m in reward_model_runs(runs_dir(self.folder))]
+        found = run_choices(runs_dir(self.folder), writes_titles=False)  # reward models
         return gr.Dropdown(choices=found, value=found[0][1] if found else None)
 
     def generate_ranked(self, idea_text: str, count: float, temp: float, reward_name: str | None):

@@ -13,7 +13,7 @@ import gradio as gr
 from hub.pull import write_training_data
 from pipeline.access import OWNER
 from pipeline.appdata import runs_dir
-from pipeline.methods import DEFAULT, METHODS, Method, method_of, reward_model_runs, run_choice
+from pipeline.methods import DEFAULT, METHODS, Method, method_of, run_choices
 from pipeline.metrics import EPOCH_COLUMNS, chart_rows, epoch_table
 from pipeline.recipes import form_values, get_recipe, recipe_from_form
 from pipeline.rl import SAMPLE_COLUMNS, read_samples, sample_rows
@@ -250,7 +250,7 @@ class Trainer:
 
     def pick_method(self, label: str):
         chosen = BY_LABEL[label]
-        reward_runs = [run_choice(m) for m in reward_model_runs(self.runs)]
+        reward_runs = run_choices(self.runs, writes_titles=False)  # reward models
         return [
             *(gr.Group(visible=method is chosen) for method in METHODS.values()),
             gr.Dropdown(choices=reward_runs, value=reward_runs[0][1] if reward_runs else None),
