@@ -47,9 +47,9 @@ class Method:
     # a model card's tag and training ("fine-tuned with {it}") from its recipe; None: not
     # pushed as a model that writes titles
     card: Callable[[Mapping[str, Any]], tuple[str, str]] | None = None
-    # in a list of runs: what a run trained, from its recipe, and its held-out figure in a few
-    # words, from its summary's held_out
-    brief: Callable[[Mapping[str, Any]], str] = lambda recipe: "DPO"
+    # in a list of runs: what a run trained, from its recipe (None: the method's name), and
+    # its held-out figure in a few words, from its summary's held_out
+    brief: Callable[[Mapping[str, Any]], str] | None = None
     held_out_brief: Callable[[Mapping[str, Any]], str] | None = None
     # what to do with a finished run next, as the Train tab says it under the run's line: a
     # loss or a held-out figure is not the question people ask of their titles
@@ -265,7 +265,8 @@ def run_choice(model: str | Path) -> tuple[str, str]:
     model folder."""
     summary = run_summary(model) or {}
     method, recipe = method_of(summary), summary.get("recipe") or {}
-    what = method.brief(recipe) + (f" ({recipe['name']})" if recipe.get("name") else "")
+    what = method.brief(recipe) if method.brief else method.kind
+    what += f" ({recipe['name']})" if recipe.get("name") else ""
     start = summary.get("started_from") or summary.get("base_model")
     if start and Path(start).is_dir():  # a folder: by its run's name (or its own), not a path
         start = run_name(start)
