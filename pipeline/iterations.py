@@ -129,6 +129,18 @@ def trained_to_carry_on(store: VoteStore) -> str | None:
     return (earlier[-1].trained or None) if earlier else None
 
 
+def models_iterations_use(store: VoteStore) -> dict[str, str]:
+    """The models the store's iterations stand on, each with what it is to them: a policy an
+    iteration's titles came from, and a trained one the next starts from or a judging round
+    asks about again."""
+    uses: dict[str, str] = {}
+    for info in store.iterations():
+        uses[f"iteration {info.name}'s titles came from it"] = info.policy
+        if info.trained:
+            uses[f"iteration {info.name} trained it"] = info.trained
+    return uses
+
+
 def plan_iteration(
     store: VoteStore,
     policy: str | None,

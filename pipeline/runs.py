@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
-from dataclasses import asdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +151,61 @@ def run_ideas(model: str | Path, split: str) -> list[str]:
         return []
     found = (idea_in_prompt(row["prompt"]) for row in dataset[split])
     return sorted({idea for idea in found if idea})
+
+
+# --- removing a run --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRemoval:
+    """A finished run of the app that may go: its folder and what it holds on disk."""
+
+    folder: Path
+    size: int  # bytes
+
+    def describe(self, done: bool = False) -> str:
+        size = f"{self.size / 1e9:.1f} GB" if self.size >= 1e8 else f"{self.size / 1e6:.0f} MB"
+        if done:
+            return f"Deleted **{self.folder.name}**: {size} freed."
+        return (
+            f"Delete **{self.folder.name}** ({size}: everything the run wrote, its model and "
+            "dataset included) for good? Push it first to keep it."
+        )
+
+
+def run_removal(
+    runs: str | Path, model: str | Path, in_use: Mapping[str, str | None] | None = None
+) -> RunRemoval:
+    """The finished run of `runs` whose model folder (or run folder) is `model`, checked to be
+    removable: refused, nothing touched, for any other folder, whatever a page sends, and for
+    a run that one of `in_use` ({what uses it: a model path}) points into."""
+    runs = Path(runs).resolve()
+    given = Path(model).expanduser()
+    run = given.parent if given.name == "model" else given
+    if (
+        run.is_symlink()
+        or run.resolve().parent != runs
+        or not run.name.startswith(RUN_PREFIX)
+        or not (run / "model" / SUMMARY_FILE).is_file()
+    ):
+        raise UserError(f"{model}: not one of this app's finished runs; nothing was deleted")
+    run = run.resolve()
+    for what, path in (in_use or {}).items():
+        used = Path(path).expanduser().resolve() if path else None
+        if used is not None and (used == run or run in used.parents):
+            raise UserError(f"{run.name} is in use ({what}); nothing was deleted")
+    size = sum(f.stat().st_size for f in run.rglob("*") if f.is_file() and not f.is_symlink())
+    return RunRemoval(run, size)
+
+
+def delete_run(
+    runs: str | Path, model: str | Path, in_use: Mapping[str, str | None] | None = None
+) -> RunRemoval:
+    """Remove the finished run `model` of `runs` for good, once `run_removal` allows it."""
+    removal = run_removal(runs, model, in_use)
+    shutil.rmtree(removal.folder)
+    log.info("Deleted the run %s (%d bytes)", removal.folder, removal.size)
+    return removal
 
 
 # --- checkpoints -----------------------------------------------------------------------------

@@ -388,6 +388,8 @@ def test_train_tab_runs_reports_and_hands_the_model_to_generate(app_url, tiny_mo
     status = c.predict(api_name="/use_trained_model")
     assert status.startswith("Generate now uses") and status.endswith("/model")
     trained = status.removeprefix("Generate now uses ")
+    with pytest.raises(Exception, match=r"is in use \(Generate writes with its model\)"):
+        c.predict(trained, api_name="/run_delete")  # nor is a run Generate uses deleted
     *_, model_line, _ = c.predict("rag", 2, 0.7, api_name="/generate")
     assert model_line.startswith(f"Model: {trained} on ")
 

@@ -113,8 +113,8 @@ def assert_voter_refused_everywhere(client, hub, data, csv_path, uploads=True) -
             "/reward_resume", "/rl_start", "/rl_resume", "/train_method", "/compare_runs",
             "/compare_choices", "/best_of_n", "/reward_models", "/pools", "/pool_set",
             "/iterations", "/iteration_start", "/iteration_train", "/jobs_preview",
-            "/jobs_submit", "/jobs_status", "/jobs_cancel",
-            "/jobs_use_model"} <= set(owner_endpoints)  # fmt: skip
+            "/jobs_submit", "/jobs_status", "/jobs_cancel", "/jobs_use_model",
+            "/run_delete_check", "/run_delete"} <= set(owner_endpoints)  # fmt: skip
     for name, info in owner_endpoints.items():
         expected = "Generate is for the owner" if name == "/generate" else "owner only"
         wrong_kind = [12345] * len(info["parameters"])

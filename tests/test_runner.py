@@ -263,3 +263,44 @@ def test_run_folders_are_made_by_the_runner_and_a_running_job_writes_none(
     done = runner.wait(120)
     assert done.state == "done" and done.describe().startswith("**done** · step 40/40")
     assert runner.finished_model() == str(run / "model") and finished_runs(runs) == [run / "model"]
+
+
+def test_a_finished_run_is_deleted_only_from_the_apps_runs_and_only_when_unused(tmp_path):
+    from pipeline.runs import delete_run, run_removal
+
+    runs = tmp_path / "runs"
+    run = runs / "run-20260101-000000"
+    (run / "model" / "checkpoint-1").mkdir(parents=True)
+    (run / "data").mkdir()
+    (run / "model" / "train_summary.json").write_text("{}")
+    for name, size in (("model.safetensors", 150_000_000), ("checkpoint-1/optimizer.pt", 5e7)):
+        with open(run / "model" / name, "wb") as f:  # sparse: the size without the writing
+            f.truncate(int(size))
+    unfinished = runs / "run-20260102-000000"
+    (unfinished / "model").mkdir(parents=True)
+    outside = tmp_path / "run-20260103-000000"  # a finished run, but not in the app's runs
+    (outside / "model").mkdir(parents=True)
+    (outside / "model" / "train_summary.json").write_text("{}")
+    (runs / "run-20260104-000000").symlink_to(outside, target_is_directory=True)
+
+    # whatever a page sends, only the app's own finished runs may go
+    for sent in ("/", str(tmp_path), str(runs), str(unfinished / "model"), str(outside / "model"),
+                 str(runs / "run-20260104-000000" / "model"), f"{runs}/../{outside.name}/model",
+                 str(run / "model" / "checkpoint-1"), str(run / "data"), ""):  # fmt: skip
+        with pytest.raises(UserError, match="not one of this app's finished runs"):
+            delete_run(runs, sent)
+    # nor while something stands on it
+    in_use = {"Generate writes with its model": str(run / "model"), "it is training now": None}
+    with pytest.raises(UserError, match=r"run-20260101-000000 is in use \(Generate writes"):
+        delete_run(runs, run / "model", in_use)
+    sft = {"iteration it1's titles came from it": str(run / "model" / "sft")}
+    with pytest.raises(UserError, match=r"in use \(iteration it1's titles came from it\)"):
+        delete_run(runs, run, sft)
+    assert (run / "model" / "model.safetensors").is_file() and outside.is_dir()
+
+    asked = run_removal(runs, run / "model", {"Generate writes with its model": "smollm2-offline"})
+    assert asked.describe().startswith("Delete **run-20260101-000000** (0.2 GB: everything the run")
+    assert delete_run(runs, run / "model").describe(done=True) == (
+        "Deleted **run-20260101-000000**: 0.2 GB freed."
+    )
+    assert not run.exists() and unfinished.is_dir() and outside.is_dir()

@@ -17,7 +17,9 @@ from hub.sync import VoteMirror
 from pipeline.access import OWNER
 from pipeline.appdata import runs_dir
 from pipeline.errors import UserError
+from pipeline.iterations import models_iterations_use
 from pipeline.methods import run_choices
+from pipeline.runs import delete_run, run_removal
 from ui.context import Context, TabParts, Wiring
 from ui.widgets import TUTORIAL_DATA, VOTES_DATA, screening, vote_screening
 
@@ -29,6 +31,8 @@ DOWNLOADS_KEPT_S = 3600  # a downloaded zip is kept this long (Gradio serves its
 def build(ctx: Context) -> TabParts:
     """On a Space a push uses the signed-in owner's own token; locally, HF_TOKEN. The app's
     HF_TOKEN on a Space is the vote mirror's, and nobody's else."""
+    # Over 60 lines: the tab's layout, top to bottom as the page shows it (the dataset, then
+    # a run's model: its push and its deletion), then its wiring.
     guard = ctx.guard
     how = (
         "Sign in with Hugging Face (the button at the top): pushes use your own token."
@@ -59,7 +63,14 @@ def build(ctx: Context) -> TabParts:
         base_model = gr.Textbox("", label="Base model id (if the run started from a folder)")
         adapter_only = gr.Checkbox(False, label="LoRA adapter only")
         model_private = gr.Checkbox(False, label="Private")
-    push_run = gr.Button("Push the model", variant="primary")
+    with gr.Row():
+        push_run = gr.Button("Push the model", variant="primary")
+        ask_delete = gr.Button("Delete the run from this disk…")
+    with gr.Group(visible=False) as confirm:
+        asked = gr.Markdown()
+        with gr.Row():
+            delete = gr.Button("Delete it", variant="stop")
+            keep = gr.Button("Keep it")
     result = gr.Markdown()
     sync_line = gr.Markdown()
 
@@ -82,6 +93,13 @@ def build(ctx: Context) -> TabParts:
         result,
         api_name="hub_push_model",
     )
+    # a run takes a GB or more; deleting one is asked twice, and refused while it is in use
+    ask_delete.click(guard(OWNER, publisher.ask_delete), run, [asked, confirm],
+                     api_name="run_delete_check")  # fmt: skip
+    delete.click(guard(OWNER, publisher.delete), run, [result, confirm, run, sync_line],
+                 api_name="run_delete")  # fmt: skip
+    keep.click(guard(OWNER, lambda: gr.Group(visible=False)), None, confirm,
+               api_visibility="private")  # fmt: skip
     gr.Button("Refresh").click(
         guard(OWNER, publisher.refresh), None, [run, sync_line], api_name="hub_status"
     )
@@ -94,6 +112,7 @@ class Publisher:
 
     def __init__(self, ctx: Context) -> None:
         self.store, self.folder, self.mirror = ctx.store, ctx.folder, ctx.mirror
+        self.runner, self.generator = ctx.runner, ctx.generator
         self.on_space = ctx.settings.on_space
         self.downloads: Path | None = None  # this process's folder of downloads, made on first use
 
@@ -161,6 +180,23 @@ class Publisher:
             store=self.store,  # its card says what people's blind votes said of it
         )
         return pushed.describe(markdown=True)
+
+    def in_use(self) -> dict[str, str | None]:
+        """What a run may not be deleted under: {what uses it: a model path}."""
+        job = self.runner.status()
+        return {
+            "Generate writes with its model": self.generator.name,
+            "it is training now": job.out if job.running else None,
+            **models_iterations_use(self.store),
+        }
+
+    def ask_delete(self, run):
+        removal = run_removal(runs_dir(self.folder), run or "", self.in_use())
+        return removal.describe(), gr.Group(visible=True)
+
+    def delete(self, run):
+        removal = delete_run(runs_dir(self.folder), run or "", self.in_use())
+        return removal.describe(done=True), gr.Group(visible=False), *self.refresh()
 
     def refresh(self):
         runs = run_choices(runs_dir(self.folder))
