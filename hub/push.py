@@ -30,6 +30,7 @@ from hub.auth import (
     writable_repo_id,
 )
 from hub.cards import TUTORIAL_DATASET, dataset_card, model_card
+from pipeline.datasets import dataset_summary
 from pipeline.errors import UserError
 from pipeline.methods import method_of
 from pipeline.metrics import read_metrics
@@ -38,7 +39,7 @@ from pipeline.runs import SFT_STAGE, model_place, run_summary
 from pipeline.tracking import RUN_FILE
 from pipeline.votes import VoteStore
 from pipeline.winrates import PeopleVerdict, people_verdicts
-from pipeline.wording import counted
+from pipeline.wording import counted, file_size
 
 # Files of a saved model folder that describe the model; anything else there (checkpoints,
 # the SFT stage, TRL's auto-generated README, pickled training args) stays home.
@@ -87,7 +88,7 @@ class PushPlan:
         lines = [
             f"would push {len(uploads)} files to the {self.repo_type} repo {shown_id} "
             f"({'private' if self.private else 'public'}) as one commit: {self.message!r}",
-            *(f"  {u.path_in_repo}  {_size(u.size)}" for u in uploads),
+            *(f"  {u.path_in_repo}  {file_size(u.size)}" for u in uploads),
             "",
             "README.md:",
             uploads[-1].content.decode(),
@@ -315,9 +316,7 @@ def stack_adapters(folders: list[Path]) -> tuple[dict[str, Any], bytes]:
 
 def _dataset_id(data_folder: str | None) -> str | None:
     """The Hub dataset a run trained on, when its dataset folder says so."""
-    if not data_folder or not (Path(data_folder) / "summary.json").is_file():
-        return None
-    source = str(json.loads((Path(data_folder) / "summary.json").read_text()).get("source"))
+    source = str(dataset_summary(data_folder).get("source", ""))
     if source == "seed":
         return TUTORIAL_DATASET  # the same 1,140 labelled pairs (split by idea here)
     if source.startswith("hub:"):
@@ -344,14 +343,6 @@ def _describe_source(summary: dict[str, Any]) -> str:
 
 def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
 
 
 # --- pushing ----------------------------------------------------------------------------------

@@ -132,6 +132,18 @@ def build_dataset(splits: dict[str, list[Preference]]):
     )
 
 
+def dataset_summary(folder: str | Path | None) -> dict[str, Any]:
+    """What a dataset folder's summary.json says ({} where there is none or it cannot be
+    read: its source, split, rows and ideas are then unknown)."""
+    if not folder:
+        return {}
+    try:
+        summary = json.loads((Path(folder) / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
 def source_in_brief(source: str) -> str:
     """A dataset's `source` (its summary's) in a few words: where its pairs came from, never
     the local path they were read from."""

@@ -8,13 +8,12 @@ name. The trainers load lazily, so a model card or `--help` does not load transf
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.datasets import source_in_brief
+from pipeline.datasets import dataset_summary, source_in_brief
 from pipeline.errors import UserError, advice_on_out_of_memory
 from pipeline.metrics import LOGPS_KEYS, LOSS_KEYS, REWARD_KEYS
 from pipeline.recipes import DPORecipe, RewardRecipe, RLRecipe
@@ -263,14 +262,17 @@ def run_choice(model: str | Path) -> tuple[str, str]:
     """A finished run as a list of runs offers it: a line the owner tells it apart by (its
     folder, what it trained from what on which pairs, its steps and held-out figure), and its
     model folder."""
-    summary = run_summary(model) or {}
+    return _choice(model, run_summary(model) or {})
+
+
+def _choice(model: str | Path, summary: Mapping[str, Any]) -> tuple[str, str]:
     method, recipe = method_of(summary), summary.get("recipe") or {}
     what = method.brief(recipe) if method.brief else method.kind
     what += f" ({recipe['name']})" if recipe.get("name") else ""
     start = summary.get("started_from") or summary.get("base_model")
     if start and Path(start).is_dir():  # a folder: by its run's name (or its own), not a path
         start = run_name(start)
-    source = _data_source(summary.get("data"))
+    source = dataset_summary(summary.get("data")).get("source")
     steps = summary.get("steps")
     parts = [
         f"{run_name(model)}: {what}",
@@ -284,24 +286,15 @@ def run_choice(model: str | Path) -> tuple[str, str]:
     return line, str(model)
 
 
-def _data_source(data: str | None) -> str | None:
-    """Where a run's dataset folder says its pairs came from; None when that is unknown (the
-    folder gone, or its summary unreadable): the line goes without it."""
-    described = Path(data or "") / "summary.json"
-    try:
-        return json.loads(described.read_text(encoding="utf-8")).get("source")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
 def run_choices(runs: str | Path, writes_titles: bool | None = None) -> list[tuple[str, str]]:
     """`run_choice` for each of the app's finished runs, newest first; with `writes_titles`,
     only those whose method does (or, False, does not: reward models)."""
-    return [
-        run_choice(m)
-        for m in finished_runs(runs)
-        if writes_titles is None or method_of(m).writes_titles == writes_titles
-    ]
+    chosen = []
+    for model in finished_runs(runs):
+        summary = run_summary(model) or {}
+        if writes_titles is None or method_of(summary).writes_titles == writes_titles:
+            chosen.append(_choice(model, summary))
+    return chosen
 
 
 def check_reward_model(name: str) -> str:

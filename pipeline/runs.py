@@ -21,6 +21,7 @@ from pipeline.metrics import METRICS_FILE, SUMMARY_FILE, read_metrics
 from pipeline.pairs import write_text_atomic
 from pipeline.prompts import idea_in_prompt
 from pipeline.recipes import DPORecipe
+from pipeline.wording import file_size
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +101,20 @@ def finished_runs(runs: str | Path, kind: str | None = None) -> list[Path]:
     left out, and logged: one broken file does not take every list of runs down with it."""
     found = (p / "model" for p in Path(runs).glob(f"{RUN_PREFIX}*"))
     done = sorted((m for m in found if (m / SUMMARY_FILE).is_file()), reverse=True)
-    return [m for m in done if _readable(m) and (kind is None or run_kind(m) == kind)]
+    summaries = ((m, _readable_summary(m)) for m in done)
+    return [
+        m
+        for m, summary in summaries
+        if summary is not None and (kind is None or summary.get("kind", DPORecipe.KIND) == kind)
+    ]
 
 
-def _readable(model: Path) -> bool:
+def _readable_summary(model: Path) -> dict[str, Any] | None:
     try:
-        run_summary(model)
+        return run_summary(model)
     except UserError as error:
         log.warning("Left out of the finished runs: %s", error)
-        return False
-    return True
+        return None
 
 
 def run_label(model: str | Path) -> str:
@@ -139,12 +144,11 @@ def run_ideas(model: str | Path, split: str) -> list[str]:
     data = Path(summary["data"]) if summary and summary.get("data") else None
     if data is None or not data.is_dir():
         raise UserError(f"{model}: not a finished run whose dataset folder is still here")
-    described = data / "summary.json"
-    if described.is_file():
-        ideas = json.loads(described.read_text()).get("ideas", {})
-        if split in ideas:
-            return list(ideas[split])
-    from pipeline.datasets import load_preference_dataset
+    from pipeline.datasets import dataset_summary, load_preference_dataset
+
+    ideas = dataset_summary(data).get("ideas", {})
+    if split in ideas:
+        return list(ideas[split])
 
     dataset = load_preference_dataset(data)
     if split not in dataset:
@@ -164,7 +168,7 @@ class RunRemoval:
     size: int  # bytes
 
     def describe(self, done: bool = False) -> str:
-        size = f"{self.size / 1e9:.1f} GB" if self.size >= 1e8 else f"{self.size / 1e6:.0f} MB"
+        size = file_size(self.size)
         if done:
             return f"Deleted **{self.folder.name}**: {size} freed."
         return (

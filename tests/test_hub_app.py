@@ -107,12 +107,12 @@ def test_hub_tab_pushes_the_votes_dataset_and_a_run(hub, tmp_path, tiny_model_di
         # pushed, the run may go: asked first, then gone from the disk and from the list
         # (the client leaves out the confirmation's group, which a page shows and hides)
         asked = c.predict(str(run), api_name="/run_delete_check")
-        asked_for = rf"Delete \*\*{run.parent.name}\*\* \(\d+ MB: everything the run wrote"
+        asked_for = rf"Delete \*\*{run.parent.name}\*\* \(\d+ [KM]B: everything the run wrote"
         assert re.match(asked_for, asked), asked
         with pytest.raises(Exception, match="not one of this app's finished runs"):
             c.predict(str(data), api_name="/run_delete")  # whatever a page sends
         said, runs, _ = c.predict(str(run), api_name="/run_delete")
-        assert re.fullmatch(rf"Deleted \*\*{run.parent.name}\*\*: \d+ MB freed\.", said), said
+        assert re.fullmatch(rf"Deleted \*\*{run.parent.name}\*\*: \d+ [KM]B freed\.", said), said
         assert [value for _, value in runs["choices"]] == []
         assert not run.parent.exists() and broken.is_dir() and (data / "votes.db").is_file()
     finally:

@@ -299,8 +299,8 @@ def test_a_finished_run_is_deleted_only_from_the_apps_runs_and_only_when_unused(
     assert (run / "model" / "model.safetensors").is_file() and outside.is_dir()
 
     asked = run_removal(runs, run / "model", {"Generate writes with its model": "smollm2-offline"})
-    assert asked.describe().startswith("Delete **run-20260101-000000** (0.2 GB: everything the run")
+    assert asked.describe().startswith("Delete **run-20260101-000000** (191 MB: everything the run")
     assert delete_run(runs, run / "model").describe(done=True) == (
-        "Deleted **run-20260101-000000**: 0.2 GB freed."
+        "Deleted **run-20260101-000000**: 191 MB freed."
     )
     assert not run.exists() and unfinished.is_dir() and outside.is_dir()

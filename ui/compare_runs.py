@@ -32,9 +32,10 @@ def build(ctx: Context) -> Wiring:
         where = gr.Markdown()
 
     def choices():
+        finished = finished_runs(runs_dir(folder))
         # each offered by what it trained; the chart's legend names it short
-        runs = [(run_choice(m)[0], run_label(m)) for m in finished_runs(runs_dir(folder))]
-        logged = (run_metrics(m) for m in finished_runs(runs_dir(folder)))
+        runs = [(run_choice(m)[0], run_label(m)) for m in finished]
+        logged = (run_metrics(m) for m in finished)
         keys = sorted({key for metrics in logged for key in numeric_keys(metrics)})
         metric = gr.Dropdown(
             choices=keys, value="loss" if "loss" in keys else (keys[0] if keys else None)
