@@ -23,10 +23,11 @@ from pipeline.errors import GpuCallError, UserError
 from pipeline.methods import method_for, method_of
 from pipeline.metrics import read_metrics
 from pipeline.models import pick_device
-from pipeline.recipes import gpu_changes
+from pipeline.recipes import gpu_changes, recipe_from_mapping
 
 # moved to pipeline.runs; re-exported here for tests that import them from here: drop in 0.2
 from pipeline.runs import (  # noqa: F401
+    RUN_START,
     STOP_FILE,
     finished_runs,
     latest_run,
@@ -34,6 +35,8 @@ from pipeline.runs import (  # noqa: F401
     run_kind,
     run_label,
     run_metrics,
+    run_start,
+    run_summary,
 )
 from pipeline.wording import counted
 
@@ -141,12 +144,23 @@ class TrainingRunner:
         self.start(data=run / "data", out=run / "model", **train_kwargs)
         return run
 
-    def resume_latest(self, runs: str | Path, **train_kwargs: Any) -> Path:
-        """Carry on the newest run in `runs` from its last checkpoint."""
+    def resume_latest(
+        self,
+        runs: str | Path,
+        kind: str | None = None,
+        form: Callable[[], dict[str, Any]] | None = None,
+        **train_kwargs: Any,
+    ) -> Path:
+        """Carry on the newest run in `runs` from its last checkpoint, as it started: its
+        method (refused unless it is `kind`), model, recipe, reward model and step limit
+        (`resumed_settings`). `train_kwargs` add how it trains (chunked, callbacks); `form`
+        gives the settings of a run that kept no record of its start."""
         run = latest_run(runs)
         if run is None:
             raise UserError("there is no earlier run to resume")
-        self.start(data=run / "data", out=run / "model", resume=True, **train_kwargs)
+        settings, line = resumed_settings(run, kind, form)
+        self.start(data=run / "data", out=run / "model", resume=True, **settings, **train_kwargs)
+        self._log(line)
         return run
 
     def finished_model(self) -> str:
@@ -291,6 +305,39 @@ class TrainingRunner:
             on_retry=self._log,
             **train_kwargs,
         )
+
+
+def resumed_settings(
+    run: Path, kind: str | None, form: Callable[[], dict[str, Any]] | None = None
+) -> tuple[dict[str, Any], str]:
+    """The settings that carry `run` on (`train_run`'s model_name, recipe, reward_model and
+    max_steps), and a line saying them. A resumed run takes the ones it started with, never
+    a form's, which may have changed since (an app restarted, a model picked for the next
+    run): another model or recipe would train on from a checkpoint it does not fit, or
+    against another reference, silently. Refused for a finished run and another method's."""
+    out = run / "model"
+    if (run_summary(out) or {}).get("finished"):
+        raise UserError(f"the last run, {run.name}, has finished: there is nothing to resume")
+    start = run_start(out)
+    if start is None:  # a run from before runs kept their start
+        if form is None:
+            raise UserError(f"{run.name} kept no record of how it started: it cannot resume")
+        kept = f"{run.name} kept no record of how it started"
+        return form(), f"{kept}: resumed with the form's settings"
+    method = method_of(start.kind)
+    if kind is not None and kind != start.kind:
+        raise UserError(
+            f"the last run, {run.name}, trains with the method {method.label!r}: pick that "
+            "method to resume it"
+        )
+    recipe = recipe_from_mapping(start.recipe, "", str(out / RUN_START), method.recipe)
+    settings = {
+        "model_name": start.model,
+        "recipe": recipe,
+        "reward_model": start.reward_model,
+        "max_steps": start.max_steps,
+    }
+    return settings, f"resumed as it started: {start.describe()} (the form's settings are not used)"
 
 
 class _Progress(TrainerCallback):

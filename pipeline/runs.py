@@ -33,14 +33,24 @@ STOP_FILE = "stop-requested"
 # DPO starts from and is measured against), and the stage's checkpoints while it has not.
 SFT_STAGE = "sft"
 SFT_CHECKPOINTS = "sft-checkpoints"
+# In a model folder: how the run started (its method, model, recipe, reward model and step
+# limit), so that a resumed run carries on as it began, whatever a form says by then.
+RUN_START = "run_start.json"
 
 
 # --- naming ----------------------------------------------------------------------------------
 
 
-def new_run_folder(runs: str | Path) -> Path:
-    """A new run's folder in `runs`: RUNS/run-DATE-TIME (not created here)."""
-    return Path(runs) / time.strftime(f"{RUN_PREFIX}%Y%m%d-%H%M%S")
+def new_run_folder(runs: str | Path, when: float | None = None) -> Path:
+    """A new run's folder in `runs`: RUNS/run-DATE-TIME, of now or of `when` (not created
+    here); RUN-2, RUN-3... when a run of that second is there already (one that failed at
+    once, then a new start)."""
+    first = Path(runs) / time.strftime(f"{RUN_PREFIX}%Y%m%d-%H%M%S", time.localtime(when))
+    folder, n = first, 1
+    while folder.exists():
+        n += 1
+        folder = first.with_name(f"{first.name}-{n}")
+    return folder
 
 
 def latest_run(runs: str | Path) -> Path | None:
@@ -155,6 +165,67 @@ def run_ideas(model: str | Path, split: str) -> list[str]:
         return []
     found = (idea_in_prompt(row["prompt"]) for row in dataset[split])
     return sorted({idea for idea in found if idea})
+
+
+# --- how a run started, for resuming it ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """What a run was started with: what resuming it must take again."""
+
+    kind: str  # its method's name (a recipe's KIND)
+    model: str  # the model it started from: a folder (by where it is) or a Hub id
+    recipe: dict[str, Any]  # its recipe's fields
+    reward_model: str | None = None  # the reward model an RL run is trained against
+    max_steps: int | None = None  # its step limit
+
+    def describe(self) -> str:
+        """The settings in a few words, as a resumed run's log says them."""
+        against = f", against the reward model {self.reward_model}" if self.reward_model else ""
+        limit = f", at most {self.max_steps} steps" if self.max_steps else ""
+        return f"the model {self.model}, the recipe {self.recipe.get('name')}{against}{limit}"
+
+
+def record_run_start(out: str | Path, start: RunStart) -> None:
+    """Keep how the run in `out` started (OUT/run_start.json), whole or not at all."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_text_atomic(Path(out) / RUN_START, json.dumps(asdict(start), indent=2) + "\n")
+
+
+def run_start(out: str | Path) -> RunStart | None:
+    """How the run in `out` started; None for a run from before runs kept it. Refused, by its
+    file's name, when that file cannot be read as one."""
+    path = Path(out) / RUN_START
+    if not path.is_file():
+        return None
+    try:
+        return RunStart(**json.loads(path.read_text(encoding="utf-8")))
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError) as error:
+        raise UserError(f"{path}: not a readable record of how the run started ({error})") from None
+
+
+def unfinished_latest_run(runs: str | Path) -> tuple[Path, RunStart] | None:
+    """The newest run in `runs` and how it started, when it has not finished (so "Resume the
+    last run" carries it on); None otherwise, or when it kept no record of its start."""
+    run = latest_run(runs)
+    if run is None or (_readable_summary(run / "model") or {}).get("finished"):
+        return None
+    start = run_start(run / "model")
+    return (run, start) if start is not None else None
+
+
+def what_resuming_needs(runs: str | Path) -> dict[str, str | None]:
+    """{what needs it: a model path} for the newest run when it is unfinished: the model it
+    started from and its reward model, which resuming it loads again."""
+    found = unfinished_latest_run(runs)
+    if found is None:
+        return {}
+    run, start = found
+    return {
+        f"the stopped run {run.name} resumes from it": start.model,
+        f"the stopped run {run.name} is trained against it": start.reward_model,
+    }
 
 
 # --- removing a run --------------------------------------------------------------------------

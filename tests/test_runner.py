@@ -12,7 +12,7 @@ from pipeline import datasets as ds
 from pipeline.errors import UserError
 from pipeline.evaluation import HeldOutRanking
 from pipeline.methods import run_choice
-from pipeline.recipes import get_recipe
+from pipeline.recipes import RLRecipe, get_recipe
 from pipeline.runner import TrainingRunner, finished_runs, latest_run
 from pipeline.training import latest_checkpoint
 
@@ -242,7 +242,7 @@ def test_run_folders_are_made_by_the_runner_and_a_running_job_writes_none(
     runs = tmp_path / "runs"
     runner = TrainingRunner()
     with pytest.raises(UserError, match="no earlier run"):
-        runner.resume_latest(runs, model_name=str(tiny_model_dir))
+        runner.resume_latest(runs, "dpo")
     with pytest.raises(UserError, match="no finished run yet"):
         runner.finished_model()
     assert runner.status().describe() == "No training run yet."
@@ -259,10 +259,76 @@ def test_run_folders_are_made_by_the_runner_and_a_running_job_writes_none(
     assert latest_run(runs) == run and finished_runs(runs) == []
     runner.stop()
     assert runner.wait(120).state == "stopped"
-    runner.resume_latest(runs, **tutorial_run, max_steps=40)
+    runner.resume_latest(runs, "dpo")
     done = runner.wait(120)
     assert done.state == "done" and done.describe().startswith("**done** · step 40/40")
     assert runner.finished_model() == str(run / "model") and finished_runs(runs) == [run / "model"]
+    with pytest.raises(UserError, match=f"the last run, {run.name}, has finished"):
+        runner.resume_latest(runs, "dpo")
+
+
+def test_a_new_run_never_takes_an_earlier_runs_folder(tmp_path):
+    from pipeline.runs import new_run_folder
+
+    second = time.time()
+    made = []
+    for _ in range(3):  # three starts in one second
+        made.append(new_run_folder(tmp_path, second))
+        made[-1].mkdir()
+    first = made[0].name
+    assert first == time.strftime("run-%Y%m%d-%H%M%S", time.localtime(second))
+    assert [m.name for m in made] == [first, f"{first}-2", f"{first}-3"]
+    assert latest_run(tmp_path) == made[-1]
+
+
+def test_a_resumed_run_carries_on_as_it_started_whatever_the_form_says_now(
+    data, tiny_model_dir, tmp_path
+):
+    """An RL run started from a finished run's model and stopped; the app restarted, its form
+    back at the base model and the fast recipe: Resume carries on the run it stopped, and the
+    model it started from may not be deleted meanwhile."""
+    import shutil
+
+    from pipeline.runs import run_removal, run_start, run_summary, what_resuming_needs
+
+    runs = tmp_path / "runs"
+    earlier = runs / "run-20260101-000000" / "model"  # a finished run the new one starts from
+    shutil.copytree(tiny_model_dir, earlier)
+    (earlier / "train_summary.json").write_text('{"kind": "dpo", "finished": true}')
+    recipe = replace(get_recipe(kind=RLRecipe), reward_weight=0.0, logging_steps=1)
+    runner = TrainingRunner()
+    run = runner.start_run(
+        runs, lambda out: shutil.copytree(data, out), model_name=str(earlier), recipe=recipe,
+        max_steps=30, callbacks=[SlowSteps()],
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while runner.status().step < 2:
+        assert time.monotonic() < deadline and runner.status().running, runner.status()
+        time.sleep(0.05)
+    runner.stop()
+    stopped = runner.wait(120)
+    assert stopped.state == "stopped" and stopped.step < 30, stopped.message
+    started = run_start(run / "model")
+    assert (started.kind, started.model, started.max_steps) == ("rl", str(earlier), 30)
+
+    with pytest.raises(UserError, match=rf"in use \(the stopped run {run.name} resumes from it\)"):
+        run_removal(runs, earlier, what_resuming_needs(runs))
+    with pytest.raises(UserError, match="trains with the method 'Online RL"):
+        runner.resume_latest(runs, "dpo")
+
+    def form_now() -> dict:
+        raise AssertionError("a run that kept its start does not read the form")
+
+    runner.resume_latest(runs, "rl", form_now)
+    done = runner.wait(240)
+    assert done.state == "done" and (done.kind, done.step, done.total) == ("rl", 30, 30), done
+    assert f"resumed as it started: the model {earlier}, the recipe fast, at most 30" in "\n".join(
+        done.log
+    )
+    summary = run_summary(run / "model")
+    assert summary["started_from"] == str(earlier) and summary["recipe"]["reward_weight"] == 0
+    assert what_resuming_needs(runs) == {}  # finished: the earlier run may go now
+    run_removal(runs, earlier, what_resuming_needs(runs))
 
 
 def test_a_finished_run_is_deleted_only_from_the_apps_runs_and_only_when_unused(tmp_path):

@@ -19,7 +19,7 @@ from pipeline.appdata import runs_dir
 from pipeline.errors import UserError
 from pipeline.iterations import models_iterations_use
 from pipeline.methods import run_choices
-from pipeline.runs import delete_run, run_removal
+from pipeline.runs import delete_run, run_removal, what_resuming_needs
 from ui.context import Context, TabParts, Wiring
 from ui.widgets import TUTORIAL_DATA, VOTES_DATA, screening, vote_screening
 
@@ -188,6 +188,7 @@ class Publisher:
             "Generate writes with its model": self.generator.name,
             "it is training now": job.out if job.running else None,
             **models_iterations_use(self.store),
+            **what_resuming_needs(runs_dir(self.folder)),
         }
 
     def ask_delete(self, run):

@@ -177,16 +177,15 @@ class Trainer:
         self.runs = runs_dir(ctx.folder)
 
     def settings(self, method: Method, values: list) -> dict:
-        """What `runner.start` takes from a form: the recipe, the step limit (0 or empty:
-        none) and, for a method trained against one, the reward model, checked (bad settings
-        are refused before any download)."""
+        """What `train_run` takes from a form: the recipe, the step limit (0 or empty: none)
+        and, for a method trained against one, the reward model, checked (bad settings are
+        refused before any download)."""
         chosen = values.pop(0) if method.takes_reward_model else None
         name, *fields, step_limit = values
         recipe = recipe_from_form(name, fields, method.recipe)
         return {
             "recipe": recipe,
             "max_steps": int(step_limit) if step_limit else None,
-            "chunked": ON_ZEROGPU,
             "reward_model": method.check_reward_model(recipe, chosen or None),
         }
 
@@ -205,15 +204,21 @@ class Trainer:
                     screening=screening(screen_fast, gold_floor, burst),
                 )
 
-            self.runner.start_run(self.runs, write_data, model_name=model, **settings)
+            self.runner.start_run(
+                self.runs, write_data, model_name=model, chunked=ON_ZEROGPU, **settings
+            )
             return self.show()
 
         return begin
 
     def carry_on_for(self, method: Method):
         def carry_on(model, *values):
-            settings = self.settings(method, list(values))
-            self.runner.resume_latest(self.runs, model_name=model, **settings)
+            # The run carries on as it started; the form only speaks for an older run that
+            # kept no record of its start.
+            def form() -> dict:
+                return {"model_name": model, **self.settings(method, list(values))}
+
+            self.runner.resume_latest(self.runs, method.kind, form, chunked=ON_ZEROGPU)
             return self.show()
 
         return carry_on
