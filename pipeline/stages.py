@@ -13,6 +13,7 @@ which fails without a GPU).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -34,10 +35,14 @@ from pipeline.runs import (
     STOP_FILE,
     checkpoint_step,
     discard_unfinished_checkpoints,
+    drop_checkpoints,
     latest_checkpoint,
     write_summary,
 )
 from pipeline.tracking import forget_logged_after, forget_run_name, tracking_args
+from pipeline.wording import file_size
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -202,6 +207,9 @@ def train_and_save(
     )  # fmt: skip
     if saved and trainer.is_world_process_zero():
         write_summary(result)
+        if finished:
+            freed = drop_checkpoints(out)
+            log.info("%s finished: its checkpoints removed, %s freed", out, file_size(freed))
     return result
 
 

@@ -50,6 +50,8 @@ def test_a_full_epoch_evaluates_and_keeps_the_best_checkpoint(small_data, tiny_m
     assert result.steps == 2  # 16 train pairs / batch 8
     assert result.eval_loss is not None
     assert result.best_checkpoint and result.best_checkpoint.endswith("checkpoint-2")
+    # the best epoch's weights are the saved model's; the finished run's checkpoints are gone
+    assert not [*(tmp_path / "dpo").glob("checkpoint-*")]
     records = [
         json.loads(line) for line in (tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()
     ]
