@@ -19,8 +19,10 @@ worker running it is killed (spaces then raises "GPU task aborted"). And a test 
 visitor's quota (ZEROGPU_EMULATOR_QUOTA, see `_quota_left`): calls asking for more than is
 left are then refused as spaces refuses them, before any worker starts.
 ZEROGPU_EMULATOR_START_SECONDS: how long a call waits for its GPU and worker before it runs
-(seconds on a Space; 0 unless set). With ZEROGPU_EMULATOR_LOG set, every call adds a JSON
-line: the function, the seconds asked for, the caller's ZeroGPU token, and how it ended.
+(seconds on a Space; 0 unless set). ZEROGPU_EMULATOR_HOLD names a file: while it exists, a call
+waits there too (a call that lasts as long as a test needs it to, whatever the machine's pace).
+With ZEROGPU_EMULATOR_LOG set, every call adds a JSON line: the function, the seconds asked
+for, the caller's ZeroGPU token, and how it ended.
 
 And it sets SPACES_ZERO_GPU=true once `spaces` is imported without it, as a Space's environment
 has it: the app then trains in chunks, and Gradio configures its queue as on ZeroGPU.
@@ -134,6 +136,9 @@ def _on_gpu(task, duration):
             )
         payload = pickle.dumps((args, kwargs))  # spaces puts them on a queue to the worker
         time.sleep(float(os.environ.get("ZEROGPU_EMULATOR_START_SECONDS", 0)))
+        hold = Path(os.environ.get("ZEROGPU_EMULATOR_HOLD") or "/nonexistent")
+        while hold.exists():
+            time.sleep(0.05)
         results = SimpleQueue()
         worker = multiprocessing.get_context("fork").Process(
             target=_run_in_worker, args=(task, payload, results), daemon=True
