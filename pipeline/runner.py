@@ -36,7 +36,7 @@ from pipeline.runs import (  # noqa: F401
     run_label,
     run_metrics,
     run_start,
-    run_summary,
+    run_to_resume,
 )
 from pipeline.wording import counted
 
@@ -151,13 +151,17 @@ class TrainingRunner:
         form: Callable[[], dict[str, Any]] | None = None,
         **train_kwargs: Any,
     ) -> Path:
-        """Carry on the newest run in `runs` from its last checkpoint, as it started: its
-        method (refused unless it is `kind`), model, recipe, reward model and step limit
-        (`resumed_settings`). `train_kwargs` add how it trains (chunked, callbacks); `form`
-        gives the settings of a run that kept no record of its start."""
-        run = latest_run(runs)
+        """Carry on the newest stopped run in `runs` (`runs.run_to_resume`) from its last
+        checkpoint, as it started: its method (refused unless it is `kind`), model, recipe,
+        reward model and step limit (`resumed_settings`). `train_kwargs` add how it trains
+        (chunked, callbacks); `form` gives the settings of a run that kept no record of its
+        start."""
+        run = run_to_resume(runs)
         if run is None:
-            raise UserError("there is no earlier run to resume")
+            raise UserError(
+                "there is no earlier run to resume: none was stopped (or cut off) after its "
+                "first checkpoint, and a finished run has nothing to resume"
+            )
         settings, line = resumed_settings(run, kind, form)
         self.start(data=run / "data", out=run / "model", resume=True, **settings, **train_kwargs)
         self._log(line)
@@ -314,21 +318,19 @@ def resumed_settings(
     max_steps), and a line saying them. A resumed run takes the ones it started with, never
     a form's, which may have changed since (an app restarted, a model picked for the next
     run): another model or recipe would train on from a checkpoint it does not fit, or
-    against another reference, silently. Refused for a finished run and another method's."""
+    against another reference, silently. Refused for another method's run."""
     out = run / "model"
-    if (run_summary(out) or {}).get("finished"):
-        raise UserError(f"the last run, {run.name}, has finished: there is nothing to resume")
     start = run_start(out)
     if start is None:  # a run from before runs kept their start
         if form is None:
             raise UserError(f"{run.name} kept no record of how it started: it cannot resume")
         kept = f"{run.name} kept no record of how it started"
-        return form(), f"{kept}: resumed with the form's settings"
+        return form(), f"{kept}: resumed it with the form's settings"
     method = method_of(start.kind)
     if kind is not None and kind != start.kind:
         raise UserError(
-            f"the last run, {run.name}, trains with the method {method.label!r}: pick that "
-            "method to resume it"
+            f"the run to resume, {run.name}, trains with the method {method.label!r}: pick "
+            "that method to resume it"
         )
     recipe = recipe_from_mapping(start.recipe, "", str(out / RUN_START), method.recipe)
     settings = {
@@ -337,7 +339,8 @@ def resumed_settings(
         "reward_model": start.reward_model,
         "max_steps": start.max_steps,
     }
-    return settings, f"resumed as it started: {start.describe()} (the form's settings are not used)"
+    said = f"resumed {run.name} as it started: {start.describe()}"
+    return settings, f"{said} (the form's settings are not used)"
 
 
 class _Progress(TrainerCallback):

@@ -205,23 +205,31 @@ def run_start(out: str | Path) -> RunStart | None:
         raise UserError(f"{path}: not a readable record of how the run started ({error})") from None
 
 
-def unfinished_latest_run(runs: str | Path) -> tuple[Path, RunStart] | None:
-    """The newest run in `runs` and how it started, when it has not finished (so "Resume the
-    last run" carries it on); None otherwise, or when it kept no record of its start."""
-    run = latest_run(runs)
-    if run is None or (_readable_summary(run / "model") or {}).get("finished"):
-        return None
-    start = run_start(run / "model")
-    return (run, start) if start is not None else None
+def run_to_resume(runs: str | Path) -> Path | None:
+    """The newest run in `runs` that Resume carries on: one that has not finished and got as
+    far as a checkpoint (of its loop or of its SFT stage) or its SFT stage's end. A run that
+    failed before it trained (a mistyped model, say) holds nothing to resume, and is passed
+    over rather than hiding the stopped run before it."""
+    for run in sorted(Path(runs).glob(f"{RUN_PREFIX}*"), reverse=True):
+        model = run / "model"
+        if (_readable_summary(model) or {}).get("finished"):
+            continue
+        if (
+            latest_checkpoint(model)
+            or latest_checkpoint(model / SFT_CHECKPOINTS)
+            or (model / SFT_STAGE / "config.json").is_file()
+        ):
+            return run
+    return None
 
 
 def what_resuming_needs(runs: str | Path) -> dict[str, str | None]:
-    """{what needs it: a model path} for the newest run when it is unfinished: the model it
-    started from and its reward model, which resuming it loads again."""
-    found = unfinished_latest_run(runs)
-    if found is None:
+    """{what needs it: a model path} for the run Resume carries on: the model it started from
+    and its reward model, which resuming it loads again."""
+    run = run_to_resume(runs)
+    start = run_start(run / "model") if run else None
+    if run is None or start is None:
         return {}
-    run, start = found
     return {
         f"the stopped run {run.name} resumes from it": start.model,
         f"the stopped run {run.name} is trained against it": start.reward_model,

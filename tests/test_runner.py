@@ -263,7 +263,7 @@ def test_run_folders_are_made_by_the_runner_and_a_running_job_writes_none(
     done = runner.wait(120)
     assert done.state == "done" and done.describe().startswith("**done** · step 40/40")
     assert runner.finished_model() == str(run / "model") and finished_runs(runs) == [run / "model"]
-    with pytest.raises(UserError, match=f"the last run, {run.name}, has finished"):
+    with pytest.raises(UserError, match="no earlier run to resume"):  # a finished run has none
         runner.resume_latest(runs, "dpo")
 
 
@@ -313,8 +313,14 @@ def test_a_resumed_run_carries_on_as_it_started_whatever_the_form_says_now(
 
     with pytest.raises(UserError, match=rf"in use \(the stopped run {run.name} resumes from it\)"):
         run_removal(runs, earlier, what_resuming_needs(runs))
-    with pytest.raises(UserError, match="trains with the method 'Online RL"):
+    with pytest.raises(UserError, match=f"{run.name}, trains with the method 'Online RL"):
         runner.resume_latest(runs, "dpo")
+    # a start that fails before it trains (a mistyped model) leaves a run with nothing to
+    # resume, which does not hide the stopped one
+    failed = runner.start_run(
+        runs, lambda out: shutil.copytree(data, out), model_name=str(tmp_path / "no-such-model")
+    )
+    assert runner.wait(60).state == "failed" and latest_run(runs) == failed
 
     def form_now() -> dict:
         raise AssertionError("a run that kept its start does not read the form")
@@ -322,9 +328,8 @@ def test_a_resumed_run_carries_on_as_it_started_whatever_the_form_says_now(
     runner.resume_latest(runs, "rl", form_now)
     done = runner.wait(240)
     assert done.state == "done" and (done.kind, done.step, done.total) == ("rl", 30, 30), done
-    assert f"resumed as it started: the model {earlier}, the recipe fast, at most 30" in "\n".join(
-        done.log
-    )
+    said = f"resumed {run.name} as it started: the model {earlier}, the recipe fast, at most 30"
+    assert said in "\n".join(done.log)
     summary = run_summary(run / "model")
     assert summary["started_from"] == str(earlier) and summary["recipe"]["reward_weight"] == 0
     assert what_resuming_needs(runs) == {}  # finished: the earlier run may go now
