@@ -35,16 +35,17 @@ from pipeline.errors import UserError
 from pipeline.methods import method_of
 from pipeline.metrics import read_metrics
 from pipeline.ratings import NO_SCREENING, Screening
-from pipeline.runs import SFT_STAGE, model_place, run_summary
+from pipeline.runs import RUN_START, SFT_STAGE, model_place, run_summary
 from pipeline.tracking import RUN_FILE
 from pipeline.votes import VoteStore
 from pipeline.winrates import PeopleVerdict, people_verdicts
 from pipeline.wording import counted, file_size
 
 # Files of a saved model folder that describe the model; anything else there (checkpoints,
-# the SFT stage, TRL's auto-generated README, pickled training args) stays home.
+# the SFT stage, TRL's auto-generated README, pickled training args, how the run started with
+# its local paths) stays home.
 MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".jinja", ".txt", ".model")
-LOCAL_ONLY = {"train_summary.json", "README.md", "training_args.bin", RUN_FILE}
+LOCAL_ONLY = {"train_summary.json", "README.md", "training_args.bin", RUN_FILE, RUN_START}
 PUBLIC_SUMMARY = ("base_model", "recipe", "steps", "train_loss", "eval_loss", "seconds")
 # What a model push owns in a repo: stale copies of these are deleted by the next push.
 WEIGHT_FILES = ("config.json", "adapter_config.json", "model.safetensors.index.json")

@@ -230,11 +230,11 @@ def generate_here(folder: Path) -> dict:
 @pytest.fixture(scope="module")
 def fast_run(tmp_path_factory, tiny_model_dir, small_data) -> Path:
     """A 2-step run of the fast recipe (SFT stage, then DPO, both LoRA) on the tiny model."""
+    from pipeline.methods import train_run
     from pipeline.recipes import RECIPES
-    from pipeline.training import train_dpo
 
     out = tmp_path_factory.mktemp("fast-run") / "model"
-    train_dpo(small_data, out, str(tiny_model_dir), RECIPES["fast"], max_steps=2)
+    train_run(small_data, out, str(tiny_model_dir), RECIPES["fast"], max_steps=2)
     return out
 
 
@@ -266,8 +266,11 @@ def test_model_round_trip_generates_the_same_tokens(hub, tmp_path, fast_run, tin
     assert (fast_run / "trackio_run.json").is_file() and "trackio_run.json" not in files
     summary = json.loads(files["training_summary.json"])
     assert summary["steps"] == 2 and summary["base_model"] == "alice/tiny-base"
+    # no pushed file names a local path (run_start.json, which does, stays home)
+    assert (fast_run / "run_start.json").is_file() and "run_start.json" not in files
+    texts = {n: c.decode() for n, c in files.items() if not n.endswith(".safetensors")}
     for local in (str(fast_run), str(tiny_model_dir), str(fast_run.parent)):
-        assert local not in files["training_summary.json"].decode() + files["README.md"].decode()
+        assert not [n for n, text in texts.items() if local in text], local
 
     meta = front_matter(files["README.md"])
     assert meta["base_model"] == "alice/tiny-base"
