@@ -288,7 +288,11 @@ def _choice(model: str | Path, summary: Mapping[str, Any]) -> tuple[str, str]:
         *([f"from {start}"] if start else []),
         *([f"on {source_in_brief(source)}"] if source else []),
     ]
-    line = " ".join(parts) + (f", {counted(steps, 'step')}" if steps is not None else "")
+    if steps is not None and summary.get("finished") is False:  # Stop pressed: a part-trained model
+        parts[-1] += f", stopped at {steps} of {counted(summary.get('max_steps'), 'step')}"
+    elif steps is not None:
+        parts[-1] += f", {counted(steps, 'step')}"
+    line = " ".join(parts)
     held = summary.get("held_out")
     if held and method.held_out_brief:
         line += f"; {method.held_out_brief(held)}"

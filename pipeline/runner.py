@@ -29,7 +29,9 @@ from pipeline.recipes import gpu_changes, recipe_from_mapping
 from pipeline.runs import (  # noqa: F401
     RUN_START,
     STOP_FILE,
+    checkpoint_step,
     finished_runs,
+    latest_checkpoint,
     latest_run,
     new_run_folder,
     run_kind,
@@ -309,6 +311,29 @@ class TrainingRunner:
             on_retry=self._log,
             **train_kwargs,
         )
+
+
+def status_line(job: JobStatus, runs: str | Path) -> str:
+    """The Train tab's line: the job's, and while this process has run nothing (an app
+    restarted, a Space woken from sleep), the run left stopped in `runs` that *Resume the last
+    run* carries on, if any: the page would otherwise say there has been no run."""
+    if job.state != "idle":
+        return job.describe()
+    run = run_to_resume(runs)
+    if run is None:
+        return job.describe() if latest_run(runs) is None else "No run is going."
+    try:
+        start = run_start(run / "model")
+    except UserError:  # Resume says so; a line read every second does not
+        start = None
+    checkpoint = latest_checkpoint(run / "model")
+    what = (
+        f" ({method_of(start.kind).label}, the recipe {start.recipe.get('name')})" if start else ""
+    )
+    where = f"at step {checkpoint_step(checkpoint)}" if checkpoint else "in its SFT stage"
+    return (
+        f"No run is going. {run.name}{what} stopped {where}: *Resume the last run* carries it on."
+    )
 
 
 def resumed_settings(

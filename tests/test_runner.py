@@ -13,7 +13,7 @@ from pipeline.errors import UserError
 from pipeline.evaluation import HeldOutRanking
 from pipeline.methods import run_choice
 from pipeline.recipes import RLRecipe, get_recipe
-from pipeline.runner import TrainingRunner, finished_runs, latest_run
+from pipeline.runner import TrainingRunner, finished_runs, latest_run, status_line
 from pipeline.training import latest_checkpoint
 
 
@@ -100,6 +100,9 @@ def test_one_run_at_a_time_then_stop_and_resume(tutorial_run, tmp_path):
     assert 2 <= stopped.step < 40
     checkpoint = latest_checkpoint(out)
     assert checkpoint is not None and checkpoint.name == f"checkpoint-{stopped.step}"
+    # its model is saved, and lists of runs say it is part-trained
+    line, _ = run_choice(out)
+    assert line.endswith(f", stopped at {stopped.step} of 40 steps"), line
 
     runner.start(**kwargs, resume=True)
     resumed = runner.wait(120)
@@ -310,6 +313,12 @@ def test_a_resumed_run_carries_on_as_it_started_whatever_the_form_says_now(
     assert stopped.state == "stopped" and stopped.step < 30, stopped.message
     started = run_start(run / "model")
     assert (started.kind, started.model, started.max_steps) == ("rl", str(earlier), 30)
+    # the app restarted: its Train tab names the stopped run, and how to carry it on
+    assert status_line(TrainingRunner().status(), runs) == (
+        f"No run is going. {run.name} (Online RL against a reward model (RLHF step 2: GRPO / "
+        f"RLOO), the recipe fast) stopped at step {stopped.step}: *Resume the last run* "
+        "carries it on."
+    )
 
     with pytest.raises(UserError, match=rf"in use \(the stopped run {run.name} resumes from it\)"):
         run_removal(runs, earlier, what_resuming_needs(runs))
@@ -333,6 +342,8 @@ def test_a_resumed_run_carries_on_as_it_started_whatever_the_form_says_now(
     summary = run_summary(run / "model")
     assert summary["started_from"] == str(earlier) and summary["recipe"]["reward_weight"] == 0
     assert what_resuming_needs(runs) == {}  # finished: the earlier run may go now
+    assert status_line(TrainingRunner().status(), runs) == "No run is going."
+    assert status_line(TrainingRunner().status(), tmp_path / "none") == "No training run yet."
     run_removal(runs, earlier, what_resuming_needs(runs))
 
 

@@ -17,6 +17,7 @@ from pipeline.methods import DEFAULT, METHODS, Method, method_of, run_choices
 from pipeline.metrics import EPOCH_COLUMNS, chart_rows, epoch_table
 from pipeline.recipes import form_values, get_recipe, recipe_from_form
 from pipeline.rl import SAMPLE_COLUMNS, read_samples, sample_rows
+from pipeline.runner import status_line
 from pipeline.zerogpu import ON_ZEROGPU
 from ui import compare_runs, jobs_panel
 from ui.context import Context, TabParts, Wiring
@@ -239,7 +240,7 @@ class Trainer:
         table = pd.DataFrame(epoch_table(job.metrics), columns=list(EPOCH_COLUMNS))
         table.columns = EPOCH_HEADERS
         written = read_samples(job.out, 24)[::-1] if job.out else []
-        line = job.describe()
+        line = status_line(job, self.runs)
         if job.state == "done":
             line += f"  \n*{method_of(job.kind or None).next_step}*"
         return (
