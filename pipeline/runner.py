@@ -9,6 +9,7 @@ current step; a later start with `resume=True` carries on from the last checkpoi
 from __future__ import annotations
 
 import contextvars
+import json
 import threading
 import time
 import traceback
@@ -27,9 +28,10 @@ from pipeline.recipes import gpu_changes, recipe_from_mapping
 
 # moved to pipeline.runs; re-exported here for tests that import them from here: drop in 0.2
 from pipeline.runs import (  # noqa: F401
+    CHECKPOINT_DONE,
     RUN_START,
+    SFT_CHECKPOINTS,
     STOP_FILE,
-    checkpoint_step,
     finished_runs,
     latest_checkpoint,
     latest_run,
@@ -77,7 +79,7 @@ class JobStatus:
     def describe(self) -> str:
         """One line: state, stage and step, time left, the latest message."""
         if self.state == "idle":
-            return "No training run yet."
+            return self.message or "No training run yet."
         bar = f"step {self.step}/{self.total}" if self.total else "preparing"
         if self.stage == "sft" and self.running:
             bar = f"SFT stage {self.step}/{self.total}"
@@ -313,26 +315,43 @@ class TrainingRunner:
         )
 
 
-def status_line(job: JobStatus, runs: str | Path) -> str:
-    """The Train tab's line: the job's, and while this process has run nothing (an app
+def shown_status(job: JobStatus, runs: str | Path) -> JobStatus:
+    """What the Train tab shows: the job, or, while this process has run nothing (an app
     restarted, a Space woken from sleep), the run left stopped in `runs` that *Resume the last
-    run* carries on, if any: the page would otherwise say there has been no run."""
+    run* carries on, with its step, charts and titles as they were: the page would otherwise
+    say there has been no run."""
     if job.state != "idle":
-        return job.describe()
+        return job
     run = run_to_resume(runs)
     if run is None:
-        return job.describe() if latest_run(runs) is None else "No run is going."
+        return job if latest_run(runs) is None else replace(job, message="No run is going.")
+    model = run / "model"
     try:
-        start = run_start(run / "model")
+        start = run_start(model)
     except UserError:  # Resume says so; a line read every second does not
         start = None
-    checkpoint = latest_checkpoint(run / "model")
-    what = (
-        f" ({method_of(start.kind).label}, the recipe {start.recipe.get('name')})" if start else ""
-    )
-    where = f"at step {checkpoint_step(checkpoint)}" if checkpoint else "in its SFT stage"
-    return (
-        f"No run is going. {run.name}{what} stopped {where}: *Resume the last run* carries it on."
+    in_loop = latest_checkpoint(model)
+    checkpoint = in_loop or latest_checkpoint(model / SFT_CHECKPOINTS)
+    try:
+        state = json.loads((checkpoint / CHECKPOINT_DONE).read_text()) if checkpoint else {}
+    except (OSError, ValueError):
+        state = {}
+    step, total = state.get("global_step", 0), state.get("max_steps", 0)
+    what = ""
+    if start is not None:
+        what = f" ({method_of(start.kind).label}, the recipe {start.recipe.get('name')})"
+    where = "after its SFT stage"
+    if checkpoint is not None:
+        where = f"at step {step}" if in_loop else "in its SFT stage"
+    return JobStatus(
+        state="stopped",
+        stage="" if in_loop or not checkpoint else "sft",
+        kind=start.kind if start else "",
+        step=step,
+        total=total,
+        out=str(model),
+        message=f"{run.name}{what} was left stopped {where}: *Resume the last run* carries it on.",
+        metrics=tuple(run_metrics(model)),
     )
 
 

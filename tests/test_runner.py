@@ -13,7 +13,7 @@ from pipeline.errors import UserError
 from pipeline.evaluation import HeldOutRanking
 from pipeline.methods import run_choice
 from pipeline.recipes import RLRecipe, get_recipe
-from pipeline.runner import TrainingRunner, finished_runs, latest_run, status_line
+from pipeline.runner import TrainingRunner, finished_runs, latest_run, shown_status
 from pipeline.training import latest_checkpoint
 
 
@@ -313,12 +313,14 @@ def test_a_resumed_run_carries_on_as_it_started_whatever_the_form_says_now(
     assert stopped.state == "stopped" and stopped.step < 30, stopped.message
     started = run_start(run / "model")
     assert (started.kind, started.model, started.max_steps) == ("rl", str(earlier), 30)
-    # the app restarted: its Train tab names the stopped run, and how to carry it on
-    assert status_line(TrainingRunner().status(), runs) == (
-        f"No run is going. {run.name} (Online RL against a reward model (RLHF step 2: GRPO / "
-        f"RLOO), the recipe fast) stopped at step {stopped.step}: *Resume the last run* "
-        "carries it on."
+    # the app restarted: its Train tab shows the stopped run as it was, and how to carry it on
+    shown = shown_status(TrainingRunner().status(), runs)
+    assert shown.describe() == (
+        f"**stopped** · step {stopped.step}/30 · {run.name} (Online RL against a reward model "
+        f"(RLHF step 2: GRPO / RLOO), the recipe fast) was left stopped at step {stopped.step}: "
+        "*Resume the last run* carries it on."
     )
+    assert (shown.kind, shown.out, shown.metrics) == ("rl", str(run / "model"), stopped.metrics)
 
     with pytest.raises(UserError, match=rf"in use \(the stopped run {run.name} resumes from it\)"):
         run_removal(runs, earlier, what_resuming_needs(runs))
@@ -342,8 +344,9 @@ def test_a_resumed_run_carries_on_as_it_started_whatever_the_form_says_now(
     summary = run_summary(run / "model")
     assert summary["started_from"] == str(earlier) and summary["recipe"]["reward_weight"] == 0
     assert what_resuming_needs(runs) == {}  # finished: the earlier run may go now
-    assert status_line(TrainingRunner().status(), runs) == "No run is going."
-    assert status_line(TrainingRunner().status(), tmp_path / "none") == "No training run yet."
+    assert shown_status(TrainingRunner().status(), runs).describe() == "No run is going."
+    idle = shown_status(TrainingRunner().status(), tmp_path / "none")
+    assert idle.describe() == "No training run yet."
     run_removal(runs, earlier, what_resuming_needs(runs))
 
 

@@ -17,7 +17,7 @@ from pipeline.methods import DEFAULT, METHODS, Method, method_of, run_choices
 from pipeline.metrics import EPOCH_COLUMNS, chart_rows, epoch_table
 from pipeline.recipes import form_values, get_recipe, recipe_from_form
 from pipeline.rl import SAMPLE_COLUMNS, read_samples, sample_rows
-from pipeline.runner import status_line
+from pipeline.runner import shown_status
 from pipeline.zerogpu import ON_ZEROGPU
 from ui import compare_runs, jobs_panel
 from ui.context import Context, TabParts, Wiring
@@ -232,7 +232,7 @@ class Trainer:
         """The run's progress, and its series on its method's charts."""
         import pandas as pd
 
-        job = self.runner.status()
+        job = shown_status(self.runner.status(), self.runs)
         plots = [
             pd.DataFrame(chart_rows(job.metrics, keys), columns=["step", "value", "metric"])
             for _, keys in method_of(job.kind or None).charts
@@ -240,7 +240,7 @@ class Trainer:
         table = pd.DataFrame(epoch_table(job.metrics), columns=list(EPOCH_COLUMNS))
         table.columns = EPOCH_HEADERS
         written = read_samples(job.out, 24)[::-1] if job.out else []
-        line = status_line(job, self.runs)
+        line = job.describe()
         if job.state == "done":
             line += f"  \n*{method_of(job.kind or None).next_step}*"
         return (
