@@ -13,7 +13,7 @@ from pipeline.errors import UserError
 from pipeline.evaluation import HeldOutRanking
 from pipeline.methods import run_choice
 from pipeline.recipes import RLRecipe, get_recipe
-from pipeline.runner import TrainingRunner, finished_runs, latest_run, shown_status
+from pipeline.runner import JobStatus, TrainingRunner, finished_runs, latest_run, shown_status
 from pipeline.training import latest_checkpoint
 
 
@@ -22,6 +22,16 @@ class SlowSteps(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         time.sleep(0.3)
+
+
+def stop_once(runner: TrainingRunner, reached) -> JobStatus:
+    """Stop the runner's run once `reached(status)` holds (within a minute); its last status."""
+    deadline = time.monotonic() + 60
+    while not reached(runner.status()):
+        assert time.monotonic() < deadline and runner.status().running, runner.status()
+        time.sleep(0.05)
+    runner.stop()
+    return runner.wait(120)
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +99,7 @@ def test_one_run_at_a_time_then_stop_and_resume(tutorial_run, tmp_path):
     runner.start(**kwargs, callbacks=[SlowSteps()])
     with pytest.raises(UserError, match="already going"):
         runner.start(**kwargs)
-    deadline = time.monotonic() + 60
-    while runner.status().step < 2:
-        assert time.monotonic() < deadline and runner.status().running, runner.status()
-        time.sleep(0.05)
-    runner.stop()
-    stopped = runner.wait(120)
+    stopped = stop_once(runner, lambda status: status.step >= 2)
     assert stopped.state == "stopped", stopped.message
     assert "held-out" not in stopped.message  # a stopped run is not scored: Stop stays quick
     assert 2 <= stopped.step < 40
@@ -157,12 +162,8 @@ def test_stop_ends_a_chunk_at_its_next_step(data, tutorial_run, tmp_path):
     recipe = replace(tutorial_run["recipe"], batch_size=2, logging_steps=1, epochs=50)
     kwargs = {**tutorial_run, "recipe": recipe, "max_steps": 200, "chunked": True}
     runner.start(out=out, chunk_steps=200, **kwargs)
-    deadline = time.monotonic() + 60
-    while not (out / "metrics.jsonl").is_file():  # the chunk is training
-        assert time.monotonic() < deadline and runner.status().running, runner.status()
-        time.sleep(0.05)
-    runner.stop()
-    stopped = runner.wait(120)
+    # stopped once the chunk is training
+    stopped = stop_once(runner, lambda status: (out / "metrics.jsonl").is_file())
     assert stopped.state == "stopped" and 0 < stopped.step < 200, stopped
     assert latest_checkpoint(out).name == f"checkpoint-{stopped.step}"
     runner.start(out=out, chunk_steps=200, resume=True, **kwargs)
@@ -219,12 +220,7 @@ def test_an_sft_stage_shows_as_such_and_can_be_stopped(data, tiny_model_dir, tmp
 
     # no step limit here: a limit bounds the SFT stage too, and 2 steps leave no time to stop
     runner.start(out=tmp_path / "stopped", **{**kwargs, "max_steps": None}, callbacks=[SlowSteps()])
-    deadline = time.monotonic() + 60
-    while runner.status().stage != "sft" or runner.status().step < 1:
-        assert time.monotonic() < deadline and runner.status().running, runner.status()
-        time.sleep(0.05)
-    runner.stop()
-    stopped = runner.wait(120)
+    stopped = stop_once(runner, lambda status: status.stage == "sft" and status.step >= 1)
     assert stopped.state == "stopped", stopped.message
     assert stopped.message.startswith("Stopped in the SFT stage at step "), stopped.message
     assert not (tmp_path / "stopped" / "sft" / "config.json").exists()
@@ -304,12 +300,7 @@ def test_a_resumed_run_carries_on_as_it_started_whatever_the_form_says_now(
         runs, lambda out: shutil.copytree(data, out), model_name=str(earlier), recipe=recipe,
         max_steps=30, callbacks=[SlowSteps()],
     )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while runner.status().step < 2:
-        assert time.monotonic() < deadline and runner.status().running, runner.status()
-        time.sleep(0.05)
-    runner.stop()
-    stopped = runner.wait(120)
+    stopped = stop_once(runner, lambda status: status.step >= 2)
     assert stopped.state == "stopped" and stopped.step < 30, stopped.message
     started = run_start(run / "model")
     assert (started.kind, started.model, started.max_steps) == ("rl", str(earlier), 30)
