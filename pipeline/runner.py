@@ -26,7 +26,8 @@ from pipeline.metrics import read_metrics
 from pipeline.models import pick_device
 from pipeline.recipes import gpu_changes, recipe_from_mapping
 
-# moved to pipeline.runs; re-exported here for tests that import them from here: drop in 0.2
+# finished_runs, latest_run, run_label... are re-exported for tests that import them from here
+# (they moved to pipeline.runs): drop in 0.2
 from pipeline.runs import (  # noqa: F401
     CHECKPOINT_DONE,
     RUN_START,
