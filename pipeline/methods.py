@@ -9,24 +9,15 @@ name. The trainers load lazily, so a model card or `--help` does not load transf
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.datasets import dataset_summary, source_in_brief
 from pipeline.errors import UserError, advice_on_out_of_memory
 from pipeline.metrics import LOGPS_KEYS, LOSS_KEYS, REWARD_KEYS
-from pipeline.models import DEFAULT_MODEL
-from pipeline.recipes import DPORecipe, RewardRecipe, RLRecipe, get_recipe
-from pipeline.runs import (
-    RunStart,
-    finished_runs,
-    model_place,
-    record_run_start,
-    run_kind,
-    run_name,
-    run_summary,
-)
+from pipeline.recipes import DPORecipe, RewardRecipe, RLRecipe
+from pipeline.runs import finished_runs, run_kind, run_name, run_summary
 from pipeline.wording import counted
 
 Chart = tuple[str, tuple[str, ...]]  # a Train tab chart: its title, the logged keys it draws
@@ -343,21 +334,9 @@ def train_run(
     **kwargs: Any,
 ):
     """The run the recipe's method names (DPO when none is given); only a method that takes
-    a reward model reads `reward_model`. A new run keeps how it started (`runs.RunStart`),
-    which resuming it takes again."""
-    method = method_for(recipe)
-    recipe = recipe or get_recipe(kind=method.recipe)
-    if not kwargs.get("resume"):
-        start = RunStart(
-            kind=method.kind,
-            model=model_place(model_name or DEFAULT_MODEL),
-            recipe=asdict(recipe),
-            reward_model=model_place(reward_model) if reward_model else None,
-            max_steps=kwargs.get("max_steps"),
-        )
-        record_run_start(out, start)
+    a reward model reads `reward_model`."""
     with advice_on_out_of_memory(TRAINING_OUT_OF_MEMORY):
-        return method.train(data, out, model_name, recipe, reward_model, **kwargs)
+        return method_for(recipe).train(data, out, model_name, recipe, reward_model, **kwargs)
 
 
 def score_run(result, beside: str | None = None):

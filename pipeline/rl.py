@@ -225,7 +225,7 @@ def train_rl(
     # policy (after the SFT stage, if any): the KL is taken against that start
     run = open_run(
         data, out, model_name, recipe, max_steps=max_steps, resume=resume, callbacks=callbacks,
-        splits=splits, stop_after=stop_after,
+        splits=splits, stop_after=stop_after, reward_model=reward_model,
     )  # fmt: skip
     if run.sft_unfinished:  # a chunk that ended in the SFT stage
         return run.sft_unfinished

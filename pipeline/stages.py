@@ -27,16 +27,19 @@ from transformers import TrainerCallback
 
 from pipeline.errors import UserError
 from pipeline.metrics import METRICS_FILE, PRINT_METRICS, drop_records_after, metrics_line
-from pipeline.models import LoadedModel, ModelSource, load_model
+from pipeline.models import DEFAULT_MODEL, LoadedModel, ModelSource, load_model
 from pipeline.recipes import DPORecipe
 from pipeline.runs import (
     SFT_CHECKPOINTS,
     SFT_STAGE,
     STOP_FILE,
+    RunStart,
     checkpoint_step,
     discard_unfinished_checkpoints,
     drop_checkpoints,
     latest_checkpoint,
+    model_place,
+    record_run_start,
     write_summary,
 )
 from pipeline.tracking import forget_logged_after, forget_run_name, tracking_args
@@ -109,10 +112,13 @@ def open_run(
     head: str = "lm",
     splits: tuple[Any, Any] | None = None,
     stop_after: int | None = None,
+    reward_model: str | None = None,
 ) -> OpenedRun:
     """How every run begins, in order: the step limit and the data checked before any model
     loads (`splits` when the caller has read them already), the model (with a score `head`
-    for a reward model), the recipe's SFT stage, and the checkpoint a resumed run needs.
+    for a reward model), how a new run started (`runs.RunStart`: its method, model, recipe,
+    `reward_model` and step limit, which Resume takes again), the recipe's SFT stage, and the
+    checkpoint a resumed run needs.
     A step limit bounds the whole run: the SFT stage takes at most that many steps too, and
     the splits only the pairs those steps can use (`bounded_rows`). In a chunk of
     `stop_after` steps, the SFT stage's steps count: the loop gets what is left, if any
@@ -128,6 +134,11 @@ def open_run(
     set_seed(recipe.seed)
     policy = load_model(model_name, fresh=True, head=head)
     start = policy.source
+    if not resume:  # what Resume takes again; a start refused for its data or model keeps none
+        record_run_start(out, RunStart(
+            kind=recipe.KIND, model=model_place(model_name or DEFAULT_MODEL), recipe=asdict(recipe),
+            reward_model=model_place(reward_model) if reward_model else None, max_steps=max_steps,
+        ))  # fmt: skip
     sft_epochs = getattr(recipe, "sft_epochs", 0)
     reference_from = str(out / SFT_STAGE) if sft_epochs else start.requested
     steps_left = stop_after

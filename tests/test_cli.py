@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from pipeline.records import SEED_DIR
 
 
@@ -56,6 +56,7 @@ def test_generate_json(tiny_model_dir):
 def test_user_mistakes_exit_non_zero_with_one_line(args, message, tmp_path):
     line = _one_line_error(run_cli(*args))
     assert message in line
+    assert not (ROOT / "x").exists()  # a refused command writes nothing (`--out x`)
 
 
 def test_pairs_from_an_ideas_csv(tiny_model_dir, tmp_path):

@@ -323,6 +323,7 @@ def test_a_resumed_run_carries_on_as_it_started_whatever_the_form_says_now(
         runs, lambda out: shutil.copytree(data, out), model_name=str(tmp_path / "no-such-model")
     )
     assert runner.wait(60).state == "failed" and latest_run(runs) == failed
+    assert run_start(failed / "model") is None  # refused for its model: nothing to take again
 
     def form_now() -> dict:
         raise AssertionError("a run that kept its start does not read the form")
