@@ -212,13 +212,14 @@ def run_to_resume(runs: str | Path) -> Path | None:
     over rather than hiding the stopped run before it."""
     for run in sorted(Path(runs).glob(f"{RUN_PREFIX}*"), reverse=True):
         model = run / "model"
-        if (_readable_summary(model) or {}).get("finished"):
-            continue
-        if (
+        resumable = (
             latest_checkpoint(model)
             or latest_checkpoint(model / SFT_CHECKPOINTS)
             or (model / SFT_STAGE / "config.json").is_file()
-        ):
+        )
+        # the summary last: read only for a run with a checkpoint (the Train tab asks each
+        # second while idle, and a finished run keeps none)
+        if resumable and not (_readable_summary(model) or {}).get("finished"):
             return run
     return None
 
@@ -234,6 +235,12 @@ def what_resuming_needs(runs: str | Path) -> dict[str, str | None]:
         f"the stopped run {run.name} resumes from it": start.model,
         f"the stopped run {run.name} is trained against it": start.reward_model,
     }
+
+
+def folder_size(folder: Path) -> int:
+    """The bytes of the files in `folder` and below (a link counts as nothing: what it points
+    at is not freed with the folder)."""
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
 
 
 # --- removing a run --------------------------------------------------------------------------
@@ -277,8 +284,7 @@ def run_removal(
         used = Path(path).expanduser().resolve() if path else None
         if used is not None and (used == run or run in used.parents):
             raise UserError(f"{run.name} is in use ({what}); nothing was deleted")
-    size = sum(f.stat().st_size for f in run.rglob("*") if f.is_file() and not f.is_symlink())
-    return RunRemoval(run, size)
+    return RunRemoval(run, folder_size(run))
 
 
 def delete_run(
@@ -322,7 +328,7 @@ def drop_checkpoints(out: str | Path) -> int:
     GB for SmolLM2-135M); return the bytes freed."""
     freed = 0
     for checkpoint in Path(out).glob("checkpoint-*"):
-        freed += sum(f.stat().st_size for f in checkpoint.rglob("*") if f.is_file())
+        freed += folder_size(checkpoint)
         shutil.rmtree(checkpoint)
     return freed
 
