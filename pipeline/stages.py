@@ -81,6 +81,8 @@ class TrainResult:
     # the stage's); "": the run's own loop
     stage: str = ""
     steps_this_call: int = 0  # the steps this call trained, of `seconds` (a chunk's pace)
+    # False: a chunk that ended before the last step, unstopped, and kept its checkpoint only
+    model_saved: bool = True
 
 
 @dataclass(frozen=True)
@@ -189,16 +191,20 @@ def train_and_save(
     **summary: Any,
 ) -> TrainResult:
     """The stages every kind of run ends with: train (from `checkpoint` when resuming), save
-    (a run stopped from outside keeps what it has; a chunk that ends before the last step
-    leaves its checkpoint only, for the next chunk), and the summary (OUT/train_summary.json;
-    `summary` adds the kind's own fields)."""
+    (a run stopped from outside keeps what it has, and so does a chunk that Stop ended, as
+    its stop file says; a chunk that ends before the last step otherwise leaves its checkpoint
+    only, for the next chunk), and the summary (OUT/train_summary.json; `summary` adds the
+    kind's own fields)."""
     started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.monotonic() - started
     began = checkpoint_step(checkpoint) if checkpoint else 0
     state = trainer.state
     finished = state.global_step >= state.max_steps
-    saved = finished or stop_after is None
+    # Stop ends a chunk on a Space as it ends a straight run: with the model where it stopped
+    # and a summary, so the stopped run is listed (evaluated, pushed, deleted) on either
+    stopped = stop_after is not None and (out / STOP_FILE).is_file()
+    saved = finished or stop_after is None or stopped
     if saved:
         save_policy(trainer, tokenizer, out, merge=recipe.lora_r is not None)
     eval_losses = [e["eval_loss"] for e in state.log_history if "eval_loss" in e]
@@ -214,6 +220,7 @@ def train_and_save(
         kind=kind,
         rows_limit=rows_limit,
         steps_this_call=state.global_step - began,
+        model_saved=saved,
         **summary,
     )  # fmt: skip
     if saved and trainer.is_world_process_zero():
@@ -503,7 +510,7 @@ def stage_result(stage: SFTStage, out: Path, start, recipe, data) -> TrainResult
         out, start, recipe, data,
         steps=stage.step, train_loss=None, eval_loss=None, best_checkpoint=None,
         seconds=round(stage.seconds, 2), finished=False, max_steps=stage.total,
-        kind=recipe.KIND, stage="sft", steps_this_call=stage.steps_this_call,
+        kind=recipe.KIND, stage="sft", steps_this_call=stage.steps_this_call, model_saved=False,
     )  # fmt: skip
 
 

@@ -20,19 +20,21 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # Every training run reports to trackio (pipeline/tracking.py): the tests' runs go to a folder
-# of their own, set before trackio is first imported (it reads TRACKIO_DIR once). The process
-# that made the folder removes it when it exits; the app processes it starts inherit it.
-if "TRACKIO_DIR" not in os.environ:
-    os.environ["TRACKIO_DIR"] = tempfile.mkdtemp(prefix="title-dpo-trackio-")
-    atexit.register(shutil.rmtree, os.environ["TRACKIO_DIR"], ignore_errors=True)
-
-# Gradio keeps the files an app is sent or returns in a cache named by their content, and an
-# app removes its own when it stops (ui/shell.CACHE_KEPT): two apps sharing one cache would
-# remove a file the other still serves. So each test process gets a cache of its own (an app
-# that `start_app` launches, one of its own too).
-if "GRADIO_TEMP_DIR" not in os.environ:
-    os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="title-dpo-gradio-")
-    atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
+# of their own, set before trackio is first imported (it reads TRACKIO_DIR once). Gradio keeps
+# the files an app is sent or returns in a cache named by their content, and an app removes its
+# own when it stops (ui/shell.CACHE_KEPT): two apps sharing one cache would remove a file the
+# other still serves. So each test process gets both folders of its own, an xdist worker too,
+# though it inherits its controller's environment: two workers sharing trackio's database both
+# claim a run name that is free (tracking.claim_run_name) and log into one run. The process
+# that made the folders removes them when it exits; the app processes it starts inherit them
+# (an app that `start_app` launches gets a Gradio cache of its own).
+MADE_BY = "TITLE_DPO_TEST_FOLDERS_PID"
+if os.environ.get(MADE_BY) != str(os.getpid()):
+    os.environ[MADE_BY] = str(os.getpid())
+    for variable, prefix in (("TRACKIO_DIR", "title-dpo-trackio-"),
+                             ("GRADIO_TEMP_DIR", "title-dpo-gradio-")):  # fmt: skip
+        os.environ[variable] = tempfile.mkdtemp(prefix=prefix)
+        atexit.register(shutil.rmtree, os.environ[variable], ignore_errors=True)
 
 # xdist workers share the cores: each worker's torch, and the apps and commands it starts, gets
 # its share of threads rather than all of them. Two workers each on both of two cores ran the

@@ -156,7 +156,8 @@ def test_a_chunked_run_reports_progress_chunk_by_chunk(data, tiny_model_dir, tmp
 def test_stop_ends_a_chunk_at_its_next_step(data, tutorial_run, tmp_path):
     """On a Space a chunk trains in a ZeroGPU worker, where the app's Stop cannot reach it in
     memory; it ends at the next step all the same (not at the chunk's end, minutes of the
-    visitor's GPU quota later), with a checkpoint that Resume carries on from."""
+    visitor's GPU quota later), with a checkpoint that Resume carries on from, and with its
+    model saved where it stopped, as a straight run's Stop leaves it."""
     runner = TrainingRunner()
     out = tmp_path / "run"
     recipe = replace(tutorial_run["recipe"], batch_size=2, logging_steps=1, epochs=50)
@@ -166,6 +167,9 @@ def test_stop_ends_a_chunk_at_its_next_step(data, tutorial_run, tmp_path):
     stopped = stop_once(runner, lambda status: (out / "metrics.jsonl").is_file())
     assert stopped.state == "stopped" and 0 < stopped.step < 200, stopped
     assert latest_checkpoint(out).name == f"checkpoint-{stopped.step}"
+    line, _ = run_choice(out)  # Evaluate, the Hub and Compare runs list it, as on a laptop
+    assert line.endswith(f", stopped at {stopped.step} of 200 steps"), line
+    assert (out / "model.safetensors").is_file()
     runner.start(out=out, chunk_steps=200, resume=True, **kwargs)
     resumed = runner.wait(180)
     assert resumed.state == "done" and resumed.step == 200, resumed

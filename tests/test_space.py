@@ -219,7 +219,8 @@ def test_a_run_trains_in_gpu_chunks_and_generate_uses_it(space, tiny_model_dir):
 
 def test_stop_reaches_a_chunk_training_in_a_gpu_worker(space, tiny_model_dir):
     """The chunk runs in another process, out of reach of the app's memory: Stop still ends
-    it at its next step, not when the chunk would have ended."""
+    it at its next step, not when the chunk would have ended, with the model saved there: the
+    Hub tab lists the stopped run, as it lists one stopped outside a Space."""
     planned = space.rates.read_text()
     fast = {"device": "test", "shapes": {"any": {"params": 10**9, "rows": {
         "dpo:tutorial": {"step_s": 0.001}}}}}  # fmt: skip
@@ -229,7 +230,7 @@ def test_stop_reaches_a_chunk_training_in_a_gpu_worker(space, tiny_model_dir):
         runs_before = set(space.data.glob("runs/run-*"))
         _start(owner, str(tiny_model_dir), 300)
         deadline = time.monotonic() + 120
-        _new_metrics_file(space, runs_before, deadline)
+        metrics = _new_metrics_file(space, runs_before, deadline)
         owner.predict(api_name="/train_stop")
         while (status := owner.predict(api_name="/train_status"))[0].startswith(
             ("**running**", "**stopping**")
@@ -241,6 +242,9 @@ def test_stop_reaches_a_chunk_training_in_a_gpu_worker(space, tiny_model_dir):
     progress, log = status[0], status[-1]
     assert progress.startswith("**stopped**"), progress
     assert "chunk done: step 300/300" not in log and "chunk done: step " in log, log[-500:]
+    runs, _ = owner.predict(api_name="/hub_status")
+    assert runs["value"] == str(metrics.parent), runs
+    assert runs["choices"][0][0].endswith(" of 300 steps"), runs
 
 
 def test_a_chunk_that_zerogpu_aborts_is_trained_again_from_its_checkpoint(space, tiny_model_dir):

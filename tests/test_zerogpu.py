@@ -176,6 +176,29 @@ def test_should_stop_ends_between_chunks(small_data, tiny_model_dir, tmp_path):
     assert (result.stage, result.steps, result.finished) == ("sft", 2, False)
 
 
+def test_a_run_stopped_after_a_chunks_last_step_saves_its_model_where_it_stopped(
+    small_data, tiny_model_dir, tmp_path
+):
+    """Stop pressed while a chunk saves its checkpoint, after its last step looked for the stop
+    file: one step more, and the run is left as a straight run's Stop leaves it."""
+    out = tmp_path / "run"
+    chunks = []
+    result = zerogpu.train_in_chunks(
+        small_data, out, str(tiny_model_dir), RECIPE, chunk_steps=3,  # SFT 2 and DPO 1, then 1
+        should_stop=lambda: bool(chunks), on_chunk=chunks.append,
+    )  # fmt: skip
+    assert [c.model_saved for c in chunks] == [False, True]
+    assert (result.steps, result.finished, result.steps_this_call) == (2, False, 1)
+    assert (out / "model.safetensors").is_file() and latest_checkpoint(out).name == "checkpoint-2"
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert (summary["steps"], summary["finished"]) == (2, False)
+    (out / "stop-requested").unlink()  # as the runner does before it resumes a run
+    rest = zerogpu.train_in_chunks(
+        small_data, out, str(tiny_model_dir), RECIPE, chunk_steps=100, resume=True
+    )
+    assert (rest.steps, rest.finished) == (8, True)
+
+
 def test_gpu_durations_follow_the_work():
     few = zerogpu.generation_seconds("m", "idea", GenerationSettings(n=2, max_new_tokens=16))
     many = zerogpu.generation_seconds("m", "idea", GenerationSettings(n=20, max_new_tokens=48))
