@@ -8,6 +8,7 @@ name. The trainers load lazily, so a model card or `--help` does not load transf
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,18 @@ from pipeline.datasets import dataset_summary, source_in_brief
 from pipeline.errors import UserError, advice_on_out_of_memory
 from pipeline.metrics import LOGPS_KEYS, LOSS_KEYS, REWARD_KEYS
 from pipeline.recipes import DPORecipe, RewardRecipe, RLRecipe
-from pipeline.runs import finished_runs, run_kind, run_name, run_summary
-from pipeline.wording import counted
+from pipeline.runs import (
+    RUN_PREFIX,
+    finished_runs,
+    folder_size,
+    left_at,
+    run_kind,
+    run_name,
+    run_start,
+    run_summary,
+    run_to_resume,
+)
+from pipeline.wording import counted, file_size
 
 Chart = tuple[str, tuple[str, ...]]  # a Train tab chart: its title, the logged keys it draws
 
@@ -267,11 +278,8 @@ def run_choice(model: str | Path) -> tuple[str, str]:
 
 def _choice(model: str | Path, summary: Mapping[str, Any]) -> tuple[str, str]:
     method, recipe = method_of(summary), summary.get("recipe") or {}
-    what = method.brief(recipe) if method.brief else method.kind
-    what += f" ({recipe['name']})" if recipe.get("name") else ""
-    start = summary.get("started_from") or summary.get("base_model")
-    if start and Path(start).is_dir():  # a folder: by its run's name (or its own), not a path
-        start = run_name(start)
+    what = _trained(method, recipe)
+    start = _start_name(summary.get("started_from") or summary.get("base_model"))
     source = dataset_summary(summary.get("data")).get("source")
     steps = summary.get("steps")
     parts = [
@@ -290,6 +298,18 @@ def _choice(model: str | Path, summary: Mapping[str, Any]) -> tuple[str, str]:
     return line, str(model)
 
 
+def _trained(method: Method, recipe: Mapping[str, Any]) -> str:
+    """What a run trains, in a few words: its method, briefly, and its recipe's name."""
+    what = method.brief(recipe) if method.brief else method.kind
+    return what + (f" ({recipe['name']})" if recipe.get("name") else "")
+
+
+def _start_name(start: str | None) -> str | None:
+    """A run's start model as a list names it: a folder by its run's name (or its own), not
+    by a path."""
+    return run_name(start) if start and Path(start).is_dir() else start
+
+
 def run_choices(runs: str | Path, writes_titles: bool | None = None) -> list[tuple[str, str]]:
     """`run_choice` for each of the app's finished runs, newest first; with `writes_titles`,
     only those whose method does (or, False, does not: reward models)."""
@@ -299,6 +319,63 @@ def run_choices(runs: str | Path, writes_titles: bool | None = None) -> list[tup
         if writes_titles is None or method_of(summary).writes_titles == writes_titles:
             chosen.append(_choice(model, summary))
     return chosen
+
+
+@dataclass(frozen=True)
+class StoredRuns:
+    """The app's runs on this disk, for deleting one: `choices` as `stored_runs` makes them."""
+
+    choices: list[tuple[str, str]]
+    total: int  # bytes, all of them
+    free: int  # bytes free on their disk
+
+    def describe(self) -> str:
+        if not self.choices:
+            return f"No run on this disk yet; {file_size(self.free)} free on it."
+        held = f"{counted(len(self.choices), 'run')} on this disk: {file_size(self.total)}"
+        return f"{held}; {file_size(self.free)} free on it."
+
+
+def stored_runs(runs: str | Path, training: str | None = None) -> StoredRuns:
+    """Every run of the app on this disk, newest first, with a line each: its size and what it
+    holds (a run with a model as `run_choice` says it; one without, how far it got and whether
+    Resume carries it on; `training`, the model folder of the run going now, as such), and its
+    run folder. A run with no model still holds its checkpoints."""
+    runs = Path(runs)
+    to_resume = run_to_resume(runs)
+    choices, total = [], 0
+    for run in sorted(runs.glob(f"{RUN_PREFIX}*"), reverse=True):
+        if not run.is_dir() or run.is_symlink():
+            continue
+        model = run / "model"
+        try:
+            summary = run_summary(model)
+            what = _choice(model, summary)[0] if summary else _held(run)
+        except UserError as error:  # one broken file: the run can still go
+            what = f"{run.name}: {error}"
+        if training and Path(training).resolve() == model.resolve():
+            what = f"{run.name}: training now"
+        elif run == to_resume:
+            what += "; *Resume the last run* carries it on"
+        size = folder_size(run)
+        choices.append((f"{file_size(size)} · {what}", str(run)))
+        total += size
+    disk = next(folder for folder in (runs, *runs.absolute().parents) if folder.is_dir())
+    return StoredRuns(choices, total, shutil.disk_usage(disk).free)
+
+
+def _held(run: Path) -> str:
+    """What a run without a model holds, in words: how far it got, from its checkpoints."""
+    model = run / "model"
+    start, left = run_start(model), left_at(model)
+    what = ""
+    if start is not None:
+        trained = _trained(method_of(start.kind), start.recipe)
+        what = f" {trained} from {_start_name(start.model)},"
+    if not left.stage:
+        return f"{run.name}:{what} no model and no checkpoint (its start failed, or it was cut off)"
+    of = f" of {counted(left.total, 'step')}" if left.stage in ("loop", "sft") else ""
+    return f"{run.name}:{what} left {left.where()}{of}, no model saved"
 
 
 def check_reward_model(name: str) -> str:

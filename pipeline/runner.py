@@ -9,7 +9,6 @@ current step; a later start with `resume=True` carries on from the last checkpoi
 from __future__ import annotations
 
 import contextvars
-import json
 import threading
 import time
 import traceback
@@ -29,13 +28,11 @@ from pipeline.recipes import gpu_changes, recipe_from_mapping
 # finished_runs, latest_run, run_label... are re-exported for tests that import them from here
 # (they moved to pipeline.runs): drop in 0.2
 from pipeline.runs import (  # noqa: F401
-    CHECKPOINT_DONE,
     RUN_START,
-    SFT_CHECKPOINTS,
     STOP_FILE,
     finished_runs,
-    latest_checkpoint,
     latest_run,
+    left_at,
     new_run_folder,
     run_kind,
     run_label,
@@ -331,27 +328,19 @@ def shown_status(job: JobStatus, runs: str | Path) -> JobStatus:
         start = run_start(model)
     except UserError:  # Resume says so; a line read every second does not
         start = None
-    in_loop = latest_checkpoint(model)
-    checkpoint = in_loop or latest_checkpoint(model / SFT_CHECKPOINTS)
-    try:
-        state = json.loads((checkpoint / CHECKPOINT_DONE).read_text()) if checkpoint else {}
-    except (OSError, ValueError):
-        state = {}
-    step, total = state.get("global_step", 0), state.get("max_steps", 0)
+    left = left_at(model)
     what = ""
     if start is not None:
         what = f" ({method_of(start.kind).label}, the recipe {start.recipe.get('name')})"
-    where = "after its SFT stage"
-    if checkpoint is not None:
-        where = f"at step {step}" if in_loop else "in its SFT stage"
     return JobStatus(
         state="stopped",
-        stage="" if in_loop or not checkpoint else "sft",
+        stage="sft" if left.stage == "sft" else "",
         kind=start.kind if start else "",
-        step=step,
-        total=total,
+        step=left.step,
+        total=left.total,
         out=str(model),
-        message=f"{run.name}{what} was left stopped {where}: *Resume the last run* carries it on.",
+        message=f"{run.name}{what} was left stopped {left.where()}: *Resume the last run* "
+        "carries it on.",
         metrics=tuple(run_metrics(model)),
     )
 

@@ -212,16 +212,44 @@ def run_to_resume(runs: str | Path) -> Path | None:
     over rather than hiding the stopped run before it."""
     for run in sorted(Path(runs).glob(f"{RUN_PREFIX}*"), reverse=True):
         model = run / "model"
-        resumable = (
-            latest_checkpoint(model)
-            or latest_checkpoint(model / SFT_CHECKPOINTS)
-            or (model / SFT_STAGE / "config.json").is_file()
-        )
         # the summary last: read only for a run with a checkpoint (the Train tab asks each
         # second while idle, and a finished run keeps none)
-        if resumable and not (_readable_summary(model) or {}).get("finished"):
+        if left_at(model).stage and not (_readable_summary(model) or {}).get("finished"):
             return run
     return None
+
+
+@dataclass(frozen=True)
+class LeftAt:
+    """How far a run got by its checkpoints, for one that kept no model there (stopped in its
+    SFT stage, cut off, a ZeroGPU quota spent) or that Resume carries on."""
+
+    stage: str  # "loop": a checkpoint of its own loop; "sft": of its SFT stage; "after sft":
+    # the stage ended, no loop checkpoint yet; "": nothing to carry on from
+    step: int = 0  # the checkpoint's optimizer step, and of how many
+    total: int = 0
+
+    def where(self) -> str:
+        """As in "left stopped {where}"."""
+        if self.stage == "loop":
+            return f"at step {self.step}"
+        return "in its SFT stage" if self.stage == "sft" else "after its SFT stage"
+
+
+def left_at(model: str | Path) -> LeftAt:
+    """How far the run in `model` got: its newest complete checkpoint, of its loop, else of
+    its SFT stage, else the stage's end."""
+    model = Path(model)
+    in_loop = latest_checkpoint(model)
+    checkpoint = in_loop or latest_checkpoint(model / SFT_CHECKPOINTS)
+    if checkpoint is None:
+        return LeftAt("after sft" if (model / SFT_STAGE / "config.json").is_file() else "")
+    try:
+        state = json.loads((checkpoint / CHECKPOINT_DONE).read_text())
+    except (OSError, ValueError):
+        state = {}
+    step, total = state.get("global_step", 0), state.get("max_steps", 0)
+    return LeftAt("loop" if in_loop else "sft", step, total)
 
 
 def what_resuming_needs(runs: str | Path) -> dict[str, str | None]:
@@ -248,49 +276,58 @@ def folder_size(folder: Path) -> int:
 
 @dataclass(frozen=True)
 class RunRemoval:
-    """A finished run of the app that may go: its folder and what it holds on disk."""
+    """A run of the app that may go: its folder, what it holds on disk, and whether it is the
+    stopped run that Resume carries on."""
 
     folder: Path
     size: int  # bytes
+    has_model: bool = True  # finished, or stopped with its model saved: it can be pushed
+    resumable: bool = False
 
     def describe(self, done: bool = False) -> str:
         size = file_size(self.size)
         if done:
             return f"Deleted **{self.folder.name}**: {size} freed."
+        resume = " *Resume the last run* carries it on: deleted, it cannot." * self.resumable
+        push = " Push its model first to keep it." * self.has_model
         return (
-            f"Delete **{self.folder.name}** ({size}: everything the run wrote, its model and "
-            "dataset included) for good? Push it first to keep it."
+            f"Delete **{self.folder.name}** ({size}: everything the run wrote, its model, "
+            f"checkpoints and dataset included) for good?{resume}{push}"
         )
 
 
 def run_removal(
     runs: str | Path, model: str | Path, in_use: Mapping[str, str | None] | None = None
 ) -> RunRemoval:
-    """The finished run of `runs` whose model folder (or run folder) is `model`, checked to be
-    removable: refused, nothing touched, for any other folder, whatever a page sends, and for
-    a run that one of `in_use` ({what uses it: a model path}) points into."""
+    """The run of `runs` whose model folder (or run folder) is `model`, finished or not (a
+    run cut off or stopped without a model holds its checkpoints: gigabytes a Space's disk
+    would otherwise keep for good), checked to be removable: refused, nothing touched, for any
+    other folder, whatever a page sends, and for a run that one of `in_use` ({what uses it: a
+    model path}) points into."""
     runs = Path(runs).resolve()
     given = Path(model).expanduser()
     run = given.parent if given.name == "model" else given
     if (
         run.is_symlink()
+        or not run.is_dir()
         or run.resolve().parent != runs
         or not run.name.startswith(RUN_PREFIX)
-        or not (run / "model" / SUMMARY_FILE).is_file()
     ):
-        raise UserError(f"{model}: not one of this app's finished runs; nothing was deleted")
+        raise UserError(f"{model}: not one of this app's runs; nothing was deleted")
     run = run.resolve()
     for what, path in (in_use or {}).items():
         used = Path(path).expanduser().resolve() if path else None
         if used is not None and (used == run or run in used.parents):
             raise UserError(f"{run.name} is in use ({what}); nothing was deleted")
-    return RunRemoval(run, folder_size(run))
+    resumable = (to_resume := run_to_resume(runs)) is not None and to_resume.resolve() == run
+    has_model = (run / "model" / SUMMARY_FILE).is_file()
+    return RunRemoval(run, folder_size(run), has_model, resumable)
 
 
 def delete_run(
     runs: str | Path, model: str | Path, in_use: Mapping[str, str | None] | None = None
 ) -> RunRemoval:
-    """Remove the finished run `model` of `runs` for good, once `run_removal` allows it."""
+    """Remove the run `model` of `runs` for good, once `run_removal` allows it."""
     removal = run_removal(runs, model, in_use)
     shutil.rmtree(removal.folder)
     log.info("Deleted the run %s (%d bytes)", removal.folder, removal.size)

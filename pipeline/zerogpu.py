@@ -360,16 +360,14 @@ def train_in_chunks(
 ) -> TrainResult:
     """Run the whole training as chunks of `chunk_steps` steps (None: as many as fit in one GPU
     call, planned at `pace`, default `chunk_pace(...)`, then at the pace the last chunk
-    measured). `should_stop()` is asked between chunks; `on_chunk(result)` hears after each.
-    A stopped run ends with its model saved where it stopped, as a straight run's Stop does
-    (Stop in the SFT stage leaves its checkpoint, as there).
+    measured). `should_stop()` is asked between chunks (a stopped run ends as a straight run's
+    Stop leaves it: `_kept_where_stopped`); `on_chunk(result)` hears after each.
     A chunk that ZeroGPU aborts is tried again from the last complete checkpoint, with chunks
     half as long (`on_retry(line)` hears why), up to RETRIES_AFTER_ABORT times in a row.
     A chunk refused for asking more than the visitor has left is asked again as one that fits
     in what is left, from then on (the quota is better spent than left), if one step fits."""
     pace = pace or chunk_pace(data, model_name, recipe)
-    aborts, left = 0, None  # left: the run's own steps still to go, once a chunk has said
-    closing = False  # the one-step chunk that saves a run stopped between chunks
+    aborts, left, closing = 0, None, False  # left: the run's steps to go, once a chunk says
     budget = MAX_CALL_SECONDS  # what a call may ask for; less once ZeroGPU has said so
     while True:
         steps = _chunk_size(pace, budget, chunk_steps, left)
@@ -399,12 +397,10 @@ def train_in_chunks(
         stopping = should_stop()
         if result.finished or (stopping and (closing or _kept_where_stopped(result))):
             return result
-        if stopping:  # Stop came after the chunk's last step: one step more, which finds the
-            (Path(out) / STOP_FILE).touch()  # stop file, saves the model where it stopped
+        if stopping:  # Stop came after the chunk's last step: a closing chunk of one step,
+            (Path(out) / STOP_FILE).touch()  # which finds the stop file, saves the model
             closing, chunk_steps = True, 1
-        if result.steps_this_call:
-            pace = pace.measured(result.seconds / result.steps_this_call, result.stage)
-        pace = pace.with_sft_left(result.max_steps - result.steps if result.stage == "sft" else 0)
+        pace = _pace_after(pace, result)
         left = None if result.stage == "sft" else result.max_steps - result.steps
         resume = True
 
@@ -413,6 +409,14 @@ def _kept_where_stopped(result: TrainResult) -> bool:
     """Whether a stopped run's last chunk left what a straight run's Stop leaves: its model
     and summary, or, in the SFT stage, the stage's checkpoint."""
     return result.model_saved or result.stage == "sft"
+
+
+def _pace_after(pace: Pace, result: TrainResult) -> Pace:
+    """The pace the next chunk is planned at: the one `result`'s chunk measured, with the SFT
+    stage's steps still to go."""
+    if result.steps_this_call:
+        pace = pace.measured(result.seconds / result.steps_this_call, result.stage)
+    return pace.with_sft_left(result.max_steps - result.steps if result.stage == "sft" else 0)
 
 
 def _chunk_size(pace: Pace, budget: float, chunk_steps: int | None, left: int | None) -> int:

@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -109,15 +110,75 @@ def test_hub_tab_pushes_the_votes_dataset_and_a_run(hub, tmp_path, tiny_model_di
         asked = c.predict(str(run), api_name="/run_delete_check")
         asked_for = rf"Delete \*\*{run.parent.name}\*\* \(\d+ [KM]B: everything the run wrote"
         assert re.match(asked_for, asked), asked
-        with pytest.raises(Exception, match="not one of this app's finished runs"):
+        with pytest.raises(Exception, match="not one of this app's runs"):
             c.predict(str(data), api_name="/run_delete")  # whatever a page sends
-        said, runs, _ = c.predict(str(run), api_name="/run_delete")
+        said, runs, _, stored, _ = c.predict(str(run), api_name="/run_delete")
         assert re.fullmatch(rf"Deleted \*\*{run.parent.name}\*\*: \d+ [KM]B freed\.", said), said
         assert [value for _, value in runs["choices"]] == []
+        assert [value for _, value in stored["choices"]] == [str(broken.parent)]  # it may go
         assert not run.parent.exists() and broken.is_dir() and (data / "votes.db").is_file()
     finally:
         stop_app(process)
     assert WRITE not in (tmp_path / "app.log").read_text()
+
+
+def test_every_run_on_the_disk_is_listed_with_its_size_and_may_go(
+    hub, tmp_path, tiny_model_dir, small_data
+):
+    """A Space's disk keeps what runs leave: the Hub tab lists every run, with a model or
+    without (cut off, or stopped in its SFT stage, it holds checkpoints only), with its size
+    and how far it got, and any of them may be deleted, the one Resume carries on after a
+    warning."""
+    from dataclasses import replace
+
+    from pipeline.recipes import RECIPES
+    from pipeline.training import train_dpo
+
+    data, runs = tmp_path / "data", tmp_path / "data" / "runs"
+    recipe = replace(RECIPES["fast"], batch_size=4, epochs=2)  # on 16 pairs: SFT 2, DPO 8 steps
+    finished, in_loop, in_sft, failed = (
+        runs / f"run-2026010{day}-000000" for day in (1, 2, 3, 4)
+    )  # fmt: skip
+    train_dpo(small_data, finished / "model", str(tiny_model_dir), recipe, max_steps=1)
+    # chunks that ended, as a ZeroGPU quota spent ends them: in the loop, in the SFT stage
+    train_dpo(small_data, in_loop / "model", str(tiny_model_dir), recipe, stop_after=4)
+    train_dpo(small_data, in_sft / "model", str(tiny_model_dir), recipe, stop_after=1)
+    shutil.copytree(small_data, failed / "data")  # a start refused for its model: its data
+
+    process, url = launch(hub, tmp_path, data)
+    try:
+        c = Client(url, verbose=False)
+        stored, line = c.predict(api_name="/runs_on_disk")
+        assert re.fullmatch(r"4 runs on this disk: [\d.]+ [KMG]B; [\d.]+ [MGT]B free on it\.", line)
+        assert stored["value"] is None  # the owner picks what goes
+        lines = [label for label, _ in stored["choices"]]
+        assert [value for _, value in stored["choices"]] == [
+            str(run) for run in (failed, in_sft, in_loop, finished)
+        ]
+        size, what = r"[\d.]+ [KM]B", f"SFT, then DPO \\(fast\\) from {tiny_model_dir.name}"
+        assert re.fullmatch(rf"{size} · {failed.name}: no model and no checkpoint \(its start "
+                            r"failed, or it was cut off\)", lines[0]), lines[0]  # fmt: skip
+        assert re.fullmatch(rf"{size} · {in_sft.name}: {what}, left in its SFT stage of 2 steps, "
+                            r"no model saved; \*Resume the last run\* carries it on",
+                            lines[1]), lines[1]  # fmt: skip
+        assert re.fullmatch(rf"{size} · {in_loop.name}: {what}, left at step 2 of 8 steps, no "
+                            r"model saved", lines[2]), lines[2]  # fmt: skip
+        assert re.fullmatch(rf"{size} · {finished.name}: {what} on the tutorial's pairs, 1 step",
+                            lines[3]), lines[3]  # fmt: skip
+
+        asked = c.predict(str(in_sft), api_name="/run_delete_check")
+        assert "*Resume the last run* carries it on: deleted, it cannot." in asked, asked
+        assert "Push" not in asked  # it has no model to push
+        for gone in (in_sft, in_loop, failed):
+            said, _, _, stored, line = c.predict(str(gone), api_name="/run_delete")
+            assert said.startswith(f"Deleted **{gone.name}**"), said
+            assert not gone.exists()
+        assert [value for _, value in stored["choices"]] == [str(finished)]
+        assert line.startswith("1 run on this disk: ")
+        asked = c.predict(str(finished / "model"), api_name="/run_delete_check")
+        assert "carries it on" not in asked and "Push its model first to keep it." in asked
+    finally:
+        stop_app(process)
 
 
 def test_a_pushed_models_card_says_what_blind_voters_preferred(

@@ -346,7 +346,8 @@ def test_a_resumed_run_carries_on_as_it_started_whatever_the_form_says_now(
     run_removal(runs, earlier, what_resuming_needs(runs))
 
 
-def test_a_finished_run_is_deleted_only_from_the_apps_runs_and_only_when_unused(tmp_path):
+def test_a_run_is_deleted_only_from_the_apps_runs_and_only_when_unused(tmp_path):
+    from pipeline.methods import stored_runs
     from pipeline.runs import delete_run, run_removal
 
     runs = tmp_path / "runs"
@@ -357,18 +358,18 @@ def test_a_finished_run_is_deleted_only_from_the_apps_runs_and_only_when_unused(
     for name, size in (("model.safetensors", 150_000_000), ("checkpoint-1/optimizer.pt", 5e7)):
         with open(run / "model" / name, "wb") as f:  # sparse: the size without the writing
             f.truncate(int(size))
-    unfinished = runs / "run-20260102-000000"
+    unfinished = runs / "run-20260102-000000"  # cut off before its first checkpoint
     (unfinished / "model").mkdir(parents=True)
     outside = tmp_path / "run-20260103-000000"  # a finished run, but not in the app's runs
     (outside / "model").mkdir(parents=True)
     (outside / "model" / "train_summary.json").write_text("{}")
     (runs / "run-20260104-000000").symlink_to(outside, target_is_directory=True)
 
-    # whatever a page sends, only the app's own finished runs may go
-    for sent in ("/", str(tmp_path), str(runs), str(unfinished / "model"), str(outside / "model"),
+    # whatever a page sends, only the app's own runs may go
+    for sent in ("/", str(tmp_path), str(runs), str(outside / "model"), str(runs / "run-x"),
                  str(runs / "run-20260104-000000" / "model"), f"{runs}/../{outside.name}/model",
                  str(run / "model" / "checkpoint-1"), str(run / "data"), ""):  # fmt: skip
-        with pytest.raises(UserError, match="not one of this app's finished runs"):
+        with pytest.raises(UserError, match="not one of this app's runs"):
             delete_run(runs, sent)
     # nor while something stands on it
     in_use = {"Generate writes with its model": str(run / "model"), "it is training now": None}
@@ -385,3 +386,18 @@ def test_a_finished_run_is_deleted_only_from_the_apps_runs_and_only_when_unused(
         "Deleted **run-20260101-000000**: 191 MB freed."
     )
     assert not run.exists() and unfinished.is_dir() and outside.is_dir()
+    # a run with no model is listed (a link into the runs is not) and may go too; one that
+    # trains now is listed as such
+    listed = stored_runs(runs).choices
+    assert listed == [(f"0 B · {unfinished.name}: no model and no checkpoint (its start failed, "
+                       "or it was cut off)", str(unfinished))]  # fmt: skip
+    listed = stored_runs(runs, training=str(unfinished / "model")).choices
+    assert listed == [(f"0 B · {unfinished.name}: training now", str(unfinished))]
+    asked = run_removal(runs, unfinished / "model").describe()
+    assert asked.endswith("for good?") and "Push" not in asked, asked
+    delete_run(runs, unfinished / "model")
+    assert (
+        not unfinished.exists()
+        and outside.is_dir()
+        and list(runs.iterdir()) == [runs / "run-20260104-000000"]
+    )

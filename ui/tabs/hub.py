@@ -18,7 +18,7 @@ from pipeline.access import OWNER
 from pipeline.appdata import runs_dir
 from pipeline.errors import UserError
 from pipeline.iterations import models_iterations_use
-from pipeline.methods import run_choices
+from pipeline.methods import run_choices, stored_runs
 from pipeline.runs import delete_run, run_removal, what_resuming_needs
 from ui.context import Context, TabParts, Wiring
 from ui.widgets import TUTORIAL_DATA, VOTES_DATA, screening, vote_screening
@@ -31,8 +31,8 @@ DOWNLOADS_KEPT_S = 3600  # a downloaded zip is kept this long (Gradio serves its
 def build(ctx: Context) -> TabParts:
     """On a Space a push uses the signed-in owner's own token; locally, HF_TOKEN. The app's
     HF_TOKEN on a Space is the vote mirror's, and nobody's else."""
-    # Over 60 lines: the tab's layout, top to bottom as the page shows it (the dataset, then
-    # a run's model: its push and its deletion), then its wiring.
+    # Over 60 lines: the tab's layout, top to bottom as the page shows it (the dataset, a
+    # run's model and its push, then the runs on the disk and a deletion), then its wiring.
     guard = ctx.guard
     how = (
         "Sign in with Hugging Face (the button at the top): pushes use your own token."
@@ -63,9 +63,16 @@ def build(ctx: Context) -> TabParts:
         base_model = gr.Textbox("", label="Base model id (if the run started from a folder)")
         adapter_only = gr.Checkbox(False, label="LoRA adapter only")
         model_private = gr.Checkbox(False, label="Private")
-    with gr.Row():
-        push_run = gr.Button("Push the model", variant="primary")
-        ask_delete = gr.Button("Delete the run from this disk…")
+    push_run = gr.Button("Push the model", variant="primary")
+    with gr.Row(equal_height=True):
+        stored = gr.Dropdown(
+            [],
+            label="Runs on this disk, newest first: finished, stopped or cut off",
+            allow_custom_value=True,
+            scale=3,
+        )
+        ask_delete = gr.Button("Delete the run from this disk…", scale=1)
+    disk_line = gr.Markdown()
     with gr.Group(visible=False) as confirm:
         asked = gr.Markdown()
         with gr.Row():
@@ -94,16 +101,21 @@ def build(ctx: Context) -> TabParts:
         api_name="hub_push_model",
     )
     # a run takes a GB or more; deleting one is asked twice, and refused while it is in use
-    ask_delete.click(guard(OWNER, publisher.ask_delete), run, [asked, confirm],
+    ask_delete.click(guard(OWNER, publisher.ask_delete), stored, [asked, confirm],
                      api_name="run_delete_check")  # fmt: skip
-    delete.click(guard(OWNER, publisher.delete), run, [result, confirm, run, sync_line],
+    delete.click(guard(OWNER, publisher.delete), stored,
+                 [result, confirm, run, sync_line, stored, disk_line],
                  api_name="run_delete")  # fmt: skip
     keep.click(guard(OWNER, lambda: gr.Group(visible=False)), None, confirm,
                api_visibility="private")  # fmt: skip
-    gr.Button("Refresh").click(
-        guard(OWNER, publisher.refresh), None, [run, sync_line], api_name="hub_status"
-    )
-    return TabParts(on_open=(Wiring(guard(OWNER, publisher.refresh), [run, sync_line]),))
+    refresh = gr.Button("Refresh")
+    refresh.click(guard(OWNER, publisher.refresh), None, [run, sync_line], api_name="hub_status")
+    refresh.click(guard(OWNER, publisher.on_disk), None, [stored, disk_line],
+                  api_name="runs_on_disk")  # fmt: skip
+    return TabParts(on_open=(
+        Wiring(guard(OWNER, publisher.refresh), [run, sync_line]),
+        Wiring(guard(OWNER, publisher.on_disk), [stored, disk_line]),
+    ))  # fmt: skip
 
 
 class Publisher:
@@ -197,7 +209,15 @@ class Publisher:
 
     def delete(self, run):
         removal = delete_run(runs_dir(self.folder), run or "", self.in_use())
-        return removal.describe(done=True), gr.Group(visible=False), *self.refresh()
+        shown = removal.describe(done=True), gr.Group(visible=False)
+        return *shown, *self.refresh(), *self.on_disk()
+
+    def on_disk(self):
+        """Every run on the disk with its size, none picked (a deletion is a choice), and what
+        they take in all."""
+        job = self.runner.status()
+        stored = stored_runs(runs_dir(self.folder), training=job.out if job.running else None)
+        return gr.Dropdown(choices=stored.choices, value=None), stored.describe()
 
     def refresh(self):
         runs = run_choices(runs_dir(self.folder))
