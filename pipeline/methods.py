@@ -356,7 +356,7 @@ def stored_runs(runs: str | Path, training: str | None = None) -> StoredRuns:
         if training and Path(training).resolve() == model.resolve():
             what = f"{run.name}: training now"
         elif run == to_resume:
-            what += "; *Resume the last run* carries it on"
+            what += "; Resume the last run carries it on"  # a choice's line: no Markdown
         size = folder_size(run)
         choices.append((f"{file_size(size)} · {what}", str(run)))
         total += size

@@ -57,7 +57,9 @@ def build(ctx: Context) -> TabParts:
         label="The downloaded dataset: its repo's files, data/*.parquet and README.md",
         interactive=False,
     )
-    run = gr.Dropdown([], label="Model (a finished training run)", allow_custom_value=True)
+    run = gr.Dropdown(
+        [], label="Model (a finished or stopped training run)", allow_custom_value=True
+    )
     with gr.Row():
         model_repo = gr.Textbox("youtube-titles-dpo-model", label="Model repo (NAME or OWNER/NAME)")
         base_model = gr.Textbox("", label="Base model id (if the run started from a folder)")
