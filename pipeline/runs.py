@@ -288,8 +288,10 @@ class RunRemoval:
         size = file_size(self.size)
         if done:
             return f"Deleted **{self.folder.name}**: {size} freed."
-        resume = " *Resume the last run* carries it on: deleted, it cannot." * self.resumable
-        push = " Push its model first to keep it." * self.has_model
+        resume = (
+            " *Resume the last run* carries it on: deleted, it cannot." if self.resumable else ""
+        )
+        push = " Push its model first to keep it." if self.has_model else ""
         return (
             f"Delete **{self.folder.name}** ({size}: everything the run wrote, its model, "
             f"checkpoints and dataset included) for good?{resume}{push}"

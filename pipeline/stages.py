@@ -81,7 +81,8 @@ class TrainResult:
     # the stage's); "": the run's own loop
     stage: str = ""
     steps_this_call: int = 0  # the steps this call trained, of `seconds` (a chunk's pace)
-    # False: a chunk that ended before the last step, unstopped, and kept its checkpoint only
+    # False: a chunk that ended before the last step, unstopped (or in the SFT stage), and
+    # kept its checkpoint only
     model_saved: bool = True
 
 
