@@ -242,19 +242,10 @@ class TrainingRunner:
         ranking = describe_held_out(result)
         if ranking and not stopped:
             self._log(ranking)
-        steps = counted(result.steps, "step")
         self._update(
             state="stopped" if stopped else "done",
             step=result.steps,
-            message=(
-                f"Stopped in the SFT stage at step {result.steps} of {result.max_steps}; Resume "
-                "carries on from there"
-                if stopped and result.stage == "sft"
-                else f"Stopped after {steps}; the last checkpoint is in {result.out}"
-                if stopped
-                else f"Done: {steps} in {result.seconds:.0f} s; model in {result.out}"
-                + (f"; {ranking}" if ranking else "")
-            ),
+            message=ended_line(result, stopped, ranking),
         )
 
     def _score_on_gpu(self, result):
@@ -311,6 +302,26 @@ class TrainingRunner:
             on_retry=self._log,
             **train_kwargs,
         )
+
+
+def ended_line(result, stopped: bool, ranking: str | None = None) -> str:
+    """How a run ended, in one line: done, or stopped and what it left to use and resume."""
+    steps = counted(result.steps, "step")
+    if not stopped:
+        return f"Done: {steps} in {result.seconds:.0f} s; model in {result.out}" + (
+            f"; {ranking}" if ranking else ""
+        )
+    if result.stage == "sft":
+        return (
+            f"Stopped in the SFT stage at step {result.steps} of {result.max_steps}; Resume "
+            "carries on from there"
+        )
+    if result.model_saved:  # Stop saves the model where it stopped, in a chunk too
+        return (
+            f"Stopped at step {result.steps} of {result.max_steps}: the model as it stands is in "
+            f"{result.out} (Evaluate and the Hub list it), and Resume carries on from there"
+        )
+    return f"Stopped after {steps}; the last checkpoint is in {result.out}"
 
 
 def shown_status(job: JobStatus, runs: str | Path) -> JobStatus:

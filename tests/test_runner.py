@@ -102,6 +102,10 @@ def test_one_run_at_a_time_then_stop_and_resume(tutorial_run, tmp_path):
     stopped = stop_once(runner, lambda status: status.step >= 2)
     assert stopped.state == "stopped", stopped.message
     assert "held-out" not in stopped.message  # a stopped run is not scored: Stop stays quick
+    assert stopped.message == (
+        f"Stopped at step {stopped.step} of 40: the model as it stands is in {out} "
+        "(Evaluate and the Hub list it), and Resume carries on from there"
+    )
     assert 2 <= stopped.step < 40
     checkpoint = latest_checkpoint(out)
     assert checkpoint is not None and checkpoint.name == f"checkpoint-{stopped.step}"
@@ -167,6 +171,7 @@ def test_stop_ends_a_chunk_at_its_next_step(data, tutorial_run, tmp_path):
     stopped = stop_once(runner, lambda status: (out / "metrics.jsonl").is_file())
     assert stopped.state == "stopped" and 0 < stopped.step < 200, stopped
     assert latest_checkpoint(out).name == f"checkpoint-{stopped.step}"
+    assert "(Evaluate and the Hub list it)" in stopped.message, stopped.message
     line, _ = run_choice(out)  # Evaluate, the Hub and Compare runs list it, as on a laptop
     assert line.endswith(f", stopped at {stopped.step} of 200 steps"), line
     assert (out / "model.safetensors").is_file()
