@@ -230,7 +230,11 @@ class TrainingRunner:
             worker = isinstance(exc, GpuCallError)
             self._log(exc.worker_traceback if worker else traceback.format_exc())
             return
-        stopped = self._stop.is_set()
+        # Stop pressed as the last step ended: the run finished all the same, and is done
+        # (its model offered to Generate; a finished run has nothing to resume)
+        stopped = self._stop.is_set() and not result.finished
+        if self._stop.is_set() and result.finished:
+            self._log("Stop came as the run finished: it is done, its held-out pairs unranked")
         if on_done is not None and result.finished and not stopped:
             self._update(message="The run is done; finishing what follows it…")
             try:

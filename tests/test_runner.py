@@ -122,6 +122,16 @@ def test_one_run_at_a_time_then_stop_and_resume(tutorial_run, tmp_path):
     assert steps and min(steps) > stopped.step  # it carried on, it did not start over
 
 
+def test_stop_pressed_as_the_last_step_ends_leaves_the_run_done(tutorial_run, tmp_path):
+    """The run finished all the same: it is done, and its model is there for Generate (a
+    "stopped" run that had finished had nothing to resume, nor a model to use)."""
+    runner = TrainingRunner()
+    runner.start(**tutorial_run, out=tmp_path / "run", max_steps=2, callbacks=[SlowSteps()])
+    ended = stop_once(runner, lambda status: status.step >= 2)
+    assert ended.state == "done" and ended.message.startswith("Done: 2 steps"), ended.message
+    assert runner.finished_model() == str(tmp_path / "run")
+
+
 def test_a_failing_run_is_reported_and_the_runner_stays_usable(data, tutorial_run, tmp_path):
     runner = TrainingRunner()
     runner.start(data=data, out=tmp_path / "x", model_name="./no/such/model")
