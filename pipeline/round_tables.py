@@ -25,7 +25,7 @@ class RoundInfo:
 
     round_id: int
     name: str
-    models: list[dict[str, str]]  # [{"label", "name"}]
+    models: list[dict[str, Any]]  # [{"label", "name", "version"}] (`rounds.RoundModel`)
     k: int | None
     ideas_from: str | None
     settings: dict[str, Any] | None

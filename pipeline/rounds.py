@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from pipeline.datasets import idea_key
@@ -32,6 +32,7 @@ from pipeline.round_tables import RoundInfo, RoundTitle, check_round_name
 from pipeline.runs import (
     SFT_STAGE,
     model_place,
+    model_version,
     run_ideas,
     run_model_folder,
     run_name,
@@ -49,6 +50,9 @@ MAX_K = 8
 class RoundModel:
     label: str  # what the report calls it (never shown to voters)
     name: str  # what `load_model` takes
+    # a run's model as it was when the round was made (`runs.model_version`): resumed and
+    # trained on since, it is another model, which the round's votes do not speak for
+    version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -178,7 +182,7 @@ def round_models(names: Sequence[str], stages: bool = True) -> list[RoundModel]:
     def add(label: str, name: str) -> None:
         key = model_place(name)
         if key not in models:
-            models[key] = RoundModel(label, name)
+            models[key] = RoundModel(label, name, model_version(name))
 
     for raw in names:
         name = raw.strip()
@@ -201,7 +205,7 @@ def round_models(names: Sequence[str], stages: bool = True) -> list[RoundModel]:
         raise UserError(f"a round compares two or more models; got {[m.name for m in found]}")
     # two folders of the same name: those are called by their whole path
     labels = [m.label for m in found]
-    return [RoundModel(m.name, m.name) if labels.count(m.label) > 1 else m for m in found]
+    return [replace(m, label=m.name) if labels.count(m.label) > 1 else m for m in found]
 
 
 def short_name(model: str) -> str:

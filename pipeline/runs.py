@@ -7,6 +7,7 @@ its checkpoints (checkpoint-N/). Plain files, no model libraries.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -90,6 +91,16 @@ def run_summary(model: str | Path) -> dict[str, Any] | None:
     if not isinstance(summary, dict):
         raise UserError(f"{path}: not a readable run summary (not a JSON object)")
     return summary
+
+
+def model_version(model: str | Path) -> str | None:
+    """Which training of a run's model folder this is: a hash of its summary, which every
+    save writes anew (a stopped run resumed and finished, a folder trained again). None for a
+    folder without one, or a Hub id."""
+    path = Path(model).expanduser() / SUMMARY_FILE
+    if not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def write_summary(result) -> Path:

@@ -30,7 +30,7 @@ from pipeline.ratings import (
 )
 from pipeline.records import VoteRow
 from pipeline.round_tables import RoundInfo, RoundPair, RoundTitle
-from pipeline.runs import model_place
+from pipeline.runs import model_place, model_version
 from pipeline.votes import VoteStore
 from pipeline.wording import counted
 
@@ -540,13 +540,16 @@ class PeopleVerdict:
 def people_verdicts(store: VoteStore, model: str | Path) -> list[PeopleVerdict]:
     """Every evaluation round that had `model` (a folder, matched by where it is, or a Hub
     id): how people's votes there went for it against each of the round's other models,
-    oldest round first. Comparisons nobody has voted on yet are left out."""
+    oldest round first. Comparisons nobody has voted on yet are left out, and so are rounds
+    that judged an earlier training of the folder (a stopped run, resumed since)."""
     wanted, found = model_place(model), []
+    version = model_version(model)
     for info in reversed(store.rounds()):
         names = {m["label"]: m["name"] for m in info.models}
-        ours = next((label for label, name in names.items() if model_place(name) == wanted), None)
-        if ours is None:
+        entry = next((m for m in info.models if model_place(m["name"]) == wanted), None)
+        if entry is None or entry.get("version") not in (None, version):
             continue
+        ours = entry["label"]
         report = round_report(store, info.name)
         for h in report.comparisons:
             if not h.total or ours not in (h.model, h.other):

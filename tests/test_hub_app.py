@@ -238,6 +238,14 @@ def test_a_pushed_models_card_says_what_blind_voters_preferred(
                    token=WRITE)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert all(row in done.stdout for row in rows.values())
+    # trained again in its folder (as a stopped run resumed is), it is another model: the
+    # round's votes judged the one before, and its card no longer claims them
+    train_dpo(small_data, run, str(plain), RECIPES["fast"], max_steps=2)
+    again = hub_cli(hub, tmp_path / "cli-cache", "push-model", str(run), "--repo", "judged",
+                    "--base-model", "alice/tiny-base", "--votes", str(data), "--dry-run",
+                    token=WRITE)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "card round" not in again.stdout and "Not judged by people yet" in again.stdout
 
 
 def _token_ids(model, text: str) -> list[int]:

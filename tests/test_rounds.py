@@ -307,6 +307,9 @@ def test_a_run_brings_its_base_and_sft_stage_and_its_held_out_ideas(
         str(finished_run / "sft"),
         str(finished_run),
     ]
+    # the run's model as this training left it (a summary's hash): trained on, it is another
+    version = models[-1].version
+    assert [m.version for m in models] == [None, None, version] and len(version) == 16
     with pytest.raises(UserError, match="two or more models"):
         round_models([str(finished_run)], stages=False)
     plan = plan_round([str(finished_run)], None, k=2, name="held")
