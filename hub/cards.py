@@ -277,7 +277,7 @@ def model_card(
         _usage(repo_id, adapter_only),
         "## Training\n",
         _table(["setting", "value"], _recipe_rows(recipe)) + "\n",
-        f"{counted(run['steps'], 'optimizer step')} in {run['seconds']:.0f} s"
+        _trained_for(run)
         + (f"; final training loss {run['train_loss']:.4f}" if run.get("train_loss") else "")
         + ".\n",
     ]
@@ -319,11 +319,30 @@ def reward_model_card(
         f"`python -m pipeline rl --reward {repo_id} ...`.\n",
         "## Training\n",
         _table(["setting", "value"], _recipe_rows(recipe)) + "\n",
-        f"{counted(run['steps'], 'optimizer step')} in {run['seconds']:.0f} s"
+        _trained_for(run)
         + (f"; it ranks {accuracy:.0%} of the held-out pairs right" if accuracy else "")
         + ".\n",
     ]
     return "\n".join(parts)
+
+
+def _trained_for(run: Mapping[str, Any]) -> str:
+    """How long the run trained, as its summary can say it: its steps, whether Stop ended
+    it first (a part-trained model), and the time of the call that saved it, which is the
+    whole run's only when that call trained every step (not after a resume, nor for the last
+    of a run's ZeroGPU chunks)."""
+    steps, seconds = run["steps"], run["seconds"]
+    stopped = run.get("finished") is False and run.get("max_steps")
+    said = counted(steps, "optimizer step")
+    if stopped:
+        said = f"Stopped at optimizer step {steps} of {run['max_steps']} (a part-trained model)"
+    this_call = run.get("steps_this_call") or steps  # (summaries from before it: every step)
+    if this_call >= steps:
+        return f"{said} {'after' if stopped else 'in'} {seconds:.0f} s"
+    return (
+        f"{said}, the last {counted(this_call, 'step')} of them in {seconds:.0f} s (it was "
+        "resumed, or trained in GPU calls of a few steps each)"
+    )
 
 
 def _links(base_model: str | None, dataset_id: str | None) -> tuple[str, str]:

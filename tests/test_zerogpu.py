@@ -3,6 +3,7 @@ where a straight run ends, weight for weight."""
 
 import json
 import math
+import re
 import shutil
 from dataclasses import replace
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from hub.cards import model_card
 from pipeline import zerogpu
 from pipeline.generation import GenerationSettings
 from pipeline.gpu_rates import Pace
@@ -192,11 +194,18 @@ def test_a_run_stopped_after_a_chunks_last_step_saves_its_model_where_it_stopped
     assert (out / "model.safetensors").is_file() and latest_checkpoint(out).name == "checkpoint-2"
     summary = json.loads((out / "train_summary.json").read_text())
     assert (summary["steps"], summary["finished"]) == (2, False)
+    # its card, if it is pushed, says so, and of the time only what the saving call took
+    said = (r"Stopped at optimizer step 2 of 8 \(a part-trained model\), the last 1 step of "
+            r"them in \d+ s \(it was resumed, or trained in GPU calls")  # fmt: skip
+    assert re.search(said, model_card(summary, [], "alice/m", None, None))
     (out / "stop-requested").unlink()  # as the runner does before it resumes a run
     rest = zerogpu.train_in_chunks(
         small_data, out, str(tiny_model_dir), RECIPE, chunk_steps=100, resume=True
     )
     assert (rest.steps, rest.finished) == (8, True)
+    summary = json.loads((out / "train_summary.json").read_text())
+    said = r"\n8 optimizer steps, the last 6 steps of them in \d+ s \(it was resumed"
+    assert re.search(said, model_card(summary, [], "alice/m", None, None))
 
 
 def test_gpu_durations_follow_the_work():
