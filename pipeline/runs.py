@@ -7,6 +7,7 @@ its checkpoints (checkpoint-N/). Plain files, no model libraries.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -237,8 +238,28 @@ class LeftAt:
 
     stage: str  # "loop": a checkpoint of its own loop; "sft": of its SFT stage; "after sft":
     # the stage ended, no loop checkpoint yet; "": nothing to carry on from
-    step: int = 0  # the checkpoint's optimizer step, and of how many
-    total: int = 0
+    checkpoint: Path | None = None
+
+    @functools.cached_property
+    def _state(self) -> dict[str, Any]:
+        # read only when a step is asked for: Resume's choice of a run, asked each second by
+        # the idle Train tab, needs the stage alone
+        if self.checkpoint is None:
+            return {}
+        try:
+            return json.loads((self.checkpoint / CHECKPOINT_DONE).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    @property
+    def step(self) -> int:
+        """The checkpoint's optimizer step (0 without one)."""
+        return self._state.get("global_step", 0)
+
+    @property
+    def total(self) -> int:
+        """Of how many steps (the loop's, or the SFT stage's)."""
+        return self._state.get("max_steps", 0)
 
     def where(self) -> str:
         """As in "left stopped {where}"."""
@@ -251,16 +272,11 @@ def left_at(model: str | Path) -> LeftAt:
     """How far the run in `model` got: its newest complete checkpoint, of its loop, else of
     its SFT stage, else the stage's end."""
     model = Path(model)
-    in_loop = latest_checkpoint(model)
-    checkpoint = in_loop or latest_checkpoint(model / SFT_CHECKPOINTS)
-    if checkpoint is None:
-        return LeftAt("after sft" if (model / SFT_STAGE / "config.json").is_file() else "")
-    try:
-        state = json.loads((checkpoint / CHECKPOINT_DONE).read_text())
-    except (OSError, ValueError):
-        state = {}
-    step, total = state.get("global_step", 0), state.get("max_steps", 0)
-    return LeftAt("loop" if in_loop else "sft", step, total)
+    if in_loop := latest_checkpoint(model):
+        return LeftAt("loop", in_loop)
+    if in_stage := latest_checkpoint(model / SFT_CHECKPOINTS):
+        return LeftAt("sft", in_stage)
+    return LeftAt("after sft" if (model / SFT_STAGE / "config.json").is_file() else "")
 
 
 def what_resuming_needs(runs: str | Path) -> dict[str, str | None]:
