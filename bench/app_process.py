@@ -40,11 +40,17 @@ def free_port() -> int:
 
 
 def start_app(
-    *args: str, log_path: Path, env: dict[str, str] | None = None, timeout: float = 180
+    *args: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 180,
+    wrapper: tuple[str, ...] = (),
 ) -> tuple[subprocess.Popen, str]:
     """Launch the app with ARGS on a free port; return the process and its URL once it answers.
     Gradio's cache of its files is its own, beside the log: an app removes its cached files
-    when it stops, and apps that shared a cache would remove each other's."""
+    when it stops, and apps that shared a cache would remove each other's. `wrapper`: a
+    command that runs the app's as its last arguments and becomes it (`exec`), such as
+    `unshare`: the process returned is still the app's."""
     import httpx
 
     port = free_port()
@@ -57,7 +63,7 @@ def start_app(
     }
     log = log_path.open("a")
     process = subprocess.Popen(
-        [sys.executable, "app.py", *args],
+        [*wrapper, sys.executable, "app.py", *args],
         cwd=ROOT,
         env=full_env,
         stdout=log,

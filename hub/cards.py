@@ -336,7 +336,11 @@ def _trained_for(run: Mapping[str, Any]) -> str:
     said = counted(steps, "optimizer step")
     if stopped:
         said = f"Stopped at optimizer step {steps} of {run['max_steps']} (a part-trained model)"
-    this_call = run.get("steps_this_call") or steps  # (summaries from before it: every step)
+    this_call = run.get("steps_this_call")
+    if this_call is None:  # a summary from before it: every step
+        this_call = steps
+    if this_call == 0:  # resumed from a checkpoint at its last step, then saved
+        return f"{said} (resumed from its last checkpoint: how long it trained is not known)"
     if this_call >= steps:
         return f"{said} {'after' if stopped else 'in'} {seconds:.0f} s"
     return (

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.datasets import dataset_summary, source_in_brief
-from pipeline.errors import UserError, advice_on_out_of_memory
+from pipeline.errors import UserError, advice_on_full_disk, advice_on_out_of_memory
 from pipeline.metrics import LOGPS_KEYS, LOSS_KEYS, REWARD_KEYS
 from pipeline.recipes import DPORecipe, RewardRecipe, RLRecipe
 from pipeline.runs import (
@@ -23,6 +23,7 @@ from pipeline.runs import (
     finished_runs,
     folder_size,
     left_at,
+    resume_line,
     run_kind,
     run_name,
     run_start,
@@ -246,6 +247,10 @@ TRAINING_OUT_OF_MEMORY = (
     "lower the batch size, turn LoRA on, or train a smaller model (on the command line, "
     "--set gradient_checkpointing=true also trades time for memory)"
 )
+FREE_SOME_SPACE = (
+    "Free some space first: in the app, the Hub tab's *Runs on this disk* lists every run "
+    "with its size."
+)
 
 
 # --- asking about a method -------------------------------------------------------------------
@@ -412,7 +417,10 @@ def train_run(
 ):
     """The run the recipe's method names (DPO when none is given); only a method that takes
     a reward model reads `reward_model`."""
-    with advice_on_out_of_memory(TRAINING_OUT_OF_MEMORY):
+    with (
+        advice_on_out_of_memory(TRAINING_OUT_OF_MEMORY),
+        advice_on_full_disk(out, lambda: f"{FREE_SOME_SPACE} {resume_line(out)}"),
+    ):
         return method_for(recipe).train(data, out, model_name, recipe, reward_model, **kwargs)
 
 

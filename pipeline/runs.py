@@ -279,6 +279,24 @@ def left_at(model: str | Path) -> LeftAt:
     return LeftAt("after sft" if (model / SFT_STAGE / "config.json").is_file() else "")
 
 
+def resume_point(model: str | Path) -> str | None:
+    """Where a resumed run carries on from, in words ("step 4", "the end of its SFT stage");
+    None: nowhere, it starts again."""
+    left = left_at(model)
+    if left.stage == "loop":
+        return f"step {checkpoint_step(left.checkpoint)}"
+    if left.stage == "sft":
+        return f"step {checkpoint_step(left.checkpoint)} of its SFT stage"
+    return "the end of its SFT stage" if left.stage == "after sft" else None
+
+
+def resume_line(model: str | Path) -> str:
+    """What a run cut off in `model` keeps for Resume, as a sentence to end a message with."""
+    if (where := resume_point(model)) is None:
+        return "The run had saved no checkpoint yet: start it again."
+    return f"The run's last checkpoint is at {where}: Resume carries on from there."
+
+
 def what_resuming_needs(runs: str | Path) -> dict[str, str | None]:
     """{what needs it: a model path} for the run Resume carries on: the model it started from
     and its reward model, which resuming it loads again."""

@@ -26,7 +26,13 @@ from typing import Any
 from transformers import TrainerCallback
 
 from pipeline.errors import UserError
-from pipeline.metrics import METRICS_FILE, PRINT_METRICS, drop_records_after, metrics_line
+from pipeline.metrics import (
+    METRICS_FILE,
+    PRINT_METRICS,
+    SUMMARY_FILE,
+    drop_records_after,
+    metrics_line,
+)
 from pipeline.models import DEFAULT_MODEL, LoadedModel, ModelSource, load_model
 from pipeline.recipes import DPORecipe
 from pipeline.runs import (
@@ -207,6 +213,9 @@ def train_and_save(
     stopped = stop_after is not None and (out / STOP_FILE).is_file()
     saved = finished or stop_after is None or stopped
     if saved:
+        # the summary says a whole model is here: gone while the files are rewritten, so a
+        # save cut off (a full disk) leaves a run that no list offers, and Resume carries on
+        (out / SUMMARY_FILE).unlink(missing_ok=True)
         save_policy(trainer, tokenizer, out, merge=recipe.lora_r is not None)
     eval_losses = [e["eval_loss"] for e in state.log_history if "eval_loss" in e]
     result = run_result(

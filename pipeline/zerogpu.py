@@ -47,13 +47,7 @@ from pipeline.models import load_model
 from pipeline.recipes import Recipe
 from pipeline.reward import ScoredTitle, best_of_n, load_reward_model
 from pipeline.rounds import generate_with, short_name
-from pipeline.runs import (
-    SFT_CHECKPOINTS,
-    SFT_STAGE,
-    STOP_FILE,
-    checkpoint_step,
-    latest_checkpoint,
-)
+from pipeline.runs import STOP_FILE, latest_checkpoint, resume_line, resume_point
 from pipeline.stages import TrainResult
 from pipeline.wording import counted
 
@@ -432,7 +426,7 @@ def _retrying(steps: int, seconds: int, out, aborts: int) -> str:
     return (
         f"ZeroGPU aborted the chunk of {counted(steps, 'step')} ({seconds} s asked for): "
         "trying again "
-        f"from {_where(out) or 'the start'} with chunks half as long "
+        f"from {resume_point(out) or 'the start'} with chunks half as long "
         f"({aborts} of {RETRIES_AFTER_ABORT} tries)"
     )
 
@@ -442,31 +436,14 @@ def _budget_after(refusal: str, asked: int, pace: Pace, out) -> float:
     `UserError` when no chunk of one step fits, or the refusal is not about its length."""
     allowed = seconds_allowed(refusal, asked)
     if allowed is None or not pace.chunk_seconds(1) <= allowed < asked:
-        raise UserError(f"{refusal} {_resume_from(out)}")
+        raise UserError(f"{refusal} {resume_line(out)}")
     return allowed
-
-
-def _where(out) -> str | None:
-    """Where a resumed run carries on from (None: nowhere, it starts again)."""
-    if checkpoint := latest_checkpoint(out):
-        return f"step {checkpoint_step(checkpoint)}"
-    if (Path(out) / SFT_STAGE / "config.json").is_file():
-        return "the end of its SFT stage"
-    if checkpoint := latest_checkpoint(Path(out) / SFT_CHECKPOINTS):
-        return f"step {checkpoint_step(checkpoint)} of its SFT stage"
-    return None
 
 
 def _aborted(aborts: int, out, stopping: bool) -> str:
     what = "the chunk" if aborts == 1 else f"{aborts} chunks in a row"
     why = " as the run was stopping" if stopping else ""
-    return f"ZeroGPU aborted {what}{why} (GPU task aborted). {_resume_from(out)}"
-
-
-def _resume_from(out) -> str:
-    if (where := _where(out)) is None:
-        return "The run had saved no checkpoint yet: start it again."
-    return f"The run's last checkpoint is at {where}: Resume carries on from there."
+    return f"ZeroGPU aborted {what}{why} (GPU task aborted). {resume_line(out)}"
 
 
 def scoring_seconds(result: TrainResult) -> int:

@@ -7,6 +7,7 @@ request may send."""
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 import time
 import typing
@@ -20,7 +21,16 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.access import OPEN_ROLES, Gatekeeper, Refused, RequestFacts, TooMany
-from pipeline.errors import GpuCallError, UserError
+from pipeline.errors import GpuCallError, UserError, is_full_disk
+
+log = logging.getLogger(__name__)
+
+# What anyone is told whose request found the app's disk full, a voter included: nothing of it
+# was kept (SQLite rolls the vote back), and who can fix it.
+FULL_DISK = (
+    "The app's disk is full, so this was not saved. Whoever runs the app can free space: the "
+    "Hub tab's *Runs on this disk* lists every run with its size."
+)
 
 
 class Guard:
@@ -82,8 +92,10 @@ class Guard:
             try:
                 keeper.require(caller, role)
                 return fn(*args, **named, **{name: given[name] for name in wants})
-            except (UserError, GpuCallError) as exc:
-                raise gr.Error(as_the_person_named_it(str(exc))) from None
+            except Exception as exc:
+                if (shown := page_error(exc, handler.__name__)) is None:
+                    raise  # a bug: Gradio logs its traceback
+                raise shown from None
 
         handler.__signature__ = signature.replace(parameters=[*params, *extra])
         handler.__annotations__ = {
@@ -132,6 +144,17 @@ class Guard:
         ]
         if miscounted:
             raise RuntimeError(f"events whose handler takes other inputs: {miscounted}")
+
+
+def page_error(exc: Exception, event: str) -> gr.Error | None:
+    """What the page shows for `exc`, raised by the handler of `event`: a UserError's or a GPU
+    call's words, or that the disk is full; None for a bug."""
+    if isinstance(exc, UserError | GpuCallError):
+        return gr.Error(as_the_person_named_it(str(exc)))
+    if is_full_disk(exc):
+        log.exception("%s: the disk is full", event)  # where the owner reads what failed
+        return gr.Error(FULL_DISK)
+    return None
 
 
 # Gradio hands a handler an uploaded file as its copy in Gradio's cache, inside a folder
