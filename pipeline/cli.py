@@ -220,18 +220,35 @@ def cmd_run(args: argparse.Namespace) -> str:
 
     method = args.trains  # not `method`: the RL recipe has a --method flag
     # every check before the (slow) model load
-    recipe = recipe_from_args(args, method.recipe)
-    reward_model = method.check_reward_model(recipe, getattr(args, "reward", None))
     beside = getattr(args, "beside", None)
     if beside and not Path(beside).is_dir():
         raise UserError(f"--beside {beside}: no such run folder")
+    if args.resume:
+        settings = resumable(args.out, method)
+    else:
+        recipe = recipe_from_args(args, method.recipe)
+        reward_model = method.check_reward_model(recipe, getattr(args, "reward", None))
+        settings = {"model_name": args.model, "recipe": recipe, "reward_model": reward_model,
+                    "max_steps": args.max_steps}  # fmt: skip
     use_tracking_dir(data_dir())
-    result = train_run(
-        args.data, args.out, args.model, recipe, reward_model=reward_model,
-        max_steps=args.max_steps,
-    )  # fmt: skip
+    result = train_run(args.data, args.out, **settings, resume=args.resume)
     result = score_run(result, beside)
     return json.dumps(asdict(result)) if args.json else describe_run(result)
+
+
+def resumable(out: Path, method: Method) -> dict:
+    """The settings that carry the run cut off in `out` on (`train --resume`): the ones it
+    started with; refused for a run with nothing to carry on from, or finished."""
+    from pipeline.methods import resumed_settings
+    from pipeline.runs import left_at, run_summary
+
+    if (run_summary(out) or {}).get("finished"):
+        raise UserError(f"--resume: the run in {out} finished; nothing is left to train")
+    if not left_at(out).stage:
+        raise UserError(f"--resume: {out} holds no checkpoint to carry on from; start it again")
+    settings, line = resumed_settings(out, method.recipe.KIND)
+    print(line, file=sys.stderr)
+    return settings
 
 
 def cmd_score(args: argparse.Namespace) -> str:
@@ -570,6 +587,12 @@ def add_run_command(sub, method: Method) -> None:
     _add_model(p)
     add_recipe_arguments(p, method.recipe)
     p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="carry on the run in --out, cut off or stopped, from its last checkpoint, with "
+        "the model, recipe and step limit it started with (those flags are not used)",
+    )
     if method.scored_beside:
         p.add_argument(
             "--beside",

@@ -17,9 +17,10 @@ from typing import Any
 from pipeline.datasets import dataset_summary, source_in_brief
 from pipeline.errors import UserError, advice_on_full_disk, advice_on_out_of_memory
 from pipeline.metrics import LOGPS_KEYS, LOSS_KEYS, REWARD_KEYS
-from pipeline.recipes import DPORecipe, RewardRecipe, RLRecipe
+from pipeline.recipes import DPORecipe, RewardRecipe, RLRecipe, recipe_from_mapping
 from pipeline.runs import (
     RUN_PREFIX,
+    RUN_START,
     finished_runs,
     folder_size,
     left_at,
@@ -249,7 +250,7 @@ TRAINING_OUT_OF_MEMORY = (
 )
 FREE_SOME_SPACE = (
     "Free some space first: in the app, the Hub tab's *Runs on this disk* lists every run "
-    "with its size."
+    "with its size (on the command line, run the same command with --resume after)."
 )
 
 
@@ -422,6 +423,40 @@ def train_run(
         advice_on_full_disk(out, lambda: f"{FREE_SOME_SPACE} {resume_line(out)}"),
     ):
         return method_for(recipe).train(data, out, model_name, recipe, reward_model, **kwargs)
+
+
+def resumed_settings(
+    out: Path, kind: str | None, form: Callable[[], dict[str, Any]] | None = None
+) -> tuple[dict[str, Any], str]:
+    """The settings that carry the run in `out` (a run's model folder) on (`train_run`'s
+    model_name, recipe, reward_model and max_steps), and a line saying them. A resumed run
+    takes the ones it started with, never a form's or the command line's, which may have
+    changed since (an app restarted, a model picked for the next run): another model or
+    recipe would train on from a checkpoint it does not fit, or against another reference,
+    silently. Refused for another method's run, and for one that kept no start without a
+    `form` to fall back on."""
+    name, start = run_name(out), run_start(out)
+    if start is None:  # a run from before runs kept their start
+        if form is None:
+            raise UserError(f"{name} kept no record of how it started: it cannot resume")
+        kept = f"{name} kept no record of how it started"
+        return form(), f"{kept}: resumed it with the form's settings"
+    method = method_of(start.kind)
+    if kind is not None and kind != start.kind:
+        raise UserError(
+            f"the run to resume, {name}, trains with the method {method.label!r}: pick "
+            "that method to resume it"
+        )
+    recipe = recipe_from_mapping(start.recipe, "", str(out / RUN_START), method.recipe)
+    settings = {
+        "model_name": start.model,
+        "recipe": recipe,
+        "reward_model": start.reward_model,
+        "max_steps": start.max_steps,
+    }
+    said = f"resumed {name} as it started: {start.describe()}"
+    given = "the form's" if form is not None else "the command line's"
+    return settings, f"{said} ({given} settings are not used)"
 
 
 def score_run(result, beside: str | None = None):

@@ -20,10 +20,10 @@ from typing import Any
 from transformers import TrainerCallback
 
 from pipeline.errors import GpuCallError, UserError
-from pipeline.methods import method_for, method_of
+from pipeline.methods import method_for, method_of, resumed_settings
 from pipeline.metrics import read_metrics
 from pipeline.models import pick_device
-from pipeline.recipes import gpu_changes, recipe_from_mapping
+from pipeline.recipes import gpu_changes
 
 # finished_runs, latest_run, run_label... are re-exported for tests that import them from here
 # (they moved to pipeline.runs): drop in 0.2
@@ -164,7 +164,7 @@ class TrainingRunner:
                 "there is no earlier run to resume: none was stopped (or cut off) after its "
                 "first checkpoint, and a finished run has nothing to resume"
             )
-        settings, line = resumed_settings(run, kind, form)
+        settings, line = resumed_settings(run / "model", kind, form)
         self.start(data=run / "data", out=run / "model", resume=True, **settings, **train_kwargs)
         self._log(line)
         return run
@@ -358,38 +358,6 @@ def shown_status(job: JobStatus, runs: str | Path) -> JobStatus:
         "carries it on.",
         metrics=tuple(run_metrics(model)),
     )
-
-
-def resumed_settings(
-    run: Path, kind: str | None, form: Callable[[], dict[str, Any]] | None = None
-) -> tuple[dict[str, Any], str]:
-    """The settings that carry `run` on (`train_run`'s model_name, recipe, reward_model and
-    max_steps), and a line saying them. A resumed run takes the ones it started with, never
-    a form's, which may have changed since (an app restarted, a model picked for the next
-    run): another model or recipe would train on from a checkpoint it does not fit, or
-    against another reference, silently. Refused for another method's run."""
-    out = run / "model"
-    start = run_start(out)
-    if start is None:  # a run from before runs kept their start
-        if form is None:
-            raise UserError(f"{run.name} kept no record of how it started: it cannot resume")
-        kept = f"{run.name} kept no record of how it started"
-        return form(), f"{kept}: resumed it with the form's settings"
-    method = method_of(start.kind)
-    if kind is not None and kind != start.kind:
-        raise UserError(
-            f"the run to resume, {run.name}, trains with the method {method.label!r}: pick "
-            "that method to resume it"
-        )
-    recipe = recipe_from_mapping(start.recipe, "", str(out / RUN_START), method.recipe)
-    settings = {
-        "model_name": start.model,
-        "recipe": recipe,
-        "reward_model": start.reward_model,
-        "max_steps": start.max_steps,
-    }
-    said = f"resumed {run.name} as it started: {start.describe()}"
-    return settings, f"{said} (the form's settings are not used)"
 
 
 class _Progress(TrainerCallback):

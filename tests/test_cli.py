@@ -2,6 +2,9 @@
 
 import csv
 import json
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -140,6 +143,41 @@ def test_train_two_steps_and_reload(tiny_model_dir, tmp_path):
 
     AutoModelForCausalLM.from_pretrained(out)
     assert AutoTokenizer.from_pretrained(out).chat_template
+
+
+def test_a_run_cut_off_carries_on_with_resume_as_it_started(tiny_model_dir, tmp_path):
+    """A laptop closed mid-run: the process is killed after a checkpoint, and the same
+    command with --resume trains the steps that are left, with the settings it started with."""
+    from pipeline.runs import checkpoint_step, latest_checkpoint
+
+    data, out = tmp_path / "d", tmp_path / "m"
+    assert run_cli("dataset", "--from-seed", "--out", str(data)).returncode == 0
+    command = ["train", "--data", str(data), "--out", str(out), "--json"]
+    refused = run_cli(*command, "--resume")
+    assert refused.returncode != 0 and "holds no checkpoint to carry on from" in refused.stderr
+    started = [*command, "--model", str(tiny_model_dir), "--epochs", "3"]
+    with (tmp_path / "run.log").open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", *started], cwd=ROOT, stdout=log, stderr=log
+        )
+        try:
+            while latest_checkpoint(out) is None:  # each epoch ends with one (128 steps)
+                assert process.poll() is None, (tmp_path / "run.log").read_text()
+                time.sleep(0.05)
+        finally:
+            process.kill()
+            process.wait()
+    cut_at = checkpoint_step(latest_checkpoint(out))
+    assert cut_at < 384
+    # the flags given with --resume (another model) are not used: the run's own are
+    resumed = run_cli(*command, "--resume", "--model", "./no/such/model")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "(the command line's settings are not used)" in resumed.stderr
+    summary = json.loads(resumed.stdout)
+    assert (summary["steps"], summary["finished"]) == (384, True)
+    assert summary["steps_this_call"] == 384 - cut_at
+    again = run_cli(*command, "--resume")
+    assert again.returncode != 0 and "finished; nothing is left to train" in again.stderr
 
 
 def test_dataset_from_a_vote_database(tmp_path):
