@@ -76,7 +76,9 @@ def vote(url: str, seed: int, budget: int, noise: float) -> int:
         if lean == 0 or rng.random() < noise:
             lean = rng.choice([-1, 1])
         side = "/vote_left" if lean > 0 else "/vote_right"
-        _idea, left, right, pair_id, _ = client.predict(voter, pair_id, api_name=side)
+        _idea, left, right, pair_id, progress = client.predict(voter, pair_id, api_name=side)
+        if progress.startswith("**Not saved.**"):  # a refusal: the page's line says why
+            raise RuntimeError(progress)
         cast += 1
     return cast
 

@@ -169,7 +169,8 @@ def vote_until_done(url: str) -> list[str]:
         side = "/vote_left" if more > 0 else "/vote_right" if more < 0 else "/vote_tie"
         result = voter_client.predict(voter, pair_id, api_name=side)
         responses.append(json.dumps(result))
-        _idea, left, right, pair_id, _progress = result
+        _idea, left, right, pair_id, progress = result
+        assert not progress.startswith("**Not saved.**"), progress  # refused: the line says why
     responses.append(json.dumps(voter_client.predict(api_name="/leaderboard")))
     return responses
 

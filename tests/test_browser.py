@@ -83,6 +83,39 @@ def test_vote_three_times_by_click_and_keyboard(browser, tiny_model_dir, tmp_pat
         stop_app(process)
 
 
+def test_a_refused_vote_says_why_and_keeps_the_pair_and_the_buttons(
+    browser, tiny_model_dir, tmp_path
+):
+    """A voter over the votes-a-minute limit. The vote events are unqueued, and Gradio 6.31
+    shows such an event's error nowhere: the page put an "Error" badge over the idea and both
+    titles, said nothing, and left every button off."""
+    process, url = start_app(
+        "--model", str(tiny_model_dir), "--data", str(tmp_path / "data"),
+        log_path=tmp_path / "app.log",
+        env={"TITLE_DPO_OWNER_PASSWORD": "a password", "TITLE_DPO_VOTES_PER_MINUTE": "1"},
+    )  # fmt: skip
+    enabled = "!document.querySelector('#vote-left').disabled"
+    try:
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(url)
+        page.get_by_text("You are voting").wait_for()
+        page.wait_for_function(enabled)
+        page.locator("#vote-left").click()
+        page.get_by_text(re.compile(r"voted on 1 pair ")).wait_for()
+        page.wait_for_function(enabled)
+        shown = [page.get_by_label(label).input_value() for label in ("Title A", "Title B")]
+        page.locator("#vote-left").click()
+        page.get_by_text("faster than anyone can read").wait_for()
+        page.wait_for_function(enabled)  # the buttons are back, for a vote a minute later
+        screenshot(page, "vote-refused.png")
+        progress = page.locator("#vote-progress").inner_text()
+        assert progress.startswith("Not saved. You are voting faster"), progress
+        assert [page.get_by_label(label).input_value() for label in ("Title A", "Title B")] == shown
+        assert page.get_by_text("Error", exact=True).count() == 0
+    finally:
+        stop_app(process)
+
+
 def test_titles_are_shown_as_text_not_html(browser, tiny_model_dir, tmp_path):
     from pipeline.pairs import Pair
 

@@ -235,8 +235,8 @@ def test_signed_in_voting_on_a_space_is_one_vote_per_person(hub, tmp_path, tiny_
         anonymous = Client(url, verbose=False)
         *_, pair_id, progress = anonymous.predict(None, api_name="/start")
         assert pair_id is None and "sign in with Hugging Face to vote" in progress
-        with pytest.raises(Exception, match="sign in with Hugging Face to vote"):
-            anonymous.predict("v-0123456789abcdef.x", 1, api_name="/vote_left")
+        *_, progress = anonymous.predict("v-0123456789abcdef.x", 1, api_name="/vote_left")
+        assert progress.startswith("**Not saved.** Sign in with Hugging Face to vote"), progress
         cookie = {"Cookie": session_cookie("bob", "hf_bob_oauth")}
         bob = Client(url, verbose=False, headers=cookie)
         _token, *_, pair_id, _ = bob.predict(None, api_name="/start")
@@ -324,8 +324,9 @@ def test_ballot_stuffing_is_held_to_the_limits(tmp_path, tiny_model_dir):
             minted.append((c, token, pair_id, progress))
         assert [t is not None for _, t, _, _ in minted] == [True] * 3 + [False] * 3
         assert all("too many new voters" in p for *_, p in minted[3:])
-        with pytest.raises(Exception, match="not issued by this app"):
-            minted[3][0].predict("v-0123456789abcdef.forgedsignature", 1, api_name="/vote_left")
+        forged = minted[3][0].predict("v-0123456789abcdef.forgedsignature", 1,
+                                      api_name="/vote_left")  # fmt: skip
+        assert forged[-1].startswith("**Not saved.**") and "not issued by this app" in forged[-1]
 
         # a reader's pause on the first pair (minting the others may take less on a fast machine)
         time.sleep(MIN_READ_SECONDS)
@@ -333,8 +334,8 @@ def test_ballot_stuffing_is_held_to_the_limits(tmp_path, tiny_model_dir):
         for _ in range(5):
             *_, pair_id, progress = c.predict(token, pair_id, api_name="/vote_left")
             assert progress.startswith("Vote saved")
-        with pytest.raises(Exception, match="faster than anyone can read"):
-            c.predict(token, pair_id, api_name="/vote_left")
+        *_, progress = c.predict(token, pair_id, api_name="/vote_left")
+        assert progress.startswith("**Not saved.** You are voting faster than anyone can read")
         other_token = minted[1][1]  # another voter from the same address still votes
         *_, progress = minted[1][0].predict(other_token, minted[1][2], api_name="/vote_tie")
         assert progress.startswith("Vote saved")
@@ -522,12 +523,10 @@ def test_a_claimed_address_changes_no_limit_and_a_patient_bot_is_held(tmp_path, 
         answers = []
         for turn in range(6):  # round-robin over its three ids, one vote a second
             c, token, pair_id, _ = bots[turn % 3]
-            try:
-                *_, pair_id, progress = c.predict(token, pair_id, api_name="/vote_left")
-                bots[turn % 3] = (c, token, pair_id, progress)
-                answers.append("saved" if progress.startswith("Vote saved") else progress)
-            except Exception as exc:
-                answers.append(str(exc))
+            *_, next_pair, progress = c.predict(token, pair_id, api_name="/vote_left")
+            if progress.startswith("Vote saved"):  # (refused, the page keeps its pair)
+                bots[turn % 3] = (c, token, next_pair, progress)
+            answers.append("saved" if progress.startswith("Vote saved") else progress)
             time.sleep(1)
         owner = Client(url, verbose=False)
         owner.predict(PASSWORD, api_name="/owner_sign_in")
@@ -535,7 +534,7 @@ def test_a_claimed_address_changes_no_limit_and_a_patient_bot_is_held(tmp_path, 
     finally:
         stop_app(process)
     assert answers[:4] == ["saved"] * 4
-    assert all("too many votes from your address" in a for a in answers[4:]), answers
+    assert all("Too many votes from your address" in a for a in answers[4:]), answers
     votes = VoteStore.open_existing(tmp_path / "data").votes()
     ids = [token.split(".")[0] for _, token, _, _ in bots[:3]]
     assert len(votes) == 4 and {v.voter for v in votes} == set(ids)

@@ -12,6 +12,7 @@ import re
 import time
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -28,9 +29,17 @@ log = logging.getLogger(__name__)
 # What anyone is told whose request found the app's disk full, a voter included: nothing of it
 # was kept (SQLite rolls the vote back), and who can fix it.
 FULL_DISK = (
-    "The app's disk is full, so this was not saved. Whoever runs the app can free space: the "
+    "The app's disk is full, so nothing was saved. Whoever runs the app can free space: the "
     "Hub tab's *Runs on this disk* lists every run with its size."
 )
+
+
+@dataclass(frozen=True)
+class Said:
+    """Where an event's refusal or failure is said on its page: `output`, after `before`."""
+
+    output: Any  # a Gradio component the event updates
+    before: str
 
 
 class Guard:
@@ -50,31 +59,19 @@ class Guard:
     def __init__(self, keeper: Gatekeeper) -> None:
         self.keeper = keeper
 
-    def __call__(self, role: str, fn: Callable, spread: int = 0) -> Callable:
+    def __call__(
+        self, role: str, fn: Callable, spread: int = 0, says_in: Said | None = None
+    ) -> Callable:
         """`spread`: for an fn with `*values`, how many inputs those are (Gradio passes each
         input as a parameter of its own). A keyword-only parameter after them (an OAuth
-        token) is one more input for Gradio, handed to `fn` by its name."""
+        token) is one more input for Gradio, handed to `fn` by its name. `says_in`: for an
+        unqueued event, whose page shows no error (Gradio 6.31 shows an unqueued event's
+        `gr.Error` nowhere, and puts an "Error" badge over its outputs), the output and the
+        words before the message it is shown in instead."""
         keeper = self.keeper
         signature = inspect.signature(fn)
         wants = [name for name in ("caller", "facts") if name in signature.parameters]
-        try:
-            hints = typing.get_type_hints(fn)
-        except (NameError, TypeError):
-            hints = {}
-        params, by_name = [], []
-        for p in signature.parameters.values():
-            if p.kind is p.VAR_POSITIONAL:
-                if not spread:
-                    raise TypeError(f"{fn.__name__}(*{p.name}): say how many inputs (spread=)")
-                params += [
-                    inspect.Parameter(f"{p.name}_{i}", p.POSITIONAL_OR_KEYWORD)
-                    for i in range(spread)
-                ]
-            elif p.name not in wants:
-                if p.kind is p.KEYWORD_ONLY:
-                    by_name.append(p.name)
-                    p = p.replace(kind=p.POSITIONAL_OR_KEYWORD)
-                params.append(p.replace(annotation=hints.get(p.name, inspect.Parameter.empty)))
+        params, by_name = _inputs_of(fn, signature, wants, spread)
         extra = [
             inspect.Parameter(
                 name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=hint
@@ -95,6 +92,9 @@ class Guard:
             except Exception as exc:
                 if (shown := page_error(exc, handler.__name__)) is None:
                     raise  # a bug: Gradio logs its traceback
+                if says_in is not None:
+                    words = shown.message[:1].upper() + shown.message[1:]
+                    return {says_in.output: f"{says_in.before} {words}"}
                 raise shown from None
 
         handler.__signature__ = signature.replace(parameters=[*params, *extra])
@@ -144,6 +144,31 @@ class Guard:
         ]
         if miscounted:
             raise RuntimeError(f"events whose handler takes other inputs: {miscounted}")
+
+
+def _inputs_of(
+    fn: Callable, signature: inspect.Signature, wants: list[str], spread: int
+) -> tuple[list[inspect.Parameter], list[str]]:
+    """The parameters Gradio passes `fn`'s inputs to, in order (`*values` spread into as many,
+    the injected `wants` left out), and the names of those `fn` takes by keyword only."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except (NameError, TypeError):
+        hints = {}
+    params, by_name = [], []
+    for p in signature.parameters.values():
+        if p.kind is p.VAR_POSITIONAL:
+            if not spread:
+                raise TypeError(f"{fn.__name__}(*{p.name}): say how many inputs (spread=)")
+            params += [
+                inspect.Parameter(f"{p.name}_{i}", p.POSITIONAL_OR_KEYWORD) for i in range(spread)
+            ]
+        elif p.name not in wants:
+            if p.kind is p.KEYWORD_ONLY:
+                by_name.append(p.name)
+                p = p.replace(kind=p.POSITIONAL_OR_KEYWORD)
+            params.append(p.replace(annotation=hints.get(p.name, inspect.Parameter.empty)))
+    return params, by_name
 
 
 def page_error(exc: Exception, event: str) -> gr.Error | None:

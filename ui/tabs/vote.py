@@ -17,6 +17,7 @@ from pipeline.errors import UserError
 from pipeline.votes import PairView
 from pipeline.wording import counted
 from ui.context import Context, TabParts, Wiring
+from ui.guard import Said
 
 TITLE = "Vote"
 SHOWN_TO = "anyone"
@@ -67,30 +68,37 @@ LOCK_BUTTONS_JS = """(...args) => {
   });
   return args;
 }"""
-UndoAfter = Literal["on if saved", "off", "as it was"]
-# The progress line's words the buttons' script reads: after a vote that was recorded, and
-# once the voter has no pair left.
-VOTE_SAVED, NOTHING_LEFT = "Vote saved.", "Nothing left to judge"
+UndoAfter = Literal["on if saved", "off if undone", "as it was"]
+# The progress line's words the buttons' script reads: after a vote that was recorded, after
+# one undone, and once the voter has no pair left.
+VOTE_SAVED, VOTE_UNDONE, NOTHING_LEFT = "Vote saved.", "Vote undone:", "Nothing left to judge"
 
 
 def unlock_buttons_js(undo: UndoAfter) -> str:
     """The buttons on again once an event is back, and Undo as `undo` says: on after a vote
     that was saved (one refused as already cast, by another tab, leaves it as it was), off
-    after an undo (one step back), as it was after a skip (a skip casts nothing: before the
+    after an undo (one step back; an undo refused leaves it), as it was after a skip, or a
+    refusal of any (a skip casts nothing: before the
     page's first vote there is still nothing to take back). With nothing left to judge only
     Undo may be on: the last pair's vote may have been a slip."""
     was_on = 'b.dataset.wasOn === "true"'
-    undo_on = {"on if saved": f"saved || {was_on}", "off": "false", "as it was": was_on}[undo]
+    undo_on = {
+        "on if saved": f"saved || {was_on}",
+        "off if undone": f"!undone && {was_on}",
+        "as it was": was_on,
+    }[undo]
     return (
         """() => {
   const progress = document.getElementById("vote-progress");
   const over = progress && progress.innerText.includes("NOTHING_LEFT");
   const saved = progress && progress.innerText.startsWith("VOTE_SAVED");
+  const undone = progress && progress.innerText.startsWith("VOTE_UNDONE");
   document.querySelectorAll("#vote-buttons button").forEach((b) => {
     b.disabled = b.id === "vote-undo" ? !(UNDO_ON) : over;
   });
 }""".replace("UNDO_ON", undo_on)
         .replace("VOTE_SAVED", VOTE_SAVED)
+        .replace("VOTE_UNDONE", VOTE_UNDONE)
         .replace("NOTHING_LEFT", NOTHING_LEFT)
     )
 
@@ -266,7 +274,7 @@ class Ballot:
         retracted = undo_vote(self.store, voter_id, state.get("last_vote"), time.time())
         view = self.store.pair_view(retracted.pair_id, retracted.shown_left)
         skipped = state.get("skipped", [])  # the undone pair was voted on: never skipped here
-        return self.show(voter_id, view, skipped, "Vote undone: vote on this pair again.", None)
+        return self.show(voter_id, view, skipped, f"{VOTE_UNDONE} vote on this pair again.", None)
 
 
 def build(ctx: Context) -> TabParts:
@@ -281,16 +289,23 @@ def build(ctx: Context) -> TabParts:
     hot_path = {"queue": False, "preprocess": False, "postprocess": False}
 
     def on_click(button: gr.Button, handler: Callable, inputs: list, api_name: str,
-                 undo_after: UndoAfter) -> None:  # fmt: skip
-        event = button.click(guard(VOTER, handler), inputs, screen.outputs, api_name=api_name,
-                             js=LOCK_BUTTONS_JS, **hot_path)  # fmt: skip
+                 undo_after: UndoAfter, not_done: str) -> None:  # fmt: skip
+        # unqueued, a refusal (too fast, a full disk) is said in the progress line, the pair
+        # left on screen; and a failure still gives the buttons back (Gradio 6.31 runs `then`
+        # only after a success)
+        said = Said(screen.progress, f"**{not_done}**")
+        event = button.click(guard(VOTER, handler, says_in=said), inputs, screen.outputs,
+                             api_name=api_name, js=LOCK_BUTTONS_JS, **hot_path)  # fmt: skip
         event.then(None, js=unlock_buttons_js(undo=undo_after))
+        event.failure(None, js=unlock_buttons_js(undo="as it was"))
 
     for side, button in screen.buttons.items():
         on_click(button, ballot.vote_for(side), [screen.voter, screen.pair_id, screen.shown],
-                 f"vote_{side}", "on if saved")  # fmt: skip
-    on_click(screen.skip, ballot.skip_pair, [screen.voter, screen.shown], "skip", "as it was")
-    on_click(screen.undo, ballot.undo, [screen.voter, screen.shown], "undo_vote", "off")
+                 f"vote_{side}", "on if saved", "Not saved.")  # fmt: skip
+    on_click(screen.skip, ballot.skip_pair, [screen.voter, screen.shown], "skip", "as it was",
+             "Not skipped.")  # fmt: skip
+    on_click(screen.undo, ballot.undo, [screen.voter, screen.shown], "undo_vote", "off if undone",
+             "Not undone.")  # fmt: skip
     outputs = [screen.voter, *screen.outputs, *screen.all_buttons]
     start = Wiring(guard(VOTER, ballot.start), outputs, inputs=[screen.voter], api_name="start")
     return TabParts(on_load=start)
