@@ -312,7 +312,7 @@ def ended_line(result, stopped: bool, ranking: str | None = None) -> str:
     """How a run ended, in one line: done, or stopped and what it left to use and resume."""
     steps = counted(result.steps, "step")
     if not stopped:
-        return f"Done: {steps} in {result.seconds:.0f} s; model in {result.out}" + (
+        return f"Done: {steps}{_took(result)}; model in {result.out}" + (
             f"; {ranking}" if ranking else ""
         )
     if result.stage == "sft":
@@ -326,6 +326,17 @@ def ended_line(result, stopped: bool, ranking: str | None = None) -> str:
             f"{result.out} (Evaluate and the Hub list it), and Resume carries on from there"
         )
     return f"Stopped after {steps}; the last checkpoint is in {result.out}"
+
+
+def _took(result) -> str:
+    """How long the call that saved a run trained, as its result can say: a resumed run's
+    (a ZeroGPU chunk resumes the last one's checkpoint) is only its last steps' time."""
+    this_call, seconds = result.steps_this_call, f"{result.seconds:.0f} s"
+    if this_call >= result.steps:
+        return f" in {seconds}"
+    if this_call == 0:
+        return " (resumed at its last checkpoint, at the end)"
+    return f" (the last {this_call} in {seconds}, resumed from a checkpoint)"
 
 
 def shown_status(job: JobStatus, runs: str | Path) -> JobStatus:

@@ -110,5 +110,7 @@ def test_a_run_that_fills_the_disk_says_so_and_resumes_from_its_checkpoint_once_
     owner.predict(str(tiny_model_dir), *fields[4:-1], api_name="/train_resume")
     done = _wait(owner, ("done", "failed"))
     assert done.startswith(f"**done** · step {total}/{total}"), done
+    took = rf"Done: {total} steps \(the last {total - step} in \d+ s, resumed from a checkpoint\);"
+    assert re.search(took, done), done
     (summary,) = data.glob("runs/*/model/train_summary.json")
     assert json.loads(summary.read_text())["steps_this_call"] == total - step
