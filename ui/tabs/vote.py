@@ -76,11 +76,10 @@ VOTE_SAVED, VOTE_UNDONE, NOTHING_LEFT = "Vote saved.", "Vote undone:", "Nothing 
 
 def unlock_buttons_js(undo: UndoAfter) -> str:
     """The buttons on again once an event is back, and Undo as `undo` says: on after a vote
-    that was saved (one refused as already cast, by another tab, leaves it as it was), off
-    after an undo (one step back; an undo refused leaves it), as it was after a skip, or a
-    refusal of any (a skip casts nothing: before the
-    page's first vote there is still nothing to take back). With nothing left to judge only
-    Undo may be on: the last pair's vote may have been a slip."""
+    that was saved (one refused, or already cast by another tab, leaves it as it was), off
+    after an undo (one step back; an undo refused leaves it), as it was after a skip (a skip
+    casts nothing: before the page's first vote there is still nothing to take back). With
+    nothing left to judge only Undo may be on: the last pair's vote may have been a slip."""
     was_on = 'b.dataset.wasOn === "true"'
     undo_on = {
         "on if saved": f"saved || {was_on}",
