@@ -247,7 +247,7 @@ def resumable(out: Path, method: Method) -> dict:
     if not left_at(out).stage:
         raise UserError(f"--resume: {out} holds no checkpoint to carry on from; start it again")
     settings, line = resumed_settings(out, method.recipe.KIND)
-    print(line, file=sys.stderr)
+    log.info(line)
     return settings
 
 

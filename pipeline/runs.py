@@ -267,6 +267,15 @@ class LeftAt:
             return f"at step {self.step}"
         return "in its SFT stage" if self.stage == "sft" else "after its SFT stage"
 
+    def resume_point(self) -> str | None:
+        """Where a resumed run carries on from, in words ("step 4", "the end of its SFT
+        stage"); None: nowhere, it starts again. From the checkpoint's name, unread."""
+        if self.stage == "loop":
+            return f"step {checkpoint_step(self.checkpoint)}"
+        if self.stage == "sft":
+            return f"step {checkpoint_step(self.checkpoint)} of its SFT stage"
+        return "the end of its SFT stage" if self.stage == "after sft" else None
+
 
 def left_at(model: str | Path) -> LeftAt:
     """How far the run in `model` got: its newest complete checkpoint, of its loop, else of
@@ -279,20 +288,9 @@ def left_at(model: str | Path) -> LeftAt:
     return LeftAt("after sft" if (model / SFT_STAGE / "config.json").is_file() else "")
 
 
-def resume_point(model: str | Path) -> str | None:
-    """Where a resumed run carries on from, in words ("step 4", "the end of its SFT stage");
-    None: nowhere, it starts again."""
-    left = left_at(model)
-    if left.stage == "loop":
-        return f"step {checkpoint_step(left.checkpoint)}"
-    if left.stage == "sft":
-        return f"step {checkpoint_step(left.checkpoint)} of its SFT stage"
-    return "the end of its SFT stage" if left.stage == "after sft" else None
-
-
 def resume_line(model: str | Path) -> str:
     """What a run cut off in `model` keeps for Resume, as a sentence to end a message with."""
-    if (where := resume_point(model)) is None:
+    if (where := left_at(model).resume_point()) is None:
         return "The run had saved no checkpoint yet: start it again."
     return f"The run's last checkpoint is at {where}: Resume carries on from there."
 

@@ -47,7 +47,7 @@ from pipeline.models import load_model
 from pipeline.recipes import Recipe
 from pipeline.reward import ScoredTitle, best_of_n, load_reward_model
 from pipeline.rounds import generate_with, short_name
-from pipeline.runs import STOP_FILE, latest_checkpoint, resume_line, resume_point
+from pipeline.runs import STOP_FILE, latest_checkpoint, left_at, resume_line
 from pipeline.stages import TrainResult
 from pipeline.wording import counted
 
@@ -426,7 +426,7 @@ def _retrying(steps: int, seconds: int, out, aborts: int) -> str:
     return (
         f"ZeroGPU aborted the chunk of {counted(steps, 'step')} ({seconds} s asked for): "
         "trying again "
-        f"from {resume_point(out) or 'the start'} with chunks half as long "
+        f"from {left_at(out).resume_point() or 'the start'} with chunks half as long "
         f"({aborts} of {RETRIES_AFTER_ABORT} tries)"
     )
 

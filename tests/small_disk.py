@@ -43,7 +43,6 @@ def fill(folder: Path, leave: int = 0) -> Path:
     stat = os.statvfs(folder)
     size = max(stat.f_bavail * stat.f_frsize - leave, 0)
     with ballast.open("wb") as f:
-        f.truncate(0)
         for start in range(0, size, 1 << 20):
             f.write(b"\0" * min(1 << 20, size - start))
     return ballast
