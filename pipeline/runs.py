@@ -20,6 +20,7 @@ from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.metrics import METRICS_FILE, SUMMARY_FILE, read_metrics
+from pipeline.models import is_saved_model
 from pipeline.pairs import write_text_atomic
 from pipeline.prompts import idea_in_prompt
 from pipeline.recipes import DPORecipe
@@ -285,7 +286,7 @@ def left_at(model: str | Path) -> LeftAt:
         return LeftAt("loop", in_loop)
     if in_stage := latest_checkpoint(model / SFT_CHECKPOINTS):
         return LeftAt("sft", in_stage)
-    return LeftAt("after sft" if (model / SFT_STAGE / "config.json").is_file() else "")
+    return LeftAt("after sft" if is_saved_model(model / SFT_STAGE) else "")
 
 
 def resume_line(model: str | Path) -> str:

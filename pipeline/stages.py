@@ -33,7 +33,14 @@ from pipeline.metrics import (
     drop_records_after,
     metrics_line,
 )
-from pipeline.models import DEFAULT_MODEL, LoadedModel, ModelSource, load_model
+from pipeline.models import (
+    DEFAULT_MODEL,
+    LoadedModel,
+    ModelSource,
+    is_saved_model,
+    load_model,
+    write_adapter_base,
+)
 from pipeline.recipes import DPORecipe
 from pipeline.runs import (
     SFT_CHECKPOINTS,
@@ -420,7 +427,7 @@ def sft_stage(
 
     from pipeline.shared_prompt import SharedPromptSFTTrainer
 
-    if (out / "config.json").is_file():
+    if is_saved_model(out):
         return SFTStage(load_model(str(out), fresh=True), 0, 0, 0, 0.0)
     checkpoints = out.parent / SFT_CHECKPOINTS
     checkpoint = sft_checkpoint(checkpoints, out)
@@ -452,7 +459,7 @@ def sft_stage(
     taken = state.global_step - (checkpoint_step(checkpoint) if checkpoint else 0)
     if state.global_step < state.max_steps:  # a chunk's steps ran out, or Stop
         return SFTStage(None, state.global_step, state.max_steps, taken, seconds)
-    save_stage(trainer, policy.tokenizer, out, recipe)
+    save_stage(trainer, policy.tokenizer, out, recipe, policy.source)
     # DPO starts from the saved model, loaded afresh: exactly what a resumed run starts from,
     # and free of the forward patches the SFT trainer put on this one.
     policy = load_model(str(out), fresh=True)
@@ -485,14 +492,22 @@ def sft_rows(train_split, recipe) -> list[dict[str, str]]:
     return rows
 
 
-def save_stage(trainer, tokenizer, out: Path, recipe) -> None:
-    """The finished SFT stage's model in `out` (its adapter too, so that an adapter-only push
-    can add it to the DPO one: hub/push.py). Saved aside, then renamed: a stage cut off while
-    saving leaves no `out` that looks done. Its checkpoints go."""
+def save_stage(trainer, tokenizer, out: Path, recipe, start: ModelSource) -> None:
+    """The finished SFT stage's model in `out`. A LoRA stage on a model that loads again by
+    name (a Hub id at its commit, the offline copy) keeps its adapter alone (in out/adapter,
+    which an adapter-only push also stacks onto the DPO one: hub/push.py) and the name: every
+    loader merges it in (`models.ADAPTER_BASE`), and the run holds one full model, not two.
+    On a folder (another run's model, which may be trained on or deleted) it is kept merged.
+    Saved aside, then renamed: a stage cut off while saving leaves no `out` that looks done.
+    Its checkpoints go."""
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    save_policy(trainer, tokenizer, partial, merge=recipe.lora_r is not None)
+    lora = recipe.lora_r is not None
+    adapter_only = lora and start.lasting_name is not None
+    save_policy(trainer, tokenizer, partial, merge=lora, adapter_only=adapter_only)
     if trainer.is_world_process_zero():
+        if adapter_only:
+            write_adapter_base(partial, start)
         shutil.rmtree(out, ignore_errors=True)  # what it held: the stage's trackio run name
         partial.rename(out)
         shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
@@ -543,13 +558,15 @@ def checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
     return checkpoint
 
 
-def save_policy(trainer, tokenizer, out: Path, merge: bool) -> None:
+def save_policy(trainer, tokenizer, out: Path, merge: bool, adapter_only: bool = False) -> None:
     """The trained model in `out` (a LoRA run merged into its base, the adapter alone in
-    OUT/adapter), with its tokenizer. Under `accelerate launch` one process writes."""
+    OUT/adapter; with `adapter_only`, that adapter and no merged model), with its tokenizer.
+    Under `accelerate launch` one process writes."""
     if trainer.is_world_process_zero():
         if merge:
             trainer.model.save_pretrained(str(out / "adapter"))
-            trainer.model.merge_and_unload().save_pretrained(str(out))
+            if not adapter_only:
+                trainer.model.merge_and_unload().save_pretrained(str(out))
         else:
             trainer.save_model(str(out))
         tokenizer.save_pretrained(str(out))

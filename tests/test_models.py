@@ -89,7 +89,7 @@ def test_a_hub_id_the_hub_knows_is_loaded_from_the_hub(hub_url, tmp_path):
     source = _resolve_in_subprocess(KNOWN_MODEL, {"HF_ENDPOINT": hub_url}, tmp_path)
     # the commit the Hub names is the one that loads
     assert source == {"requested": KNOWN_MODEL, "path": KNOWN_MODEL, "kind": "hub", "notice": None,
-                      "revision": "0" * 40}  # fmt: skip
+                      "revision": "0" * 40, "base": None}  # fmt: skip
 
 
 def test_a_hub_id_pinned_at_a_commit_names_it(hub_url, tmp_path):

@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,79 @@ def test_fast_recipe_trains_lora_and_saves_a_merged_model(small_data, tiny_model
         if not torch.equal(p, dict(base.named_parameters())[n])
     ]
     assert moved and all("proj" in n for n in moved)  # LoRA touched the linear layers only
+
+
+# Loads the two runs' SFT stages offline (the cache only) and says how they compare.
+COMPARE_SFT_STAGES = """
+import json, sys, shutil, torch
+from pipeline.errors import UserError
+from pipeline.models import load_model
+from_hub, from_folder, base, orphan = sys.argv[1:]
+kept, merged = load_model(from_hub), load_model(from_folder)
+a, b = kept.model.state_dict(), merged.model.state_dict()
+base = load_model(base).model.state_dict()
+# a reward model may start from it: the same weights under a score head
+scored = load_model(from_hub, head="score").model.state_dict()
+same_scored = all(torch.equal(scored[k], b[k]) for k in scored
+                  if not k.startswith("score"))
+try:
+    load_model(orphan)
+    refused = None
+except UserError as exc:
+    refused = str(exc)
+print(json.dumps({
+    "kind": kept.source.kind, "label": kept.label,
+    "same": a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a),
+    "moved": sum(not torch.equal(a[k], base[k]) for k in a),
+    "template": kept.tokenizer.chat_template == merged.tokenizer.chat_template,
+    "same_scored": same_scored,
+    "refused": refused,
+}))
+"""
+
+
+def test_an_sft_stage_on_a_hub_model_is_kept_as_its_adapter_and_loads_as_trained(
+    hub, tiny_model_dir, small_data, tmp_path
+):
+    """Each fast run kept its SFT stage as a second full model (536 MB of a 1.1 GB SmolLM2
+    run). On a model that loads again by name (a Hub id at its commit, the offline copy) the
+    stage keeps its adapter alone, and loads, from the cache, as the merged stage would."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from hub_server import hub_env
+
+    files = {p.name: p.read_bytes() for p in tiny_model_dir.iterdir() if p.is_file()}
+    commit = hub.seed_repo("model", "alice/tiny-chat", files)
+    env = {**hub_env(hub, cache_dir=tmp_path / "cache"), "TITLE_DPO_CACHE": str(tmp_path / "c")}
+
+    def python(*args: str, **extra: str) -> str:
+        done = subprocess.run([sys.executable, *args], cwd=ROOT, env={**env, **extra},
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    train = ("-m", "pipeline", "train", "--data", str(small_data), "--max-steps", "1")
+    python(*train, "--out", str(tmp_path / "from-hub"), "--model", "alice/tiny-chat")
+    python(*train, "--out", str(tmp_path / "from-folder"), "--model", str(tiny_model_dir))
+    kept, merged = tmp_path / "from-hub" / "sft", tmp_path / "from-folder" / "sft"
+    assert json.loads((kept / "adapter_base.json").read_text()) == {
+        "base_model": f"alice/tiny-chat@{commit}"
+    }
+    assert (kept / "adapter" / "adapter_model.safetensors").is_file()
+    assert not list(kept.glob("*.safetensors"))  # no second full model
+    # a folder may be trained on again or deleted: a stage on one is kept merged
+    assert (merged / "model.safetensors").is_file() and not (merged / "adapter_base.json").exists()
+
+    orphan = tmp_path / "orphan"
+    shutil.copytree(kept, orphan)
+    (orphan / "adapter_base.json").write_text(json.dumps({"base_model": "alice/never-cached"}))
+    seen = json.loads(python("-c", COMPARE_SFT_STAGES, str(kept), str(merged),
+                             str(tiny_model_dir), str(orphan), HF_HUB_OFFLINE="1"))  # fmt: skip
+    assert seen["kind"] == "adapter" and seen["label"] == str(kept)
+    assert seen["same"] and seen["moved"] > 0 and seen["template"] and seen["same_scored"], seen
+    assert "LoRA adapter on 'alice/never-cached', which cannot be loaded here" in seen["refused"]
 
 
 def test_fewer_pairs_than_a_batch_is_refused(tmp_path, tiny_model_dir):
