@@ -8,7 +8,10 @@ each part is from what the hardware could do.
 Models are random weights with the real shapes: SmolLM2-135M (its config and tokenizer from the
 offline model folder) and Qwen2.5-0.5B (hidden 896, 24 layers, 151,936-token vocabulary; token
 ids from the SmolLM2 tokenizer, which fit). Random weights train and generate at the real
-models' speed; their titles run to the token limit, as a real model's rarely do.
+models' speed; their titles run to the token limit, as a real model's rarely do. Each is
+named as a Hub model in a cache of the bench's own (`title-dpo-bench/SHAPE`), as a Space
+loads its base from the Hub's cache: a run's SFT stage is then kept as its adapter and merged
+in at each load, as there (`pipeline/models.py`), not kept as a folder's merged copy.
 
 Each row runs the project's own code (`train_run` with a shipped recipe, `generate_titles`)
 under its own time limit: a run cut at its limit reports what it measured so far. A row is
@@ -42,8 +45,10 @@ measured rates for the ZeroGPU durations (`pipeline/gpu_rates.py`).
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -62,9 +67,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TITLE_DPO_TRACKING", "0")
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+# the models' Hub cache (`as_hub_model`), the bench's own: gone when it ends
+os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="title-dpo-bench-hub-")
 
 import torch
 from transformers import TrainerCallback
+
+HUB_CACHE = Path(os.environ["HF_HUB_CACHE"])
+atexit.register(shutil.rmtree, HUB_CACHE, ignore_errors=True)
 
 # --- what is measured --------------------------------------------------------------------------
 
@@ -198,6 +208,21 @@ def build_model(shape: str, tokenizer_dir: Path, out: Path, tiny: bool) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def as_hub_model(folder: Path) -> tuple[str, Path]:
+    """`folder` moved into the bench's Hub cache as the model `title-dpo-bench/NAME` at one
+    commit, laid out as `huggingface_hub` keeps a download: its name, and where its files are."""
+    repo_id = f"title-dpo-bench/{folder.name}"
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    repo = HUB_CACHE / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    shutil.rmtree(snapshot, ignore_errors=True)
+    snapshot.parent.mkdir(exist_ok=True)
+    shutil.move(folder, snapshot)
+    return repo_id, snapshot
 
 
 def lm_head_params(folder: Path) -> int:
@@ -442,7 +467,7 @@ def reference_pass_clock():
 class Bench:
     out: Path
     data: Path
-    models: dict[str, Path]
+    models: dict[str, str]  # by shape: its name in the bench's Hub cache
     params: dict[str, int]
     head_params: dict[str, int]  # the LM head's weights, in N
     tokens: Tokens
@@ -518,6 +543,7 @@ def train_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, Any
         "sft_s": clock.seconds("sft"),
         "sft_steps": clock.steps("sft"),
         "sft_s_per_step": clock.step_seconds("sft"),
+        "sft_kept": sft_kept(out),
         "reference_pass_s": round(reference["seconds"], 2) if reference["seconds"] else None,
         "loop_s": clock.seconds(loop),
         "busy": clock.busy or None,  # --profile on a GPU: the device's busy share by stage
@@ -527,6 +553,17 @@ def train_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, Any
         or None,
         "gpu_values": gpu_changes(recipe) if device() == "cuda" else None,  # train_dpo applies
     }
+
+
+def sft_kept(out: Path) -> str | None:
+    """How the run in `out` kept its SFT stage: "adapter" (merged in at each load), "merged"
+    (a second full model), or None (it had none)."""
+    from pipeline.models import ADAPTER_BASE
+
+    stage = out / "sft"
+    if (stage / ADAPTER_BASE).is_file():
+        return "adapter"
+    return "merged" if (stage / "config.json").is_file() else None
 
 
 def calls_row(bench: Bench, row: str, shape: str, limit: float) -> dict[str, Any]:
@@ -838,19 +875,21 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         tokenizer_dir = tokenizer_folder(args.tokenizer)
         shapes = sorted({shape for _, shape, _ in plan})
-        models = {
-            shape: build_model(shape, tokenizer_dir, out / "models", args.tiny) for shape in shapes
+        cached = {
+            shape: as_hub_model(build_model(shape, tokenizer_dir, out / "models", args.tiny))
+            for shape in shapes
         }
         data = build_data(out, args.tiny)
+    folders = {shape: folder for shape, (_, folder) in cached.items()}
     bench = Bench(
         out=out,
         data=data,
-        models=models,
+        models={shape: name for shape, (name, _) in cached.items()},
         params={
             shape: matmul_params(AutoConfig.from_pretrained(folder))
-            for shape, folder in models.items()
+            for shape, folder in folders.items()
         },
-        head_params={shape: lm_head_params(folder) for shape, folder in models.items()},
+        head_params={shape: lm_head_params(folder) for shape, folder in folders.items()},
         tokens=Tokens.of(data, AutoTokenizer.from_pretrained(tokenizer_dir)),
         peak=peak,
         tiny=args.tiny,

@@ -45,6 +45,8 @@ def test_every_row_runs_and_measures(bench_run):
     assert all(r["steps"] == 2 and r["s_per_step"] > 0 for r in training)
     fast = rows[0]
     assert fast["sft_steps"] > 0 and fast["sft_s_per_step"] > 0  # the SFT stage, timed
+    # on a Hub model, as on a Space: the stage kept as its adapter and merged in at each load
+    assert fast["sft_kept"] == "adapter" and rows[1]["sft_kept"] is None
     assert fast["reference_pass_s"] > 0  # the recipe precomputes the reference log-probs
     assert rows[1]["reference_pass_s"] is None  # the tutorial's does not
     generate = rows[2]
