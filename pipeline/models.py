@@ -279,8 +279,11 @@ def _resolve_hub_id(name: str) -> ModelSource:
         ) from None
 
     revision = pinned or None
-    cached = isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str)
-    offline = functools.partial(_cached_or_offline, name, repo_id, revision, cached)
+    cached = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    # the commit the cache holds (its snapshot's folder): what loads from it, named, so that
+    # an SFT stage kept on it (`lasting_name`) is not later merged into a newer commit
+    cached_commit = Path(cached).parent.name if isinstance(cached, str) else None
+    offline = functools.partial(_cached_or_offline, name, repo_id, cached_commit)
     if constants.HF_HUB_OFFLINE:
         return offline("HF_HUB_OFFLINE=1 is set")
     try:
@@ -300,11 +303,9 @@ def _resolve_hub_id(name: str) -> ModelSource:
     return ModelSource(name, repo_id, "hub", revision=info.sha or revision)
 
 
-def _cached_or_offline(
-    name: str, repo_id: str, revision: str | None, cached: bool, why: str
-) -> ModelSource:
-    if cached:
-        return ModelSource(name, repo_id, "hub-cache", revision=revision)
+def _cached_or_offline(name: str, repo_id: str, cached_commit: str | None, why: str) -> ModelSource:
+    if cached_commit:
+        return ModelSource(name, repo_id, "hub-cache", revision=cached_commit)
     notice = (
         f"Offline: {why} and {name!r} is not in the local cache, "
         f"so this uses {OFFLINE_MODEL_LABEL}."

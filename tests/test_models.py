@@ -180,6 +180,8 @@ def test_a_cached_model_is_used_when_the_hub_is_unreachable(closed_port_url, tmp
     (snapshot / "refs" / "main").write_text("a" * 40)
     source = _resolve_in_subprocess(KNOWN_MODEL, {"HF_ENDPOINT": closed_port_url}, tmp_path)
     assert source["kind"] == "hub-cache" and source["notice"] is None
+    # the cache's commit, named: what loads, and what a run's SFT stage is kept on
+    assert source["revision"] == "a" * 40 and source["requested"] == KNOWN_MODEL
 
 
 def test_cli_typo_exits_non_zero_with_one_line_naming_the_id(hub_url, tmp_path):
