@@ -459,4 +459,9 @@ def _merge_adapters(model, source: ModelSource):
         config = PeftConfig.from_pretrained(adapter)
         config.task_type = None  # merged at once; a chat model's wrapper refuses a score head
         model = PeftModel.from_pretrained(model, adapter, config=config).merge_and_unload()
+    # What loads this model again by its name, as a library does by itself (TRL an RL run's
+    # KL reference; PEFT names it as the base of an adapter trained on it): the adapter's
+    # folder, which transformers loads as its base with the adapter on. Merged, the name
+    # would be the bare base's.
+    model.name_or_path = model.config.name_or_path = adapters[0]
     return model

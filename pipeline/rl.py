@@ -21,8 +21,10 @@ echoed) show as a rising model score beside a falling format share.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -286,12 +288,34 @@ def rl_trainer(
         **loop_args(recipe, max_steps, has_eval=False),  # measured by generating, afterwards
         **common_args(recipe, policy, out, recipe.method, planned),
     )
-    return trainer_class(
-        model=policy.model,
-        reward_funcs=[reward],
-        args=config,
-        train_dataset=prompts,
-        processing_class=policy.tokenizer,
-        peft_config=lora_config(recipe),
-        callbacks=[MetricsFile(out / METRICS_FILE), *(callbacks or [])],
-    )
+    with loadable_by_name(policy, out, recipe.lora_r is None and recipe.beta > 0):
+        return trainer_class(
+            model=policy.model,
+            reward_funcs=[reward],
+            args=config,
+            train_dataset=prompts,
+            processing_class=policy.tokenizer,
+            peft_config=lora_config(recipe),
+            callbacks=[MetricsFile(out / METRICS_FILE), *(callbacks or [])],
+        )
+
+
+@contextlib.contextmanager
+def loadable_by_name(policy, out: Path, needed: bool) -> Iterator[None]:
+    """TRL builds a full fine-tune's KL reference itself, from the policy's name, and reads
+    its config.json first. A policy merged from an adapter as it loaded (an SFT stage kept as
+    its adapter) has no folder that reads so: while the trainer is built, its name is its
+    weights saved aside in `out`, which go after."""
+    if not needed or policy.source.kind != "adapter":
+        yield
+        return
+    model = policy.model
+    named = model.name_or_path
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="kl-reference-", dir=out) as folder:
+        model.save_pretrained(folder)
+        model.name_or_path = model.config.name_or_path = folder
+        try:
+            yield
+        finally:
+            model.name_or_path = model.config.name_or_path = named

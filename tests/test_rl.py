@@ -88,6 +88,43 @@ def test_a_planted_reward_rises_and_everything_is_logged(small_data, tiny_model_
     assert "online RL (GRPO) against a reward model" in card and "- grpo" in card
 
 
+def test_a_full_fine_tune_from_an_sft_stage_kept_as_an_adapter_keeps_its_kl_to_that_stage(
+    small_data, tiny_model_dir, tmp_path
+):
+    """TRL loads a full fine-tune's KL reference by the policy's name. A stage kept as its
+    adapter is merged in at load; named as its bare base, the reference would be the base."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from pipeline.models import ADAPTER_BASE, load_model
+    from pipeline.rl import RewardTerm, TitleReward, prompt_rows, rl_trainer
+    from pipeline.stages import training_splits
+
+    base = load_model(str(tiny_model_dir), fresh=True)
+    torch.manual_seed(0)  # a LoRA whose B is not zero: the stage differs from its base
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                      init_lora_weights=False)  # fmt: skip
+    stage = tmp_path / "sft"
+    get_peft_model(base.model, lora).save_pretrained(stage / "adapter")
+    base.tokenizer.save_pretrained(stage)
+    (stage / ADAPTER_BASE).write_text(json.dumps({"base_model": str(tiny_model_dir)}))
+
+    policy = load_model(str(stage), fresh=True)
+    recipe = dataclasses.replace(FAST, lora_r=None, beta=0.04)
+    from datasets import Dataset
+
+    prompts = Dataset.from_list(prompt_rows(training_splits(small_data, recipe)[0]))
+    reward = TitleReward([RewardTerm("planted", 1.0, planted)], None)
+    trainer = rl_trainer(policy, recipe, tmp_path / "rl", prompts, reward)
+    ids = policy.tokenizer("How to learn Python fast", return_tensors="pt").input_ids
+    with torch.no_grad():
+        kl_to = trainer.ref_model(ids).logits.float()
+        start = policy.model(ids).logits.float()
+        bare = load_model(str(tiny_model_dir), fresh=True).model(ids).logits.float()
+    assert (start - bare).abs().max() > 1e-2  # the stage is not its base
+    assert torch.allclose(kl_to, start, atol=1e-4), (kl_to - start).abs().max()
+
+
 @pytest.mark.parametrize("method", ["grpo", "rloo"])
 def test_stop_resume_and_chunks_take_the_same_steps_as_a_straight_run(
     method, small_data, tiny_model_dir, tmp_path
