@@ -447,7 +447,7 @@ def _merge_adapters(model, source: ModelSource):
     """`model` (the base's weights) with the LoRA of each adapter folder on the way from
     `source` down to them merged in, innermost first, as a LoRA run's model is saved: it then
     trains and generates as any model does."""
-    adapters = []
+    named, adapters = source.path, []
     while source.base is not None:
         adapters.append(str(Path(source.path) / "adapter"))
         source = source.base
@@ -459,9 +459,9 @@ def _merge_adapters(model, source: ModelSource):
         config = PeftConfig.from_pretrained(adapter)
         config.task_type = None  # merged at once; a chat model's wrapper refuses a score head
         model = PeftModel.from_pretrained(model, adapter, config=config).merge_and_unload()
-    # What loads this model again by its name, as a library does by itself (TRL an RL run's
-    # KL reference; PEFT names it as the base of an adapter trained on it): the adapter's
-    # folder, which transformers loads as its base with the adapter on. Merged, the name
-    # would be the bare base's.
-    model.name_or_path = model.config.name_or_path = adapters[0]
+    # Its name is the folder asked for, which `load_model` loads again: PEFT names it as the
+    # base of an adapter trained on it (OUT/adapter of a DPO run: on the SFT stage, not its
+    # bare base), and TRL, which loads an RL run's KL reference by name, gets it saved aside
+    # (`rl.loadable_by_name`). Merged, the name would be the bare base's: wrong, silently.
+    model.name_or_path = model.config.name_or_path = named
     return model

@@ -302,10 +302,10 @@ def rl_trainer(
 
 @contextlib.contextmanager
 def loadable_by_name(policy, out: Path, needed: bool) -> Iterator[None]:
-    """TRL builds a full fine-tune's KL reference itself, from the policy's name, and reads
-    its config.json first. A policy merged from an adapter as it loaded (an SFT stage kept as
-    its adapter) has no folder that reads so: while the trainer is built, its name is its
-    weights saved aside in `out`, which go after."""
+    """TRL builds a full fine-tune's KL reference itself, with `from_pretrained` of the
+    policy's name. A policy merged from an adapter as it loaded (an SFT stage kept as its
+    adapter) is named by a folder only `load_model` reads: while the trainer is built, its
+    name is its weights saved aside in `out`, which go after."""
     if not needed or policy.source.kind != "adapter":
         yield
         return

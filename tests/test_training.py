@@ -164,6 +164,9 @@ def test_an_sft_stage_on_a_hub_model_is_kept_as_its_adapter_and_loads_as_trained
         "base_model": f"alice/tiny-chat@{commit}"
     }
     assert (kept / "adapter" / "adapter_model.safetensors").is_file()
+    # the run's own adapter names what it trained on: the stage, not the stage's bare base
+    dpo_adapter = tmp_path / "from-hub" / "adapter" / "adapter_config.json"
+    assert json.loads(dpo_adapter.read_text())["base_model_name_or_path"] == str(kept)
     assert not list(kept.glob("*.safetensors"))  # no second full model
     # a folder may be trained on again or deleted: a stage on one is kept merged
     assert (merged / "model.safetensors").is_file() and not (merged / "adapter_base.json").exists()
