@@ -327,6 +327,13 @@ class RunRemoval:
     size: int  # bytes
     has_model: bool = True  # finished, or stopped with its model saved: it can be pushed
     resumable: bool = False
+    checkpoints: int = 0  # bytes of the loop's checkpoints, which only a resume reads
+
+    @property
+    def may_drop_checkpoints(self) -> bool:
+        """Whether its checkpoints may go alone: it has them, and a model that stays (without
+        one, its checkpoints are all it holds)."""
+        return self.has_model and self.checkpoints > 0
 
     def describe(self, done: bool = False) -> str:
         size = file_size(self.size)
@@ -336,9 +343,15 @@ class RunRemoval:
             " *Resume the last run* carries it on: deleted, it cannot." if self.resumable else ""
         )
         push = " Push its model first to keep it." if self.has_model else ""
+        keep = (
+            f" Or keep the run and its model, and drop only its checkpoints "
+            f"({file_size(self.checkpoints)}), which only a resume reads."
+            if self.may_drop_checkpoints
+            else ""
+        )
         return (
             f"Delete **{self.folder.name}** ({size}: everything the run wrote, its model, "
-            f"checkpoints and dataset included) for good?{resume}{push}"
+            f"checkpoints and dataset included) for good?{resume}{push}{keep}"
         )
 
 
@@ -367,7 +380,8 @@ def run_removal(
             raise UserError(f"{run.name} is in use ({what}); nothing was deleted")
     resumable = (to_resume := run_to_resume(runs)) is not None and to_resume.resolve() == run
     has_model = (run / "model" / SUMMARY_FILE).is_file()
-    return RunRemoval(run, folder_size(run), has_model, resumable)
+    checkpoints = sum(folder_size(c) for c in (run / "model").glob("checkpoint-*"))
+    return RunRemoval(run, folder_size(run), has_model, resumable, checkpoints)
 
 
 def delete_run(
@@ -378,6 +392,28 @@ def delete_run(
     shutil.rmtree(removal.folder)
     log.info("Deleted the run %s (%d bytes)", removal.folder, removal.size)
     return removal
+
+
+def drop_run_checkpoints(runs: str | Path, model: str | Path, training: str | None) -> str:
+    """Keep the run `model` of `runs` and its model, and remove its checkpoints, which only a
+    resume reads (a stopped full fine-tune's each hold its model and the optimizer's state:
+    1.6 GB for SmolLM2-135M). Refused, nothing touched, as `run_removal` refuses, for the run
+    `training` (the model folder of the run going now), and for a run with no model or no
+    checkpoints. Returns what was done, in words."""
+    removal = run_removal(runs, model, {"it is training now": training})
+    name = removal.folder.name
+    if not removal.has_model:
+        raise UserError(
+            f"{name} has no model: its checkpoints are all it holds (delete the run instead); "
+            "nothing was dropped"
+        )
+    if not removal.checkpoints:
+        raise UserError(f"{name} keeps no checkpoints; nothing was dropped")
+    freed = drop_checkpoints(removal.folder / "model")
+    log.info("Dropped the checkpoints of the run %s (%d bytes)", removal.folder, freed)
+    resume = " *Resume the last run* no longer carries it on." if removal.resumable else ""
+    freed_line = f"Dropped the checkpoints of **{name}**: {file_size(freed)} freed"
+    return f"{freed_line}; its model stays.{resume}"
 
 
 # --- checkpoints -----------------------------------------------------------------------------
@@ -406,9 +442,9 @@ def discard_unfinished_checkpoints(out: str | Path) -> list[Path]:
 
 
 def drop_checkpoints(out: str | Path) -> int:
-    """Remove a finished run's checkpoints, which only a resume reads, and a finished run has
-    nothing to resume (a full fine-tune's each hold the model and the optimizer's state: 1.6
-    GB for SmolLM2-135M); return the bytes freed."""
+    """Remove the checkpoints in `out`, which only a resume reads: a finished run's, which has
+    nothing to resume, or a stopped one's its owner will not resume (`drop_run_checkpoints`).
+    Returns the bytes freed."""
     freed = 0
     for checkpoint in Path(out).glob("checkpoint-*"):
         freed += folder_size(checkpoint)

@@ -181,6 +181,56 @@ def test_every_run_on_the_disk_is_listed_with_its_size_and_may_go(
         stop_app(process)
 
 
+def test_a_stopped_runs_checkpoints_may_go_while_its_model_stays(
+    hub, tmp_path, tiny_model_dir, small_data
+):
+    """A stopped full fine-tune keeps its checkpoints for Resume: each its model and the
+    optimizer's state. The owner who keeps the stopped model and will not resume may drop
+    them alone; the model stays listed, to evaluate and push."""
+    from dataclasses import replace
+
+    from pipeline.recipes import RECIPES
+    from pipeline.runs import STOP_FILE
+    from pipeline.training import train_dpo
+
+    data, runs = tmp_path / "data", tmp_path / "data" / "runs"
+    stopped, in_sft = runs / "run-20260101-000000", runs / "run-20260102-000000"
+    (stopped / "model").mkdir(parents=True)
+    (stopped / "model" / STOP_FILE).touch()  # Stop, pressed before its first step ended
+    recipe = replace(RECIPES["tutorial"], batch_size=4, epochs=2)  # a full fine-tune
+    result = train_dpo(small_data, stopped / "model", str(tiny_model_dir), recipe, stop_after=8)
+    assert result.model_saved and not result.finished and result.steps == 1
+    fast = replace(RECIPES["fast"], batch_size=4, epochs=2)
+    train_dpo(small_data, in_sft / "model", str(tiny_model_dir), fast, stop_after=1)
+
+    process, url = launch(hub, tmp_path, data)
+    try:
+        c = Client(url, verbose=False)
+        # (the client leaves out the confirmation's group and its buttons, as above)
+        asked = c.predict(str(stopped), api_name="/run_delete_check")
+        keep = r"Or keep the run and its model, and drop only its checkpoints \(\d+ [KM]B\)"
+        assert re.search(keep, asked), asked
+        asked = c.predict(str(in_sft), api_name="/run_delete_check")
+        assert "drop only" not in asked  # its checkpoints are all it holds
+        with pytest.raises(Exception, match="has no model: its checkpoints are all it holds"):
+            c.predict(str(in_sft), api_name="/run_drop_checkpoints")
+        with pytest.raises(Exception, match="not one of this app's runs"):
+            c.predict(str(data), api_name="/run_drop_checkpoints")  # whatever a page sends
+
+        said, runs_listed, _, stored, _ = c.predict(str(stopped), api_name="/run_drop_checkpoints")
+        assert re.fullmatch(rf"Dropped the checkpoints of \*\*{stopped.name}\*\*: \d+ [KM]B "
+                            r"freed; its model stays\.", said), said  # fmt: skip
+        assert not list((stopped / "model").glob("checkpoint-*"))
+        assert (stopped / "model" / "model.safetensors").is_file()
+        assert [value for _, value in runs_listed["choices"]] == [str(stopped / "model")]
+        assert [value for _, value in stored["choices"]] == [str(in_sft), str(stopped)]
+        with pytest.raises(Exception, match="keeps no checkpoints; nothing was dropped"):
+            c.predict(str(stopped), api_name="/run_drop_checkpoints")
+        assert (in_sft / "model" / "sft-checkpoints").is_dir()  # the refused one: untouched
+    finally:
+        stop_app(process)
+
+
 def test_a_pushed_models_card_says_what_blind_voters_preferred(
     hub, tmp_path, marked_models, small_data
 ):

@@ -114,7 +114,7 @@ def assert_voter_refused_everywhere(client, hub, data, csv_path, uploads=True) -
             "/compare_choices", "/best_of_n", "/reward_models", "/pools", "/pool_set",
             "/iterations", "/iteration_start", "/iteration_train", "/jobs_preview",
             "/jobs_submit", "/jobs_status", "/jobs_cancel", "/jobs_use_model",
-            "/run_delete_check", "/run_delete", "/runs_on_disk",
+            "/run_delete_check", "/run_delete", "/run_drop_checkpoints", "/runs_on_disk",
             } <= set(owner_endpoints)  # fmt: skip
     for name, info in owner_endpoints.items():
         expected = "Generate is for the owner" if name == "/generate" else "owner only"

@@ -19,7 +19,7 @@ from pipeline.appdata import runs_dir
 from pipeline.errors import UserError
 from pipeline.iterations import models_iterations_use
 from pipeline.methods import run_choices, stored_runs
-from pipeline.runs import delete_run, run_removal, what_resuming_needs
+from pipeline.runs import delete_run, drop_run_checkpoints, run_removal, what_resuming_needs
 from ui.context import Context, TabParts, Wiring
 from ui.widgets import TUTORIAL_DATA, VOTES_DATA, screening, vote_screening
 
@@ -79,7 +79,8 @@ def build(ctx: Context) -> TabParts:
         asked = gr.Markdown()
         with gr.Row():
             delete = gr.Button("Delete it", variant="stop")
-            keep = gr.Button("Keep it")
+            drop = gr.Button("Keep its model, drop its checkpoints", visible=False)
+            keep = gr.Button("Keep it all")
     result = gr.Markdown()
     sync_line = gr.Markdown()
 
@@ -103,11 +104,15 @@ def build(ctx: Context) -> TabParts:
         api_name="hub_push_model",
     )
     # a run takes a GB or more; deleting one is asked twice, and refused while it is in use
-    ask_delete.click(guard(OWNER, publisher.ask_delete), stored, [asked, confirm],
+    ask_delete.click(guard(OWNER, publisher.ask_delete), stored, [asked, confirm, drop],
                      api_name="run_delete_check")  # fmt: skip
     delete.click(guard(OWNER, publisher.delete), stored,
                  [result, confirm, run, sync_line, stored, disk_line],
                  api_name="run_delete")  # fmt: skip
+    # a stopped run's checkpoints (a full fine-tune's: GBs) may go alone, its model kept
+    drop.click(guard(OWNER, publisher.drop_checkpoints), stored,
+               [result, confirm, run, sync_line, stored, disk_line],
+               api_name="run_drop_checkpoints")  # fmt: skip
     keep.click(guard(OWNER, lambda: gr.Group(visible=False)), None, confirm,
                api_visibility="private")  # fmt: skip
     refresh = gr.Button("Refresh")
@@ -207,12 +212,19 @@ class Publisher:
 
     def ask_delete(self, run):
         removal = run_removal(runs_dir(self.folder), run or "", self.in_use())
-        return removal.describe(), gr.Group(visible=True)
+        drop = gr.Button(visible=removal.may_drop_checkpoints)
+        return removal.describe(), gr.Group(visible=True), drop
 
     def delete(self, run):
         removal = delete_run(runs_dir(self.folder), run or "", self.in_use())
         shown = removal.describe(done=True), gr.Group(visible=False)
         return *shown, *self.refresh(), *self.on_disk()
+
+    def drop_checkpoints(self, run):
+        job = self.runner.status()
+        training = job.out if job.running else None
+        said = drop_run_checkpoints(runs_dir(self.folder), run or "", training)
+        return said, gr.Group(visible=False), *self.refresh(), *self.on_disk()
 
     def on_disk(self):
         """Every run on the disk with its size, none picked (a deletion is a choice), and what
