@@ -71,8 +71,8 @@ class ModelSource:
     @property
     def lasting_name(self) -> str | None:
         """A name that loads these very weights again later, or None: the offline copy, or a
-        Hub id at its commit (one resolved offline from the cache, unpinned, by its id alone).
-        A folder has none: a run's folder may be trained on again, or deleted."""
+        Hub id at its commit (the Hub's newest when resolved, or the one the cache holds). A
+        folder has none: a run's folder may be trained on again, or deleted."""
         if self.kind == "offline":
             return OFFLINE_MODEL
         if self.kind in ("hub", "hub-cache"):
