@@ -200,12 +200,16 @@ class Publisher:
         )
         return pushed.describe(markdown=True)
 
+    def training_now(self) -> str | None:
+        """The model folder of the run training now, if one is."""
+        job = self.runner.status()
+        return job.out if job.running else None
+
     def in_use(self) -> dict[str, str | None]:
         """What a run may not be deleted under: {what uses it: a model path}."""
-        job = self.runner.status()
         return {
             "Generate writes with its model": self.generator.name,
-            "it is training now": job.out if job.running else None,
+            "it is training now": self.training_now(),
             **models_iterations_use(self.store),
             **what_resuming_needs(runs_dir(self.folder)),
         }
@@ -221,16 +225,13 @@ class Publisher:
         return *shown, *self.refresh(), *self.on_disk()
 
     def drop_checkpoints(self, run):
-        job = self.runner.status()
-        training = job.out if job.running else None
-        said = drop_run_checkpoints(runs_dir(self.folder), run or "", training)
+        said = drop_run_checkpoints(runs_dir(self.folder), run or "", self.training_now())
         return said, gr.Group(visible=False), *self.refresh(), *self.on_disk()
 
     def on_disk(self):
         """Every run on the disk with its size, none picked (a deletion is a choice), and what
         they take in all."""
-        job = self.runner.status()
-        stored = stored_runs(runs_dir(self.folder), training=job.out if job.running else None)
+        stored = stored_runs(runs_dir(self.folder), training=self.training_now())
         return gr.Dropdown(choices=stored.choices, value=None), stored.describe()
 
     def refresh(self):
