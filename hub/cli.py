@@ -71,7 +71,7 @@ def cmd_push_model(args: argparse.Namespace) -> str:
     from hub.push import model_plan
     from pipeline.votes import VoteStore
 
-    plan = model_plan(
+    with model_plan(
         args.folder,
         args.repo,
         private=args.private,
@@ -80,8 +80,8 @@ def cmd_push_model(args: argparse.Namespace) -> str:
         dataset_id=args.dataset,
         license=args.license,
         store=VoteStore.open_existing(args.votes) if args.votes else None,
-    )
-    return _finish(plan, args)
+    ) as plan:
+        return _finish(plan, args)
 
 
 def cmd_pull_dataset(args: argparse.Namespace) -> str:
@@ -291,7 +291,12 @@ def add_push_dataset(sub) -> None:
 
 def add_push_model(sub) -> None:
     p = sub.add_parser("push-model", help="publish a tuned model with its card")
-    p.add_argument("folder", type=Path, help="a training run's model folder (train --out)")
+    p.add_argument(
+        "folder",
+        type=Path,
+        help="a training run's model folder (train --out), or its SFT stage (OUT/sft): a "
+        "model of its own, which blind votes may find as good",
+    )
     p.add_argument(
         "--adapter-only",
         action="store_true",

@@ -29,13 +29,23 @@ from hub.auth import (
     whoami,
     writable_repo_id,
 )
-from hub.cards import TUTORIAL_DATASET, dataset_card, model_card
+from hub.cards import STAGE_FIELDS, TUTORIAL_DATASET, dataset_card, model_card, stage_card
 from pipeline.datasets import dataset_summary
 from pipeline.errors import UserError
 from pipeline.methods import method_of
 from pipeline.metrics import read_metrics
+from pipeline.models import ADAPTER_BASE
 from pipeline.ratings import NO_SCREENING, Screening
-from pipeline.runs import RUN_START, SFT_STAGE, model_place, run_summary
+from pipeline.runs import (
+    RUN_START,
+    SFT_STAGE,
+    STAGE_SUMMARY,
+    model_place,
+    run_name,
+    run_of_stage,
+    run_summary,
+    stage_summary,
+)
 from pipeline.tracking import RUN_FILE
 from pipeline.votes import VoteStore
 from pipeline.winrates import PeopleVerdict, people_verdicts
@@ -45,7 +55,8 @@ from pipeline.wording import counted, file_size
 # the SFT stage, TRL's auto-generated README, pickled training args, how the run started with
 # its local paths) stays home.
 MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".jinja", ".txt", ".model")
-LOCAL_ONLY = {"train_summary.json", "README.md", "training_args.bin", RUN_FILE, RUN_START}
+LOCAL_ONLY = {"train_summary.json", "README.md", "training_args.bin", RUN_FILE, RUN_START,
+              STAGE_SUMMARY, ADAPTER_BASE}  # fmt: skip
 PUBLIC_SUMMARY = ("base_model", "recipe", "steps", "train_loss", "eval_loss", "seconds")
 # What a model push owns in a repo: stale copies of these are deleted by the next push.
 WEIGHT_FILES = ("config.json", "adapter_config.json", "model.safetensors.index.json")
@@ -164,6 +175,7 @@ def dataset_plan(
     )
 
 
+@contextlib.contextmanager
 def model_plan(
     run: str | Path,
     repo_id: str,
@@ -174,9 +186,10 @@ def model_plan(
     dataset_id: str | None = None,
     license: str | None = None,
     store: VoteStore | None = None,
-) -> PushPlan:
+) -> Iterator[PushPlan]:
     """A finished run's model folder (DPO or online RL: a model that writes titles; or a
-    reward model, with a card of its own) as a Hub model repo.
+    reward model, with a card of its own), or its SFT stage (RUN/model/sft: `_stage_plan`),
+    as a Hub model repo. A plan in a context: what it sends may be made for the push alone.
 
     By default the merged model (a LoRA run is saved merged); `adapter_only` sends the LoRA
     adapter instead, with `base_model` as its base (a run with an SFT stage has its SFT
@@ -184,31 +197,33 @@ def model_plan(
     vote `store`, the card says what people's blind votes in its evaluation rounds said."""
     repo_id = check_repo_id(repo_id, "model")
     run = Path(run)
+    told = {"adapter_only": adapter_only, "license": license, "private": private}
+    if (owner := run_of_stage(run)) is not None:
+        summary = run_summary(owner) or {}
+        ids = _ids(summary, base_model, dataset_id)
+        with _stage_plan(run, owner, summary, repo_id, *ids, store, **told) as plan:
+            yield plan
+        return
     summary = run_summary(run)
     if summary is None:
         raise UserError(f"{run} holds no finished training run (no train_summary.json)")
     method = method_of(summary)
     if not method.writes_titles and adapter_only:
         raise UserError(f"{run} is a reward model: it is pushed whole, not as an adapter")
-    base_model = base_model or summary.get("base_model")
-    if base_model:
-        base_model = check_repo_id(base_model, "base model")
-    dataset_id = dataset_id or _dataset_id(summary.get("data"))
-    if dataset_id:
-        dataset_id = check_repo_id(dataset_id, "dataset")
+    base_model, dataset_id = _ids(summary, base_model, dataset_id)
     metrics = read_metrics(run / "metrics.jsonl")
     files = _run_uploads(run, summary, base_model, adapter_only, metrics)
     people = None if store is None else _people_verdicts(store, run, summary, base_model)
-    told = {"adapter_only": adapter_only, "license": license, "people": people}
+    card_told = {"adapter_only": adapter_only, "license": license, "people": people}
 
     def card(full_id: str) -> str:
-        return model_card(summary, metrics, full_id, base_model, dataset_id, **told)
+        return model_card(summary, metrics, full_id, base_model, dataset_id, **card_told)
 
     kind = "LoRA adapter" if adapter_only else "model"
     # DPO, GRPO, RLOO; a reward model has no title-writing card
     trained_with = method.card(summary["recipe"])[0].upper() if method.card else "Reward"
     recipe_name = summary["recipe"]["name"]
-    return PushPlan(
+    yield PushPlan(
         repo_id=repo_id,
         repo_type="model",
         files=tuple(files),
@@ -217,6 +232,87 @@ def model_plan(
         private=private,
         owns=lambda path: "/" not in path and _is_weights(path),
     )
+
+
+def _ids(
+    summary: dict[str, Any], base_model: str | None, dataset_id: str | None
+) -> tuple[str | None, str | None]:
+    """The base model's and the dataset's Hub ids: as given, else as the run says, checked."""
+    base_model = base_model or summary.get("base_model")
+    if base_model:
+        base_model = check_repo_id(base_model, "base model")
+    dataset_id = dataset_id or _dataset_id(summary.get("data"))
+    if dataset_id:
+        dataset_id = check_repo_id(dataset_id, "dataset")
+    return base_model, dataset_id
+
+
+@contextlib.contextmanager
+def _stage_plan(
+    stage: Path,
+    run: Path,
+    summary: dict[str, Any],
+    repo_id: str,
+    base_model: str | None,
+    dataset_id: str | None,
+    store: VoteStore | None,
+    *,
+    adapter_only: bool,
+    license: str | None,
+    private: bool,
+) -> Iterator[PushPlan]:
+    """A run's SFT stage as a model of its own: when people's blind votes find it as good as
+    the run's final model, it is the one worth publishing. A stage kept as its adapter is
+    merged for a merged push, in a temporary folder that goes with the plan."""
+    recipe, done = summary["recipe"], stage_summary(stage)
+    with contextlib.ExitStack() as temporary:
+        if adapter_only:  # its tokenizer, and its adapter on the base
+            files = [Upload(p.name, p) for p in _model_files(stage) if not _is_weights(p.name)]
+            files += _adapter_uploads(run, summary, base_model, stage_only=True)
+        else:
+            folder = stage
+            if not (stage / "config.json").is_file():
+                folder = temporary.enter_context(merged_stage(stage, dtype_of=run))
+            files = [Upload(p.name, p) for p in _model_files(folder)]
+        public = {"base_model": base_model, "stage": SFT_STAGE, "of_method": summary.get("kind"),
+                  "recipe": {key: recipe.get(key) for key in STAGE_FIELDS},
+                  "steps": done.get("steps"), "examples": done.get("examples")}  # fmt: skip
+        files.append(Upload("training_summary.json", _json_bytes(public)))
+        people = None if store is None else _people_verdicts(store, stage, summary, base_model)
+        card_told = {"adapter_only": adapter_only, "license": license, "people": people}
+
+        def card(full_id: str) -> str:
+            return stage_card(summary, done, full_id, base_model, dataset_id, **card_told)
+
+        kind = "LoRA adapter" if adapter_only else "model"
+        steps = f", {counted(done['steps'], 'step')}" if done.get("steps") is not None else ""
+        of_run = f"the SFT stage of {run_name(run)} ({recipe['name']} recipe{steps})"
+        yield PushPlan(
+            repo_id=repo_id,
+            repo_type="model",
+            files=tuple(files),
+            card=card,
+            message=f"SFT {kind}: {of_run}",
+            private=private,
+            owns=lambda path: "/" not in path and _is_weights(path),
+        )
+
+
+@contextlib.contextmanager
+def merged_stage(stage: Path, dtype_of: Path) -> Iterator[Path]:
+    """An SFT stage kept as its adapter, merged into its base (`load_model` does it) and saved
+    in a temporary folder, in the dtype its run's model was saved in: what a merged push of
+    the stage sends, as a stage kept merged would be."""
+    from transformers import AutoConfig
+
+    from pipeline.models import load_model
+
+    loaded = load_model(str(stage), fresh=True)
+    model = loaded.model.to(AutoConfig.from_pretrained(dtype_of).dtype or loaded.model.dtype)
+    with tempfile.TemporaryDirectory(prefix="title-dpo-stage-") as folder:
+        model.save_pretrained(folder)
+        loaded.tokenizer.save_pretrained(folder)
+        yield Path(folder)
 
 
 def _run_uploads(
@@ -250,7 +346,11 @@ def _is_weights(path: str) -> bool:
     return path.endswith((".safetensors", ".bin")) or path in WEIGHT_FILES
 
 
-def _adapter_uploads(run: Path, summary: dict[str, Any], base_model: str | None) -> list[Upload]:
+def _adapter_uploads(
+    run: Path, summary: dict[str, Any], base_model: str | None, stage_only: bool = False
+) -> list[Upload]:
+    """The run's LoRA as one adapter on `base_model`: its SFT stage's and its own stacked, or
+    (`stage_only`) the stage's alone."""
     if not summary["recipe"].get("lora_r"):
         raise UserError(
             f"{run} is a full fine-tune: it has no adapter; push the whole model instead"
@@ -260,19 +360,20 @@ def _adapter_uploads(run: Path, summary: dict[str, Any], base_model: str | None)
             "the base model's Hub id is unknown (the run started from a local folder): "
             "pass --base-model with the id of the model it started from"
         )
-    dpo = run / "adapter"
+    own = run / "adapter"
     sft = run / SFT_STAGE / "adapter"
-    if not (dpo / "adapter_config.json").is_file():
-        raise UserError(f"{run} has no saved adapter ({dpo})")
-    if summary["recipe"].get("sft_epochs"):
-        if not (sft / "adapter_config.json").is_file():
-            raise UserError(
-                f"{run} was trained before SFT-stage adapters were kept, so its adapter alone "
-                "does not reproduce the model: push the merged model instead"
-            )
-        config, weights = stack_adapters([sft, dpo])
+    if stage_only:
+        layers = [sft]
     else:
-        config, weights = stack_adapters([dpo])
+        layers = [sft, own] if summary["recipe"].get("sft_epochs") else [own]
+        if not (own / "adapter_config.json").is_file():
+            raise UserError(f"{run} has no saved adapter ({own})")
+    if sft in layers and not (sft / "adapter_config.json").is_file():
+        raise UserError(
+            f"{run} was trained before SFT-stage adapters were kept, so its adapter alone "
+            "does not reproduce the model: push the merged model instead"
+        )
+    config, weights = stack_adapters(layers)
     config["base_model_name_or_path"] = base_model
     return [
         Upload("adapter_config.json", _json_bytes(config)),
@@ -326,14 +427,21 @@ def _dataset_id(data_folder: str | None) -> str | None:
 
 
 def _people_verdicts(
-    store: VoteStore, run: Path, summary: dict[str, Any], base_model: str | None
+    store: VoteStore, model: Path, summary: dict[str, Any], base_model: str | None
 ) -> list[tuple[str, PeopleVerdict]]:
-    """People's verdicts on the run's model, each with the card's name for the other model:
-    its own SFT stage and starting model by those names, any other model by its round label."""
-    own = {model_place(run / SFT_STAGE): "its SFT stage"}
+    """People's verdicts on a run's model (or on its SFT stage), each with the card's name
+    for the other model: the run's own models and its starting model by those names, any
+    other model by its round label."""
+    if model.name == SFT_STAGE:  # the stage's card: the run's model is what it became
+        trained = method_of(summary).card
+        then = trained(summary["recipe"])[0].upper() if trained else "final"
+        own = {model_place(model.parent): f"the {then} model trained from it"}
+    else:
+        own = {model_place(model / SFT_STAGE): "its SFT stage"}
     if started := summary.get("started_from"):
         own[model_place(started)] = f"its base model ({base_model or started})"
-    return [(own.get(model_place(v.other), v.result.other), v) for v in people_verdicts(store, run)]
+    verdicts = people_verdicts(store, model)
+    return [(own.get(model_place(v.other), v.result.other), v) for v in verdicts]
 
 
 def _describe_source(summary: dict[str, Any]) -> str:
@@ -480,14 +588,9 @@ def publish_model(
     token: str | None = None,
     store: VoteStore | None = None,
 ) -> PushResult:
-    """Push a finished run's model (or adapter); the run is checked before the token. With
-    the app's vote `store`, its card carries people's verdicts from evaluation rounds."""
-    plan = model_plan(
-        run,
-        repo_id,
-        private=private,
-        adapter_only=adapter_only,
-        base_model=base_model or None,
-        store=store,
-    )
-    return push(plan, authorize(repo_id, token))
+    """Push a finished run's model (or adapter), or its SFT stage's; the run is checked
+    before the token. With the app's vote `store`, its card carries people's verdicts from
+    evaluation rounds."""
+    told = {"private": private, "adapter_only": adapter_only, "base_model": base_model or None}
+    with model_plan(run, repo_id, store=store, **told) as plan:
+        return push(plan, authorize(repo_id, token))

@@ -21,15 +21,18 @@ from pipeline.recipes import DPORecipe, RewardRecipe, RLRecipe, recipe_from_mapp
 from pipeline.runs import (
     RUN_PREFIX,
     RUN_START,
+    SFT_STAGE,
     finished_runs,
     folder_size,
     left_at,
     resume_line,
     run_kind,
     run_name,
+    run_of_stage,
     run_start,
     run_summary,
     run_to_resume,
+    stage_summary,
 )
 from pipeline.wording import counted, file_size
 
@@ -316,15 +319,30 @@ def _start_name(start: str | None) -> str | None:
     return run_name(start) if start and Path(start).is_dir() else start
 
 
-def run_choices(runs: str | Path, writes_titles: bool | None = None) -> list[tuple[str, str]]:
+def run_choices(
+    runs: str | Path, writes_titles: bool | None = None, stages: bool = False
+) -> list[tuple[str, str]]:
     """`run_choice` for each of the app's finished runs, newest first; with `writes_titles`,
-    only those whose method does (or, False, does not: reward models)."""
+    only those whose method does (or, False, does not: reward models); with `stages`, each
+    run's saved SFT stage after it, as a model of its own."""
     chosen = []
     for model in finished_runs(runs):
         summary = run_summary(model) or {}
         if writes_titles is None or method_of(summary).writes_titles == writes_titles:
             chosen.append(_choice(model, summary))
+            if stages and run_of_stage(model / SFT_STAGE) is not None:
+                chosen.append(_stage_choice(model, summary))
     return chosen
+
+
+def _stage_choice(model: Path, summary: Mapping[str, Any]) -> tuple[str, str]:
+    """A run's SFT stage as a list names it: its run, what trained it further, its steps."""
+    card = method_of(summary).card
+    then = card(summary.get("recipe") or {})[0].upper() if card else "its training"
+    steps = stage_summary(model / SFT_STAGE).get("steps")
+    told = f", {counted(steps, 'step')}" if steps is not None else ""
+    line = f"{run_name(model)} SFT stage: the run's model before {then}{told}"
+    return line, str(model / SFT_STAGE)
 
 
 @dataclass(frozen=True)

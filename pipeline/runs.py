@@ -36,6 +36,9 @@ STOP_FILE = "stop-requested"
 # DPO starts from and is measured against), and the stage's checkpoints while it has not.
 SFT_STAGE = "sft"
 SFT_CHECKPOINTS = "sft-checkpoints"
+# In an SFT stage's folder: what the stage did (its steps, its examples, when it was saved),
+# as a run's summary says it of the run: the stage's card reads it, and its version is its hash.
+STAGE_SUMMARY = "stage_summary.json"
 # In a model folder: how the run started (its method, model, recipe, reward model and step
 # limit), so that a resumed run carries on as it began, whatever a form says by then.
 RUN_START = "run_start.json"
@@ -96,13 +99,35 @@ def run_summary(model: str | Path) -> dict[str, Any] | None:
 
 
 def model_version(model: str | Path) -> str | None:
-    """Which training of a run's model folder this is: a hash of its summary, which every
-    save writes anew (a stopped run resumed and finished, a folder trained again). None for a
-    folder without one, or a Hub id."""
-    path = Path(model).expanduser() / SUMMARY_FILE
-    if not path.is_file():
+    """Which training of a run's model folder (or of its SFT stage) this is: a hash of its
+    summary, which every save writes anew (a stopped run resumed and finished, a folder
+    trained again). None for a folder without one (a stage saved before stages had one), or
+    a Hub id."""
+    folder = Path(model).expanduser()
+    for path in (folder / SUMMARY_FILE, folder / STAGE_SUMMARY):
+        if path.is_file():
+            return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return None
+
+
+def stage_summary(stage: str | Path) -> dict[str, Any]:
+    """What an SFT stage's folder says of its training ({} for a stage saved before stages
+    said it, or a file that cannot be read: a card then says less)."""
+    try:
+        summary = json.loads((Path(stage) / STAGE_SUMMARY).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def run_of_stage(stage: str | Path) -> Path | None:
+    """The model folder of the finished run whose SFT stage `stage` is (RUN/model for
+    RUN/model/sft), or None: `stage` is not a saved SFT stage of a finished run."""
+    stage = Path(stage).expanduser()
+    run = stage.parent
+    if stage.name != SFT_STAGE or not is_saved_model(stage) or run_summary(run) is None:
         return None
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return run
 
 
 def write_summary(result) -> Path:

@@ -45,6 +45,7 @@ from pipeline.recipes import DPORecipe
 from pipeline.runs import (
     SFT_CHECKPOINTS,
     SFT_STAGE,
+    STAGE_SUMMARY,
     STOP_FILE,
     RunStart,
     checkpoint_step,
@@ -498,8 +499,8 @@ def save_stage(trainer, tokenizer, out: Path, recipe, start: ModelSource) -> Non
     which an adapter-only push also stacks onto the DPO one: hub/push.py) and the name: every
     loader merges it in (`models.ADAPTER_BASE`), and the run holds one full model, not two.
     On a folder (another run's model, which may be trained on or deleted) it is kept merged.
-    Saved aside, then renamed: a stage cut off while saving leaves no `out` that looks done.
-    Its checkpoints go."""
+    Beside it, what the stage did (`stage_record`). Saved aside, then renamed: a stage cut
+    off while saving leaves no `out` that looks done. Its checkpoints go."""
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     lora = recipe.lora_r is not None
@@ -508,10 +509,24 @@ def save_stage(trainer, tokenizer, out: Path, recipe, start: ModelSource) -> Non
     if trainer.is_world_process_zero():
         if adapter_only:
             write_adapter_base(partial, start)
+        (partial / STAGE_SUMMARY).write_text(json.dumps(stage_record(trainer), indent=2) + "\n")
         shutil.rmtree(out, ignore_errors=True)  # what it held: the stage's trackio run name
         partial.rename(out)
         shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
+
+
+def stage_record(trainer) -> dict[str, Any]:
+    """What a finished SFT stage says of itself (`runs.STAGE_SUMMARY`): its steps, its
+    examples, its last logged loss, and when it was saved (a stage trained again in its
+    folder is another model, even with the same steps)."""
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return {
+        "steps": trainer.state.global_step,
+        "examples": len(trainer.train_dataset),
+        "last_loss": losses[-1] if losses else None,
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 def run_result(out: Path, start, recipe, data, **fields: Any) -> TrainResult:

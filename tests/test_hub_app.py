@@ -89,7 +89,10 @@ def test_hub_tab_pushes_the_votes_dataset_and_a_run(hub, tmp_path, tiny_model_di
         runs, sync_line = c.predict(api_name="/hub_status")
         assert runs["value"] == str(run)
         started = f"from {tiny_model_dir.name} on the tutorial's pairs, 1 step"
-        assert runs["choices"] == [[f"{run.parent.name}: SFT, then DPO (fast) {started}", str(run)]]
+        assert runs["choices"] == [
+            [f"{run.parent.name}: SFT, then DPO (fast) {started}", str(run)],
+            [f"{run.parent.name} SFT stage: the run's model before DPO, 1 step", str(run / "sft")],
+        ]
         with pytest.raises(Exception, match=r"train_summary\.json: not a readable run summary"):
             c.predict(str(broken), "tiny-model", "alice/tiny-base", False, False,
                       api_name="/hub_push_model")  # fmt: skip
@@ -270,8 +273,23 @@ def test_a_pushed_models_card_says_what_blind_voters_preferred(
         owner.predict(str(run), "judged", "alice/tiny-base", False, False,
                       api_name="/hub_push_model")  # fmt: skip
         card = hub.repo_files("model", "alice/judged")["README.md"].decode()
+        # its SFT stage, listed after it, goes up alone, with what people said of the stage
+        runs, _ = owner.predict(api_name="/hub_status")
+        assert [value for _, value in runs["choices"]] == [str(run), str(run / "sft")]
+        owner.predict(str(run / "sft"), "judged-sft", "alice/tiny-base", False, False,
+                      api_name="/hub_push_model")  # fmt: skip
+        stage_files = hub.repo_files("model", "alice/judged-sft")
     finally:
         stop_app(process)
+    stage_card = stage_files["README.md"].decode()
+    assert "It is the SFT stage of a title-dpo run" in stage_card
+    assert json.loads(stage_files["training_summary.json"])["stage"] == "sft"
+    stage_rows = {line.split(" | ")[1]: line for line in stage_card.splitlines()
+                  if line.startswith("| card round")}  # fmt: skip
+    assert set(stage_rows) == {"the DPO model trained from it", "its base model (alice/tiny-base)"}
+    # the voters liked only the DPO model's marker: every pair lost to it, and tied with the base
+    assert "| 0 – 6 – 0 – 0 | 0% |" in stage_rows["the DPO model trained from it"]
+    assert "| 0 – 0 – 6 – 0 | n/a |" in stage_rows["its base model (alice/tiny-base)"]
     section = card.split("## Did people prefer its titles?")[1]
     rows = {line.split(" | ")[1]: line for line in section.splitlines()
             if line.startswith("| card round")}  # fmt: skip

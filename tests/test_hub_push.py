@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -322,6 +323,76 @@ def test_adapter_only_push_loads_onto_the_base_and_matches(hub, tmp_path, fast_r
     assert merged.returncode == 0, merged.stderr[-3000:]
     files = hub.repo_files("model", "alice/tiny-lora")
     assert "model.safetensors" in files and "adapter_config.json" not in files
+
+
+STAGE_LOGITS = """
+import json, sys, torch
+from pipeline.models import load_model
+loaded = load_model(sys.argv[1], fresh=True)
+messages = [{"role": "user", "content": "Title a video about knowledge graphs"}]
+inputs = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                              return_tensors="pt", return_dict=True)
+with torch.no_grad():
+    logits = loaded.model(**inputs).logits[0, -1]
+print(json.dumps({"kind": loaded.source.kind, "logits": logits.tolist()}))
+"""
+
+
+def test_an_sft_stage_is_pushed_as_a_model_of_its_own(hub, tmp_path, tiny_model_dir,
+                                                      small_data):  # fmt: skip
+    """Blind votes may find a run's SFT stage as good as its final model: the stage then goes
+    to the Hub alone, merged or as its adapter, and loads there as the stage the run kept
+    (here kept as its adapter on a Hub model, as on a Space, so a merged push merges it)."""
+    seed_base(hub, tiny_model_dir)
+    env = {**hub_env(hub, WRITE, cache_dir=tmp_path / "owner"), "TITLE_DPO_CACHE": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "pipeline", "train", "--data", str(small_data),
+                           "--out", str(tmp_path / "run"), "--model", "alice/tiny-base",
+                           "--max-steps", "1"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    stage = tmp_path / "run" / "sft"
+    assert (stage / "adapter_base.json").is_file() and not (stage / "config.json").exists()
+    recorded = json.loads((stage / "stage_summary.json").read_text())
+    assert recorded["steps"] == 1 and recorded["examples"] > 0
+
+    done = hub_cli(hub, tmp_path, "push-model", str(stage), "--repo", "tiny-sft")
+    assert done.returncode == 0, done.stderr[-3000:]
+    files = hub.repo_files("model", "alice/tiny-sft")
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= set(files)
+    assert not {"adapter_base.json", "stage_summary.json", "adapter_config.json"} & set(files)
+    summary = json.loads(files["training_summary.json"])
+    assert summary["stage"] == "sft" and summary["steps"] == 1
+    assert summary["base_model"] == "alice/tiny-base" and summary["recipe"]["sft_epochs"] == 1
+    texts = [c.decode() for n, c in files.items() if not n.endswith(".safetensors")]
+    assert not [text for text in texts if str(tmp_path) in text]  # no local path goes up
+    meta = front_matter(files["README.md"])
+    assert meta["base_model"] == "alice/tiny-base" and "sft" in meta["tags"]
+    card = files["README.md"].decode()
+    assert "It is the SFT stage of a title-dpo run that then trained it further with DPO" in card
+    said = f"1 optimizer step over {recorded['examples']} distinct (idea, title) examples"
+    assert said in card and "| titles trained on (chosen, or both sides) | chosen |" in card
+
+    done = hub_cli(hub, tmp_path, "push-model", str(stage), "--repo", "tiny-sft-lora",
+                   "--adapter-only")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    files = hub.repo_files("model", "alice/tiny-sft-lora")
+    config = json.loads(files["adapter_config.json"])
+    assert config["r"] == 16 and config["base_model_name_or_path"] == "alice/tiny-base"
+    assert "model.safetensors" not in files  # the stage's adapter alone, not the run's two
+    assert "tokenizer.json" in files and "adapter_base.json" not in files
+
+    reader = hub_env(hub, cache_dir=tmp_path / "reader")
+    merged = python_json(GENERATE.format(repo="alice/tiny-sft"), reader)
+    adapter = python_json(GENERATE.format(repo="alice/tiny-sft-lora"), reader)
+    base = python_json(GENERATE.format(repo="alice/tiny-base"), reader)
+    code = STAGE_LOGITS.replace("sys.argv[1]", repr(str(stage)))
+    kept = python_json(code, {**env, "HF_HUB_OFFLINE": "1"})  # as the run loads it, offline
+    assert kept["kind"] == "adapter"
+    assert merged["logits"] == pytest.approx(kept["logits"], abs=1e-5)
+    assert adapter["logits"] == pytest.approx(kept["logits"], abs=1e-5)
+    assert merged["tokens"] == adapter["tokens"]
+    moved = max(abs(a - b) for a, b in zip(merged["logits"], base["logits"], strict=True))
+    assert moved > 1e-4  # the stage's own weights went up, not its base's
 
 
 def test_model_push_refusals(hub, tmp_path, fast_run, tiny_model_dir, small_data):

@@ -41,7 +41,8 @@ def build(ctx: Context) -> TabParts:
     )
     gr.Markdown(
         "Publish the preference dataset and a tuned model to your Hugging Face namespace, with "
-        f"their cards. {how} *Download it instead* gives the dataset's files as a zip, "
+        "their cards: a run's model, or the SFT stage it started from, where blind votes find "
+        f"that as good. {how} *Download it instead* gives the dataset's files as a zip, "
         "without a token: what its repo would hold."
     )
     with gr.Row():
@@ -58,7 +59,9 @@ def build(ctx: Context) -> TabParts:
         interactive=False,
     )
     run = gr.Dropdown(
-        [], label="Model (a finished or stopped training run)", allow_custom_value=True
+        [],
+        label="Model (a finished or stopped training run, or its SFT stage alone)",
+        allow_custom_value=True,
     )
     with gr.Row():
         model_repo = gr.Textbox("youtube-titles-dpo-model", label="Model repo (NAME or OWNER/NAME)")
@@ -235,7 +238,7 @@ class Publisher:
         return gr.Dropdown(choices=stored.choices, value=None), stored.describe()
 
     def refresh(self):
-        runs = run_choices(runs_dir(self.folder))
+        runs = run_choices(runs_dir(self.folder), stages=True)
         if isinstance(self.mirror, VoteMirror):
             line = self.mirror.status().describe()
         else:
