@@ -314,6 +314,27 @@ def left_at(model: str | Path) -> LeftAt:
     return LeftAt("after sft" if is_saved_model(model / SFT_STAGE) else "")
 
 
+def clear_for_new_run(model: str | Path) -> None:
+    """Make a run's model folder ready for a new run in it (not a resumed one). An earlier run
+    there that can still be carried on (its checkpoints, or its SFT stage with no summary yet)
+    is refused, in words: it may be hours of training. A finished or stopped one's SFT stage
+    and summary go: a new run would otherwise start from that stage whatever its own recipe,
+    model or data, and be listed as the old run until it saved."""
+    model = Path(model)
+    left, summary = left_at(model), _readable_summary(model) if model.is_dir() else None
+    if left.stage in ("loop", "sft") or (left.stage == "after sft" and summary is None):
+        raise UserError(
+            f"{model} holds an earlier run, left {left.where()}, that can still be carried on: "
+            "resume it (--resume; Resume on the Train tab), or delete that folder (or choose "
+            "another) to start a new run"
+        )
+    if left.stage == "after sft" or summary is not None:
+        shutil.rmtree(model / SFT_STAGE, ignore_errors=True)
+        shutil.rmtree(model / SFT_CHECKPOINTS, ignore_errors=True)  # none complete: see left_at
+        (model / SUMMARY_FILE).unlink(missing_ok=True)
+        log.info("A new run in %s: the earlier run's SFT stage and summary there are gone", model)
+
+
 def resume_line(model: str | Path) -> str:
     """What a run cut off in `model` keeps for Resume, as a sentence to end a message with."""
     if (where := left_at(model).resume_point()) is None:

@@ -49,6 +49,7 @@ from pipeline.runs import (
     STOP_FILE,
     RunStart,
     checkpoint_step,
+    clear_for_new_run,
     discard_unfinished_checkpoints,
     drop_checkpoints,
     latest_checkpoint,
@@ -131,11 +132,10 @@ def open_run(
     stop_after: int | None = None,
     reward_model: str | None = None,
 ) -> OpenedRun:
-    """How every run begins, in order: the step limit and the data checked before any model
-    loads (`splits` when the caller has read them already), the model (with a score `head`
-    for a reward model), how a new run started (`runs.RunStart`: its method, model, recipe,
-    `reward_model` and step limit, which Resume takes again), the recipe's SFT stage, and the
-    checkpoint a resumed run needs.
+    """How every run begins, in order: the step limit, the folder (`clear_for_new_run`) and the
+    data checked before any model loads (`splits` if the caller has read them), the model
+    (with a score `head` for a reward model), how a new run started (`runs.RunStart`, which
+    Resume takes again), the recipe's SFT stage, and the checkpoint a resumed run needs.
     A step limit bounds the whole run: the SFT stage takes at most that many steps too, and
     the splits only the pairs those steps can use (`bounded_rows`). In a chunk of
     `stop_after` steps, the SFT stage's steps count: the loop gets what is left, if any
@@ -143,6 +143,8 @@ def open_run(
     if max_steps is not None and max_steps <= 0:
         raise UserError(f"max-steps must be positive, not {max_steps}")
     out = Path(out)
+    if not resume:
+        clear_for_new_run(out)
     train_split, eval_split = splits or training_splits(data, recipe, max_steps)
     # A reward model's score head is drawn as the model loads, before any Trainer seeds:
     # seeded here, the recipe's seed decides it, not whatever the process drew before.

@@ -47,7 +47,7 @@ from pipeline.models import load_model
 from pipeline.recipes import Recipe
 from pipeline.reward import ScoredTitle, best_of_n, load_reward_model
 from pipeline.rounds import generate_with, short_name
-from pipeline.runs import STOP_FILE, latest_checkpoint, left_at, resume_line
+from pipeline.runs import STOP_FILE, left_at, resume_line
 from pipeline.stages import TrainResult
 from pipeline.wording import counted
 
@@ -379,7 +379,7 @@ def train_in_chunks(
             if ABORTED not in str(exc):
                 raise
             aborts += 1
-            resume = resume or latest_checkpoint(out) is not None
+            resume = resume or left_at(out).stage != ""  # a new run over what it left: refused
             if should_stop() or aborts > RETRIES_AFTER_ABORT:
                 raise UserError(_aborted(aborts, out, should_stop())) from None
             pace = pace.slower()

@@ -181,6 +181,38 @@ def test_an_sft_stage_on_a_hub_model_is_kept_as_its_adapter_and_loads_as_trained
     assert "LoRA adapter on 'alice/never-cached', which cannot be loaded here" in seen["refused"]
 
 
+def test_a_new_run_in_a_used_folder_trains_its_own_sft_stage_or_is_refused(
+    small_data, tiny_model_dir, tmp_path
+):
+    """A new run in the folder of a finished one took that run's SFT stage as its own, whatever
+    its own recipe: a 50 times higher SFT learning rate trained nothing new. It now trains its
+    own stage. A run there that can still be carried on is refused, and kept for --resume."""
+    import hashlib
+
+    from pipeline.methods import train_run
+
+    def stage_weights(out):
+        return hashlib.sha256((out / "sft" / "model.safetensors").read_bytes()).hexdigest()
+
+    out, model = tmp_path / "used", str(tiny_model_dir)
+    train_run(small_data, out, model, RECIPES["fast"], max_steps=1)
+    first = stage_weights(out)
+    faster = RECIPES["fast"].changed(sft_learning_rate=5e-3)
+    again = train_run(small_data, out, model, faster, max_steps=1)
+    assert stage_weights(out) != first and again.recipe["sft_learning_rate"] == 5e-3
+    assert json.loads((out / "sft" / "stage_summary.json").read_text())["steps"] == 1
+
+    stopped = tmp_path / "stopped"
+    cut = train_run(small_data, stopped, model, RECIPES["fast"], max_steps=4, stop_after=2)
+    assert cut.stage == "sft" and not cut.model_saved
+    kept = sorted(p.name for p in (stopped / "sft-checkpoints").iterdir())
+    with pytest.raises(UserError, match="left in its SFT stage, that can still be carried on"):
+        train_run(small_data, stopped, model, RECIPES["fast"], max_steps=4)
+    assert sorted(p.name for p in (stopped / "sft-checkpoints").iterdir()) == kept
+    resumed = train_run(small_data, stopped, model, RECIPES["fast"], max_steps=4, resume=True)
+    assert resumed.finished and resumed.steps == 4
+
+
 def test_fewer_pairs_than_a_batch_is_refused(tmp_path, tiny_model_dir):
     prefs = ds.seed_preferences()[:12]
     splits = ds.split_preferences(prefs, "seed")  # 10 train pairs, batch 8 is fine...

@@ -170,6 +170,32 @@ def test_an_sft_stage_cut_off_while_saving_is_done_again(
     assert not (out / "sft.partial").exists()
 
 
+def test_a_chunk_aborted_after_its_sft_stage_carries_on_from_the_stage(
+    small_data, tiny_model_dir, tmp_path, monkeypatch
+):
+    """ZeroGPU kills a first chunk after its SFT stage was saved, before the loop's first
+    checkpoint. The chunk is tried again as a resumed run (a new run there is refused, since
+    what is there can be carried on): from the stage, which is not trained again."""
+    import trl
+
+    out, retries, stage_when_killed = tmp_path / "run", [], []
+    original = trl.DPOTrainer.training_step
+
+    def killed_once(self, *args, **kwargs):  # the worker killed in DPO's first step
+        monkeypatch.setattr(trl.DPOTrainer, "training_step", original)
+        stage_when_killed.append((out / "sft" / "stage_summary.json").read_text())
+        raise RuntimeError(f"ZeroGPU worker error: {zerogpu.ABORTED}")
+
+    monkeypatch.setattr(trl.DPOTrainer, "training_step", killed_once)
+    result = zerogpu.train_in_chunks(
+        small_data, out, str(tiny_model_dir), RECIPE, chunk_steps=4, on_retry=retries.append
+    )
+    assert result.finished and result.steps == 8 and len(retries) == 1, retries
+    assert "trying again" in retries[0]
+    # the stage saved before the kill is the run's: not trained again (nor taken as a new run's)
+    assert (out / "sft" / "stage_summary.json").read_text() == stage_when_killed[0]
+
+
 def test_should_stop_ends_between_chunks(small_data, tiny_model_dir, tmp_path):
     result = zerogpu.train_in_chunks(
         small_data, tmp_path / "run", str(tiny_model_dir), RECIPE, chunk_steps=2,
@@ -435,7 +461,8 @@ def test_an_sft_stage_cut_off_after_a_logged_step_logs_it_once(
     train_dpo(small_data, out, str(tiny_model_dir), recipe, max_steps=3, stop_after=1)
     run = run_name(out / "sft", "sft")  # (the name is kept with the stage until it ends)
     _log_to_trackio(run, {2: 9.0, 3: 9.0})  # then killed
-    train_dpo(small_data, out, str(tiny_model_dir), recipe, max_steps=3, stop_after=2)
+    # the next chunk, as `train_in_chunks` calls it: resumed
+    train_dpo(small_data, out, str(tiny_model_dir), recipe, max_steps=3, stop_after=2, resume=True)
     losses = _trackio_losses(run)
     assert sorted(losses) == [1, 2, 3] and 9.0 not in losses.values(), losses
 
