@@ -307,11 +307,18 @@ def merged_stage(stage: Path, dtype_of: Path) -> Iterator[Path]:
 
     from pipeline.models import load_model
 
-    loaded = load_model(str(stage), fresh=True)
+    try:
+        loaded = load_model(str(stage), fresh=True)
+    except UserError as exc:  # its base cannot be loaded here (the Hub out of reach)
+        raise UserError(
+            f"{exc}; its LoRA adapter alone goes up without its base (--adapter-only; "
+            "*LoRA adapter only* on the Hub tab)"
+        ) from None
     model = loaded.model.to(AutoConfig.from_pretrained(dtype_of).dtype or loaded.model.dtype)
     with tempfile.TemporaryDirectory(prefix="title-dpo-stage-") as folder:
         model.save_pretrained(folder)
         loaded.tokenizer.save_pretrained(folder)
+        del loaded, model  # the files are what goes up: the weights' memory is free meanwhile
         yield Path(folder)
 
 

@@ -394,6 +394,14 @@ def test_an_sft_stage_is_pushed_as_a_model_of_its_own(hub, tmp_path, tiny_model_
     moved = max(abs(a - b) for a, b in zip(merged["logits"], base["logits"], strict=True))
     assert moved > 1e-4  # the stage's own weights went up, not its base's
 
+    # where its base cannot be loaded (offline, not cached), a merged push says what can go
+    done = subprocess.run([sys.executable, "-m", "hub", "push-model", str(stage), "--repo", "x",
+                           "--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**hub_env(hub, WRITE, cache_dir=tmp_path / "elsewhere"),
+                               "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "cannot be loaded here" in done.stderr and "--adapter-only" in done.stderr
+
 
 def test_model_push_refusals(hub, tmp_path, fast_run, tiny_model_dir, small_data):
     from pipeline.recipes import RECIPES
