@@ -19,7 +19,8 @@ import textwrap
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, astuple, dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from pipeline.ratings import (
     Agreement,
@@ -30,12 +31,9 @@ from pipeline.ratings import (
 )
 from pipeline.records import VoteRow
 from pipeline.round_tables import RoundInfo, RoundPair, RoundTitle
-from pipeline.runs import model_place, model_version
+from pipeline.runs import SFT_STAGE, model_place, model_version
 from pipeline.votes import VoteStore
 from pipeline.wording import counted
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 Z95 = 1.959963984540054
 
@@ -170,9 +168,7 @@ class HeadToHead:
         the votes cannot tell yet and about how many more decisive votes would if the rate
         held. Pair by pair where some pair has several votes (its votes are not independent),
         else vote by vote."""
-        by_pair = self.pairs_won + self.pairs_lost not in (0, self.decisive)
-        won, lost = (self.pairs_won, self.pairs_lost) if by_pair else (self.wins, self.losses)
-        unit = "decided pair" if by_pair else "decisive vote"
+        won, lost, unit = self._counted()
         if not won + lost:
             return f"{self.model} vs {self.other}: no {unit}s yet"
         rate, (low, high) = won / (won + lost), wilson(won, won + lost)
@@ -188,6 +184,23 @@ class HeadToHead:
         more = max(needed - (won + lost), 1)
         units = unit if more == 1 else f"{unit}s"
         return line + f"; if the rate held, about {_about(more)} more {units} would settle it"
+
+    def _counted(self) -> tuple[int, int, str]:
+        """What a verdict counts: pairs where some pair has several votes (its votes are not
+        independent), else votes; won, lost, and the unit's name."""
+        by_pair = self.pairs_won + self.pairs_lost not in (0, self.decisive)
+        if by_pair:
+            return self.pairs_won, self.pairs_lost, "decided pair"
+        return self.wins, self.losses, "decisive vote"
+
+    def preferred(self) -> str | None:
+        """The model clearly preferred (its 95% interval clear of even, as `verdict` says
+        it), or None: no decisive vote yet, or too close to call."""
+        won, lost, _ = self._counted()
+        if not won + lost:
+            return None
+        side = side_of_even(wilson(won, won + lost))
+        return self.model if side > 0 else self.other if side < 0 else None
 
     def flipped(self) -> HeadToHead:
         """The same judgements read from the other model's side. (The length effect is the
@@ -369,11 +382,31 @@ class RoundReport:
     detail: list[PairDetail] = field(default_factory=list)
     # a judge's verdicts beside the people's: how often it picks the people's majority
     judge_agreement: dict[str, Any] | None = None
+    # {a run's label: its SFT stage's label}, for the run models whose stage is in the round
+    stages: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         record = asdict(self)
         record["comparisons"] = [c.as_dict() for c in self.comparisons]
         return record
+
+    def _publishing(self) -> list[str]:
+        """Which model to publish, where a run's SFT stage was judged beside it: by people's
+        votes, a run's model not clearly preferred to its own stage leaves the stage worth
+        publishing on its own (what people prefer, not what a loss says)."""
+        if self.judged_by != "people":
+            return []
+        lines = []
+        for run, stage in self.stages.items():
+            h = next((c for c in self.comparisons if {c.model, c.other} == {run, stage}), None)
+            if h is None or not h.decisive or h.preferred() == run:
+                continue
+            if h.preferred() == stage:
+                said = f"people prefer {stage} to {run}: the stage is the one to publish"
+            else:
+                said = f"{run} is not clearly preferred to {stage} yet"
+            lines.append(f"Publishing: {said} (the Hub tab pushes a run's SFT stage alone).")
+        return lines
 
     def tables(self) -> dict[str, list[list]]:
         """The comparisons, the arena and the pairs as rows under the *_COLUMNS headers."""
@@ -407,6 +440,7 @@ class RoundReport:
         if self.same_title:
             lines.append(f"{self.same_title} times two models wrote the same title (no pair)")
         lines += [f"Verdict: {c.verdict(self.judged_by)}" for c in self.comparisons]
+        lines += self._publishing()
         lines += [c.describe() for c in self.comparisons]
         if len(self.models) > 2 or self.votes:
             lines.append("Arena (Bradley–Terry, 1000 = the round's average model):")
@@ -486,6 +520,18 @@ def same_titles(titles: Sequence[RoundTitle], models: Sequence[str]) -> Counter:
     return counts
 
 
+def stages_in_round(info: RoundInfo) -> dict[str, str]:
+    """{a run's label: its SFT stage's label}, for each run model of the round whose stage
+    (RUN/model/sft) is in it too."""
+    places = {model_place(m["name"]): m["label"] for m in info.models}
+    found = {}
+    for m in info.models:
+        stage = Path(m["name"]).expanduser()
+        if stage.name == SFT_STAGE and (run := places.get(model_place(stage.parent))):
+            found[run] = m["label"]
+    return found
+
+
 def round_report(
     store: VoteStore,
     name: str,
@@ -523,6 +569,7 @@ def round_report(
         agreement=agreement(votes) if votes else None,
         detail=details,
         judge_agreement=None if judged is None else judge_agreement(judged, details),
+        stages=stages_in_round(info),
     )
 
 

@@ -191,6 +191,40 @@ def _two_model_round(store, name="r1"):
     return store.add_round(name, models, titles, 1, "typed")
 
 
+@pytest.mark.parametrize(
+    ("stage_wins", "said"),
+    [
+        (6, "Publishing: people prefer run-1 SFT to run-1 tuned: the stage is the one to publish"),
+        (3, "Publishing: run-1 tuned is not clearly preferred to run-1 SFT yet"),
+        (0, None),  # people prefer the run's model: nothing to say
+        (None, None),  # no votes yet
+    ],
+)
+def test_a_round_says_when_a_runs_sft_stage_is_worth_publishing_alone(tmp_path, stage_wins, said):
+    """People's votes, not a loss, say which model to publish: where a run's model is not
+    clearly preferred to its own SFT stage, the report says the stage may go up alone."""
+    store = VoteStore.in_folder(tmp_path / "data")
+    ideas = [f"idea {i}" for i in range(6)]
+    titles = [RoundTitle(label, idea, 0, f"{label} on {idea}", f"{label} on {idea}")
+              for idea in ideas for label in ("run-1 tuned", "run-1 SFT")]  # fmt: skip
+    models = [{"label": "run-1 tuned", "name": "runs/run-1/model"},
+              {"label": "run-1 SFT", "name": "runs/run-1/model/sft"}]  # fmt: skip
+    info = store.add_round("r1", models, titles, 1, "typed")
+    for number, pair in enumerate(
+        store.round_pairs(info.round_id) if stage_wins is not None else []
+    ):
+        stage_side = "a_better" if pair.model_a == "run-1 SFT" else "b_better"
+        tuned_side = "b_better" if stage_side == "a_better" else "a_better"
+        store.record_vote(f"v{number}", pair.pair_id,
+                          stage_side if number < stage_wins else tuned_side, "a")  # fmt: skip
+    report = round_report(store, "r1")
+    assert report.stages == {"run-1 tuned": "run-1 SFT"}
+    lines = [line for line in report.describe().splitlines() if line.startswith("Publishing")]
+    assert lines == (
+        [] if said is None else [f"{said} (the Hub tab pushes a run's SFT stage alone)."]
+    )
+
+
 def test_a_round_adds_pairs_tagged_and_its_votes_stay_out_of_datasets(tmp_path):
     store = VoteStore.in_folder(tmp_path / "data")
     store.add_gold_pair("idea zero", "A fine title", "bad")  # a normal pair beside the round
