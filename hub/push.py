@@ -223,12 +223,20 @@ def model_plan(
     # DPO, GRPO, RLOO; a reward model has no title-writing card
     trained_with = method.card(summary["recipe"])[0].upper() if method.card else "Reward"
     recipe_name = summary["recipe"]["name"]
-    yield PushPlan(
+    message = f"{trained_with} {kind}: {recipe_name} recipe, {counted(summary['steps'], 'step')}"
+    yield _model_repo_plan(repo_id, files, card, message, private)
+
+
+def _model_repo_plan(
+    repo_id: str, files: list[Upload], card: Callable[[str], str], message: str, private: bool
+) -> PushPlan:
+    """A model repo's push: its weights of one kind (merged or adapter) replace the other's."""
+    return PushPlan(
         repo_id=repo_id,
         repo_type="model",
         files=tuple(files),
         card=card,
-        message=f"{trained_with} {kind}: {recipe_name} recipe, {counted(summary['steps'], 'step')}",
+        message=message,
         private=private,
         owns=lambda path: "/" not in path and _is_weights(path),
     )
@@ -287,15 +295,7 @@ def _stage_plan(
         kind = "LoRA adapter" if adapter_only else "model"
         steps = f", {counted(done['steps'], 'step')}" if done.get("steps") is not None else ""
         of_run = f"the SFT stage of {run_name(run)} ({recipe['name']} recipe{steps})"
-        yield PushPlan(
-            repo_id=repo_id,
-            repo_type="model",
-            files=tuple(files),
-            card=card,
-            message=f"SFT {kind}: {of_run}",
-            private=private,
-            owns=lambda path: "/" not in path and _is_weights(path),
-        )
+        yield _model_repo_plan(repo_id, files, card, f"SFT {kind}: {of_run}", private)
 
 
 @contextlib.contextmanager
