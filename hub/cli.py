@@ -110,6 +110,7 @@ def _job_request(args: argparse.Namespace):
         private=args.private,
         image=args.image,
         namespace=args.namespace,
+        push_sft_to=args.push_sft_to,
     )
 
 
@@ -192,6 +193,7 @@ def add_train_on_jobs(sub) -> None:
     )
     p.add_argument("--data", required=True, help="Hub dataset id (prompt / chosen / rejected)")
     p.add_argument("--push-to", required=True, metavar="REPO", help="model repo for the result")
+    p.add_argument("--push-sft-to", metavar="REPO", help="model repo for its SFT stage, too")
     p.add_argument("--method", choices=list(METHODS), default="dpo", help="(default: dpo)")
     p.add_argument(
         "--recipe", default=None, help="a shipped recipe of the method (default: its default)"

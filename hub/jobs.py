@@ -8,6 +8,7 @@ owner's), installs the training runtime, then runs the same three commands a loc
     python -m hub pull-dataset DATA --out ../run/data
     python -m pipeline train|reward|rl --data ../run/data --out ../run/model --model M --recipe R
     python -m hub push-model ../run/model --repo REPO --dataset DATA
+    python -m hub push-model ../run/model/sft --repo SFT-REPO ...   (with --push-sft-to)
 
 so a job trains with the same code and recipe as a local run, and pushes the model with its
 card in one commit (the job's disk is gone when it ends; a job that fails before the push
@@ -161,6 +162,9 @@ class JobRequest:
     image: str = DEFAULT_IMAGE
     # where the job runs and is billed: an organisation the user belongs to (None: the user)
     namespace: str | None = None
+    # the model repo the run's SFT stage goes to as well (None: it goes nowhere): a job's disk
+    # is gone when it ends, and blind rounds often find the stage as good as the model
+    push_sft_to: str | None = None
 
     def checked(self) -> JobRequest:
         """Every check that needs no network, in the order a user would fix them."""
@@ -185,6 +189,12 @@ class JobRequest:
             )
         if self.reward:
             check_repo_id(self.reward, "reward model", example="your-name/title-reward")
+        if self.push_sft_to:
+            check_repo_id(self.push_sft_to, "model", example="your-name/title-model-sft")
+            if not getattr(recipe, "sft_epochs", 0):
+                raise UserError(f"--push-sft-to: the {recipe.name} recipe has no SFT stage to push")
+            if self.push_sft_to == self.push_to:
+                raise UserError("--push-sft-to: the SFT stage needs a repo of its own")
         if self.max_steps is not None and self.max_steps < 1:
             raise UserError("--max-steps must be at least 1")
         check_flavor(self.flavor)
@@ -303,6 +313,11 @@ class JobSpec:
         return "\n".join(lines)
 
 
+def _in(namespace: str, repo: str) -> str:
+    """A repo id as given, or a bare name in `namespace`."""
+    return repo if "/" in repo else f"{namespace}/{repo}"
+
+
 def job_spec(
     request: JobRequest, code: ProjectCode, namespace: str, endpoint: str | None = None
 ) -> JobSpec:
@@ -311,7 +326,7 @@ def job_spec(
     from huggingface_hub import constants
 
     flavor, timeout = check_flavor(request.flavor), timeout_seconds(request.timeout)
-    push_to = request.push_to if "/" in request.push_to else f"{namespace}/{request.push_to}"
+    push_to = _in(namespace, request.push_to)
     env = {
         ENV_METHOD: request.method,
         ENV_PUSH_TO: push_to,
@@ -328,7 +343,11 @@ def job_spec(
     endpoint = endpoint or constants.ENDPOINT
     if endpoint.rstrip("/") != PUBLIC_HUB:
         env["HF_ENDPOINT"] = endpoint
-    script = job_script(request, code, f"{namespace}/{CODE_REPO}", push_to, flavor.gpus)
+    push_sft_to = request.push_sft_to and _in(namespace, request.push_sft_to)
+    script = job_script(
+        replace(request, push_sft_to=push_sft_to), code, f"{namespace}/{CODE_REPO}", push_to,
+        flavor.gpus,
+    )  # fmt: skip
     return JobSpec(
         image=request.image,
         command=["bash", "-c", script],
@@ -387,8 +406,13 @@ def job_script(
     """The job's shell script (see the module's docstring). It names no token: the Hub
     clients read HF_TOKEN, the job's secret, from the environment."""
     q = shlex.quote
-    push = ["python", "-m", "hub", "push-model", "../run/model", "--repo", push_to]
-    push += ["--dataset", request.data, *(["--private"] if request.private else [])]
+    told = ["--dataset", request.data, *(["--private"] if request.private else [])]
+    push = ["python", "-m", "hub", "push-model", "../run/model", "--repo", push_to, *told]
+    stage = ["python", "-m", "hub", "push-model", "../run/model/sft", "--repo"]
+    push_stage = [
+        "echo '== pushing its SFT stage'",
+        shlex.join([*stage, request.push_sft_to, *told]),
+    ] if request.push_sft_to else []  # fmt: skip
     steps = [
         "set -euo pipefail",
         f"echo {q(f'== title-dpo on Hugging Face Jobs: {request.method} on {request.data}, code {code.label[:12]}, pushing to {push_to}')}",  # noqa: E501
@@ -402,6 +426,7 @@ def job_script(
         shlex.join(training_command(request, gpus)),
         "echo '== pushing the model'",
         shlex.join(push),
+        *push_stage,
         "echo '== done'",
     ]
     return "\n".join(steps)
@@ -457,9 +482,10 @@ def submit(request: JobRequest, token: str | None = None) -> Submitted:
             f"--namespace {namespace!r}: {identity.name} is not a member of it (theirs: "
             f"{', '.join(identity.namespaces)})"
         )
-    bare = "/" not in request.push_to
-    push_to = _writable_repo_id(f"{namespace}/{request.push_to}" if bare else request.push_to,
-                                identity)  # fmt: skip
+    push_to = _writable_repo_id(_in(namespace, request.push_to), identity)
+    push_sft_to = request.push_sft_to and _writable_repo_id(
+        _in(namespace, request.push_sft_to), identity
+    )
     _must_exist(request.data, "dataset", token)
     _must_exist(request.model, "model", token)
     if request.reward:
@@ -481,7 +507,7 @@ def submit(request: JobRequest, token: str | None = None) -> Submitted:
     except (HfHubHTTPError, *TRANSPORT_ERRORS) as exc:
         action = f"upload the project's code to {code_repo}"
         raise UserError(hub_failure(exc, action, token)) from None
-    spec = job_spec(replace(request, push_to=push_to), code, namespace)
+    spec = job_spec(replace(request, push_to=push_to, push_sft_to=push_sft_to), code, namespace)
     try:
         job = api.run_job(
             image=spec.image,

@@ -80,7 +80,7 @@ def test_a_job_trains_the_model_and_pushes_it_in_one_commit(jobs_hub, tmp_path, 
     hub = jobs_hub
     job_id = submit(
         hub, tmp_path, "--push-to", "tuned", "--flavor", "cpu-basic", "--timeout", "20m",
-        "--max-steps", "2",
+        "--max-steps", "2", "--push-sft-to", "tuned-sft",
     )  # fmt: skip
     job = hub.jobs.wait(job_id)
     log = log_of(hub, job_id)
@@ -141,6 +141,13 @@ def test_a_job_trains_the_model_and_pushes_it_in_one_commit(jobs_hub, tmp_path, 
     lines = followed.stdout.strip().splitlines()
     assert lines[:1] == log[1:2] and "== done" in lines  # the whole log, then how it ended
     assert lines[-1].startswith(f"job {job_id} completed")
+
+    # its SFT stage went up too, as a model of its own: its disk is gone now
+    assert "== pushing its SFT stage" in log
+    stage = hub.repo_files("model", "alice/tuned-sft")
+    assert {"model.safetensors", "config.json"} <= set(stage)
+    assert json.loads(stage["training_summary.json"])["stage"] == "sft"
+    assert "It is the SFT stage of a title-dpo run" in stage["README.md"].decode()
 
 
 def test_a_job_runs_in_and_pushes_to_an_organisation_its_user_belongs_to(jobs_hub, tmp_path):
@@ -222,6 +229,10 @@ def test_what_cannot_run_is_refused_before_any_job_starts(jobs_hub, tmp_path):
     assert "unknown Jobs flavor 't4-mega'" in line
     line = error_line(hub_cli(hub, tmp_path, *job, "--flavor", "cpu-basic", "--set", "epoch=2"))
     assert "unknown recipe key(s) epoch" in line
+    line = error_line(hub_cli(hub, tmp_path, *job, "--recipe", "tutorial", "--push-sft-to", "s"))
+    assert "the tutorial recipe has no SFT stage to push" in line
+    line = error_line(hub_cli(hub, tmp_path, *job, "--push-sft-to", "tuned"))
+    assert "the SFT stage needs a repo of its own" in line
     assert hub.jobs.jobs == {}  # only the refused flavor reached the Jobs API at all
     assert [r["flavor"] for r in hub.jobs.requests] == ["h200x8"]
 
@@ -280,10 +291,10 @@ def test_a_failed_a_timed_out_and_a_cancelled_job_each_end_in_one_line(jobs_hub,
 
 def tab_job(push_to: str) -> list:
     """What the Train tab sends for a job: Method, Base model, step limit; dataset, repo,
-    hardware, timeout, reward, private, namespace; then each method's recipe and form as the
-    tab shows them."""
+    hardware, timeout, reward, private, namespace, the SFT stage's repo; then each method's
+    recipe and form as the tab shows them."""
     job = ["DPO", "alice/tiny-chat", 2, "alice/titles", push_to, "cpu-basic", "20m", "", False,
-           ""]  # fmt: skip
+           "", ""]  # fmt: skip
     for method in METHODS.values():
         recipe = get_recipe(None, method.recipe)
         job += [recipe.name, *form_values(recipe)]
@@ -302,8 +313,8 @@ def test_the_train_tab_runs_a_job_follows_it_and_generates_with_its_model(
     process, url = start_app("--model", str(tiny_model_dir), "--data", str(tmp_path / "data"),
                              log_path=tmp_path / "app.log", env=env)  # fmt: skip
     job = tab_job("ui-tuned")
-    beta = job.index(RECIPES["fast"].beta, 11)  # the DPO form's beta: the first form's second
-    assert beta == 12
+    beta = job.index(RECIPES["fast"].beta, 12)  # the DPO form's beta: the first form's second
+    assert beta == 13
     job[beta] = 0.3
     try:
         c = Client(url, verbose=False)

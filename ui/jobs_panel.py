@@ -43,12 +43,16 @@ def build(
     """The panel, reading the tab's Method, Base model and step limit, and from `recipes`
     ({method kind: [its recipe choice, *its recipe form's fields]}) the chosen method's recipe
     as its form has it. Returns the look at the latest job, for when the tab is opened."""
+    # Over 60 lines: the panel's layout, top to bottom as the page shows it, then its wiring.
     guard = ctx.guard
     with gr.Accordion("Run on Hugging Face Jobs", open=False):
         gr.Markdown(intro(ctx.settings.on_space))
         with gr.Row():
             dataset = gr.Textbox("", label="Hub dataset id", placeholder="you/youtube-titles-dpo")
             push_to = gr.Textbox("youtube-titles-jobs-model", label="Push the model to")
+            push_sft_to = gr.Textbox(
+                "", label="Push its SFT stage to (optional: to compare or publish it)"
+            )
             namespace = gr.Textbox("", label="Run in (an organisation of yours; empty: you)")
         with gr.Row():
             flavor = hardware_choice()
@@ -76,7 +80,7 @@ def build(
     # what `JobsPanel.request` reads, in its order
     forms = [field for inputs in recipes.values() for field in inputs]
     request_in = [method, base, max_steps, dataset, push_to, flavor, timeout, reward, private,
-                  namespace, *forms]  # fmt: skip
+                  namespace, push_sft_to, *forms]  # fmt: skip
     view = [job_id, state, chart, log_tail, timer]
     preview.click(
         guard(OWNER, panel.preview, spread=len(request_in)),
@@ -136,6 +140,7 @@ class JobsPanel:
         reward,
         private,
         namespace,
+        push_sft_to,
         *forms,
     ) -> JobRequest:
         """The job the panel's fields ask for; `forms`: each method's recipe choice and
@@ -161,6 +166,7 @@ class JobsPanel:
             max_steps=int(max_steps) if max_steps else None,
             private=bool(private),
             namespace=(namespace or "").strip() or None,
+            push_sft_to=(push_sft_to or "").strip() or None,
         )
 
     def preview(self, *fields) -> str:
