@@ -50,9 +50,7 @@ def build(
         with gr.Row():
             dataset = gr.Textbox("", label="Hub dataset id", placeholder="you/youtube-titles-dpo")
             push_to = gr.Textbox("youtube-titles-jobs-model", label="Push the model to")
-            push_sft_to = gr.Textbox(
-                "", label="Push its SFT stage to (optional: to compare or publish it)"
-            )
+            push_sft_to = gr.Textbox("", label="Push its SFT stage to (optional)")
             namespace = gr.Textbox("", label="Run in (an organisation of yours; empty: you)")
         with gr.Row():
             flavor = hardware_choice()
