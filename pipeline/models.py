@@ -409,7 +409,7 @@ def _load(source: ModelSource, head: str = "lm") -> LoadedModel:
         tokenizer = AutoTokenizer.from_pretrained(source.path, **_pretrained_kwargs(source))
         model = _weights(source.weights, head, device)
         # an adapter is merged where the model runs: a CPU first copies each weight it changes
-        # out of the file mapped in (1.4 s of SmolLM2-135M's here), a GPU has its own copies
+        # out of the file mapped in (`_own_targeted_weights`); a GPU has its own copies
         model.to(device.name)
         model = _merge_adapters(model, source)
     except (OSError, ValueError, SafetensorError) as exc:  # the last: a damaged weights file
@@ -458,6 +458,7 @@ def _merge_adapters(model, source: ModelSource):
     for adapter in reversed(adapters):
         config = PeftConfig.from_pretrained(adapter)
         config.task_type = None  # merged at once; a chat model's wrapper refuses a score head
+        _own_targeted_weights(model, config.target_modules)
         model = PeftModel.from_pretrained(model, adapter, config=config).merge_and_unload()
     # Its name is the folder asked for, which `load_model` loads again: PEFT names it as the
     # base of an adapter trained on it (OUT/adapter of a DPO run: on the SFT stage, not its
@@ -465,3 +466,19 @@ def _merge_adapters(model, source: ModelSource):
     # (`rl.loadable_by_name`). Merged, the name would be the bare base's: wrong, silently.
     model.name_or_path = model.config.name_or_path = named
     return model
+
+
+def _own_targeted_weights(model, targets) -> None:
+    """On a CPU, weights loaded in the file's own dtype are the file, mapped in: a merge that
+    adds to them copies each page on its first write, one fault at a time (1.4 s of
+    SmolLM2-135M's 1.7 s load). A copy made first is one pass (`bench/stage_load.py`). On a GPU
+    the weights are copies already. `targets`: the LoRA's module names (a list), else every
+    linear layer's."""
+    import torch
+
+    names = set(targets) if isinstance(targets, list | set | tuple) else None
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or module.weight.device.type != "cpu":
+            continue
+        if names is None or name.rsplit(".", 1)[-1] in names:
+            module.weight.data = module.weight.data.clone()
