@@ -309,8 +309,7 @@ def stage_card(
     from pipeline.methods import method_of
 
     recipe = run["recipe"]
-    card = method_of(run).card
-    then = card(recipe)[0].upper() if card else "training"  # DPO, GRPO, RLOO
+    then = method_of(run).tag(recipe) or "training"
     tags = ["trl", "sft", *PROJECT_TAGS[1:], *(["lora"] if recipe.get("lora_r") else [])]
     metadata = _model_metadata(tags, base_model, dataset_id, license, adapter_only)
     base_text, data_text = _links(base_model, dataset_id)

@@ -221,7 +221,7 @@ def model_plan(
 
     kind = "LoRA adapter" if adapter_only else "model"
     # DPO, GRPO, RLOO; a reward model has no title-writing card
-    trained_with = method.card(summary["recipe"])[0].upper() if method.card else "Reward"
+    trained_with = method.tag(summary["recipe"]) or "Reward"
     recipe_name = summary["recipe"]["name"]
     message = f"{trained_with} {kind}: {recipe_name} recipe, {counted(summary['steps'], 'step')}"
     yield _model_repo_plan(repo_id, files, card, message, private)
@@ -440,8 +440,7 @@ def _people_verdicts(
     for the other model: the run's own models and its starting model by those names, any
     other model by its round label."""
     if model.name == SFT_STAGE:  # the stage's card: the run's model is what it became
-        trained = method_of(summary).card
-        then = trained(summary["recipe"])[0].upper() if trained else "final"
+        then = method_of(summary).tag(summary["recipe"]) or "final"
         own = {model_place(model.parent): f"the {then} model trained from it"}
     else:
         own = {model_place(model / SFT_STAGE): "its SFT stage"}

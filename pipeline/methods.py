@@ -17,6 +17,7 @@ from typing import Any
 from pipeline.datasets import dataset_summary, source_in_brief
 from pipeline.errors import UserError, advice_on_full_disk, advice_on_out_of_memory
 from pipeline.metrics import LOGPS_KEYS, LOSS_KEYS, REWARD_KEYS
+from pipeline.models import is_saved_model
 from pipeline.recipes import DPORecipe, RewardRecipe, RLRecipe, recipe_from_mapping
 from pipeline.runs import (
     RUN_PREFIX,
@@ -28,7 +29,6 @@ from pipeline.runs import (
     resume_line,
     run_kind,
     run_name,
-    run_of_stage,
     run_start,
     run_summary,
     run_to_resume,
@@ -76,6 +76,11 @@ class Method:
     @property
     def kind(self) -> str:
         return self.recipe.KIND
+
+    def tag(self, recipe: Mapping[str, Any]) -> str | None:
+        """What a run of it trained with, in one word (DPO, GRPO, RLOO); None: it writes no
+        titles (a reward model)."""
+        return self.card(recipe)[0].upper() if self.card else None
 
     def check_reward_model(self, recipe, reward_model: str | None) -> str | None:
         """The reward model a run is trained against, refused early when it is missing or not
@@ -330,15 +335,14 @@ def run_choices(
         summary = run_summary(model) or {}
         if writes_titles is None or method_of(summary).writes_titles == writes_titles:
             chosen.append(_choice(model, summary))
-            if stages and run_of_stage(model / SFT_STAGE) is not None:
+            if stages and is_saved_model(model / SFT_STAGE):
                 chosen.append(_stage_choice(model, summary))
     return chosen
 
 
 def _stage_choice(model: Path, summary: Mapping[str, Any]) -> tuple[str, str]:
     """A run's SFT stage as a list names it: its run, what trained it further, its steps."""
-    card = method_of(summary).card
-    then = card(summary.get("recipe") or {})[0].upper() if card else "its training"
+    then = method_of(summary).tag(summary.get("recipe") or {}) or "its training"
     steps = stage_summary(model / SFT_STAGE).get("steps")
     told = f", {counted(steps, 'step')}" if steps is not None else ""
     line = f"{run_name(model)} SFT stage: the run's model before {then}{told}"

@@ -321,7 +321,7 @@ def clear_for_new_run(model: str | Path) -> None:
     and summary go: a new run would otherwise start from that stage whatever its own recipe,
     model or data, and be listed as the old run until it saved."""
     model = Path(model)
-    left, summary = left_at(model), _readable_summary(model) if model.is_dir() else None
+    left, summary = left_at(model), _readable_summary(model)
     if left.stage in ("loop", "sft") or (left.stage == "after sft" and summary is None):
         raise UserError(
             f"{model} holds an earlier run, left {left.where()}, that can still be carried on: "

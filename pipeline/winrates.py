@@ -399,9 +399,10 @@ class RoundReport:
         lines = []
         for run, stage in self.stages.items():
             h = next((c for c in self.comparisons if {c.model, c.other} == {run, stage}), None)
-            if h is None or not h.decisive or h.preferred() == run:
+            preferred = h.preferred() if h is not None and h.decisive else run
+            if preferred == run:
                 continue
-            if h.preferred() == stage:
+            if preferred == stage:
                 said = f"people prefer {stage} to {run}: the stage is the one to publish"
             else:
                 said = f"{run} is not clearly preferred to {stage} yet"
